@@ -1,0 +1,1 @@
+"""Compatibility shims for the dependency stack (see docs/dependencies.md)."""

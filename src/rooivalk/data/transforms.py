@@ -1,0 +1,40 @@
+"""Turn stored uint8 images into model input, identically in training, evaluation and export."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_model_input(
+    images: np.ndarray | torch.Tensor,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int = 3,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, in_chans, S, S), resized bilinearly and normalized.
+
+    Grayscale (C=1) is repeated to the model's 3 channels so ImageNet weights apply unchanged.
+    """
+    batch = torch.as_tensor(images)
+    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W) in [0, 1]
+    if batch.shape[1] != in_chans:
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, in_chans, -1, -1)
+        elif in_chans == 1:
+            batch = batch.mean(dim=1, keepdim=True)
+        else:
+            raise ValueError(f"cannot map {batch.shape[1]} image channels to {in_chans} model channels")
+    if batch.shape[-2:] != (input_size, input_size):
+        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    mean_t = torch.tensor(mean, dtype=batch.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=batch.dtype).view(1, -1, 1, 1)
+    batch = (batch - mean_t) / std_t
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch.contiguous() if not channels_last else batch

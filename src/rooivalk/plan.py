@@ -1,0 +1,238 @@
+"""The training plan: a YAML document validated by pydantic.
+
+Every model forbids unknown keys, so a typo in a plan fails loudly with its key path instead of
+being ignored. `load_plan` adds the file name to every error, and `apply_overrides` implements the
+CLI's `--set a.b=c`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSpec(_Strict):
+    """How samples are divided. Fractions are of the whole dataset; the split is stratified by label."""
+
+    train: float = Field(0.70, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+    seed: int = 0
+    stratified: bool = True
+    # Formats that ship an official test set (idx: Fashion-MNIST's t10k files) use it as the test
+    # split; train and val then divide the rest in the ratio train:val.
+    use_source_test: bool = True
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitSpec:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions train+val+test must sum to 1, got {total:.4f}")
+        return self
+
+
+class DataSpec(_Strict):
+    source: str = Field(description="Local path or s3:// URI of the raw data.")
+    format: Literal["image_folder", "idx"] = Field(
+        description="image_folder: one sub-folder per class with PNG/JPEG files; "
+        "idx: MNIST-style IDX files (train-*/t10k-* images and labels, optionally .gz)."
+    )
+    split: SplitSpec = SplitSpec()
+    # Images of different sizes are resized to this square size at ingestion; uniform folders keep
+    # their native size (the model input size is resized per batch during training).
+    image_size: int = Field(64, ge=8, le=1024)
+    channels: Literal["auto", 1, 3] = "auto"
+    max_samples_per_class: int | None = Field(None, ge=1)
+
+
+class ModelSpec(_Strict):
+    family: Literal["timm"] = "timm"
+    architecture: str = Field(description="timm architecture name, e.g. tf_efficientnet_lite0.")
+    num_classes: int | Literal["auto"] = "auto"
+    pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")
+    input_size: int = Field(224, ge=8, le=1024)
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+
+
+class StageLR(_Strict):
+    """Learning rates of one stage.
+
+    `head` is the classifier's LR. `backbone` is one LR for every trainable backbone group, or
+    [first, last]: a geometric spread from the earliest to the latest trainable group. `spread`
+    instead spreads [low, high] geometrically over all trainable groups, head included.
+    """
+
+    head: float | None = Field(None, gt=0)
+    backbone: float | tuple[float, float] | None = None
+    spread: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> StageLR:
+        if self.spread is not None and (self.head is not None or self.backbone is not None):
+            raise ValueError("give either 'spread' or 'head'/'backbone', not both")
+        if self.spread is None and self.head is None and self.backbone is None:
+            raise ValueError("a stage needs learning rates: 'head', 'backbone' or 'spread'")
+        return self
+
+
+class StageSpec(_Strict):
+    name: str
+    epochs: int = Field(ge=1)
+    # Group selectors: a group name from `rooivalk groups`, "head", "all", or "last:N" (the last N
+    # backbone groups).
+    train: list[str] = Field(min_length=1)
+    lr: StageLR
+    warmup_epochs: float = Field(0.0, ge=0)
+
+
+class TrainingSpec(_Strict):
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    stages: list[StageSpec] | None = Field(
+        None, description="Omitted: the three-stage schedule for pretrained models, one full stage otherwise."
+    )
+    epochs: int = Field(10, ge=1, description="Epochs of the single stage used when training from scratch.")
+    lr: float = Field(1e-3, gt=0, description="LR of the single from-scratch stage.")
+    weight_decay: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(1.0, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of each stage.")
+    seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null: all cores.")
+    channels_last: bool = True
+    hflip: bool = True
+    max_train_batches: int | None = Field(None, ge=1, description="Cap per epoch, for smoke runs.")
+
+
+class Gate(_Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError(f"gate on {self.metric!r} needs 'min' or 'max'")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    gates: list[Gate] = []
+    fail_on_gate: bool = Field(True, description="Fail the pipeline when a gate fails.")
+
+
+class ExportSpec(_Strict):
+    formats: list[Literal["onnx", "onnx_int8"]] = ["onnx", "onnx_int8"]
+    calibration_samples: int = Field(512, ge=1)
+    latency_runs: int = Field(100, ge=50)
+    latency_warmup: int = Field(10, ge=1)
+    max_abs_diff: float = Field(1e-3, gt=0, description="ONNX vs PyTorch tolerance on logits.")
+    gates: list[Gate] = []
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; null: sqlite in the run folder.")
+    experiment: str = "rooivalk"
+    registered_model: str | None = Field(None, description="Registry name; null: the plan name.")
+
+
+class Plan(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    data: DataSpec
+    model: ModelSpec
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    export: ExportSpec = ExportSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _short_name(cls, value: str) -> str:
+        if len(value) > 60:
+            raise ValueError("plan name must be at most 60 characters")
+        return value
+
+    def digest(self) -> str:
+        """sha256 of the resolved plan, the plan's identity in lineage tags."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PlanError(ValueError):
+    """A plan that cannot be read or does not validate; the message names the file and key path."""
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: {error.error_count()} problem(s) in the plan"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def validate_plan(raw: dict[str, Any], origin: str = "<plan>") -> Plan:
+    try:
+        return Plan.model_validate(raw)
+    except ValidationError as error:
+        raise PlanError(_format_errors(error, origin)) from None
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML scalars: 1e-3 -> float, true -> bool, null -> None, [a, b] -> list.
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides to a raw plan dict (a new dict; values parsed as YAML)."""
+    result = json.loads(json.dumps(raw))
+    for override in overrides:
+        if "=" not in override:
+            raise PlanError(f"--set {override!r}: expected key.path=value")
+        path, _, value = override.partition("=")
+        keys = path.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise PlanError(f"--set {path}: {key!r} is not a mapping")
+            node = child
+        node[keys[-1]] = _parse_scalar(value)
+    return result
+
+
+def read_plan_file(path: str | Path) -> dict[str, Any]:
+    plan_path = Path(path)
+    if not plan_path.is_file():
+        raise PlanError(f"{plan_path}: plan file not found")
+    try:
+        raw = yaml.safe_load(plan_path.read_text())
+    except yaml.YAMLError as error:
+        raise PlanError(f"{plan_path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"{plan_path}: a plan must be a YAML mapping at the top level")
+    return raw
+
+
+def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
+    """Read, override and validate a plan file; errors name the file and the key path."""
+    raw = apply_overrides(read_plan_file(path), overrides or [])
+    return validate_plan(raw, origin=str(path))
+
+
+def plan_json_schema() -> dict[str, Any]:
+    return Plan.model_json_schema()
