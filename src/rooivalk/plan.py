@@ -162,6 +162,10 @@ class Plan(_Strict):
             raise ValueError("plan name must be at most 60 characters")
         return value
 
+    def to_parameter(self) -> dict[str, Any]:
+        """The plan as a KFP pipeline parameter: JSON types only, nulls dropped (KFP rejects None)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
     def digest(self) -> str:
         """sha256 of the resolved plan, the plan's identity in lineage tags."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

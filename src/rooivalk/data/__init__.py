@@ -1,0 +1,5 @@
+"""Datasets: ingestion, the versioned artifact, splits and quarantine (no torch import here)."""
+
+from rooivalk.data.ingest import IngestError, IngestResult, ingest_data
+
+__all__ = ["IngestError", "IngestResult", "ingest_data"]

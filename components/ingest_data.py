@@ -1,0 +1,31 @@
+"""KFP adapter for rooivalk.data.ingest_data."""
+
+from kfp import dsl
+
+from components.images import DATA_IMAGE
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def ingest_data(plan: dict, parent_run_id: str, dataset: dsl.Output[dsl.Dataset],
+                quarantine: dsl.Output[dsl.Artifact], metrics: dsl.Output[dsl.Metrics]) -> str:
+    """Validate, quarantine and version the plan's data source; returns the dataset version id."""
+    # KFP ships only this function's source, so imports live in the body.
+    import os
+    import shutil
+
+    from rooivalk.data import ingest_data as run
+    from rooivalk.steps import pipeline_step
+
+    with pipeline_step("ingest_data", plan, parent_run_id) as step:
+        try:
+            result = run(step.plan.data, dataset.path)
+        finally:  # the quarantine report survives a failed ingestion
+            if os.path.exists(f"{dataset.path}/quarantine.json"):
+                shutil.copyfile(f"{dataset.path}/quarantine.json", quarantine.path)
+        step.record(result.metrics, {"dataset": dataset.path, "quarantine": quarantine.path},
+                    log_files=[f"{dataset.path}/{name}" for name in ("dataset.json", "quarantine.json", "class_balance.png")],
+                    dataset_version=result.info.version_id)
+    dataset.metadata["version_id"] = result.info.version_id
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    return result.info.version_id

@@ -1,0 +1,6 @@
+"""The `rooivalk` command line. The orchestration layer (kfp, components, pipelines) is imported
+lazily inside the commands that need it, so `validate` and `schema` stay fast."""
+
+from rooivalk.cli.app import app
+
+__all__ = ["app"]

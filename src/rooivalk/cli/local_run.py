@@ -1,0 +1,111 @@
+"""`rooivalk run`: execute the compiled training pipeline with kfp.local's SubprocessRunner.
+
+The pipeline function and components are the very ones `rooivalk compile` emits. kfp.local prints
+each task's log to stdout; during the run that goes to <out>/pipeline.log while the terminal shows
+rich progress built from step events (rooivalk.events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from rooivalk import events, storage
+from rooivalk.cli.progress import PipelineProgress
+from rooivalk.cli.summary import build_summary
+from rooivalk.plan import Plan
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunOutcome:
+    summary: dict[str, Any]
+    summary_path: Path
+
+
+def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
+    """Absolute local paths (steps run as subprocesses) and a default tracking URI in the run folder."""
+    from rooivalk.tracking import default_tracking_uri
+
+    data = plan.data.model_copy(update={"source": _absolute(plan.data.source)})
+    model = plan.model.model_copy(update={"pretrained": _absolute(plan.model.pretrained) if plan.model.pretrained else None})
+    tracking = plan.tracking.model_copy(update={"uri": plan.tracking.uri or default_tracking_uri(out_dir)})
+    return plan.model_copy(update={"data": data, "model": model, "tracking": tracking})
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+class _Pipeline(threading.Thread):
+    def __init__(self, plan: dict[str, Any], run_key: str, root: Path, log_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.plan, self.run_key, self.root, self.log_path = plan, run_key, root, log_path
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from kfp import local
+
+        from pipelines.training import training_pipeline
+
+        with open(self.log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(self.root), raise_on_error=True)
+                training_pipeline(plan=self.plan, run_key=self.run_key)
+            except BaseException as error:  # reported by the main thread
+                self.error = error
+
+
+def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
+    from pipelines.training import PIPELINE_NAME, STEPS
+    from rooivalk.tracking import find_pipeline_run
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_plan(plan, out_dir)
+    storage.write_text(out_dir / "plan.yaml", yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+    events_path = out_dir / "events.jsonl"
+    events_path.unlink(missing_ok=True)
+    os.environ[events.EVENTS_ENV] = str(events_path)  # inherited by kfp.local's step subprocesses
+    run_key = uuid.uuid4().hex
+    worker = _Pipeline(resolved.to_parameter(), run_key, out_dir / "pipeline_root", out_dir / "pipeline.log")
+    collected: list[dict[str, Any]] = []
+    offset = 0
+    started = time.perf_counter()
+    with PipelineProgress(console, STEPS) as view:
+        worker.start()
+        while True:
+            alive = worker.is_alive()
+            new, offset = events.read_events(str(events_path), offset)
+            for event in new:
+                view.handle(event)
+            collected.extend(new)
+            if not alive:
+                break
+            time.sleep(0.2)
+    error = None if worker.error is None else _short_error(worker.error, collected)
+    run_id = find_pipeline_run(resolved.tracking.uri or "", resolved.tracking.experiment, run_key)
+    summary = build_summary(PIPELINE_NAME, collected, STEPS, error, resolved.tracking.uri or "", run_id,
+                            plan.name, str(out_dir))
+    summary["seconds"] = time.perf_counter() - started
+    summary_path = out_dir / SUMMARY_FILE
+    storage.write_text(summary_path, json.dumps(summary, indent=2, default=str))
+    return RunOutcome(summary, summary_path)
+
+
+def _short_error(error: BaseException, collected: list[dict[str, Any]]) -> str:
+    """The failing step's own message beats kfp.local's generic 'task failed'."""
+    for event in reversed(collected):
+        if event.get("event") == "step_end" and event.get("status") == "failed":
+            return f"step {event['step']} failed: {event.get('error')}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,71 @@
+"""`evaluate_model`: test-split metrics, confusion matrix, and the plan's validation gates."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rooivalk import storage
+from rooivalk.data.dataset import load_dataset
+from rooivalk.data.transforms import to_model_input
+from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.metrics import classification_metrics, plot_confusion_matrix
+from rooivalk.models import load_trained_model
+from rooivalk.plan import Plan
+
+REPORT_FILE = "evaluation.json"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+@dataclass
+class EvaluateResult:
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    gates: list[dict[str, Any]]
+    passed: bool
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: np.ndarray, input_size: int, mean: Any, std: Any, in_chans: int,
+            batch_size: int = 256) -> np.ndarray:
+    """Class predictions (N,) for uint8 images (N, H, W, C)."""
+    model.eval()
+    out = [model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans)).argmax(1)
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_model(plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test") -> EvaluateResult:
+    """Score the model on a split; raises GateFailure (after writing the report) if a gate fails
+    and the plan says to fail on gates."""
+    torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
+    model, info = load_trained_model(model_dir)
+    dataset = load_dataset(dataset_dir)
+    images, labels = dataset.subset(split)
+    if len(images) == 0:
+        raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
+    predictions = predict(model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size)
+    report = classification_metrics(labels, predictions, info.classes)
+    metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
+    metrics["test_samples"] = float(len(labels))
+    gates = check_gates(plan.evaluation.gates, metrics)
+    passed = all(g["passed"] for g in gates)
+    report.update({"split": split, "classes": info.classes, "gates": gates, "passed": passed,
+                   "dataset_version": dataset.info.version_id})
+    png_path = f"{eval_dir}/{CONFUSION_PNG}"
+    os.makedirs(eval_dir, exist_ok=True)
+    plot_confusion_matrix(report["confusion_matrix"], info.classes, png_path,
+                          f"{plan.name}: {split} accuracy {report['accuracy']:.4f}")
+    artifacts = {
+        REPORT_FILE: storage.write_text(f"{eval_dir}/{REPORT_FILE}", json.dumps(report, indent=2)),
+        CONFUSION_PNG: storage.sha256_file(png_path),
+    }
+    if not passed and plan.evaluation.fail_on_gate:
+        raise GateFailure(f"evaluation gates failed: {describe_failures(gates)} (report: {eval_dir}/{REPORT_FILE})")
+    return EvaluateResult(metrics, report, gates, passed, artifacts)

@@ -1,0 +1,216 @@
+"""ONNX export of a trained classifier, with static TF-'SAME' padding and a numerical check.
+
+timm's `tf_*` models pad 'SAME' at run time (`Conv2dSame`, `MaxPool2dSame`, ...): the pad amounts are
+computed from the input's H and W. Exported, that is a Shape -> Div -> Ceil -> ... subgraph feeding a
+Pad node, and static INT8 quantization inserts Q/DQ pairs into that arithmetic, which corrupts the
+padding (INT8 accuracy fell 8 points on EfficientNet-Lite0). For a fixed export size the pads are
+constants, so `replace_conv2d_same` swaps each dynamic layer for a constant pad + the plain layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rooivalk._compat import torchvision_fix
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    first, second = value
+    return int(first), int(second)
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
+    # timm.layers.padding.get_same_padding for a Python int: total pad of one spatial axis.
+    return max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+def _static_pad(hw: tuple[int, int], module: nn.Module) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) as timm's pad_same would compute it for an input of size hw."""
+    kernel, stride = _pair(module.kernel_size), _pair(module.stride)  # type: ignore[arg-type]
+    dilation = _pair(getattr(module, "dilation", 1))  # AvgPool2d has no dilation
+    pad_h = _same_pad(hw[0], kernel[0], stride[0], dilation[0])
+    pad_w = _same_pad(hw[1], kernel[1], stride[1], dilation[1])
+    # TF puts the odd pixel on the right/bottom, exactly like pad_same.
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+def _dynamic_same_types() -> tuple[tuple[type[nn.Module], ...], tuple[type[nn.Module], ...]]:
+    """(layers replaced by pad + a fresh plain layer, layers kept with their run-time pad switched off)."""
+    torchvision_fix.apply()  # timm imports torchvision; the CPU torch build needs the shim first
+    from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+    from timm.layers.std_conv import ScaledStdConv2dSame, StdConv2dSame
+
+    replaced = (Conv2dSame, Conv2dSameExport, MaxPool2dSame, AvgPool2dSame)
+    # Weight-standardized convs keep their forward (it standardizes the weight) minus the dynamic pad.
+    switched = (StdConv2dSame, ScaledStdConv2dSame)
+    return replaced, switched
+
+
+def _trace_input_sizes(
+    model: nn.Module, targets: tuple[type[nn.Module], ...], dummy: torch.Tensor
+) -> dict[str, tuple[int, int]]:
+    """Input (H, W) seen by every module of the target types on one forward pass of `dummy`."""
+    sizes: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, targets):
+            def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], name: str = name) -> None:
+                sizes[name] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+
+            handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(dummy)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
+def _static_replacement(
+    module: nn.Module, pad: tuple[int, int, int, int], switched: tuple[type[nn.Module], ...]
+) -> nn.Module:
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    if isinstance(module, switched):
+        plain = copy.deepcopy(module)
+        setattr(plain, "same_pad", False)  # noqa: B010  (its forward then skips pad_same; padding is already 0)
+        return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), conv=plain))
+    if isinstance(module, MaxPool2dSame):
+        # pad_same pads max-pools with -inf so the pad never wins the max.
+        pool = nn.MaxPool2d(module.kernel_size, module.stride, 0, module.dilation, module.ceil_mode)
+        return nn.Sequential(OrderedDict(pad=nn.ConstantPad2d(pad, float("-inf")), pool=pool))
+    if isinstance(module, AvgPool2dSame):
+        avg = nn.AvgPool2d(module.kernel_size, module.stride, 0, module.ceil_mode, module.count_include_pad)
+        return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), pool=avg))
+    assert isinstance(module, nn.Conv2d)
+    conv = nn.Conv2d(
+        module.in_channels, module.out_channels, module.kernel_size, module.stride, 0, module.dilation,  # type: ignore[arg-type]
+        module.groups, module.bias is not None, dtype=module.weight.dtype, device=module.weight.device,
+    )
+    conv.load_state_dict(module.state_dict())
+    return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), conv=conv))
+
+
+def replace_conv2d_same(model: nn.Module, input_size: int | tuple[int, int], in_chans: int = 3) -> nn.Module:
+    """A copy of `model` whose dynamic 'SAME' layers use constant pads for this input size.
+
+    Bit-identical to `model` at `input_size` (same F.pad + F.conv2d calls, constant arguments), but only
+    valid at that size. The input model is not modified. Layers are located by tracing one dummy forward.
+    """
+    replaced, switched = _dynamic_same_types()
+    targets = replaced + switched
+    result = copy.deepcopy(model)
+    was_training = result.training
+    result.eval()  # BatchNorm must not update running stats on the dummy pass
+    height, width = _pair(input_size)
+    parameter = next(result.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    dummy = torch.zeros(1, in_chans, height, width, dtype=dtype)
+    sizes = _trace_input_sizes(result, targets, dummy)
+    for name, module in list(result.named_modules()):
+        if not isinstance(module, targets):
+            continue
+        if name not in sizes:
+            log.warning("%s (%s) was not reached by the forward pass; left dynamic", name, type(module).__name__)
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = result.get_submodule(parent_name) if parent_name else result
+        setattr(parent, child, _static_replacement(module, _static_pad(sizes[name], module), switched))
+    return result.train(was_training)
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _export_to(model: nn.Module, dummy: torch.Tensor, target: Path, dynamic_batch: bool) -> None:
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    program = torch.onnx.export(
+        model, (dummy,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_shapes=dynamic_shapes, optimize=True,
+    )
+    assert program is not None
+    # external_data=False: one self-contained file, so the atomic rename moves the whole model.
+    program.save(str(target), external_data=False)
+
+
+def export_onnx(model: nn.Module, input_size: int, in_chans: int, path: str | Path, dynamic_batch: bool = True) -> Path:
+    """Export `model` (eval mode, FP32) to ONNX at `path`, written atomically; returns the path.
+
+    Input "input" float32 (B, in_chans, S, S), output "logits" (B, classes). B is dynamic when the
+    exporter manages it; otherwise the model is exported with a fixed batch of 1 and that is logged.
+    """
+    target = Path(path)
+    model = model.eval()
+    tmp = _atomic_target(target)
+    try:
+        exported = False
+        if dynamic_batch:
+            # Batch 2, not 1: torch.export specializes size-1 dimensions to constants.
+            dummy = torch.randn(2, in_chans, input_size, input_size)
+            try:
+                _export_to(model, dummy, tmp, dynamic_batch=True)
+                exported = True
+            except Exception as error:  # noqa: BLE001  (any exporter failure falls back to a fixed batch)
+                log.warning("ONNX export with a dynamic batch failed (%s); exporting with a fixed batch of 1", error)
+        if not exported:
+            _export_to(model, torch.randn(1, in_chans, input_size, input_size), tmp, dynamic_batch=False)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def has_dynamic_batch(session: object) -> bool:
+    """Whether an onnxruntime InferenceSession accepts any batch size."""
+    shape = session.get_inputs()[0].shape  # type: ignore[attr-defined]
+    return not isinstance(shape[0], int)
+
+
+def onnx_input_info(onnx_path: str | Path) -> tuple[str, bool]:
+    """(input name, whether the batch dimension is dynamic) of a model file, without a session."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    graph_input = model.graph.input[0]
+    batch = graph_input.type.tensor_type.shape.dim[0]
+    return graph_input.name, not batch.HasField("dim_value")
+
+
+def verify_onnx(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -> float:
+    """Max |logits_torch - logits_onnxruntime| over `inputs` (B, C, S, S), on the CPU provider."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = model.eval()(inputs).float().numpy()
+    array = inputs.detach().float().contiguous().numpy()
+    if has_dynamic_batch(session):
+        got = session.run(None, {session.get_inputs()[0].name: array})[0]
+    else:
+        name = session.get_inputs()[0].name
+        got = np.concatenate([session.run(None, {name: array[i : i + 1]})[0] for i in range(len(array))])
+    return float(np.abs(expected - got).max())

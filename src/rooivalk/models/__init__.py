@@ -1,0 +1,21 @@
+"""Model families behind one factory, layer groups, weights, and the trained-model artifact."""
+
+from rooivalk.models import timm_family as _timm_family  # noqa: F401  (registers the "timm" family)
+from rooivalk.models.artifact import ModelInfo, load_trained_model, save_trained_model
+from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
+from rooivalk.models.registry import create_model, list_families, register_family
+from rooivalk.models.timm_family import normalization
+
+__all__ = [
+    "HEAD",
+    "LayerGroup",
+    "ModelInfo",
+    "create_model",
+    "layer_groups",
+    "list_families",
+    "load_trained_model",
+    "normalization",
+    "register_family",
+    "resolve_selectors",
+    "save_trained_model",
+]

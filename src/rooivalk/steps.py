@@ -1,0 +1,85 @@
+"""What every pipeline step does around its library call: tracking, timing, events, errors.
+
+A KFP component body is `with pipeline_step(...) as step: result = library_call(...)`, then
+`step.record(...)`. The context opens the step's nested MLflow run under the pipeline's parent run,
+emits start/end events (rooivalk.events), times the step, and on failure marks the run FAILED and
+records the error before re-raising, so nothing already saved is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rooivalk import events, storage, tracking
+from rooivalk.plan import Plan
+
+_PROGRESS_INTERVAL_S = 0.25
+
+
+@dataclass
+class StepContext:
+    plan: Plan
+    step: str
+    tracking_uri: str
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _last_progress: float = 0.0
+
+    def progress(self, event: dict[str, Any]) -> None:
+        """Forward a library progress event; batch events are throttled."""
+        if event.get("event") == "batch":
+            now = time.monotonic()
+            if now - self._last_progress < _PROGRESS_INTERVAL_S:
+                return
+            self._last_progress = now
+        events.emit({**event, "step": self.step})
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step)
+
+    def record(self, metrics: dict[str, float], artifacts: dict[str, str], log_files: list[str] | None = None,
+               **extra: Any) -> None:
+        """Final metrics and artifacts ({name: local path or URI}, digested with sha256)."""
+        self.metrics.update({k: float(v) for k, v in metrics.items()})
+        for name, uri in artifacts.items():
+            self.artifacts[name] = {"uri": str(uri), "sha256": storage.sha256_tree(uri)}
+        self.extra.update(extra)
+        self.log_metrics(self.metrics)
+        tags = {f"rooivalk.artifact.{name}": f"{a['uri']}@sha256:{a['sha256']}" for name, a in self.artifacts.items()}
+        tracking.set_tags(self.tracking_uri, self.run_id, tags)
+        for path in log_files or []:
+            if Path(path).exists():
+                tracking.log_artifact(self.tracking_uri, self.run_id, path)
+
+
+@contextmanager
+def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
+    plan = Plan.model_validate(plan_dict)
+    if not plan.tracking.uri:
+        raise ValueError("tracking.uri must be resolved before a pipeline runs (rooivalk run/compile does this)")
+    run_id = tracking.open_step_run(plan.tracking.uri, parent_run_id, step)
+    context = StepContext(plan, step, plan.tracking.uri, run_id)
+    events.emit({"event": "step_start", "step": step, "run_id": run_id})
+    started = time.perf_counter()
+    try:
+        yield context
+    except BaseException as error:
+        seconds = time.perf_counter() - started
+        message = f"{type(error).__name__}: {error}"
+        events.emit({"event": "step_end", "step": step, "status": "failed", "seconds": seconds, "error": message,
+                     "metrics": context.metrics, "artifacts": context.artifacts, **context.extra})
+        tracking.set_tags(plan.tracking.uri, run_id, {"rooivalk.error": message[:5000]})
+        tracking.finish_run(plan.tracking.uri, run_id, failed=True)
+        raise
+    seconds = time.perf_counter() - started
+    tracking.log_metrics(plan.tracking.uri, run_id, {"step_seconds": seconds})
+    tracking.finish_run(plan.tracking.uri, run_id, failed=False)
+    events.emit({"event": "step_end", "step": step, "status": "succeeded", "seconds": seconds,
+                 "metrics": context.metrics, "artifacts": context.artifacts, **context.extra})

@@ -1,0 +1,186 @@
+"""MLflow tracking: one parent run per pipeline run, a nested run per step, the model registry.
+
+Runs are created with MlflowClient rather than `mlflow.start_run` because the parent run is opened
+by one process (the first pipeline step) and closed by another (the exit handler): its status must
+stay RUNNING in between, which the fluent API's context managers do not allow.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from rooivalk.plan import Plan
+
+RUN_KEY_TAG = "rooivalk.run_key"
+STEP_TAG = "rooivalk.step"
+PARENT_TAG = "mlflow.parentRunId"
+_PACKAGES = ("rooivalk", "torch", "timm", "kfp", "mlflow", "onnx", "onnxruntime", "numpy")
+_MAX_PARAM_LENGTH = 6000
+
+
+def default_tracking_uri(out_dir: str | Path) -> str:
+    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
+
+
+def client_for(uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _artifact_location(uri: str) -> str | None:
+    # With a sqlite store and no server, artifacts go next to the database (not the process cwd).
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name, artifact_location=_artifact_location(uri)))
+
+
+def git_commit() -> str:
+    if os.environ.get("ROOIVALK_GIT_COMMIT"):
+        return os.environ["ROOIVALK_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested plan dict -> {"training.stages.0.epochs": "1", ...} for MLflow params."""
+    if isinstance(data, dict):
+        items: dict[str, str] = {}
+        for key, value in data.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        items = {}
+        for index, value in enumerate(data):
+            items.update(flatten(value, f"{prefix}{index}."))
+        return items
+    return {prefix.rstrip("."): json.dumps(data) if not isinstance(data, str) else data}
+
+
+def lineage_tags(plan: Plan, dataset_version: str | None = None) -> dict[str, str]:
+    tags = {"rooivalk.plan_digest": plan.digest(), "rooivalk.git_commit": git_commit(), "rooivalk.plan_name": plan.name}
+    tags.update({f"rooivalk.version.{k}": v for k, v in package_versions().items()})
+    if dataset_version:
+        tags["rooivalk.dataset_version"] = dataset_version
+    return tags
+
+
+def open_pipeline_run(plan: Plan, tracking_uri: str, run_key: str, pipeline: str) -> str:
+    """Create the parent run (RUNNING), log the resolved plan as params and as plan.json."""
+    client = client_for(tracking_uri)
+    experiment_id = ensure_experiment(client, plan.tracking.experiment, tracking_uri)
+    tags = {RUN_KEY_TAG: run_key, "rooivalk.pipeline": pipeline, **lineage_tags(plan)}
+    run = client.create_run(experiment_id, run_name=f"{plan.name}-{run_key[:8]}", tags=tags)
+    params = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flatten(plan.model_dump(mode="json")).items()]
+    for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    client.log_dict(run.info.run_id, plan.model_dump(mode="json"), "plan.json")
+    return str(run.info.run_id)
+
+
+def open_step_run(tracking_uri: str, parent_run_id: str, step: str) -> str:
+    client = client_for(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    tags = {PARENT_TAG: parent_run_id, STEP_TAG: step, RUN_KEY_TAG: parent.data.tags.get(RUN_KEY_TAG, "")}
+    run = client.create_run(parent.info.experiment_id, run_name=step, tags=tags)
+    return str(run.info.run_id)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client = client_for(tracking_uri)
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    client_for(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:
+    client = client_for(tracking_uri)
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, path, artifact_path)
+    else:
+        client.log_artifact(run_id, path, artifact_path)
+
+
+def finish_run(tracking_uri: str, run_id: str, failed: bool) -> None:
+    client_for(tracking_uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def close_pipeline_run(tracking_uri: str, parent_run_id: str, expected_steps: list[str]) -> str:
+    """Finish the parent run: FINISHED only if every expected step's nested run finished."""
+    client = client_for(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    finished = {run.data.tags.get(STEP_TAG) for run in children if run.info.status == "FINISHED"}
+    status = "FINISHED" if all(step in finished for step in expected_steps) else "FAILED"
+    client.set_terminated(parent_run_id, status)
+    return status
+
+
+def find_pipeline_run(tracking_uri: str, experiment: str, run_key: str) -> str | None:
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`rooivalk.pipeline` != ''")
+    return str(runs[0].info.run_id) if runs else None
+
+
+def register_model(
+    tracking_uri: str,
+    run_id: str,
+    model: Any,
+    name: str,
+    tags: dict[str, str],
+    alias: str | None = None,
+    extra_artifacts: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Log the PyTorch model under the step run and register it; returns (name, version).
+
+    Pickle serialization, not torch.export: an exported program freezes the example's batch size.
+    """
+    import mlflow.pytorch
+
+    client_for(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=[])
+        for artifact_path, local_path in (extra_artifacts or {}).items():
+            log_artifact(tracking_uri, run_id, local_path, artifact_path)
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    if alias:
+        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version.version))
+    return name, str(version.version)

@@ -1,0 +1,64 @@
+"""Resolve a plan's stages into concrete trainable groups and per-group learning rates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rooivalk.models.groups import HEAD, LayerGroup, resolve_selectors
+from rooivalk.plan import StageLR, StageSpec, TrainingSpec
+
+
+@dataclass(frozen=True)
+class ResolvedStage:
+    name: str
+    epochs: int
+    group_lrs: dict[str, float]  # trainable group name -> LR, in model order
+    warmup_epochs: float
+
+
+def default_stages(pretrained: bool, training: TrainingSpec) -> list[StageSpec]:
+    """The reference three-stage schedule for pretrained models; one full stage from scratch."""
+    if not pretrained:
+        return [StageSpec(name="full", epochs=training.epochs, train=["all"], lr=StageLR(spread=(training.lr, training.lr)))]
+    return [
+        StageSpec(name="head", epochs=1, train=[HEAD], lr=StageLR(head=1e-3)),
+        StageSpec(name="top", epochs=2, train=["last:2", HEAD], lr=StageLR(head=1e-3, backbone=(1e-5, 1e-4))),
+        StageSpec(name="all", epochs=3, train=["all"], lr=StageLR(spread=(1e-7, 1e-3))),
+    ]
+
+
+def _geometric(low: float, high: float, count: int) -> list[float]:
+    if count == 1:
+        return [high]
+    return [float(v) for v in np.geomspace(low, high, count)]
+
+
+def group_learning_rates(trainable: list[str], lr: StageLR, stage: str) -> dict[str, float]:
+    """LR per trainable group: geometric spreads run from the earliest group to the latest."""
+    if lr.spread is not None:
+        return dict(zip(trainable, _geometric(lr.spread[0], lr.spread[1], len(trainable)), strict=True))
+    backbone = [name for name in trainable if name != HEAD]
+    rates: dict[str, float] = {}
+    if backbone:
+        if lr.backbone is None:
+            raise ValueError(f"stage {stage!r}: trains backbone groups {backbone} but gives no 'backbone' LR")
+        spread = (lr.backbone, lr.backbone) if isinstance(lr.backbone, float | int) else lr.backbone
+        rates.update(zip(backbone, _geometric(float(spread[0]), float(spread[1]), len(backbone)), strict=True))
+    if HEAD in trainable:
+        if lr.head is None:
+            raise ValueError(f"stage {stage!r}: trains the head but gives no 'head' LR")
+        rates[HEAD] = lr.head
+    return {name: rates[name] for name in trainable}
+
+
+def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[ResolvedStage]:
+    resolved = []
+    for spec in stages:
+        try:
+            trainable = resolve_selectors(groups, spec.train)
+        except ValueError as error:
+            raise ValueError(f"training.stages[{spec.name}].train: {error}") from None
+        resolved.append(ResolvedStage(spec.name, spec.epochs, group_learning_rates(trainable, spec.lr, spec.name), spec.warmup_epochs))
+    return resolved

@@ -1,0 +1,200 @@
+"""rooivalk.export on tiny models: static padding, ONNX round trip, INT8, latency, the whole step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rooivalk.data.dataset import DatasetInfo, save_arrays, save_info
+from rooivalk.data.transforms import to_model_input
+from rooivalk.export import (
+    ExportError,
+    LatencyStats,
+    export_model,
+    export_onnx,
+    measure_latency,
+    onnx_accuracy,
+    ort_session,
+    quantize_int8,
+    replace_conv2d_same,
+    verify_onnx,
+)
+from rooivalk.export import pipeline_step
+from rooivalk.models import ModelInfo, create_model, normalization, save_trained_model
+from rooivalk.plan import DataSpec, ExportSpec, Gate, ModelSpec, Plan
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def _same_padded_net(num_classes: int = 3) -> nn.Module:
+    """Every dynamic-'SAME' layer type timm has, at strides and kernels whose pads are asymmetric."""
+    create_model  # noqa: B018  (importing rooivalk.models applies the torchvision fix before timm)
+    from timm.layers import AvgPool2dSame, Conv2dSame, StdConv2dSame
+    from timm.layers.pool2d_same import MaxPool2dSame
+
+    return nn.Sequential(
+        Conv2dSame(3, 8, 3, stride=2, bias=True),
+        nn.ReLU(),
+        StdConv2dSame(8, 8, 3, stride=2),
+        nn.ReLU(),
+        MaxPool2dSame(3, stride=2),
+        Conv2dSame(8, 8, 5, stride=1, groups=8),
+        AvgPool2dSame(2, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    ).eval()
+
+
+def _synthetic(count: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, size, size, 1) images whose class is which third of the image (top/middle/bottom) is bright."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = rng.integers(0, 60, (count, size, size, 1))
+    band = size // 3
+    for index, label in enumerate(labels):
+        images[index, label * band : (label + 1) * band] += 150
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def test_replace_conv2d_same_is_bit_identical_on_tiny_net() -> None:
+    model = _same_padded_net()
+    static = replace_conv2d_same(model, 17)  # odd size: every pad is asymmetric somewhere
+    x = torch.randn(2, 3, 17, 17)
+    with torch.no_grad():
+        assert torch.equal(model(x), static(x))
+    names = {type(m).__name__ for m in static.modules()}
+    assert not names & {"Conv2dSame", "MaxPool2dSame", "AvgPool2dSame"}
+    assert any(isinstance(m, nn.Conv2d) and type(m).__name__ == "Conv2dSame" for m in model.modules())
+
+
+def test_replace_conv2d_same_is_bit_identical_on_efficientnet_lite0() -> None:
+    torch.manual_seed(0)
+    model = create_model(ModelSpec(architecture="tf_efficientnet_lite0", input_size=48), 3).eval()
+    static = replace_conv2d_same(model, 48)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), static(x))
+    assert not any(type(m).__name__ == "Conv2dSame" for m in static.modules())
+
+
+def test_export_onnx_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _same_padded_net()
+    path = export_onnx(replace_conv2d_same(model, 16), 16, 3, tmp_path / "m.onnx")
+    assert path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left behind
+    assert verify_onnx(model, path, torch.randn(5, 3, 16, 16)) < 1e-5
+    session = ort_session(path)
+    assert session.run(None, {"input": np.zeros((3, 3, 16, 16), np.float32)})[0].shape == (3, 3)
+
+
+def _train_tiny(model: nn.Module, images: np.ndarray, labels: np.ndarray, size: int) -> nn.Module:
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    inputs, targets = to_model_input(images, size, MEAN, STD, 3), torch.from_numpy(labels)
+    model.train()
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_int8_model_keeps_accuracy_on_separable_data(tmp_path: Path) -> None:
+    images, labels = _synthetic(300)
+    model = _train_tiny(_same_padded_net(), images[:200], labels[:200], 16)
+    fp32 = export_onnx(replace_conv2d_same(model, 16), 16, 3, tmp_path / "fp32.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", images[:64], 16, MEAN, STD, 3)
+    test_images, test_labels = images[200:], labels[200:]
+    fp32_accuracy = onnx_accuracy(ort_session(fp32), test_images, test_labels, 16, MEAN, STD, 3)
+    int8_accuracy = onnx_accuracy(ort_session(int8), test_images, test_labels, 16, MEAN, STD, 3)
+    assert fp32_accuracy >= 0.9
+    assert int8_accuracy >= fp32_accuracy - 0.05
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx"]
+
+
+def test_measure_latency_reports_median_and_p90() -> None:
+    calls: list[int] = []
+    stats = measure_latency(lambda x: calls.append(x), 1, runs=20, warmup=3)
+    assert isinstance(stats, LatencyStats)
+    assert stats.runs == 20 and len(calls) == 23
+    assert 0 <= stats.median_ms <= stats.p90_ms
+    with pytest.raises(ValueError, match="runs"):
+        measure_latency(lambda x: x, 1, runs=0, warmup=0)
+
+
+def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
+    """A trained-model dir (random test_efficientnet, 3 classes, 32 px) and a 28x28 grayscale dataset dir."""
+    spec = ModelSpec(architecture="test_efficientnet", input_size=32)
+    plan = Plan(
+        name="tiny",
+        data=DataSpec(source=str(root / "raw"), format="idx"),
+        model=spec,
+        export=ExportSpec(
+            calibration_samples=16,
+            latency_runs=50,
+            latency_warmup=2,
+            gates=[Gate(metric="size_int8_mb", max=100.0), Gate(metric="speedup_int8_vs_torch", min=1e6)],
+        ),
+    )
+    torch.manual_seed(0)
+    model = create_model(spec, 3).eval()
+    mean, std = normalization(model)
+    model_dir, dataset_dir = str(root / "model"), str(root / "dataset")
+    info = ModelInfo(spec=spec, classes=["a", "b", "c"], input_size=32, in_chans=3, mean=mean, std=std,
+                     dataset_version="v1", plan_digest=plan.digest())
+    save_trained_model(model_dir, model, info)
+    images, labels = _synthetic(48, size=28)
+    splits = np.array([0] * 32 + [2] * 16, dtype=np.int8)
+    save_arrays(dataset_dir, images, labels, splits)
+    save_info(dataset_dir, DatasetInfo(
+        version_id="v1", source="synthetic", format="idx", classes=["a", "b", "c"], image_shape=(28, 28, 1),
+        num_samples=48, split_sizes={"train": 32, "val": 0, "test": 16}, class_balance={}, split_seed=0,
+        quarantined=0,
+    ))
+    return plan, model_dir, dataset_dir
+
+
+def test_export_model_end_to_end(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    messages: list[str] = []
+    result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"), progress=messages.append)
+    assert set(result.artifacts) == {"model_fp32.onnx", "model_int8.onnx", "export_report.json"}
+    assert all(Path(path).is_file() for path in result.artifacts.values())
+    assert not [p for p in (tmp_path / "export").iterdir() if p.name.startswith(".")]  # no temporaries
+    metrics = result.metrics
+    assert metrics["onnx_max_abs_diff"] <= plan.export.max_abs_diff
+    assert 0 <= metrics["int8_test_accuracy"] <= 1
+    assert metrics["int8_accuracy_drop"] == pytest.approx(metrics["fp32_test_accuracy"] - metrics["int8_test_accuracy"])
+    assert metrics["size_int8_mb"] < metrics["size_fp32_mb"]
+    assert metrics["speedup_int8_vs_torch"] > 0
+    assert [(g["metric"], g["passed"]) for g in result.gates] == [("size_int8_mb", True), ("speedup_int8_vs_torch", False)]
+    report = json.loads(Path(result.artifacts["export_report.json"]).read_text())
+    assert report["metrics"] == metrics
+    assert report["environment"]["cpu_threads"] == torch.get_num_threads()
+    assert {"onnxruntime", "torch"} <= set(report["environment"])
+    assert messages
+
+
+def test_export_model_respects_formats(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    plan = plan.model_copy(update={"export": plan.export.model_copy(update={"formats": ["onnx"], "gates": []})})
+    result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
+    assert set(result.artifacts) == {"model_fp32.onnx", "export_report.json"}
+    assert "int8_test_accuracy" not in result.metrics
+
+
+def test_export_model_rejects_mismatching_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    monkeypatch.setattr(pipeline_step, "verify_onnx", lambda *args: 0.5)  # stands in for a broken exporter
+    with pytest.raises(ExportError, match="max_abs_diff"):
+        export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
+    assert not (tmp_path / "export" / "model_fp32.onnx").exists()
