@@ -52,3 +52,15 @@ def tiny_plan_dict(source: str, tracking_uri: str | None = None, **training: Any
         "export": {"calibration_samples": 8, "latency_runs": 50, "latency_warmup": 2, "max_abs_diff": 1e-3},
         "tracking": {"uri": tracking_uri, "experiment": "tiny"},
     }
+
+
+@pytest.fixture
+def tiny_dataset_dir(tmp_path: Path) -> str:
+    """An ingested dataset of the tiny image folder: 3 classes x 24 grayscale 16x16 images."""
+    from rooivalk.data import ingest_data
+    from rooivalk.plan import DataSpec
+
+    folder = make_image_folder(tmp_path / "images", per_class=24)
+    out = str(tmp_path / "dataset")
+    ingest_data(DataSpec(source=str(folder), format="image_folder", split={"train": 0.6, "val": 0.2, "test": 0.2}), out)
+    return out

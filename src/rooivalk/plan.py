@@ -55,7 +55,7 @@ class DataSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    family: Literal["timm"] = "timm"
+    family: str = Field("timm", description="Registered model family (rooivalk.models.list_families()).")
     architecture: str = Field(description="timm architecture name, e.g. tf_efficientnet_lite0.")
     num_classes: int | Literal["auto"] = "auto"
     pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")

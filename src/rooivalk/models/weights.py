@@ -89,7 +89,10 @@ def load_pretrained(model: nn.Module, uri: str, classifier_prefix: str) -> list[
     ]
     for key in skipped:
         del state[key]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches outside the classifier
+        raise ValueError(f"{uri}: weights do not fit the model: {str(error)[:500]}") from None
     missing = [key for key in missing if key not in skipped]
     if missing or unexpected:
         raise ValueError(

