@@ -19,7 +19,7 @@ def training_pipeline(plan: dict, run_key: str = ""):
     # cache), so every task opts out; rooivalk's own content-addressed caches do the reuse.
     closing = close_run(plan=plan, run_key=run_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, expected_steps=STEPS)
     closing.set_caching_options(False)
-    with dsl.ExitHandler(closing, name="tracked-steps"):
+    with dsl.ExitHandler(closing):
         opened = open_run(plan=plan, pipeline=PIPELINE_NAME, run_key=run_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         opened.set_caching_options(False)
         ingest = ingest_data(plan=plan, parent_run_id=opened.output)

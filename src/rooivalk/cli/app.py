@@ -22,6 +22,9 @@ app.add_typer(weights_app, name="weights")
 console = Console(file=sys.stdout)
 errors = Console(file=sys.stderr)
 
+# The in-cluster MLflow service the Helm chart deploys; local runs default to sqlite instead.
+CLUSTER_TRACKING_URI = "http://rooivalk-mlflow:5000"
+
 PlanArg = Annotated[Path, typer.Argument(help="Plan YAML file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan key: key.path=value (repeatable).")]
 
@@ -93,16 +96,14 @@ def compile_(
     plan: PlanArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")],
     set_: SetOpt = None,
+    tracking_uri: Annotated[str, typer.Option(help="MLflow URI the pods use when the plan sets none.")] = (
+        CLUSTER_TRACKING_URI),
 ) -> None:
     """Compile the plan into KFP IR YAML (the plan becomes the pipeline's default parameter)."""
-    from kfp import compiler
-
-    from pipelines.training import training_pipeline
+    from rooivalk.cli.compile import compile_plan
 
     loaded = _load(plan, set_)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, str(output),
-                                pipeline_parameters={"plan": loaded.to_parameter()})
+    compile_plan(loaded, output, tracking_uri)
     console.print(f"[green]wrote[/] {output}")
 
 

@@ -1,0 +1,19 @@
+"""`rooivalk compile`: the training pipeline as KFP IR YAML with the plan as its default parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rooivalk.plan import Plan
+
+
+def compile_plan(plan: Plan, output: Path, tracking_uri: str) -> Path:
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    if not plan.tracking.uri:
+        plan = plan.model_copy(update={"tracking": plan.tracking.model_copy(update={"uri": tracking_uri})})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(output), pipeline_parameters={"plan": plan.to_parameter()})
+    return output

@@ -1,0 +1,117 @@
+"""Whole pipelines through `rooivalk run` (kfp.local SubprocessRunner, MLflow on sqlite), as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from rooivalk import storage
+from tests.conftest import make_image_folder, tiny_plan_dict
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION_PLAN = REPO / "pipelines" / "plans" / "fashion_finetune.yaml"
+WEIGHTS = REPO / ".cache" / "weights" / "tf_efficientnet_lite0.pth"
+
+pytestmark = pytest.mark.integration
+
+
+def _rooivalk(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rooivalk.cli.app", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600, check=False)
+
+
+def _folder_with_bad_files(root: Path) -> Path:
+    make_image_folder(root, per_class=24)
+    (root / "circle" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10)
+    (root / "square" / "empty.png").write_bytes(b"")
+    (root / "stripes" / "notes.txt").write_text("not an image")
+    (root / "hexagon").mkdir()
+    return root
+
+
+def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
+    source = _folder_with_bad_files(tmp_path / "images")
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(tiny_plan_dict(str(source))))
+    out = tmp_path / "run"
+    result = _rooivalk("run", str(plan_path), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["dataset_version"].startswith("ds-")
+    assert list(summary["steps"]) == ["ingest_data", "train_model", "evaluate_model", "export_model", "register_model"]
+    for name, step in summary["steps"].items():
+        assert step["status"] == "succeeded", name
+        assert step["seconds"] > 0
+        for artifact in step["artifacts"].values():
+            assert storage.sha256_tree(artifact["uri"]) == artifact["sha256"]
+    assert summary["steps"]["evaluate_model"]["metrics"]["test_accuracy"] >= 0
+    assert summary["steps"]["export_model"]["metrics"]["latency_ort_int8_ms"] > 0
+
+    quarantine = json.loads(Path(summary["steps"]["ingest_data"]["artifacts"]["quarantine"]["uri"]).read_text())
+    reasons = {Path(entry["origin"]).name: entry["reason"] for entry in quarantine}
+    assert set(reasons) == {"corrupt.png", "empty.png", "notes.txt", "hexagon"}
+
+    client = MlflowClient(summary["tracking"]["uri"])
+    parent = client.get_run(summary["tracking"]["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["model.architecture"] == "test_efficientnet"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == sorted(summary["steps"])
+    assert all(c.info.status == "FINISHED" for c in children)
+    train_run = next(c for c in children if c.info.run_name == "train_model")
+    assert len(client.get_metric_history(train_run.info.run_id, "val_accuracy")) == 2  # one per epoch
+    version = client.get_model_version_by_alias("tiny", "candidate")
+    assert version.tags["rooivalk.dataset_version"] == summary["dataset_version"]
+    assert version.tags["rooivalk.plan_digest"]
+
+
+def test_missing_source_fails_naming_the_path(tmp_path: Path) -> None:
+    plan_path = tmp_path / "plan.yaml"
+    missing = tmp_path / "no-such-folder"
+    plan_path.write_text(yaml.safe_dump(tiny_plan_dict(str(missing))))
+    out = tmp_path / "run"
+    result = _rooivalk("run", str(plan_path), "--out", str(out))
+    assert result.returncode == 1
+    assert str(missing) in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["steps"]["ingest_data"]["status"] == "failed"
+    assert summary["steps"]["train_model"]["status"] == "not_run"
+    parent = MlflowClient(summary["tracking"]["uri"]).get_run(summary["tracking"]["run_id"])
+    assert parent.info.status == "FAILED"
+
+
+def test_validate_names_unknown_key(tmp_path: Path) -> None:
+    raw = yaml.safe_load(FASHION_PLAN.read_text())
+    raw["training"]["optimizer_name"] = "adamw"
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(raw))
+    result = _rooivalk("validate", str(plan_path))
+    assert result.returncode == 2
+    assert "training.optimizer_name: unknown key" in result.stderr
+    assert str(plan_path) in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="run `make weights` first")
+def test_fashion_plan_runs_unchanged_on_another_image_folder(tmp_path: Path) -> None:
+    source = make_image_folder(tmp_path / "shapes", per_class=30, size=32)
+    out = tmp_path / "run"
+    result = _rooivalk("run", str(FASHION_PLAN), "--out", str(out), "--set", f"data.source={source}",
+                       "--set", "data.format=image_folder", "--set", "evaluation.fail_on_gate=false",
+                       "--set", "export.calibration_samples=32")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    model_dir = Path(summary["steps"]["train_model"]["artifacts"]["model"]["uri"])
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["classes"] == ["circle", "square", "stripes"]  # class count detected from the folders
+    assert [s["stage"] for s in summary["steps"]["train_model"]["stages"]] == ["head", "top", "all"]

@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rooivalk.evaluation import GateFailure, check_gates, evaluate_model
+from rooivalk.evaluation.metrics import classification_metrics
+from rooivalk.plan import Gate, Plan
+from rooivalk.training import train_model
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predictions = np.array([0, 1, 1, 1, 2, 0])
+    report = classification_metrics(labels, predictions, ["a", "b", "c"])
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert report["per_class"]["c"]["recall"] == pytest.approx(0.5)
+    # class a: one false positive (a c predicted as a) among the 4 samples that are not a
+    assert report["per_class"]["a"]["false_positive_rate"] == pytest.approx(1 / 4)
+
+
+def test_gates_pass_fail_and_unknown_metric() -> None:
+    results = check_gates([Gate(metric="acc", min=0.9), Gate(metric="fpr", max=0.01)], {"acc": 0.95, "fpr": 0.02})
+    assert [r["passed"] for r in results] == [True, False]
+    with pytest.raises(KeyError, match="available"):
+        check_gates([Gate(metric="nope", min=1)], {"acc": 1.0})
+
+
+def _trained(tiny_dataset_dir: str, tmp_path: Path, gates: list[dict], fail_on_gate: bool = True) -> tuple[Plan, str]:
+    plan = Plan.model_validate({
+        "name": "t", "data": {"source": tiny_dataset_dir, "format": "image_folder"},
+        "model": {"architecture": "test_efficientnet", "input_size": 32},
+        "training": {"batch_size": 8, "epochs": 1, "threads": 1},
+        "evaluation": {"gates": gates, "fail_on_gate": fail_on_gate},
+    })
+    model_dir = str(tmp_path / "model")
+    train_model(plan, tiny_dataset_dir, model_dir)
+    return plan, model_dir
+
+
+def test_evaluate_writes_report_and_confusion_png(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 0.0}])
+    result = evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
+    assert result.passed
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert sum(map(sum, report["confusion_matrix"])) == result.metrics["test_samples"]
+    assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failed_gate_raises_after_writing_the_report(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 1.01}])
+    with pytest.raises(GateFailure, match=r"test_accuracy = .* \(needs >= 1.01\)"):
+        evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["passed"] is False
+
+
+def test_failed_gate_can_be_recorded_without_failing(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 1.01}], fail_on_gate=False)
+    assert not evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval")).passed
