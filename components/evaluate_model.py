@@ -6,9 +6,15 @@ from components.images import EVAL_IMAGE
 
 
 @dsl.component(base_image=EVAL_IMAGE, install_kfp_package=False)
-def evaluate_model(plan: dict, parent_run_id: str, dataset: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model],
-                   report: dsl.Output[dsl.Artifact], classification: dsl.Output[dsl.ClassificationMetrics],
-                   metrics: dsl.Output[dsl.Metrics]) -> bool:
+def evaluate_model(
+    plan: dict,
+    parent_run_id: str,
+    dataset: dsl.Input[dsl.Dataset],
+    model: dsl.Input[dsl.Model],
+    report: dsl.Output[dsl.Artifact],
+    classification: dsl.Output[dsl.ClassificationMetrics],
+    metrics: dsl.Output[dsl.Metrics],
+) -> bool:
     """Test-split metrics and confusion matrix; fails the pipeline when a gate fails (plan option)."""
     from rooivalk.evaluation import evaluate_model as run
     from rooivalk.steps import pipeline_step

@@ -6,8 +6,13 @@ from components.images import DATA_IMAGE
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
-def ingest_data(plan: dict, parent_run_id: str, dataset: dsl.Output[dsl.Dataset],
-                quarantine: dsl.Output[dsl.Artifact], metrics: dsl.Output[dsl.Metrics]) -> str:
+def ingest_data(
+    plan: dict,
+    parent_run_id: str,
+    dataset: dsl.Output[dsl.Dataset],
+    quarantine: dsl.Output[dsl.Artifact],
+    metrics: dsl.Output[dsl.Metrics],
+) -> str:
     """Validate, quarantine and version the plan's data source; returns the dataset version id."""
     # KFP ships only this function's source, so imports live in the body.
     import os
@@ -22,9 +27,12 @@ def ingest_data(plan: dict, parent_run_id: str, dataset: dsl.Output[dsl.Dataset]
         finally:  # the quarantine report survives a failed ingestion
             if os.path.exists(f"{dataset.path}/quarantine.json"):
                 shutil.copyfile(f"{dataset.path}/quarantine.json", quarantine.path)
-        step.record(result.metrics, {"dataset": dataset.path, "quarantine": quarantine.path},
-                    log_files=[f"{dataset.path}/{name}" for name in ("dataset.json", "quarantine.json", "class_balance.png")],
-                    dataset_version=result.info.version_id)
+        step.record(
+            result.metrics,
+            {"dataset": dataset.path, "quarantine": quarantine.path},
+            log_files=[f"{dataset.path}/{name}" for name in ("dataset.json", "quarantine.json", "class_balance.png")],
+            dataset_version=result.info.version_id,
+        )
     dataset.metadata["version_id"] = result.info.version_id
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

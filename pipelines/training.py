@@ -24,13 +24,20 @@ def training_pipeline(plan: dict, run_key: str = ""):
         opened.set_caching_options(False)
         ingest = ingest_data(plan=plan, parent_run_id=opened.output)
         train = train_model(plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"])
-        evaluate = evaluate_model(plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"],
-                                  model=train.outputs["model"])
-        export = export_model(plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"],
-                              model=train.outputs["model"])
+        evaluate = evaluate_model(
+            plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"], model=train.outputs["model"]
+        )
+        export = export_model(
+            plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"], model=train.outputs["model"]
+        )
         export.after(evaluate)  # export only what passed the gates
-        register = register_model(plan=plan, parent_run_id=opened.output, dataset_version=ingest.outputs["Output"],
-                                  model=train.outputs["model"], report=evaluate.outputs["report"],
-                                  exported=export.outputs["exported"])
+        register = register_model(
+            plan=plan,
+            parent_run_id=opened.output,
+            dataset_version=ingest.outputs["Output"],
+            model=train.outputs["model"],
+            report=evaluate.outputs["report"],
+            exported=export.outputs["exported"],
+        )
         for task in (ingest, train, evaluate, export, register):
             task.set_caching_options(False)

@@ -26,8 +26,9 @@ def _draw(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def make_image_folder(root: Path, per_class: int = 12, size: int = 16, classes: tuple[str, ...] = TINY_CLASSES,
-                      seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path, per_class: int = 12, size: int = 16, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for kind in classes:
         folder = root / kind

@@ -137,6 +137,7 @@ class ExportSpec(_Strict):
     latency_warmup: int = Field(10, ge=1)
     max_abs_diff: float = Field(1e-3, gt=0, description="ONNX vs PyTorch tolerance on logits.")
     gates: list[Gate] = []
+    fail_on_gate: bool = Field(True, description="Fail the pipeline when an export gate fails.")
 
 
 class TrackingSpec(_Strict):

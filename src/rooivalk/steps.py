@@ -44,8 +44,9 @@ class StepContext:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step)
 
-    def record(self, metrics: dict[str, float], artifacts: dict[str, str], log_files: list[str] | None = None,
-               **extra: Any) -> None:
+    def record(
+        self, metrics: dict[str, float], artifacts: dict[str, str], log_files: list[str] | None = None, **extra: Any
+    ) -> None:
         """Final metrics and artifacts ({name: local path or URI}, digested with sha256)."""
         self.metrics.update({k: float(v) for k, v in metrics.items()})
         for name, uri in artifacts.items():
@@ -73,13 +74,32 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
     except BaseException as error:
         seconds = time.perf_counter() - started
         message = f"{type(error).__name__}: {error}"
-        events.emit({"event": "step_end", "step": step, "status": "failed", "seconds": seconds, "error": message,
-                     "metrics": context.metrics, "artifacts": context.artifacts, **context.extra})
+        events.emit(
+            {
+                "event": "step_end",
+                "step": step,
+                "status": "failed",
+                "seconds": seconds,
+                "error": message,
+                "metrics": context.metrics,
+                "artifacts": context.artifacts,
+                **context.extra,
+            }
+        )
         tracking.set_tags(plan.tracking.uri, run_id, {"rooivalk.error": message[:5000]})
         tracking.finish_run(plan.tracking.uri, run_id, failed=True)
         raise
     seconds = time.perf_counter() - started
     tracking.log_metrics(plan.tracking.uri, run_id, {"step_seconds": seconds})
     tracking.finish_run(plan.tracking.uri, run_id, failed=False)
-    events.emit({"event": "step_end", "step": step, "status": "succeeded", "seconds": seconds,
-                 "metrics": context.metrics, "artifacts": context.artifacts, **context.extra})
+    events.emit(
+        {
+            "event": "step_end",
+            "step": step,
+            "status": "succeeded",
+            "seconds": seconds,
+            "metrics": context.metrics,
+            "artifacts": context.artifacts,
+            **context.extra,
+        }
+    )

@@ -17,6 +17,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 _CHUNK = 1 << 20
+# mkstemp creates files 0600; finished artifacts get the usual permissions under the process umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 class StorageError(OSError):
@@ -118,6 +122,7 @@ def write_bytes(uri: str | Path, data: bytes) -> str:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

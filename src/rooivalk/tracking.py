@@ -156,7 +156,9 @@ def find_pipeline_run(tracking_uri: str, experiment: str, run_key: str) -> str |
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`rooivalk.pipeline` != ''")
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`rooivalk.pipeline` != ''"
+    )
     return str(runs[0].info.run_id) if runs else None
 
 

@@ -22,8 +22,14 @@ pytestmark = pytest.mark.integration
 
 
 def _rooivalk(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rooivalk.cli.app", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rooivalk.cli.app", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
 
 
 def _folder_with_bad_files(root: Path) -> Path:
@@ -63,8 +69,9 @@ def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
     parent = client.get_run(summary["tracking"]["run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.params["model.architecture"] == "test_efficientnet"
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert sorted(c.info.run_name for c in children) == sorted(summary["steps"])
     assert all(c.info.status == "FINISHED" for c in children)
     train_run = next(c for c in children if c.info.run_name == "train_model")
@@ -106,9 +113,20 @@ def test_validate_names_unknown_key(tmp_path: Path) -> None:
 def test_fashion_plan_runs_unchanged_on_another_image_folder(tmp_path: Path) -> None:
     source = make_image_folder(tmp_path / "shapes", per_class=30, size=32)
     out = tmp_path / "run"
-    result = _rooivalk("run", str(FASHION_PLAN), "--out", str(out), "--set", f"data.source={source}",
-                       "--set", "data.format=image_folder", "--set", "evaluation.fail_on_gate=false",
-                       "--set", "export.calibration_samples=32")
+    result = _rooivalk(
+        "run",
+        str(FASHION_PLAN),
+        "--out",
+        str(out),
+        "--set",
+        f"data.source={source}",
+        "--set",
+        "data.format=image_folder",
+        "--set",
+        "evaluation.fail_on_gate=false",
+        "--set",
+        "export.calibration_samples=32",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     model_dir = Path(summary["steps"]["train_model"]["artifacts"]["model"]["uri"])

@@ -52,8 +52,16 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 
 
 def test_overrides_parse_yaml_scalars_and_create_keys() -> None:
-    raw = apply_overrides(_minimal(), ["data.source=s3://bucket/x", "training.batch_size=32", "model.pretrained=null",
-                                       "training.hflip=false", "evaluation.fail_on_gate=false"])
+    raw = apply_overrides(
+        _minimal(),
+        [
+            "data.source=s3://bucket/x",
+            "training.batch_size=32",
+            "model.pretrained=null",
+            "training.hflip=false",
+            "evaluation.fail_on_gate=false",
+        ],
+    )
     plan = validate_plan(raw)
     assert plan.data.source == "s3://bucket/x"
     assert plan.training.batch_size == 32
@@ -75,7 +83,9 @@ def test_split_fractions_must_sum_to_one() -> None:
 
 def test_stage_lr_needs_exactly_one_rule() -> None:
     data = _minimal()
-    data["training"] = {"stages": [{"name": "s", "epochs": 1, "train": ["all"], "lr": {"head": 1e-3, "spread": [1e-5, 1e-3]}}]}
+    data["training"] = {
+        "stages": [{"name": "s", "epochs": 1, "train": ["all"], "lr": {"head": 1e-3, "spread": [1e-5, 1e-3]}}]
+    }
     with pytest.raises(PlanError, match="either 'spread'"):
         validate_plan(data)
 

@@ -14,8 +14,12 @@ from rich.table import Table
 
 from rooivalk.plan import Plan, PlanError, load_plan, plan_json_schema
 
-app = typer.Typer(help="Rooivalk: training plans for multi-sensor models, run as Kubeflow pipelines.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Rooivalk: training plans for multi-sensor models, run as Kubeflow pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 weights_app = typer.Typer(help="Pretrained weights that install offline.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
@@ -41,8 +45,10 @@ def _load(plan_path: Path, overrides: list[str] | None) -> Plan:
 def validate(plan: PlanArg, set_: SetOpt = None) -> None:
     """Check a plan against the schema; errors name the file and the key path."""
     loaded = _load(plan, set_)
-    console.print(f"[green]ok[/] {plan}: plan {loaded.name!r}, model {loaded.model.architecture}, "
-                  f"data {loaded.data.format} at {loaded.data.source}")
+    console.print(
+        f"[green]ok[/] {plan}: plan {loaded.name!r}, model {loaded.model.architecture}, "
+        f"data {loaded.data.format} at {loaded.data.source}"
+    )
 
 
 @app.command()
@@ -75,20 +81,35 @@ def run(
         raise typer.Exit(1)
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4g}"
+
+
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"{summary['pipeline']} ({summary['status']})")
     for column in ("step", "status", "seconds", "key metrics"):
         table.add_column(column)
-    keys = ("num_samples", "num_quarantined", "best_val_accuracy", "test_accuracy", "fp32_test_accuracy",
-            "int8_test_accuracy", "latency_torch_fp32_ms", "latency_ort_int8_ms", "registered_version")
+    keys = (
+        "num_samples",
+        "num_quarantined",
+        "best_val_accuracy",
+        "test_accuracy",
+        "fp32_test_accuracy",
+        "int8_test_accuracy",
+        "latency_torch_fp32_ms",
+        "latency_ort_int8_ms",
+        "registered_version",
+    )
     for name, record in summary["steps"].items():
         metrics = record.get("metrics") or {}
-        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+        shown = ", ".join(f"{k}={_number(metrics[k])}" for k in keys if k in metrics)
         colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
         table.add_row(name, f"[{colour}]{record['status']}[/]", f"{record.get('seconds') or 0:.1f}", shown)
     console.print(table)
     tracking = summary["tracking"]
-    console.print(f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}")
+    console.print(
+        f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}"
+    )
 
 
 @app.command("compile")
@@ -97,7 +118,8 @@ def compile_(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")],
     set_: SetOpt = None,
     tracking_uri: Annotated[str, typer.Option(help="MLflow URI the pods use when the plan sets none.")] = (
-        CLUSTER_TRACKING_URI),
+        CLUSTER_TRACKING_URI
+    ),
 ) -> None:
     """Compile the plan into KFP IR YAML (the plan becomes the pipeline's default parameter)."""
     from rooivalk.cli.compile import compile_plan
@@ -123,6 +145,20 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     for index, group in enumerate(found):
         table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
     console.print(table)
+
+
+@app.command()
+def report(
+    summary: Annotated[Path, typer.Argument(help="A run's summary.json.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Markdown file to write.")],
+    command: Annotated[str, typer.Option(help="The command that reproduces the run.")] = "make demo",
+) -> None:
+    """Render a run's summary as a Markdown report (stages, test metrics, export, gates)."""
+    from rooivalk import storage
+    from rooivalk.cli.report import render_report
+
+    storage.write_text(output, render_report(json.loads(summary.read_text()), command))
+    console.print(f"[green]wrote[/] {output}")
 
 
 @weights_app.command("import")

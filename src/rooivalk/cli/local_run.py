@@ -39,7 +39,9 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
     from rooivalk.tracking import default_tracking_uri
 
     data = plan.data.model_copy(update={"source": _absolute(plan.data.source)})
-    model = plan.model.model_copy(update={"pretrained": _absolute(plan.model.pretrained) if plan.model.pretrained else None})
+    model = plan.model.model_copy(
+        update={"pretrained": _absolute(plan.model.pretrained) if plan.model.pretrained else None}
+    )
     tracking = plan.tracking.model_copy(update={"uri": plan.tracking.uri or default_tracking_uri(out_dir)})
     return plan.model_copy(update={"data": data, "model": model, "tracking": tracking})
 
@@ -61,7 +63,9 @@ class _Pipeline(threading.Thread):
 
         with open(self.log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
-                local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(self.root), raise_on_error=True)
+                local.init(
+                    runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(self.root), raise_on_error=True
+                )
                 training_pipeline(plan=self.plan, run_key=self.run_key)
             except BaseException as error:  # reported by the main thread
                 self.error = error
@@ -95,8 +99,9 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
             time.sleep(0.2)
     error = None if worker.error is None else _short_error(worker.error, collected)
     run_id = find_pipeline_run(resolved.tracking.uri or "", resolved.tracking.experiment, run_key)
-    summary = build_summary(PIPELINE_NAME, collected, STEPS, error, resolved.tracking.uri or "", run_id,
-                            plan.name, str(out_dir))
+    summary = build_summary(
+        PIPELINE_NAME, collected, STEPS, error, resolved.tracking.uri or "", run_id, plan.name, str(out_dir)
+    )
     summary["seconds"] = time.perf_counter() - started
     summary_path = out_dir / SUMMARY_FILE
     storage.write_text(summary_path, json.dumps(summary, indent=2, default=str))

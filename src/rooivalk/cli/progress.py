@@ -21,8 +21,13 @@ class PipelineProgress:
         self.console = console
         self.steps = steps
         self.progress = Progress(
-            TextColumn("{task.description}", style="bold"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"), console=console, transient=False,
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
         )
         self.step_task: TaskID = self.progress.add_task("pipeline", total=len(steps), info="")
         self.epoch_task: TaskID | None = None
@@ -43,12 +48,15 @@ class PipelineProgress:
             self._step_end(event)
         elif kind == "stage":
             self._reset_bars()
-            self.epoch_task = self.progress.add_task(f"stage {event['stage']}", total=event["epochs"],
-                                                     info=f"{event['trainable_params']:,} trainable params")
+            self.epoch_task = self.progress.add_task(
+                f"stage {event['stage']}", total=event["epochs"], info=f"{event['trainable_params']:,} trainable params"
+            )
         elif kind == "epoch":
             if self.batch_task is not None:
                 self.progress.remove_task(self.batch_task)
-            self.batch_task = self.progress.add_task(f"epoch {event['epoch']}/{event['epochs']}", total=event["batches"], info="")
+            self.batch_task = self.progress.add_task(
+                f"epoch {event['epoch']}/{event['epochs']}", total=event["batches"], info=""
+            )
         elif kind == "batch" and self.batch_task is not None:
             self.progress.update(self.batch_task, completed=event["batch"])
         elif kind == "epoch_end":

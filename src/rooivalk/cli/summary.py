@@ -6,10 +6,18 @@ from typing import Any
 
 
 def build_summary(
-    pipeline: str, events: list[dict[str, Any]], steps: list[str], pipeline_error: str | None,
-    tracking_uri: str, run_id: str | None, plan_name: str, out_dir: str,
+    pipeline: str,
+    events: list[dict[str, Any]],
+    steps: list[str],
+    pipeline_error: str | None,
+    tracking_uri: str,
+    run_id: str | None,
+    plan_name: str,
+    out_dir: str,
 ) -> dict[str, Any]:
-    records: dict[str, dict[str, Any]] = {name: {"status": "not_run", "seconds": 0.0, "metrics": {}, "artifacts": {}} for name in steps}
+    records: dict[str, dict[str, Any]] = {
+        name: {"status": "not_run", "seconds": 0.0, "metrics": {}, "artifacts": {}} for name in steps
+    }
     dataset_version = None
     for event in events:
         name = event.get("step")

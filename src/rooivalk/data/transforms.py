@@ -31,7 +31,9 @@ def to_model_input(
         else:
             raise ValueError(f"cannot map {batch.shape[1]} image channels to {in_chans} model channels")
     if batch.shape[-2:] != (input_size, input_size):
-        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+        batch = F.interpolate(
+            batch, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True
+        )
     mean_t = torch.tensor(mean, dtype=batch.dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=batch.dtype).view(1, -1, 1, 1)
     batch = (batch - mean_t) / std_t

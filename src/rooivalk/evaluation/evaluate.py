@@ -32,12 +32,21 @@ class EvaluateResult:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: np.ndarray, input_size: int, mean: Any, std: Any, in_chans: int,
-            batch_size: int = 256) -> np.ndarray:
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    input_size: int,
+    mean: Any,
+    std: Any,
+    in_chans: int,
+    batch_size: int = 256,
+) -> np.ndarray:
     """Class predictions (N,) for uint8 images (N, H, W, C)."""
     model.eval()
-    out = [model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans)).argmax(1)
-           for i in range(0, len(images), batch_size)]
+    out = [
+        model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans)).argmax(1)
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
@@ -50,18 +59,28 @@ def evaluate_model(plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, 
     images, labels = dataset.subset(split)
     if len(images) == 0:
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
-    predictions = predict(model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size)
+    predictions = predict(
+        model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size
+    )
     report = classification_metrics(labels, predictions, info.classes)
     metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
     metrics["test_samples"] = float(len(labels))
     gates = check_gates(plan.evaluation.gates, metrics)
     passed = all(g["passed"] for g in gates)
-    report.update({"split": split, "classes": info.classes, "gates": gates, "passed": passed,
-                   "dataset_version": dataset.info.version_id})
+    report.update(
+        {
+            "split": split,
+            "classes": info.classes,
+            "gates": gates,
+            "passed": passed,
+            "dataset_version": dataset.info.version_id,
+        }
+    )
     png_path = f"{eval_dir}/{CONFUSION_PNG}"
     os.makedirs(eval_dir, exist_ok=True)
-    plot_confusion_matrix(report["confusion_matrix"], info.classes, png_path,
-                          f"{plan.name}: {split} accuracy {report['accuracy']:.4f}")
+    plot_confusion_matrix(
+        report["confusion_matrix"], info.classes, png_path, f"{plan.name}: {split} accuracy {report['accuracy']:.4f}"
+    )
     artifacts = {
         REPORT_FILE: storage.write_text(f"{eval_dir}/{REPORT_FILE}", json.dumps(report, indent=2)),
         CONFUSION_PNG: storage.sha256_file(png_path),

@@ -11,13 +11,21 @@ class GateFailure(RuntimeError):
     """One or more gates failed; the message lists each failing metric with its value and bound."""
 
 
-def check_gates(gates: list[Gate], metrics: dict[str, float]) -> list[dict[str, Any]]:
+def check_gates(gates: list[Gate], metrics: dict[str, float], missing_fails: bool = False) -> list[dict[str, Any]]:
+    """One {metric, value, min, max, passed} per gate.
+
+    A gate on a metric the step does not produce is a plan error (KeyError naming the available
+    metrics), unless `missing_fails`: then it fails, for metrics that exist only for some settings
+    (INT8 metrics when export.formats has no onnx_int8).
+    """
     results = []
     for gate in gates:
-        if gate.metric not in metrics:
+        if gate.metric not in metrics and not missing_fails:
             raise KeyError(f"gate metric {gate.metric!r} is not produced by this step; available: {sorted(metrics)}")
-        value = metrics[gate.metric]
-        passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
+        value = metrics.get(gate.metric)
+        passed = (
+            value is not None and (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
+        )
         results.append({"metric": gate.metric, "value": value, "min": gate.min, "max": gate.max, "passed": passed})
     return results
 
@@ -28,7 +36,13 @@ def describe_failures(results: list[dict[str, Any]]) -> str:
         if r["passed"]:
             continue
         bound = " and ".join(
-            part for part in (f">= {r['min']}" if r["min"] is not None else "", f"<= {r['max']}" if r["max"] is not None else "") if part
+            part
+            for part in (
+                f">= {r['min']}" if r["min"] is not None else "",
+                f"<= {r['max']}" if r["max"] is not None else "",
+            )
+            if part
         )
-        failing.append(f"{r['metric']} = {r['value']:.4f} (needs {bound})")
+        shown = "not measured" if r["value"] is None else f"{r['value']:.4f}"
+        failing.append(f"{r['metric']} = {shown} (needs {bound})")
     return "; ".join(failing)

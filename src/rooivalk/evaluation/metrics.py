@@ -13,14 +13,21 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
     """Accuracy, per-class precision/recall/F1/FPR, macro averages and the confusion matrix."""
     indices = list(range(len(classes)))
     matrix = confusion_matrix(labels, predictions, labels=indices)  # rows: true, columns: predicted
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=indices, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=indices, zero_division=0
+    )
     # False-positive rate of class k, one-vs-rest: predicted k among samples that are not k.
     false_positives = matrix.sum(axis=0) - np.diag(matrix)
     negatives = matrix.sum() - matrix.sum(axis=1)
     fpr = np.divide(false_positives, negatives, out=np.zeros(len(classes)), where=negatives > 0)
     per_class = {
-        name: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
-               "false_positive_rate": float(fpr[k]), "support": int(support[k])}
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "false_positive_rate": float(fpr[k]),
+            "support": int(support[k]),
+        }
         for k, name in enumerate(classes)
     }
     return {
@@ -55,8 +62,15 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: str
     if len(classes) <= 20:
         for i in range(len(classes)):
             for j in range(len(classes)):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

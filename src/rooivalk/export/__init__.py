@@ -2,7 +2,7 @@
 
 from rooivalk.export.benchmark import LatencyStats, measure_latency, onnx_accuracy, ort_session
 from rooivalk.export.onnx_export import export_onnx, replace_conv2d_same, verify_onnx
-from rooivalk.export.pipeline_step import ExportError, ExportResult, check_gates, export_model
+from rooivalk.export.pipeline_step import ExportError, ExportResult, export_model
 from rooivalk.export.quantize import QuantizeConfig, quantize_int8
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "ExportResult",
     "LatencyStats",
     "QuantizeConfig",
-    "check_gates",
     "export_model",
     "export_onnx",
     "measure_latency",

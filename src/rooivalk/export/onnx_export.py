@@ -73,6 +73,7 @@ def _trace_input_sizes(
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, targets):
+
             def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], name: str = name) -> None:
                 sizes[name] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
 
@@ -96,16 +97,28 @@ def _static_replacement(
         setattr(plain, "same_pad", False)  # noqa: B010  (its forward then skips pad_same; padding is already 0)
         return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), conv=plain))
     if isinstance(module, MaxPool2dSame):
-        # pad_same pads max-pools with -inf so the pad never wins the max.
+        # pad_same pads max-pools with -inf so the pad never wins the max. Edge replication gives the
+        # same maxima (a dense window that covers a pad cell also covers the border cell it copies,
+        # since each pad < kernel) without an infinite value that would wreck a quantization range.
         pool = nn.MaxPool2d(module.kernel_size, module.stride, 0, module.dilation, module.ceil_mode)
-        return nn.Sequential(OrderedDict(pad=nn.ConstantPad2d(pad, float("-inf")), pool=pool))
+        dense = _pair(module.dilation) == (1, 1) and not module.ceil_mode
+        padding = nn.ReplicationPad2d(pad) if dense else nn.ConstantPad2d(pad, float("-inf"))
+        return nn.Sequential(OrderedDict(pad=padding, pool=pool))
     if isinstance(module, AvgPool2dSame):
         avg = nn.AvgPool2d(module.kernel_size, module.stride, 0, module.ceil_mode, module.count_include_pad)
         return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), pool=avg))
     assert isinstance(module, nn.Conv2d)
     conv = nn.Conv2d(
-        module.in_channels, module.out_channels, module.kernel_size, module.stride, 0, module.dilation,  # type: ignore[arg-type]
-        module.groups, module.bias is not None, dtype=module.weight.dtype, device=module.weight.device,
+        module.in_channels,
+        module.out_channels,
+        module.kernel_size,
+        module.stride,
+        0,
+        module.dilation,  # type: ignore[arg-type]
+        module.groups,
+        module.bias is not None,
+        dtype=module.weight.dtype,
+        device=module.weight.device,
     )
     conv.load_state_dict(module.state_dict())
     return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pad), conv=conv))
@@ -149,8 +162,14 @@ def _atomic_target(path: Path) -> Path:
 def _export_to(model: nn.Module, dummy: torch.Tensor, target: Path, dynamic_batch: bool) -> None:
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     program = torch.onnx.export(
-        model, (dummy,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes=dynamic_shapes, optimize=True,
+        model,
+        (dummy,),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=dynamic_shapes,
+        optimize=True,
     )
     assert program is not None
     # external_data=False: one self-contained file, so the atomic rename moves the whole model.

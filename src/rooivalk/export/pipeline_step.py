@@ -22,11 +22,12 @@ import torch
 from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.transforms import to_model_input
+from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.export.benchmark import measure_latency, onnx_accuracy, ort_runner, ort_session, torch_runner
 from rooivalk.export.onnx_export import OPSET, export_onnx, onnx_input_info, replace_conv2d_same, verify_onnx
 from rooivalk.export.quantize import QuantizeConfig, quantize_int8
 from rooivalk.models.artifact import ModelInfo, load_trained_model
-from rooivalk.plan import Gate, Plan
+from rooivalk.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return all(gate["passed"] for gate in self.gates)
-
-
-def check_gates(gates: list[Gate], metrics: dict[str, float]) -> list[dict[str, Any]]:
-    """One {metric, value, min, max, passed} per gate; a metric that was not measured fails its gate."""
-    results = []
-    for gate in gates:
-        value = metrics.get(gate.metric)
-        passed = (
-            value is not None and (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
-        )
-        results.append({"metric": gate.metric, "value": value, "min": gate.min, "max": gate.max, "passed": passed})
-    return results
 
 
 def _evaluation_split(dataset_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -105,8 +94,13 @@ def _export_fp32(plan: Plan, model: torch.nn.Module, info: ModelInfo, eval_image
 
 
 def _measure(
-    plan: Plan, model: torch.nn.Module, info: ModelInfo, onnx_paths: dict[str, Path], images: np.ndarray,
-    labels: np.ndarray, progress: Callable[[str], None],
+    plan: Plan,
+    model: torch.nn.Module,
+    info: ModelInfo,
+    onnx_paths: dict[str, Path],
+    images: np.ndarray,
+    labels: np.ndarray,
+    progress: Callable[[str], None],
 ) -> dict[str, float]:
     """Accuracy of each ONNX model on the eval split and batch-1 latency of each runtime."""
     spec = plan.export
@@ -114,15 +108,18 @@ def _measure(
     metrics: dict[str, float] = {}
     progress("timing PyTorch eager FP32 at batch 1")
     metrics["latency_torch_fp32_ms"] = measure_latency(
-        torch_runner(model), sample, spec.latency_runs, spec.latency_warmup).median_ms
+        torch_runner(model), sample, spec.latency_runs, spec.latency_warmup
+    ).median_ms
     for precision, path in onnx_paths.items():
         session = ort_session(path)
         progress(f"evaluating ONNX {precision.upper()} on {len(images)} images")
         metrics[f"{precision}_test_accuracy"] = onnx_accuracy(
-            session, images, labels, info.input_size, info.mean, info.std, info.in_chans)
+            session, images, labels, info.input_size, info.mean, info.std, info.in_chans
+        )
         progress(f"timing ONNX Runtime {precision.upper()} at batch 1")
         metrics[f"latency_ort_{precision}_ms"] = measure_latency(
-            ort_runner(session), sample.numpy(), spec.latency_runs, spec.latency_warmup).median_ms
+            ort_runner(session), sample.numpy(), spec.latency_runs, spec.latency_warmup
+        ).median_ms
         metrics[f"size_{precision}_mb"] = path.stat().st_size / 1e6
     if "int8" in onnx_paths:
         metrics["int8_accuracy_drop"] = metrics["fp32_test_accuracy"] - metrics["int8_test_accuracy"]
@@ -131,8 +128,14 @@ def _measure(
 
 
 def _report(
-    plan: Plan, info: ModelInfo, metrics: dict[str, float], gates: list[dict[str, Any]], files: dict[str, Path],
-    eval_split: str, dynamic_batch: bool, quantize_config: QuantizeConfig | None,
+    plan: Plan,
+    info: ModelInfo,
+    metrics: dict[str, float],
+    gates: list[dict[str, Any]],
+    files: dict[str, Path],
+    eval_split: str,
+    dynamic_batch: bool,
+    quantize_config: QuantizeConfig | None,
 ) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -144,18 +147,32 @@ def _report(
         "files": {
             name: {"sha256": storage.sha256_file(path), "bytes": path.stat().st_size} for name, path in files.items()
         },
-        "input": {"shape": ["batch" if dynamic_batch else 1, info.in_chans, info.input_size, info.input_size],
-                  "dtype": "float32", "mean": list(info.mean), "std": list(info.std), "classes": info.classes},
+        "input": {
+            "shape": ["batch" if dynamic_batch else 1, info.in_chans, info.input_size, info.input_size],
+            "dtype": "float32",
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "classes": info.classes,
+        },
         "evaluation_split": eval_split,
         "formats": list(plan.export.formats),
         "opset": OPSET,
         "quantization": asdict(quantize_config) if quantize_config else None,
         "calibration_samples": plan.export.calibration_samples,
-        "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup,
-                    "statistic": "median"},
-        "environment": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
-                        "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
-                        "processor": platform.processor()},
+        "latency": {
+            "batch_size": 1,
+            "runs": plan.export.latency_runs,
+            "warmup": plan.export.latency_warmup,
+            "statistic": "median",
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        },
         "plan_digest": plan.digest(),
         "dataset_version": info.dataset_version,
     }
@@ -172,7 +189,8 @@ def export_model(
     """Export the trained model in `model_dir` to the plan's formats in `export_dir` and measure them.
 
     Raises ExportError when the FP32 ONNX logits differ from PyTorch's by more than
-    `plan.export.max_abs_diff`. Gates are reported, not enforced: the caller decides what fails.
+    `plan.export.max_abs_diff`, and GateFailure (after writing everything) when an export gate fails
+    and `plan.export.fail_on_gate` is set.
     """
     say = progress or log.info
     model, info = load_trained_model(model_dir)
@@ -200,7 +218,7 @@ def export_model(
         if "onnx" not in plan.export.formats:
             fp32_path.unlink()  # only the INT8 model was asked for; FP32 was its verified source
             del onnx_paths["fp32"]
-        gates = check_gates(plan.export.gates, metrics)
+        gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         files = {path.name: path for path in onnx_paths.values()}
         report = _report(plan, info, metrics, gates, files, eval_split, dynamic_batch, config)
         artifacts: dict[str, str] = {}
@@ -211,4 +229,7 @@ def export_model(
         artifacts[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out_dir / REPORT_FILE)
         storage.write_text(artifacts[REPORT_FILE], json.dumps(report, indent=2))
     say("export done: " + ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
-    return ExportResult(metrics=metrics, artifacts=artifacts, gates=gates)
+    result = ExportResult(metrics=metrics, artifacts=artifacts, gates=gates)
+    if not result.passed and plan.export.fail_on_gate:
+        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {artifacts[REPORT_FILE]})")
+    return result

@@ -40,16 +40,24 @@ _METHODS = {
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """Quantization choices; the defaults are the ones measured best (see docs/ and the export report).
+    """Quantization choices; the defaults are the ones measured best on the real case.
 
-    per_channel weights keep depthwise convs accurate (their channels' ranges differ by orders of
-    magnitude); QUInt8 activations + QInt8 weights is the U8S8 path ORT runs fastest on x86 VNNI.
+    Measured on EfficientNet-Lite0 fine-tuned on Fashion-MNIST at 48 px (FP32 ONNX 0.859 test accuracy,
+    512 calibration images): all-INT8 0.848-0.850 whatever the calibration (MinMax, Percentile 99.99/
+    99.999, Entropy, 2048 images); the stem conv in FP32 0.854-0.855; stem + the first block's
+    depthwise conv in FP32 0.858, with unchanged latency (0.30 ms at batch 1). 8-bit noise added to
+    the first, full-resolution feature maps propagates through every later layer; those two convs
+    are a small share of the compute. per_channel weights are essential (per-tensor: 0.26), because
+    depthwise channels' ranges differ by orders of magnitude; reduce_range costs 5 points.
+    QUInt8 activations + QInt8 weights is the U8S8 path ORT runs fastest on x86 (S8S8: 7x slower).
     """
 
     method: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
     reduce_range: bool = False
     percentile: float = 99.999
+    # Leading Conv nodes (graph order) left in FP32; their inputs are then not quantized either.
+    fp32_leading_convs: int = 2
     batch_size: int = 32
     extra_options: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +94,16 @@ class ImageCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
         self._iterator = self._batches()
 
 
+def leading_convs(onnx_path: str | Path, count: int) -> list[str]:
+    """Names of the first `count` Conv nodes; ONNX stores nodes in topological order."""
+    import onnx
+
+    if count <= 0:
+        return []
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Conv"][:count]
+
+
 def quantize_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -110,9 +128,15 @@ def quantize_int8(
         prepared = Path(work_dir) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
         reader = ImageCalibrationReader(
-            calibration_images, input_name, input_size, mean, std, in_chans,
+            calibration_images,
+            input_name,
+            input_size,
+            mean,
+            std,
+            in_chans,
             batch_size=config.batch_size if dynamic_batch else 1,
         )
+        excluded = leading_convs(prepared, config.fp32_leading_convs)
         extra = {"CalibTensorRangeSymmetric": False, **config.extra_options}
         if config.method == "percentile":
             extra.setdefault("CalibPercentile", config.percentile)
@@ -120,18 +144,27 @@ def quantize_int8(
         os.close(fd)
         try:
             quantize_static(
-                str(prepared), tmp_name, reader,
+                str(prepared),
+                tmp_name,
+                reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=_METHODS[config.method],
+                nodes_to_exclude=excluded,
                 extra_options=extra,
             )
             os.replace(tmp_name, target)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
-    log.info("quantized %s -> %s (%s calibration, %d images)", source.name, target.name, config.method,
-             len(calibration_images))
+    log.info(
+        "quantized %s -> %s (%s calibration, %d images, FP32 nodes %s)",
+        source.name,
+        target.name,
+        config.method,
+        len(calibration_images),
+        excluded,
+    )
     return target

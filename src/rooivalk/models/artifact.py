@@ -53,6 +53,8 @@ def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
         raise storage.StorageError(f"{model_dir}: not a rooivalk model (no {INFO_FILE})")
     info = ModelInfo.model_validate_json(storage.read_bytes(info_uri))
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    state = torch.load(io.BytesIO(storage.read_bytes(f"{model_dir}/{WEIGHTS_FILE}")), map_location="cpu", weights_only=True)
+    state = torch.load(
+        io.BytesIO(storage.read_bytes(f"{model_dir}/{WEIGHTS_FILE}")), map_location="cpu", weights_only=True
+    )
     model.load_state_dict(state, strict=True)
     return model.eval(), info

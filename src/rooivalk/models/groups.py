@@ -113,7 +113,7 @@ def resolve_selectors(groups: list[LayerGroup], selectors: list[str]) -> list[st
             count = selector.partition(":")[2]
             if not count.isdigit() or not 0 < int(count) <= len(backbone):
                 raise ValueError(f"{selector!r}: N must be 1..{len(backbone)} (backbone groups: {backbone})")
-            chosen.update(backbone[-int(count):])
+            chosen.update(backbone[-int(count) :])
         elif selector in names:
             chosen.add(selector)
         else:

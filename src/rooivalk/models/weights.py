@@ -79,12 +79,15 @@ def load_state_dict(uri: str) -> dict[str, torch.Tensor]:
 def load_pretrained(model: nn.Module, uri: str, classifier_prefix: str) -> list[str]:
     """Load weights strictly except for a classifier whose shape differs (new class count).
 
-    Returns the keys left at their fresh initialization (the re-sized classifier).
+    The new classifier starts small (weights N(0, 0.01), bias 0): timm's EfficientNet init draws
+    U(±1/sqrt(num_classes)), which over 1280 pretrained features gives logits in the tens and a
+    first head epoch spent shrinking them. Returns the re-initialized keys.
     """
     state = load_state_dict(uri)
     own = model.state_dict()
     skipped = [
-        key for key, tensor in state.items()
+        key
+        for key, tensor in state.items()
         if key.startswith(classifier_prefix + ".") and key in own and own[key].shape != tensor.shape
     ]
     for key in skipped:
@@ -94,6 +97,13 @@ def load_pretrained(model: nn.Module, uri: str, classifier_prefix: str) -> list[
     except RuntimeError as error:  # shape mismatches outside the classifier
         raise ValueError(f"{uri}: weights do not fit the model: {str(error)[:500]}") from None
     missing = [key for key in missing if key not in skipped]
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for key in skipped:
+            if key.endswith("weight"):
+                nn.init.normal_(params[key], std=0.01)
+            else:
+                nn.init.zeros_(params[key])
     if missing or unexpected:
         raise ValueError(
             f"{uri}: weights do not fit the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "

@@ -67,7 +67,9 @@ def freeze_batchnorm_of_frozen(model: nn.Module, groups: list[LayerGroup], train
                 module.eval()
 
 
-def build_optimizer(model: nn.Module, groups: list[LayerGroup], stage: ResolvedStage, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, groups: list[LayerGroup], stage: ResolvedStage, weight_decay: float
+) -> torch.optim.Optimizer:
     """AdamW with one param group per (layer group, decay/no-decay); biases and norms get no decay."""
     params = dict(model.named_parameters())
     param_groups = []
@@ -83,7 +85,9 @@ def build_optimizer(model: nn.Module, groups: list[LayerGroup], stage: ResolvedS
     return torch.optim.AdamW(param_groups)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warmup then cosine decay to zero, per optimizer step (torch's own schedulers)."""
     warmup_steps = min(max(warmup_steps, 0), max(total_steps - 1, 0))
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
@@ -94,7 +98,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, inputs: InputSpec, batch_size: int) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, inputs: InputSpec, batch_size: int
+) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over a split."""
     model.eval()
     correct, loss_sum = 0, 0.0
@@ -144,8 +150,16 @@ def run_stage(run: StageRun, stage: ResolvedStage, stage_index: int, best: BestS
     scheduler = build_scheduler(optimizer, total_steps, int(warmup))
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
     labels_t = torch.as_tensor(labels)
-    run.progress({"event": "stage", "stage": stage.name, "index": stage_index, "epochs": stage.epochs,
-                  "trainable_params": trainable_params, "groups": list(stage.group_lrs)})
+    run.progress(
+        {
+            "event": "stage",
+            "stage": stage.name,
+            "index": stage_index,
+            "epochs": stage.epochs,
+            "trainable_params": trainable_params,
+            "groups": list(stage.group_lrs),
+        }
+    )
     started = time.perf_counter()
     stage_best = -1.0
     for epoch in range(stage.epochs):
@@ -153,14 +167,25 @@ def run_stage(run: StageRun, stage: ResolvedStage, stage_index: int, best: BestS
         freeze_batchnorm_of_frozen(model, run.groups, trainable)
         generator = torch.Generator().manual_seed(spec.seed * 100_003 + run.global_epoch)
         order = torch.randperm(len(images), generator=generator)[: batches_per_epoch * spec.batch_size]
-        run.progress({"event": "epoch", "stage": stage.name, "epoch": epoch + 1, "epochs": stage.epochs, "batches": batches_per_epoch})
+        run.progress(
+            {
+                "event": "epoch",
+                "stage": stage.name,
+                "epoch": epoch + 1,
+                "epochs": stage.epochs,
+                "batches": batches_per_epoch,
+            }
+        )
         loss_sum, seen, epoch_start = 0.0, 0, time.perf_counter()
+        lr_at_start = max(g["lr"] for g in optimizer.param_groups)  # the cosine ends each stage at 0
         for step in range(batches_per_epoch):
             index = order[step * spec.batch_size : (step + 1) * spec.batch_size].sort().values.numpy()
             batch = _augment(run.inputs(images[index]), generator, spec.hflip)
             loss = criterion(model(batch), labels_t[index])
             if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss {loss.item()} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}")
+                raise TrainingError(
+                    f"non-finite loss {loss.item()} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if spec.grad_clip_norm:
@@ -173,14 +198,25 @@ def run_stage(run: StageRun, stage: ResolvedStage, stage_index: int, best: BestS
         train_seconds = time.perf_counter() - epoch_start
         val_accuracy, val_loss = evaluate(model, *run.val, run.inputs, spec.eval_batch_size)
         run.global_epoch += 1
-        metrics = {"train_loss": loss_sum / max(seen, 1), "val_accuracy": val_accuracy, "val_loss": val_loss,
-                   "epoch_seconds": train_seconds, "images_per_second": seen / max(train_seconds, 1e-9),
-                   "lr_max": max(g["lr"] for g in optimizer.param_groups), "stage_index": stage_index}
+        metrics = {
+            "train_loss": loss_sum / max(seen, 1),
+            "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
+            "epoch_seconds": train_seconds,
+            "images_per_second": seen / max(train_seconds, 1e-9),
+            "lr_at_epoch_start": lr_at_start,
+            "stage_index": stage_index,
+        }
         run.log_metrics(metrics, run.global_epoch)
         run.progress({"event": "epoch_end", "stage": stage.name, "epoch": epoch + 1, **metrics})
         stage_best = max(stage_best, val_accuracy)
         if val_accuracy > best.accuracy:
             best.accuracy, best.epoch, best.stage = val_accuracy, run.global_epoch, stage.name
             best.state_dict = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-    return {"trainable_params": float(trainable_params), "trainable_share": trainable_params / total_params,
-            "best_val_accuracy": stage_best, "seconds": time.perf_counter() - started, "epochs": float(stage.epochs)}
+    return {
+        "trainable_params": float(trainable_params),
+        "trainable_share": trainable_params / total_params,
+        "best_val_accuracy": stage_best,
+        "seconds": time.perf_counter() - started,
+        "epochs": float(stage.epochs),
+    }

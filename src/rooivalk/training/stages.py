@@ -21,7 +21,9 @@ class ResolvedStage:
 def default_stages(pretrained: bool, training: TrainingSpec) -> list[StageSpec]:
     """The reference three-stage schedule for pretrained models; one full stage from scratch."""
     if not pretrained:
-        return [StageSpec(name="full", epochs=training.epochs, train=["all"], lr=StageLR(spread=(training.lr, training.lr)))]
+        return [
+            StageSpec(name="full", epochs=training.epochs, train=["all"], lr=StageLR(spread=(training.lr, training.lr)))
+        ]
     return [
         StageSpec(name="head", epochs=1, train=[HEAD], lr=StageLR(head=1e-3)),
         StageSpec(name="top", epochs=2, train=["last:2", HEAD], lr=StageLR(head=1e-3, backbone=(1e-5, 1e-4))),
@@ -60,5 +62,9 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
             trainable = resolve_selectors(groups, spec.train)
         except ValueError as error:
             raise ValueError(f"training.stages[{spec.name}].train: {error}") from None
-        resolved.append(ResolvedStage(spec.name, spec.epochs, group_learning_rates(trainable, spec.lr, spec.name), spec.warmup_epochs))
+        resolved.append(
+            ResolvedStage(
+                spec.name, spec.epochs, group_learning_rates(trainable, spec.lr, spec.name), spec.warmup_epochs
+            )
+        )
     return resolved

@@ -41,7 +41,9 @@ def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
     if wanted == "auto":
         return len(dataset_classes)
     if wanted != len(dataset_classes):
-        raise ValueError(f"model.num_classes is {wanted} but the dataset has {len(dataset_classes)} classes: {dataset_classes}")
+        raise ValueError(
+            f"model.num_classes is {wanted} but the dataset has {len(dataset_classes)} classes: {dataset_classes}"
+        )
     return wanted
 
 
@@ -71,8 +73,16 @@ def train_model(
     stage_specs = spec.stages or default_stages(plan.model.pretrained is not None, spec)
     stages = resolve_stages(stage_specs, groups)
     inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
-    run = StageRun(model, groups, dataset.subset("train"), dataset.subset("val"), inputs, spec,
-                   progress or _noop, log_metrics or _noop)
+    run = StageRun(
+        model,
+        groups,
+        dataset.subset("train"),
+        dataset.subset("val"),
+        inputs,
+        spec,
+        progress or _noop,
+        log_metrics or _noop,
+    )
     best = BestState()
     summaries: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -81,13 +91,24 @@ def train_model(
         summaries.append({"stage": stage.name, "groups": stage.group_lrs, **summary})
     train_seconds = time.perf_counter() - started
     model.load_state_dict(best.state_dict)
-    info = ModelInfo(spec=plan.model, classes=dataset.info.classes, input_size=plan.model.input_size,
-                     in_chans=in_chans, mean=mean, std=std, dataset_version=dataset.info.version_id,
-                     plan_digest=plan.digest())
+    info = ModelInfo(
+        spec=plan.model,
+        classes=dataset.info.classes,
+        input_size=plan.model.input_size,
+        in_chans=in_chans,
+        mean=mean,
+        std=std,
+        dataset_version=dataset.info.version_id,
+        plan_digest=plan.digest(),
+    )
     artifacts = save_trained_model(model_dir, model.to(memory_format=torch.contiguous_format), info)
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(summaries, indent=2))
-    metrics = {"best_val_accuracy": best.accuracy, "best_epoch": float(best.epoch),
-               "train_seconds": train_seconds, "num_stages": float(len(stages))}
+    metrics = {
+        "best_val_accuracy": best.accuracy,
+        "best_epoch": float(best.epoch),
+        "train_seconds": train_seconds,
+        "num_stages": float(len(stages)),
+    }
     for summary in summaries:
         for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds"):
             metrics[f"stage_{summary['stage']}_{key}"] = summary[key]

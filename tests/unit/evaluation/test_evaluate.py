@@ -30,12 +30,15 @@ def test_gates_pass_fail_and_unknown_metric() -> None:
 
 
 def _trained(tiny_dataset_dir: str, tmp_path: Path, gates: list[dict], fail_on_gate: bool = True) -> tuple[Plan, str]:
-    plan = Plan.model_validate({
-        "name": "t", "data": {"source": tiny_dataset_dir, "format": "image_folder"},
-        "model": {"architecture": "test_efficientnet", "input_size": 32},
-        "training": {"batch_size": 8, "epochs": 1, "threads": 1},
-        "evaluation": {"gates": gates, "fail_on_gate": fail_on_gate},
-    })
+    plan = Plan.model_validate(
+        {
+            "name": "t",
+            "data": {"source": tiny_dataset_dir, "format": "image_folder"},
+            "model": {"architecture": "test_efficientnet", "input_size": 32},
+            "training": {"batch_size": 8, "epochs": 1, "threads": 1},
+            "evaluation": {"gates": gates, "fail_on_gate": fail_on_gate},
+        }
+    )
     model_dir = str(tmp_path / "model")
     train_model(plan, tiny_dataset_dir, model_dir)
     return plan, model_dir
@@ -58,5 +61,7 @@ def test_failed_gate_raises_after_writing_the_report(tiny_dataset_dir: str, tmp_
 
 
 def test_failed_gate_can_be_recorded_without_failing(tiny_dataset_dir: str, tmp_path: Path) -> None:
-    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 1.01}], fail_on_gate=False)
+    plan, model_dir = _trained(
+        tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 1.01}], fail_on_gate=False
+    )
     assert not evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval")).passed

@@ -12,6 +12,7 @@ from torch import nn
 
 from rooivalk.data.dataset import DatasetInfo, save_arrays, save_info
 from rooivalk.data.transforms import to_model_input
+from rooivalk.evaluation import GateFailure
 from rooivalk.export import (
     ExportError,
     LatencyStats,
@@ -20,11 +21,11 @@ from rooivalk.export import (
     measure_latency,
     onnx_accuracy,
     ort_session,
+    pipeline_step,
     quantize_int8,
     replace_conv2d_same,
     verify_onnx,
 )
-from rooivalk.export import pipeline_step
 from rooivalk.models import ModelInfo, create_model, normalization, save_trained_model
 from rooivalk.plan import DataSpec, ExportSpec, Gate, ModelSpec, Plan
 
@@ -125,7 +126,8 @@ def test_measure_latency_reports_median_and_p90() -> None:
     calls: list[int] = []
     stats = measure_latency(lambda x: calls.append(x), 1, runs=20, warmup=3)
     assert isinstance(stats, LatencyStats)
-    assert stats.runs == 20 and len(calls) == 23
+    assert stats.runs == 20
+    assert len(calls) == 23
     assert 0 <= stats.median_ms <= stats.p90_ms
     with pytest.raises(ValueError, match="runs"):
         measure_latency(lambda x: x, 1, runs=0, warmup=0)
@@ -143,23 +145,42 @@ def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
             latency_runs=50,
             latency_warmup=2,
             gates=[Gate(metric="size_int8_mb", max=100.0), Gate(metric="speedup_int8_vs_torch", min=1e6)],
+            fail_on_gate=False,
         ),
     )
     torch.manual_seed(0)
     model = create_model(spec, 3).eval()
     mean, std = normalization(model)
     model_dir, dataset_dir = str(root / "model"), str(root / "dataset")
-    info = ModelInfo(spec=spec, classes=["a", "b", "c"], input_size=32, in_chans=3, mean=mean, std=std,
-                     dataset_version="v1", plan_digest=plan.digest())
+    info = ModelInfo(
+        spec=spec,
+        classes=["a", "b", "c"],
+        input_size=32,
+        in_chans=3,
+        mean=mean,
+        std=std,
+        dataset_version="v1",
+        plan_digest=plan.digest(),
+    )
     save_trained_model(model_dir, model, info)
     images, labels = _synthetic(48, size=28)
     splits = np.array([0] * 32 + [2] * 16, dtype=np.int8)
     save_arrays(dataset_dir, images, labels, splits)
-    save_info(dataset_dir, DatasetInfo(
-        version_id="v1", source="synthetic", format="idx", classes=["a", "b", "c"], image_shape=(28, 28, 1),
-        num_samples=48, split_sizes={"train": 32, "val": 0, "test": 16}, class_balance={}, split_seed=0,
-        quarantined=0,
-    ))
+    save_info(
+        dataset_dir,
+        DatasetInfo(
+            version_id="v1",
+            source="synthetic",
+            format="idx",
+            classes=["a", "b", "c"],
+            image_shape=(28, 28, 1),
+            num_samples=48,
+            split_sizes={"train": 32, "val": 0, "test": 16},
+            class_balance={},
+            split_seed=0,
+            quarantined=0,
+        ),
+    )
     return plan, model_dir, dataset_dir
 
 
@@ -176,12 +197,33 @@ def test_export_model_end_to_end(tmp_path: Path) -> None:
     assert metrics["int8_accuracy_drop"] == pytest.approx(metrics["fp32_test_accuracy"] - metrics["int8_test_accuracy"])
     assert metrics["size_int8_mb"] < metrics["size_fp32_mb"]
     assert metrics["speedup_int8_vs_torch"] > 0
-    assert [(g["metric"], g["passed"]) for g in result.gates] == [("size_int8_mb", True), ("speedup_int8_vs_torch", False)]
+    passed = [(gate["metric"], gate["passed"]) for gate in result.gates]
+    assert passed == [("size_int8_mb", True), ("speedup_int8_vs_torch", False)]
     report = json.loads(Path(result.artifacts["export_report.json"]).read_text())
     assert report["metrics"] == metrics
     assert report["environment"]["cpu_threads"] == torch.get_num_threads()
     assert {"onnxruntime", "torch"} <= set(report["environment"])
     assert messages
+
+
+def test_failing_export_gate_fails_after_writing_everything(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    plan = plan.model_copy(update={"export": plan.export.model_copy(update={"fail_on_gate": True})})
+    with pytest.raises(GateFailure, match=r"speedup_int8_vs_torch = .* \(needs >= 1000000.0\)"):
+        export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
+    report = json.loads((tmp_path / "export" / "export_report.json").read_text())
+    assert report["passed"] is False
+    assert (tmp_path / "export" / "model_int8.onnx").is_file()
+
+
+def test_gate_on_a_metric_not_measured_fails(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    export = plan.export.model_copy(
+        update={"formats": ["onnx"], "gates": [Gate(metric="int8_accuracy_drop", max=0.01)]}
+    )
+    result = export_model(plan.model_copy(update={"export": export}), model_dir, dataset_dir, str(tmp_path / "export"))
+    assert result.gates[0]["passed"] is False
+    assert result.gates[0]["value"] is None
 
 
 def test_export_model_respects_formats(tmp_path: Path) -> None:
@@ -198,3 +240,23 @@ def test_export_model_rejects_mismatching_onnx(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ExportError, match="max_abs_diff"):
         export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
     assert not (tmp_path / "export" / "model_fp32.onnx").exists()
+
+
+def test_export_onnx_falls_back_to_fixed_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rooivalk.export import onnx_export
+
+    real_export = onnx_export._export_to
+
+    def no_dynamic(model: nn.Module, dummy: torch.Tensor, target: Path, dynamic_batch: bool) -> None:
+        if dynamic_batch:
+            raise RuntimeError("dynamic shapes unsupported")  # what an exporter limitation looks like
+        real_export(model, dummy, target, dynamic_batch)
+
+    monkeypatch.setattr(onnx_export, "_export_to", no_dynamic)
+    images, labels = _synthetic(20)
+    model = _same_padded_net()
+    path = export_onnx(replace_conv2d_same(model, 16), 16, 3, tmp_path / "fixed.onnx")
+    session = ort_session(path)
+    assert session.get_inputs()[0].shape[0] == 1
+    assert verify_onnx(model, path, torch.randn(3, 3, 16, 16)) < 1e-5  # loops one image at a time
+    assert 0 <= onnx_accuracy(session, images, labels, 16, MEAN, STD, 3) <= 1

@@ -34,7 +34,9 @@ def imagenet_model(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(("photo", "imagenet_class"), [("china.jpg", 698), ("flower.jpg", 985)])
-def test_mapped_weights_classify_sample_photos(imagenet_model: torch.nn.Module, photo: str, imagenet_class: int) -> None:
+def test_mapped_weights_classify_sample_photos(
+    imagenet_model: torch.nn.Module, photo: str, imagenet_class: int
+) -> None:
     batch = to_model_input(_center_crop(photo)[None], 224, (0.5,) * 3, (0.5,) * 3)
     with torch.inference_mode():
         assert int(imagenet_model(batch).argmax(1)) == imagenet_class  # 698 palace, 985 daisy
@@ -55,6 +57,8 @@ def test_new_class_count_keeps_backbone_and_reinitializes_classifier(tmp_path: P
     source = torch.load(weights, weights_only=True)
     assert torch.equal(model.state_dict()["conv_stem.weight"], source["conv_stem.weight"])
     assert model.state_dict()["classifier.weight"].shape == (10, 1280)
+    assert float(model.state_dict()["classifier.weight"].std()) == pytest.approx(0.01, rel=0.1)  # small new head
+    assert not model.state_dict()["classifier.bias"].any()
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:

@@ -27,7 +27,10 @@ def test_from_scratch_is_one_full_stage() -> None:
 
 
 def test_backbone_single_lr_and_missing_rates() -> None:
-    assert group_learning_rates(["blocks.2", "head"], StageLR(head=1e-3, backbone=1e-4), "s") == {"blocks.2": 1e-4, "head": 1e-3}
+    assert group_learning_rates(["blocks.2", "head"], StageLR(head=1e-3, backbone=1e-4), "s") == {
+        "blocks.2": 1e-4,
+        "head": 1e-3,
+    }
     with pytest.raises(ValueError, match="gives no 'backbone' LR"):
         group_learning_rates(["blocks.2", "head"], StageLR(head=1e-3), "s")
     with pytest.raises(ValueError, match="gives no 'head' LR"):

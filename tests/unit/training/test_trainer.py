@@ -26,18 +26,23 @@ def _nan_family(spec: ModelSpec, num_classes: int) -> nn.Module:
 
 
 def _plan(dataset_dir: str, **training: object) -> Plan:
-    return Plan.model_validate({
-        "name": "t", "data": {"source": dataset_dir, "format": "image_folder"},
-        "model": {"architecture": "test_efficientnet", "input_size": 32, "drop_rate": 0.0},
-        "training": {"batch_size": 8, "threads": 1, **training},
-    })
+    return Plan.model_validate(
+        {
+            "name": "t",
+            "data": {"source": dataset_dir, "format": "image_folder"},
+            "model": {"architecture": "test_efficientnet", "input_size": 32, "drop_rate": 0.0},
+            "training": {"batch_size": 8, "threads": 1, **training},
+        }
+    )
 
 
 def test_train_writes_a_loadable_model_that_learns(tiny_dataset_dir: str, tmp_path: Path) -> None:
     plan = _plan(tiny_dataset_dir, epochs=6, lr=3e-3)
     events: list[dict] = []
     logged: list[tuple[dict, int]] = []
-    result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"), events.append, lambda m, s: logged.append((m, s)))
+    result = train_model(
+        plan, tiny_dataset_dir, str(tmp_path / "model"), events.append, lambda m, s: logged.append((m, s))
+    )
     assert result.metrics["best_val_accuracy"] > 0.5  # 3 classes: chance is 0.33
     assert [m["val_accuracy"] for m, _ in logged]  # one record per epoch, steps 1..6
     assert [s for _, s in logged] == list(range(1, 7))
@@ -87,13 +92,16 @@ def test_staged_plan_runs_each_stage(tiny_dataset_dir: str, tmp_path: Path) -> N
 
 def test_non_finite_loss_names_stage_epoch_and_step(tiny_dataset_dir: str, tmp_path: Path) -> None:
     plan = _plan(tiny_dataset_dir, epochs=1).model_copy(
-        update={"model": ModelSpec(family="test_nan", architecture="nan", input_size=16)})
+        update={"model": ModelSpec(family="test_nan", architecture="nan", input_size=16)}
+    )
     with pytest.raises(TrainingError, match=r"stage 'full', epoch 1, step 1"):
         train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))
     assert not (tmp_path / "model" / "model.pt").exists()
 
 
 def test_class_count_mismatch_is_explained(tiny_dataset_dir: str, tmp_path: Path) -> None:
-    plan = _plan(tiny_dataset_dir).model_copy(update={"model": ModelSpec(architecture="test_efficientnet", num_classes=5)})
+    plan = _plan(tiny_dataset_dir).model_copy(
+        update={"model": ModelSpec(architecture="test_efficientnet", num_classes=5)}
+    )
     with pytest.raises(ValueError, match="num_classes is 5 but the dataset has 3 classes"):
         train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))

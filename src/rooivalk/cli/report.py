@@ -1,0 +1,85 @@
+"""`rooivalk report`: a Markdown report of a run, from its summary.json (used for docs/results)."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+_EXPORT_ROWS = (
+    ("PyTorch eager FP32", None, "latency_torch_fp32_ms", None),
+    ("ONNX Runtime FP32", "fp32_test_accuracy", "latency_ort_fp32_ms", "size_fp32_mb"),
+    ("ONNX Runtime INT8 (static QDQ)", "int8_test_accuracy", "latency_ort_int8_ms", "size_int8_mb"),
+)
+
+
+def _cell(metrics: dict[str, Any], key: str | None, fmt: str) -> str:
+    return format(metrics[key], fmt) if key and key in metrics else "-"
+
+
+def render_report(summary: dict[str, Any], command: str) -> str:
+    steps = summary["steps"]
+    train = steps["train_model"]
+    evaluation = steps["evaluate_model"]["metrics"]
+    export = steps["export_model"]["metrics"]
+    lines = [
+        f"# Run report: {summary['plan']}",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}. "
+        f"Status: **{summary['status']}**, whole run {summary.get('seconds', 0):.0f} s. "
+        f"Dataset version `{summary['dataset_version']}`.",
+        "",
+        "## Steps",
+        "",
+        "| step | status | seconds |",
+        "| --- | --- | ---: |",
+        *[f"| {name} | {s['status']} | {s.get('seconds') or 0:.1f} |" for name, s in steps.items()],
+        "",
+        "## Training stages",
+        "",
+        "| stage | epochs | trainable params | share of model | best val accuracy | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {s['stage']} | {s['epochs']:.0f} | {s['trainable_params']:,.0f} | {s['trainable_share']:.1%} | "
+            f"{s['best_val_accuracy']:.4f} | {s['seconds']:.0f} |"
+            for s in train.get("stages", [])
+        ],
+        "",
+        f"Training time: {train['metrics'].get('train_seconds', 0):.0f} s.",
+        "",
+        "## Test set",
+        "",
+        f"Accuracy **{evaluation.get('test_accuracy', 0):.4f}** on {evaluation.get('test_samples', 0):.0f} images; "
+        f"macro F1 {evaluation.get('test_macro_f1', 0):.4f}; mean false-positive rate "
+        f"{evaluation.get('test_false_positive_rate', 0):.4f}.",
+        "",
+        "## Export (batch 1, CPU)",
+        "",
+        "| runtime | test accuracy | median latency (ms) | size (MB) |",
+        "| --- | ---: | ---: | ---: |",
+        *[
+            f"| {label} | {_cell(export, acc, '.4f')} | {_cell(export, lat, '.3f')} | {_cell(export, size, '.2f')} |"
+            for label, acc, lat, size in _EXPORT_ROWS
+        ],
+        "",
+        f"INT8 accuracy drop: {export.get('int8_accuracy_drop', 0) * 100:.2f} points. INT8 ONNX Runtime is "
+        f"{export.get('speedup_int8_vs_torch', 0):.1f}x faster than PyTorch eager FP32. ONNX vs PyTorch max abs "
+        f"difference on logits: {export.get('onnx_max_abs_diff', 0):.2e}.",
+        "",
+        "## Gates",
+        "",
+        *[
+            f"- {g['metric']} = {g['value']:.4f}: {'pass' if g['passed'] else 'FAIL'}"
+            for name in ("evaluate_model", "export_model")
+            for g in steps[name].get("gates", [])
+        ],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
