@@ -202,7 +202,7 @@ def _parse_scalar(text: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides to a raw plan dict (a new dict; values parsed as YAML)."""
-    result = json.loads(json.dumps(raw))
+    result: dict[str, Any] = json.loads(json.dumps(raw))
     for override in overrides:
         if "=" not in override:
             raise PlanError(f"--set {override!r}: expected key.path=value")

@@ -61,15 +61,15 @@ def apply() -> None:
         return
     for library_path in sorted(Path(next(iter(spec.submodule_search_locations))).glob("_C*.so")):
         try:
-            torch.ops.load_library(str(library_path))
+            torch.ops.load_library(str(library_path))  # type: ignore[no-untyped-call]
         except (OSError, RuntimeError):
             continue
         if _ops_exist(torch):
             return
-    library = torch.library.Library("torchvision", "FRAGMENT")
+    library = torch.library.Library("torchvision", "FRAGMENT")  # type: ignore[no-untyped-call]
     for op in ("nms", "qnms"):
-        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.impl(op, _cpu_nms, "CPU")
+        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # type: ignore[no-untyped-call]
+        library.impl(op, _cpu_nms, "CPU")  # type: ignore[no-untyped-call]
     _state["library"] = library  # the registration lives as long as this object
 
 

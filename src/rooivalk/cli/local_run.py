@@ -86,18 +86,26 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
     collected: list[dict[str, Any]] = []
     offset = 0
     started = time.perf_counter()
+    interrupted = False
     with PipelineProgress(console, STEPS) as view:
         worker.start()
-        while True:
-            alive = worker.is_alive()
-            new, offset = events.read_events(str(events_path), offset)
-            for event in new:
-                view.handle(event)
-            collected.extend(new)
-            if not alive:
-                break
-            time.sleep(0.2)
-    error = None if worker.error is None else _short_error(worker.error, collected)
+        try:
+            while True:
+                alive = worker.is_alive()
+                new, offset = events.read_events(str(events_path), offset)
+                for event in new:
+                    view.handle(event)
+                collected.extend(new)
+                if not alive:
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # the step subprocesses got the same SIGINT; record what finished
+            interrupted = True
+            collected.extend(events.read_events(str(events_path), offset)[0])
+    if interrupted:
+        error: str | None = "interrupted by the user"
+    else:
+        error = None if worker.error is None else _short_error(worker.error, collected)
     run_id = find_pipeline_run(resolved.tracking.uri or "", resolved.tracking.experiment, run_key)
     summary = build_summary(
         PIPELINE_NAME, collected, STEPS, error, resolved.tracking.uri or "", run_id, plan.name, str(out_dir)

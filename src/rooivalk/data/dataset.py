@@ -74,7 +74,8 @@ def save_info(dataset_dir: str | Path, info: DatasetInfo) -> str:
 
 
 def _load_npy(uri: str) -> np.ndarray:
-    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+    return array
 
 
 def load_dataset(dataset_dir: str | Path) -> Dataset:

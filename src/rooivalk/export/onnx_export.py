@@ -111,8 +111,8 @@ def _static_replacement(
     conv = nn.Conv2d(
         module.in_channels,
         module.out_channels,
-        module.kernel_size,
-        module.stride,
+        module.kernel_size,  # type: ignore[arg-type]
+        module.stride,  # type: ignore[arg-type]
         0,
         module.dilation,  # type: ignore[arg-type]
         module.groups,

@@ -24,8 +24,8 @@ def create_timm_model(spec: ModelSpec, num_classes: int) -> nn.Module:
         raise ValueError(f"model.architecture: {spec.architecture!r} is not a timm model; similar: {close}")
     model = timm.create_model(spec.architecture, pretrained=False, num_classes=num_classes, drop_rate=spec.drop_rate)
     if spec.pretrained:
-        classifier = model.pretrained_cfg.get("classifier", "classifier")
-        load_pretrained(model, spec.pretrained, classifier_prefix=classifier)
+        cfg: dict[str, object] = getattr(model, "pretrained_cfg", None) or {}
+        load_pretrained(model, spec.pretrained, classifier_prefix=str(cfg.get("classifier", "classifier")))
     return model
 
 

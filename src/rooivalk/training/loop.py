@@ -208,7 +208,7 @@ def run_stage(run: StageRun, stage: ResolvedStage, stage_index: int, best: BestS
             "stage_index": stage_index,
         }
         run.log_metrics(metrics, run.global_epoch)
-        run.progress({"event": "epoch_end", "stage": stage.name, "epoch": epoch + 1, **metrics})
+        run.progress({"event": "epoch_end", "stage": stage.name, "epoch": epoch + 1, "epochs": stage.epochs, **metrics})
         stage_best = max(stage_best, val_accuracy)
         if val_accuracy > best.accuracy:
             best.accuracy, best.epoch, best.stage = val_accuracy, run.global_epoch, stage.name

@@ -68,7 +68,7 @@ def train_model(
     mean, std = normalization(model)
     in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
     if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = layer_groups(model)
     stage_specs = spec.stages or default_stages(plan.model.pretrained is not None, spec)
     stages = resolve_stages(stage_specs, groups)
@@ -101,7 +101,8 @@ def train_model(
         dataset_version=dataset.info.version_id,
         plan_digest=plan.digest(),
     )
-    artifacts = save_trained_model(model_dir, model.to(memory_format=torch.contiguous_format), info)
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    artifacts = save_trained_model(model_dir, model, info)
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(summaries, indent=2))
     metrics = {
         "best_val_accuracy": best.accuracy,
