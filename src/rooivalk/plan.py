@@ -15,6 +15,45 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rooivalk.plan_training import (
+    AugmentSpec,
+    CheckpointSpec,
+    DistributedSpec,
+    EarlyStoppingSpec,
+    EMASpec,
+    LossSpec,
+    MixSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    StageLR,
+    StageSpec,
+    TrainingSpec,
+)
+
+__all__ = [
+    "AugmentSpec",
+    "CheckpointSpec",
+    "DataSpec",
+    "DistributedSpec",
+    "EMASpec",
+    "EarlyStoppingSpec",
+    "EvaluationSpec",
+    "ExportSpec",
+    "Gate",
+    "LossSpec",
+    "MixSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "Plan",
+    "PlanError",
+    "SchedulerSpec",
+    "SplitSpec",
+    "StageLR",
+    "StageSpec",
+    "TrackingSpec",
+    "TrainingSpec",
+]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,56 +100,6 @@ class ModelSpec(_Strict):
     pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")
     input_size: int = Field(224, ge=8, le=1024)
     drop_rate: float = Field(0.2, ge=0, lt=1)
-
-
-class StageLR(_Strict):
-    """Learning rates of one stage.
-
-    `head` is the classifier's LR. `backbone` is one LR for every trainable backbone group, or
-    [first, last]: a geometric spread from the earliest to the latest trainable group. `spread`
-    instead spreads [low, high] geometrically over all trainable groups, head included.
-    """
-
-    head: float | None = Field(None, gt=0)
-    backbone: float | tuple[float, float] | None = None
-    spread: tuple[float, float] | None = None
-
-    @model_validator(mode="after")
-    def _one_rule(self) -> StageLR:
-        if self.spread is not None and (self.head is not None or self.backbone is not None):
-            raise ValueError("give either 'spread' or 'head'/'backbone', not both")
-        if self.spread is None and self.head is None and self.backbone is None:
-            raise ValueError("a stage needs learning rates: 'head', 'backbone' or 'spread'")
-        return self
-
-
-class StageSpec(_Strict):
-    name: str
-    epochs: int = Field(ge=1)
-    # Group selectors: a group name from `rooivalk groups`, "head", "all", or "last:N" (the last N
-    # backbone groups).
-    train: list[str] = Field(min_length=1)
-    lr: StageLR
-    warmup_epochs: float = Field(0.0, ge=0)
-
-
-class TrainingSpec(_Strict):
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-    stages: list[StageSpec] | None = Field(
-        None, description="Omitted: the three-stage schedule for pretrained models, one full stage otherwise."
-    )
-    epochs: int = Field(10, ge=1, description="Epochs of the single stage used when training from scratch.")
-    lr: float = Field(1e-3, gt=0, description="LR of the single from-scratch stage.")
-    weight_decay: float = Field(0.05, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    grad_clip_norm: float | None = Field(1.0, gt=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of each stage.")
-    seed: int = 0
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads; null: all cores.")
-    channels_last: bool = True
-    hflip: bool = True
-    max_train_batches: int | None = Field(None, ge=1, description="Cap per epoch, for smoke runs.")
 
 
 class Gate(_Strict):

@@ -58,7 +58,7 @@ def test_overrides_parse_yaml_scalars_and_create_keys() -> None:
             "data.source=s3://bucket/x",
             "training.batch_size=32",
             "model.pretrained=null",
-            "training.hflip=false",
+            "training.augment.hflip=0",
             "evaluation.fail_on_gate=false",
         ],
     )
@@ -66,7 +66,7 @@ def test_overrides_parse_yaml_scalars_and_create_keys() -> None:
     assert plan.data.source == "s3://bucket/x"
     assert plan.training.batch_size == 32
     assert plan.model.pretrained is None
-    assert plan.training.hflip is False
+    assert plan.training.augment.hflip == 0
 
 
 def test_override_without_equals_is_an_error() -> None:
@@ -86,7 +86,7 @@ def test_stage_lr_needs_exactly_one_rule() -> None:
     data["training"] = {
         "stages": [{"name": "s", "epochs": 1, "train": ["all"], "lr": {"head": 1e-3, "spread": [1e-5, 1e-3]}}]
     }
-    with pytest.raises(PlanError, match="either 'spread'"):
+    with pytest.raises(PlanError, match="exactly one LR rule"):
         validate_plan(data)
 
 

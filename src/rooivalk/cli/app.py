@@ -23,7 +23,7 @@ app = typer.Typer(
 weights_app = typer.Typer(help="Pretrained weights that install offline.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-console = Console(file=sys.stdout)
+console = Console(file=sys.stdout, log_path=False)
 errors = Console(file=sys.stderr)
 
 # The in-cluster MLflow service the Helm chart deploys; local runs default to sqlite instead.

@@ -35,7 +35,7 @@ class RunOutcome:
 
 
 def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
-    """Absolute local paths (steps run as subprocesses) and a default tracking URI in the run folder."""
+    """Absolute local paths (steps run as subprocesses); default tracking and checkpoint URIs in the run folder."""
     from rooivalk.tracking import default_tracking_uri
 
     data = plan.data.model_copy(update={"source": _absolute(plan.data.source)})
@@ -43,7 +43,11 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
         update={"pretrained": _absolute(plan.model.pretrained) if plan.model.pretrained else None}
     )
     tracking = plan.tracking.model_copy(update={"uri": plan.tracking.uri or default_tracking_uri(out_dir)})
-    return plan.model_copy(update={"data": data, "model": model, "tracking": tracking})
+    # A stable checkpoint location makes a rerun of the same command (same --out) resume training.
+    checkpoint_uri = plan.training.checkpoint.uri or str((out_dir / "checkpoints" / "train_model").resolve())
+    checkpoint = plan.training.checkpoint.model_copy(update={"uri": _absolute(checkpoint_uri)})
+    training = plan.training.model_copy(update={"checkpoint": checkpoint})
+    return plan.model_copy(update={"data": data, "model": model, "tracking": tracking, "training": training})
 
 
 def _absolute(uri: str) -> str:

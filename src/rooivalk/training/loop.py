@@ -1,4 +1,12 @@
-"""One stage of training: freeze/unfreeze, optimizer and scheduler, the epoch loop, validation."""
+"""The training loop: stages of progressive unfreezing over one persistent optimizer, resumable.
+
+One optimizer lives across stages while the optimizer settings stay the same: groups unfrozen at a
+stage boundary join it with `add_param_group` (keeping the moments of groups that were already
+training), and every stage gets a fresh schedule built over *all* current param groups, with each
+group's `initial_lr` reset to its new LR (torch's schedulers `setdefault` it, which is how peers end
+up never scheduling groups added after unfreezing). The loop can stop after any optimizer step
+(SIGTERM, or a checkpoint every N steps) and resume from a checkpoint to exactly the same state.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,17 +22,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from rooivalk.data.transforms import to_model_input
+from rooivalk.data.transforms import normalize, to_model_input, to_unit_images
 from rooivalk.models.groups import LayerGroup
-from rooivalk.plan import TrainingSpec
+from rooivalk.plan_training import OptimizerSpec, TrainingSpec
+from rooivalk.training.augment import BatchAugment
+from rooivalk.training.early_stopping import EarlyStopping
+from rooivalk.training.ema import ModelEMA
+from rooivalk.training.losses import build_loss
+from rooivalk.training.mixing import MixupCutmix
+from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.state import RunPosition, augment_generator, capture_rng, epoch_generator, restore_rng
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
+SaveFn = Callable[["Trainer", str], None]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message names stage, epoch and step."""
+
+
+class _NonFiniteLoss(ArithmeticError):
+    pass
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
 
 
 @dataclass
@@ -34,16 +59,12 @@ class InputSpec:
     std: tuple[float, ...]
     channels_last: bool
 
-    def __call__(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return to_model_input(images, self.input_size, self.mean, self.std, self.in_chans, self.channels_last)
-
 
 @dataclass
-class BestState:
-    accuracy: float = -1.0
-    epoch: int = -1
-    stage: str = ""
-    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+class TrainData:
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    num_classes: int
 
 
 def set_trainable(model: nn.Module, groups: list[LayerGroup], trainable: set[str]) -> int:
@@ -67,46 +88,43 @@ def freeze_batchnorm_of_frozen(model: nn.Module, groups: list[LayerGroup], train
                 module.eval()
 
 
-def build_optimizer(
-    model: nn.Module, groups: list[LayerGroup], stage: ResolvedStage, weight_decay: float
-) -> torch.optim.Optimizer:
-    """AdamW with one param group per (layer group, decay/no-decay); biases and norms get no decay."""
+def param_groups_for(model: nn.Module, group: LayerGroup, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """A layer group as optimizer param groups; biases and norm weights get no weight decay."""
     params = dict(model.named_parameters())
-    param_groups = []
-    for group in groups:
-        if group.name not in stage.group_lrs:
-            continue
-        decay = [params[n] for n in group.param_names if params[n].ndim > 1]
-        no_decay = [params[n] for n in group.param_names if params[n].ndim <= 1]
-        lr = stage.group_lrs[group.name]
-        for tensors, wd in ((decay, weight_decay), (no_decay, 0.0)):
-            if tensors:
-                param_groups.append({"params": tensors, "lr": lr, "weight_decay": wd, "group": group.name})
-    return torch.optim.AdamW(param_groups)
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warmup then cosine decay to zero, per optimizer step (torch's own schedulers)."""
-    warmup_steps = min(max(warmup_steps, 0), max(total_steps - 1, 0))
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
-    if warmup_steps == 0:
-        return cosine
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-2, end_factor=1.0, total_iters=warmup_steps)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+    decay = [params[n] for n in group.param_names if params[n].ndim > 1]
+    no_decay = [params[n] for n in group.param_names if params[n].ndim <= 1]
+    return [
+        {"params": tensors, "lr": lr, "weight_decay": wd, "group": group.name}
+        for tensors, wd in ((decay, weight_decay), (no_decay, 0.0))
+        if tensors
+    ]
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, inputs: InputSpec, batch_size: int
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    inputs: InputSpec,
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]],
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) over a split."""
     model.eval()
     correct, loss_sum = 0, 0.0
     labels_t = torch.as_tensor(labels)
     for start in range(0, len(images), batch_size):
-        logits = model(inputs(images[start : start + batch_size])).float()
+        batch = to_model_input(
+            images[start : start + batch_size],
+            inputs.input_size,
+            inputs.mean,
+            inputs.std,
+            inputs.in_chans,
+            inputs.channels_last,
+        ).to(device)
+        with autocast():
+            logits = model(batch).float().cpu()
         target = labels_t[start : start + batch_size]
         loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
@@ -115,108 +133,293 @@ def evaluate(
 
 
 @dataclass
-class StageRun:
+class Trainer:
     model: nn.Module
     groups: list[LayerGroup]
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    stages: list[ResolvedStage]
+    data: TrainData
     inputs: InputSpec
     spec: TrainingSpec
     progress: ProgressFn
     log_metrics: MetricsFn
-    global_epoch: int = 0
+    save: SaveFn  # writes a checkpoint of this trainer ("step", "epoch" or "preempt")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    position: RunPosition = field(default_factory=RunPosition)
+    stop_requested: Callable[[], bool] = lambda: False
+    optimizer: torch.optim.Optimizer | None = None
+    optimizer_spec: OptimizerSpec | None = None
+    schedule: StageSchedule | None = None
+    ema: ModelEMA | None = None
+    early_stopping: EarlyStopping | None = None
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # best of the run (the result)
+    stage_best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # for early stopping's restore
+    epoch_rng: torch.Generator | None = None
+    scaler: torch.amp.GradScaler | None = None
 
+    def __post_init__(self) -> None:
+        counts = np.bincount(self.data.train[1], minlength=self.data.num_classes)
+        self.criterion = build_loss(self.spec.loss, counts)
+        self.mixer = MixupCutmix(self.spec.mix, self.data.num_classes)
+        self.augment = BatchAugment(self.spec.augment)
+        if self.spec.ema.enabled:
+            self.ema = ModelEMA(self.model, self.spec.ema.decay)
+        if self.spec.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
 
-def _augment(batch: torch.Tensor, generator: torch.Generator, hflip: bool) -> torch.Tensor:
-    if not hflip:
-        return batch
-    flip = torch.rand(batch.shape[0], generator=generator) < 0.5  # (B,)
-    return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+    # -- stages -----------------------------------------------------------------------------------
+    def batches_per_epoch(self) -> int:
+        count = math.ceil(len(self.data.train[0]) / self.spec.batch_size)
+        return min(count, self.spec.max_train_batches) if self.spec.max_train_batches else count
 
+    def enter_stage(self, index: int) -> int:
+        """Freeze/unfreeze for stage `index`, join new groups to the optimizer, build its schedule."""
+        stage = self.stages[index]
+        spec = self.spec
+        trainable = set(stage.group_lrs)
+        trainable_params = set_trainable(self.model, self.groups, trainable)
+        optimizer_spec = stage.optimizer or spec.optimizer
+        if self.optimizer is None or optimizer_spec != self.optimizer_spec:
+            self.optimizer = None  # other optimizer settings: start a new optimizer (its state cannot carry over)
+            self.optimizer_spec = optimizer_spec
+        known = {g["group"] for g in self.optimizer.param_groups} if self.optimizer else set()
+        for group in self.groups:
+            if group.name in trainable and group.name not in known:
+                new = param_groups_for(self.model, group, stage.group_lrs[group.name], optimizer_spec.weight_decay)
+                if self.optimizer is None:
+                    self.optimizer = build_optimizer(optimizer_spec, new)
+                else:
+                    for param_group in new:
+                        self.optimizer.add_param_group(param_group)
+        if self.optimizer is None:
+            raise ValueError(f"stage {stage.name!r} trains no parameters")
+        for param_group in self.optimizer.param_groups:  # re-frozen groups keep state but get LR 0
+            param_group["lr"] = stage.group_lrs.get(param_group["group"], 0.0)
+        self.schedule = StageSchedule(
+            stage.scheduler or spec.scheduler,
+            self.optimizer,
+            self.batches_per_epoch(),
+            stage.epochs,
+            stage.warmup_epochs,
+            mode=spec.early_stopping.mode,
+        )
+        if spec.early_stopping.enabled:
+            self.early_stopping = EarlyStopping(spec.early_stopping)
+        return trainable_params
 
-def run_stage(run: StageRun, stage: ResolvedStage, stage_index: int, best: BestState) -> dict[str, float]:
-    """Train one stage; update `best` in place; return the stage's summary metrics."""
-    model, spec = run.model, run.spec
-    trainable = set(stage.group_lrs)
-    trainable_params = set_trainable(model, run.groups, trainable)
-    total_params = sum(p.numel() for p in model.parameters())
-    images, labels = run.train
-    batches_per_epoch = math.ceil(len(images) / spec.batch_size)
-    if spec.max_train_batches:
-        batches_per_epoch = min(batches_per_epoch, spec.max_train_batches)
-    total_steps = batches_per_epoch * stage.epochs
-    warmup = stage.warmup_epochs * batches_per_epoch if stage.warmup_epochs else spec.warmup_fraction * total_steps
-    optimizer = build_optimizer(model, run.groups, stage, spec.weight_decay)
-    scheduler = build_scheduler(optimizer, total_steps, int(warmup))
-    criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
-    labels_t = torch.as_tensor(labels)
-    run.progress(
-        {
-            "event": "stage",
-            "stage": stage.name,
-            "index": stage_index,
-            "epochs": stage.epochs,
-            "trainable_params": trainable_params,
-            "groups": list(stage.group_lrs),
-        }
-    )
-    started = time.perf_counter()
-    stage_best = -1.0
-    for epoch in range(stage.epochs):
-        model.train()
-        freeze_batchnorm_of_frozen(model, run.groups, trainable)
-        generator = torch.Generator().manual_seed(spec.seed * 100_003 + run.global_epoch)
-        order = torch.randperm(len(images), generator=generator)[: batches_per_epoch * spec.batch_size]
-        run.progress(
+    def _ready(self) -> tuple[torch.optim.Optimizer, StageSchedule]:
+        if self.optimizer is None or self.schedule is None:
+            raise RuntimeError("enter_stage() must run before training steps")
+        return self.optimizer, self.schedule
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> None:
+        pos = self.position
+        while pos.stage_index < len(self.stages):
+            stage = self.stages[pos.stage_index]
+            trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            self.progress(
+                {
+                    "event": "stage",
+                    "stage": stage.name,
+                    "index": pos.stage_index,
+                    "epochs": stage.epochs,
+                    "trainable_params": trainable_params,
+                    "groups": list(stage.group_lrs),
+                }
+            )
+            stop_stage = False
+            while pos.epoch_in_stage < stage.epochs and not stop_stage:
+                stop_stage = self.run_epoch(stage)
+            if self.early_stopping is not None and self.spec.early_stopping.restore_best and self.stage_best_state:
+                self.model.load_state_dict(self.stage_best_state)
+            pos.stage_summaries.append(
+                {
+                    "stage": stage.name,
+                    "groups": stage.group_lrs,
+                    "epochs": float(pos.epoch_in_stage),
+                    "trainable_params": float(trainable_params),
+                    "trainable_share": trainable_params / self.total_params,
+                    "best_val_accuracy": pos.stage_best if pos.stage_best is not None else float("nan"),
+                    "seconds": pos.stage_seconds,
+                }
+            )
+            pos.next_stage()
+            if pos.stage_index < len(self.stages):
+                self.enter_stage(pos.stage_index)
+                self.stage_best_state = {}
+
+    def run_epoch(self, stage: ResolvedStage) -> bool:
+        """One epoch from the current position (mid-epoch after a resume); True when early stopping."""
+        pos, spec = self.position, self.spec
+        batches = self.batches_per_epoch()
+        images, labels = self.data.train
+        # The permutation is a pure function of (seed, epoch), re-drawn on resume; augmentation and
+        # mixing draw from a second generator whose state a mid-epoch checkpoint carries.
+        order = torch.randperm(len(images), generator=epoch_generator(spec.seed, pos.global_epoch))
+        order = order[: batches * spec.batch_size]
+        if self.epoch_rng is None or pos.step_in_epoch == 0:
+            self.epoch_rng = augment_generator(spec.seed, pos.global_epoch)
+        self.model.train()
+        if spec.bn_frozen == "eval":
+            freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
+        self.progress(
             {
                 "event": "epoch",
                 "stage": stage.name,
-                "epoch": epoch + 1,
+                "epoch": pos.epoch_in_stage + 1,
                 "epochs": stage.epochs,
-                "batches": batches_per_epoch,
+                "batches": batches,
             }
         )
-        loss_sum, seen, epoch_start = 0.0, 0, time.perf_counter()
-        lr_at_start = max(g["lr"] for g in optimizer.param_groups)  # the cosine ends each stage at 0
-        for step in range(batches_per_epoch):
+        started = time.perf_counter()
+        steps_before = pos.step_in_epoch
+        while pos.step_in_epoch < batches:
+            step = pos.step_in_epoch
             index = order[step * spec.batch_size : (step + 1) * spec.batch_size].sort().values.numpy()
-            batch = _augment(run.inputs(images[index]), generator, spec.hflip)
-            loss = criterion(model(batch), labels_t[index])
-            if not torch.isfinite(loss):
+            try:
+                loss = self.train_step(images[index], labels[index])
+            except _NonFiniteLoss as bad:
                 raise TrainingError(
-                    f"non-finite loss {loss.item()} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1}"
+                    f"non-finite loss {bad} in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, "
+                    f"step {step + 1}; the last good checkpoint is kept"
+                ) from None
+            pos.step_in_epoch += 1
+            pos.global_step += 1
+            pos.epoch_loss_sum += loss * len(index)
+            pos.epoch_seen += len(index)
+            self.progress({"event": "batch", "batch": pos.step_in_epoch})
+            if self.stop_requested():
+                self.save(self, "preempt")
+                raise Preempted(
+                    f"SIGTERM in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, step "
+                    f"{pos.step_in_epoch}: checkpoint written; rerun the same step to resume"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            if spec.checkpoint.every_steps and pos.global_step % spec.checkpoint.every_steps == 0:
+                self.save(self, "step")
+        seconds = time.perf_counter() - started
+        return self.end_epoch(stage, seconds, (pos.step_in_epoch - steps_before) * spec.batch_size)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.spec.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> float:
+        optimizer, schedule = self._ready()
+        if self.epoch_rng is None:
+            raise RuntimeError("run_epoch() sets the epoch generator")
+        batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # (B, C, S, S) in [0, 1]
+        if self.augment.enabled:
+            batch = self.augment(batch, self.epoch_rng)
+        target: torch.Tensor = torch.as_tensor(labels)
+        if self.mixer.enabled:
+            batch, target = self.mixer(batch, target, self.epoch_rng)
+        batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
+        with self.autocast():
+            loss = self.criterion(self.model(batch).float(), target.to(self.device))
+        if not torch.isfinite(loss):  # before backward: the weights stay as the last good step left them
+            raise _NonFiniteLoss(float(loss))
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
             loss.backward()
-            if spec.grad_clip_norm:
-                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], spec.grad_clip_norm)
+        if self.spec.grad_clip_norm:
+            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.spec.grad_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
             optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item() * len(index)
-            seen += len(index)
-            run.progress({"event": "batch", "batch": step + 1})
-        train_seconds = time.perf_counter() - epoch_start
-        val_accuracy, val_loss = evaluate(model, *run.val, run.inputs, spec.eval_batch_size)
-        run.global_epoch += 1
+        schedule.step_batch()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return float(loss.detach())
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None and self.spec.ema.evaluate_with_ema else self.model
+
+    def end_epoch(self, stage: ResolvedStage, seconds: float, seen: int) -> bool:
+        pos, spec = self.position, self.spec
+        optimizer, schedule = self._ready()
+        lr = max(g["lr"] for g in optimizer.param_groups)
+        val_started = time.perf_counter()
+        val_accuracy, val_loss = evaluate(
+            self.eval_model(), *self.data.val, self.inputs, spec.eval_batch_size, self.device, self.autocast
+        )
+        pos.stage_seconds += seconds + time.perf_counter() - val_started
         metrics = {
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": pos.epoch_loss_sum / max(pos.epoch_seen, 1),
             "val_accuracy": val_accuracy,
             "val_loss": val_loss,
-            "epoch_seconds": train_seconds,
-            "images_per_second": seen / max(train_seconds, 1e-9),
-            "lr_at_epoch_start": lr_at_start,
-            "stage_index": stage_index,
+            "epoch_seconds": seconds,
+            "images_per_second": seen / max(seconds, 1e-9),
+            "lr_at_epoch_end": lr,
+            "stage_index": float(pos.stage_index),
         }
-        run.log_metrics(metrics, run.global_epoch)
-        run.progress({"event": "epoch_end", "stage": stage.name, "epoch": epoch + 1, "epochs": stage.epochs, **metrics})
-        stage_best = max(stage_best, val_accuracy)
-        if val_accuracy > best.accuracy:
-            best.accuracy, best.epoch, best.stage = val_accuracy, run.global_epoch, stage.name
-            best.state_dict = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-    return {
-        "trainable_params": float(trainable_params),
-        "trainable_share": trainable_params / total_params,
-        "best_val_accuracy": stage_best,
-        "seconds": time.perf_counter() - started,
-        "epochs": float(stage.epochs),
-    }
+        monitored = metrics.get(spec.early_stopping.monitor, val_accuracy)
+        schedule.step_epoch(monitored)
+        pos.stage_best = val_accuracy if pos.stage_best is None else max(pos.stage_best, val_accuracy)
+        better = pos.best_value is None or (
+            monitored > pos.best_value if spec.early_stopping.mode == "max" else monitored < pos.best_value
+        )
+        pos.next_epoch()
+        if better:
+            pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()})
+        stop = self.early_stopping.update(metrics) if self.early_stopping is not None else False
+        if self.early_stopping is not None and self.early_stopping.improved:
+            self.stage_best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        self.log_metrics(metrics, pos.global_epoch)
+        self.progress(
+            {
+                "event": "epoch_end",
+                "stage": stage.name,
+                "epoch": pos.epoch_in_stage,
+                "epochs": stage.epochs,
+                **metrics,
+                "improved": better,
+            }
+        )
+        if pos.global_epoch % spec.checkpoint.every_epochs == 0 or stop or pos.epoch_in_stage == stage.epochs:
+            self.save(self, "epoch")
+        return stop
+
+    # -- checkpoint payload -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        optimizer, schedule = self._ready()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
+            "best_state": self.best_state,
+            "stage_best_state": self.stage_best_state,
+            "position": self.position.to_dict(),
+            "rng": capture_rng(self.epoch_rng),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint: replay stage entries to rebuild the optimizer's groups, then load."""
+        self.position = RunPosition.from_dict(state["position"])
+        self.model.load_state_dict(state["model"])
+        for index in range(min(self.position.stage_index, len(self.stages) - 1) + 1):
+            self.enter_stage(index)
+        optimizer, schedule = self._ready()
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+        self.best_state = state["best_state"]
+        self.stage_best_state = state["stage_best_state"]
+        self.epoch_rng = augment_generator(self.spec.seed, self.position.global_epoch)
+        restore_rng(state["rng"], self.epoch_rng)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rooivalk.models.groups import HEAD, LayerGroup, resolve_selectors
-from rooivalk.plan import StageLR, StageSpec, TrainingSpec
+from rooivalk.plan_training import OptimizerSpec, SchedulerSpec, StageLR, StageSpec, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,9 @@ class ResolvedStage:
     name: str
     epochs: int
     group_lrs: dict[str, float]  # trainable group name -> LR, in model order
-    warmup_epochs: float
+    warmup_epochs: float | None = None
+    optimizer: OptimizerSpec | None = None  # None: training.optimizer
+    scheduler: SchedulerSpec | None = None  # None: training.scheduler
 
 
 def default_stages(pretrained: bool, training: TrainingSpec) -> list[StageSpec]:
@@ -41,6 +43,10 @@ def group_learning_rates(trainable: list[str], lr: StageLR, stage: str) -> dict[
     """LR per trainable group: geometric spreads run from the earliest group to the latest."""
     if lr.spread is not None:
         return dict(zip(trainable, _geometric(lr.spread[0], lr.spread[1], len(trainable)), strict=True))
+    if lr.top is not None and lr.ratio is not None:
+        # ULMFiT's discriminative rates: the last group gets `top`, each one below it top / ratio^k.
+        depth = len(trainable)
+        return {name: lr.top / lr.ratio ** (depth - 1 - k) for k, name in enumerate(trainable)}
     backbone = [name for name in trainable if name != HEAD]
     rates: dict[str, float] = {}
     if backbone:
@@ -62,9 +68,8 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
             trainable = resolve_selectors(groups, spec.train)
         except ValueError as error:
             raise ValueError(f"training.stages[{spec.name}].train: {error}") from None
+        rates = group_learning_rates(trainable, spec.lr, spec.name)
         resolved.append(
-            ResolvedStage(
-                spec.name, spec.epochs, group_learning_rates(trainable, spec.lr, spec.name), spec.warmup_epochs
-            )
+            ResolvedStage(spec.name, spec.epochs, rates, spec.warmup_epochs, spec.optimizer, spec.scheduler)
         )
     return resolved

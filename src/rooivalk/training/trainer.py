@@ -1,11 +1,20 @@
-"""`train_model`: fine-tune or train the plan's model on a dataset artifact, stage by stage."""
+"""`train_model`: fine-tune or train the plan's model on a dataset artifact, stage by stage.
+
+Resumes automatically from the newest verified checkpoint at `training.checkpoint.uri`, and turns
+SIGTERM (what Kubernetes sends before killing a pod) into a checkpoint and a clean stop.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-import time
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +25,11 @@ from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
 from rooivalk.models import ModelInfo, create_model, layer_groups, normalization, save_trained_model
 from rooivalk.plan import Plan
-from rooivalk.training.loop import BestState, InputSpec, MetricsFn, ProgressFn, StageRun, run_stage
+from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.loop import InputSpec, MetricsFn, ProgressFn, TrainData, Trainer
 from rooivalk.training.stages import default_stages, resolve_stages
 
+log = logging.getLogger(__name__)
 HISTORY_FILE = "stages.json"
 
 
@@ -28,12 +39,15 @@ class TrainResult:
     stages: list[dict[str, Any]]
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     info: ModelInfo | None = None
+    resumed_from: str | None = None
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # Deterministic kernels make a resumed run bit-identical to an uninterrupted one.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
@@ -47,6 +61,27 @@ def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
     return wanted
 
 
+@contextmanager
+def sigterm_requests_stop() -> Iterator[threading.Event]:
+    """While active, SIGTERM sets the event instead of killing the process (main thread only)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _device(precision: str) -> torch.device:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("training.precision: fp16 needs a CUDA GPU (use bf16 on CPU)")
+    return device
+
+
 def _noop(*_: Any) -> None:
     return None
 
@@ -58,59 +93,117 @@ def train_model(
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> TrainResult:
-    """Train per the plan's stages and write the best-by-validation model to `model_dir`."""
+    """Train per the plan's stages and write the best model (by the monitored metric) to `model_dir`."""
     spec = plan.training
-    seed_everything(spec.seed)
+    seed_everything(spec.seed, spec.deterministic)
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    device = _device(spec.precision)
     dataset = load_dataset(dataset_dir)
     num_classes = _num_classes(plan, dataset.info.classes)
     model = create_model(plan.model, num_classes)
     mean, std = normalization(model)
     in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
+    model = model.to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = layer_groups(model)
-    stage_specs = spec.stages or default_stages(plan.model.pretrained is not None, spec)
-    stages = resolve_stages(stage_specs, groups)
-    inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
-    run = StageRun(
-        model,
-        groups,
-        dataset.subset("train"),
-        dataset.subset("val"),
-        inputs,
-        spec,
-        progress or _noop,
-        log_metrics or _noop,
+    stages = resolve_stages(spec.stages or default_stages(plan.model.pretrained is not None, spec), groups)
+    signature = model_signature(model)
+    with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
+        store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
+
+        def save(trainer: Trainer, reason: str) -> None:
+            pos = trainer.position
+            state = {**trainer.state_dict(), "signature": signature, "plan_digest": plan.digest()}
+            info = {
+                "reason": reason,
+                "stage_index": pos.stage_index,
+                "epoch_in_stage": pos.epoch_in_stage,
+                "step_in_epoch": pos.step_in_epoch,
+                "best_value": pos.best_value,
+            }
+            store.save(state, pos.global_step, info)
+            if reason == "epoch" and pos.best_epoch == pos.global_epoch:
+                store.save_best(trainer.best_state, {"epoch": pos.best_epoch, "value": pos.best_value})
+
+        data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
+        inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
+        with sigterm_requests_stop() as stop:
+            trainer = Trainer(
+                model,
+                groups,
+                stages,
+                data,
+                inputs,
+                spec,
+                progress or _noop,
+                log_metrics or _noop,
+                save,
+                device=device,
+                stop_requested=stop.is_set,
+            )
+            resumed = _resume(trainer, store, signature, spec.checkpoint.resume and spec.checkpoint.uri is not None)
+            if resumed is None:
+                trainer.enter_stage(0)
+            else:
+                (progress or _noop)({"event": "message", "text": f"resumed from {resumed}"})
+            trainer.fit()
+    return _finish(plan, trainer, model, dataset.info, in_chans, mean, std, model_dir, resumed)
+
+
+def _resume(trainer: Trainer, store: CheckpointStore, signature: dict[str, list[int]], enabled: bool) -> str | None:
+    if not enabled:
+        return None
+    loaded = store.load_latest()
+    if loaded is None:
+        return None
+    check_signature(loaded.state["signature"], signature, store.uri)
+    trainer.load_state_dict(loaded.state)
+    pos = trainer.position
+    where = (
+        f"{store.uri}/{loaded.entry['file']} "
+        f"(stage {pos.stage_index}, epoch {pos.epoch_in_stage}, step {pos.step_in_epoch})"
     )
-    best = BestState()
-    summaries: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for index, stage in enumerate(stages):
-        summary = run_stage(run, stage, index, best)
-        summaries.append({"stage": stage.name, "groups": stage.group_lrs, **summary})
-    train_seconds = time.perf_counter() - started
-    model.load_state_dict(best.state_dict)
+    log.info("resuming from %s", where)
+    return where
+
+
+def _finish(
+    plan: Plan,
+    trainer: Trainer,
+    model: torch.nn.Module,
+    dataset_info: Any,
+    in_chans: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    model_dir: str,
+    resumed: str | None,
+) -> TrainResult:
+    pos = trainer.position
+    model.load_state_dict(trainer.best_state or model.state_dict())
     info = ModelInfo(
         spec=plan.model,
-        classes=dataset.info.classes,
+        classes=dataset_info.classes,
         input_size=plan.model.input_size,
         in_chans=in_chans,
         mean=mean,
         std=std,
-        dataset_version=dataset.info.version_id,
+        dataset_version=dataset_info.version_id,
         plan_digest=plan.digest(),
     )
-    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     artifacts = save_trained_model(model_dir, model, info)
+    summaries = pos.stage_summaries
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(summaries, indent=2))
     metrics = {
-        "best_val_accuracy": best.accuracy,
-        "best_epoch": float(best.epoch),
-        "train_seconds": train_seconds,
-        "num_stages": float(len(stages)),
+        "best_val_accuracy": max((s["best_val_accuracy"] for s in summaries), default=float("nan")),
+        "best_monitored": pos.best_value if pos.best_value is not None else float("nan"),
+        "best_epoch": float(pos.best_epoch),
+        "global_steps": float(pos.global_step),
+        "train_seconds": sum(s["seconds"] for s in summaries),
+        "num_stages": float(len(summaries)),
     }
     for summary in summaries:
-        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds"):
+        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
             metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
-    return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info)
+    return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info, resumed_from=resumed)

@@ -1,0 +1,166 @@
+"""Optimizers and per-stage LR schedules, built from the plan with torch's own classes.
+
+A stage's schedule wraps one torch scheduler behind a uniform interface (`step_batch` after each
+optimizer step, `step_epoch` after each validation) so the loop never branches on the schedule's
+kind. Each stage builds a fresh `StageSchedule` on the same (or a grown) optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch.optim import lr_scheduler
+
+from rooivalk.plan_training import OptimizerSpec, SchedulerSpec
+
+WARMUP_START_FACTOR = 0.01
+
+
+def build_optimizer(spec: OptimizerSpec, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The plan's optimizer over param groups that carry "params" and "lr".
+
+    A group's own "weight_decay" wins over `spec.weight_decay` (biases and norms usually get 0);
+    extra keys such as "group" (the layer group's name) are kept by torch as they are.
+    """
+    if not param_groups:
+        raise ValueError("build_optimizer needs at least one param group")
+    missing = [index for index, group in enumerate(param_groups) if "lr" not in group]
+    if missing:
+        raise ValueError(f"param groups {missing} have no 'lr'; every group carries its own learning rate")
+    groups = [{**group, "weight_decay": group.get("weight_decay", spec.weight_decay)} for group in param_groups]
+    if spec.name == "adamw":
+        return torch.optim.AdamW(groups, betas=spec.betas, weight_decay=spec.weight_decay)
+    if spec.name == "adam":
+        return torch.optim.Adam(groups, betas=spec.betas, weight_decay=spec.weight_decay)
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=groups[0]["lr"], momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {spec.name!r}")
+
+
+@dataclass(frozen=True)
+class CosineFactor:
+    """LR multiplier of step t: half a cosine from 1 down to `min_ratio` over `steps` steps, then flat.
+
+    A callable class rather than a lambda so LambdaLR.state_dict() can save it (it stores __dict__),
+    and a ratio rather than CosineAnnealingLR's absolute eta_min so every group ends at its own
+    min_lr_ratio x base LR.
+    """
+
+    steps: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        progress = min(max(step, 0), self.steps) / max(self.steps, 1)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class StageSchedule:
+    """One stage's LR schedule over `steps_per_epoch * epochs` optimizer steps.
+
+    Call after setting every group's "lr" to this stage's base LR: each group's "initial_lr" is reset
+    to it, because torch's schedulers only `setdefault` it and would otherwise keep the previous
+    stage's value (or miss groups added by `add_param_group` since).
+    """
+
+    def __init__(
+        self,
+        spec: SchedulerSpec,
+        optimizer: torch.optim.Optimizer,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: float | None = None,
+        mode: Literal["max", "min"] = "max",
+    ) -> None:
+        if steps_per_epoch < 1 or epochs < 1:
+            raise ValueError(f"a stage needs steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch}, {epochs}")
+        self.spec = spec
+        self.optimizer = optimizer
+        self.total_steps = steps_per_epoch * epochs
+        self.steps = 0
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group["lr"]
+        self.warmup_steps = self._warmup_steps(steps_per_epoch, warmup_epochs)
+        self._per_batch: lr_scheduler.LRScheduler | None = None
+        self._plateau: lr_scheduler.ReduceLROnPlateau | None = None
+        if spec.name == "cosine":
+            self._per_batch = self._cosine()
+        elif spec.name == "onecycle":
+            self._per_batch = lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=[group["lr"] for group in optimizer.param_groups],
+                total_steps=self.total_steps,
+                pct_start=spec.pct_start,
+            )
+        elif spec.name == "cosine_restarts":
+            # Stepped per batch, so T_0 is in steps; eta_min is 0 (an absolute floor fits no multi-LR stage).
+            self._per_batch = lr_scheduler.CosineAnnealingWarmRestarts(
+                optimizer, T_0=spec.restart_epochs * steps_per_epoch, T_mult=spec.restart_mult
+            )
+        elif spec.name == "plateau":
+            self._plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=spec.factor, patience=spec.patience, min_lr=spec.min_lr
+            )
+        elif spec.name != "constant":
+            raise ValueError(f"unknown scheduler {spec.name!r}")
+
+    def _warmup_steps(self, steps_per_epoch: int, warmup_epochs: float | None) -> int:
+        if self.spec.name != "cosine":
+            return 0
+        # The stage's own warmup overrides the scheduler's epochs, which override the fraction.
+        epochs = warmup_epochs if warmup_epochs is not None else self.spec.warmup_epochs
+        steps = epochs * steps_per_epoch if epochs is not None else self.spec.warmup_fraction * self.total_steps
+        # At least one cosine step must remain after the warmup.
+        return min(round(steps), self.total_steps - 1)
+
+    def _cosine(self) -> lr_scheduler.LRScheduler:
+        decay = lr_scheduler.LambdaLR(
+            self.optimizer, CosineFactor(self.total_steps - self.warmup_steps, self.spec.min_lr_ratio)
+        )
+        if self.warmup_steps == 0:
+            return decay
+        warmup = lr_scheduler.LinearLR(
+            self.optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=self.warmup_steps
+        )
+        return lr_scheduler.SequentialLR(self.optimizer, [warmup, decay], milestones=[self.warmup_steps])
+
+    @property
+    def lrs(self) -> list[float]:
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def step_batch(self) -> None:
+        """After each optimizer step. Past the stage's last step the LR stays put (OneCycleLR would raise)."""
+        if self._per_batch is None or self.steps >= self.total_steps:
+            return
+        self.steps += 1
+        if self.spec.name == "onecycle" and self.steps >= self.total_steps:
+            return  # OneCycleLR's schedule has total_steps points: the initial one and total_steps - 1 steps
+        self._per_batch.step()
+
+    def step_epoch(self, metric: float | None) -> None:
+        """After each epoch's validation; only the plateau schedule reads the monitored metric."""
+        if self._plateau is None:
+            return
+        if metric is None:
+            raise ValueError("the plateau schedule needs the monitored validation metric after every epoch")
+        self._plateau.step(metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        scheduler = self._per_batch or self._plateau
+        return {
+            "name": self.spec.name,
+            "steps": self.steps,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["name"] != self.spec.name:
+            raise ValueError(f"checkpoint holds a {state['name']!r} schedule, this stage uses {self.spec.name!r}")
+        self.steps = int(state["steps"])
+        scheduler = self._per_batch or self._plateau
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])

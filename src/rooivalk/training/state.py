@@ -1,0 +1,83 @@
+"""Where a run is, and the random state that makes a resumed run replay the same batches.
+
+Everything here round-trips through torch.save / torch.load(weights_only=True): plain Python
+types and tensors only (numpy's RNG state is stored as a list).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RunPosition:
+    stage_index: int = 0
+    epoch_in_stage: int = 0  # epochs finished in the current stage
+    step_in_epoch: int = 0  # optimizer steps finished in the current epoch
+    global_epoch: int = 0  # epochs finished over the whole run
+    global_step: int = 0
+    epoch_loss_sum: float = 0.0  # running sums of the current epoch, so a resumed epoch reports the same loss
+    epoch_seen: int = 0
+    stage_best: float | None = None
+    stage_seconds: float = 0.0  # training + validation seconds of the current stage, across resumes
+    stage_summaries: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = -1
+    best_stage: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPosition:
+        return cls(**data)
+
+    def next_epoch(self) -> None:
+        self.epoch_in_stage += 1
+        self.global_epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_seen = 0.0, 0
+
+    def next_stage(self) -> None:
+        self.stage_index += 1
+        self.epoch_in_stage = 0
+        self.stage_best = None
+        self.stage_seconds = 0.0
+
+
+def epoch_generator(seed: int, global_epoch: int) -> torch.Generator:
+    """The generator of one epoch's data order (a pure function of seed and epoch)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + global_epoch)
+
+
+def augment_generator(seed: int, global_epoch: int) -> torch.Generator:
+    """The generator that augmentation and mixing draw from, one per epoch."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + global_epoch + 7919)
+
+
+def capture_rng(epoch_rng: torch.Generator | None) -> dict[str, Any]:
+    numpy_state: tuple[Any, ...] = tuple(np.random.get_state())
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "python": random.getstate(),
+        "epoch": epoch_rng.get_state() if epoch_rng is not None else None,
+    }
+
+
+def restore_rng(state: dict[str, Any], epoch_rng: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if epoch_rng is not None and state["epoch"] is not None:
+        epoch_rng.set_state(state["epoch"])
