@@ -30,6 +30,7 @@ def train_model(
             {"model": model.path},
             log_files=[f"{model.path}/{name}" for name in ("model.pt", "model.json", "stages.json")],
             stages=result.stages,
+            resumed_from=result.resumed_from,
         )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

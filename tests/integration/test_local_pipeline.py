@@ -133,3 +133,43 @@ def test_fashion_plan_runs_unchanged_on_another_image_folder(tmp_path: Path) -> 
     info = json.loads((model_dir / "model.json").read_text())
     assert info["classes"] == ["circle", "square", "stripes"]  # class count detected from the folders
     assert [s["stage"] for s in summary["steps"]["train_model"]["stages"]] == ["head", "top", "all"]
+
+
+@pytest.mark.slow
+def test_rerunning_a_killed_run_resumes_training(tmp_path: Path) -> None:
+    """Kill `rooivalk run` (and its step processes) mid-training; the same command resumes."""
+    import os
+    import signal
+    import time
+
+    source = make_image_folder(tmp_path / "images", per_class=24)
+    plan = tiny_plan_dict(str(source))
+    plan["training"].update({"epochs": 16, "checkpoint": {"every_steps": 2}})
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "rooivalk.cli.app", "run", str(plan_path), "--out", str(out)]
+    first = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    manifest = out / "checkpoints" / "train_model" / "manifest.json"
+    deadline = time.monotonic() + 180
+    while not (
+        manifest.exists()
+        and json.loads(manifest.read_text() or "[]")[-1:]
+        and json.loads(manifest.read_text())[-1]["global_step"] >= 10
+    ):
+        assert first.poll() is None, "run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # the CLI and kfp.local's step subprocesses
+    first.wait()
+
+    result = _rooivalk("run", str(plan_path), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    train = steps["train_model"]
+    assert train["status"] == "succeeded"
+    assert "/checkpoints/train_model/ckpt-" in train["resumed_from"]
+    steps_per_epoch = -(-steps["ingest_data"]["metrics"]["train_size"] // 8)
+    assert train["metrics"]["global_steps"] == 16 * steps_per_epoch  # nothing repeated or skipped

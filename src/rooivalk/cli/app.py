@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rooivalk.plan import Plan, PlanError, load_plan, plan_json_schema
 
@@ -23,8 +24,12 @@ app = typer.Typer(
 weights_app = typer.Typer(help="Pretrained weights that install offline.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-console = Console(file=sys.stdout, log_path=False)
-errors = Console(file=sys.stderr)
+
+def _stdout() -> Console:
+    # Bound per call, not at import: the CLI test runner swaps sys.stdout, and `run` must keep the
+    # real terminal while kfp.local's output is redirected to the run's log.
+    return Console(file=sys.stdout, log_path=False)
+
 
 # The in-cluster MLflow service the Helm chart deploys; local runs default to sqlite instead.
 CLUSTER_TRACKING_URI = "http://rooivalk-mlflow:5000"
@@ -33,19 +38,30 @@ PlanArg = Annotated[Path, typer.Argument(help="Plan YAML file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan key: key.path=value (repeatable).")]
 
 
-def _load(plan_path: Path, overrides: list[str] | None) -> Plan:
+def _load(plan_path: Path, overrides: list[str] | None, check_model: bool = False) -> Plan:
+    """Load and validate; with check_model, also resolve the stages on the plan's model."""
     try:
-        return load_plan(plan_path, overrides or [])
-    except PlanError as error:
-        errors.print(f"[red]error:[/] {error}", markup=True, highlight=False)
+        plan = load_plan(plan_path, overrides or [])
+        if check_model:
+            from rooivalk.training.stages import check_stages_against_model
+
+            check_stages_against_model(plan)
+        return plan
+    except (PlanError, ValueError) as error:
+        _error(str(error) if isinstance(error, PlanError) else f"{plan_path}: {error}")
         raise typer.Exit(2) from None
+
+
+def _error(message: str) -> None:
+    # Text, not markup: messages hold key paths like stages[head] that markup would eat.
+    Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
 
 
 @app.command()
 def validate(plan: PlanArg, set_: SetOpt = None) -> None:
-    """Check a plan against the schema; errors name the file and the key path."""
-    loaded = _load(plan, set_)
-    console.print(
+    """Check a plan against the schema and its model's layer groups; errors name the file and key path."""
+    loaded = _load(plan, set_, check_model=True)
+    _stdout().print(
         f"[green]ok[/] {plan}: plan {loaded.name!r}, model {loaded.model.architecture}, "
         f"data {loaded.data.format} at {loaded.data.source}"
     )
@@ -54,7 +70,7 @@ def validate(plan: PlanArg, set_: SetOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the plan's JSON Schema."""
-    console.print_json(json.dumps(plan_json_schema()))
+    _stdout().print_json(json.dumps(plan_json_schema()))
 
 
 @app.command()
@@ -70,14 +86,14 @@ def run(
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    loaded = _load(plan, set_)
+    loaded = _load(plan, set_, check_model=True)
     out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
-    outcome = run_local(loaded, out_dir, console)
+    _stdout().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
+    outcome = run_local(loaded, out_dir, _stdout())
     _print_summary(outcome.summary)
-    console.print(f"summary: {outcome.summary_path}")
+    _stdout().print(f"summary: {outcome.summary_path}")
     if outcome.summary["status"] != "succeeded":
-        errors.print(f"[red]error:[/] {outcome.summary['error'] or 'a step failed'}", highlight=False)
+        _error(outcome.summary["error"] or "a step failed")
         raise typer.Exit(1)
 
 
@@ -105,9 +121,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         shown = ", ".join(f"{k}={_number(metrics[k])}" for k in keys if k in metrics)
         colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
         table.add_row(name, f"[{colour}]{record['status']}[/]", f"{record.get('seconds') or 0:.1f}", shown)
-    console.print(table)
+    _stdout().print(table)
     tracking = summary["tracking"]
-    console.print(
+    _stdout().print(
         f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}"
     )
 
@@ -126,7 +142,7 @@ def compile_(
 
     loaded = _load(plan, set_)
     compile_plan(loaded, output, tracking_uri)
-    console.print(f"[green]wrote[/] {output}")
+    _stdout().print(f"[green]wrote[/] {output}")
 
 
 @app.command()
@@ -139,12 +155,13 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     model = create_model(loaded.model.model_copy(update={"pretrained": None}), classes)
     found = layer_groups(model)
     total = sum(g.num_params for g in found)
-    table = Table(title=f"{loaded.model.architecture}: {len(found)} groups, {total:,} parameters")
+    sized = "" if loaded.model.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
+    table = Table(title=f"{loaded.model.architecture}: {len(found)} groups, {total:,} parameters{sized}")
     for column in ("#", "group", "parameters", "share"):
         table.add_column(column, justify="right" if column != "group" else "left")
     for index, group in enumerate(found):
         table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
-    console.print(table)
+    _stdout().print(table)
 
 
 @app.command()
@@ -158,7 +175,7 @@ def report(
     from rooivalk.cli.report import render_report
 
     storage.write_text(output, render_report(json.loads(summary.read_text()), command))
-    console.print(f"[green]wrote[/] {output}")
+    _stdout().print(f"[green]wrote[/] {output}")
 
 
 @weights_app.command("import")
@@ -170,7 +187,7 @@ def import_weights(
     from rooivalk.models.weights import import_weights as convert
 
     digest = convert(name, str(output))
-    console.print(f"[green]wrote[/] {output} sha256:{digest}")
+    _stdout().print(f"[green]wrote[/] {output} sha256:{digest}")
 
 
 if __name__ == "__main__":

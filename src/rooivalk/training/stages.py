@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rooivalk.models.groups import HEAD, LayerGroup, resolve_selectors
+from rooivalk.plan import Plan
 from rooivalk.plan_training import OptimizerSpec, SchedulerSpec, StageLR, StageSpec, TrainingSpec
 
 
@@ -73,3 +74,16 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
             ResolvedStage(spec.name, spec.epochs, rates, spec.warmup_epochs, spec.optimizer, spec.scheduler)
         )
     return resolved
+
+
+def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
+    """Resolve the plan's stages on its model (built without weights): an unknown group name fails
+    here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
+    from rooivalk.models import create_model, layer_groups
+
+    classes = plan.model.num_classes if plan.model.num_classes != "auto" else 2
+    model = create_model(plan.model.model_copy(update={"pretrained": None}), classes)
+    training = plan.training
+    return resolve_stages(
+        training.stages or default_stages(plan.model.pretrained is not None, training), layer_groups(model)
+    )

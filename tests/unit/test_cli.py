@@ -1,0 +1,52 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rooivalk.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION = str(REPO / "pipelines" / "plans" / "fashion_finetune.yaml")
+runner = CliRunner()
+
+
+def test_validate_accepts_the_shipped_plan() -> None:
+    result = runner.invoke(app, ["validate", FASHION])
+    assert result.exit_code == 0, result.output
+    assert "fashion-finetune" in result.output
+
+
+def test_stage_naming_a_missing_group_fails_validation_listing_the_groups() -> None:
+    stages = "training.stages=[{name: top, epochs: 1, train: [blocks.9], lr: {backbone: 0.001}}]"
+    result = runner.invoke(app, ["validate", FASHION, "--set", stages])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "training.stages[top].train: unknown layer group 'blocks.9'" in message
+    assert "'blocks.6', 'head'" in message
+
+
+def test_groups_prints_names_and_parameter_counts() -> None:
+    result = runner.invoke(app, ["groups", FASHION, "--set", "model.num_classes=10"])
+    assert result.exit_code == 0, result.output
+    for name in ("stem", "blocks.0", "blocks.6", "head"):
+        assert name in result.output
+    assert "12,810" in result.output  # the 10-class head: 1280 x 10 + 10
+
+
+def test_schema_is_json_schema_of_the_plan() -> None:
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["title"] == "Plan"
+    assert "TrainingSpec" in schema["$defs"]
+
+
+def test_report_renders_a_summary(tmp_path: Path) -> None:
+    summary = REPO / "docs" / "results" / "fashion_finetune_summary.json"
+    out = tmp_path / "report.md"
+    result = runner.invoke(app, ["report", str(summary), "-o", str(out), "--command", "make demo"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "Reproduce: `make demo`" in text
+    assert "| head |" in text
+    assert "ONNX Runtime INT8" in text
