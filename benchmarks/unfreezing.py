@@ -14,15 +14,17 @@ ImageNet EfficientNet-Lite0 on Fashion-MNIST, through the library's own `train_m
 The test set is the official t10k split (10,000 images) unless --per-class caps the whole dataset
 (for smoke runs: the cap applies to train and test alike). Training is subsampled per epoch with
 `training.max_train_batches` instead: an "epoch" is --max-train-batches batches of a fresh random
-order of the 51k-image training split; 5% of the non-test data (3.5k images) is validation, which
+order of the 56.5k-image training split; 5% of the non-test data (3.5k images) is validation, which
 picks each run's best epoch.
 
 Expected time at the defaults (32 px, 3 epochs x 150 batches x 64 = 28,800 training images per run,
-3 seeds, 5 schedules) on 2 otherwise idle cores, from ENVIRONMENT.md's images/s at 32 px (full
-fine-tune 860, last two groups + head 1477, head only 4366): training per seed is scratch 33 s +
-head_only 7 s + full_finetune 33 s + progressive 20 s + progressive_ulmfit 20 s = 113 s; validation
-(3 x 3.5k images per run) and test (10k per run) inference add ~35 s and model building and
-checkpoints ~10 s, so ~160 s per seed and ~8-9 minutes in all, ingestion included.
+3 seeds, 5 schedules) on 2 otherwise idle cores. Training, from ENVIRONMENT.md's images/s at 32 px
+(full fine-tune 860, last two groups + head 1477, head only 4366), per seed: scratch 33 s +
+head_only 7 s + full_finetune 33 s + progressive 20 s + progressive_ulmfit 20 s = 113 s.
+Validation runs in channels_last (~2,900 images/s measured here): 15 x 3.5k images = 18 s per seed.
+`evaluate_model` predicts in the default memory layout (~600 images/s measured here at 32 px): 5 x
+10k test images = ~85 s per seed. Model building, weights and checkpoints: ~10 s per seed. So ~225 s
+per seed and ~11-12 minutes in all (~8 minutes if evaluation ran channels_last).
 
     .venv/bin/python benchmarks/unfreezing.py
 """
@@ -46,6 +48,7 @@ from rooivalk.data.dataset import load_dataset
 from rooivalk.data.ingest import ingest_data
 from rooivalk.evaluation.evaluate import evaluate_model
 from rooivalk.plan import DataSpec, Plan
+from rooivalk.training.loop import ProgressFn
 from rooivalk.training.trainer import train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +158,7 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def progress_printer(label: str) -> Any:
+def progress_printer(label: str) -> ProgressFn:
     def show(event: dict[str, Any]) -> None:
         if event.get("event") == "epoch_end":
             log(
@@ -261,16 +264,18 @@ def _reasons(summary: dict[str, dict[str, Any]], name: str, budget: int, input_s
 
 
 def make_note(summary: dict[str, dict[str, Any]], budget: int, input_size: int) -> str:
-    lines = []
+    lines: list[str] = []
     for name in ("progressive", "progressive_ulmfit"):
         if name not in summary:
             continue
-        compared = [_versus(summary, name, other) for other in ("head_only", "scratch", BASELINE) if other in summary]
-        lines.extend(f"- {line}." for line in compared)
+        rivals = ("head_only", "scratch", BASELINE) + (("progressive",) if name == "progressive_ulmfit" else ())
+        present = [other for other in rivals if other in summary]
+        lines.extend(f"- {_versus(summary, name, other)}." for other in present)
+        if BASELINE in summary:
+            mine, base = summary[name]["train_seconds_mean"], summary[BASELINE]["train_seconds_mean"]
+            lines.append(f"- {name} trained for {mine:.0f} s against {base:.0f} s for {BASELINE} ({mine / base:.2f}x).")
         lost = [
-            other
-            for other in ("head_only", "scratch", BASELINE)
-            if other in summary and not _beats(summary, name, other)
+            other for other in present if other != "progressive" and summary[name]["mean"] <= summary[other]["mean"]
         ]
         if lost:
             lines.append(f"- Likely reasons {name} did not beat {', '.join(lost)}:")
@@ -278,10 +283,6 @@ def make_note(summary: dict[str, dict[str, Any]], budget: int, input_size: int) 
     if not lines:
         lines.append("- No progressive schedule in this run: nothing to compare.")
     return "\n".join(lines)
-
-
-def _beats(summary: dict[str, dict[str, Any]], name: str, other: str) -> bool:
-    return bool(summary[name]["mean"] > summary[other]["mean"])
 
 
 def write_markdown(path: str, summary: dict[str, dict[str, Any]], args: argparse.Namespace, command: str) -> None:
@@ -306,6 +307,9 @@ def write_markdown(path: str, summary: dict[str, dict[str, Any]], args: argparse
             f"| {name} | {LABELS[name]} | {s['epochs']} | {s['mean']:.4f} ± {s['std']:.4f} | "
             f"{s['train_seconds_mean']:.0f} | {s['wall_seconds_mean']:.0f} |"
         )
+    over = [name for name, s in summary.items() if s["epochs"] != args.epochs]
+    if over:
+        lines += ["", f"Over budget: {', '.join(over)} need one epoch per stage and ran more than {args.epochs}."]
     lines += [
         "",
         "## Per stage (mean over seeds)",

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 EVENTS_ENV = "ROOIVALK_EVENTS_FILE"
+STEP_ENV = "ROOIVALK_STEP"
 _QUIET_EVENTS = {"batch"}
 
 
@@ -32,6 +33,21 @@ def emit(event: dict[str, Any]) -> None:
     elif event.get("event") not in _QUIET_EVENTS:
         sys.stdout.write("rooivalk-event " + line)
         sys.stdout.flush()
+
+
+class StepEmitter:
+    """emit() for one step's progress: tags events with the step and throttles batch events."""
+
+    def __init__(self, step: str, interval_s: float = 0.25) -> None:
+        self.step, self.interval_s, self._last = step, interval_s, 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "batch":
+            now = time.monotonic()
+            if now - self._last < self.interval_s:
+                return
+            self._last = now
+        emit({**event, "step": self.step})
 
 
 def read_events(path: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

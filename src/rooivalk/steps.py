@@ -8,6 +8,7 @@ records the error before re-raising, so nothing already saved is lost.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,16 +31,13 @@ class StepContext:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    _last_progress: float = 0.0
+    _emitter: events.StepEmitter | None = None
 
     def progress(self, event: dict[str, Any]) -> None:
         """Forward a library progress event; batch events are throttled."""
-        if event.get("event") == "batch":
-            now = time.monotonic()
-            if now - self._last_progress < _PROGRESS_INTERVAL_S:
-                return
-            self._last_progress = now
-        events.emit({**event, "step": self.step})
+        if self._emitter is None:
+            self._emitter = events.StepEmitter(self.step, _PROGRESS_INTERVAL_S)
+        self._emitter(event)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step)
@@ -66,6 +64,7 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
     if not plan.tracking.uri:
         raise ValueError("tracking.uri must be resolved before a pipeline runs (rooivalk run/compile does this)")
     run_id = tracking.open_step_run(plan.tracking.uri, parent_run_id, step)
+    os.environ[events.STEP_ENV] = step  # processes the step launches (torchrun workers) report as it
     context = StepContext(plan, step, plan.tracking.uri, run_id)
     events.emit({"event": "step_start", "step": step, "run_id": run_id})
     started = time.perf_counter()

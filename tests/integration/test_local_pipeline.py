@@ -171,5 +171,5 @@ def test_rerunning_a_killed_run_resumes_training(tmp_path: Path) -> None:
     train = steps["train_model"]
     assert train["status"] == "succeeded"
     assert "/checkpoints/train_model/ckpt-" in train["resumed_from"]
-    steps_per_epoch = -(-steps["ingest_data"]["metrics"]["train_size"] // 8)
+    steps_per_epoch = steps["ingest_data"]["metrics"]["train_size"] // 8  # full batches
     assert train["metrics"]["global_steps"] == 16 * steps_per_epoch  # nothing repeated or skipped

