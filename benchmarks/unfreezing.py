@@ -22,9 +22,8 @@ Expected time at the defaults (32 px, 3 epochs x 150 batches x 64 = 28,800 train
 (full fine-tune 860, last two groups + head 1477, head only 4366), per seed: scratch 33 s +
 head_only 7 s + full_finetune 33 s + progressive 20 s + progressive_ulmfit 20 s = 113 s.
 Validation runs in channels_last (~2,900 images/s measured here): 15 x 3.5k images = 18 s per seed.
-`evaluate_model` predicts in the default memory layout (~600 images/s measured here at 32 px): 5 x
-10k test images = ~85 s per seed. Model building, weights and checkpoints: ~10 s per seed. So ~225 s
-per seed and ~11-12 minutes in all (~8 minutes if evaluation ran channels_last).
+`evaluate_model` predicts in channels_last too: 5 x 10k test images = ~17 s per seed. Model building,
+weights and checkpoints: ~10 s per seed. So ~160 s per seed and ~8 minutes in all.
 
     .venv/bin/python benchmarks/unfreezing.py
 """

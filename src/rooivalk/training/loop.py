@@ -11,6 +11,7 @@ up never scheduling groups added after unfreezing). The loop can stop after any 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -36,6 +37,7 @@ from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
 
+log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
 SaveFn = Callable[["Trainer", str], None]
@@ -455,7 +457,17 @@ class Trainer:
             self.enter_stage(index)
         optimizer, schedule = self._ready()
         optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        try:
+            schedule.load_state_dict(state["schedule"])
+        except (KeyError, ValueError) as error:  # the plan changed this stage's length or schedule
+            steps = int(state["schedule"].get("steps", 0))
+            log.warning(
+                "the stage's schedule changed since the checkpoint (%s); replaying %d steps of the new one",
+                error,
+                steps,
+            )
+            for _ in range(steps):
+                schedule.step_batch()
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:

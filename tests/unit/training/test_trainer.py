@@ -146,3 +146,51 @@ def test_class_count_mismatch_is_explained(tiny_dataset_dir: str, tmp_path: Path
     )
     with pytest.raises(ValueError, match="num_classes is 5 but the dataset has 3 classes"):
         train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan = _plan(tiny_dataset_dir, epochs=2, lr=3e-3, precision="bf16")
+    result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))
+    assert result.metrics["global_steps"] == 2 * 5
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert all(t.dtype != torch.bfloat16 for t in state.values())  # autocast leaves fp32 master weights
+
+
+def test_fp16_without_a_gpu_is_a_clear_error(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        train_model(_plan(tiny_dataset_dir, precision="fp16"), tiny_dataset_dir, str(tmp_path / "model"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_with_grad_scaler_on_gpu(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    result = train_model(_plan(tiny_dataset_dir, epochs=2, precision="fp16"), tiny_dataset_dir, str(tmp_path / "m"))
+    assert result.metrics["global_steps"] == 2 * 5
+
+
+def test_techniques_together(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    """The reference optical config's techniques in one run: they compose."""
+    plan = _plan(
+        tiny_dataset_dir,
+        epochs=3,
+        lr=3e-3,
+        loss={"name": "focal", "focal_gamma": 2.0, "class_weights": "balanced"},
+        mix={"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+        augment={
+            "random_resized_crop": [0.6, 1.0],
+            "hflip": 0.5,
+            "color_jitter": 0.2,
+            "fog": 0.3,
+            "rain": 0.3,
+            "motion_blur": 0.3,
+        },
+        ema={"enabled": True, "decay": 0.9},
+        early_stopping={"enabled": True, "patience": 5},
+        scheduler={"name": "onecycle"},
+        optimizer={"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4},
+    )
+    result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))
+    assert result.metrics["global_steps"] == 3 * 5
+    assert (tmp_path / "model" / "model.pt").is_file()
