@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,19 @@ def _plan(dataset_dir: str, nproc: int, checkpoint_uri: str, epochs: int = 6) ->
             },
         }
     )
+
+
+def _worker_pids(model_dir: str) -> list[int]:
+    """torchrun's worker processes for this run (its own command line names the module too)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"rooivalk.training.worker" in args and model_dir.encode() in args and b"torch.distributed.run" not in args:
+            pids.append(int(proc.name))
+    return sorted(pids)
 
 
 def test_single_process_context_is_inert() -> None:
@@ -92,13 +106,9 @@ def test_run_resumes_after_one_rank_is_killed(tiny_dataset_dir: str, tmp_path: P
         assert launcher.poll() is None
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    found = subprocess.run(
-        ["pgrep", "-f", f"rooivalk.training.worker .*{model_dir}"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    # the torchrun launcher's own command line names the worker module too: keep only the workers
-    workers = [pid for pid in found if b"torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    workers = _worker_pids(str(model_dir))
     assert len(workers) == 2
-    subprocess.run(["kill", f"-{signal.SIGKILL.value}", workers[-1]], check=True)  # one rank dies
+    os.kill(workers[-1], signal.SIGKILL)  # one rank dies
     assert launcher.wait(timeout=240) == 0  # torchrun was relaunched and both workers resumed
     record = json.loads((model_dir / "train_result.json").read_text())
     assert "/ckpt/ckpt-" in record["resumed_from"]
