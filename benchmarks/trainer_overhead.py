@@ -38,9 +38,10 @@ from torch import nn
 from rooivalk.data.transforms import to_model_input
 from rooivalk.models import create_model, layer_groups, normalization
 from rooivalk.plan import AugmentSpec, ModelSpec, StageLR, StageSpec, TrainingSpec
-from rooivalk.training.loop import InputSpec, TrainData, Trainer
+from rooivalk.training.loop import TrainData, Trainer
 from rooivalk.training.optim import WARMUP_START_FACTOR
 from rooivalk.training.stages import resolve_stages
+from rooivalk.training.validation import InputSpec
 
 TARGET = 1.05
 NUM_CLASSES = 10

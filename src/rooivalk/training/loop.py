@@ -24,18 +24,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from rooivalk.data.transforms import normalize, to_model_input, to_unit_images
+from rooivalk.data.transforms import normalize, to_unit_images
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
+from rooivalk.training.freezing import freeze_batchnorm_of_frozen, param_groups_for, set_trainable
 from rooivalk.training.losses import build_loss
 from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
+from rooivalk.training.validation import InputSpec, evaluate
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -56,83 +58,10 @@ class Preempted(RuntimeError):
 
 
 @dataclass
-class InputSpec:
-    input_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    channels_last: bool
-
-
-@dataclass
 class TrainData:
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     num_classes: int
-
-
-def set_trainable(model: nn.Module, groups: list[LayerGroup], trainable: set[str]) -> int:
-    """requires_grad per group; returns the number of trainable parameters."""
-    params = dict(model.named_parameters())
-    for group in groups:
-        for name in group.param_names:
-            params[name].requires_grad_(group.name in trainable)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def freeze_batchnorm_of_frozen(model: nn.Module, groups: list[LayerGroup], trainable: set[str]) -> None:
-    """BatchNorm in frozen groups stays in eval mode: keeps its pretrained running statistics."""
-    modules = dict(model.named_modules())
-    for group in groups:
-        if group.name in trainable:
-            continue
-        for name in group.module_names:
-            module = modules.get(name)
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-def param_groups_for(model: nn.Module, group: LayerGroup, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """A layer group as optimizer param groups; biases and norm weights get no weight decay."""
-    params = dict(model.named_parameters())
-    decay = [params[n] for n in group.param_names if params[n].ndim > 1]
-    no_decay = [params[n] for n in group.param_names if params[n].ndim <= 1]
-    return [
-        {"params": tensors, "lr": lr, "weight_decay": wd, "group": group.name}
-        for tensors, wd in ((decay, weight_decay), (no_decay, 0.0))
-        if tensors
-    ]
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
-    inputs: InputSpec,
-    batch_size: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
-) -> tuple[float, float, float]:
-    """(correct predictions, summed cross-entropy, samples) over a split: sums, so ranks can add them."""
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    labels_t = torch.as_tensor(labels)
-    for start in range(0, len(images), batch_size):
-        batch = to_model_input(
-            images[start : start + batch_size],
-            inputs.input_size,
-            inputs.mean,
-            inputs.std,
-            inputs.in_chans,
-            inputs.channels_last,
-        ).to(device)
-        with autocast():
-            logits = model(batch).float().cpu()
-        target = labels_t[start : start + batch_size]
-        loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(1) == target).sum())
-    return float(correct), loss_sum, float(len(images))
 
 
 @dataclass

@@ -27,8 +27,9 @@ from rooivalk.models import ModelInfo, create_model, layer_groups, normalization
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
 from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
-from rooivalk.training.loop import InputSpec, MetricsFn, ProgressFn, TrainData, Trainer
+from rooivalk.training.loop import MetricsFn, ProgressFn, TrainData, Trainer
 from rooivalk.training.stages import default_stages, resolve_stages
+from rooivalk.training.validation import InputSpec
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "stages.json"

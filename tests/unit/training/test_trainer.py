@@ -7,8 +7,9 @@ from torch import nn
 from rooivalk.models import create_model, layer_groups, load_trained_model, register_family
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import TrainingError, train_model
-from rooivalk.training.loop import InputSpec, TrainData, Trainer
+from rooivalk.training.loop import TrainData, Trainer
 from rooivalk.training.stages import resolve_stages
+from rooivalk.training.validation import InputSpec
 
 
 class _NanModel(nn.Module):

@@ -1,0 +1,54 @@
+"""Validation passes: sums, so that distributed ranks can add their shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rooivalk.data.transforms import to_model_input
+
+
+@dataclass
+class InputSpec:
+    input_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    inputs: InputSpec,
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]],
+) -> tuple[float, float, float]:
+    """(correct predictions, summed cross-entropy, samples) over a split: sums, so ranks can add them."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    labels_t = torch.as_tensor(labels)
+    for start in range(0, len(images), batch_size):
+        batch = to_model_input(
+            images[start : start + batch_size],
+            inputs.input_size,
+            inputs.mean,
+            inputs.std,
+            inputs.in_chans,
+            inputs.channels_last,
+        ).to(device)
+        with autocast():
+            logits = model(batch).float().cpu()
+        target = labels_t[start : start + batch_size]
+        loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(1) == target).sum())
+    return float(correct), loss_sum, float(len(images))
