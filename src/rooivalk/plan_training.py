@@ -141,6 +141,11 @@ class StageSpec(_Strict):
     warmup_epochs: float | None = Field(None, ge=0, description="Overrides scheduler warmup for this stage.")
     optimizer: OptimizerSpec | None = Field(None, description="This stage's optimizer; null: training.optimizer.")
     scheduler: SchedulerSpec | None = Field(None, description="This stage's schedule; null: training.scheduler.")
+    cache_features: bool = Field(
+        False,
+        description="Head-only stages: extract backbone features once and train the head on them "
+        "(no image augmentation or mixing in this stage; needs bn_frozen: eval and a timm model).",
+    )
 
 
 class TrainingSpec(_Strict):

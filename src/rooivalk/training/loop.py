@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from rooivalk.data.transforms import normalize, to_unit_images
+from rooivalk.data.transforms import normalize, to_model_input, to_unit_images
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
@@ -55,6 +55,39 @@ class _NonFiniteLoss(ArithmeticError):
 
 class Preempted(RuntimeError):
     """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
+
+
+class _HeadOnFeatures(nn.Module):
+    """The model's own head (dropout + classifier) applied to cached pre-logit features (B, F)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.classifier = model.get_classifier()  # type: ignore[operator]
+        self.drop_rate = float(getattr(model, "drop_rate", 0.0))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        dropped = nn.functional.dropout(features, p=self.drop_rate, training=True)
+        return self.classifier(dropped)  # type: ignore[no-any-return]
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, images: np.ndarray, inputs: InputSpec, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """timm's pooled pre-logit features (N, F) in eval mode (no dropout, stored BN statistics)."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = to_model_input(
+            images[start : start + batch_size],
+            inputs.input_size,
+            inputs.mean,
+            inputs.std,
+            inputs.in_chans,
+            inputs.channels_last,
+        ).to(device)
+        chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True).float().cpu())  # type: ignore[operator]
+    return torch.cat(chunks)
 
 
 @dataclass
@@ -88,6 +121,7 @@ class Trainer:
     step_rng: torch.Generator | None = None
     dist: DistContext = field(default_factory=DistContext)
     forward_model: nn.Module | None = None  # the DDP wrapper when distributed, else the model
+    _feature_cache: tuple[tuple[int, str], torch.Tensor] | None = None
     scaler: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
@@ -238,7 +272,10 @@ class Trainer:
             self.step_rng = step_generator(spec.seed, pos.global_step, self.dist.rank)
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.step_rng)))  # dropout, drop-path
             try:
-                loss = self.train_step(images[index], labels[index])
+                if stage.cache_features:
+                    loss = self.train_step(None, labels[index], features=self.cached_features(stage)[index])
+                else:
+                    loss = self.train_step(images[index], labels[index])
             except _NonFiniteLoss as bad:
                 raise TrainingError(
                     f"non-finite loss {bad} in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, "
@@ -269,10 +306,33 @@ class Trainer:
         dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> float:
+    def cached_features(self, stage: ResolvedStage) -> torch.Tensor:
+        """Pooled backbone features (N, F) of the training split, extracted once per stage.
+
+        While everything below the head is frozen (BatchNorm in eval mode), the backbone is a fixed
+        function, so each head epoch only needs the head: timm's forward_features + forward_head(
+        pre_logits=True) in eval mode, then dropout and the classifier per step.
+        """
+        key = (self.position.stage_index, stage.name)
+        if self._feature_cache is None or self._feature_cache[0] != key:
+            self.progress({"event": "message", "text": f"stage {stage.name}: caching backbone features"})
+            self._feature_cache = (
+                key,
+                extract_features(self.model, self.data.train[0], self.inputs, self.spec.eval_batch_size, self.device),
+            )
+            self.model.train()
+            freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
+        return self._feature_cache[1]
+
+    def train_step(self, images: np.ndarray | None, labels: np.ndarray, features: torch.Tensor | None = None) -> float:
         optimizer, schedule = self._ready()
         generator = self.step_rng or step_generator(self.spec.seed, self.position.global_step, self.dist.rank)
         model = self.forward_model or self.model
+        if features is not None:  # a cached head stage: dropout + classifier on stored features
+            return self._optimize(
+                optimizer, schedule, _HeadOnFeatures(self.model), features.to(self.device), torch.as_tensor(labels)
+            )
+        assert images is not None
         batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # (B, C, S, S) in [0, 1]
         if self.augment.enabled:
             batch = self.augment(batch, generator)
@@ -280,6 +340,17 @@ class Trainer:
         if self.mixer.enabled:
             batch, target = self.mixer(batch, target, generator)
         batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
+        return self._optimize(optimizer, schedule, model, batch, target)
+
+    def _optimize(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: StageSchedule,
+        model: nn.Module,
+        batch: torch.Tensor,
+        target: torch.Tensor,
+    ) -> float:
+        """Forward, loss, backward, clip, step: one optimizer step; returns the loss."""
         with self.autocast():
             loss = self.criterion(model(batch).float(), target.to(self.device))
         if not torch.isfinite(loss):  # before backward: the weights stay as the last good step left them

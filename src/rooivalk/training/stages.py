@@ -19,6 +19,7 @@ class ResolvedStage:
     warmup_epochs: float | None = None
     optimizer: OptimizerSpec | None = None  # None: training.optimizer
     scheduler: SchedulerSpec | None = None  # None: training.scheduler
+    cache_features: bool = False  # a head-only stage trained on cached backbone features
 
 
 def default_stages(pretrained: bool, training: TrainingSpec) -> list[StageSpec]:
@@ -70,8 +71,12 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
         except ValueError as error:
             raise ValueError(f"training.stages[{spec.name}].train: {error}") from None
         rates = group_learning_rates(trainable, spec.lr, spec.name)
+        if spec.cache_features and trainable != [HEAD]:
+            raise ValueError(f"training.stages[{spec.name}].cache_features needs a head-only stage, not {trainable}")
         resolved.append(
-            ResolvedStage(spec.name, spec.epochs, rates, spec.warmup_epochs, spec.optimizer, spec.scheduler)
+            ResolvedStage(
+                spec.name, spec.epochs, rates, spec.warmup_epochs, spec.optimizer, spec.scheduler, spec.cache_features
+            )
         )
     return resolved
 

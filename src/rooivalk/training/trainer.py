@@ -163,6 +163,8 @@ def _train(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = layer_groups(model)
     stages = resolve_stages(spec.stages or default_stages(plan.model.pretrained is not None, spec), groups)
+    if spec.bn_frozen != "eval" and any(stage.cache_features for stage in stages):
+        raise ValueError("training.stages: cache_features needs training.bn_frozen: eval (frozen statistics)")
     signature = model_signature(model)
     with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
         store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)

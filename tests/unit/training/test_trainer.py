@@ -195,3 +195,28 @@ def test_techniques_together(tiny_dataset_dir: str, tmp_path: Path) -> None:
     result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"))
     assert result.metrics["global_steps"] == 3 * 5
     assert (tmp_path / "model" / "model.pt").is_file()
+
+
+def test_cached_feature_head_stage_gives_the_same_head(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    """Training the head on cached backbone features = training it through the frozen backbone."""
+    heads = {}
+    for cached in (False, True):
+        stage = {"name": "head", "epochs": 2, "train": ["head"], "lr": {"head": 1e-2}, "cache_features": cached}
+        plan = _plan(tiny_dataset_dir, stages=[stage], augment={"hflip": 0.0}, deterministic=True)
+        train_model(plan, tiny_dataset_dir, str(tmp_path / str(cached)))
+        heads[cached] = torch.load(tmp_path / str(cached) / "model.pt", weights_only=True)
+    for name, tensor in heads[False].items():
+        torch.testing.assert_close(heads[True][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(heads[False]["classifier.weight"], torch.zeros_like(heads[False]["classifier.weight"]))
+
+
+def test_cache_features_needs_a_head_only_stage(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    stage = {
+        "name": "top",
+        "epochs": 1,
+        "train": ["last:1", "head"],
+        "lr": {"top": 1e-2, "ratio": 2.6},
+        "cache_features": True,
+    }
+    with pytest.raises(ValueError, match="cache_features needs a head-only stage"):
+        train_model(_plan(tiny_dataset_dir, stages=[stage]), tiny_dataset_dir, str(tmp_path / "m"))
