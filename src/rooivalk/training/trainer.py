@@ -23,12 +23,12 @@ import torch
 
 from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
-from rooivalk.models import ModelInfo, create_model, layer_groups, normalization, save_trained_model
+from rooivalk.models import LayerGroup, ModelInfo, create_model, layer_groups, normalization, save_trained_model
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
 from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
 from rooivalk.training.loop import MetricsFn, ProgressFn, TrainData, Trainer
-from rooivalk.training.stages import default_stages, resolve_stages
+from rooivalk.training.stages import ResolvedStage, default_stages, resolve_stages
 from rooivalk.training.validation import InputSpec
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,21 @@ def train_model(
     return result
 
 
+def _build_model(
+    plan: Plan, num_classes: int, device: torch.device
+) -> tuple[torch.nn.Module, list[LayerGroup], list[ResolvedStage]]:
+    """The plan's model on its device and memory format, its layer groups and resolved stages."""
+    spec = plan.training
+    model = create_model(plan.model, num_classes).to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = layer_groups(model)
+    stages = resolve_stages(spec.stages or default_stages(plan.model.pretrained is not None, spec), groups)
+    if spec.bn_frozen != "eval" and any(stage.cache_features for stage in stages):
+        raise ValueError("training.stages: cache_features needs training.bn_frozen: eval (frozen statistics)")
+    return model, groups, stages
+
+
 def _train(
     plan: Plan,
     dataset_dir: str,
@@ -155,16 +170,9 @@ def _train(
         progress = _noop
     dataset = load_dataset(dataset_dir)
     num_classes = _num_classes(plan, dataset.info.classes)
-    model = create_model(plan.model, num_classes)
+    model, groups, stages = _build_model(plan, num_classes, device)
     mean, std = normalization(model)
     in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
-    model = model.to(device)
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    groups = layer_groups(model)
-    stages = resolve_stages(spec.stages or default_stages(plan.model.pretrained is not None, spec), groups)
-    if spec.bn_frozen != "eval" and any(stage.cache_features for stage in stages):
-        raise ValueError("training.stages: cache_features needs training.bn_frozen: eval (frozen statistics)")
     signature = model_signature(model)
     with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
         store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
