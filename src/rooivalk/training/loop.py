@@ -37,7 +37,7 @@ from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
-from rooivalk.training.validation import InputSpec, evaluate
+from rooivalk.training.validation import InputSpec, evaluate, evaluate_head
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -121,7 +121,7 @@ class Trainer:
     step_rng: torch.Generator | None = None
     dist: DistContext = field(default_factory=DistContext)
     forward_model: nn.Module | None = None  # the DDP wrapper when distributed, else the model
-    _feature_cache: tuple[tuple[int, str], torch.Tensor] | None = None
+    _feature_cache: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (stage, split)
     scaler: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
@@ -306,23 +306,24 @@ class Trainer:
         dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def cached_features(self, stage: ResolvedStage) -> torch.Tensor:
+    def cached_features(self, stage: ResolvedStage, split: str = "train") -> torch.Tensor:
         """Pooled backbone features (N, F) of the training split, extracted once per stage.
 
         While everything below the head is frozen (BatchNorm in eval mode), the backbone is a fixed
         function, so each head epoch only needs the head: timm's forward_features + forward_head(
         pre_logits=True) in eval mode, then dropout and the classifier per step.
         """
-        key = (self.position.stage_index, stage.name)
-        if self._feature_cache is None or self._feature_cache[0] != key:
-            self.progress({"event": "message", "text": f"stage {stage.name}: caching backbone features"})
-            self._feature_cache = (
-                key,
-                extract_features(self.model, self.data.train[0], self.inputs, self.spec.eval_batch_size, self.device),
+        key = (self.position.stage_index, split)
+        if key not in self._feature_cache:
+            self._feature_cache = {k: v for k, v in self._feature_cache.items() if k[0] == key[0]}
+            self.progress({"event": "message", "text": f"stage {stage.name}: caching backbone features of {split}"})
+            images = self.data.train[0] if split == "train" else self.data.val[0]
+            self._feature_cache[key] = extract_features(
+                self.model, images, self.inputs, self.spec.eval_batch_size, self.device
             )
             self.model.train()
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
-        return self._feature_cache[1]
+        return self._feature_cache[key]
 
     def train_step(self, images: np.ndarray | None, labels: np.ndarray, features: torch.Tensor | None = None) -> float:
         optimizer, schedule = self._ready()
@@ -383,8 +384,11 @@ class Trainer:
         val_started = time.perf_counter()
         val_images, val_labels = self.data.val
         shard = slice(self.dist.rank, None, self.dist.world_size)  # each rank scores its share of val
-        correct, loss_total, count = self.dist.sum(
-            *evaluate(
+        if stage.cache_features:  # the backbone is frozen: score the head on cached val features
+            head = self.eval_model().get_classifier()  # type: ignore[operator]
+            scores = evaluate_head(head, self.cached_features(stage, "val")[shard], val_labels[shard])
+        else:
+            scores = evaluate(
                 self.eval_model(),
                 val_images[shard],
                 val_labels[shard],
@@ -393,7 +397,7 @@ class Trainer:
                 self.device,
                 self.autocast,
             )
-        )
+        correct, loss_total, count = self.dist.sum(*scores)
         val_accuracy, val_loss = correct / max(count, 1), loss_total / max(count, 1)
         pos.stage_seconds += seconds + time.perf_counter() - val_started
         metrics = {

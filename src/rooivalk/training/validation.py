@@ -52,3 +52,12 @@ def evaluate(
         loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
     return float(correct), loss_sum, float(len(images))
+
+
+@torch.inference_mode()
+def evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray) -> tuple[float, float, float]:
+    """evaluate() for a classifier on cached pre-logit features (N, F)."""
+    logits = head(features).float()
+    target = torch.as_tensor(labels)
+    loss_sum = float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+    return float((logits.argmax(1) == target).sum()), loss_sum, float(len(labels))
