@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from rooivalk.data.transforms import normalize, to_model_input, to_unit_images
+from rooivalk.data.transforms import normalize, to_unit_images
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
@@ -37,7 +37,7 @@ from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
-from rooivalk.training.validation import InputSpec, evaluate, evaluate_head
+from rooivalk.training.validation import InputSpec, evaluate, evaluate_head, model_batches
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -77,15 +77,7 @@ def extract_features(
     """timm's pooled pre-logit features (N, F) in eval mode (no dropout, stored BN statistics)."""
     model.eval()
     chunks = []
-    for start in range(0, len(images), batch_size):
-        batch = to_model_input(
-            images[start : start + batch_size],
-            inputs.input_size,
-            inputs.mean,
-            inputs.std,
-            inputs.in_chans,
-            inputs.channels_last,
-        ).to(device)
+    for _, batch in model_batches(images, inputs, batch_size, device):
         chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True).float().cpu())  # type: ignore[operator]
     return torch.cat(chunks)
 

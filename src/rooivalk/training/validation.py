@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,16 @@ class InputSpec:
     channels_last: bool
 
 
+def model_batches(
+    images: np.ndarray, inputs: InputSpec, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start index, model-ready batch) over uint8 images, preprocessed exactly as in training."""
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        batch = to_model_input(chunk, inputs.input_size, inputs.mean, inputs.std, inputs.in_chans, inputs.channels_last)
+        yield start, batch.to(device)
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -37,15 +47,7 @@ def evaluate(
     model.eval()
     correct, loss_sum = 0, 0.0
     labels_t = torch.as_tensor(labels)
-    for start in range(0, len(images), batch_size):
-        batch = to_model_input(
-            images[start : start + batch_size],
-            inputs.input_size,
-            inputs.mean,
-            inputs.std,
-            inputs.in_chans,
-            inputs.channels_last,
-        ).to(device)
+    for start, batch in model_batches(images, inputs, batch_size, device):
         with autocast():
             logits = model(batch).float().cpu()
         target = labels_t[start : start + batch_size]
