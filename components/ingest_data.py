@@ -15,18 +15,11 @@ def ingest_data(
 ) -> str:
     """Validate, quarantine and version the plan's data source; returns the dataset version id."""
     # KFP ships only this function's source, so imports live in the body.
-    import os
-    import shutil
-
     from rooivalk.data import ingest_data as run
     from rooivalk.steps import pipeline_step
 
     with pipeline_step("ingest_data", plan, parent_run_id) as step:
-        try:
-            result = run(step.plan.data, dataset.path)
-        finally:  # the quarantine report survives a failed ingestion
-            if os.path.exists(f"{dataset.path}/quarantine.json"):
-                shutil.copyfile(f"{dataset.path}/quarantine.json", quarantine.path)
+        result = run(step.plan.data, dataset.path, quarantine_uri=quarantine.path)
         step.record(
             result.metrics,
             {"dataset": dataset.path, "quarantine": quarantine.path},

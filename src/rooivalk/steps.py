@@ -19,8 +19,6 @@ from typing import Any
 from rooivalk import events, storage, tracking
 from rooivalk.plan import Plan
 
-_PROGRESS_INTERVAL_S = 0.25
-
 
 @dataclass
 class StepContext:
@@ -36,7 +34,7 @@ class StepContext:
     def progress(self, event: dict[str, Any]) -> None:
         """Forward a library progress event; batch events are throttled."""
         if self._emitter is None:
-            self._emitter = events.StepEmitter(self.step, _PROGRESS_INTERVAL_S)
+            self._emitter = events.StepEmitter(self.step)
         self._emitter(event)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -61,11 +59,10 @@ class StepContext:
 @contextmanager
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
     plan = Plan.model_validate(plan_dict)
-    if not plan.tracking.uri:
-        raise ValueError("tracking.uri must be resolved before a pipeline runs (rooivalk run/compile does this)")
-    run_id = tracking.open_step_run(plan.tracking.uri, parent_run_id, step)
+    tracking_uri = tracking.required_uri(plan)
+    run_id = tracking.open_step_run(tracking_uri, parent_run_id, step)
     os.environ[events.STEP_ENV] = step  # processes the step launches (torchrun workers) report as it
-    context = StepContext(plan, step, plan.tracking.uri, run_id)
+    context = StepContext(plan, step, tracking_uri, run_id)
     events.emit({"event": "step_start", "step": step, "run_id": run_id})
     started = time.perf_counter()
     try:
@@ -85,12 +82,12 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
                 **context.extra,
             }
         )
-        tracking.set_tags(plan.tracking.uri, run_id, {"rooivalk.error": message[:5000]})
-        tracking.finish_run(plan.tracking.uri, run_id, failed=True)
+        tracking.set_tags(tracking_uri, run_id, {"rooivalk.error": message[:5000]})
+        tracking.finish_run(tracking_uri, run_id, failed=True)
         raise
     seconds = time.perf_counter() - started
-    tracking.log_metrics(plan.tracking.uri, run_id, {"step_seconds": seconds})
-    tracking.finish_run(plan.tracking.uri, run_id, failed=False)
+    tracking.log_metrics(tracking_uri, run_id, {"step_seconds": seconds})
+    tracking.finish_run(tracking_uri, run_id, failed=False)
     events.emit(
         {
             "event": "step_end",

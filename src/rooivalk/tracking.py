@@ -93,8 +93,9 @@ def lineage_tags(plan: Plan, dataset_version: str | None = None) -> dict[str, st
     return tags
 
 
-def open_pipeline_run(plan: Plan, tracking_uri: str, run_key: str, pipeline: str) -> str:
+def open_pipeline_run(plan: Plan, run_key: str, pipeline: str) -> str:
     """Create the parent run (RUNNING), log the resolved plan as params and as plan.json."""
+    tracking_uri = required_uri(plan)
     client = client_for(tracking_uri)
     experiment_id = ensure_experiment(client, plan.tracking.experiment, tracking_uri)
     tags = {RUN_KEY_TAG: run_key, "rooivalk.pipeline": pipeline, **lineage_tags(plan)}
@@ -186,3 +187,39 @@ def register_model(
     if alias:
         MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version.version))
     return name, str(version.version)
+
+
+def register_trained_model(
+    plan: Plan,
+    run_id: str,
+    parent_run_id: str,
+    model_dir: str,
+    dataset_version: str,
+    extra_artifacts: dict[str, str],
+) -> tuple[str, str]:
+    """Register the model artifact at `model_dir` under the plan's registry name with lineage
+    tags and the alias `candidate` (it passed the evaluation and export gates to get here)."""
+    from rooivalk.models import load_trained_model
+
+    uri = required_uri(plan)
+    network, _ = load_trained_model(model_dir)
+    tags = {
+        **lineage_tags(plan, dataset_version),
+        "rooivalk.status": "validated",
+        "rooivalk.parent_run_id": parent_run_id,
+    }
+    name = plan.tracking.registered_model or plan.name
+    return register_model(uri, run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts)
+
+
+def close_pipeline_run_by_key(plan: Plan, run_key: str, expected_steps: list[str]) -> str:
+    """The exit handler's job: it may not depend on other tasks, so it finds the parent run by key."""
+    uri = required_uri(plan)
+    parent_run_id = find_pipeline_run(uri, plan.tracking.experiment, run_key)
+    return "NOT_STARTED" if parent_run_id is None else close_pipeline_run(uri, parent_run_id, expected_steps)
+
+
+def required_uri(plan: Plan) -> str:
+    if not plan.tracking.uri:
+        raise ValueError("tracking.uri must be resolved before a pipeline runs (rooivalk run/compile do this)")
+    return plan.tracking.uri

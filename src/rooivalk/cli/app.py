@@ -148,12 +148,10 @@ def compile_(
 @app.command()
 def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     """Print the model's layer groups (names to use in stages) with parameter counts."""
-    from rooivalk.models import create_model, layer_groups
+    from rooivalk.models import create_unweighted_model, layer_groups
 
     loaded = _load(plan, set_)
-    classes = loaded.model.num_classes if loaded.model.num_classes != "auto" else 2
-    model = create_model(loaded.model.model_copy(update={"pretrained": None}), classes)
-    found = layer_groups(model)
+    found = layer_groups(create_unweighted_model(loaded.model))
     total = sum(g.num_params for g in found)
     sized = "" if loaded.model.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
     table = Table(title=f"{loaded.model.architecture}: {len(found)} groups, {total:,} parameters{sized}")

@@ -200,8 +200,11 @@ def _write_dataset(
     save_info(dataset_dir, info)  # last: its presence marks a complete dataset
 
 
-def ingest_data(spec: DataSpec, dataset_dir: str) -> IngestResult:
-    """Read, validate, order, split and write `spec.source` as a dataset artifact at `dataset_dir`."""
+def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = None) -> IngestResult:
+    """Read, validate, order, split and write `spec.source` as a dataset artifact at `dataset_dir`.
+
+    The quarantine report is written (also to `quarantine_uri`, when given) before anything can fail.
+    """
     source = spec.source
     if not storage.exists(source):
         raise IngestError(f"data source not found: {source}")
@@ -210,7 +213,10 @@ def ingest_data(spec: DataSpec, dataset_dir: str) -> IngestResult:
     except DataFormatError as error:
         raise IngestError(str(error)) from None
     quarantined: list[dict[str, Any]] = [entry.as_dict() for entry in read.quarantined]
-    storage.write_text(f"{dataset_dir}/{QUARANTINE_FILE}", json.dumps(quarantined, indent=2))
+    report = json.dumps(quarantined, indent=2)
+    for uri in (f"{dataset_dir}/{QUARANTINE_FILE}", quarantine_uri):
+        if uri:
+            storage.write_text(uri, report)
     if not read.samples:
         raise IngestError(f"no valid samples in {source}: {len(quarantined)} quarantined, see {QUARANTINE_FILE}")
 

@@ -6,7 +6,7 @@ channels, model size) and `normalize`. `to_model_input` is both, for evaluation 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,3 +53,17 @@ def to_model_input(
 ) -> torch.Tensor:
     """uint8 (B, H, W, C) -> normalized float32 (B, in_chans, S, S)."""
     return normalize(to_unit_images(images, input_size, in_chans), mean, std, channels_last)
+
+
+def iter_model_batches(
+    images: np.ndarray,
+    batch_size: int,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int = 3,
+    channels_last: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start index, model input) over uint8 images, in order: the one inference batching loop."""
+    for start in range(0, len(images), batch_size):
+        yield start, to_model_input(images[start : start + batch_size], input_size, mean, std, in_chans, channels_last)

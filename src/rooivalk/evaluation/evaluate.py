@@ -12,7 +12,7 @@ import torch
 
 from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
-from rooivalk.data.transforms import to_model_input
+from rooivalk.data.transforms import iter_model_batches
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import classification_metrics, plot_confusion_matrix
 from rooivalk.models import load_trained_model
@@ -45,8 +45,8 @@ def predict(
     # channels_last: ~5x faster convolutions on CPU (measured 600 -> 2,900 images/s at 32 px).
     model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     out = [
-        model(to_model_input(images[i : i + batch_size], input_size, mean, std, in_chans, channels_last=True)).argmax(1)
-        for i in range(0, len(images), batch_size)
+        model(batch).argmax(1)
+        for _, batch in iter_model_batches(images, batch_size, input_size, mean, std, in_chans, channels_last=True)
     ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rooivalk.data.transforms import to_model_input
+from rooivalk.data.transforms import iter_model_batches
 from rooivalk.export.onnx_export import has_dynamic_batch
 
 ACCURACY_BATCH = 256
@@ -87,8 +87,7 @@ def onnx_accuracy(
     run = ort_runner(session)
     batch_size = ACCURACY_BATCH if has_dynamic_batch(session) else 1
     correct = 0
-    for start in range(0, len(images), batch_size):
-        chunk = to_model_input(images[start : start + batch_size], input_size, mean, std, in_chans).numpy()
-        predictions = run(chunk).argmax(axis=1)  # (B,)
+    for start, chunk in iter_model_batches(images, batch_size, input_size, mean, std, in_chans):
+        predictions = run(chunk.numpy()).argmax(axis=1)  # (B,)
         correct += int((predictions == labels[start : start + batch_size]).sum())
     return correct / len(images)

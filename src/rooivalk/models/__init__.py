@@ -3,7 +3,7 @@
 from rooivalk.models import timm_family as _timm_family  # noqa: F401  (registers the "timm" family)
 from rooivalk.models.artifact import ModelInfo, load_trained_model, save_trained_model
 from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
-from rooivalk.models.registry import create_model, list_families, register_family
+from rooivalk.models.registry import create_model, create_unweighted_model, list_families, register_family
 from rooivalk.models.timm_family import normalization
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "LayerGroup",
     "ModelInfo",
     "create_model",
+    "create_unweighted_model",
     "layer_groups",
     "list_families",
     "load_trained_model",

@@ -37,3 +37,9 @@ def create_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     except KeyError:
         raise ValueError(f"model.family: unknown family {spec.family!r}; known: {list_families()}") from None
     return builder(spec, num_classes)
+
+
+def create_unweighted_model(spec: ModelSpec) -> nn.Module:
+    """The architecture without weights, for inspecting its groups (a 2-class head if num_classes is auto)."""
+    classes = spec.num_classes if spec.num_classes != "auto" else 2
+    return create_model(spec.model_copy(update={"pretrained": None}), classes)

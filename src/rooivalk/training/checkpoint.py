@@ -50,6 +50,7 @@ class CheckpointStore:
     def __init__(self, uri: str, keep_last: int = 3) -> None:
         self.uri = uri.rstrip("/")
         self.keep_last = keep_last
+        self._entries: list[dict[str, Any]] | None = None  # this writer's view of the manifest
 
     def _path(self, name: str) -> str:
         return f"{self.uri}/{name}"
@@ -69,11 +70,13 @@ class CheckpointStore:
         """Write one checkpoint, then the manifest; drop checkpoints beyond keep_last."""
         name = f"ckpt-{global_step:09d}.pt"
         digest = storage.write_bytes(self._path(name), _serialize(state))
-        entries = [e for e in self.manifest() if e["file"] != name]
+        known = self._entries if self._entries is not None else self.manifest()  # read once, then kept
+        entries = [e for e in known if e["file"] != name]
         entry = {"file": name, "sha256": digest, "global_step": global_step, **info}
         entries.append(entry)
         stale, kept = entries[: -self.keep_last], entries[-self.keep_last :]
         storage.write_text(self._path(MANIFEST_FILE), json.dumps(kept, indent=2))
+        self._entries = kept
         for old in stale:  # after the manifest no longer names them
             self._delete(old["file"])
         return entry

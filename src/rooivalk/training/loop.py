@@ -11,7 +11,7 @@ up never scheduling groups added after unfreezing). The loop can stop after any 
 from __future__ import annotations
 
 import copy
-import logging
+import functools
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from rooivalk.data.transforms import normalize, to_unit_images
+from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_images
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
@@ -37,9 +37,8 @@ from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.optim import StageSchedule, build_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
-from rooivalk.training.validation import InputSpec, evaluate, evaluate_head, model_batches
+from rooivalk.training.validation import InputSpec, evaluate, evaluate_head
 
-log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
 SaveFn = Callable[["Trainer", str], None]
@@ -77,8 +76,10 @@ def extract_features(
     """timm's pooled pre-logit features (N, F) in eval mode (no dropout, stored BN statistics)."""
     model.eval()
     chunks = []
-    for _, batch in model_batches(images, inputs, batch_size, device):
-        chunks.append(model.forward_head(model.forward_features(batch), pre_logits=True).float().cpu())  # type: ignore[operator]
+    for _, batch in iter_model_batches(images, batch_size, *inputs.preprocessing()):
+        features = model.forward_features(batch.to(device))  # type: ignore[operator]
+        pooled = model.forward_head(features, pre_logits=True)  # type: ignore[operator]  # (B, F)
+        chunks.append(pooled.float().cpu())
     return torch.cat(chunks)
 
 
@@ -156,12 +157,12 @@ class Trainer:
         count = max(per_rank // self.rank_batch_size, 1)
         return min(count, self.spec.max_train_batches) if self.spec.max_train_batches else count
 
-    def enter_stage(self, index: int) -> int:
+    def enter_stage(self, index: int) -> None:
         """Freeze/unfreeze for stage `index`, join new groups to the optimizer, build its schedule."""
         stage = self.stages[index]
         spec = self.spec
         trainable = set(stage.group_lrs)
-        trainable_params = set_trainable(self.model, self.groups, trainable)
+        set_trainable(self.model, self.groups, trainable)
         optimizer_spec = stage.optimizer or spec.optimizer
         if self.optimizer is None or optimizer_spec != self.optimizer_spec:
             self.optimizer = None  # other optimizer settings: start a new optimizer (its state cannot carry over)
@@ -192,7 +193,6 @@ class Trainer:
         # DDP registers gradient hooks for the parameters that train when it is built, so every
         # stage gets a new wrapper (its construction also syncs the weights from rank 0).
         self.forward_model = DistributedDataParallel(self.model) if self.dist.enabled else self.model
-        return trainable_params
 
     def _ready(self) -> tuple[torch.optim.Optimizer, StageSchedule]:
         if self.optimizer is None or self.schedule is None:
@@ -298,6 +298,10 @@ class Trainer:
         dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    @functools.cached_property
+    def _head_on_features(self) -> nn.Module:
+        return _HeadOnFeatures(self.model)
+
     def cached_features(self, stage: ResolvedStage, split: str = "train") -> torch.Tensor:
         """Pooled backbone features (N, F) of the training split, extracted once per stage.
 
@@ -323,7 +327,7 @@ class Trainer:
         model = self.forward_model or self.model
         if features is not None:  # a cached head stage: dropout + classifier on stored features
             return self._optimize(
-                optimizer, schedule, _HeadOnFeatures(self.model), features.to(self.device), torch.as_tensor(labels)
+                optimizer, schedule, self._head_on_features, features.to(self.device), torch.as_tensor(labels)
             )
         assert images is not None
         batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # (B, C, S, S) in [0, 1]
@@ -453,17 +457,7 @@ class Trainer:
             self.enter_stage(index)
         optimizer, schedule = self._ready()
         optimizer.load_state_dict(state["optimizer"])
-        try:
-            schedule.load_state_dict(state["schedule"])
-        except (KeyError, ValueError) as error:  # the plan changed this stage's length or schedule
-            steps = int(state["schedule"].get("steps", 0))
-            log.warning(
-                "the stage's schedule changed since the checkpoint (%s); replaying %d steps of the new one",
-                error,
-                steps,
-            )
-            for _ in range(steps):
-                schedule.step_batch()
+        schedule.restore(state["schedule"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:

@@ -7,6 +7,7 @@ kind. Each stage builds a fresh `StageSchedule` on the same (or a grown) optimiz
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,9 @@ from torch.optim import lr_scheduler
 from rooivalk.plan_training import OptimizerSpec, SchedulerSpec
 
 WARMUP_START_FACTOR = 0.01
+
+
+log = logging.getLogger(__name__)
 
 
 def build_optimizer(spec: OptimizerSpec, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -164,3 +168,20 @@ class StageSchedule:
         scheduler = self._per_batch or self._plateau
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """load_state_dict, or, when the plan changed this stage's schedule or length since the
+        checkpoint, replay the saved number of steps on this schedule. Returns False on a replay."""
+        try:
+            self.load_state_dict(state)
+            return True
+        except (KeyError, ValueError) as error:
+            steps = int(state.get("steps", 0))
+            log.warning(
+                "the stage's schedule changed since the checkpoint (%s); replaying %d steps of the new one",
+                error,
+                steps,
+            )
+            for _ in range(steps):
+                self.step_batch()
+            return False

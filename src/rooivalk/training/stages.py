@@ -81,14 +81,15 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
     return resolved
 
 
+def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
+    """The plan's stages (or the default schedule) resolved on a model's groups."""
+    training = plan.training
+    return resolve_stages(training.stages or default_stages(plan.model.pretrained is not None, training), groups)
+
+
 def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
     """Resolve the plan's stages on its model (built without weights): an unknown group name fails
     here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
-    from rooivalk.models import create_model, layer_groups
+    from rooivalk.models import create_unweighted_model, layer_groups
 
-    classes = plan.model.num_classes if plan.model.num_classes != "auto" else 2
-    model = create_model(plan.model.model_copy(update={"pretrained": None}), classes)
-    training = plan.training
-    return resolve_stages(
-        training.stages or default_stages(plan.model.pretrained is not None, training), layer_groups(model)
-    )
+    return plan_stages(plan, layer_groups(create_unweighted_model(plan.model)))

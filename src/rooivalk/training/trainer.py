@@ -28,7 +28,7 @@ from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
 from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
 from rooivalk.training.loop import MetricsFn, ProgressFn, TrainData, Trainer
-from rooivalk.training.stages import ResolvedStage, default_stages, resolve_stages
+from rooivalk.training.stages import ResolvedStage, plan_stages
 from rooivalk.training.validation import InputSpec
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _build_model(
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = layer_groups(model)
-    stages = resolve_stages(spec.stages or default_stages(plan.model.pretrained is not None, spec), groups)
+    stages = plan_stages(plan, groups)
     if spec.bn_frozen != "eval" and any(stage.cache_features for stage in stages):
         raise ValueError("training.stages: cache_features needs training.bn_frozen: eval (frozen statistics)")
     return model, groups, stages

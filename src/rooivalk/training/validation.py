@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rooivalk.data.transforms import to_model_input
+from rooivalk.data.transforms import iter_model_batches
 
 
 @dataclass
@@ -22,15 +22,9 @@ class InputSpec:
     std: tuple[float, ...]
     channels_last: bool
 
-
-def model_batches(
-    images: np.ndarray, inputs: InputSpec, batch_size: int, device: torch.device
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start index, model-ready batch) over uint8 images, preprocessed exactly as in training."""
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        batch = to_model_input(chunk, inputs.input_size, inputs.mean, inputs.std, inputs.in_chans, inputs.channels_last)
-        yield start, batch.to(device)
+    def preprocessing(self) -> tuple[int, tuple[float, ...], tuple[float, ...], int, bool]:
+        """Positional arguments of to_model_input / iter_model_batches after the images."""
+        return self.input_size, self.mean, self.std, self.in_chans, self.channels_last
 
 
 @torch.inference_mode()
@@ -47,9 +41,9 @@ def evaluate(
     model.eval()
     correct, loss_sum = 0, 0.0
     labels_t = torch.as_tensor(labels)
-    for start, batch in model_batches(images, inputs, batch_size, device):
+    for start, batch in iter_model_batches(images, batch_size, *inputs.preprocessing()):
         with autocast():
-            logits = model(batch).float().cpu()
+            logits = model(batch.to(device)).float().cpu()
         target = labels_t[start : start + batch_size]
         loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
