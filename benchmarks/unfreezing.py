@@ -1,31 +1,27 @@
-"""Progressive unfreezing against its baselines on real data, at an equal epoch budget.
+"""Staged fine-tuning against plain fine-tuning at equal wall-clock budgets, on real images.
 
-ImageNet EfficientNet-Lite0 on Fashion-MNIST, through the library's own `train_model` and
-`evaluate_model`, one dataset ingested once, N seeds per schedule:
+ImageNet EfficientNet-Lite0 through the library's own `train_model` and `evaluate_model`; every
+schedule gets the same `training.budget_seconds` (its last stage runs `seconds: rest`, sized at its
+start from a timed probe of its own step), so faster stages buy more steps:
 
-- scratch: no weights, one stage over all groups, LR 1e-3;
-- head_only: pretrained, one stage over the classifier, LR 1e-3;
-- full_finetune: pretrained, one stage over all groups, LR 1e-3 (the baseline: ENVIRONMENT.md
-  measured it as the strongest);
-- progressive: head 1e-3 (1 epoch); last:2 + head, backbone [1e-5, 1e-4], head 1e-3 (1 epoch);
-  all groups, spread [1e-7, 1e-3] (the rest of the budget);
-- progressive_ulmfit: the same, but the last stage's LRs are ULMFiT's (top 1e-3, ratio 2.6).
+- full_finetune (the baseline): one stage over all groups, one LR 1e-3, cosine with 5% warmup;
+- reference: REFERENCE_PLAN.md's three stages, head 1e-3 (1 epoch); last:2 + head, backbone
+  [1e-5, 1e-4], head 1e-3 (1 epoch); all groups [1e-7, 1e-3] (the rest), stored BN statistics;
+- auto: the library default (`schedule: auto`): BN statistics re-estimated on target data, the head
+  on cached backbone features of a 10k subset (5 epochs), then all groups at 1e-3, new groups
+  warming up over 10% of the stage;
+- ablations of auto: auto_keep (pretrained BN statistics kept), auto_affine (BN affines train from
+  the start; the head stage then runs uncached), auto_stlr (slanted triangular LR in the last stage).
 
-The test set is the official t10k split (10,000 images) unless --per-class caps the whole dataset
-(for smoke runs: the cap applies to train and test alike). Training is subsampled per epoch with
-`training.max_train_batches` instead: an "epoch" is --max-train-batches batches of a fresh random
-order of the 56.5k-image training split; 5% of the non-test data (3.5k images) is validation, which
-picks each run's best epoch.
+Datasets: `fashion` (Fashion-MNIST from Debian's dataset-fashion-mnist: 48k train, 3k val, official
+10k test, 48 px) and `digits` (scikit-learn's bundled 1,797 scanned handwritten digits, 8x8 upscaled
+to 32 px; 70/10/20 split): a second, different real image set.
 
-Expected time at the defaults (32 px, 3 epochs x 150 batches x 64 = 28,800 training images per run,
-3 seeds, 5 schedules) on 2 otherwise idle cores. Training, from ENVIRONMENT.md's images/s at 32 px
-(full fine-tune 860, last two groups + head 1477, head only 4366), per seed: scratch 33 s +
-head_only 7 s + full_finetune 33 s + progressive 20 s + progressive_ulmfit 20 s = 113 s.
-Validation runs in channels_last (~2,900 images/s measured here): 15 x 3.5k images = 18 s per seed.
-`evaluate_model` predicts in channels_last too: 5 x 10k test images = ~17 s per seed. Model building,
-weights and checkpoints: ~10 s per seed. So ~160 s per seed and ~8 minutes in all.
+Runs are appended to --runs (JSON lines) and skipped when already there, so the grid can be filled
+over several invocations; the Markdown, JSON and PNG are written from every recorded run.
 
-    .venv/bin/python benchmarks/unfreezing.py
+    .venv/bin/python benchmarks/unfreezing.py --budgets 300,600 --seeds 0,1,2
+    .venv/bin/python benchmarks/unfreezing.py --dataset digits --budgets 20,40 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -43,322 +39,392 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.ingest import ingest_data
 from rooivalk.evaluation.evaluate import evaluate_model
-from rooivalk.plan import DataSpec, Plan
+from rooivalk.plan import DataSpec, Plan, apply_overrides
 from rooivalk.training.loop import ProgressFn
 from rooivalk.training.trainer import train_model
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEDULES = ("scratch", "head_only", "full_finetune", "progressive", "progressive_ulmfit")
+SCHEDULES = ("full_finetune", "reference", "auto", "auto_keep", "auto_affine", "auto_stlr")
 BASELINE = "full_finetune"
+DEFAULT = "auto"
 LABELS = {
-    "scratch": "from scratch, all groups, LR 1e-3",
-    "head_only": "head only, LR 1e-3",
-    "full_finetune": "full fine-tune, one LR 1e-3",
-    "progressive": "progressive: head; last:2+head; all [1e-7, 1e-3]",
-    "progressive_ulmfit": "progressive, last stage ULMFiT (top 1e-3, ratio 2.6)",
+    "full_finetune": "plain full fine-tune, one LR 1e-3 (baseline)",
+    "reference": "reference three stages: head; last:2+head; all [1e-7, 1e-3]",
+    "auto": "schedule: auto (the default): BN recalibrated, cached head on 10k, all groups 1e-3",
+    "auto_keep": "auto with pretrained BN statistics kept",
+    "auto_affine": "auto with BN affines training from the start (uncached head)",
+    "auto_stlr": "auto with a slanted triangular LR in the last stage",
 }
-LR = 1e-3
+DATASETS: dict[str, dict[str, Any]] = {
+    "fashion": {"input_size": 48, "target": 0.93, "split": {"train": 0.80, "val": 0.05, "test": 0.15, "seed": 0}},
+    "digits": {"input_size": 32, "target": 0.97, "split": {"train": 0.70, "val": 0.10, "test": 0.20, "seed": 0}},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per schedule")
-    parser.add_argument("--epochs", type=int, default=3, help="epoch budget of every schedule")
-    parser.add_argument("--input-size", type=int, default=32)
-    parser.add_argument("--max-train-batches", type=int, default=150, help="batches per epoch")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion")
+    parser.add_argument("--budgets", default="300,600", help="training budgets in seconds, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--schedules", default="full_finetune,reference,auto", help=f"subset of {SCHEDULES}")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--schedules", default=",".join(SCHEDULES), help=f"comma-separated subset of {SCHEDULES}")
-    parser.add_argument("--per-class", type=int, default=None, help="cap samples per class (train AND test)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads; default: all cores")
-    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--fashion", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--weights", default=str(REPO / ".cache/weights/tf_efficientnet_lite0.pth"))
-    parser.add_argument("--out-md", default=str(REPO / "docs/results/unfreezing.md"))
-    parser.add_argument("--out-json", default=str(REPO / "docs/results/unfreezing.json"))
-    parser.add_argument("--work-dir", default=None, help="kept; its ingested dataset is reused (default: a temp dir)")
+    parser.add_argument("--out", default=None, help="output stem (default docs/results/unfreezing[_digits])")
+    parser.add_argument("--runs", default=None, help="JSON lines of finished runs (default <out>.runs.jsonl)")
+    parser.add_argument("--work-dir", default=None, help="kept; its ingested dataset is reused")
+    parser.add_argument("--set", action="append", default=[], help="plan override key.path=value (repeatable)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from --runs, train nothing")
     args = parser.parse_args(argv)
+    args.budget_list = [float(b) for b in args.budgets.split(",") if b.strip()]
+    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.schedule_list = [s.strip() for s in args.schedules.split(",") if s.strip()]
     unknown = sorted(set(args.schedule_list) - set(SCHEDULES))
     if unknown or not args.schedule_list:
         parser.error(f"--schedules: unknown {unknown}; choose from {SCHEDULES}")
+    suffix = "" if args.dataset == "fashion" else f"_{args.dataset}"
+    args.out = args.out or str(REPO / f"docs/results/unfreezing{suffix}")
+    args.runs = args.runs or f"{args.out}.runs.jsonl"
+    args.input_size = DATASETS[args.dataset]["input_size"]
+    args.target = DATASETS[args.dataset]["target"]
     return args
 
 
 # -- plans ----------------------------------------------------------------------------------------
-def stage_specs(schedule: str, epochs: int) -> list[dict[str, Any]]:
-    """The schedule's stages; the progressive ones give 1 + 1 epochs to the first two stages and the
-    rest of the budget (at least 1 epoch, so a budget under 3 is exceeded) to the last."""
-    if schedule in ("scratch", "full_finetune"):
-        return [{"name": "all", "epochs": epochs, "train": ["all"], "lr": {"spread": [LR, LR]}}]
-    if schedule == "head_only":
-        return [{"name": "head", "epochs": epochs, "train": ["head"], "lr": {"head": LR}}]
-    last_lr = {"top": LR, "ratio": 2.6} if schedule == "progressive_ulmfit" else {"spread": [1e-7, LR]}
-    return [
-        {"name": "head", "epochs": 1, "train": ["head"], "lr": {"head": LR}},
-        {"name": "top", "epochs": 1, "train": ["last:2", "head"], "lr": {"head": LR, "backbone": [1e-5, 1e-4]}},
-        {"name": "all", "epochs": max(1, epochs - 2), "train": ["all"], "lr": last_lr},
-    ]
+def training_section(schedule: str) -> dict[str, Any]:
+    """The schedule's `training` keys besides batch size, seed, threads and budget."""
+    if schedule == "full_finetune":
+        stage = {"name": "all", "seconds": "rest", "train": ["all"], "lr": {"spread": [1e-3, 1e-3]}}
+        return {"stages": [stage]}
+    if schedule == "reference":
+        return {
+            "bn_unfreeze": "keep",
+            "scheduler": {"new_group_warmup_fraction": 0.0},
+            "stages": [
+                {"name": "head", "epochs": 1, "train": ["head"], "lr": {"head": 1e-3}},
+                {
+                    "name": "top",
+                    "epochs": 1,
+                    "train": ["last:2", "head"],
+                    "lr": {"head": 1e-3, "backbone": [1e-5, 1e-4]},
+                },
+                {"name": "all", "seconds": "rest", "train": ["all"], "lr": {"spread": [1e-7, 1e-3]}},
+            ],
+        }
+    auto: dict[str, Any] = {"schedule": "auto"}
+    if schedule == "auto_keep":
+        auto["bn_unfreeze"] = "keep"
+    elif schedule == "auto_affine":
+        # affine_early changes the frozen backbone, so the head stage cannot use cached features:
+        # written out as explicit stages equal to auto's but uncached.
+        auto = {
+            "bn_unfreeze": "affine_early",
+            "stages": [
+                {"name": "head", "epochs": 1, "train": ["head"], "lr": {"head": 3e-3}},
+                {
+                    "name": "all",
+                    "seconds": "rest",
+                    "train": ["all"],
+                    "lr": {"spread": [1e-3, 1e-3]},
+                    "scheduler": {"warmup_fraction": 0.05, "new_group_warmup_fraction": 0.1},
+                },
+            ],
+        }
+    elif schedule == "auto_stlr":
+        auto["auto"] = {"scheduler": {"name": "slanted_triangular", "new_group_warmup_fraction": 0.1}}
+    return auto
 
 
-def data_spec(args: argparse.Namespace) -> DataSpec:
-    # Official t10k test split; 5% of the rest validates (selects the best epoch) and 80% trains.
+def data_spec(args: argparse.Namespace, source: str) -> DataSpec:
     return DataSpec.model_validate(
         {
-            "source": args.data,
-            "format": "idx",
-            "split": {"train": 0.80, "val": 0.05, "test": 0.15, "seed": 0},
-            "max_samples_per_class": args.per_class,
+            "source": source,
+            "format": "idx" if args.dataset == "fashion" else "image_folder",
+            "split": DATASETS[args.dataset]["split"],
+            "image_size": 28 if args.dataset == "fashion" else 8,
         }
     )
 
 
-def make_plan(schedule: str, seed: int, args: argparse.Namespace) -> Plan:
-    return Plan.model_validate(
-        {
-            "name": f"unfreezing-{schedule.replace('_', '-')}",
-            "data": data_spec(args).model_dump(mode="json"),
-            "model": {
-                "architecture": "tf_efficientnet_lite0",
-                "pretrained": None if schedule == "scratch" else args.weights,
-                "input_size": args.input_size,
-            },
-            "training": {
-                "batch_size": args.batch_size,
-                "stages": stage_specs(schedule, args.epochs),
-                "seed": seed,
-                "threads": args.threads,
-                "max_train_batches": args.max_train_batches,
-            },
-            "evaluation": {"gates": []},
-        }
-    )
+def make_plan(schedule: str, seed: int, budget: float, args: argparse.Namespace, dataset_dir: str) -> Plan:
+    raw = {
+        "name": f"unfreezing-{schedule.replace('_', '-')}",
+        "data": {"source": dataset_dir, "format": "image_folder"},
+        "model": {"architecture": "tf_efficientnet_lite0", "pretrained": args.weights, "input_size": args.input_size},
+        "training": {
+            "batch_size": args.batch_size,
+            "seed": seed,
+            "threads": args.threads,
+            "budget_seconds": budget,
+            **training_section(schedule),
+        },
+        "evaluation": {"gates": []},
+    }
+    return Plan.model_validate(apply_overrides(raw, args.set))
 
 
-# -- running --------------------------------------------------------------------------------------
+# -- data -----------------------------------------------------------------------------------------
+def write_digits(folder: Path) -> str:
+    """scikit-learn's bundled digits (real 8x8 scans, 16 grey levels) as a PNG class-folder tree."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        path = folder / str(label) / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * (255 / 16)).astype(np.uint8)).save(path)
+    return str(folder)
+
+
 def prepare_dataset(args: argparse.Namespace, work_dir: Path) -> str:
-    """Ingest once; a --work-dir holding the same data spec's dataset is reused."""
-    dataset_dir = work_dir / "dataset"
-    marker = work_dir / "dataset_spec.json"
-    wanted = data_spec(args).model_dump_json()
+    """Ingest once through the library; a --work-dir holding the same spec's dataset is reused."""
+    dataset_dir, marker = work_dir / "dataset", work_dir / "dataset_spec.json"
+    source = args.fashion if args.dataset == "fashion" else str(work_dir / "digits-png")
+    wanted = data_spec(args, source).model_dump_json()
     if (dataset_dir / "dataset.json").is_file() and marker.is_file() and marker.read_text() == wanted:
-        log(f"reusing the dataset at {dataset_dir}")
         return str(dataset_dir)
     shutil.rmtree(dataset_dir, ignore_errors=True)
-    started = time.perf_counter()
-    result = ingest_data(data_spec(args), str(dataset_dir))
+    if args.dataset == "digits":
+        write_digits(Path(source))
+    result = ingest_data(data_spec(args, source), str(dataset_dir))
     marker.write_text(wanted)
-    log(f"ingested {result.info.split_sizes} in {time.perf_counter() - started:.1f} s")
+    log(f"ingested {result.info.split_sizes}")
     return str(dataset_dir)
 
 
+# -- running --------------------------------------------------------------------------------------
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def progress_printer(label: str) -> ProgressFn:
-    def show(event: dict[str, Any]) -> None:
+def curve_recorder(label: str, curve: list[tuple[float, float]], started: float) -> ProgressFn:
+    """Records (seconds since train_model was called, val accuracy) at every epoch end."""
+
+    def record(event: dict[str, Any]) -> None:
         if event.get("event") == "epoch_end":
-            log(
-                f"  {label} {event['stage']} epoch {event['epoch']}/{event['epochs']}: "
-                f"val {event['val_accuracy']:.4f}, {event['images_per_second']:.0f} img/s"
-            )
+            curve.append((time.perf_counter() - started, float(event["val_accuracy"])))
+            log(f"  {label} {event['stage']} {event['epoch']}/{event['epochs']}: val {event['val_accuracy']:.4f}")
+        elif event.get("event") == "message":
+            log(f"  {label} {event['text']}")
 
-    return show
-
-
-def run_one(schedule: str, seed: int, args: argparse.Namespace, dataset_dir: str, work_dir: Path) -> dict[str, Any]:
-    plan = make_plan(schedule, seed, args)
-    run_dir = work_dir / "runs" / f"{schedule}-seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    started = time.perf_counter()
-    trained = train_model(plan, dataset_dir, str(run_dir / "model"), progress=progress_printer(f"{schedule}/{seed}"))
-    evaluated = evaluate_model(plan, str(run_dir / "model"), dataset_dir, str(run_dir / "eval"))
-    wall = time.perf_counter() - started
-    shutil.rmtree(run_dir, ignore_errors=True)  # ~14 MB of weights per run; the figures are below
-    record = {
-        "schedule": schedule,
-        "seed": seed,
-        "test_accuracy": evaluated.metrics["test_accuracy"],
-        "test_samples": int(evaluated.metrics["test_samples"]),
-        "best_val_accuracy": trained.metrics["best_val_accuracy"],
-        "best_epoch": int(trained.metrics["best_epoch"]),
-        "epochs": int(sum(stage["epochs"] for stage in trained.stages)),
-        "train_seconds": trained.metrics["train_seconds"],
-        "wall_seconds": wall,
-        "stages": trained.stages,
-    }
-    log(f"{schedule} seed {seed}: test {record['test_accuracy']:.4f} in {wall:.0f} s")
     return record
 
 
-# -- summary --------------------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def run_one(schedule: str, seed: int, budget: float, args: argparse.Namespace, dataset_dir: str) -> dict[str, Any]:
+    plan = make_plan(schedule, seed, budget, args, dataset_dir)
+    with tempfile.TemporaryDirectory(prefix="rooivalk-unfreezing-run-") as run_dir:
+        curve: list[tuple[float, float]] = []
+        started = time.perf_counter()
+        label = f"{schedule}/{budget:.0f}s/seed{seed}"
+        trained = train_model(plan, dataset_dir, f"{run_dir}/model", progress=curve_recorder(label, curve, started))
+        train_wall = time.perf_counter() - started
+        evaluated = evaluate_model(plan, f"{run_dir}/model", dataset_dir, f"{run_dir}/eval")
+    record = {
+        "dataset": args.dataset,
+        "schedule": schedule,
+        "seed": seed,
+        "budget_seconds": budget,
+        "overrides": args.set,
+        "test_accuracy": evaluated.metrics["test_accuracy"],
+        "test_samples": int(evaluated.metrics["test_samples"]),
+        "best_val_accuracy": trained.metrics["best_val_accuracy"],
+        "train_seconds": trained.metrics["train_seconds"],
+        "train_wall_seconds": train_wall,
+        "curve": curve,
+        "stages": trained.stages,
+    }
+    log(f"{label}: test {record['test_accuracy']:.4f}, training {train_wall:.0f} s wall")
+    return record
 
 
-def summarize(runs: list[dict[str, Any]], schedules: list[str]) -> dict[str, dict[str, Any]]:
-    summary = {}
-    for schedule in schedules:
-        mine = [r for r in runs if r["schedule"] == schedule]
-        mean, std = _mean_std([r["test_accuracy"] for r in mine])
-        stage_rows = []
-        for index, stage in enumerate(mine[0]["stages"]):
-            per_seed = [r["stages"][index] for r in mine]
-            stage_rows.append(
+def load_runs(path: str) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# -- report ---------------------------------------------------------------------------------------
+def first_reach(curve: list[list[float]], target: float) -> float | None:
+    return next((t for t, acc in curve if acc >= target), None)
+
+
+def summarize(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
+    rows = []
+    for budget in sorted({r["budget_seconds"] for r in runs}):
+        for schedule in SCHEDULES:
+            mine = [r for r in runs if r["schedule"] == schedule and r["budget_seconds"] == budget]
+            if not mine:
+                continue
+            accs = [r["test_accuracy"] for r in mine]
+            reach = [first_reach(r["curve"], target) for r in mine]
+            reached = [t for t in reach if t is not None]
+            rows.append(
                 {
-                    "stage": stage["stage"],
-                    "epochs": stage["epochs"],
-                    "trainable_share": stage["trainable_share"],
-                    "lr_min": min(stage["groups"].values()),
-                    "lr_max": max(stage["groups"].values()),
-                    "best_val_accuracy": statistics.fmean(s["best_val_accuracy"] for s in per_seed),
-                    "seconds": statistics.fmean(s["seconds"] for s in per_seed),
+                    "budget_seconds": budget,
+                    "schedule": schedule,
+                    "seeds": sorted(r["seed"] for r in mine),
+                    "mean": statistics.fmean(accs),
+                    "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    "min": min(accs),
+                    "max": max(accs),
+                    "train_wall_seconds_mean": statistics.fmean(r["train_wall_seconds"] for r in mine),
+                    "reached_target_runs": len(reached),
+                    "seconds_to_target_mean": statistics.fmean(reached) if reached else None,
+                    "stages": [
+                        {
+                            "stage": s["stage"],
+                            "seconds": statistics.fmean(r["stages"][i]["seconds"] for r in mine),
+                            "steps": statistics.fmean(r["stages"][i].get("steps", 0.0) for r in mine),
+                            "best_val_accuracy": statistics.fmean(r["stages"][i]["best_val_accuracy"] for r in mine),
+                        }
+                        for i, s in enumerate(mine[0]["stages"])
+                    ],
                 }
             )
-        summary[schedule] = {
-            "mean": mean,
-            "std": std,
-            "runs": len(mine),
-            "epochs": mine[0]["epochs"],
-            "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in mine),
-            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in mine),
-            "stages": stage_rows,
-        }
-    return summary
+    return rows
 
 
-def _versus(summary: dict[str, dict[str, Any]], name: str, other: str) -> str:
-    a, b = summary[name], summary[other]
-    diff = (a["mean"] - b["mean"]) * 100
-    noise = max(a["std"], b["std"]) * 100
-    verdict = "beat" if diff > 0 else "did not beat"
-    within = " (within seed noise)" if abs(diff) <= noise else ""
-    return f"{name} {verdict} {other}: {a['mean']:.4f} vs {b['mean']:.4f} ({diff:+.2f} pt{within})"
+def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({r["budget_seconds"] for r in runs})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4.2), squeeze=False, sharey=True)
+    colours = dict(zip(SCHEDULES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        for schedule in SCHEDULES:
+            mine = [r for r in runs if r["schedule"] == schedule and r["budget_seconds"] == budget]
+            for k, run in enumerate(mine):
+                t, acc = zip(*run["curve"], strict=True) if run["curve"] else ((), ())
+                ax.plot(
+                    t, acc, marker="o", ms=3, color=colours[schedule], alpha=0.8, label=schedule if k == 0 else None
+                )
+                ax.scatter(
+                    [run["train_wall_seconds"]], [run["test_accuracy"]], marker="*", s=80, color=colours[schedule]
+                )
+        ax.axhline(target, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"budget {budget:.0f} s")
+        ax.set_xlabel("seconds since training started")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy (lines), test accuracy (stars)")
+    lows = [acc for r in runs for _, acc in r["curve"]] + [r["test_accuracy"] for r in runs]
+    axes[0][0].set_ylim(max(min(lows) - 0.01, target - 0.1), 1.0 if target > 0.95 else target + 0.03)
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def _reasons(summary: dict[str, dict[str, Any]], name: str, budget: int, input_size: int) -> list[str]:
-    """Likely causes of a weak progressive schedule, read off its per-stage numbers."""
-    stages = summary[name]["stages"]
-    reasons = []
-    for before, after in zip(stages, stages[1:], strict=False):
-        if after["best_val_accuracy"] < before["best_val_accuracy"]:
-            reasons.append(
-                f"validation accuracy fell from {before['best_val_accuracy']:.4f} ({before['stage']}) to "
-                f"{after['best_val_accuracy']:.4f} ({after['stage']}) at an unfreeze: BatchNorm in the newly "
-                "trainable groups switches from stored ImageNet statistics to batch statistics"
-            )
-    last = stages[-1]
-    reasons.append(
-        f"only {last['epochs']:.0f} of {budget} epochs trained all groups ({last['trainable_share']:.0%} of the "
-        f"parameters), against {budget} for full fine-tuning"
-    )
-    if last["lr_min"] < LR / 100:
-        reasons.append(
-            f"the earliest groups' LR ({last['lr_min']:.1e}) barely moves weights that must adapt from 224 px "
-            f"colour ImageNet to {input_size} px grayscale"
-        )
-    return reasons
+def _seconds_or_never(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
 
 
-def make_note(summary: dict[str, dict[str, Any]], budget: int, input_size: int) -> str:
-    lines: list[str] = []
-    for name in ("progressive", "progressive_ulmfit"):
-        if name not in summary:
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for budget in sorted({r["budget_seconds"] for r in rows}):
+        at = {r["schedule"]: r for r in rows if r["budget_seconds"] == budget}
+        if DEFAULT not in at or BASELINE not in at:
             continue
-        rivals = ("head_only", "scratch", BASELINE) + (("progressive",) if name == "progressive_ulmfit" else ())
-        present = [other for other in rivals if other in summary]
-        lines.extend(f"- {_versus(summary, name, other)}." for other in present)
-        if BASELINE in summary:
-            mine, base = summary[name]["train_seconds_mean"], summary[BASELINE]["train_seconds_mean"]
-            lines.append(f"- {name} trained for {mine:.0f} s against {base:.0f} s for {BASELINE} ({mine / base:.2f}x).")
-        lost = [
-            other for other in present if other != "progressive" and summary[name]["mean"] <= summary[other]["mean"]
-        ]
-        if lost:
-            lines.append(f"- Likely reasons {name} did not beat {', '.join(lost)}:")
-            lines.extend(f"  - {reason}." for reason in _reasons(summary, name, budget, input_size))
-    if not lines:
-        lines.append("- No progressive schedule in this run: nothing to compare.")
-    return "\n".join(lines)
-
-
-def write_markdown(path: str, summary: dict[str, dict[str, Any]], args: argparse.Namespace, command: str) -> None:
-    test_samples = args.test_samples
-    lines = [
-        "# Progressive unfreezing vs. its baselines (Fashion-MNIST, EfficientNet-Lite0)",
-        "",
-        f"Reproduce: `{command}`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}. "
-        f"Every schedule gets the same budget of {args.epochs} epochs x {args.max_train_batches} batches x "
-        f"{args.batch_size} images at {args.input_size} px (AdamW, weight decay 0.05, cosine per stage, label "
-        f"smoothing 0.1, hflip 0.5); seeds 0..{args.seeds - 1}. Test: {test_samples} images "
-        f"({'the official t10k split' if args.per_class is None else f'capped at {args.per_class} per class'}); "
-        "the best validation epoch of each run is evaluated.",
-        "",
-        "| schedule | what | epochs | test accuracy (mean ± std) | train s (mean) | wall s (mean) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for name, s in summary.items():
+        a, b = at[DEFAULT], at[BASELINE]
+        diff = (a["mean"] - b["mean"]) * 100
+        word = "matches or beats" if diff >= 0 else "trails"
         lines.append(
-            f"| {name} | {LABELS[name]} | {s['epochs']} | {s['mean']:.4f} ± {s['std']:.4f} | "
-            f"{s['train_seconds_mean']:.0f} | {s['wall_seconds_mean']:.0f} |"
+            f"- {budget:.0f} s: {DEFAULT} {word} {BASELINE}: {a['mean']:.4f} vs {b['mean']:.4f} ({diff:+.2f} pt; "
+            f"seeds {a['seeds']} vs {b['seeds']}; spreads ±{a['std'] * 100:.2f} / ±{b['std'] * 100:.2f} pt)."
         )
-    over = [name for name, s in summary.items() if s["epochs"] != args.epochs]
-    if over:
-        lines += ["", f"Over budget: {', '.join(over)} need one epoch per stage and ran more than {args.epochs}."]
-    lines += [
-        "",
-        "## Per stage (mean over seeds)",
-        "",
-        "| schedule | stage | epochs | trainable share | LRs | best val accuracy | seconds |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
-    ]
-    for name, s in summary.items():
-        for row in s["stages"]:
-            lrs = (
-                f"{row['lr_min']:.0e}"
-                if row["lr_min"] == row["lr_max"]
-                else f"{row['lr_min']:.0e}..{row['lr_max']:.0e}"
-            )
-            lines.append(
-                f"| {name} | {row['stage']} | {row['epochs']:.0f} | {row['trainable_share']:.1%} | {lrs} | "
-                f"{row['best_val_accuracy']:.4f} | {row['seconds']:.0f} |"
-            )
-    lines += ["", "## Note", "", make_note(summary, args.epochs, args.input_size), ""]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines))
+        reach = [
+            f"{name} {_seconds_or_never(r['seconds_to_target_mean'])} "
+            f"({r['reached_target_runs']}/{len(r['seeds'])} runs)"
+            for name, r in ((DEFAULT, a), (BASELINE, b))
+        ]
+        lines.append(f"  Time to the validation target: {reach[0]}, {reach[1]}.")
+    return lines
 
 
-def result_line(summary: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: float) -> dict[str, Any]:
-    ratio = None
-    if "progressive" in summary and BASELINE in summary:
-        ratio = summary["progressive"]["mean"] / summary[BASELINE]["mean"]
-    result: dict[str, Any] = {"benchmark": "unfreezing"}
-    for name, s in summary.items():
-        result[f"{name}_mean"] = round(s["mean"], 4)
-        result[f"{name}_std"] = round(s["std"], 4)
-        result[f"{name}_train_seconds"] = round(s["train_seconds_mean"], 1)
-    result.update(
-        {
-            "ratio": round(ratio, 4) if ratio is not None else None,
-            "ratio_of": f"progressive_mean / {BASELINE}_mean",
-            "seeds": args.seeds,
-            "epochs": args.epochs,
-            "input_size": args.input_size,
-            "max_train_batches": args.max_train_batches,
-            "batch_size": args.batch_size,
-            "per_class": args.per_class,
-            "test_samples": args.test_samples,
-            "schedules": list(summary),
-            "seconds": round(seconds, 1),
-            "out_md": args.out_md,
-            "out_json": args.out_json,
-        }
+def write_report(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
+) -> None:
+    png = Path(f"{args.out}.png")
+    plot(
+        runs,
+        str(png),
+        args.target,
+        f"{args.dataset}: accuracy vs wall time, EfficientNet-Lite0 at {args.input_size} px",
     )
-    return result
+    test_samples = runs[0]["test_samples"] if runs else 0
+    lines = [
+        f"# Staged vs plain fine-tuning at equal wall-clock budgets ({args.dataset}, EfficientNet-Lite0)",
+        "",
+        f"Reproduce: `{command}` (appends to `{Path(args.runs).name}`; runs already there are skipped).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
+        f"{args.threads or os.cpu_count()}, Python {platform.python_version()}, no GPU. Input {args.input_size} px, "
+        f"batch {args.batch_size}, AdamW (weight decay 0.05), label smoothing 0.1, hflip 0.5; test set "
+        f"{test_samples} images; each run's best validation epoch is tested. A budget is "
+        "`training.budget_seconds`: the wall clock from the first training step (BN re-estimation and "
+        "feature caching included), not model building or the test.",
+        "",
+        "| budget | schedule | what | seeds | test accuracy mean ± std | min..max | training wall s | "
+        f"s to val ≥ {args.target} |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        reach = "never" if r["seconds_to_target_mean"] is None else f"{r['seconds_to_target_mean']:.0f}"
+        lines.append(
+            f"| {r['budget_seconds']:.0f} | {r['schedule']} | {LABELS[r['schedule']]} | {len(r['seeds'])} | "
+            f"{r['mean']:.4f} ± {r['std']:.4f} | {r['min']:.4f}..{r['max']:.4f} | "
+            f"{r['train_wall_seconds_mean']:.0f} | {reach} ({r['reached_target_runs']}/{len(r['seeds'])}) |"
+        )
+    lines += ["", "## Verdict", "", *(verdicts(rows) or ["- (no run of both the default and the baseline yet)"])]
+    lines += ["", f"![accuracy vs wall time]({png.name})", "", "## Per stage (mean over seeds)", ""]
+    lines += [
+        "| budget | schedule | stage | steps | seconds | best val accuracy |",
+        "| ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        for s in r["stages"]:
+            lines.append(
+                f"| {r['budget_seconds']:.0f} | {r['schedule']} | {s['stage']} | {s['steps']:.0f} | "
+                f"{s['seconds']:.0f} | {s['best_val_accuracy']:.4f} |"
+            )
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    """Train and test every (budget, seed, schedule) not yet in --runs, appending each as it ends."""
+    needed = [args.weights] + ([args.fashion] if args.dataset == "fashion" else [])
+    for path in needed:
+        if not Path(path).exists():
+            raise SystemExit(f"missing {path}: run `make data weights` first")
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="rooivalk-unfreezing-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dataset_dir = prepare_dataset(args, work)
+    load_dataset(dataset_dir)  # fail early on a broken dataset
+    Path(args.runs).parent.mkdir(parents=True, exist_ok=True)
+    for budget in args.budget_list:
+        for seed in args.seed_list:
+            for schedule in args.schedule_list:
+                done = {
+                    (r["schedule"], r["seed"], r["budget_seconds"], tuple(r.get("overrides", [])))
+                    for r in load_runs(args.runs)
+                }
+                if (schedule, seed, budget, tuple(args.set)) in done:
+                    continue
+                record = run_one(schedule, seed, budget, args, dataset_dir)
+                with open(args.runs, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+    if args.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,32 +432,20 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(
         [".venv/bin/python benchmarks/unfreezing.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
     )
-    for needed in (args.data, args.weights):
-        if not Path(needed).exists():
-            raise SystemExit(f"missing {needed}: run `make data weights` first")
-    started = time.perf_counter()
-    temp = None if args.work_dir else tempfile.mkdtemp(prefix="rooivalk-unfreezing-")
-    work_dir = Path(args.work_dir or temp or "")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        dataset_dir = prepare_dataset(args, work_dir)
-        args.test_samples = len(load_dataset(dataset_dir).subset("test")[1])
-        runs = [
-            run_one(schedule, seed, args, dataset_dir, work_dir)
-            for seed in range(args.seeds)
-            for schedule in args.schedule_list
-        ]
-    finally:
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-    summary = summarize(runs, args.schedule_list)
-    seconds = time.perf_counter() - started
-    write_markdown(args.out_md, summary, args, command)
-    result = result_line(summary, args, seconds)
-    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_json).write_text(
-        json.dumps({"command": command, "result": result, "summary": summary, "runs": runs}, indent=2)
-    )
+    if not args.report_only:
+        run_grid(args)
+    runs = [r for r in load_runs(args.runs) if r["dataset"] == args.dataset]
+    rows = summarize(runs, args.target)
+    write_report(rows, runs, args, command)
+    result: dict[str, Any] = {"benchmark": "unfreezing", "dataset": args.dataset}
+    for budget in sorted({r["budget_seconds"] for r in rows}):
+        at = {r["schedule"]: r for r in rows if r["budget_seconds"] == budget}
+        for name, r in at.items():
+            result[f"{name}_{budget:.0f}s_mean"] = round(r["mean"], 4)
+        if DEFAULT in at and BASELINE in at:
+            result[f"ratio_{budget:.0f}s"] = round(at[DEFAULT]["mean"] / at[BASELINE]["mean"], 4)
+    result["ratio_of"] = f"{DEFAULT}_mean / {BASELINE}_mean at the same budget"
+    Path(f"{args.out}.json").write_text(json.dumps({"command": command, "result": result, "rows": rows}, indent=2))
     print(json.dumps(result))
     return 0
 

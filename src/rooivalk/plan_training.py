@@ -50,13 +50,24 @@ class OptimizerSpec(_Strict):
 
 class SchedulerSpec(_Strict):
     """Per-stage LR schedule. `cosine`: linear warmup then cosine to `min_lr_ratio` x base LR.
-    `onecycle`: torch OneCycleLR with the stage's LRs as max LRs. `plateau`: ReduceLROnPlateau on
-    the monitored metric. `cosine_restarts`: CosineAnnealingWarmRestarts (T_0 in epochs)."""
+    `slanted_triangular`: ULMFiT's STLR, a linear rise over `cut_fraction` of the stage then a linear
+    fall to base LR / `stlr_ratio`. `onecycle`: torch OneCycleLR with the stage's LRs as max LRs.
+    `plateau`: ReduceLROnPlateau on the monitored metric. `cosine_restarts`: CosineAnnealingWarmRestarts
+    (T_0 in epochs)."""
 
-    name: Literal["cosine", "onecycle", "plateau", "cosine_restarts", "constant"] = "cosine"
+    name: Literal["cosine", "slanted_triangular", "onecycle", "plateau", "cosine_restarts", "constant"] = "cosine"
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="cosine: linear warmup share of the stage.")
     warmup_epochs: float | None = Field(None, ge=0, description="cosine: warmup in epochs (overrides the fraction).")
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    new_group_warmup_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="cosine / slanted_triangular: groups unfrozen by this stage ramp linearly from 1% of "
+        "their LR over this share of the stage, while groups that trained before keep their schedule.",
+    )
+    cut_fraction: float = Field(0.1, gt=0, lt=1, description="slanted_triangular: share of the stage spent rising")
+    stlr_ratio: float = Field(32.0, ge=1, description="slanted_triangular: peak LR / lowest LR")
     pct_start: float = Field(0.3, gt=0, lt=1, description="onecycle")
     factor: float = Field(0.1, gt=0, lt=1, description="plateau")
     patience: int = Field(2, ge=0, description="plateau, in epochs")
@@ -132,8 +143,13 @@ class DistributedSpec(_Strict):
 
 
 class StageSpec(_Strict):
+    """One stage. Its length is `epochs`, or `seconds` of wall-clock training (converted to a step
+    count at the stage's start from a timed probe of its own training step), or `"rest"`: what is left
+    of `training.budget_seconds` when the stage starts."""
+
     name: str
-    epochs: int = Field(ge=1)
+    epochs: int | None = Field(None, ge=1)
+    seconds: float | Literal["rest"] | None = Field(None, description="wall-clock length instead of epochs")
     # Group selectors: a group name from `rooivalk groups`, "head", "all", or "last:N" (the last N
     # backbone groups).
     train: list[str] = Field(min_length=1)
@@ -146,15 +162,67 @@ class StageSpec(_Strict):
         description="Head-only stages: extract backbone features once and train the head on them "
         "(no image augmentation or mixing in this stage; needs bn_frozen: eval and a timm model).",
     )
+    max_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Epochs of this stage cover a fixed, seeded subset of this many training samples "
+        "(a cached head stage then extracts only those: a linear probe needs far fewer than a full pass).",
+    )
+
+    @model_validator(mode="after")
+    def _one_length(self) -> StageSpec:
+        if (self.epochs is None) == (self.seconds is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of 'epochs' and 'seconds'")
+        if isinstance(self.seconds, float | int) and self.seconds <= 0:
+            raise ValueError(f"stage {self.name!r}: 'seconds' must be > 0")
+        return self
+
+
+class AutoScheduleSpec(_Strict):
+    """`schedule: auto`: a cached linear probe, then every group together.
+
+    Chosen by measurement (benchmarks/unfreezing.py, docs/results/unfreezing.md): every BatchNorm's
+    statistics are first re-estimated on the target data (`bn_unfreeze: recalibrate`), the head
+    learns on cached features of the frozen backbone for a few cheap epochs over a subset, then all
+    groups train with LRs from `top` at the head down to `top / lowest_ratio` at the stem (geometric
+    per group). On Fashion-MNIST at 48 px every ratio above 1 measured worse (early groups must adapt
+    from 224 px colour to small grayscale images), so the default is one LR for all groups.
+    """
+
+    head_epochs: int = Field(5, ge=1, description="linear-probe epochs on cached features (cheap)")
+    head_samples: int | None = Field(
+        10_000, ge=1, description="training samples the linear probe sees (null: all); extraction is its main cost"
+    )
+    head_lr: float = Field(3e-3, gt=0)
+    top: float = Field(1e-3, gt=0, description="the head's LR in the full stage")
+    lowest_ratio: float = Field(
+        1.0, ge=1, description="top LR / the earliest group's LR in the full stage; the per-group ratio follows"
+    )
+    scheduler: SchedulerSpec = SchedulerSpec(name="cosine", warmup_fraction=0.05, new_group_warmup_fraction=0.1)
 
 
 class TrainingSpec(_Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     stages: list[StageSpec] | None = Field(
-        None, description="Omitted: the three-stage schedule for pretrained models, one full stage otherwise."
+        None, description="Explicit stages; null: `schedule` picks them (one full stage when training from scratch)."
     )
-    epochs: int = Field(10, ge=1, description="Epochs of the single stage used when training from scratch.")
+    schedule: Literal["auto", "reference"] = Field(
+        "auto",
+        description="Pretrained models without explicit stages. auto: cached head stage, then all groups "
+        "with per-group LRs (see `auto`); reference: REFERENCE_PLAN.md's three stages (head; last:2 + head; "
+        "all at 1e-7..1e-3).",
+    )
+    auto: AutoScheduleSpec = AutoScheduleSpec()
+    budget_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock training budget: a stage with seconds: rest (the auto schedule's last "
+        "stage) gets what is left of it when it starts. null: the auto schedule's last stage runs `epochs`.",
+    )
+    epochs: int = Field(
+        10, ge=1, description="Epochs of the single from-scratch stage, and of auto's last stage without a budget."
+    )
     lr: float = Field(1e-3, gt=0, description="LR of the single from-scratch stage.")
     optimizer: OptimizerSpec = OptimizerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -167,9 +235,24 @@ class TrainingSpec(_Strict):
     distributed: DistributedSpec = DistributedSpec()
     grad_clip_norm: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="bf16 autocast (CPU/GPU); fp16 needs a GPU.")
+    feature_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Forward-only feature extraction for cache_features stages. auto: bf16 autocast where "
+        "the device has native bf16 (measured 1.7x faster inference on an AVX512-BF16 CPU, while bf16 "
+        "*training* there was 2x slower), else fp32.",
+    )
     bn_frozen: Literal["eval", "train"] = Field(
         "eval", description="BatchNorm in frozen groups: eval keeps its statistics, train updates them."
     )
+    bn_unfreeze: Literal["keep", "recalibrate", "affine_early"] = Field(
+        "recalibrate",
+        description="BatchNorm of pretrained groups before they unfreeze. keep: the pretrained statistics; "
+        "recalibrate: re-estimate every BatchNorm's running statistics on training batches before the "
+        "first stage (frozen groups then compute with target-data statistics, and a group unfreezes "
+        "with statistics that match its inputs); affine_early: BatchNorm weights and biases of all "
+        "groups train from the first stage (statistics stay frozen; rules out cache_features).",
+    )
+    bn_recalibration_batches: int = Field(50, ge=1, description="training batches for bn_unfreeze: recalibrate")
     deterministic: bool = Field(False, description="Deterministic kernels: a resumed run is bit-identical.")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; null: all cores.")

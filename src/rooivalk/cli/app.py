@@ -1,4 +1,4 @@
-"""Typer commands: run, compile, validate, schema, groups, weights."""
+"""Typer commands: run, compile, validate, schema, groups, report, lr-find, weights."""
 
 from __future__ import annotations
 
@@ -174,6 +174,49 @@ def report(
 
     storage.write_text(output, render_report(json.loads(summary.read_text()), command))
     _stdout().print(f"[green]wrote[/] {output}")
+
+
+@app.command("lr-find")
+def lr_find(
+    plan: PlanArg,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for lr_find.json and lr_find.png.")] = Path(
+        "runs/lr-find"
+    ),
+    dataset: Annotated[
+        Path | None, typer.Option(help="An ingested dataset folder; default: ingest the plan's data into OUT/dataset.")
+    ] = None,
+    stage: Annotated[str | None, typer.Option(help="Stage to test; default: the plan's last stage.")] = None,
+    steps: Annotated[int, typer.Option(help="Sweep length in optimizer steps.")] = 100,
+    start: Annotated[float, typer.Option(help="Lowest LR of the sweep.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="Highest LR of the sweep.")] = 1.0,
+) -> None:
+    """LR range test on one stage: the loss over an exponential LR sweep, and a suggested top LR."""
+    from rooivalk.cli.local_run import resolve_plan
+    from rooivalk.cli.progress import lr_find_progress
+    from rooivalk.data.ingest import ingest_data
+    from rooivalk.training.lr_find import find_lr, plot_lr_find
+
+    loaded = resolve_plan(_load(plan, set_, check_model=True), out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_dir = dataset or out / "dataset"
+    if dataset is None and not (dataset_dir / "dataset.json").is_file():
+        _stdout().print(f"ingesting {loaded.data.source} -> {dataset_dir}")
+        ingest_data(loaded.data, str(dataset_dir))
+    try:
+        with lr_find_progress(_stdout(), steps) as progress:
+            result = find_lr(loaded, str(dataset_dir), stage, steps, start, end, progress)
+    except ValueError as error:
+        _error(str(error))
+        raise typer.Exit(2) from None
+    (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2))
+    plot_lr_find(result, str(out / "lr_find.png"))
+    ended = "diverged" if result.diverged else "reached the end"
+    _stdout().print(
+        f"stage {result.stage!r}: {len(result.lrs)} steps ({ended}); suggested top LR "
+        f"[bold]{result.suggested_lr:.2e}[/] (steepest descent), {result.min_loss_lr:.2e} (minimum / 10)"
+    )
+    _stdout().print(f"[green]wrote[/] {out / 'lr_find.json'} and {out / 'lr_find.png'}")
 
 
 @weights_app.command("import")

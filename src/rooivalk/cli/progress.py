@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -84,3 +86,27 @@ class PipelineProgress:
         self.progress.console.log(f"[{colour}]{event['step']} {status}[/] in {event['seconds']:.1f} s")
         if status != "succeeded":
             self.progress.console.log(f"[red]{event.get('error', '')}[/]")
+
+
+@contextmanager
+def lr_find_progress(console: Console, steps: int) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """One bar over the LR sweep, showing the current LR and smoothed loss."""
+    progress = Progress(
+        TextColumn("lr-find", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
+    task = progress.add_task("lr-find", total=steps, info="")
+
+    def handle(event: dict[str, Any]) -> None:
+        if event.get("event") == "batch":
+            info = f"lr {event['lr']:.2e}  loss {event['loss']:.4f}"
+            progress.update(task, completed=event["batch"], info=info)
+        elif event.get("event") == "message":
+            progress.console.print(event["text"])
+
+    with progress:
+        yield handle

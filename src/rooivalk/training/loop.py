@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -28,6 +29,8 @@ from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_imag
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
+from rooivalk.training.batchnorm import batchnorm_affine_names, recalibrate_batchnorm
+from rooivalk.training.budget import probe_step_cost, steps_within
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
@@ -69,17 +72,35 @@ class _HeadOnFeatures(nn.Module):
         return self.classifier(dropped)  # type: ignore[no-any-return]
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device runs bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, images: np.ndarray, inputs: InputSpec, batch_size: int, device: torch.device
+    model: nn.Module,
+    images: np.ndarray,
+    inputs: InputSpec,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool = False,
 ) -> torch.Tensor:
-    """timm's pooled pre-logit features (N, F) in eval mode (no dropout, stored BN statistics)."""
+    """timm's pooled pre-logit features (N, F), float32, in eval mode (no dropout, stored BN
+    statistics); `bf16`: the forward pass runs under bf16 autocast."""
     model.eval()
     chunks = []
-    for _, batch in iter_model_batches(images, batch_size, *inputs.preprocessing()):
-        features = model.forward_features(batch.to(device))  # type: ignore[operator]
-        pooled = model.forward_head(features, pre_logits=True)  # type: ignore[operator]  # (B, F)
-        chunks.append(pooled.float().cpu())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with autocast:
+        for _, batch in iter_model_batches(images, batch_size, *inputs.preprocessing()):
+            features = model.forward_features(batch.to(device))  # type: ignore[operator]
+            pooled = model.forward_head(features, pre_logits=True)  # type: ignore[operator]  # (B, F)
+            chunks.append(pooled.float().cpu())
     return torch.cat(chunks)
 
 
@@ -116,6 +137,8 @@ class Trainer:
     forward_model: nn.Module | None = None  # the DDP wrapper when distributed, else the model
     _feature_cache: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (stage, split)
     scaler: torch.amp.GradScaler | None = None
+    _clock_started: float | None = None  # perf_counter() when fit() began
+    trainable_params: list[nn.Parameter] = field(default_factory=list)  # this stage's, set by enter_stage
 
     def __post_init__(self) -> None:
         counts = np.bincount(self.data.train[1], minlength=self.data.num_classes)
@@ -137,7 +160,7 @@ class Trainer:
     def epoch_order(self) -> torch.Tensor:
         """This rank's sample order for the epoch: a pure function of (seed, epoch), so a resumed
         epoch re-draws it. Distributed runs shard it with torch's DistributedSampler."""
-        count, epoch = len(self.data.train[0]), self.position.global_epoch
+        count, epoch = self.samples_per_epoch(), self.position.global_epoch
         if not self.dist.enabled:
             return torch.randperm(count, generator=epoch_generator(self.spec.seed, epoch))
         sampler: DistributedSampler[int] = DistributedSampler(
@@ -151,48 +174,201 @@ class Trainer:
         sampler.set_epoch(epoch)
         return torch.tensor(list(sampler), dtype=torch.int64)
 
+    def stage_subset(self) -> np.ndarray | None:
+        """The current stage's fixed training subset (sorted sample indices), or None: all samples.
+        Seeded by (seed, stage index), so a resumed stage draws the same subset."""
+        stage = self.stages[min(self.position.stage_index, len(self.stages) - 1)]
+        count = len(self.data.train[0])
+        if stage.max_samples is None or stage.max_samples >= count:
+            return None
+        generator = epoch_generator(self.spec.seed, -1 - self.position.stage_index)
+        return torch.randperm(count, generator=generator)[: stage.max_samples].sort().values.numpy()
+
+    def samples_per_epoch(self) -> int:
+        subset = self.stage_subset()
+        return len(self.data.train[0]) if subset is None else len(subset)
+
     def batches_per_epoch(self) -> int:
-        per_rank = len(self.data.train[0]) // self.dist.world_size if self.dist.enabled else len(self.data.train[0])
+        samples = self.samples_per_epoch()
+        per_rank = samples // self.dist.world_size if self.dist.enabled else samples
         # Full batches only: a last batch of one sample breaks BatchNorm in training mode.
         count = max(per_rank // self.rank_batch_size, 1)
         return min(count, self.spec.max_train_batches) if self.spec.max_train_batches else count
 
-    def enter_stage(self, index: int) -> None:
-        """Freeze/unfreeze for stage `index`, join new groups to the optimizer, build its schedule."""
+    def stage_epochs(self) -> int:
+        """Epochs of the current stage; the last one is partial when a budget sized the stage."""
+        return math.ceil(self.position.stage_steps / self.batches_per_epoch())
+
+    def batches_in_epoch(self) -> int:
+        done = self.position.epoch_in_stage * self.batches_per_epoch()
+        return min(self.batches_per_epoch(), self.position.stage_steps - done)
+
+    def enter_stage(self, index: int, steps: int | None = None) -> None:
+        """Freeze/unfreeze for stage `index`, join new groups to the optimizer, build its schedule.
+
+        `steps`: the stage's step count when loading a checkpoint (a budget is never re-measured);
+        otherwise its epochs, or its seconds over the measured cost of a step, decide it."""
         stage = self.stages[index]
         spec = self.spec
+        previous = set(self.stages[index - 1].group_lrs) if index > 0 else set()
         trainable = set(stage.group_lrs)
         set_trainable(self.model, self.groups, trainable)
+        affine_lr = min(stage.group_lrs.values())
+        affine = self._train_frozen_batchnorm_affine(trainable) if spec.bn_unfreeze == "affine_early" else {}
         optimizer_spec = stage.optimizer or spec.optimizer
         if self.optimizer is None or optimizer_spec != self.optimizer_spec:
             self.optimizer = None  # other optimizer settings: start a new optimizer (its state cannot carry over)
             self.optimizer_spec = optimizer_spec
-        known = {g["group"] for g in self.optimizer.param_groups} if self.optimizer else set()
         for group in self.groups:
-            if group.name in trainable and group.name not in known:
+            new: list[dict[str, Any]] = []
+            if group.name in trainable:
                 new = param_groups_for(self.model, group, stage.group_lrs[group.name], optimizer_spec.weight_decay)
-                if self.optimizer is None:
-                    self.optimizer = build_optimizer(optimizer_spec, new)
-                else:
-                    for param_group in new:
-                        self.optimizer.add_param_group(param_group)
+            elif group.name in affine:
+                new = [{"params": affine[group.name], "lr": affine_lr, "weight_decay": 0.0, "group": group.name}]
+            self._join_optimizer(new, optimizer_spec)
         if self.optimizer is None:
             raise ValueError(f"stage {stage.name!r} trains no parameters")
+        self.trainable_params = [p for p in self.model.parameters() if p.requires_grad]  # for clipping
         for param_group in self.optimizer.param_groups:  # re-frozen groups keep state but get LR 0
-            param_group["lr"] = stage.group_lrs.get(param_group["group"], 0.0)
+            fallback = affine_lr if param_group["group"] in affine else 0.0
+            param_group["lr"] = stage.group_lrs.get(param_group["group"], fallback)
+        if steps is not None:
+            self.position.stage_steps = steps
+        elif stage.epochs is not None:
+            self.position.stage_steps = stage.epochs * self.batches_per_epoch()
+        else:
+            self.position.stage_steps = self._steps_for_budget(stage)
         self.schedule = StageSchedule(
             stage.scheduler or spec.scheduler,
             self.optimizer,
             self.batches_per_epoch(),
-            stage.epochs,
+            1,
             stage.warmup_epochs,
             mode=spec.early_stopping.mode,
+            total_steps=self.position.stage_steps,
+            new_groups=frozenset(trainable - previous) if index > 0 else frozenset(),
         )
         if spec.early_stopping.enabled:
             self.early_stopping = EarlyStopping(spec.early_stopping)
         # DDP registers gradient hooks for the parameters that train when it is built, so every
         # stage gets a new wrapper (its construction also syncs the weights from rank 0).
         self.forward_model = DistributedDataParallel(self.model) if self.dist.enabled else self.model
+
+    def _join_optimizer(self, param_groups: list[dict[str, Any]], optimizer_spec: OptimizerSpec) -> None:
+        """Add param groups, leaving out tensors the optimizer already holds (BatchNorm affines that
+        trained early join once, under their layer group's name, and keep their moments)."""
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]} if self.optimizer else set()
+        for param_group in param_groups:
+            params = [p for p in param_group["params"] if id(p) not in held]
+            if not params:
+                continue
+            param_group = {**param_group, "params": params}
+            if self.optimizer is None:
+                self.optimizer = build_optimizer(optimizer_spec, [param_group])
+            else:
+                self.optimizer.add_param_group(param_group)
+
+    def _train_frozen_batchnorm_affine(self, trainable: set[str]) -> dict[str, list[nn.Parameter]]:
+        """bn_unfreeze: affine_early: BatchNorm weights and biases of frozen groups train (their
+        statistics stay frozen in eval mode); returns them per group."""
+        params = dict(self.model.named_parameters())
+        affine = {}
+        for group in self.groups:
+            if group.name in trainable:
+                continue
+            names = batchnorm_affine_names(self.model, group)
+            for name in names:
+                params[name].requires_grad_(True)
+            if names:
+                affine[group.name] = [params[name] for name in names]
+        return affine
+
+    def _steps_for_budget(self, stage: ResolvedStage) -> int:
+        """A wall-clock stage's step count: its seconds (or what the run's budget has left) over the
+        measured cost of one step of this stage, with one validation per epoch."""
+        if stage.seconds == "rest":
+            assert self.spec.budget_seconds is not None  # resolve_stages checked it
+            seconds = self.spec.budget_seconds - self.elapsed_seconds()
+        else:
+            seconds = float(stage.seconds or 0.0)
+        images, labels = self.data.train
+        bs = self.rank_batch_size
+        generator = torch.Generator().manual_seed(self.spec.seed)
+
+        def make_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            index = torch.randint(self.samples_per_epoch(), (bs,), generator=generator).sort().values.numpy()
+            if stage.cache_features:
+                return self.cached_features(stage)[index].to(self.device), torch.as_tensor(labels[index])
+            batch = to_unit_images(images[index], self.inputs.input_size, self.inputs.in_chans)
+            if self.augment.enabled:
+                batch = self.augment(batch, generator)
+            batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
+            return batch, torch.as_tensor(labels[index]).to(self.device)
+
+        probe_model = self._head_on_features if stage.cache_features else self.model
+        val_images = self.data.val[0][: self.spec.eval_batch_size]
+        eval_batch = to_unit_images(val_images, self.inputs.input_size, self.inputs.in_chans)
+        eval_batch = normalize(eval_batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last)
+        self.model.train()
+        freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
+        with self.autocast():
+            cost = probe_step_cost(
+                probe_model,
+                make_batch,
+                self.criterion,
+                self.optimizer_spec or self.spec.optimizer,
+                math.ceil(len(self.data.val[0]) / self.dist.world_size / self.spec.eval_batch_size),
+                eval_batch.to(self.device),
+            )
+        step_seconds, val_seconds = (v / self.dist.world_size for v in self.dist.sum(*cost.__dict__.values()))
+        cost = type(cost)(step_seconds, val_seconds)
+        steps = steps_within(seconds, cost, self.batches_per_epoch())
+        self.progress(
+            {
+                "event": "message",
+                "text": f"stage {stage.name}: {seconds:.0f} s of budget -> {steps} steps "
+                f"({cost.train_step_seconds * 1000:.0f} ms/step, validation {cost.validation_seconds:.1f} s)",
+            }
+        )
+        return steps
+
+    def elapsed_seconds(self) -> float:
+        """Training wall clock so far, across resumes."""
+        started = self._clock_started
+        return self.position.elapsed_seconds + (time.perf_counter() - started if started is not None else 0.0)
+
+    def recalibrate_batchnorm_once(self) -> None:
+        """bn_unfreeze: recalibrate: before the first step, re-estimate every BatchNorm's running
+        statistics on unaugmented training batches, when the first stage leaves groups frozen.
+        Every rank uses the same batches, so the statistics agree without communication."""
+        pos, spec = self.position, self.spec
+        if pos.bn_recalibrated or pos.global_step > 0 or spec.bn_unfreeze != "recalibrate":
+            return
+        pos.bn_recalibrated = True
+        if set(self.stages[0].group_lrs) == {g.name for g in self.groups}:
+            return  # nothing frozen: every BatchNorm updates its own statistics from the first step
+        images = self.data.train[0]
+        count = min(len(images), spec.bn_recalibration_batches * spec.batch_size)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:count]
+        index = order.sort().values.numpy()
+        batches = (
+            normalize(
+                to_unit_images(images[index[i : i + spec.batch_size]], self.inputs.input_size, self.inputs.in_chans),
+                self.inputs.mean,
+                self.inputs.std,
+                self.inputs.channels_last,
+            )
+            for i in range(0, count, spec.batch_size)
+        )
+        started = time.perf_counter()
+        layers = recalibrate_batchnorm(self.model, batches, self.device)
+        self.progress(
+            {
+                "event": "message",
+                "text": f"re-estimated {layers} BatchNorm layers' statistics on {count} training images "
+                f"in {time.perf_counter() - started:.1f} s",
+            }
+        )
 
     def _ready(self) -> tuple[torch.optim.Optimizer, StageSchedule]:
         if self.optimizer is None or self.schedule is None:
@@ -202,6 +378,8 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> None:
         pos = self.position
+        self._clock_started = time.perf_counter()
+        self.recalibrate_batchnorm_once()
         while pos.stage_index < len(self.stages):
             stage = self.stages[pos.stage_index]
             trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -210,13 +388,14 @@ class Trainer:
                     "event": "stage",
                     "stage": stage.name,
                     "index": pos.stage_index,
-                    "epochs": stage.epochs,
+                    "epochs": self.stage_epochs(),
+                    "steps": pos.stage_steps,
                     "trainable_params": trainable_params,
                     "groups": list(stage.group_lrs),
                 }
             )
             stop_stage = False
-            while pos.epoch_in_stage < stage.epochs and not stop_stage:
+            while pos.epoch_in_stage < self.stage_epochs() and not stop_stage:
                 stop_stage = self.run_epoch(stage)
             if self.early_stopping is not None and self.spec.early_stopping.restore_best and self.stage_best_state:
                 self.model.load_state_dict(self.stage_best_state)
@@ -225,6 +404,7 @@ class Trainer:
                     "stage": stage.name,
                     "groups": stage.group_lrs,
                     "epochs": float(pos.epoch_in_stage),
+                    "steps": float(pos.stage_steps),
                     "trainable_params": float(trainable_params),
                     "trainable_share": trainable_params / self.total_params,
                     "best_val_accuracy": pos.stage_best if pos.stage_best is not None else float("nan"),
@@ -239,10 +419,11 @@ class Trainer:
     def run_epoch(self, stage: ResolvedStage) -> bool:
         """One epoch from the current position (mid-epoch after a resume); True when early stopping."""
         pos, spec = self.position, self.spec
-        batches = self.batches_per_epoch()
+        batches = self.batches_in_epoch()
         images, labels = self.data.train
         bs = self.rank_batch_size
-        order = self.epoch_order()[: batches * bs]
+        order = self.epoch_order()[: batches * bs]  # positions in the stage's samples
+        subset = self.stage_subset()
         self.model.train()
         if spec.bn_frozen == "eval":
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
@@ -251,7 +432,7 @@ class Trainer:
                 "event": "epoch",
                 "stage": stage.name,
                 "epoch": pos.epoch_in_stage + 1,
-                "epochs": stage.epochs,
+                "epochs": self.stage_epochs(),
                 "batches": batches,
             }
         )
@@ -259,13 +440,14 @@ class Trainer:
         steps_before = pos.step_in_epoch
         while pos.step_in_epoch < batches:
             step = pos.step_in_epoch
-            index = order[step * bs : (step + 1) * bs].sort().values.numpy()
+            positions = order[step * bs : (step + 1) * bs].sort().values.numpy()
+            index = positions if subset is None else subset[positions]
             # Randomness is re-seeded per (step, rank): a resumed run replays it with no saved state.
             self.step_rng = step_generator(spec.seed, pos.global_step, self.dist.rank)
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.step_rng)))  # dropout, drop-path
             try:
                 if stage.cache_features:
-                    loss = self.train_step(None, labels[index], features=self.cached_features(stage)[index])
+                    loss = self.train_step(None, labels[index], features=self.cached_features(stage)[positions])
                 else:
                     loss = self.train_step(images[index], labels[index])
             except _NonFiniteLoss as bad:
@@ -313,9 +495,13 @@ class Trainer:
         if key not in self._feature_cache:
             self._feature_cache = {k: v for k, v in self._feature_cache.items() if k[0] == key[0]}
             self.progress({"event": "message", "text": f"stage {stage.name}: caching backbone features of {split}"})
+            subset = self.stage_subset() if split == "train" else None
             images = self.data.train[0] if split == "train" else self.data.val[0]
+            images = images if subset is None else images[subset]
+            precision = self.spec.feature_precision
+            bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
             self._feature_cache[key] = extract_features(
-                self.model, images, self.inputs, self.spec.eval_batch_size, self.device
+                self.model, images, self.inputs, self.spec.eval_batch_size, self.device, bf16
             )
             self.model.train()
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
@@ -359,7 +545,7 @@ class Trainer:
         else:
             loss.backward()
         if self.spec.grad_clip_norm:
-            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.spec.grad_clip_norm)
+            nn.utils.clip_grad_norm_(self.trainable_params, self.spec.grad_clip_norm)
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()
@@ -424,12 +610,12 @@ class Trainer:
                 "event": "epoch_end",
                 "stage": stage.name,
                 "epoch": pos.epoch_in_stage,
-                "epochs": stage.epochs,
+                "epochs": self.stage_epochs(),
                 **metrics,
                 "improved": better,
             }
         )
-        if pos.global_epoch % spec.checkpoint.every_epochs == 0 or stop or pos.epoch_in_stage == stage.epochs:
+        if pos.global_epoch % spec.checkpoint.every_epochs == 0 or stop or pos.epoch_in_stage == self.stage_epochs():
             self.save(self, "epoch")
         return stop
 
@@ -445,7 +631,7 @@ class Trainer:
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
             "best_state": self.best_state,
             "stage_best_state": self.stage_best_state,
-            "position": self.position.to_dict(),
+            "position": {**self.position.to_dict(), "elapsed_seconds": self.elapsed_seconds()},
             "rng": capture_rng(),
         }
 
@@ -453,8 +639,11 @@ class Trainer:
         """Restore a checkpoint: replay stage entries to rebuild the optimizer's groups, then load."""
         self.position = RunPosition.from_dict(state["position"])
         self.model.load_state_dict(state["model"])
-        for index in range(min(self.position.stage_index, len(self.stages) - 1) + 1):
-            self.enter_stage(index)
+        saved_steps = self.position.stage_steps
+        current = min(self.position.stage_index, len(self.stages) - 1)
+        for index in range(current + 1):
+            # Earlier stages are entered only to rebuild the optimizer's groups; their schedules are replaced.
+            self.enter_stage(index, steps=saved_steps if index == current else 1)
         optimizer, schedule = self._ready()
         optimizer.load_state_dict(state["optimizer"])
         schedule.restore(state["schedule"])

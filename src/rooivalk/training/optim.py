@@ -48,19 +48,45 @@ def build_optimizer(spec: OptimizerSpec, param_groups: list[dict[str, Any]]) -> 
 
 @dataclass(frozen=True)
 class CosineFactor:
-    """LR multiplier of step t: half a cosine from 1 down to `min_ratio` over `steps` steps, then flat.
+    """LR multiplier of step t: a linear warmup from WARMUP_START_FACTOR over `warmup` steps, then
+    half a cosine from 1 down to `min_ratio` until `steps`, then flat.
 
     A callable class rather than a lambda so LambdaLR.state_dict() can save it (it stores __dict__),
     and a ratio rather than CosineAnnealingLR's absolute eta_min so every group ends at its own
-    min_lr_ratio x base LR.
+    min_lr_ratio x base LR. One instance per param group: groups unfrozen by this stage get a longer
+    warmup than groups that were already training.
     """
 
     steps: int
     min_ratio: float
+    warmup: int = 0
 
     def __call__(self, step: int) -> float:
-        progress = min(max(step, 0), self.steps) / max(self.steps, 1)
+        if step < self.warmup:
+            return WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / self.warmup
+        progress = min(max(step - self.warmup, 0), self.steps - self.warmup) / max(self.steps - self.warmup, 1)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class SlantedTriangularFactor:
+    """ULMFiT's slanted triangular LR (Howard & Ruder 2018, eq. 3) as a multiplier of the base LR:
+    a linear rise over `cut_fraction` of `steps`, then a linear fall; lowest value 1 / `ratio`.
+    A group unfrozen by this stage first ramps from WARMUP_START_FACTOR over `warmup` steps."""
+
+    steps: int
+    cut_fraction: float
+    ratio: float
+    warmup: int = 0
+
+    def __call__(self, step: int) -> float:
+        t = min(max(step, 0), self.steps)
+        cut = max(math.floor(self.steps * self.cut_fraction), 1)
+        p = t / cut if t < cut else 1 - (t - cut) / max(cut * (1 / self.cut_fraction - 1), 1)
+        factor = (1 + max(p, 0.0) * (self.ratio - 1)) / self.ratio
+        if step < self.warmup:
+            factor *= WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / self.warmup
+        return factor
 
 
 class StageSchedule:
@@ -79,20 +105,27 @@ class StageSchedule:
         epochs: int,
         warmup_epochs: float | None = None,
         mode: Literal["max", "min"] = "max",
+        total_steps: int | None = None,
+        new_groups: frozenset[str] = frozenset(),
     ) -> None:
-        if steps_per_epoch < 1 or epochs < 1:
-            raise ValueError(f"a stage needs steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch}, {epochs}")
+        """`total_steps` overrides steps_per_epoch x epochs (a stage sized by wall clock); param groups
+        whose "group" is in `new_groups` were unfrozen by this stage and get the new-group warmup."""
+        if steps_per_epoch < 1 or epochs < 1 or (total_steps is not None and total_steps < 1):
+            raise ValueError(
+                f"a stage needs steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch}, {epochs}, {total_steps}"
+            )
         self.spec = spec
         self.optimizer = optimizer
-        self.total_steps = steps_per_epoch * epochs
+        self.total_steps = total_steps if total_steps is not None else steps_per_epoch * epochs
+        self.new_groups = new_groups
         self.steps = 0
         for group in optimizer.param_groups:
             group["initial_lr"] = group["lr"]
         self.warmup_steps = self._warmup_steps(steps_per_epoch, warmup_epochs)
         self._per_batch: lr_scheduler.LRScheduler | None = None
         self._plateau: lr_scheduler.ReduceLROnPlateau | None = None
-        if spec.name == "cosine":
-            self._per_batch = self._cosine()
+        if spec.name in ("cosine", "slanted_triangular"):
+            self._per_batch = lr_scheduler.LambdaLR(optimizer, self._group_factors())
         elif spec.name == "onecycle":
             self._per_batch = lr_scheduler.OneCycleLR(
                 optimizer,
@@ -114,23 +147,30 @@ class StageSchedule:
 
     def _warmup_steps(self, steps_per_epoch: int, warmup_epochs: float | None) -> int:
         if self.spec.name != "cosine":
-            return 0
+            return 0  # slanted_triangular's rise is its warmup
         # The stage's own warmup overrides the scheduler's epochs, which override the fraction.
         epochs = warmup_epochs if warmup_epochs is not None else self.spec.warmup_epochs
         steps = epochs * steps_per_epoch if epochs is not None else self.spec.warmup_fraction * self.total_steps
         # At least one cosine step must remain after the warmup.
         return min(round(steps), self.total_steps - 1)
 
-    def _cosine(self) -> lr_scheduler.LRScheduler:
-        decay = lr_scheduler.LambdaLR(
-            self.optimizer, CosineFactor(self.total_steps - self.warmup_steps, self.spec.min_lr_ratio)
-        )
-        if self.warmup_steps == 0:
-            return decay
-        warmup = lr_scheduler.LinearLR(
-            self.optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=self.warmup_steps
-        )
-        return lr_scheduler.SequentialLR(self.optimizer, [warmup, decay], milestones=[self.warmup_steps])
+    def _group_factors(self) -> list[Any]:
+        """One LR multiplier per param group; a group new in this stage warms up over
+        new_group_warmup_fraction of the stage (its moments start from zero, and its pretrained
+        weights take the largest gradients right after unfreezing)."""
+        new_warmup = min(round(self.spec.new_group_warmup_fraction * self.total_steps), self.total_steps - 1)
+        factors: list[Any] = []
+        for group in self.optimizer.param_groups:
+            is_new = group.get("group") in self.new_groups
+            if self.spec.name == "slanted_triangular":
+                warmup = new_warmup if is_new else 0
+                factors.append(
+                    SlantedTriangularFactor(self.total_steps, self.spec.cut_fraction, self.spec.stlr_ratio, warmup)
+                )
+            else:
+                warmup = max(self.warmup_steps, new_warmup) if is_new else self.warmup_steps
+                factors.append(CosineFactor(self.total_steps, self.spec.min_lr_ratio, warmup))
+        return factors
 
     @property
     def lrs(self) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,25 +15,59 @@ from rooivalk.plan_training import OptimizerSpec, SchedulerSpec, StageLR, StageS
 @dataclass(frozen=True)
 class ResolvedStage:
     name: str
-    epochs: int
+    epochs: int | None  # None: the stage runs for `seconds` of wall clock
     group_lrs: dict[str, float]  # trainable group name -> LR, in model order
     warmup_epochs: float | None = None
     optimizer: OptimizerSpec | None = None  # None: training.optimizer
     scheduler: SchedulerSpec | None = None  # None: training.scheduler
     cache_features: bool = False  # a head-only stage trained on cached backbone features
+    seconds: float | Literal["rest"] | None = None  # wall-clock length; "rest": what the budget has left
+    max_samples: int | None = None  # epochs cover a fixed seeded subset of the training split
 
 
-def default_stages(pretrained: bool, training: TrainingSpec) -> list[StageSpec]:
-    """The reference three-stage schedule for pretrained models; one full stage from scratch."""
-    if not pretrained:
-        return [
-            StageSpec(name="full", epochs=training.epochs, train=["all"], lr=StageLR(spread=(training.lr, training.lr)))
-        ]
+def reference_stages() -> list[StageSpec]:
+    """REFERENCE_PLAN.md's three stages: head; last two groups + head; all groups at 1e-7..1e-3."""
     return [
         StageSpec(name="head", epochs=1, train=[HEAD], lr=StageLR(head=1e-3)),
         StageSpec(name="top", epochs=2, train=["last:2", HEAD], lr=StageLR(head=1e-3, backbone=(1e-5, 1e-4))),
         StageSpec(name="all", epochs=3, train=["all"], lr=StageLR(spread=(1e-7, 1e-3))),
     ]
+
+
+def auto_stages(training: TrainingSpec, num_groups: int) -> list[StageSpec]:
+    """`schedule: auto`: a linear probe on cached features, then all groups with gentle per-group LRs.
+
+    The per-group ratio is derived from the model's group count so that the earliest group gets
+    top / lowest_ratio whatever the depth (ULMFiT's fixed 2.6 per group would give EfficientNet-Lite0's
+    stem top / 2.6^8, about 1/2000: frozen in effect). The last stage runs for what is left of
+    `budget_seconds`, or `epochs` without a budget.
+    """
+    auto = training.auto
+    ratio = auto.lowest_ratio ** (1.0 / max(num_groups - 1, 1))
+    length: dict[str, Any] = {"seconds": "rest"} if training.budget_seconds else {"epochs": training.epochs}
+    return [
+        StageSpec(
+            name="head",
+            epochs=auto.head_epochs,
+            train=[HEAD],
+            lr=StageLR(head=auto.head_lr),
+            cache_features=True,
+            max_samples=auto.head_samples,
+        ),
+        StageSpec(name="all", train=["all"], lr=StageLR(top=auto.top, ratio=ratio), scheduler=auto.scheduler, **length),
+    ]
+
+
+def default_stages(pretrained: bool, training: TrainingSpec, num_groups: int) -> list[StageSpec]:
+    """The stages of a plan without explicit ones: by `training.schedule` for pretrained models, one
+    full stage from scratch."""
+    if not pretrained:
+        return [
+            StageSpec(name="full", epochs=training.epochs, train=["all"], lr=StageLR(spread=(training.lr, training.lr)))
+        ]
+    if training.schedule == "reference":
+        return reference_stages()
+    return auto_stages(training, num_groups)
 
 
 def _geometric(low: float, high: float, count: int) -> list[float]:
@@ -63,9 +98,13 @@ def group_learning_rates(trainable: list[str], lr: StageLR, stage: str) -> dict[
     return {name: rates[name] for name in trainable}
 
 
-def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[ResolvedStage]:
+def resolve_stages(
+    stages: list[StageSpec], groups: list[LayerGroup], training: TrainingSpec | None = None
+) -> list[ResolvedStage]:
     resolved = []
     for spec in stages:
+        if spec.seconds == "rest" and (training is None or training.budget_seconds is None):
+            raise ValueError(f"training.stages[{spec.name}].seconds: 'rest' needs training.budget_seconds")
         try:
             trainable = resolve_selectors(groups, spec.train)
         except ValueError as error:
@@ -73,9 +112,22 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
         rates = group_learning_rates(trainable, spec.lr, spec.name)
         if spec.cache_features and trainable != [HEAD]:
             raise ValueError(f"training.stages[{spec.name}].cache_features needs a head-only stage, not {trainable}")
+        if spec.cache_features and training is not None and training.bn_unfreeze == "affine_early":
+            raise ValueError(
+                f"training.stages[{spec.name}].cache_features: training.bn_unfreeze affine_early trains "
+                "BatchNorm of the frozen backbone, so its features change; use recalibrate or keep"
+            )
         resolved.append(
             ResolvedStage(
-                spec.name, spec.epochs, rates, spec.warmup_epochs, spec.optimizer, spec.scheduler, spec.cache_features
+                spec.name,
+                spec.epochs,
+                rates,
+                spec.warmup_epochs,
+                spec.optimizer,
+                spec.scheduler,
+                spec.cache_features,
+                spec.seconds,
+                spec.max_samples,
             )
         )
     return resolved
@@ -84,7 +136,8 @@ def resolve_stages(stages: list[StageSpec], groups: list[LayerGroup]) -> list[Re
 def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
     """The plan's stages (or the default schedule) resolved on a model's groups."""
     training = plan.training
-    return resolve_stages(training.stages or default_stages(plan.model.pretrained is not None, training), groups)
+    stages = training.stages or default_stages(plan.model.pretrained is not None, training, len(groups))
+    return resolve_stages(stages, groups, training)
 
 
 def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:

@@ -29,6 +29,9 @@ class RunPosition:
     best_value: float | None = None
     best_epoch: int = -1
     best_stage: str = ""
+    stage_steps: int = 0  # optimizer steps of the current stage (fixed at its start; a budget decides it)
+    elapsed_seconds: float = 0.0  # wall clock of training so far, across resumes (what a budget counts)
+    bn_recalibrated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

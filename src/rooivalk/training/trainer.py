@@ -13,7 +13,7 @@ import random
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rooivalk import storage
-from rooivalk.data.dataset import load_dataset
+from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.models import LayerGroup, ModelInfo, create_model, layer_groups, normalization, save_trained_model
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
@@ -87,14 +87,14 @@ def sigterm_requests_stop() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _device(precision: str) -> torch.device:
+def training_device(precision: str) -> torch.device:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("training.precision: fp16 needs a CUDA GPU (use bf16 on CPU)")
     return device
 
 
-def _noop(*_: Any) -> None:
+def noop(*_: Any) -> None:
     return None
 
 
@@ -113,7 +113,7 @@ def train_model(
     if spec.distributed.nproc_per_node * spec.distributed.nnodes > 1 and not in_torchrun():
         record = launch(plan, dataset_dir, model_dir)
         for metrics, step in record["history"]:  # rank 0 could not reach this process's logger
-            (log_metrics or _noop)(metrics, step)
+            (log_metrics or noop)(metrics, step)
         return TrainResult(
             record["metrics"],
             record["stages"],
@@ -123,7 +123,7 @@ def train_model(
         )
     seed_everything(spec.seed, spec.deterministic)
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
-    device = _device(spec.precision)
+    device = training_device(spec.precision)
     context = init_process_group(spec.distributed.backend, device)
     if device.type == "cuda" and context.enabled:
         device = torch.device("cuda", context.local_rank)
@@ -149,6 +149,40 @@ def _build_model(
     return model, groups, stages
 
 
+def build_trainer(
+    plan: Plan,
+    dataset: Dataset,
+    device: torch.device,
+    progress: ProgressFn,
+    log_metrics: MetricsFn,
+    context: DistContext | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> Trainer:
+    """A Trainer for the plan's model, stages and a loaded dataset (no checkpointing until `save`
+    is set; `train_model` sets it, `find_lr` never saves)."""
+    spec = plan.training
+    num_classes = _num_classes(plan, dataset.info.classes)
+    model, groups, stages = _build_model(plan, num_classes, device)
+    mean, std = normalization(model)
+    in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
+    data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
+    inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
+    return Trainer(
+        model,
+        groups,
+        stages,
+        data,
+        inputs,
+        spec,
+        progress,
+        log_metrics,
+        noop,
+        device=device,
+        stop_requested=stop_requested,
+        dist=context or DistContext(),
+    )
+
+
 def _train(
     plan: Plan,
     dataset_dir: str,
@@ -164,61 +198,44 @@ def _train(
     def record_metrics(metrics: dict[str, float], step: int) -> None:
         if context.is_main:  # only rank 0 reports
             history.append((dict(metrics), step))
-            (log_metrics or _noop)(metrics, step)
+            (log_metrics or noop)(metrics, step)
 
     if not context.is_main:
-        progress = _noop
+        progress = noop
     dataset = load_dataset(dataset_dir)
-    num_classes = _num_classes(plan, dataset.info.classes)
-    model, groups, stages = _build_model(plan, num_classes, device)
-    mean, std = normalization(model)
-    in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
-    signature = model_signature(model)
-    with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
-        store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
+    with sigterm_requests_stop() as stop:
+        trainer = build_trainer(plan, dataset, device, progress or noop, record_metrics, context, stop.is_set)
+        model, inputs = trainer.model, trainer.inputs
+        signature = model_signature(model)
+        with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
+            store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
 
-        def save(trainer: Trainer, reason: str) -> None:
-            if not context.is_main:
-                return
-            pos = trainer.position
-            state = {**trainer.state_dict(), "signature": signature, "plan_digest": plan.digest()}
-            info = {
-                "reason": reason,
-                "stage_index": pos.stage_index,
-                "epoch_in_stage": pos.epoch_in_stage,
-                "step_in_epoch": pos.step_in_epoch,
-                "best_value": pos.best_value,
-            }
-            store.save(state, pos.global_step, info)
-            if reason == "epoch" and pos.best_epoch == pos.global_epoch:
-                store.save_best(trainer.best_state, {"epoch": pos.best_epoch, "value": pos.best_value})
+            def save(trainer: Trainer, reason: str) -> None:
+                if not context.is_main:
+                    return
+                pos = trainer.position
+                state = {**trainer.state_dict(), "signature": signature, "plan_digest": plan.digest()}
+                info = {
+                    "reason": reason,
+                    "stage_index": pos.stage_index,
+                    "epoch_in_stage": pos.epoch_in_stage,
+                    "step_in_epoch": pos.step_in_epoch,
+                    "best_value": pos.best_value,
+                }
+                store.save(state, pos.global_step, info)
+                if reason == "epoch" and pos.best_epoch == pos.global_epoch:
+                    store.save_best(trainer.best_state, {"epoch": pos.best_epoch, "value": pos.best_value})
 
-        data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
-        inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
-        with sigterm_requests_stop() as stop:
-            trainer = Trainer(
-                model,
-                groups,
-                stages,
-                data,
-                inputs,
-                spec,
-                progress or _noop,
-                record_metrics,
-                save,
-                device=device,
-                stop_requested=stop.is_set,
-                dist=context,
-            )
+            trainer.save = save
             resumed = _resume(trainer, store, signature, spec.checkpoint.resume and spec.checkpoint.uri is not None)
             if resumed is None:
                 trainer.enter_stage(0)
             else:
-                (progress or _noop)({"event": "message", "text": f"resumed from {resumed}"})
+                (progress or noop)({"event": "message", "text": f"resumed from {resumed}"})
             trainer.fit()
     if not context.is_main:  # rank 0 writes the model
         return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)
-    result = _finish(plan, trainer, model, dataset.info, in_chans, mean, std, model_dir, resumed)
+    result = _finish(plan, trainer, model, dataset.info, inputs.in_chans, inputs.mean, inputs.std, model_dir, resumed)
     result.history = history
     return result
 

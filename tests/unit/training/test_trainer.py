@@ -104,6 +104,7 @@ def test_unfrozen_groups_join_the_optimizer_and_the_schedule(tiny_dataset_dir: s
         for g in trainer.optimizer.param_groups
         for p in g["params"]
     }
+    trainer.position.next_stage()
     trainer.enter_stage(1)
     groups = [g["group"] for g in trainer.optimizer.param_groups]
     last = trainer.groups[-2].name
@@ -202,7 +203,9 @@ def test_cached_feature_head_stage_gives_the_same_head(tiny_dataset_dir: str, tm
     heads = {}
     for cached in (False, True):
         stage = {"name": "head", "epochs": 2, "train": ["head"], "lr": {"head": 1e-2}, "cache_features": cached}
-        plan = _plan(tiny_dataset_dir, stages=[stage], augment={"hflip": 0.0}, deterministic=True)
+        plan = _plan(
+            tiny_dataset_dir, stages=[stage], augment={"hflip": 0.0}, deterministic=True, feature_precision="fp32"
+        )
         train_model(plan, tiny_dataset_dir, str(tmp_path / str(cached)))
         heads[cached] = torch.load(tmp_path / str(cached) / "model.pt", weights_only=True)
     for name, tensor in heads[False].items():

@@ -1,0 +1,45 @@
+"""BatchNorm around unfreezing: re-estimating running statistics on target data, and training the
+affine parameters of frozen groups early.
+
+A pretrained group's BatchNorm holds statistics of the pretraining data (224 px colour ImageNet for
+the reference backbones). Frozen, it keeps normalizing with them; unfrozen, it switches to batch
+statistics of very different inputs, and accuracy drops at each unfreeze (measured in
+ENVIRONMENT.md). `recalibrate` re-estimates every running mean/var on target batches before
+training (AdaBN, Li et al. 2016) with torch's own `swa_utils.update_bn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from rooivalk.models.groups import LayerGroup
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> int:
+    """Reset and re-estimate the running statistics of every BatchNorm as a cumulative average over
+    `batches` (model inputs, (B, C, H, W)); no weight changes. Returns the number of BN layers."""
+    layers = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    was_training = model.training
+    with torch.no_grad():
+        update_bn(batches, model, device=device)  # sets train mode, restores momentum afterwards
+    model.train(was_training)
+    return layers
+
+
+def batchnorm_affine_names(model: nn.Module, group: LayerGroup) -> list[str]:
+    """Parameter names of the BatchNorm weights and biases inside one layer group."""
+    modules = dict(model.named_modules())
+    wanted = set(group.param_names)
+    names = []
+    for module_name in group.module_names:
+        module = modules.get(module_name)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for param_name, _ in module.named_parameters(recurse=False):
+                full = f"{module_name}.{param_name}" if module_name else param_name
+                if full in wanted:
+                    names.append(full)
+    return names

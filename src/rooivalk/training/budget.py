@@ -1,0 +1,84 @@
+"""Stage lengths from a wall-clock budget: time the stage's own training step, then solve for steps.
+
+A stage with `seconds` (or `"rest"` of `training.budget_seconds`) is turned into a fixed number of
+optimizer steps when it starts, so its LR schedule knows its length in advance (cosine and STLR
+need it) and a resumed run replays the same schedule: the step count is saved in the checkpoint,
+never re-measured. The probe trains a throwaway copy of the model, so it changes no weights,
+optimizer moments or BatchNorm statistics of the run itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rooivalk.plan_training import OptimizerSpec
+from rooivalk.training.optim import build_optimizer
+
+PROBE_WARMUP_STEPS = 3  # first steps allocate buffers and pick kernels: not timed
+PROBE_TIMED_STEPS = 8
+
+
+@dataclass(frozen=True)
+class StepCost:
+    train_step_seconds: float  # one optimizer step of this stage
+    validation_seconds: float  # one pass over the validation split
+
+
+def probe_step_cost(
+    model: nn.Module,
+    make_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    criterion: nn.Module,
+    optimizer_spec: OptimizerSpec,
+    validation_batches: int,
+    eval_batch: torch.Tensor,
+) -> StepCost:
+    """Seconds per training step and per validation pass, measured on a deep copy of `model` (whose
+    requires_grad flags and BatchNorm modes are the stage's). `make_batch` gives a training batch
+    (inputs, targets) as the stage feeds it; `eval_batch` is one validation batch."""
+    probe = copy.deepcopy(model)
+    params = [p for p in probe.parameters() if p.requires_grad]
+    optimizer = build_optimizer(optimizer_spec, [{"params": params, "lr": 0.0}])
+    seconds = 0.0
+    for step in range(PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS):
+        started = time.perf_counter()  # batch preparation (decode, resize, normalize) is part of a step
+        inputs, targets = make_batch()
+        loss = criterion(probe(inputs).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= PROBE_WARMUP_STEPS:
+            seconds += time.perf_counter() - started
+    was_training = probe.training
+    probe.eval()
+    with torch.inference_mode():
+        probe(eval_batch)  # warm
+        started = time.perf_counter()
+        probe(eval_batch)
+        eval_seconds = time.perf_counter() - started
+    probe.train(was_training)
+    return StepCost(seconds / PROBE_TIMED_STEPS, eval_seconds * validation_batches)
+
+
+def steps_within(seconds: float, cost: StepCost, steps_per_epoch: int) -> int:
+    """The most optimizer steps whose training plus one validation per (possibly partial) epoch fit
+    in `seconds`; at least 1 (a stage always trains), and a stage that fits no validation still
+    gets one step."""
+    best = 1
+    for epochs in range(1, 100_000):
+        room = seconds - epochs * cost.validation_seconds
+        if room <= 0:
+            break
+        steps = min(epochs * steps_per_epoch, math.floor(room / max(cost.train_step_seconds, 1e-9)))
+        if steps <= (epochs - 1) * steps_per_epoch:
+            break  # this many epochs' validations leave no room for a step into the last one
+        best = max(best, steps)
+        if steps < epochs * steps_per_epoch:
+            break
+    return best
