@@ -255,11 +255,19 @@ def first_reach(curve: list[list[float]], target: float) -> float | None:
     return next((t for t, acc in curve if acc >= target), None)
 
 
+def variant(run: dict[str, Any]) -> str:
+    """A run's schedule, with its --set overrides when it has any (exploration runs)."""
+    overrides = run.get("overrides") or []
+    return run["schedule"] + (" " + " ".join(overrides) if overrides else "")
+
+
 def summarize(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
     rows = []
+    order = {name: index for index, name in enumerate(SCHEDULES)}
+    variants = sorted({variant(r) for r in runs}, key=lambda v: (order[v.split(" ")[0]], v))
     for budget in sorted({r["budget_seconds"] for r in runs}):
-        for schedule in SCHEDULES:
-            mine = [r for r in runs if r["schedule"] == schedule and r["budget_seconds"] == budget]
+        for name in variants:
+            mine = [r for r in runs if variant(r) == name and r["budget_seconds"] == budget]
             if not mine:
                 continue
             accs = [r["test_accuracy"] for r in mine]
@@ -268,7 +276,8 @@ def summarize(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]]
             rows.append(
                 {
                     "budget_seconds": budget,
-                    "schedule": schedule,
+                    "schedule": mine[0]["schedule"],
+                    "variant": name,
                     "seeds": sorted(r["seed"] for r in mine),
                     "mean": statistics.fmean(accs),
                     "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -299,10 +308,12 @@ def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> No
 
     budgets = sorted({r["budget_seconds"] for r in runs})
     fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4.2), squeeze=False, sharey=True)
-    colours = dict(zip(SCHEDULES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    names = [row["variant"] for row in summarize(runs, target) if row["budget_seconds"] == budgets[0]]
+    names += sorted({variant(r) for r in runs} - set(names))
+    colours = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, strict=False))
     for ax, budget in zip(axes[0], budgets, strict=True):
-        for schedule in SCHEDULES:
-            mine = [r for r in runs if r["schedule"] == schedule and r["budget_seconds"] == budget]
+        for schedule in names:
+            mine = [r for r in runs if variant(r) == schedule and r["budget_seconds"] == budget]
             for k, run in enumerate(mine):
                 t, acc = zip(*run["curve"], strict=True) if run["curve"] else ((), ())
                 ax.plot(
@@ -318,7 +329,7 @@ def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> No
     axes[0][0].set_ylabel("validation accuracy (lines), test accuracy (stars)")
     lows = [acc for r in runs for _, acc in r["curve"]] + [r["test_accuracy"] for r in runs]
     axes[0][0].set_ylim(max(min(lows) - 0.01, target - 0.1), 1.0 if target > 0.95 else target + 0.03)
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    axes[0][-1].legend(loc="lower right", fontsize=6 if len(names) > 3 else 8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -332,7 +343,7 @@ def _seconds_or_never(value: float | None) -> str:
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for budget in sorted({r["budget_seconds"] for r in rows}):
-        at = {r["schedule"]: r for r in rows if r["budget_seconds"] == budget}
+        at = {r["variant"]: r for r in rows if r["budget_seconds"] == budget}
         if DEFAULT not in at or BASELINE not in at:
             continue
         a, b = at[DEFAULT], at[BASELINE]
@@ -351,6 +362,32 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def describe(row: dict[str, Any]) -> str:
+    if row["variant"] == row["schedule"]:
+        return LABELS[row["schedule"]]
+    return f"{row['schedule']} with the overrides named beside it"
+
+
+def reproduce_commands(runs: list[dict[str, Any]], out: str) -> list[str]:
+    """One grid command per (budget, overrides) group of the recorded runs."""
+    groups: dict[tuple[float, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["budget_seconds"], tuple(run.get("overrides") or [])), []).append(run)
+    lines = []
+    for (budget, overrides), mine in sorted(groups.items()):
+        seeds = ",".join(str(s) for s in sorted({r["seed"] for r in mine}))
+        schedules = ",".join(s for s in SCHEDULES if any(r["schedule"] == s for r in mine))
+        sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+        default_out = REPO / f"docs/results/unfreezing{'' if mine[0]['dataset'] == 'fashion' else '_digits'}"
+        if Path(out) != default_out:
+            sets += f" --out {Path(out).relative_to(REPO) if Path(out).is_relative_to(REPO) else out}"
+        lines.append(
+            f"    .venv/bin/python benchmarks/unfreezing.py --dataset {mine[0]['dataset']} --budgets {budget:.0f} "
+            f"--seeds {seeds} --schedules {schedules}{sets}"
+        )
+    return lines
+
+
 def write_report(
     rows: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
 ) -> None:
@@ -365,7 +402,10 @@ def write_report(
     lines = [
         f"# Staged vs plain fine-tuning at equal wall-clock budgets ({args.dataset}, EfficientNet-Lite0)",
         "",
-        f"Reproduce: `{command}` (appends to `{Path(args.runs).name}`; runs already there are skipped).",
+        "Reproduce (each command appends its runs to "
+        f"`{Path(args.runs).name}` and skips runs already there; this report: `{command}`):",
+        "",
+        *reproduce_commands(runs, args.out),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
         f"{args.threads or os.cpu_count()}, Python {platform.python_version()}, no GPU. Input {args.input_size} px, "
@@ -381,7 +421,7 @@ def write_report(
     for r in rows:
         reach = "never" if r["seconds_to_target_mean"] is None else f"{r['seconds_to_target_mean']:.0f}"
         lines.append(
-            f"| {r['budget_seconds']:.0f} | {r['schedule']} | {LABELS[r['schedule']]} | {len(r['seeds'])} | "
+            f"| {r['budget_seconds']:.0f} | {r['variant']} | {describe(r)} | {len(r['seeds'])} | "
             f"{r['mean']:.4f} ± {r['std']:.4f} | {r['min']:.4f}..{r['max']:.4f} | "
             f"{r['train_wall_seconds_mean']:.0f} | {reach} ({r['reached_target_runs']}/{len(r['seeds'])}) |"
         )
@@ -394,7 +434,7 @@ def write_report(
     for r in rows:
         for s in r["stages"]:
             lines.append(
-                f"| {r['budget_seconds']:.0f} | {r['schedule']} | {s['stage']} | {s['steps']:.0f} | "
+                f"| {r['budget_seconds']:.0f} | {r['variant']} | {s['stage']} | {s['steps']:.0f} | "
                 f"{s['seconds']:.0f} | {s['best_val_accuracy']:.4f} |"
             )
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
@@ -439,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(rows, runs, args, command)
     result: dict[str, Any] = {"benchmark": "unfreezing", "dataset": args.dataset}
     for budget in sorted({r["budget_seconds"] for r in rows}):
-        at = {r["schedule"]: r for r in rows if r["budget_seconds"] == budget}
+        at = {r["variant"]: r for r in rows if r["budget_seconds"] == budget}
         for name, r in at.items():
             result[f"{name}_{budget:.0f}s_mean"] = round(r["mean"], 4)
         if DEFAULT in at and BASELINE in at:

@@ -126,13 +126,15 @@ def test_fashion_plan_runs_unchanged_on_another_image_folder(tmp_path: Path) -> 
         "evaluation.fail_on_gate=false",
         "--set",
         "export.calibration_samples=32",
+        "--set",
+        "training.budget_seconds=6",  # the plan's 9 minutes, cut for a test; the schedule stays auto
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     model_dir = Path(summary["steps"]["train_model"]["artifacts"]["model"]["uri"])
     info = json.loads((model_dir / "model.json").read_text())
     assert info["classes"] == ["circle", "square", "stripes"]  # class count detected from the folders
-    assert [s["stage"] for s in summary["steps"]["train_model"]["stages"]] == ["head", "top", "all"]
+    assert [s["stage"] for s in summary["steps"]["train_model"]["stages"]] == ["head", "all"]
 
 
 @pytest.mark.slow

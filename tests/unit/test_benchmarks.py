@@ -45,26 +45,34 @@ def test_trainer_overhead_prints_its_json_last() -> None:
     assert result["paired_round_ratio"] > 0
 
 
-@pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file() or not WEIGHTS.is_file(),
-    reason="needs Fashion-MNIST and the EfficientNet-Lite0 weights (`make data weights`)",
-)
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="needs the EfficientNet-Lite0 weights (`make weights`)")
 def test_unfreezing_prints_its_json_last_and_writes_results(tmp_path: Path) -> None:
-    out_md, out_json = tmp_path / "unfreezing.md", tmp_path / "unfreezing.json"
-    result = run_benchmark(
-        "unfreezing.py",
-        *("--seeds", "1", "--epochs", "1", "--max-train-batches", "2", "--input-size", "32"),
-        *("--schedules", "head_only,progressive", "--per-class", "200", "--threads", "1"),
-        *("--out-md", str(out_md), "--out-json", str(out_json), "--work-dir", str(tmp_path / "work")),
-    )
+    out = tmp_path / "unfreezing_digits"
+    args = ("--dataset", "digits", "--budgets", "3", "--seeds", "0", "--schedules", "full_finetune,auto")
+    result = run_benchmark("unfreezing.py", *args, "--threads", "1", "--out", str(out), "--work-dir", str(tmp_path))
     assert result["benchmark"] == "unfreezing"
-    assert result["schedules"] == ["head_only", "progressive"]
-    for name in result["schedules"]:
-        assert 0.0 <= result[f"{name}_mean"] <= 1.0
-        assert result[f"{name}_std"] == 0.0
-    assert result["ratio"] is None  # no full_finetune baseline in this run
-    saved = json.loads(out_json.read_text())
-    assert [(run["schedule"], len(run["stages"])) for run in saved["runs"]] == [("head_only", 1), ("progressive", 3)]
-    report = out_md.read_text()
-    assert "Reproduce: `.venv/bin/python benchmarks/unfreezing.py --seeds 1" in report
-    assert "| progressive | all |" in report
+    assert result["dataset"] == "digits"
+    for name in ("full_finetune", "auto"):
+        assert 0.0 <= result[f"{name}_3s_mean"] <= 1.0
+    assert result["ratio_3s"] == pytest.approx(result["auto_3s_mean"] / result["full_finetune_3s_mean"], rel=1e-3)
+    runs = [json.loads(line) for line in Path(f"{out}.runs.jsonl").read_text().splitlines()]
+    assert [(r["schedule"], [s["stage"] for s in r["stages"]]) for r in runs] == [
+        ("full_finetune", ["all"]),
+        ("auto", ["head", "all"]),
+    ]
+    assert all(r["budget_seconds"] == 3 and r["test_samples"] == 360 for r in runs)
+    report = Path(f"{out}.md").read_text()
+    assert "--dataset digits --budgets 3 --seeds 0 --schedules full_finetune,auto" in report
+    assert "| 3 | auto | head |" in report
+    assert Path(f"{out}.png").stat().st_size > 0
+    # a second invocation skips the recorded runs and only rewrites the report
+    again = run_benchmark("unfreezing.py", *args, "--out", str(out), "--work-dir", str(tmp_path))
+    assert again == result
+    assert len(Path(f"{out}.runs.jsonl").read_text().splitlines()) == 2
+
+
+def test_speed_levers_prints_its_json_last() -> None:
+    result = run_benchmark("speed_levers.py", "--sizes", "16", "--steps", "1", "--repeats", "1", "--threads", "1")
+    assert result["benchmark"] == "speed_levers"
+    assert result["16px_baseline_train_img_s"] > 0
+    assert result["ratio"] == result["16px_ratio"] > 0

@@ -50,3 +50,24 @@ def test_report_renders_a_summary(tmp_path: Path) -> None:
     assert "Reproduce: `make demo`" in text
     assert "| head |" in text
     assert "ONNX Runtime INT8" in text
+
+
+def test_lr_find_ingests_the_plans_data_and_writes_its_plot(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.conftest import make_image_folder, tiny_plan_dict
+
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(tiny_plan_dict(str(make_image_folder(tmp_path / "images", per_class=12)))))
+    out = tmp_path / "lr"
+    result = runner.invoke(app, ["lr-find", str(plan_path), "-o", str(out), "--steps", "20", "--end", "10"])
+    assert result.exit_code == 0, result.output
+    found = json.loads((out / "lr_find.json").read_text())
+    assert found["stage"] == "full"
+    assert len(found["lrs"]) == len(found["smoothed"]) <= 20
+    assert (out / "lr_find.png").stat().st_size > 0
+    assert (out / "dataset" / "dataset.json").is_file()  # ingested once, reused by a rerun
+    assert "suggested top LR" in " ".join(result.output.split())
+    bad = runner.invoke(app, ["lr-find", str(plan_path), "-o", str(out), "--stage", "nope"])
+    assert bad.exit_code == 2
+    assert "the plan's stages are ['full']" in " ".join(bad.output.split())

@@ -22,7 +22,9 @@ def _minimal() -> dict:
 def test_shipped_fashion_plan_validates() -> None:
     plan = load_plan(FASHION)
     assert plan.model.architecture == "tf_efficientnet_lite0"
-    assert [s.name for s in plan.training.stages or []] == ["head", "top", "all"]
+    assert plan.training.stages is None
+    assert plan.training.schedule == "auto"
+    assert plan.training.budget_seconds == 540
 
 
 def test_unknown_key_names_file_and_key_path(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ class Trainer:
     forward_model: nn.Module | None = None  # the DDP wrapper when distributed, else the model
     _feature_cache: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (stage, split)
     scaler: torch.amp.GradScaler | None = None
-    _clock_started: float | None = None  # perf_counter() when fit() began
+    _clock_started: float | None = None  # perf_counter() at the first stage entry: the budget clock
     trainable_params: list[nn.Parameter] = field(default_factory=list)  # this stage's, set by enter_stage
 
     def __post_init__(self) -> None:
@@ -206,10 +206,13 @@ class Trainer:
     def enter_stage(self, index: int, steps: int | None = None) -> None:
         """Freeze/unfreeze for stage `index`, join new groups to the optimizer, build its schedule.
 
-        `steps`: the stage's step count when loading a checkpoint (a budget is never re-measured);
-        otherwise its epochs, or its seconds over the measured cost of a step, decide it."""
+        Its length: `epochs` x batches per epoch; for a stage sized by seconds, `steps` when loading a
+        checkpoint (a budget is never re-measured), else its seconds over the measured step cost."""
         stage = self.stages[index]
         spec = self.spec
+        self._start_clock()
+        if index == 0 and steps is None:
+            self.recalibrate_batchnorm_once()  # before a first stage that caches features or probes its cost
         previous = set(self.stages[index - 1].group_lrs) if index > 0 else set()
         trainable = set(stage.group_lrs)
         set_trainable(self.model, self.groups, trainable)
@@ -232,12 +235,7 @@ class Trainer:
         for param_group in self.optimizer.param_groups:  # re-frozen groups keep state but get LR 0
             fallback = affine_lr if param_group["group"] in affine else 0.0
             param_group["lr"] = stage.group_lrs.get(param_group["group"], fallback)
-        if steps is not None:
-            self.position.stage_steps = steps
-        elif stage.epochs is not None:
-            self.position.stage_steps = stage.epochs * self.batches_per_epoch()
-        else:
-            self.position.stage_steps = self._steps_for_budget(stage)
+        self.position.stage_steps = self._stage_length(stage, steps)
         self.schedule = StageSchedule(
             stage.scheduler or spec.scheduler,
             self.optimizer,
@@ -253,6 +251,11 @@ class Trainer:
         # DDP registers gradient hooks for the parameters that train when it is built, so every
         # stage gets a new wrapper (its construction also syncs the weights from rank 0).
         self.forward_model = DistributedDataParallel(self.model) if self.dist.enabled else self.model
+
+    def _stage_length(self, stage: ResolvedStage, steps: int | None) -> int:
+        if stage.epochs is not None:  # the plan's epochs win, also on resume (a longer plan continues)
+            return stage.epochs * self.batches_per_epoch()
+        return steps if steps is not None else self._steps_for_budget(stage)
 
     def _join_optimizer(self, param_groups: list[dict[str, Any]], optimizer_spec: OptimizerSpec) -> None:
         """Add param groups, leaving out tensors the optimizer already holds (BatchNorm affines that
@@ -332,6 +335,11 @@ class Trainer:
         )
         return steps
 
+    def _start_clock(self) -> None:
+        """The budget's clock starts at the first stage entry (or fit) of this process."""
+        if self._clock_started is None:
+            self._clock_started = time.perf_counter()
+
     def elapsed_seconds(self) -> float:
         """Training wall clock so far, across resumes."""
         started = self._clock_started
@@ -378,8 +386,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> None:
         pos = self.position
-        self._clock_started = time.perf_counter()
-        self.recalibrate_batchnorm_once()
+        self._start_clock()
         while pos.stage_index < len(self.stages):
             stage = self.stages[pos.stage_index]
             trainable_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
