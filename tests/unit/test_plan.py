@@ -24,7 +24,7 @@ def test_shipped_fashion_plan_validates() -> None:
     assert plan.model.architecture == "tf_efficientnet_lite0"
     assert plan.training.stages is None
     assert plan.training.schedule == "auto"
-    assert plan.training.budget_seconds == 540
+    assert plan.training.budget_seconds == 500
 
 
 def test_unknown_key_names_file_and_key_path(tmp_path: Path) -> None:
