@@ -302,16 +302,10 @@ class Trainer:
             index = torch.randint(self.samples_per_epoch(), (bs,), generator=generator).sort().values.numpy()
             if stage.cache_features:
                 return self.cached_features(stage)[index].to(self.device), torch.as_tensor(labels[index])
-            batch = to_unit_images(images[index], self.inputs.input_size, self.inputs.in_chans)
-            if self.augment.enabled:
-                batch = self.augment(batch, generator)
-            batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
-            return batch, torch.as_tensor(labels[index]).to(self.device)
+            return self.model_input(images[index], generator), torch.as_tensor(labels[index]).to(self.device)
 
         probe_model = self._head_on_features if stage.cache_features else self.model
-        val_images = self.data.val[0][: self.spec.eval_batch_size]
-        eval_batch = to_unit_images(val_images, self.inputs.input_size, self.inputs.in_chans)
-        eval_batch = normalize(eval_batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last)
+        eval_batch = self.model_input(self.data.val[0][: self.spec.eval_batch_size])
         self.model.train()
         freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
         with self.autocast():
@@ -321,7 +315,7 @@ class Trainer:
                 self.criterion,
                 self.optimizer_spec or self.spec.optimizer,
                 math.ceil(len(self.data.val[0]) / self.dist.world_size / self.spec.eval_batch_size),
-                eval_batch.to(self.device),
+                eval_batch,
             )
         step_seconds, val_seconds = (v / self.dist.world_size for v in self.dist.sum(*cost.__dict__.values()))
         cost = type(cost)(step_seconds, val_seconds)
@@ -359,15 +353,7 @@ class Trainer:
         count = min(len(images), spec.bn_recalibration_batches * spec.batch_size)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:count]
         index = order.sort().values.numpy()
-        batches = (
-            normalize(
-                to_unit_images(images[index[i : i + spec.batch_size]], self.inputs.input_size, self.inputs.in_chans),
-                self.inputs.mean,
-                self.inputs.std,
-                self.inputs.channels_last,
-            )
-            for i in range(0, count, spec.batch_size)
-        )
+        batches = (self.model_input(images[index[i : i + spec.batch_size]]) for i in range(0, count, spec.batch_size))
         started = time.perf_counter()
         layers = recalibrate_batchnorm(self.model, batches, self.device)
         self.progress(
@@ -513,6 +499,14 @@ class Trainer:
             self.model.train()
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
         return self._feature_cache[key]
+
+    def model_input(self, images: np.ndarray, augment_with: torch.Generator | None = None) -> torch.Tensor:
+        """Stored images -> the model's input on its device (B, C, S, S), normalized; augmented
+        when a generator is given (the probe's batches match the stage's own)."""
+        batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # in [0, 1]
+        if augment_with is not None and self.augment.enabled:
+            batch = self.augment(batch, augment_with)
+        return normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
 
     def train_step(self, images: np.ndarray | None, labels: np.ndarray, features: torch.Tensor | None = None) -> float:
         optimizer, schedule = self._ready()
