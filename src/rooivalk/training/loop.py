@@ -139,6 +139,7 @@ class Trainer:
     scaler: torch.amp.GradScaler | None = None
     _clock_started: float | None = None  # perf_counter() at the first stage entry: the budget clock
     trainable_params: list[nn.Parameter] = field(default_factory=list)  # this stage's, set by enter_stage
+    _subsets: dict[int, np.ndarray | None] = field(default_factory=dict)  # stage index -> its training subset
 
     def __post_init__(self) -> None:
         counts = np.bincount(self.data.train[1], minlength=self.data.num_classes)
@@ -177,12 +178,15 @@ class Trainer:
     def stage_subset(self) -> np.ndarray | None:
         """The current stage's fixed training subset (sorted sample indices), or None: all samples.
         Seeded by (seed, stage index), so a resumed stage draws the same subset."""
-        stage = self.stages[min(self.position.stage_index, len(self.stages) - 1)]
-        count = len(self.data.train[0])
-        if stage.max_samples is None or stage.max_samples >= count:
-            return None
-        generator = epoch_generator(self.spec.seed, -1 - self.position.stage_index)
-        return torch.randperm(count, generator=generator)[: stage.max_samples].sort().values.numpy()
+        index = min(self.position.stage_index, len(self.stages) - 1)
+        if index not in self._subsets:  # drawn once per stage: batches_per_epoch() asks often
+            stage, count = self.stages[index], len(self.data.train[0])
+            subset = None
+            if stage.max_samples is not None and stage.max_samples < count:
+                generator = epoch_generator(self.spec.seed, -1 - index)
+                subset = torch.randperm(count, generator=generator)[: stage.max_samples].sort().values.numpy()
+            self._subsets[index] = subset
+        return self._subsets[index]
 
     def samples_per_epoch(self) -> int:
         subset = self.stage_subset()
