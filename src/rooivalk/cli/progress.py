@@ -16,21 +16,26 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def bar_progress(console: Console) -> Progress:
+    """Rooivalk's bar layout: description, bar, done/total, elapsed, and a free-text `info` field."""
+    return Progress(
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
 class PipelineProgress:
     """Three bars: pipeline steps, epochs of the current stage, batches of the current epoch."""
 
     def __init__(self, console: Console, steps: list[str]) -> None:
         self.console = console
         self.steps = steps
-        self.progress = Progress(
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=False,
-        )
+        self.progress = bar_progress(console)
         self.step_task: TaskID = self.progress.add_task("pipeline", total=len(steps), info="")
         self.epoch_task: TaskID | None = None
         self.batch_task: TaskID | None = None
@@ -91,14 +96,7 @@ class PipelineProgress:
 @contextmanager
 def lr_find_progress(console: Console, steps: int) -> Iterator[Callable[[dict[str, Any]], None]]:
     """One bar over the LR sweep, showing the current LR and smoothed loss."""
-    progress = Progress(
-        TextColumn("lr-find", style="bold"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
+    progress = bar_progress(console)
     task = progress.add_task("lr-find", total=steps, info="")
 
     def handle(event: dict[str, Any]) -> None:
