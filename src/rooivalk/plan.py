@@ -38,6 +38,10 @@ __all__ = [
     "EMASpec",
     "EarlyStoppingSpec",
     "EvaluationSpec",
+    "FusionSpec",
+    "ModalityDropoutSpec",
+    "SensorSpec",
+    "SimulationSpec",
     "ExportSpec",
     "Gate",
     "LossSpec",
@@ -79,11 +83,23 @@ class SplitSpec(_Strict):
         return self
 
 
+class SimulationSpec(_Strict):
+    """rooivalk.data.simulators.counter_drone settings: deterministic by seed, scales by count."""
+
+    count: int = Field(4000, ge=5)
+    seed: int = 0
+    image_size: int = Field(32, ge=16, le=256)
+
+
 class DataSpec(_Strict):
     source: str = Field(description="Local path or s3:// URI of the raw data.")
-    format: Literal["image_folder", "idx"] = Field(
+    format: Literal["image_folder", "idx", "multisensor"] = Field(
         description="image_folder: one sub-folder per class with PNG/JPEG files; "
-        "idx: MNIST-style IDX files (train-*/t10k-* images and labels, optionally .gz)."
+        "idx: MNIST-style IDX files (train-*/t10k-* images and labels, optionally .gz); "
+        "multisensor: events.parquet linking each event's samples (rooivalk.data.ingest_multisensor)."
+    )
+    simulate: SimulationSpec | None = Field(
+        None, description="Generate the source with the counter-drone simulator when it does not exist yet."
     )
     split: SplitSpec = SplitSpec()
     # Images of different sizes are resized to this square size at ingestion; uniform folders keep
@@ -100,6 +116,36 @@ class ModelSpec(_Strict):
     pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")
     input_size: int = Field(224, ge=8, le=1024)
     drop_rate: float = Field(0.2, ge=0, lt=1)
+
+
+class SensorSpec(_Strict):
+    """One sensor's model of a multi-sensor plan and how it trains."""
+
+    model: ModelSpec
+    training: TrainingSpec = TrainingSpec()
+
+
+class ModalityDropoutSpec(_Strict):
+    p: float = Field(0.2, ge=0, le=1, description="chance per training event that sensors are hidden")
+    max_dropped: int = Field(2, ge=1, description="hide 1..max_dropped sensors (never the last present one)")
+
+
+class FusionSpec(_Strict):
+    """Cross-modal transformer over the frozen sensor encoders' cached embeddings."""
+
+    width: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    modality_dropout: ModalityDropoutSpec = ModalityDropoutSpec()
+    cache_uri: str | None = Field(None, description="Feature cache root; null: <run folder>/feature-cache.")
+    training: TrainingSpec = TrainingSpec(epochs=30, lr=1e-3, batch_size=128)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> FusionSpec:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        return self
 
 
 class Gate(_Strict):
@@ -139,7 +185,11 @@ class Plan(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     data: DataSpec
-    model: ModelSpec
+    model: ModelSpec | None = Field(None, description="The one model of a single-model plan.")
+    sensors: dict[str, SensorSpec] | None = Field(
+        None, description="Multi-sensor plans: one model per sensor (keys are the index's sensor columns)."
+    )
+    fusion: FusionSpec | None = None
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     export: ExportSpec = ExportSpec()
@@ -151,6 +201,23 @@ class Plan(_Strict):
         if len(value) > 60:
             raise ValueError("plan name must be at most 60 characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Plan:
+        if (self.model is None) == (self.sensors is None):
+            raise ValueError("give either 'model' (a single-model plan) or 'sensors' (a multi-sensor plan)")
+        if self.sensors is not None and self.data.format != "multisensor":
+            raise ValueError("'sensors' needs data.format: multisensor")
+        if self.fusion is not None and self.sensors is None:
+            raise ValueError("'fusion' needs 'sensors'")
+        return self
+
+    @property
+    def single_model(self) -> ModelSpec:
+        """The model of a single-model plan; a multi-sensor plan has one per sensor instead."""
+        if self.model is None:
+            raise PlanError(f"plan {self.name!r} is a multi-sensor plan: its models are under 'sensors'")
+        return self.model
 
     def to_parameter(self) -> dict[str, Any]:
         """The plan as a KFP pipeline parameter: JSON types only, nulls dropped (KFP rejects None)."""

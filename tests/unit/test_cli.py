@@ -71,3 +71,22 @@ def test_lr_find_ingests_the_plans_data_and_writes_its_plot(tmp_path: Path) -> N
     bad = runner.invoke(app, ["lr-find", str(plan_path), "-o", str(out), "--stage", "nope"])
     assert bad.exit_code == 2
     assert "the plan's stages are ['full']" in " ".join(bad.output.split())
+
+
+COUNTER_DRONE = Path(__file__).resolve().parents[2] / "pipelines" / "plans" / "counter_drone.yaml"
+
+
+def test_validate_checks_every_sensor_models_stages() -> None:
+    result = runner.invoke(app, ["validate", str(COUNTER_DRONE)])
+    assert result.exit_code == 0, result.output
+    assert "acoustic acoustic_crepe/tiny" in result.output
+    stages = "sensors.acoustic.training.stages=[{name: x, epochs: 1, train: [layer9], lr: {head: 0.001}}]"
+    bad = runner.invoke(app, ["validate", str(COUNTER_DRONE), "--set", stages])
+    assert bad.exit_code == 2
+    assert "sensors.acoustic.training.stages[x].train: unknown layer group 'layer9'" in bad.output
+
+
+def test_run_refuses_a_multi_sensor_plan_with_the_way_to_run_it() -> None:
+    result = runner.invoke(app, ["run", str(COUNTER_DRONE)])
+    assert result.exit_code == 2
+    assert "benchmarks/counter_drone.py" in result.output

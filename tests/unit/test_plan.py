@@ -109,3 +109,32 @@ def _values(data: object) -> list:
     if isinstance(data, list):
         return [v for value in data for v in _values(value)]
     return [data]
+
+
+COUNTER_DRONE = REPO / "pipelines" / "plans" / "counter_drone.yaml"
+
+
+def test_counter_drone_plan_is_a_multi_sensor_plan() -> None:
+    plan = load_plan(COUNTER_DRONE)
+    assert plan.model is None
+    assert plan.sensors is not None
+    assert list(plan.sensors) == ["optical", "rf", "radar", "acoustic"]
+    assert plan.fusion is not None
+    assert plan.fusion.modality_dropout.p == 0.2
+    with pytest.raises(PlanError, match="multi-sensor plan"):
+        _ = plan.single_model
+
+
+def test_a_plan_has_either_a_model_or_sensors() -> None:
+    raw = yaml.safe_load(COUNTER_DRONE.read_text())
+    raw["model"] = {"architecture": "resnet18"}
+    with pytest.raises(PlanError, match="either 'model'"):
+        validate_plan(raw)
+    raw = yaml.safe_load(COUNTER_DRONE.read_text())
+    raw["data"]["format"] = "idx"
+    with pytest.raises(PlanError, match="'sensors' needs data.format: multisensor"):
+        validate_plan(raw)
+    raw = yaml.safe_load(COUNTER_DRONE.read_text())
+    raw["fusion"]["heads"] = 5
+    with pytest.raises(PlanError, match=r"fusion: .*divisible by heads"):
+        validate_plan(raw)

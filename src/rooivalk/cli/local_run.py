@@ -23,7 +23,7 @@ from rich.console import Console
 from rooivalk import events, storage
 from rooivalk.cli.progress import PipelineProgress
 from rooivalk.cli.summary import build_summary
-from rooivalk.plan import Plan
+from rooivalk.plan import ModelSpec, Plan
 
 SUMMARY_FILE = "summary.json"
 
@@ -39,15 +39,23 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
     from rooivalk.tracking import default_tracking_uri
 
     data = plan.data.model_copy(update={"source": _absolute(plan.data.source)})
-    model = plan.model.model_copy(
-        update={"pretrained": _absolute(plan.model.pretrained) if plan.model.pretrained else None}
-    )
+    model = plan.model and _absolute_weights(plan.model)
+    sensors = plan.sensors and {
+        name: sensor.model_copy(update={"model": _absolute_weights(sensor.model)})
+        for name, sensor in plan.sensors.items()
+    }
     tracking = plan.tracking.model_copy(update={"uri": plan.tracking.uri or default_tracking_uri(out_dir)})
     # A stable checkpoint location makes a rerun of the same command (same --out) resume training.
     checkpoint_uri = plan.training.checkpoint.uri or str((out_dir / "checkpoints" / "train_model").resolve())
     checkpoint = plan.training.checkpoint.model_copy(update={"uri": _absolute(checkpoint_uri)})
     training = plan.training.model_copy(update={"checkpoint": checkpoint})
-    return plan.model_copy(update={"data": data, "model": model, "tracking": tracking, "training": training})
+    return plan.model_copy(
+        update={"data": data, "model": model, "sensors": sensors, "tracking": tracking, "training": training}
+    )
+
+
+def _absolute_weights(spec: ModelSpec) -> ModelSpec:
+    return spec.model_copy(update={"pretrained": _absolute(spec.pretrained) if spec.pretrained else None})
 
 
 def _absolute(uri: str) -> str:

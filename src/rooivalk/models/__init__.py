@@ -1,6 +1,10 @@
 """Model families behind one factory, layer groups, weights, and the trained-model artifact."""
 
-from rooivalk.models import timm_family as _timm_family  # noqa: F401  (registers the "timm" family)
+# Importing a family module registers it with the factory.
+from rooivalk.models import acoustic_crepe as _acoustic_crepe  # noqa: F401
+from rooivalk.models import radar_sequence as _radar_sequence  # noqa: F401
+from rooivalk.models import rf_cnn_transformer as _rf_cnn_transformer  # noqa: F401
+from rooivalk.models import timm_family as _timm_family  # noqa: F401
 from rooivalk.models.artifact import ModelInfo, load_trained_model, save_trained_model
 from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
 from rooivalk.models.registry import create_model, create_unweighted_model, list_families, register_family

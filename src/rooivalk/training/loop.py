@@ -30,7 +30,7 @@ from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
 from rooivalk.training.batchnorm import batchnorm_affine_names, recalibrate_batchnorm
-from rooivalk.training.budget import probe_step_cost, steps_within
+from rooivalk.training.budget import StepCost, probe_step_cost, steps_within
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
@@ -333,6 +333,37 @@ class Trainer:
         )
         return steps
 
+    def _replan_budget(self, stage: ResolvedStage, train_seconds: float, seen: int, val_seconds: float) -> None:
+        """At an epoch end of a wall-clock stage, size the rest of the stage from this epoch's measured
+        step and validation times instead of the probe's. The probe times 8 steps: a transient
+        load on the machine during those 2 s (or a node that speeds up or slows down later) would
+        otherwise over- or under-fill the budget for the whole stage."""
+        pos = self.position
+        steps = max(seen // (self.rank_batch_size * self.dist.world_size), 1)
+        step_seconds, val_seconds = (
+            v / self.dist.world_size for v in self.dist.sum(train_seconds / steps, val_seconds)
+        )
+        if stage.seconds == "rest":
+            assert self.spec.budget_seconds is not None
+            remaining = self.spec.budget_seconds - self.elapsed_seconds()
+        else:
+            remaining = float(stage.seconds or 0.0) - pos.stage_seconds
+        done = pos.epoch_in_stage * self.batches_per_epoch()
+        cost = StepCost(step_seconds, val_seconds)
+        more = steps_within(remaining, cost, self.batches_per_epoch()) if remaining > val_seconds + step_seconds else 0
+        planned = pos.stage_steps
+        total = done + more
+        if abs(total - planned) <= max(0.02 * planned, 1) or not self._ready()[1].retarget(total):
+            return
+        pos.stage_steps = total
+        self.progress(
+            {
+                "event": "message",
+                "text": f"stage {stage.name}: re-planned {planned} -> {total} steps from the last epoch "
+                f"({step_seconds * 1000:.0f} ms/step, validation {val_seconds:.1f} s, {remaining:.0f} s left)",
+            }
+        )
+
     def _start_clock(self) -> None:
         """The budget's clock starts at the first stage entry (or fit) of this process."""
         if self._clock_started is None:
@@ -603,6 +634,8 @@ class Trainer:
             monitored > pos.best_value if spec.early_stopping.mode == "max" else monitored < pos.best_value
         )
         pos.next_epoch()
+        if stage.epochs is None and pos.epoch_in_stage < self.stage_epochs():
+            self._replan_budget(stage, seconds, seen, time.perf_counter() - val_started)
         if better:
             pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()})

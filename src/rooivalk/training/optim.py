@@ -121,6 +121,7 @@ class StageSchedule:
         self.steps = 0
         for group in optimizer.param_groups:
             group["initial_lr"] = group["lr"]
+        self._steps_per_epoch, self._warmup_epochs = steps_per_epoch, warmup_epochs
         self.warmup_steps = self._warmup_steps(steps_per_epoch, warmup_epochs)
         self._per_batch: lr_scheduler.LRScheduler | None = None
         self._plateau: lr_scheduler.ReduceLROnPlateau | None = None
@@ -171,6 +172,19 @@ class StageSchedule:
                 warmup = max(self.warmup_steps, new_warmup) if is_new else self.warmup_steps
                 factors.append(CosineFactor(self.total_steps, self.spec.min_lr_ratio, warmup))
         return factors
+
+    def retarget(self, total_steps: int) -> bool:
+        """Stretch or shrink the stage to `total_steps` from the current step on (a budget re-planned
+        at an epoch end). Cosine and slanted-triangular factors are rebuilt for the new length, so
+        the LR continues from the same point of a longer or shorter curve; OneCycleLR fixes its
+        length at construction, so a one-cycle stage keeps its planned length (returns False)."""
+        if self.spec.name == "onecycle":
+            return False
+        self.total_steps = max(total_steps, 1)
+        if isinstance(self._per_batch, lr_scheduler.LambdaLR):
+            self.warmup_steps = self._warmup_steps(self._steps_per_epoch, self._warmup_epochs)
+            self._per_batch.lr_lambdas = self._group_factors()
+        return True
 
     @property
     def lrs(self) -> list[float]:

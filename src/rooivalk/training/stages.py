@@ -136,7 +136,7 @@ def resolve_stages(
 def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
     """The plan's stages (or the default schedule) resolved on a model's groups."""
     training = plan.training
-    stages = training.stages or default_stages(plan.model.pretrained is not None, training, len(groups))
+    stages = training.stages or default_stages(plan.single_model.pretrained is not None, training, len(groups))
     return resolve_stages(stages, groups, training)
 
 
@@ -145,4 +145,15 @@ def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
     here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
     from rooivalk.models import create_unweighted_model, layer_groups
 
-    return plan_stages(plan, layer_groups(create_unweighted_model(plan.model)))
+    if plan.sensors is None:
+        return plan_stages(plan, layer_groups(create_unweighted_model(plan.single_model)))
+    resolved = []
+    for name, sensor in plan.sensors.items():
+        groups = layer_groups(create_unweighted_model(sensor.model))
+        training = sensor.training
+        stages = training.stages or default_stages(sensor.model.pretrained is not None, training, len(groups))
+        try:
+            resolved += resolve_stages(stages, groups, training)
+        except ValueError as error:
+            raise ValueError(f"sensors.{name}.{error}") from None
+    return resolved

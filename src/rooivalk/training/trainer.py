@@ -63,7 +63,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
-    wanted = plan.model.num_classes
+    wanted = plan.single_model.num_classes
     if wanted == "auto":
         return len(dataset_classes)
     if wanted != len(dataset_classes):
@@ -139,7 +139,7 @@ def _build_model(
 ) -> tuple[torch.nn.Module, list[LayerGroup], list[ResolvedStage]]:
     """The plan's model on its device and memory format, its layer groups and resolved stages."""
     spec = plan.training
-    model = create_model(plan.model, num_classes).to(device)
+    model = create_model(plan.single_model, num_classes).to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = layer_groups(model)
@@ -166,7 +166,7 @@ def build_trainer(
     mean, std = normalization(model)
     in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
     data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
-    inputs = InputSpec(plan.model.input_size, in_chans, mean, std, spec.channels_last)
+    inputs = InputSpec(plan.single_model.input_size, in_chans, mean, std, spec.channels_last)
     return Trainer(
         model,
         groups,
@@ -271,9 +271,9 @@ def _finish(
     pos = trainer.position
     model.load_state_dict(trainer.best_state or model.state_dict())
     info = ModelInfo(
-        spec=plan.model,
+        spec=plan.single_model,
         classes=dataset_info.classes,
-        input_size=plan.model.input_size,
+        input_size=plan.single_model.input_size,
         in_chans=in_chans,
         mean=mean,
         std=std,

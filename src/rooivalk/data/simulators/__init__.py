@@ -1,0 +1,1 @@
+"""Data simulators for sensors whose real data cannot exist offline (RF, radar, drone acoustics)."""

@@ -1,0 +1,140 @@
+"""Multi-sensor counter-drone events: the offline stand-in for real optical, RF, radar and acoustic data.
+
+`simulate_counter_drone(out_uri, count, seed)` draws `count` scenes and renders each through the
+four sensors. It writes standard formats through rooivalk.storage (a local folder or s3:// prefix):
+
+    optical/<class>/<event_id>.png   grayscale camera chips (a PNG folder any image tool reads)
+    rf.npz                           event_id (N,) str, iq (N, 4096) complex64
+    radar.npz                        event_id (N,) str, tracks (N, 32, 8) float32
+    acoustic.npz                     event_id (N,) str, clips (N, 4096) float32 at 16 kHz
+    events.parquet                   one row per event: event_id, label, the four sample references
+                                     (optical path; npz name and row), and the scene's variables
+    simulation.json                  count, seed, classes, shapes, generator version
+
+Deterministic by seed: the same (count, seed) writes byte-identical arrays, and event i is the same
+whatever `count` is (each event has its own generator spawned from the seed), so a bigger simulation
+extends a smaller one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from rooivalk import storage
+from rooivalk.data.simulators.acoustic import CLIP_SAMPLES, SAMPLE_RATE, render_acoustic
+from rooivalk.data.simulators.optical import render_optical
+from rooivalk.data.simulators.radar import FEATURES, TRACK_STEPS, render_radar
+from rooivalk.data.simulators.rf import CAPTURE_SAMPLES, render_rf
+from rooivalk.data.simulators.scene import CLASSES, Scene, sample_scene
+
+GENERATOR_VERSION = "counter-drone-sim/1"
+INDEX_FILE = "events.parquet"
+SENSORS = ("optical", "rf", "radar", "acoustic")
+# Where each array sensor's samples live inside its .npz, and the sample shape and dtype a reader expects.
+NPZ_LAYOUT = {
+    "rf": ("rf.npz", "iq", (CAPTURE_SAMPLES,), np.complex64),
+    "radar": ("radar.npz", "tracks", (TRACK_STEPS, len(FEATURES)), np.float32),
+    "acoustic": ("acoustic.npz", "clips", (CLIP_SAMPLES,), np.float32),
+}
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    out_uri: str
+    count: int
+    class_counts: dict[str, int]
+    index_uri: str
+
+
+def _event_rngs(seed: int, count: int) -> list[np.random.Generator]:
+    # One child stream per event: event i does not depend on how many events follow it.
+    children = np.random.SeedSequence(seed).spawn(count)
+    return [np.random.default_rng(child) for child in children]
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def render_event(scene: Scene, image_size: int) -> dict[str, np.ndarray]:
+    """The four sensors' samples of one scene; each sensor has its own stream derived from the scene seed."""
+    streams = np.random.SeedSequence(scene.seed).spawn(len(SENSORS))
+    rng = {name: np.random.default_rng(stream) for name, stream in zip(SENSORS, streams, strict=True)}
+    return {
+        "optical": render_optical(scene, rng["optical"], size=image_size),
+        "rf": render_rf(scene, rng["rf"]),
+        "radar": render_radar(scene, rng["radar"]),
+        "acoustic": render_acoustic(scene, rng["acoustic"]),
+    }
+
+
+def simulate_counter_drone(
+    out_uri: str,
+    count: int,
+    seed: int = 0,
+    image_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimulationResult:
+    """Simulate `count` events and write them under `out_uri` (the index last, so a reader never sees
+    an index whose samples are not all written)."""
+    if count < len(CLASSES):
+        raise ValueError(f"count must be at least {len(CLASSES)} (one event per class), got {count}")
+    rows: list[dict[str, object]] = []
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in NPZ_LAYOUT}
+    for index, rng in enumerate(_event_rngs(seed, count)):
+        scene = sample_scene(rng)
+        event_id = f"ev{seed:04d}-{index:07d}"
+        samples = render_event(scene, image_size)
+        optical_path = f"optical/{scene.label}/{event_id}.png"
+        storage.write_bytes(f"{out_uri}/{optical_path}", _png_bytes(samples["optical"]))
+        row: dict[str, object] = {"event_id": event_id, "label": scene.label, "optical": optical_path}
+        for name, (file_name, _, _, _) in NPZ_LAYOUT.items():
+            arrays[name].append(samples[name])
+            row[name] = f"{file_name}#{index}"
+        row.update({f"scene_{key}": value for key, value in scene.as_row().items() if key != "label"})
+        rows.append(row)
+        if progress is not None:
+            progress(index + 1, count)
+    event_ids = np.array([str(row["event_id"]) for row in rows])
+    for name, (file_name, key, _, dtype) in NPZ_LAYOUT.items():
+        stacked: np.ndarray = np.stack(arrays[name]).astype(dtype)
+        storage.write_bytes(f"{out_uri}/{file_name}", _npz_bytes({"event_id": event_ids, key: stacked}))
+    frame = pd.DataFrame(rows)
+    meta = {
+        "generator": GENERATOR_VERSION,
+        "count": count,
+        "seed": seed,
+        "classes": CLASSES,
+        "optical_size": image_size,
+        "rf_samples": CAPTURE_SAMPLES,
+        "radar_steps": TRACK_STEPS,
+        "radar_features": FEATURES,
+        "acoustic_samples": CLIP_SAMPLES,
+        "acoustic_sample_rate": SAMPLE_RATE,
+    }
+    storage.write_text(f"{out_uri}/simulation.json", json.dumps(meta, indent=2))
+    index_uri = f"{out_uri}/{INDEX_FILE}"
+    storage.write_bytes(index_uri, _parquet_bytes(frame))
+    counts = frame["label"].value_counts()
+    return SimulationResult(out_uri, count, {name: int(counts.get(name, 0)) for name in CLASSES}, index_uri)

@@ -1,0 +1,1 @@
+"""Frozen-encoder features: preprocessing per sensor and the content-addressed feature cache."""

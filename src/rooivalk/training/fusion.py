@@ -1,0 +1,133 @@
+"""Fusion over frozen sensor encoders: cached embeddings per sensor, then the cross-modal transformer.
+
+`cache_sensor_features` fills, per sensor, an (N, D_s) matrix over all events from the feature cache
+(one entry per sensor and split; rows of events without the sensor stay zero and are masked).
+`train_fusion` trains `FusionTransformer` on those matrices with modality dropout; only the fusion
+layers train, the sensor encoders are never touched again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rooivalk.data.dataset import SPLIT_CODES
+from rooivalk.data.multisensor import MultiSensorDataset
+from rooivalk.features.cache import cached_features, encoder_digest
+from rooivalk.models.fusion import FusionTransformer
+from rooivalk.plan import FusionSpec
+from rooivalk.training.sensors import SensorTrainResult
+from rooivalk.training.tensor_fit import Batch, FitResult, Progress, fit_tensor_model, predict_logits
+
+
+@dataclass
+class FusionFeatures:
+    features: dict[str, np.ndarray]  # sensor -> float32 (N, D_s) over all events
+    present: np.ndarray  # bool (N, S)
+    cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # sensor -> hits, misses, forward passes, keys
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(int(stats["forward_passes"]) for stats in self.cache.values())
+
+
+def cache_sensor_features(
+    dataset: MultiSensorDataset, sensors: dict[str, SensorTrainResult], cache_root: str, batch_size: int = 256
+) -> FusionFeatures:
+    features: dict[str, np.ndarray] = {}
+    cache: dict[str, dict[str, Any]] = {}
+    for name, result in sensors.items():
+        digest = encoder_digest(result.model, result.encoding.head_prefix)
+        matrix: np.ndarray | None = None
+        stats: dict[str, Any] = {"hits": 0, "misses": 0, "forward_passes": 0, "keys": {}, "rebuilt": []}
+        present = dataset.present_of(name)
+        for split, code in SPLIT_CODES.items():
+            rows = present & (dataset.splits == code)
+            entry = cached_features(
+                cache_root,
+                name,
+                result.model,
+                result.encoding.preprocess(dataset.arrays[name][rows]),
+                {**result.encoding.preprocessing, "sensor": name},
+                dataset.info.version_id,
+                split,
+                batch_size,
+                result.encoding.embed,
+                digest,
+            )
+            stats["hits" if entry.hit else "misses"] += 1
+            stats["forward_passes"] += entry.forward_passes
+            stats["keys"][split] = entry.key
+            if entry.rebuilt_reason:
+                stats["rebuilt"].append(entry.rebuilt_reason)
+            if not len(entry.features):
+                continue  # no event of this split has the sensor
+            if matrix is None:
+                matrix = np.zeros((len(dataset.labels), entry.features.shape[1]), dtype=np.float32)
+            matrix[rows] = entry.features
+        if matrix is None:
+            raise ValueError(f"sensor {name!r}: no event in any split has its sample")
+        features[name] = matrix
+        cache[name] = stats
+    return FusionFeatures(features, dataset.present.copy(), cache)
+
+
+def fusion_forward(sensors: list[str]) -> Any:
+    def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model({name: batch[name] for name in sensors}, batch["present"])  # type: ignore[no-any-return]
+
+    return forward
+
+
+def fusion_arrays(
+    features: FusionFeatures, rows: np.ndarray, present: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    arrays = {name: matrix[rows] for name, matrix in features.features.items()}
+    arrays["present"] = (features.present if present is None else present)[rows]
+    return arrays
+
+
+def build_fusion(features: FusionFeatures, num_classes: int, spec: FusionSpec) -> FusionTransformer:
+    dims = {name: int(matrix.shape[1]) for name, matrix in features.features.items()}
+    return FusionTransformer(
+        dims,
+        num_classes,
+        spec.width,
+        spec.depth,
+        spec.heads,
+        spec.dropout,
+        spec.modality_dropout.p,
+        spec.modality_dropout.max_dropped,
+    )
+
+
+def train_fusion(
+    features: FusionFeatures, dataset: MultiSensorDataset, spec: FusionSpec, progress: Progress | None = None
+) -> tuple[FusionTransformer, FitResult]:
+    torch.manual_seed(spec.training.seed)
+    model = build_fusion(features, dataset.num_classes, spec)
+    train_rows, val_rows = dataset.split_mask("train"), dataset.split_mask("val")
+    fit = fit_tensor_model(
+        model,
+        fusion_arrays(features, train_rows),
+        dataset.labels[train_rows],
+        fusion_arrays(features, val_rows),
+        dataset.labels[val_rows],
+        spec.training,
+        forward=fusion_forward(list(features.features)),
+        progress=progress,
+        name="fusion",
+    )
+    return model, fit
+
+
+def predict_fusion(
+    model: FusionTransformer, features: FusionFeatures, rows: np.ndarray, present: np.ndarray | None = None
+) -> np.ndarray:
+    """Class predictions for `rows`, with an optional presence mask (degraded mode)."""
+    logits = predict_logits(model, fusion_arrays(features, rows, present), fusion_forward(model.sensors), 512)
+    return np.asarray(logits.argmax(1).numpy())

