@@ -54,22 +54,33 @@ class AcousticCrepe(SensorModel):
         for index in range(1, 7):
             inputs = 1 if index == 1 else channels[index - 2]
             self.add_module(f"layer{index}", CrepeLayer(index, inputs, channels[index - 1]))
-        self.neck = nn.Sequential(nn.Linear(2 * width, 256), nn.ReLU())
+        # +2: the clip's mean and max frame loudness (log RMS), which CREPE's per-frame
+        # normalisation removes but which carries range and masking.
+        self.neck = nn.Sequential(nn.Linear(2 * width + 2, 256), nn.ReLU())
 
-    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(N, S) -> (N * S/1024, 1, 1024, 1), each frame at zero mean and unit variance."""
+    def frames(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, S) -> frames (N * S/1024, 1, 1024, 1) at zero mean and unit variance, and their log RMS (N * S/1024,)."""
         frames = waveform.reshape(-1, FRAME)
         frames = frames - frames.mean(dim=1, keepdim=True)
-        frames = frames / frames.std(dim=1, keepdim=True).clamp_min(1e-10)
-        return frames[:, None, :, None]
+        std = frames.std(dim=1, keepdim=True).clamp_min(1e-10)
+        return (frames / std)[:, None, :, None], torch.log10(std.squeeze(1))
 
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         n = inputs.shape[0]
-        x = self.frames(inputs)
+        x, loudness = self.frames(inputs)
         for index in range(1, 7):
             x = getattr(self, f"layer{index}")(x)
         per_frame = x.reshape(n, -1, x.shape[1] * x.shape[2])  # (N, frames, channels x 4)
-        pooled = torch.cat([per_frame.mean(dim=1), per_frame.amax(dim=1)], dim=-1)
+        loudness = loudness.reshape(n, -1)  # (N, frames)
+        pooled = torch.cat(
+            [
+                per_frame.mean(dim=1),
+                per_frame.amax(dim=1),
+                loudness.mean(1, keepdim=True),
+                loudness.amax(1, keepdim=True),
+            ],
+            dim=-1,
+        )
         return self.neck(pooled)  # type: ignore[no-any-return]
 
 
