@@ -57,38 +57,43 @@ class Dataset:
         return len(self.info.classes)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
 def save_arrays(dataset_dir: str | Path, images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> None:
-    storage.write_bytes(f"{dataset_dir}/images.npy", _npy_bytes(images.astype(np.uint8, copy=False)))
-    storage.write_bytes(f"{dataset_dir}/labels.npy", _npy_bytes(labels.astype(np.int64, copy=False)))
-    storage.write_bytes(f"{dataset_dir}/splits.npy", _npy_bytes(splits.astype(np.int8, copy=False)))
+    storage.write_bytes(f"{dataset_dir}/images.npy", npy_bytes(images.astype(np.uint8, copy=False)))
+    storage.write_bytes(f"{dataset_dir}/labels.npy", npy_bytes(labels.astype(np.int64, copy=False)))
+    storage.write_bytes(f"{dataset_dir}/splits.npy", npy_bytes(splits.astype(np.int8, copy=False)))
 
 
 def save_info(dataset_dir: str | Path, info: DatasetInfo) -> str:
     return storage.write_text(f"{dataset_dir}/{INFO_FILE}", info.model_dump_json(indent=2))
 
 
-def _load_npy(uri: str) -> np.ndarray:
+def load_npy(uri: str) -> np.ndarray:
     array: np.ndarray = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
     return array
 
 
-def load_dataset(dataset_dir: str | Path) -> Dataset:
-    """Load a dataset artifact (local directory or s3:// prefix)."""
+def read_info(dataset_dir: str | Path) -> bytes:
+    """dataset.json's bytes; its absence means no dataset (or an ingestion that did not finish)."""
     info_uri = f"{dataset_dir}/{INFO_FILE}"
     if not storage.exists(info_uri):
         raise storage.StorageError(f"{dataset_dir}: not a rooivalk dataset (no {INFO_FILE})")
-    info = DatasetInfo.model_validate_json(storage.read_bytes(info_uri))
+    return storage.read_bytes(info_uri)
+
+
+def load_dataset(dataset_dir: str | Path) -> Dataset:
+    """Load a dataset artifact (local directory or s3:// prefix)."""
+    info = DatasetInfo.model_validate_json(read_info(dataset_dir))
     return Dataset(
         info=info,
-        images=_load_npy(f"{dataset_dir}/images.npy"),
-        labels=_load_npy(f"{dataset_dir}/labels.npy"),
-        splits=_load_npy(f"{dataset_dir}/splits.npy"),
+        images=load_npy(f"{dataset_dir}/images.npy"),
+        labels=load_npy(f"{dataset_dir}/labels.npy"),
+        splits=load_npy(f"{dataset_dir}/splits.npy"),
     )
 
 

@@ -13,14 +13,13 @@ Layout of a multi-sensor dataset directory (written through rooivalk.storage, da
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
 
 from rooivalk import storage
-from rooivalk.data.dataset import INFO_FILE, SPLIT_CODES, Dataset, DatasetInfo
+from rooivalk.data.dataset import INFO_FILE, SPLIT_CODES, Dataset, DatasetInfo, load_npy, npy_bytes, read_info
 
 PRESENT_FILE = "present.npy"
 
@@ -101,24 +100,13 @@ class MultiSensorDataset:
         return Dataset(info=info, images=images, labels=labels, splits=splits)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _load_npy(uri: str) -> np.ndarray:
-    array: np.ndarray = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
-    return array
-
-
 def save_multisensor(dataset_dir: str, dataset: MultiSensorDataset) -> None:
     """Arrays first, dataset.json last: a directory without dataset.json is an incomplete ingestion."""
     for name, array in dataset.arrays.items():
-        storage.write_bytes(f"{dataset_dir}/{name}.npy", _npy_bytes(array))
-    storage.write_bytes(f"{dataset_dir}/{PRESENT_FILE}", _npy_bytes(dataset.present.astype(bool)))
-    storage.write_bytes(f"{dataset_dir}/labels.npy", _npy_bytes(dataset.labels.astype(np.int64)))
-    storage.write_bytes(f"{dataset_dir}/splits.npy", _npy_bytes(dataset.splits.astype(np.int8)))
+        storage.write_bytes(f"{dataset_dir}/{name}.npy", npy_bytes(array))
+    storage.write_bytes(f"{dataset_dir}/{PRESENT_FILE}", npy_bytes(dataset.present.astype(bool)))
+    storage.write_bytes(f"{dataset_dir}/labels.npy", npy_bytes(dataset.labels.astype(np.int64)))
+    storage.write_bytes(f"{dataset_dir}/splits.npy", npy_bytes(dataset.splits.astype(np.int8)))
     storage.write_text(f"{dataset_dir}/{INFO_FILE}", dataset.info.model_dump_json(indent=2))
 
 
@@ -129,14 +117,11 @@ def is_multisensor(dataset_dir: str) -> bool:
 
 def load_multisensor(dataset_dir: str) -> MultiSensorDataset:
     """Load a multi-sensor dataset artifact (local directory or s3:// prefix)."""
-    info_uri = f"{dataset_dir}/{INFO_FILE}"
-    if not storage.exists(info_uri):
-        raise storage.StorageError(f"{dataset_dir}: not a rooivalk dataset (no {INFO_FILE})")
-    info = MultiSensorInfo.model_validate_json(storage.read_bytes(info_uri))
+    info = MultiSensorInfo.model_validate_json(read_info(dataset_dir))
     return MultiSensorDataset(
         info=info,
-        arrays={sensor.name: _load_npy(f"{dataset_dir}/{sensor.name}.npy") for sensor in info.sensors},
-        present=_load_npy(f"{dataset_dir}/{PRESENT_FILE}"),
-        labels=_load_npy(f"{dataset_dir}/labels.npy"),
-        splits=_load_npy(f"{dataset_dir}/splits.npy"),
+        arrays={sensor.name: load_npy(f"{dataset_dir}/{sensor.name}.npy") for sensor in info.sensors},
+        present=load_npy(f"{dataset_dir}/{PRESENT_FILE}"),
+        labels=load_npy(f"{dataset_dir}/labels.npy"),
+        splits=load_npy(f"{dataset_dir}/splits.npy"),
     )

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from rooivalk import storage
+from rooivalk.data.dataset import npy_bytes
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "rooivalk-feature-cache/1"
@@ -67,12 +68,6 @@ class CachedFeatures:
     hit: bool
     forward_passes: int  # samples the encoder ran on for this call: 0 on a hit
     rebuilt_reason: str | None = None  # why an existing manifest was not trusted
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def _read_entry(entry_uri: str, key: str) -> tuple[np.ndarray | None, str | None]:
@@ -139,7 +134,7 @@ def cached_features(
         else:
             return CachedFeatures(features, key, entry_uri, hit=True, forward_passes=0)
     features = encode(model, inputs, batch_size, encode_batch)
-    data = _npy_bytes(features)
+    data = npy_bytes(features)
     file_name = f"features-{uuid.uuid4().hex[:12]}.npy"
     sha = storage.write_bytes(f"{entry_uri}/{file_name}", data)
     manifest = {
