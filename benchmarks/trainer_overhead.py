@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from rooivalk.data.transforms import to_model_input
-from rooivalk.models import create_model, layer_groups, normalization
+from rooivalk.models import create_model, input_channels, layer_groups, normalization
 from rooivalk.plan import AugmentSpec, ModelSpec, StageLR, StageSpec, TrainingSpec
 from rooivalk.training.loop import TrainData, Trainer
 from rooivalk.training.optim import WARMUP_START_FACTOR
@@ -71,10 +71,6 @@ def make_model(architecture: str, input_size: int, seed: int) -> nn.Module:
     model: nn.Module = create_model(ModelSpec(architecture=architecture, input_size=input_size), NUM_CLASSES)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # in place, like train_model
     return model
-
-
-def in_channels(model: nn.Module) -> int:
-    return int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
 
 
 class StepClock:
@@ -114,7 +110,7 @@ def rooivalk_blocks(args: argparse.Namespace, data: TrainData, blocks: int) -> B
         groups=groups,
         stages=resolve_stages([stage], groups),
         data=data,
-        inputs=InputSpec(args.input_size, in_channels(model), mean, std, channels_last=True),
+        inputs=InputSpec(args.input_size, input_channels(model), mean, std, channels_last=True),
         spec=spec,
         progress=clock,
         log_metrics=lambda *_: None,
@@ -134,7 +130,7 @@ def baseline_blocks(args: argparse.Namespace, data: TrainData, blocks: int) -> B
     """The loop a person writes by hand: no stages, no param groups, no checks."""
     model = make_model(args.architecture, args.input_size, args.seed)
     mean, std = normalization(model)
-    chans = in_channels(model)
+    chans = input_channels(model)
     images, labels = data.train
     criterion = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)

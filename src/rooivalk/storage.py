@@ -167,12 +167,3 @@ def local_copy(uri: str | Path, cache_dir: str | Path | None = None) -> Path:
     target = directory / Path(loc.key).name
     write_bytes(target, read_bytes(uri))
     return target
-
-
-def delete(uri: str | Path) -> None:
-    """Remove one file or object; a missing one is not an error."""
-    loc = parse_uri(uri)
-    if loc.is_s3:
-        _s3_client().delete_object(Bucket=loc.bucket, Key=loc.key)
-    else:
-        Path(loc.key).unlink(missing_ok=True)

@@ -45,32 +45,42 @@ class MultiSensorIngestResult:
 
 
 class _SampleReader:
-    """Reads sample references relative to the source, keeping each .npz archive open once."""
+    """Reads sample references relative to the source; each .npz archive is fetched and checked once."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._archives: dict[str, dict[str, np.ndarray]] = {}
+        # archive name -> its sample array, None when it does not exist, or why it cannot serve samples
+        self._archives: dict[str, np.ndarray | str | None] = {}
 
-    def _archive(self, name: str) -> dict[str, np.ndarray]:
+    def _archive(self, name: str) -> np.ndarray | None:
         if name not in self._archives:
-            with np.load(io.BytesIO(storage.read_bytes(f"{self.source}/{name}")), allow_pickle=False) as archive:
-                self._archives[name] = {key: archive[key] for key in archive.files}
-        return self._archives[name]
+            uri = f"{self.source}/{name}"
+            entry: np.ndarray | str | None = None
+            if storage.exists(uri):
+                with np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) as archive:
+                    arrays = [archive[key] for key in archive.files if key != "event_id"]
+                entry = arrays[0] if len(arrays) == 1 else f"{uri}: expected one sample array, found {len(arrays)}"
+            self._archives[name] = entry
+        entry = self._archives[name]
+        if isinstance(entry, str):
+            raise ValueError(entry)
+        return entry
 
     def read(self, reference: str) -> np.ndarray:
         """The sample; raises FileNotFoundError when absent, ValueError when unreadable."""
         path, _, row = reference.partition("#")
         uri = f"{self.source}/{path}"
-        if not storage.exists(uri):
-            raise FileNotFoundError(uri)
         if path.endswith(".npz"):
-            arrays = {k: v for k, v in self._archive(path).items() if k != "event_id"}
-            if len(arrays) != 1 or not row.isdigit():
-                raise ValueError(f"{uri}: expected one sample array and a '#row' reference, got {reference!r}")
-            (array,) = arrays.values()
+            array = self._archive(path)
+            if array is None:
+                raise FileNotFoundError(uri)
+            if not row.isdigit():
+                raise ValueError(f"{uri}: expected a '#row' reference, got {reference!r}")
             if int(row) >= len(array):
                 raise ValueError(f"{uri}: row {row} out of range ({len(array)} rows)")
             return np.asarray(array[int(row)])
+        if not storage.exists(uri):
+            raise FileNotFoundError(uri)
         data = storage.read_bytes(uri)
         if path.endswith(".npy"):
             return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
@@ -228,8 +238,8 @@ def ingest_multisensor(
         split_seed=spec.split.seed,
         quarantined=len(quarantined),
     )
-    save_multisensor(dataset_dir, MultiSensorDataset(info, arrays, present, labels, codes))
     storage.write_text(f"{dataset_dir}/events.csv", frame[["event_id", "label", *sensors]].to_csv(index_label="index"))
+    save_multisensor(dataset_dir, MultiSensorDataset(info, arrays, present, labels, codes))  # dataset.json last
     metrics: dict[str, Any] = {
         "num_events": float(info.num_events),
         "num_quarantined": float(len(quarantined)),

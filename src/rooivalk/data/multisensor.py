@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from rooivalk import storage
 from rooivalk.data.dataset import INFO_FILE, SPLIT_CODES, Dataset, DatasetInfo, load_npy, npy_bytes, read_info
+from rooivalk.data.ingest import class_balance
 
 PRESENT_FILE = "present.npy"
 
@@ -81,10 +82,7 @@ class MultiSensorDataset:
             images = images[..., None]
         splits = self.splits[keep]
         labels = self.labels[keep]
-        balance = {
-            split: {cls: int(((splits == code) & (labels == k)).sum()) for k, cls in enumerate(self.info.classes)}
-            for split, code in SPLIT_CODES.items()
-        }
+        balance = class_balance(labels, splits, self.info.classes)
         info = DatasetInfo(
             version_id=f"{self.info.version_id}/{sensor}",
             source=self.info.source,

@@ -92,17 +92,28 @@ def _read_entry(entry_uri: str, key: str) -> tuple[np.ndarray | None, str | None
     return np.load(io.BytesIO(data), allow_pickle=False), None
 
 
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+def _unchanged(samples: np.ndarray) -> np.ndarray:
+    return samples
+
+
 @torch.no_grad()
 def encode(
     model: nn.Module,
-    inputs: np.ndarray,
+    samples: np.ndarray,
     batch_size: int,
     encode_batch: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    preprocess: Preprocess = _unchanged,
 ) -> np.ndarray:
+    """Embeddings of `samples`, preprocessed batch by batch (the full split never exists as model input)."""
     model.eval()
     chunks = [
-        encode_batch(model, torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch_size]))).float().numpy()
-        for i in range(0, len(inputs), batch_size)
+        encode_batch(model, torch.from_numpy(np.ascontiguousarray(preprocess(samples[i : i + batch_size]))))
+        .float()
+        .numpy()
+        for i in range(0, len(samples), batch_size)
     ]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
 
@@ -115,25 +126,29 @@ def cached_features(
     cache_root: str,
     sensor: str,
     model: nn.Module,
-    inputs: np.ndarray,
+    samples: np.ndarray,
     preprocessing: dict[str, Any],
     dataset_version: str,
     split: str,
     batch_size: int = 256,
     encode_batch: Callable[[nn.Module, torch.Tensor], torch.Tensor] = forward_features,
     encoder_sha256: str | None = None,
+    preprocess: Preprocess = _unchanged,
 ) -> CachedFeatures:
-    """The encoder's embeddings of `inputs` from the cache, computing and storing them on a miss."""
+    """The encoder's embeddings of `samples` from the cache, computing and storing them on a miss.
+
+    `preprocess` (described by `preprocessing`, a key input) turns stored samples into model inputs;
+    it runs only on a miss, so a hit costs one read and no compute."""
     digest = encoder_sha256 or encoder_digest(model)
     key = cache_key(digest, preprocessing, dataset_version, split)
     entry_uri = f"{cache_root.rstrip('/')}/{sensor}/{key}"
     features, reason = _read_entry(entry_uri, key)
     if features is not None:
-        if len(features) != len(inputs):
-            reason = f"{entry_uri}: entry has {len(features)} rows, the split has {len(inputs)}"
+        if len(features) != len(samples):
+            reason = f"{entry_uri}: entry has {len(features)} rows, the split has {len(samples)}"
         else:
             return CachedFeatures(features, key, entry_uri, hit=True, forward_passes=0)
-    features = encode(model, inputs, batch_size, encode_batch)
+    features = encode(model, samples, batch_size, encode_batch, preprocess)
     data = npy_bytes(features)
     file_name = f"features-{uuid.uuid4().hex[:12]}.npy"
     sha = storage.write_bytes(f"{entry_uri}/{file_name}", data)
@@ -152,4 +167,4 @@ def cached_features(
         "features_sha256": sha,
     }
     storage.write_text(f"{entry_uri}/{MANIFEST}", json.dumps(manifest, indent=2))  # last: publishes the entry
-    return CachedFeatures(features, key, entry_uri, hit=False, forward_passes=len(inputs), rebuilt_reason=reason)
+    return CachedFeatures(features, key, entry_uri, hit=False, forward_passes=len(samples), rebuilt_reason=reason)

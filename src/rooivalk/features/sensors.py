@@ -7,7 +7,7 @@ the feature cache key (change the optical input size and the cache recomputes).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from rooivalk.data.transforms import to_model_input
+from rooivalk.features.cache import forward_features
 from rooivalk.models.rf_cnn_transformer import iq_to_input
-from rooivalk.models.timm_family import normalization
+from rooivalk.models.timm_family import input_channels, normalization
 from rooivalk.plan import ModelSpec
 
 
@@ -27,9 +28,7 @@ class SensorEncoding:
     preprocess: Callable[[np.ndarray], np.ndarray]  # stored samples (N, ...) -> float32 model inputs
     preprocessing: dict[str, Any]  # everything `preprocess` depends on (a cache-key input)
     head_prefix: str = "head."  # state-dict prefix of the classifier, left out of the encoder digest
-    embed: Callable[[nn.Module, torch.Tensor], torch.Tensor] = field(
-        default=lambda model, batch: model.forward_features(batch)
-    )
+    embed: Callable[[nn.Module, torch.Tensor], torch.Tensor] = forward_features
 
 
 def _timm_embed(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -39,7 +38,7 @@ def _timm_embed(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 def image_encoding(model: nn.Module, spec: ModelSpec) -> SensorEncoding:
     mean, std = normalization(model)
-    in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
+    in_chans = input_channels(model)
 
     def preprocess(images: np.ndarray) -> np.ndarray:
         images = images[..., None] if images.ndim == 3 else images

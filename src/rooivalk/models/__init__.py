@@ -8,10 +8,11 @@ from rooivalk.models import timm_family as _timm_family  # noqa: F401
 from rooivalk.models.artifact import ModelInfo, load_trained_model, save_trained_model
 from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
 from rooivalk.models.registry import create_model, create_unweighted_model, list_families, register_family
-from rooivalk.models.timm_family import normalization
+from rooivalk.models.timm_family import input_channels, normalization
 
 __all__ = [
     "HEAD",
+    "input_channels",
     "LayerGroup",
     "ModelInfo",
     "create_model",

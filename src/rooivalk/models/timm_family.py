@@ -33,3 +33,8 @@ def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
     """(mean, std) the architecture's weights expect; EfficientNet-Lite's is 0.5/0.5, not ImageNet's."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the architecture's weights expect (3 unless its pretrained config says otherwise)."""
+    return int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3,))[0])

@@ -51,13 +51,14 @@ def cache_sensor_features(
                 cache_root,
                 name,
                 result.model,
-                result.encoding.preprocess(dataset.arrays[name][rows]),
+                dataset.arrays[name][rows],
                 {**result.encoding.preprocessing, "sensor": name},
                 dataset.info.version_id,
                 split,
                 batch_size,
                 result.encoding.embed,
                 digest,
+                result.encoding.preprocess,
             )
             stats["hits" if entry.hit else "misses"] += 1
             stats["forward_passes"] += entry.forward_passes

@@ -20,7 +20,7 @@ from rooivalk.data.multisensor import MultiSensorDataset
 from rooivalk.features.sensors import SensorEncoding, sensor_encoding
 from rooivalk.models import create_model
 from rooivalk.plan import DataSpec, Plan, SensorSpec
-from rooivalk.training.tensor_fit import Progress, fit_tensor_model, predict_logits
+from rooivalk.training.tensor_fit import Progress, fit_tensor_model, predict_logits, single_input
 
 
 @dataclass
@@ -101,5 +101,5 @@ def train_sensor(
 def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
     """Accuracy of the sensor model alone on the split's events that have its sample."""
     inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
-    logits = predict_logits(result.model, {"inputs": inputs}, lambda m, b: m(b["inputs"]), 256)
+    logits = predict_logits(result.model, {"inputs": inputs}, single_input, 256)
     return float((logits.argmax(1).numpy() == labels).mean()) if len(labels) else float("nan")

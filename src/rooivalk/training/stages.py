@@ -133,11 +133,15 @@ def resolve_stages(
     return resolved
 
 
-def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
-    """The plan's stages (or the default schedule) resolved on a model's groups."""
-    training = plan.training
-    stages = training.stages or default_stages(plan.single_model.pretrained is not None, training, len(groups))
+def model_stages(training: TrainingSpec, pretrained: bool, groups: list[LayerGroup]) -> list[ResolvedStage]:
+    """A training section's stages (or its default schedule) resolved on a model's groups."""
+    stages = training.stages or default_stages(pretrained, training, len(groups))
     return resolve_stages(stages, groups, training)
+
+
+def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
+    """The plan's stages (or the default schedule) resolved on its model's groups."""
+    return model_stages(plan.training, plan.single_model.pretrained is not None, groups)
 
 
 def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
@@ -150,10 +154,8 @@ def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
     resolved = []
     for name, sensor in plan.sensors.items():
         groups = layer_groups(create_unweighted_model(sensor.model))
-        training = sensor.training
-        stages = training.stages or default_stages(sensor.model.pretrained is not None, training, len(groups))
         try:
-            resolved += resolve_stages(stages, groups, training)
+            resolved += model_stages(sensor.training, sensor.model.pretrained is not None, groups)
         except ValueError as error:
             raise ValueError(f"sensors.{name}.{error}") from None
     return resolved

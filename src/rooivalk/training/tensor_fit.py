@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from rooivalk.models.groups import layer_groups
-from rooivalk.plan_training import StageSpec, TrainingSpec
+from rooivalk.plan_training import TrainingSpec
 from rooivalk.training.freezing import freeze_batchnorm_of_frozen, param_groups_for, set_trainable
 from rooivalk.training.losses import build_loss
 from rooivalk.training.optim import StageSchedule, build_optimizer
-from rooivalk.training.stages import ResolvedStage, default_stages, resolve_stages
+from rooivalk.training.stages import model_stages
 
 Batch = dict[str, torch.Tensor]
 # Runs the model on a batch of inputs (a dict of tensors) and returns logits; the fusion model needs
@@ -48,11 +48,12 @@ class FitResult:
     seconds: float = 0.0
 
 
-def _batches(arrays: dict[str, np.ndarray], order: np.ndarray, size: int) -> list[Batch]:
-    return [
-        {name: torch.from_numpy(np.ascontiguousarray(array[order[i : i + size]])) for name, array in arrays.items()}
-        for i in range(0, len(order), size)
-    ]
+def _batches(arrays: dict[str, np.ndarray], order: np.ndarray, size: int) -> Iterator[Batch]:
+    """Batches in `order`, gathered one at a time (never a second copy of the whole split)."""
+    for i in range(0, len(order), size):
+        yield {
+            name: torch.from_numpy(np.ascontiguousarray(array[order[i : i + size]])) for name, array in arrays.items()
+        }
 
 
 @torch.no_grad()
@@ -61,12 +62,6 @@ def predict_logits(model: nn.Module, arrays: dict[str, np.ndarray], forward: For
     count = len(next(iter(arrays.values())))
     outputs = [forward(model, batch) for batch in _batches(arrays, np.arange(count), batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-def resolve_sensor_stages(model: nn.Module, training: TrainingSpec, pretrained: bool) -> list[ResolvedStage]:
-    groups = layer_groups(model)
-    stages: list[StageSpec] = training.stages or default_stages(pretrained, training, len(groups))
-    return resolve_stages(stages, groups, training)
 
 
 def fit_tensor_model(
@@ -87,7 +82,7 @@ def fit_tensor_model(
     torch.manual_seed(training.seed)
     generator = np.random.default_rng(training.seed)
     groups = layer_groups(model)
-    stages = resolve_sensor_stages(model, training, pretrained)
+    stages = model_stages(training, pretrained, groups)
     loss_fn = build_loss(training.loss, np.bincount(train_labels, minlength=int(train_labels.max()) + 1))
     best = FitResult(best_val_accuracy=-1.0, best_epoch=0)
     best_state = copy.deepcopy(model.state_dict())
@@ -95,6 +90,7 @@ def fit_tensor_model(
     epoch_counter = 0
     previous: set[str] = set()
     arrays = {**train, "labels": train_labels}
+    steps_per_epoch = -(-len(train_labels) // training.batch_size)
     for stage in stages:
         trainable = set(stage.group_lrs)
         set_trainable(model, groups, trainable)
@@ -105,7 +101,6 @@ def fit_tensor_model(
             for pg in param_groups_for(model, group, stage.group_lrs[group.name], training.optimizer.weight_decay)
         ]
         optimizer = build_optimizer(stage.optimizer or training.optimizer, param_groups)
-        steps_per_epoch = -(-len(train_labels) // training.batch_size)
         epochs = int(stage.epochs or training.epochs)
         schedule = StageSchedule(
             stage.scheduler or training.scheduler,

@@ -23,7 +23,15 @@ import torch
 
 from rooivalk import storage
 from rooivalk.data.dataset import Dataset, load_dataset
-from rooivalk.models import LayerGroup, ModelInfo, create_model, layer_groups, normalization, save_trained_model
+from rooivalk.models import (
+    LayerGroup,
+    ModelInfo,
+    create_model,
+    input_channels,
+    layer_groups,
+    normalization,
+    save_trained_model,
+)
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
 from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
@@ -164,7 +172,7 @@ def build_trainer(
     num_classes = _num_classes(plan, dataset.info.classes)
     model, groups, stages = _build_model(plan, num_classes, device)
     mean, std = normalization(model)
-    in_chans = int(getattr(model, "pretrained_cfg", {}).get("input_size", (3,))[0])
+    in_chans = input_channels(model)
     data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
     inputs = InputSpec(plan.single_model.input_size, in_chans, mean, std, spec.channels_last)
     return Trainer(
