@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch.optim import lr_scheduler
@@ -46,6 +46,17 @@ def build_optimizer(spec: OptimizerSpec, param_groups: list[dict[str, Any]]) -> 
     raise ValueError(f"unknown optimizer {spec.name!r}")
 
 
+def paced_position(step: float, since: float, origin: float, rate: float) -> float:
+    """Where on its curve a factor reads at optimizer step `step`: the step itself until `since`,
+    then `origin + (step - since) * rate`. A re-planned budget stage changes the rate from the
+    current step on, so the LR continues from its current value along the same curve at a new pace
+    instead of jumping to where a curve of the new length would be (a cosine re-planned from 2300
+    to 3100 steps after a 900-step epoch would lift the LR from 0.67x to 0.80x of its base at once).
+    Plain float fields on the factors, not an object: LambdaLR checkpoints their __dict__ and
+    checkpoints load with weights_only=True."""
+    return step if step < since else origin + (step - since) * rate
+
+
 @dataclass(frozen=True)
 class CosineFactor:
     """LR multiplier of step t: a linear warmup from WARMUP_START_FACTOR over `warmup` steps, then
@@ -60,11 +71,15 @@ class CosineFactor:
     steps: int
     min_ratio: float
     warmup: int = 0
+    since: float = 0.0  # the pace (see paced_position); identity until a re-plan
+    origin: float = 0.0
+    rate: float = 1.0
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / self.warmup
-        progress = min(max(step - self.warmup, 0), self.steps - self.warmup) / max(self.steps - self.warmup, 1)
+        at = paced_position(step, self.since, self.origin, self.rate)
+        if at < self.warmup:
+            return WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * at / self.warmup
+        progress = min(max(at - self.warmup, 0), self.steps - self.warmup) / max(self.steps - self.warmup, 1)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -78,14 +93,18 @@ class SlantedTriangularFactor:
     cut_fraction: float
     ratio: float
     warmup: int = 0
+    since: float = 0.0  # the pace (see paced_position); identity until a re-plan
+    origin: float = 0.0
+    rate: float = 1.0
 
     def __call__(self, step: int) -> float:
-        t = min(max(step, 0), self.steps)
+        at = paced_position(step, self.since, self.origin, self.rate)
+        t = min(max(at, 0), self.steps)
         cut = max(math.floor(self.steps * self.cut_fraction), 1)
         p = t / cut if t < cut else 1 - (t - cut) / max(cut * (1 / self.cut_fraction - 1), 1)
         factor = (1 + max(p, 0.0) * (self.ratio - 1)) / self.ratio
-        if step < self.warmup:
-            factor *= WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * step / self.warmup
+        if at < self.warmup:
+            factor *= WARMUP_START_FACTOR + (1.0 - WARMUP_START_FACTOR) * at / self.warmup
         return factor
 
 
@@ -175,15 +194,19 @@ class StageSchedule:
 
     def retarget(self, total_steps: int) -> bool:
         """Stretch or shrink the stage to `total_steps` from the current step on (a budget re-planned
-        at an epoch end). Cosine and slanted-triangular factors are rebuilt for the new length, so
-        the LR continues from the same point of a longer or shorter curve; OneCycleLR fixes its
-        length at construction, so a one-cycle stage keeps its planned length (returns False)."""
+        at an epoch end). Cosine and slanted-triangular factors keep their curve and change the pace
+        at which the remaining steps walk it (see paced_position): the LR is continuous at the re-plan and
+        reaches the curve's end at the new last step. OneCycleLR fixes its length at construction,
+        so a one-cycle stage keeps its planned length (returns False)."""
         if self.spec.name == "onecycle":
             return False
         self.total_steps = max(total_steps, 1)
         if isinstance(self._per_batch, lr_scheduler.LambdaLR):
-            self.warmup_steps = self._warmup_steps(self._steps_per_epoch, self._warmup_epochs)
-            self._per_batch.lr_lambdas = self._group_factors()
+            now = self.steps  # == LambdaLR.last_epoch: the LR of this step is already set
+            self._per_batch.lr_lambdas = [
+                _repaced(factor, now, self.total_steps)  # type: ignore[type-var]  # _group_factors built them
+                for factor in self._per_batch.lr_lambdas
+            ]
         return True
 
     @property
@@ -239,3 +262,13 @@ class StageSchedule:
             for _ in range(steps):
                 self.step_batch()
             return False
+
+
+Factor = TypeVar("Factor", CosineFactor, SlantedTriangularFactor)
+
+
+def _repaced(factor: Factor, now: int, total_steps: int) -> Factor:
+    """`factor` walking from where it reads at step `now` to its curve's end at `total_steps`."""
+    origin = paced_position(now, factor.since, factor.origin, factor.rate)
+    rate = max(factor.steps - origin, 0.0) / max(total_steps - now, 1)
+    return replace(factor, since=float(now), origin=origin, rate=rate)

@@ -137,17 +137,35 @@ def test_state_dict_resumes_mid_stage(tmp_path: Path) -> None:
         StageSchedule(SchedulerSpec(name="constant"), resumed_optimizer, 3, 3).load_state_dict(saved[1])
 
 
-def test_retarget_stretches_the_cosine_from_the_current_step() -> None:
+def test_retarget_walks_the_rest_of_the_cosine_at_a_new_pace_without_a_jump() -> None:
     (a,) = _params(1)
     optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}])
     spec = SchedulerSpec(name="cosine", warmup_fraction=0.0, min_lr_ratio=0.0)
     schedule = StageSchedule(spec, optimizer, steps_per_epoch=10, epochs=1)
     _run(schedule, optimizer, 5)  # halfway down a 10-step cosine
     assert schedule.lrs[0] == pytest.approx(0.05)
-    assert schedule.retarget(20)  # the budget turned out to allow 20 steps
+    assert schedule.retarget(20)  # the budget turned out to allow 20 steps: 15 left for the other half
+    saved = schedule.state_dict()
     lrs = _run(schedule, optimizer, 15)
-    assert lrs[1][0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 6 / 20)))  # step 6 of 20
+    assert lrs[0][0] == pytest.approx(0.05)  # no jump at the re-plan (a 20-step cosine would be at 0.079)
+    assert lrs[1][0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * (5 + 5 / 15) / 10)))  # 1/3 step per step
+    assert all(later <= earlier for (earlier,), (later,) in zip(lrs, lrs[1:], strict=False))
     assert lrs[-1][0] == pytest.approx(0.0, abs=1e-12)  # ends at the new length
+    # A resume rebuilds the stage at its re-planned length and loads the saved pace: the same LRs.
+    (b,) = _params(1)
+    resumed_optimizer = torch.optim.SGD([{"params": [b], "lr": 0.1}])
+    resumed = StageSchedule(spec, resumed_optimizer, steps_per_epoch=10, epochs=1, total_steps=20)
+    resumed.load_state_dict(saved)
+    assert [lr for (lr,) in _run(resumed, resumed_optimizer, 15)][1:] == pytest.approx([lr for (lr,) in lrs][1:])
+    # Shrinking works the same way: 5 steps left walk the remaining half in 5.
+    (c,) = _params(1)
+    shrink_optimizer = torch.optim.SGD([{"params": [c], "lr": 0.1}])
+    shrinking = StageSchedule(SchedulerSpec(name="slanted_triangular"), shrink_optimizer, steps_per_epoch=20, epochs=1)
+    before = _run(shrinking, shrink_optimizer, 10)[-1][0]
+    assert shrinking.retarget(15)
+    after = _run(shrinking, shrink_optimizer, 5)
+    assert after[0][0] == pytest.approx(before)
+    assert after[-1][0] == pytest.approx(0.1 / SchedulerSpec(name="slanted_triangular").stlr_ratio)  # STLR's floor
     onecycle = StageSchedule(SchedulerSpec(name="onecycle"), optimizer, steps_per_epoch=10, epochs=1)
     assert not onecycle.retarget(20)  # OneCycleLR's length is fixed at construction
     assert onecycle.total_steps == 10
