@@ -163,6 +163,16 @@ def find_pipeline_run(tracking_uri: str, experiment: str, run_key: str) -> str |
     return str(runs[0].info.run_id) if runs else None
 
 
+def pipeline_run_id(plan_dict: dict[str, Any], run_key: str) -> str:
+    """The parent run of the pipeline run `run_key`, for tasks that cannot take it as an input
+    (inside a ParallelFor, kfp.local replaces every task-output parameter with the loop item)."""
+    plan = Plan.model_validate(plan_dict)
+    found = find_pipeline_run(required_uri(plan), plan.tracking.experiment, run_key)
+    if found is None:
+        raise LookupError(f"no pipeline run with key {run_key!r} in experiment {plan.tracking.experiment!r}")
+    return found
+
+
 def register_model(
     tracking_uri: str,
     run_id: str,
@@ -207,6 +217,32 @@ def register_trained_model(
         **lineage_tags(plan, dataset_version),
         "rooivalk.status": "validated",
         "rooivalk.parent_run_id": parent_run_id,
+    }
+    name = plan.tracking.registered_model or plan.name
+    return register_model(uri, run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts)
+
+
+def register_system(
+    plan: Plan,
+    run_id: str,
+    parent_run_id: str,
+    fusion_dir: str,
+    dataset_version: str,
+    extra_artifacts: dict[str, str],
+) -> tuple[str, str]:
+    """Register a multi-sensor system under the plan's registry name: the fusion model as the
+    MLflow model, its sensor models, evaluation and ONNX export as artifacts of the same run, lineage
+    tags, and the alias `candidate` (it passed the evaluation and export gates to get here)."""
+    from rooivalk.training.multisensor_artifacts import load_fusion_model
+
+    uri = required_uri(plan)
+    network, info = load_fusion_model(fusion_dir)
+    tags = {
+        **lineage_tags(plan, dataset_version),
+        "rooivalk.status": "validated",
+        "rooivalk.parent_run_id": parent_run_id,
+        "rooivalk.features_key": info.features_key,
+        "rooivalk.sensors": ",".join(network.sensors),
     }
     name = plan.tracking.registered_model or plan.name
     return register_model(uri, run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts)

@@ -83,7 +83,8 @@ def run(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder; default runs/<plan>-<time>.")] = None,
 ) -> None:
-    """Compile the plan into the training pipeline and run it locally with kfp.local."""
+    """Compile the plan into its pipeline (training, or multi-sensor for plans with `sensors`) and run it
+    locally with kfp.local."""
     import logging
 
     from rooivalk.cli.local_run import run_local
@@ -91,14 +92,6 @@ def run(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
     loaded = _load(plan, set_, check_model=True)
-    if loaded.sensors is not None:
-        # The multi-sensor pipeline (parallel sensor tasks, cache, fusion as KFP components) is not
-        # built yet; the library runs the whole system in one process.
-        _error(
-            f"{plan}: multi-sensor plans do not run as a pipeline yet; run the system in one process with "
-            f"`.venv/bin/python benchmarks/counter_drone.py --plan {plan}`"
-        )
-        raise typer.Exit(2)
     out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _stdout().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
     outcome = run_local(loaded, out_dir, _stdout())
@@ -120,6 +113,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     keys = (
         "num_samples",
         "num_quarantined",
+        "num_events",
+        "val_accuracy",
+        "encoder_forward_passes",
+        "fusion_test_accuracy",
+        "fusion_one_missing_mean",
+        "system_fp32_test_accuracy",
+        "system_int8_test_accuracy",
         "best_val_accuracy",
         "test_accuracy",
         "fp32_test_accuracy",

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,19 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
     checkpoint_uri = plan.training.checkpoint.uri or str((out_dir / "checkpoints" / "train_model").resolve())
     checkpoint = plan.training.checkpoint.model_copy(update={"uri": _absolute(checkpoint_uri)})
     training = plan.training.model_copy(update={"checkpoint": checkpoint})
+    # A feature cache in the run folder: a rerun with the same --out does zero encoder forward passes.
+    fusion = plan.fusion and plan.fusion.model_copy(
+        update={"cache_uri": _absolute(plan.fusion.cache_uri or str(out_dir / "feature-cache"))}
+    )
     return plan.model_copy(
-        update={"data": data, "model": model, "sensors": sensors, "tracking": tracking, "training": training}
+        update={
+            "data": data,
+            "model": model,
+            "sensors": sensors,
+            "fusion": fusion,
+            "tracking": tracking,
+            "training": training,
+        }
     )
 
 
@@ -63,28 +75,28 @@ def _absolute(uri: str) -> str:
 
 
 class _Pipeline(threading.Thread):
-    def __init__(self, plan: dict[str, Any], run_key: str, root: Path, log_path: Path) -> None:
+    def __init__(
+        self, function: Callable[..., Any], plan: dict[str, Any], run_key: str, root: Path, log_path: Path
+    ) -> None:
         super().__init__(daemon=True)
-        self.plan, self.run_key, self.root, self.log_path = plan, run_key, root, log_path
+        self.function, self.plan, self.run_key, self.root, self.log_path = function, plan, run_key, root, log_path
         self.error: BaseException | None = None
 
     def run(self) -> None:
         from kfp import local
-
-        from pipelines.training import training_pipeline
 
         with open(self.log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
                 local.init(
                     runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(self.root), raise_on_error=True
                 )
-                training_pipeline(plan=self.plan, run_key=self.run_key)
+                self.function(plan=self.plan, run_key=self.run_key)
             except BaseException as error:  # reported by the main thread
                 self.error = error
 
 
 def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
-    from pipelines.training import PIPELINE_NAME, STEPS
+    from pipelines.select import pipeline_for
     from rooivalk.tracking import find_pipeline_run
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,12 +106,15 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
     events_path.unlink(missing_ok=True)
     os.environ[events.EVENTS_ENV] = str(events_path)  # inherited by kfp.local's step subprocesses
     run_key = uuid.uuid4().hex
-    worker = _Pipeline(resolved.to_parameter(), run_key, out_dir / "pipeline_root", out_dir / "pipeline.log")
+    chosen = pipeline_for(resolved, parallelism=1)  # one sensor task at a time: see multisensor_pipeline
+    worker = _Pipeline(
+        chosen.function, resolved.to_parameter(), run_key, out_dir / "pipeline_root", out_dir / "pipeline.log"
+    )
     collected: list[dict[str, Any]] = []
     offset = 0
     started = time.perf_counter()
     interrupted = False
-    with PipelineProgress(console, STEPS) as view:
+    with PipelineProgress(console, chosen.steps) as view:
         worker.start()
         try:
             while True:
@@ -120,7 +135,7 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
         error = None if worker.error is None else _short_error(worker.error, collected)
     run_id = find_pipeline_run(resolved.tracking.uri or "", resolved.tracking.experiment, run_key)
     summary = build_summary(
-        PIPELINE_NAME, collected, STEPS, error, resolved.tracking.uri or "", run_id, plan.name, str(out_dir)
+        chosen.name, collected, chosen.steps, error, resolved.tracking.uri or "", run_id, plan.name, str(out_dir)
     )
     summary["seconds"] = time.perf_counter() - started
     summary_path = out_dir / SUMMARY_FILE

@@ -121,11 +121,14 @@ def _expected_layout(samples: dict[str, list[np.ndarray | None]]) -> dict[str, t
 def _version_id(event_ids: list[str], labels: list[str], arrays: dict[str, np.ndarray], present: np.ndarray,
                 spec: DataSpec) -> str:  # fmt: skip
     digest = hashlib.sha256()
+    # Sensors by name, not by the order they were listed in: a plan that crossed KFP as a protobuf
+    # Struct comes back with its keys in another order, and the same data must keep its version.
+    columns = sorted((name, column) for column, name in enumerate(arrays))
     for index, (event_id, label) in enumerate(zip(event_ids, labels, strict=True)):
         digest.update(f"{event_id}\t{label}\n".encode())
-        for column, array in enumerate(arrays.values()):
+        for name, column in columns:
             if present[index, column]:
-                digest.update(hashlib.sha256(np.ascontiguousarray(array[index]).tobytes()).digest())
+                digest.update(hashlib.sha256(np.ascontiguousarray(arrays[name][index]).tobytes()).digest())
     split = spec.split
     digest.update(json.dumps([split.train, split.val, split.test, split.seed, split.stratified]).encode())
     return f"ds-{digest.hexdigest()[:16]}"

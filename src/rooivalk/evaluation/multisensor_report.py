@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
+from rooivalk import storage
+from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.degraded import (
     degraded_table,
     false_positive_rate,
     per_class_scores,
     summarize_degraded,
 )
+from rooivalk.evaluation.evaluate import EvaluateResult
+from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.models.fusion import FusionTransformer
-from rooivalk.training.fusion import predict_fusion
+from rooivalk.plan import Plan
+from rooivalk.training.fusion import FusionFeatures, predict_fusion
 from rooivalk.training.multisensor import MultiSensorRun
-from rooivalk.training.sensors import sensor_test_accuracy
+from rooivalk.training.sensors import SensorTrainResult, sensor_test_accuracy
 
 
-def _fusion_scores(model: FusionTransformer, run: MultiSensorRun, rows: np.ndarray) -> dict[str, Any]:
-    dataset, features = run.dataset, run.features
+def _fusion_scores(
+    model: FusionTransformer, dataset: MultiSensorDataset, features: FusionFeatures, rows: np.ndarray
+) -> dict[str, Any]:
     labels = dataset.labels[rows]
     predictions = predict_fusion(model, features, rows)
     sensors = dataset.sensor_names
@@ -39,21 +46,48 @@ def _fusion_scores(model: FusionTransformer, run: MultiSensorRun, rows: np.ndarr
     }
 
 
-def evaluate_multisensor(run: MultiSensorRun, split: str = "test") -> dict[str, Any]:
-    rows = run.dataset.split_mask(split)
-    sensors = {}
-    for name, result in run.sensors.items():
-        present = run.dataset.present_of(name) & rows
-        sensors[name] = {"accuracy": sensor_test_accuracy(result, run.dataset, split), "events": int(present.sum())}
+def evaluate_system(
+    dataset: MultiSensorDataset,
+    sensors: dict[str, SensorTrainResult],
+    features: FusionFeatures,
+    fusion: FusionTransformer,
+    ablation: FusionTransformer | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Each sensor model alone on the split's events that have its sample, fusion on all of them,
+    fusion with each sensor and each pair removed, and the same for `ablation` when given."""
+    rows = dataset.split_mask(split)
+    scores = {}
+    for name, result in sensors.items():
+        present = dataset.present_of(name) & rows
+        scores[name] = {"accuracy": sensor_test_accuracy(result, dataset, split), "events": int(present.sum())}
     results: dict[str, Any] = {
         "split": split,
         "events": int(rows.sum()),
-        "sensors": sensors,
-        "fusion": _fusion_scores(run.fusion, run, rows),
+        "sensors": scores,
+        "fusion": _fusion_scores(fusion, dataset, features, rows),
     }
-    if run.ablation is not None:
-        results["fusion_no_dropout"] = _fusion_scores(run.ablation, run, rows)
+    if ablation is not None:
+        results["fusion_no_dropout"] = _fusion_scores(ablation, dataset, features, rows)
     return results
+
+
+def evaluate_multisensor(run: MultiSensorRun, split: str = "test") -> dict[str, Any]:
+    return evaluate_system(run.dataset, run.sensors, run.features, run.fusion, run.ablation, split)
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The numbers gates and MLflow read: fusion_test_accuracy, fusion_false_positive_rate,
+    fusion_one_missing_mean/_worst, fusion_two_missing_mean/_worst, <sensor>_test_accuracy."""
+    fusion = results["fusion"]
+    split = results["split"]
+    metrics = {
+        f"fusion_{split}_accuracy": fusion["accuracy"],
+        "fusion_false_positive_rate": fusion["false_positive_rate"],
+        **{f"fusion_{key}": value for key, value in fusion["degraded_summary"].items() if key != "full"},
+        **{f"{name}_{split}_accuracy": scores["accuracy"] for name, scores in results["sensors"].items()},
+    }
+    return {key: float(value) for key, value in metrics.items()}
 
 
 def _pct(value: float) -> str:
@@ -96,3 +130,44 @@ def render_markdown(results: dict[str, Any]) -> list[str]:
             f"full {_pct(other['full'])}."
         )
     return lines
+
+
+REPORT_JSON = "evaluation.json"
+REPORT_MD = "evaluation.md"
+
+
+def evaluate_fusion_step(
+    plan: Plan, dataset_dir: str, model_dirs: list[str], features_dir: str, fusion_dir: str, report_dir: str
+) -> EvaluateResult:
+    """The pipeline's evaluation: scores (evaluate_system) on the test split, written as JSON and
+    Markdown to `report_dir` before the plan's gates are checked, so a failing gate loses nothing.
+    Raises GateFailure when a gate fails and evaluation.fail_on_gate is set."""
+    from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
+    from rooivalk.training.multisensor_steps import load_sensor_models
+
+    dataset = load_multisensor(dataset_dir)
+    sensors = load_sensor_models(model_dirs, dataset)
+    features, _ = load_fusion_features(features_dir)
+    fusion, fusion_info = load_fusion_model(fusion_dir)
+    if fusion_info.dataset_version != dataset.info.version_id:
+        raise ValueError(
+            f"{fusion_dir}: fusion trained on {fusion_info.dataset_version}, not {dataset.info.version_id}"
+        )
+    results = evaluate_system(dataset, sensors, features, fusion)
+    metrics = flat_metrics(results)
+    gates = check_gates(plan.evaluation.gates, metrics, missing_fails=True)
+    report = {
+        "results": results,
+        "metrics": metrics,
+        "gates": gates,
+        "dataset_version": dataset.info.version_id,
+        "features_key": fusion_info.features_key,
+        "plan_digest": plan.digest(),
+    }
+    storage.write_text(f"{report_dir}/{REPORT_JSON}", json.dumps(report, indent=2, default=str))
+    lines = [f"# {plan.name}: evaluation on the {results['split']} split", "", *render_markdown(results)]
+    storage.write_text(f"{report_dir}/{REPORT_MD}", "\n".join(lines) + "\n")
+    passed = all(gate["passed"] for gate in gates)
+    if not passed and plan.evaluation.fail_on_gate:
+        raise GateFailure(f"evaluation gates failed: {describe_failures(gates)} (report: {report_dir}/{REPORT_JSON})")
+    return EvaluateResult(metrics=metrics, report=report, gates=gates, passed=passed)

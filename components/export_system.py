@@ -1,0 +1,38 @@
+"""KFP adapter for rooivalk.export.system.export_system."""
+
+from kfp import dsl
+
+from components.images import EXPORT_IMAGE
+
+
+@dsl.component(base_image=EXPORT_IMAGE, install_kfp_package=False)
+def export_system(
+    plan: dict,
+    parent_run_id: str,
+    dataset: dsl.Input[dsl.Dataset],
+    models: dsl.Input[list[dsl.Model]],
+    fusion: dsl.Input[dsl.Model],
+    exported: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+):
+    """ONNX encoders + fusion, FP32 verified against PyTorch, INT8 where the export gates allow."""
+    from rooivalk.data.multisensor import load_multisensor
+    from rooivalk.export.system import export_system as run
+    from rooivalk.steps import pipeline_step
+    from rooivalk.training.multisensor_artifacts import load_fusion_model
+    from rooivalk.training.multisensor_steps import load_sensor_models
+
+    with pipeline_step("export_system", plan, parent_run_id) as step:
+        sensors = load_sensor_models([m.path for m in models], load_multisensor(dataset.path))
+        network, _ = load_fusion_model(fusion.path)
+        result = run(
+            step.plan,
+            dataset.path,
+            sensors,
+            network,
+            exported.path,
+            progress=lambda message: step.progress({"event": "message", "text": message}),
+        )
+        step.record(result.metrics, {"exported": exported.path}, log_files=[exported.path], gates=result.gates)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)

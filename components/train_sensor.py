@@ -1,0 +1,31 @@
+"""KFP adapter for rooivalk.training.multisensor_steps.train_sensor_step (one task per sensor)."""
+
+from kfp import dsl
+
+from components.images import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train_sensor(
+    plan: dict,
+    run_key: str,
+    job_id: str,
+    sensor: str,
+    dataset: dsl.Input[dsl.Dataset],
+    model: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+):
+    """Train one sensor's model (from scratch or fine-tuned, as its plan says) on its own samples.
+    The parent MLflow run is found by run key, not passed in: see tracking.pipeline_run_id."""
+    from rooivalk.steps import pipeline_step
+    from rooivalk.tracking import pipeline_run_id
+    from rooivalk.training.multisensor_steps import train_sensor_step as run
+
+    parent_run_id = pipeline_run_id(plan, run_key or job_id)
+    with pipeline_step(f"train_sensor_{sensor}", plan, parent_run_id) as step:
+        result = run(step.plan, sensor, dataset.path, model.path, progress=step.progress)
+        values = {"val_accuracy": result.val_accuracy, "train_seconds": result.seconds}
+        step.record(values, {"model": model.path}, log_files=[f"{model.path}/sensor.json"], stages=result.stages)
+    model.metadata["sensor"] = sensor
+    for name, value in values.items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,115 @@
+"""The multi-sensor pipeline (the counter-drone system): ingest -> one training task per sensor, in
+parallel -> cache features -> train fusion -> evaluate -> export -> register, in one MLflow run.
+
+The sensor list is fixed when the pipeline is built (`multisensor_pipeline(["optical", ...])`), so
+the step names, the ParallelFor fan-out and the exit handler's expected steps are all known to KFP;
+`rooivalk compile`/`run` build it from the plan's `sensors`.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl
+
+from components.cache_features import cache_features
+from components.evaluate_system import evaluate_system
+from components.export_system import export_system
+from components.ingest_events import ingest_events
+from components.register_system import register_system
+from components.tracking_runs import close_run, open_run
+from components.train_fusion import train_fusion
+from components.train_sensor import train_sensor
+
+PIPELINE_NAME = "rooivalk-multisensor"
+
+
+def multisensor_steps(sensors: list[str]) -> list[str]:
+    """The step names a run of the pipeline reports, in order (progress and the exit handler use them)."""
+    return [
+        "ingest_events",
+        *(f"train_sensor_{sensor}" for sensor in sensors),
+        "cache_features",
+        "train_fusion",
+        "evaluate_system",
+        "export_system",
+        "register_system",
+    ]
+
+
+def multisensor_pipeline(sensors: list[str], parallelism: int = 0) -> Callable[..., Any]:
+    """The pipeline for these sensors; `parallelism` caps concurrent sensor tasks (0: all at once, the
+    cluster default; `rooivalk run` uses 1 on a laptop-sized machine, where parallel training only
+    slows each task and would eat a wall-clock-budgeted stage's time)."""
+    if not sensors:
+        raise ValueError("a multi-sensor pipeline needs at least one sensor")
+    steps = multisensor_steps(sensors)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"Sensors {', '.join(sensors)}: per-sensor models in parallel, feature cache, fusion, "
+        "evaluation with degraded mode, ONNX export, registration.",
+    )
+    def pipeline(plan: dict, run_key: str = ""):
+        # As in the training pipeline, KFP's own caching is off (its key ignores data content);
+        # the feature cache is content-addressed and its key is passed on as a parameter.
+        closing = close_run(plan=plan, run_key=run_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, expected_steps=steps)
+        closing.set_caching_options(False)
+        with dsl.ExitHandler(closing):
+            opened = open_run(
+                plan=plan, pipeline=PIPELINE_NAME, run_key=run_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+            )
+            ingest = ingest_events(plan=plan, parent_run_id=opened.output)
+            with dsl.ParallelFor(items=sensors, parallelism=parallelism) as sensor:
+                train = train_sensor(
+                    plan=plan,
+                    run_key=run_key,
+                    job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    sensor=sensor,
+                    dataset=ingest.outputs["dataset"],
+                )
+                train.after(opened)  # the parent run must exist; found by run key
+                train.set_caching_options(False)
+
+            def models() -> dsl.Collected:
+                # A new Collected per consumer: compiling one rewrites it to the loop group's name.
+                return dsl.Collected(train.outputs["model"])
+
+            cached = cache_features(
+                plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"], models=models()
+            )
+            fusion = train_fusion(
+                plan=plan,
+                parent_run_id=opened.output,
+                features_key=cached.outputs["Output"],
+                dataset=ingest.outputs["dataset"],
+                features=cached.outputs["features"],
+            )
+            evaluate = evaluate_system(
+                plan=plan,
+                parent_run_id=opened.output,
+                dataset=ingest.outputs["dataset"],
+                models=models(),
+                features=cached.outputs["features"],
+                fusion=fusion.outputs["model"],
+            )
+            export = export_system(
+                plan=plan,
+                parent_run_id=opened.output,
+                dataset=ingest.outputs["dataset"],
+                models=models(),
+                fusion=fusion.outputs["model"],
+            )
+            export.after(evaluate)  # export only what passed the gates
+            register = register_system(
+                plan=plan,
+                parent_run_id=opened.output,
+                dataset_version=ingest.outputs["Output"],
+                models=models(),
+                fusion=fusion.outputs["model"],
+                report=evaluate.outputs["report"],
+                exported=export.outputs["exported"],
+            )
+            for task in (opened, ingest, cached, fusion, evaluate, export, register):
+                task.set_caching_options(False)
+
+    return pipeline

@@ -1,0 +1,28 @@
+"""Which pipeline runs a plan: the multi-sensor pipeline for plans with `sensors`, else training."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rooivalk.plan import Plan
+
+
+@dataclass(frozen=True)
+class PipelineChoice:
+    name: str
+    function: Callable[..., Any]
+    steps: list[str]
+
+
+def pipeline_for(plan: Plan, parallelism: int = 0) -> PipelineChoice:
+    """`parallelism`: concurrent sensor tasks of a multi-sensor pipeline (0: unlimited)."""
+    if plan.sensors:
+        from pipelines.multisensor import PIPELINE_NAME, multisensor_pipeline, multisensor_steps
+
+        sensors = list(plan.sensors)
+        function = multisensor_pipeline(sensors, parallelism)
+        return PipelineChoice(PIPELINE_NAME, function, multisensor_steps(sensors))
+    from pipelines.training import PIPELINE_NAME as TRAINING
+    from pipelines.training import STEPS, training_pipeline
+
+    return PipelineChoice(TRAINING, training_pipeline, STEPS)

@@ -1,0 +1,151 @@
+"""What the counter-drone pipeline's steps hand each other: sensor models, fusion features, the fusion model.
+
+Layouts (written through rooivalk.storage, so a local folder or an s3:// prefix; the info file is
+written last, so a folder without it is an incomplete write and is refused on load):
+    sensor model   model.pt (state dict), sensor.json (SensorModelInfo)
+    features       <sensor>.npy float32 (N, D_s) over all events (zeros where absent), present.npy
+                   bool (N, S), features.json (FusionFeaturesInfo: dataset version, content key, cache counters)
+    fusion model   model.pt, fusion.json (FusionModelInfo)
+
+State dicts load with weights_only=True. A model is rebuilt from its spec without pretrained
+weights (they are inside the state dict), so loading never needs the weight files of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from rooivalk import storage
+from rooivalk.data.dataset import load_npy, npy_bytes
+from rooivalk.features.sensors import sensor_encoding
+from rooivalk.models import create_model
+from rooivalk.models.fusion import FusionTransformer
+from rooivalk.plan import FusionSpec, ModelSpec
+from rooivalk.training.fusion import FusionFeatures, build_fusion
+from rooivalk.training.sensors import SensorTrainResult
+
+WEIGHTS_FILE = "model.pt"
+SENSOR_INFO = "sensor.json"
+FEATURES_INFO = "features.json"
+FUSION_INFO = "fusion.json"
+PRESENT_FILE = "present.npy"
+
+
+class SensorModelInfo(BaseModel):
+    sensor: str
+    spec: ModelSpec
+    classes: list[str]
+    dataset_version: str
+    val_accuracy: float
+    seconds: float
+    stages: list[dict[str, Any]] = []
+
+
+class FusionFeaturesInfo(BaseModel):
+    dataset_version: str
+    sensors: list[str]
+    dims: dict[str, int]
+    key: str  # sha256 over every (sensor, split) feature-cache key: equal keys, equal features
+    cache: dict[str, dict[str, Any]]  # sensor -> hits, misses, forward passes, keys
+
+
+class FusionModelInfo(BaseModel):
+    spec: FusionSpec
+    dims: dict[str, int]
+    classes: list[str]
+    dataset_version: str
+    features_key: str
+    val_accuracy: float
+
+
+def _state_bytes(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def _load_state(model: nn.Module, uri: str) -> None:
+    state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
+def _info_bytes(folder: str, name: str, what: str) -> bytes:
+    uri = f"{folder}/{name}"
+    if not storage.exists(uri):
+        raise storage.StorageError(f"{folder}: not a {what} (no {name}; an interrupted write leaves none)")
+    return storage.read_bytes(uri)
+
+
+def save_sensor_model(
+    model_dir: str, result: SensorTrainResult, spec: ModelSpec, classes: list[str], dataset_version: str
+) -> None:
+    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", _state_bytes(result.model))
+    info = SensorModelInfo(
+        sensor=result.name,
+        spec=spec,
+        classes=classes,
+        dataset_version=dataset_version,
+        val_accuracy=result.val_accuracy,
+        seconds=result.seconds,
+        stages=result.stages,
+    )
+    storage.write_text(f"{model_dir}/{SENSOR_INFO}", info.model_dump_json(indent=2))
+
+
+def load_sensor_model(model_dir: str) -> tuple[SensorTrainResult, SensorModelInfo]:
+    info = SensorModelInfo.model_validate_json(_info_bytes(model_dir, SENSOR_INFO, "sensor model"))
+    spec = info.spec.model_copy(update={"pretrained": None})
+    model = create_model(spec, len(info.classes))
+    _load_state(model, f"{model_dir}/{WEIGHTS_FILE}")
+    model.eval()
+    result = SensorTrainResult(
+        info.sensor, model, sensor_encoding(model, spec), info.val_accuracy, info.seconds, info.stages
+    )
+    return result, info
+
+
+def features_key(cache: dict[str, dict[str, Any]]) -> str:
+    keys = {sensor: stats["keys"] for sensor, stats in sorted(cache.items())}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
+def save_fusion_features(folder: str, features: FusionFeatures, dataset_version: str) -> FusionFeaturesInfo:
+    for name, matrix in features.features.items():
+        storage.write_bytes(f"{folder}/{name}.npy", npy_bytes(matrix.astype(np.float32)))
+    storage.write_bytes(f"{folder}/{PRESENT_FILE}", npy_bytes(features.present.astype(bool)))
+    info = FusionFeaturesInfo(
+        dataset_version=dataset_version,
+        sensors=list(features.features),
+        dims={name: int(matrix.shape[1]) for name, matrix in features.features.items()},
+        key=features_key(features.cache),
+        cache=features.cache,
+    )
+    storage.write_text(f"{folder}/{FEATURES_INFO}", info.model_dump_json(indent=2))
+    return info
+
+
+def load_fusion_features(folder: str) -> tuple[FusionFeatures, FusionFeaturesInfo]:
+    info = FusionFeaturesInfo.model_validate_json(_info_bytes(folder, FEATURES_INFO, "fusion feature set"))
+    matrices = {name: load_npy(f"{folder}/{name}.npy") for name in info.sensors}
+    return FusionFeatures(matrices, load_npy(f"{folder}/{PRESENT_FILE}"), info.cache), info
+
+
+def save_fusion_model(model_dir: str, model: FusionTransformer, info: FusionModelInfo) -> None:
+    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", _state_bytes(model))
+    storage.write_text(f"{model_dir}/{FUSION_INFO}", info.model_dump_json(indent=2))
+
+
+def load_fusion_model(model_dir: str) -> tuple[FusionTransformer, FusionModelInfo]:
+    info = FusionModelInfo.model_validate_json(_info_bytes(model_dir, FUSION_INFO, "fusion model"))
+    shapes = FusionFeatures({name: np.zeros((0, dim), np.float32) for name, dim in info.dims.items()}, np.zeros(0))
+    model = build_fusion(shapes, len(info.classes), info.spec)
+    _load_state(model, f"{model_dir}/{WEIGHTS_FILE}")
+    return model.eval(), info

@@ -1,0 +1,125 @@
+"""The counter-drone pipeline's steps as library calls: one function per KFP component.
+
+Each reads the artifacts of the steps before it from folders (or s3:// prefixes) and writes its own
+(rooivalk.training.multisensor_artifacts), so the steps run as separate processes or pods:
+
+    ingest_events      simulate the source if the plan asks and it is absent, then ingest   -> dataset
+    train_sensor_step  one sensor's model (four run in parallel)                           -> sensor model
+    cache_features     frozen encoders over every event, through the content-addressed cache -> features
+    train_fusion_step  fusion transformer with modality dropout on the cached features       -> fusion model
+    (evaluation: rooivalk.evaluation.multisensor_report.evaluate_system_step)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rooivalk.data.ingest_multisensor import MultiSensorIngestResult, ingest_multisensor
+from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
+from rooivalk.plan import FusionSpec, Plan, SensorSpec
+from rooivalk.training.fusion import cache_sensor_features, train_fusion
+from rooivalk.training.multisensor import ensure_source
+from rooivalk.training.multisensor_artifacts import (
+    FusionFeaturesInfo,
+    FusionModelInfo,
+    load_fusion_features,
+    load_sensor_model,
+    save_fusion_features,
+    save_fusion_model,
+    save_sensor_model,
+)
+from rooivalk.training.sensors import SensorTrainResult, train_sensor
+from rooivalk.training.tensor_fit import FitResult, Progress
+
+
+def _quiet(_event: dict[str, object]) -> None:
+    return None
+
+
+def _multisensor_parts(plan: Plan) -> tuple[dict[str, SensorSpec], FusionSpec]:
+    if plan.sensors is None or plan.fusion is None:
+        raise ValueError(f"plan {plan.name!r} is not a multi-sensor plan: it needs 'sensors' and 'fusion'")
+    return plan.sensors, plan.fusion
+
+
+def ingest_events(
+    plan: Plan, dataset_dir: str, quarantine_uri: str | None = None, progress: Progress | None = None
+) -> MultiSensorIngestResult:
+    sensors, _ = _multisensor_parts(plan)
+    ensure_source(plan, progress or _quiet)
+    # Sorted: the plan's key order does not survive KFP's parameter transport, and the dataset's
+    # sensor order (its presence-mask columns, the fusion tokens) should not change between runs.
+    return ingest_multisensor(plan.data, dataset_dir, sorted(sensors), quarantine_uri)
+
+
+def train_sensor_step(
+    plan: Plan, sensor: str, dataset_dir: str, model_dir: str, progress: Progress | None = None
+) -> SensorTrainResult:
+    sensors, _ = _multisensor_parts(plan)
+    if sensor not in sensors:
+        raise KeyError(f"plan {plan.name!r} has no sensor {sensor!r}; its sensors: {list(sensors)}")
+    dataset = load_multisensor(dataset_dir)
+    result = train_sensor(sensor, sensors[sensor], dataset, progress)
+    save_sensor_model(model_dir, result, sensors[sensor].model, dataset.info.classes, dataset.info.version_id)
+    return result
+
+
+def load_sensor_models(model_dirs: list[str], dataset: MultiSensorDataset) -> dict[str, SensorTrainResult]:
+    """The sensor models in the dataset's sensor order (the order of its presence-mask columns,
+    which the fusion model's tokens follow), checked against the dataset they must have trained on."""
+    loaded: dict[str, SensorTrainResult] = {}
+    for model_dir in model_dirs:
+        result, info = load_sensor_model(model_dir)
+        if info.dataset_version != dataset.info.version_id:
+            raise ValueError(
+                f"{model_dir}: sensor model {info.sensor!r} was trained on dataset {info.dataset_version}, "
+                f"not {dataset.info.version_id}"
+            )
+        if info.sensor in loaded:
+            raise ValueError(f"{model_dir}: a second model for sensor {info.sensor!r}")
+        loaded[info.sensor] = result
+    if sorted(loaded) != sorted(dataset.sensor_names):
+        raise ValueError(f"sensor models for {sorted(loaded)}, but the dataset has sensors {dataset.sensor_names}")
+    return {name: loaded[name] for name in dataset.sensor_names}
+
+
+def cache_features(
+    plan: Plan, dataset_dir: str, model_dirs: list[str], features_dir: str, cache_root: str
+) -> FusionFeaturesInfo:
+    """Embeddings of every event by every frozen sensor encoder, read from (or added to) the cache at
+    the plan's fusion.cache_uri, else `cache_root`; unchanged encoders, preprocessing and data cost
+    zero forward passes."""
+    _, fusion = _multisensor_parts(plan)
+    dataset = load_multisensor(dataset_dir)
+    sensors = load_sensor_models(model_dirs, dataset)
+    features = cache_sensor_features(dataset, sensors, fusion.cache_uri or cache_root)
+    return save_fusion_features(features_dir, features, dataset.info.version_id)
+
+
+@dataclass
+class FusionStepResult:
+    info: FusionModelInfo
+    fit: FitResult
+
+
+def train_fusion_step(
+    plan: Plan, dataset_dir: str, features_dir: str, model_dir: str, progress: Progress | None = None
+) -> FusionStepResult:
+    _, fusion = _multisensor_parts(plan)
+    dataset = load_multisensor(dataset_dir)
+    features, features_info = load_fusion_features(features_dir)
+    if features_info.dataset_version != dataset.info.version_id:
+        raise ValueError(
+            f"{features_dir}: features of dataset {features_info.dataset_version}, not {dataset.info.version_id}"
+        )
+    model, fit = train_fusion(features, dataset, fusion, progress)
+    info = FusionModelInfo(
+        spec=fusion,
+        dims=features_info.dims,
+        classes=dataset.info.classes,
+        dataset_version=dataset.info.version_id,
+        features_key=features_info.key,
+        val_accuracy=fit.best_val_accuracy,
+    )
+    save_fusion_model(model_dir, model, info)
+    return FusionStepResult(info, fit)
