@@ -1,12 +1,14 @@
-"""Golden-file test of the compiled training pipeline (KFP SDK style: sdkVersion stripped).
+"""Golden-file tests of the compiled pipelines (KFP SDK style: sdkVersion stripped).
 
 After an intended change to the pipeline or a component, regenerate with `make golden`.
 """
 
+import json
 import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp import components
 from typer.testing import CliRunner
@@ -14,8 +16,9 @@ from typer.testing import CliRunner
 from rooivalk.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
-PLAN = REPO / "pipelines" / "plans" / "fashion_finetune.yaml"
-GOLDEN = Path(__file__).parent / "golden" / "fashion_finetune.yaml"
+PLANS = REPO / "pipelines" / "plans"
+PLAN = PLANS / "fashion_finetune.yaml"
+GOLDEN_DIR = Path(__file__).parent / "golden"
 
 
 def _normalized(text: str) -> str:
@@ -24,19 +27,38 @@ def _normalized(text: str) -> str:
     return re.sub(r"sdkVersion: kfp-[\w.]+", "sdkVersion: kfp-<stripped>", body) + "\n"
 
 
-def _compile(tmp_path: Path) -> Path:
+def _compile(tmp_path: Path, plan: Path = PLAN) -> Path:
     out = tmp_path / "pipeline.yaml"
-    result = CliRunner().invoke(app, ["compile", str(PLAN), "-o", str(out)])
+    result = CliRunner().invoke(app, ["compile", str(plan), "-o", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_compiled_pipeline_matches_golden(tmp_path: Path) -> None:
-    compiled = _normalized(_compile(tmp_path).read_text())
+@pytest.mark.parametrize("plan", ["fashion_finetune.yaml", "counter_drone.yaml"])
+def test_compiled_pipeline_matches_golden(tmp_path: Path, plan: str) -> None:
+    compiled = _normalized(_compile(tmp_path, PLANS / plan).read_text())
+    golden = GOLDEN_DIR / plan
     if os.environ.get("ROOIVALK_UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(compiled)
-    assert compiled == GOLDEN.read_text(), "compiled pipeline changed: review, then `make golden`"
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        golden.write_text(compiled)
+    assert compiled == golden.read_text(), "compiled pipeline changed: review, then `make golden`"
+
+
+def test_multisensor_pipeline_fans_out_per_sensor_and_passes_the_feature_key(tmp_path: Path) -> None:
+    spec = yaml.safe_load(_compile(tmp_path, PLANS / "counter_drone.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "rooivalk-multisensor"
+    exit_dag = spec["components"][spec["root"]["dag"]["tasks"]["exit-handler-1"]["componentRef"]["name"]]["dag"]
+    inner = exit_dag["tasks"]
+    loop = next(task for name, task in inner.items() if name.startswith("for-loop"))
+    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == ["optical", "rf", "radar", "acoustic"]
+    assert "iteratorPolicy" not in loop  # no parallelism limit on a cluster: every sensor trains at once
+    fusion_inputs = inner["train-fusion"]["inputs"]["parameters"]["features_key"]["taskOutputParameter"]
+    assert fusion_inputs == {"outputParameterKey": "Output", "producerTask": "cache-features"}
+    assert "cache-features" in inner["train-fusion"]["dependentTasks"]
+    assert set(inner["export-system"]["dependentTasks"]) >= {"evaluate-system", "train-fusion"}
+    closing = spec["root"]["dag"]["tasks"]["close-run"]["inputs"]["parameters"]["expected_steps"]
+    steps = closing["runtimeValue"]["constant"]
+    assert steps[1:5] == [f"train_sensor_{s}" for s in ("optical", "rf", "radar", "acoustic")]
 
 
 def test_kfp_loader_accepts_compiled_pipeline(tmp_path: Path) -> None:

@@ -84,9 +84,3 @@ def test_validate_checks_every_sensor_models_stages() -> None:
     bad = runner.invoke(app, ["validate", str(COUNTER_DRONE), "--set", stages])
     assert bad.exit_code == 2
     assert "sensors.acoustic.training.stages[x].train: unknown layer group 'layer9'" in bad.output
-
-
-def test_run_refuses_a_multi_sensor_plan_with_the_way_to_run_it() -> None:
-    result = runner.invoke(app, ["run", str(COUNTER_DRONE)])
-    assert result.exit_code == 2
-    assert "benchmarks/counter_drone.py" in result.output

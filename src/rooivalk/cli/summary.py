@@ -27,7 +27,7 @@ def build_summary(
             records[name]["status"] = "running"
         elif event.get("event") == "step_end":
             record = {key: event.get(key) for key in ("status", "seconds", "metrics", "artifacts")}
-            for key in ("error", "gates", "stages", "registered_model", "resumed_from"):
+            for key in ("error", "gates", "stages", "registered_model", "resumed_from", "features_key", "cache"):
                 if key in event:
                     record[key] = event[key]
             records[name] = record

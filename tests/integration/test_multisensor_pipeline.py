@@ -1,0 +1,100 @@
+"""The multi-sensor pipeline through `rooivalk run` (kfp.local SubprocessRunner, MLflow on sqlite):
+simulate -> ingest -> four sensor tasks -> feature cache -> fusion -> evaluate -> export -> register,
+then the same command again, which must find every encoder's features in the cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipelines.multisensor import multisensor_steps
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SENSORS = ["optical", "rf", "radar", "acoustic"]
+
+
+def tiny_counter_drone_plan(source: Path) -> dict[str, Any]:
+    """Every sensor family at toy size, fixed epochs (no wall-clock budget), so that a rerun trains
+    bit-identical encoders and must hit the feature cache."""
+    quick = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "threads": 1}
+    return {
+        "name": "tiny-counter-drone",
+        "data": {"source": str(source), "format": "multisensor", "simulate": {"count": 120, "seed": 3}},
+        "sensors": {
+            "optical": {"model": {"architecture": "test_efficientnet", "input_size": 32}, "training": quick},
+            "rf": {"model": {"family": "rf_cnn_transformer", "architecture": "small"}, "training": quick},
+            "radar": {"model": {"family": "radar_sequence", "architecture": "gru"}, "training": quick},
+            "acoustic": {"model": {"family": "acoustic_crepe", "architecture": "tiny"}, "training": quick},
+        },
+        "fusion": {"width": 16, "heads": 2, "depth": 1, "training": {"epochs": 2, "batch_size": 16, "threads": 1}},
+        "evaluation": {"gates": [{"metric": "fusion_test_accuracy", "min": 0.0}]},
+        "export": {"latency_runs": 50, "latency_warmup": 1, "gates": [{"metric": "int8_accuracy_drop", "max": 1.0}]},
+        "tracking": {"experiment": "tiny-counter-drone"},
+    }
+
+
+def _run(plan_path: Path, out: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "rooivalk.cli.app", "run", str(plan_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return json.loads((out / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from_the_cache(tmp_path: Path) -> None:
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(tiny_counter_drone_plan(tmp_path / "events")))
+    out = tmp_path / "run"
+    summary = _run(plan_path, out)
+
+    assert summary["pipeline"] == "rooivalk-multisensor"
+    assert list(summary["steps"]) == multisensor_steps(SENSORS)
+    assert all(step["status"] == "succeeded" for step in summary["steps"].values()), summary["steps"]
+    steps = summary["steps"]
+    assert steps["ingest_events"]["metrics"]["num_events"] == 120
+    first_passes = steps["cache_features"]["metrics"]["encoder_forward_passes"]
+    assert first_passes > 120  # every sensor's encoder ran over its events
+    features_key = steps["cache_features"]["features_key"]
+
+    report = Path(steps["evaluate_system"]["artifacts"]["report"]["uri"])
+    evaluation = json.loads((report / "evaluation.json").read_text())
+    assert set(evaluation["results"]["sensors"]) == set(SENSORS)
+    assert len(evaluation["results"]["fusion"]["degraded"]) == 1 + 4 + 6  # none, each sensor, each pair
+    assert "| sensors removed |" in (report / "evaluation.md").read_text()
+
+    export = Path(steps["export_system"]["artifacts"]["exported"]["uri"])
+    exported = json.loads((export / "export_report.json").read_text())
+    assert exported["int8_shipped"] is True
+    for model in [*SENSORS, "fusion"]:
+        assert (export / model / "model_fp32.onnx").is_file()
+        assert (export / model / "model_int8.onnx").is_file()
+    assert exported["metrics"]["fusion_onnx_max_abs_diff"] < 1e-3
+    assert exported["metrics"]["system_fp32_test_accuracy"] == pytest.approx(
+        evaluation["metrics"]["fusion_test_accuracy"], abs=0.02
+    )  # the ONNX system gives PyTorch's answer
+
+    client = MlflowClient(summary["tracking"]["uri"])
+    parent = client.get_run(summary["tracking"]["run_id"])
+    assert parent.info.status == "FINISHED"
+    version = client.get_model_version_by_alias("tiny-counter-drone", "candidate")
+    assert version.tags["rooivalk.features_key"] == features_key
+    assert version.tags["rooivalk.sensors"] == ",".join(sorted(SENSORS))
+
+    again = _run(plan_path, out)  # same --out: same feature cache; same seeds: same encoders
+    assert again["steps"]["cache_features"]["metrics"]["encoder_forward_passes"] == 0
+    assert again["steps"]["cache_features"]["features_key"] == features_key
