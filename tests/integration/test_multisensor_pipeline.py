@@ -58,7 +58,7 @@ def _run(plan_path: Path, out: Path) -> dict[str, Any]:
 
 def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from_the_cache(tmp_path: Path) -> None:
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump(tiny_counter_drone_plan(tmp_path / "events")))
+    plan_path.write_text(yaml.safe_dump(tiny_counter_drone_plan(tmp_path / "events"), sort_keys=False))
     out = tmp_path / "run"
     summary = _run(plan_path, out)
 

@@ -72,12 +72,12 @@ def train_sensor(
     report = progress or (lambda _event: None)
     torch.set_num_threads(spec.training.threads or torch.get_num_threads())
     started = time.perf_counter()
+    torch.manual_seed(spec.training.seed)  # model init (a pretrained backbone's new head too): same seed, same model
     if spec.model.family == "timm":
         model, val_accuracy, stages = _train_image_sensor(name, spec, dataset, report)
         return SensorTrainResult(
             name, model, sensor_encoding(model, spec.model), val_accuracy, time.perf_counter() - started, stages
         )
-    torch.manual_seed(spec.training.seed)
     model = create_model(spec.model, dataset.num_classes)
     encoding = sensor_encoding(model, spec.model)
     train_inputs, train_labels = sensor_split(dataset, name, "train", encoding)
