@@ -8,8 +8,8 @@ STAMP := $(VENV)/.rooivalk-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 WEIGHTS := .cache/weights/tf_efficientnet_lite0.pth
 CREPE_WEIGHTS := .cache/weights/crepe_tiny.pth
-DEMO_PLAN := pipelines/plans/fashion_finetune.yaml
-DEMO_OUT ?= runs/fashion-demo
+DEMO_PLAN ?= pipelines/plans/counter_drone.yaml
+DEMO_OUT ?= runs/counter-drone-demo
 PYTEST_ARGS ?=
 
 .PHONY: setup data weights demo test lint typecheck golden clean

@@ -1,11 +1,18 @@
-"""The counter-drone system end to end: each sensor alone vs fusion, degraded mode, modality-dropout ablation.
+"""The counter-drone system: each sensor alone vs fusion, degraded mode, and what modality dropout buys.
 
-Runs the plan's whole system in one process (simulate -> ingest -> four sensor models -> feature
-cache -> fusion, plus fusion trained without modality dropout), scores it on the test split and
-writes docs/results/counter_drone.md and .json. Prints one JSON object last.
+Two ways to get the trained system:
+- `--from-run runs/counter-drone-demo` reads what `make demo` (the KFP pipeline) produced: its
+  dataset, four sensor models, cached features and fusion model (no retraining);
+- without it, the plan's whole system is trained in this process (train_multisensor).
 
-    .venv/bin/python benchmarks/counter_drone.py                      # the demo plan, ~10 min on 2 cores
-    .venv/bin/python benchmarks/counter_drone.py --set data.simulate.count=600 --out /tmp/cd  # a smoke run
+Then, on the same cached features, fusion is retrained for every modality-dropout rate of
+`--dropout-sweep` and every seed of `--fusion-seeds` (fusion trains in ~15 s on cached features), so
+"dropout vs no dropout" is a mean over seeds, not one draw, and the plan's rate can be checked
+against the validation split. Writes docs/results/counter_drone.md and .json; prints one JSON object
+last, with the ratio of fusion to the best single sensor.
+
+    make demo && .venv/bin/python benchmarks/counter_drone.py --from-run runs/counter-drone-demo
+    .venv/bin/python benchmarks/counter_drone.py --set data.simulate.count=600 --out /tmp/cd  # in-process smoke run
 """
 
 from __future__ import annotations
@@ -17,82 +24,216 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from rooivalk.cli.local_run import resolve_plan
-from rooivalk.evaluation.multisensor_report import evaluate_multisensor, render_markdown
-from rooivalk.plan import load_plan
-from rooivalk.training.multisensor import run_summary, train_multisensor
+from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
+from rooivalk.evaluation.degraded import degraded_table, summarize_degraded
+from rooivalk.evaluation.multisensor_report import evaluate_system, render_markdown
+from rooivalk.models.fusion import FusionTransformer
+from rooivalk.plan import FusionSpec, ModalityDropoutSpec, Plan, load_plan
+from rooivalk.training.fusion import FusionFeatures, predict_fusion, train_fusion
+from rooivalk.training.multisensor import train_multisensor
+from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
+from rooivalk.training.multisensor_steps import load_sensor_models
+from rooivalk.training.sensors import SensorTrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
+# (dataset, sensor models, cached features, fusion model, where they came from)
+System = tuple[MultiSensorDataset, dict[str, SensorTrainResult], FusionFeatures, FusionTransformer, dict[str, Any]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", default=str(ROOT / "pipelines/plans/counter_drone.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="plan override a.b=c")
-    parser.add_argument("--work-dir", default="runs/counter-drone-bench", help="dataset, feature cache, models")
-    parser.add_argument("--out", default=str(ROOT / "docs/results"), help="where counter_drone.md/.json go")
-    args = parser.parse_args(argv)
-
-    work = Path(args.work_dir).resolve()
-    plan = resolve_plan(load_plan(args.plan, args.overrides), work)
-    started = time.perf_counter()
-
-    def progress(event: dict[str, object]) -> None:
-        if event.get("event") == "epoch_end":
-            print(f"  {event.get('model', '')} {event['stage']} {event['epoch']}/{event['epochs']}: "
-                  f"val {float(event['val_accuracy']):.4f}", flush=True)  # type: ignore[arg-type]  # fmt: skip
-        elif event.get("event") == "message":
-            print(f"- {event['text']}", flush=True)
-
-    run = train_multisensor(plan, str(work), progress)
-    results = evaluate_multisensor(run)
-    summary = run_summary(run)
-    seconds = time.perf_counter() - started
-    command = "    .venv/bin/python benchmarks/counter_drone.py" + "".join(
-        f" --set {shlex.quote(o)}" for o in args.overrides
+    parser.add_argument(
+        "--from-run", help="a `rooivalk run` folder of this plan (its summary.json names the artifacts)"
     )
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}"
-    fusion = results["fusion"]
-    best_sensor = max(scores["accuracy"] for scores in results["sensors"].values())
+    parser.add_argument("--work-dir", default="runs/counter-drone-bench", help="in-process mode: dataset, cache")
+    parser.add_argument(
+        "--dropout-sweep", default="0,0.2,0.5,0.8", help="modality-dropout rates to retrain fusion with"
+    )
+    parser.add_argument("--fusion-seeds", default="0,1,2", help="fusion training seeds per rate")
+    parser.add_argument("--out", default=str(ROOT / "docs/results"), help="where counter_drone.md/.json go")
+    return parser.parse_args(argv)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    if event.get("event") == "epoch_end":
+        print(f"  {event.get('model', '')} {event['stage']} {event['epoch']}/{event['epochs']}: "
+              f"val {float(event['val_accuracy']):.4f}", flush=True)  # fmt: skip
+    elif event.get("event") == "message":
+        print(f"- {event['text']}", flush=True)
+
+
+def from_run(run_dir: Path) -> System:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary["status"] != "succeeded":
+        raise SystemExit(f"{run_dir}/summary.json: the run {summary['status']}: {summary.get('error')}")
+    steps = summary["steps"]
+    dataset = load_multisensor(steps["ingest_events"]["artifacts"]["dataset"]["uri"])
+    model_dirs = [
+        record["artifacts"]["model"]["uri"] for name, record in steps.items() if name.startswith("train_sensor_")
+    ]
+    features, _ = load_fusion_features(steps["cache_features"]["artifacts"]["features"]["uri"])
+    fusion, _ = load_fusion_model(steps["train_fusion"]["artifacts"]["model"]["uri"])
+    seconds = {name: float(record["seconds"]) for name, record in steps.items()}
+    info = {"source": str(run_dir), "seconds": seconds, "run_seconds": summary.get("seconds")}
+    return dataset, load_sensor_models(model_dirs, dataset), features, fusion, info
+
+
+def in_process(plan: Plan, work: Path) -> System:
+    run = train_multisensor(plan, str(work), _progress, ablation=False)
+    return run.dataset, run.sensors, run.features, run.fusion, {"source": "in-process", "seconds": run.seconds}
+
+
+def degraded_summary(
+    model: FusionTransformer, dataset: MultiSensorDataset, features: FusionFeatures, split: str
+) -> dict[str, float]:
+    rows = dataset.split_mask(split)
+
+    def predict(mask: np.ndarray) -> np.ndarray:
+        full = features.present.copy()
+        full[rows] = mask
+        return predict_fusion(model, features, rows, full)
+
+    return summarize_degraded(
+        degraded_table(predict, features.present[rows], dataset.labels[rows], dataset.sensor_names)
+    )
+
+
+def dropout_sweep(
+    spec: FusionSpec, dataset: MultiSensorDataset, features: FusionFeatures, rates: list[float], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """Fusion retrained per (rate, seed) on the same cached features; val and test degraded summaries."""
+    rows = []
+    for rate in rates:
+        dropout = ModalityDropoutSpec(p=rate, max_dropped=spec.modality_dropout.max_dropped if rate else 1)
+        for seed in seeds:
+            training = spec.training.model_copy(update={"seed": seed})
+            variant = spec.model_copy(update={"modality_dropout": dropout, "training": training})
+            started = time.perf_counter()
+            model, _ = train_fusion(features, dataset, variant)
+            row = {"p": rate, "seed": seed, "seconds": time.perf_counter() - started}
+            for split in ("val", "test"):
+                row[split] = degraded_summary(model, dataset, features, split)
+            val, test = row["val"], row["test"]
+            print(f"  p={rate} seed {seed}: val one-missing {val['one_missing_mean']:.4f}, "
+                  f"test full {test['full']:.4f} one-missing {test['one_missing_mean']:.4f}", flush=True)  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+KEYS = ("full", "one_missing_mean", "one_missing_worst", "two_missing_mean", "two_missing_worst")
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[float, dict[str, dict[str, float]]]]:
+    means: dict[float, dict[str, dict[str, float]]] = {}
+    for rate in sorted({row["p"] for row in rows}):
+        chosen = [row for row in rows if row["p"] == rate]
+        means[rate] = {
+            split: {key: float(np.mean([row[split][key] for row in chosen])) for key in KEYS}
+            for split in ("val", "test")
+        }
+        means[rate]["test_std"] = {key: float(np.std([row["test"][key] for row in chosen])) for key in KEYS}
+    seeds = len(rows) // max(len(means), 1)
     lines = [
-        "# Counter-drone system: sensors alone, fusion, degraded mode",
+        "| modality dropout p | val: one missing | test: full | test: one missing (mean, worst) "
+        "| test: two missing (mean, worst) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}"
+
+    for rate, m in means.items():
+        t, s = m["test"], m["test_std"]
+        lines.append(
+            f"| {rate:g} | {pct(m['val']['one_missing_mean'])}% | {pct(t['full'])} ± {pct(s['full'])}% "
+            f"| {pct(t['one_missing_mean'])} ± {pct(s['one_missing_mean'])}%, {pct(t['one_missing_worst'])}% "
+            f"| {pct(t['two_missing_mean'])} ± {pct(s['two_missing_mean'])}%, {pct(t['two_missing_worst'])}% |"
+        )
+    lines.append(
+        f"\nMeans over {seeds} fusion seeds per rate (± their standard deviation), on the same cached features."
+    )
+    return lines, means
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = resolve_plan(load_plan(args.plan, args.overrides), Path(args.work_dir).resolve())
+    assert plan.fusion is not None, f"{args.plan} is not a multi-sensor plan"
+    started = time.perf_counter()
+    if args.from_run:
+        dataset, sensors, features, fusion, origin = from_run(Path(args.from_run))
+    else:
+        dataset, sensors, features, fusion, origin = in_process(plan, Path(args.work_dir).resolve())
+    results = evaluate_system(dataset, sensors, features, fusion)
+    rates = [float(v) for v in args.dropout_sweep.split(",") if v.strip()]
+    seeds = [int(v) for v in args.fusion_seeds.split(",") if v.strip()]
+    sweep = dropout_sweep(plan.fusion, dataset, features, rates, seeds)
+    sweep_lines, means = sweep_table(sweep)
+    seconds = time.perf_counter() - started
+
+    fusion_scores = results["fusion"]
+    best_sensor = max(scores["accuracy"] for scores in results["sensors"].values())
+    plan_rate = plan.fusion.modality_dropout.p
+    command = "    .venv/bin/python benchmarks/counter_drone.py" + (
+        f" --from-run {args.from_run}" if args.from_run else ""
+    )
+    command += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}"
+    step_seconds = origin["seconds"]
+    lines = [
+        "# Counter-drone system: sensors alone, fusion, degraded mode, modality dropout",
         "",
-        f"Reproduce ({seconds / 60:.1f} min here; {machine}, no GPU):",
+        "Reproduce ("
+        + ("`make demo`, then " if args.from_run else "")
+        + f"this script: {seconds / 60:.1f} min here; {machine}, no GPU):",  # noqa: E501
         "",
+        *(["    make demo"] if args.from_run else []),
         command,
         "",
-        f"Plan `{Path(args.plan).name}`; dataset {summary['dataset_version']}: {summary['events']} simulated events "
-        f"(train/val/test {summary['split_sizes']}); test split scored. Sensor models are scored on the test events "
-        "that have their sample; fusion on all test events.",
+        f"Plan `{Path(args.plan).name}`; dataset {dataset.info.version_id}: {dataset.info.num_events} simulated events "
+        f"(train/val/test {dataset.info.split_sizes}); test split scored. Sensor models are scored on the test events "
+        f"that have their sample; fusion on all test events. System trained by: {origin['source']}"
+        + (f" (pipeline run {origin['run_seconds'] / 60:.1f} min)." if origin.get("run_seconds") else "."),
+        "",
+        f"## The plan's system (modality dropout p = {plan_rate:g})",
         "",
         *render_markdown(results),
         "",
-        f"Fusion beats the best single sensor by {100 * (fusion['accuracy'] - best_sensor):+.1f} points. "
-        f"Feature cache: {summary['encoder_forward_passes']} encoder forward passes this run "
-        "(0 when every entry was already cached).",
+        f"Fusion beats the best single sensor by {100 * (fusion_scores['accuracy'] - best_sensor):+.1f} points.",
         "",
-        "Seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()) + ".",
+        "## What modality dropout buys",
+        "",
+        *sweep_lines,
+        "",
+        "Seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in step_seconds.items()) + ".",
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "counter_drone.md").write_text("\n".join(lines) + "\n")
-    record = {"results": results, "summary": summary, "seconds": seconds, "command": command.strip()}
+    record = {"results": results, "sweep": sweep, "sweep_means": means, "origin": origin, "seconds": seconds,
+              "command": command.strip()}  # fmt: skip
     (out / "counter_drone.json").write_text(json.dumps(record, indent=2, default=str))
+    no_dropout, chosen = means.get(0.0), means.get(plan_rate)
     print(
         json.dumps(
             {
-                "fusion_accuracy": fusion["accuracy"],
+                "fusion_accuracy": fusion_scores["accuracy"],
                 "best_sensor_accuracy": best_sensor,
-                "ratio_fusion_to_best_sensor": fusion["accuracy"] / best_sensor,
-                "one_missing_mean": fusion["degraded_summary"]["one_missing_mean"],
-                "one_missing_mean_no_dropout": results.get("fusion_no_dropout", {})
-                .get("degraded_summary", {})
-                .get("one_missing_mean"),
-                "false_positive_rate": fusion["false_positive_rate"],
-                "encoder_forward_passes": summary["encoder_forward_passes"],
+                "ratio_fusion_to_best_sensor": fusion_scores["accuracy"] / best_sensor,
+                "one_missing_mean": fusion_scores["degraded_summary"]["one_missing_mean"],
+                "sweep_test_one_missing_mean_plan_rate": chosen["test"]["one_missing_mean"] if chosen else None,
+                "sweep_test_one_missing_mean_no_dropout": no_dropout["test"]["one_missing_mean"]
+                if no_dropout
+                else None,
+                "false_positive_rate": fusion_scores["false_positive_rate"],
                 "seconds": seconds,
             }
         )
