@@ -82,7 +82,12 @@ def from_run(run_dir: Path) -> System:
     features, _ = load_fusion_features(steps["cache_features"]["artifacts"]["features"]["uri"])
     fusion, _ = load_fusion_model(steps["train_fusion"]["artifacts"]["model"]["uri"])
     seconds = {name: float(record["seconds"]) for name, record in steps.items()}
-    info = {"source": str(run_dir), "seconds": seconds, "run_seconds": summary.get("seconds")}
+    info = {
+        "source": str(run_dir),
+        "seconds": seconds,
+        "run_seconds": summary.get("seconds"),
+        "export": steps["export_system"]["metrics"],
+    }
     return dataset, load_sensor_models(model_dirs, dataset), features, fusion, info
 
 
@@ -163,6 +168,31 @@ def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[float, dict
     return lines, means
 
 
+def export_table(metrics: dict[str, float], models: list[str]) -> list[str]:
+    """The pipeline's export step, per model: batch-1 ONNX Runtime latency and size, FP32 and INT8,
+    and the system's test accuracy cost of that model's INT8 alone."""
+    lines = [
+        "| model | FP32 ms | INT8 ms | FP32 MB | INT8 MB | system accuracy cost of its INT8 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model in [*models, "fusion"]:
+        keys = ("latency_fp32_ms", "latency_int8_ms", "size_fp32_mb", "size_int8_mb", "int8_accuracy_drop")
+        m = {key: metrics[f"{model}_{key}"] for key in keys}
+        lines.append(
+            f"| {model} | {m['latency_fp32_ms']:.2f} | {m['latency_int8_ms']:.2f} | {m['size_fp32_mb']:.1f} "
+            f"| {m['size_int8_mb']:.1f} | {100 * m['int8_accuracy_drop']:+.1f} pt |"
+        )
+    lines += [
+        "",
+        f"ONNX system test accuracy: FP32 {100 * metrics['system_fp32_test_accuracy']:.1f}%, every model INT8 "
+        f"{100 * metrics['system_all_int8_test_accuracy']:.1f}%, "
+        f"shipped mix ({metrics['int8_models']:.0f} models INT8) "
+        f"{100 * metrics['system_int8_test_accuracy']:.1f}%. INT8 joins model by model, cheapest first, while the "
+        "plan's export gate (at most 1 point below FP32) holds.",
+    ]
+    return lines
+
+
 def dropout_verdict(means: dict[float, dict[str, dict[str, float]]], rate: float) -> list[str]:
     if 0.0 not in means or rate not in means or rate == 0.0:
         return []
@@ -232,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *dropout_verdict(means, plan_rate),
         "",
+        *(
+            ["## Export (the pipeline's export_system step)", "", *export_table(origin["export"], list(sensors)), ""]
+            if "export" in origin
+            else []
+        ),  # fmt: skip
         "Seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in step_seconds.items()) + ".",
     ]
     out = Path(args.out)
