@@ -31,11 +31,11 @@ import torch
 
 from rooivalk.cli.local_run import resolve_plan
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
-from rooivalk.evaluation.degraded import degraded_table, summarize_degraded
-from rooivalk.evaluation.multisensor_report import evaluate_system, render_markdown
+from rooivalk.evaluation.degraded import summarize_degraded
+from rooivalk.evaluation.multisensor_report import degraded_mode, evaluate_system, render_markdown
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import FusionSpec, ModalityDropoutSpec, Plan, load_plan
-from rooivalk.training.fusion import FusionFeatures, predict_fusion, train_fusion
+from rooivalk.training.fusion import FusionFeatures, train_fusion
 from rooivalk.training.multisensor import train_multisensor
 from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
 from rooivalk.training.multisensor_steps import load_sensor_models
@@ -92,23 +92,8 @@ def from_run(run_dir: Path) -> System:
 
 
 def in_process(plan: Plan, work: Path) -> System:
-    run = train_multisensor(plan, str(work), _progress, ablation=False)
+    run = train_multisensor(plan, str(work), _progress)
     return run.dataset, run.sensors, run.features, run.fusion, {"source": "in-process", "seconds": run.seconds}
-
-
-def degraded_summary(
-    model: FusionTransformer, dataset: MultiSensorDataset, features: FusionFeatures, split: str
-) -> dict[str, float]:
-    rows = dataset.split_mask(split)
-
-    def predict(mask: np.ndarray) -> np.ndarray:
-        full = features.present.copy()
-        full[rows] = mask
-        return predict_fusion(model, features, rows, full)
-
-    return summarize_degraded(
-        degraded_table(predict, features.present[rows], dataset.labels[rows], dataset.sensor_names)
-    )
 
 
 def dropout_sweep(
@@ -125,7 +110,7 @@ def dropout_sweep(
             model, _ = train_fusion(features, dataset, variant)
             row = {"p": rate, "seed": seed, "seconds": time.perf_counter() - started}
             for split in ("val", "test"):
-                row[split] = degraded_summary(model, dataset, features, split)
+                row[split] = summarize_degraded(degraded_mode(model, dataset, features, dataset.split_mask(split)))
             val, test = row["val"], row["test"]
             print(f"  p={rate} seed {seed}: val one-missing {val['one_missing_mean']:.4f}, "
                   f"test full {test['full']:.4f} one-missing {test['one_missing_mean']:.4f}", flush=True)  # fmt: skip

@@ -31,7 +31,7 @@ from rooivalk.data.simulators.counter_drone import simulate_counter_drone
 from rooivalk.features.sensors import sensor_encoding
 from rooivalk.models import create_model
 from rooivalk.plan import load_plan
-from rooivalk.training.fusion import build_fusion, cache_sensor_features, fusion_forward
+from rooivalk.training.fusion import build_fusion, cache_sensor_features, embedding_dims, fusion_forward
 from rooivalk.training.sensors import SensorTrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     for label, make in (("cached", from_cache), ("recompute", recompute)):
         torch.manual_seed(0)
-        model = build_fusion(cached, dataset.num_classes, plan.fusion)
+        model = build_fusion(embedding_dims(cached), dataset.num_classes, plan.fusion)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         timings[label] = _epoch(model, batches, make, optimizer)
         print(f"{label}: one fusion epoch over {len(order)} events in {timings[label]:.2f} s", flush=True)

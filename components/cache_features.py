@@ -14,17 +14,15 @@ def cache_features(
     features: dsl.Output[dsl.Dataset],
     metrics: dsl.Output[dsl.Metrics],
 ) -> str:
-    """Every frozen sensor encoder over every event through the content-addressed feature cache
-    (plan fusion.cache_uri; without one, a cache private to this run). Returns the features' content
-    key, which downstream tasks take as a parameter so KFP's cache key follows data content."""
+    """Every frozen sensor encoder over every event through the content-addressed feature cache.
+    Returns the features' content key, which downstream tasks take as a parameter so KFP's cache key
+    follows data content."""
     from rooivalk.steps import pipeline_step
     from rooivalk.training.multisensor_steps import cache_features as run
 
     with pipeline_step("cache_features", plan, parent_run_id) as step:
-        info = run(step.plan, dataset.path, [m.path for m in models], features.path, f"{features.path}/.cache")
-        passes = float(sum(int(stats["forward_passes"]) for stats in info.cache.values()))
-        hits = float(sum(int(stats["hits"]) for stats in info.cache.values()))
-        values = {"encoder_forward_passes": passes, "cache_hits": hits}
+        cached, info = run(step.plan, dataset.path, [m.path for m in models], features.path)
+        values = {"encoder_forward_passes": float(cached.forward_passes), "cache_hits": float(cached.hits)}
         step.record(values, {"features": features.path}, features_key=info.key, cache=info.cache)
     features.metadata["features_key"] = info.key
     for name, value in values.items():

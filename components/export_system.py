@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.export.system.export_system."""
+"""KFP adapter for rooivalk.export.system.export_system_step."""
 
 from kfp import dsl
 
@@ -16,20 +16,15 @@ def export_system(
     metrics: dsl.Output[dsl.Metrics],
 ):
     """ONNX encoders + fusion, FP32 verified against PyTorch, INT8 where the export gates allow."""
-    from rooivalk.data.multisensor import load_multisensor
-    from rooivalk.export.system import export_system as run
+    from rooivalk.export.system import export_system_step as run
     from rooivalk.steps import pipeline_step
-    from rooivalk.training.multisensor_artifacts import load_fusion_model
-    from rooivalk.training.multisensor_steps import load_sensor_models
 
     with pipeline_step("export_system", plan, parent_run_id) as step:
-        sensors = load_sensor_models([m.path for m in models], load_multisensor(dataset.path))
-        network, _ = load_fusion_model(fusion.path)
         result = run(
             step.plan,
             dataset.path,
-            sensors,
-            network,
+            [m.path for m in models],
+            fusion.path,
             exported.path,
             progress=lambda message: step.progress({"event": "message", "text": message}),
         )

@@ -21,7 +21,7 @@ def register_system(
 
     with pipeline_step("register_system", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
-        artifacts.update({f"sensors/{m.metadata.get('sensor', i)}": m.path for i, m in enumerate(models)})
-        name, version = run(step.plan, step.run_id, parent_run_id, fusion.path, dataset_version, artifacts)
+        sensor_dirs = [m.path for m in models]
+        name, version = run(step.plan, step.run_id, parent_run_id, fusion.path, sensor_dirs, dataset_version, artifacts)
         step.record({"registered_version": float(version)}, {}, registered_model=f"{name}/{version}")
     return f"{name}/{version}"

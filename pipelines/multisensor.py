@@ -74,38 +74,19 @@ def multisensor_pipeline(sensors: list[str], parallelism: int = 0) -> Callable[.
                 # A new Collected per consumer: compiling one rewrites it to the loop group's name.
                 return dsl.Collected(train.outputs["model"])
 
-            cached = cache_features(
-                plan=plan, parent_run_id=opened.output, dataset=ingest.outputs["dataset"], models=models()
-            )
-            fusion = train_fusion(
-                plan=plan,
-                parent_run_id=opened.output,
-                features_key=cached.outputs["Output"],
-                dataset=ingest.outputs["dataset"],
-                features=cached.outputs["features"],
-            )
-            evaluate = evaluate_system(
-                plan=plan,
-                parent_run_id=opened.output,
-                dataset=ingest.outputs["dataset"],
-                models=models(),
-                features=cached.outputs["features"],
-                fusion=fusion.outputs["model"],
-            )
-            export = export_system(
-                plan=plan,
-                parent_run_id=opened.output,
-                dataset=ingest.outputs["dataset"],
-                models=models(),
-                fusion=fusion.outputs["model"],
-            )
+            tracked = {"plan": plan, "parent_run_id": opened.output}  # every tracked step's first inputs
+            on_data = {**tracked, "dataset": ingest.outputs["dataset"]}
+            cached = cache_features(**on_data, models=models())
+            fusion = train_fusion(**on_data, features_key=cached.outputs["Output"], features=cached.outputs["features"])
+            fused = fusion.outputs["model"]
+            evaluate = evaluate_system(**on_data, models=models(), features=cached.outputs["features"], fusion=fused)
+            export = export_system(**on_data, models=models(), fusion=fused)
             export.after(evaluate)  # export only what passed the gates
             register = register_system(
-                plan=plan,
-                parent_run_id=opened.output,
+                **tracked,
                 dataset_version=ingest.outputs["Output"],
                 models=models(),
-                fusion=fusion.outputs["model"],
+                fusion=fused,
                 report=evaluate.outputs["report"],
                 exported=export.outputs["exported"],
             )

@@ -199,6 +199,29 @@ def register_model(
     return name, str(version.version)
 
 
+def _register_candidate(
+    plan: Plan,
+    run_id: str,
+    parent_run_id: str,
+    network: Any,
+    dataset_version: str,
+    extra_artifacts: dict[str, str],
+    extra_tags: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Register `network` under the plan's registry name with lineage tags and the alias `candidate`
+    (it passed the evaluation and export gates to get here)."""
+    tags = {
+        **lineage_tags(plan, dataset_version),
+        "rooivalk.status": "validated",
+        "rooivalk.parent_run_id": parent_run_id,
+        **(extra_tags or {}),
+    }
+    name = plan.tracking.registered_model or plan.name
+    return register_model(
+        required_uri(plan), run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts
+    )
+
+
 def register_trained_model(
     plan: Plan,
     run_id: str,
@@ -207,19 +230,11 @@ def register_trained_model(
     dataset_version: str,
     extra_artifacts: dict[str, str],
 ) -> tuple[str, str]:
-    """Register the model artifact at `model_dir` under the plan's registry name with lineage
-    tags and the alias `candidate` (it passed the evaluation and export gates to get here)."""
+    """Register the model artifact at `model_dir` (see _register_candidate)."""
     from rooivalk.models import load_trained_model
 
-    uri = required_uri(plan)
     network, _ = load_trained_model(model_dir)
-    tags = {
-        **lineage_tags(plan, dataset_version),
-        "rooivalk.status": "validated",
-        "rooivalk.parent_run_id": parent_run_id,
-    }
-    name = plan.tracking.registered_model or plan.name
-    return register_model(uri, run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts)
+    return _register_candidate(plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
 
 
 def register_system(
@@ -227,25 +242,21 @@ def register_system(
     run_id: str,
     parent_run_id: str,
     fusion_dir: str,
+    sensor_dirs: list[str],
     dataset_version: str,
     extra_artifacts: dict[str, str],
 ) -> tuple[str, str]:
-    """Register a multi-sensor system under the plan's registry name: the fusion model as the
-    MLflow model, its sensor models, evaluation and ONNX export as artifacts of the same run, lineage
-    tags, and the alias `candidate` (it passed the evaluation and export gates to get here)."""
-    from rooivalk.training.multisensor_artifacts import load_fusion_model
+    """Register a multi-sensor system (see _register_candidate): the fusion model as the MLflow
+    model; its sensor models (as `sensors/<name>`) and `extra_artifacts` (evaluation, ONNX export)
+    as artifacts of the same run; tagged with the features key and the sensor list."""
+    from rooivalk.training.multisensor_artifacts import load_fusion_model, read_sensor_info
 
-    uri = required_uri(plan)
     network, info = load_fusion_model(fusion_dir)
-    tags = {
-        **lineage_tags(plan, dataset_version),
-        "rooivalk.status": "validated",
-        "rooivalk.parent_run_id": parent_run_id,
-        "rooivalk.features_key": info.features_key,
-        "rooivalk.sensors": ",".join(network.sensors),
-    }
-    name = plan.tracking.registered_model or plan.name
-    return register_model(uri, run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts)
+    sensors = {f"sensors/{read_sensor_info(folder).sensor}": folder for folder in sensor_dirs}
+    tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(network.sensors)}
+    return _register_candidate(
+        plan, run_id, parent_run_id, network, dataset_version, {**extra_artifacts, **sensors}, tags
+    )
 
 
 def close_pipeline_run_by_key(plan: Plan, run_key: str, expected_steps: list[str]) -> str:

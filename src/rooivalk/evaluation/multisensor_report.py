@@ -20,8 +20,22 @@ from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failure
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import Plan
 from rooivalk.training.fusion import FusionFeatures, predict_fusion
-from rooivalk.training.multisensor import MultiSensorRun
+from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
+from rooivalk.training.multisensor_steps import load_sensor_models
 from rooivalk.training.sensors import SensorTrainResult, sensor_test_accuracy
+
+
+def degraded_mode(
+    model: FusionTransformer, dataset: MultiSensorDataset, features: FusionFeatures, rows: np.ndarray
+) -> list[dict[str, Any]]:
+    """Fusion accuracy on `rows` with no sensor, each sensor and each pair of sensors removed."""
+
+    def predict(mask: np.ndarray) -> np.ndarray:
+        full = features.present.copy()
+        full[rows] = mask
+        return predict_fusion(model, features, rows, full)
+
+    return degraded_table(predict, features.present[rows], dataset.labels[rows], dataset.sensor_names)
 
 
 def _fusion_scores(
@@ -29,14 +43,7 @@ def _fusion_scores(
 ) -> dict[str, Any]:
     labels = dataset.labels[rows]
     predictions = predict_fusion(model, features, rows)
-    sensors = dataset.sensor_names
-
-    def predict(mask: np.ndarray) -> np.ndarray:
-        full = features.present.copy()
-        full[rows] = mask
-        return predict_fusion(model, features, rows, full)
-
-    table = degraded_table(predict, features.present[rows], labels, sensors)
+    table = degraded_mode(model, dataset, features, rows)
     return {
         "accuracy": float((predictions == labels).mean()),
         "false_positive_rate": false_positive_rate(labels, predictions, dataset.info.classes),
@@ -51,29 +58,21 @@ def evaluate_system(
     sensors: dict[str, SensorTrainResult],
     features: FusionFeatures,
     fusion: FusionTransformer,
-    ablation: FusionTransformer | None = None,
     split: str = "test",
 ) -> dict[str, Any]:
     """Each sensor model alone on the split's events that have its sample, fusion on all of them,
-    fusion with each sensor and each pair removed, and the same for `ablation` when given."""
+    and fusion with each sensor and each pair removed."""
     rows = dataset.split_mask(split)
     scores = {}
     for name, result in sensors.items():
         present = dataset.present_of(name) & rows
         scores[name] = {"accuracy": sensor_test_accuracy(result, dataset, split), "events": int(present.sum())}
-    results: dict[str, Any] = {
+    return {
         "split": split,
         "events": int(rows.sum()),
         "sensors": scores,
         "fusion": _fusion_scores(fusion, dataset, features, rows),
     }
-    if ablation is not None:
-        results["fusion_no_dropout"] = _fusion_scores(ablation, dataset, features, rows)
-    return results
-
-
-def evaluate_multisensor(run: MultiSensorRun, split: str = "test") -> dict[str, Any]:
-    return evaluate_system(run.dataset, run.sensors, run.features, run.fusion, run.ablation, split)
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -95,7 +94,7 @@ def _pct(value: float) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> list[str]:
-    """Markdown lines: sensors vs fusion, per class, degraded mode (with and without modality dropout)."""
+    """Markdown lines: sensors vs fusion, per class, degraded mode."""
     fusion = results["fusion"]
     lines = ["| model | test accuracy | test events |", "| --- | ---: | ---: |"]
     for name, scores in results["sensors"].items():
@@ -106,15 +105,9 @@ def render_markdown(results: dict[str, Any]) -> list[str]:
     for name, scores in fusion["per_class"].items():
         p, r, f1 = scores["precision"], scores["recall"], scores["f1"]
         lines.append(f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {scores['support']} |")
-    ablation = results.get("fusion_no_dropout")
-    header = "| sensors removed | fusion (modality dropout) |" + (" fusion (no dropout) |" if ablation else "")
-    lines += ["", header, "| --- | ---: |" + (" ---: |" if ablation else "")]
-    for index, row in enumerate(fusion["degraded"]):
-        removed = ", ".join(row["removed"]) or "none"
-        cells = f"| {removed} | {_pct(row['accuracy'])} |"
-        if ablation:
-            cells += f" {_pct(ablation['degraded'][index]['accuracy'])} |"
-        lines.append(cells)
+    lines += ["", "| sensors removed | fusion (modality dropout) |", "| --- | ---: |"]
+    for row in fusion["degraded"]:
+        lines.append(f"| {', '.join(row['removed']) or 'none'} | {_pct(row['accuracy'])} |")
     summary = fusion["degraded_summary"]
     lines += [
         "",
@@ -122,13 +115,6 @@ def render_markdown(results: dict[str, Any]) -> list[str]:
         f"(full fusion {_pct(summary['full'])}); two missing: mean {_pct(summary['two_missing_mean'])}, "
         f"worst {_pct(summary['two_missing_worst'])}.",
     ]
-    if ablation:
-        other = ablation["degraded_summary"]
-        lines.append(
-            f"Without modality dropout: one missing mean {_pct(other['one_missing_mean'])}, worst "
-            f"{_pct(other['one_missing_worst'])}; two missing mean {_pct(other['two_missing_mean'])}; "
-            f"full {_pct(other['full'])}."
-        )
     return lines
 
 
@@ -142,9 +128,6 @@ def evaluate_fusion_step(
     """The pipeline's evaluation: scores (evaluate_system) on the test split, written as JSON and
     Markdown to `report_dir` before the plan's gates are checked, so a failing gate loses nothing.
     Raises GateFailure when a gate fails and evaluation.fail_on_gate is set."""
-    from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
-    from rooivalk.training.multisensor_steps import load_sensor_models
-
     dataset = load_multisensor(dataset_dir)
     sensors = load_sensor_models(model_dirs, dataset)
     features, _ = load_fusion_features(features_dir)

@@ -34,6 +34,7 @@ from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.export.benchmark import measure_latency, ort_session
 from rooivalk.export.onnx_export import OPSET, replace_conv2d_same
+from rooivalk.export.pipeline_step import ExportError
 from rooivalk.export.quantize import QuantizeConfig, quantize_int8
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import Plan
@@ -43,10 +44,6 @@ REPORT_FILE = "export_report.json"
 FUSION = "fusion"
 VERIFY_SAMPLES = 64
 BATCH = 256
-
-
-class SystemExportError(ValueError):
-    """An exported model does not reproduce its PyTorch model (or cannot be exported)."""
 
 
 @dataclass
@@ -60,9 +57,9 @@ class SystemExportResult:
 class _Encoder(nn.Module):
     """A sensor model's embedding function as a module: (B, ...) float32 -> (B, D)."""
 
-    def __init__(self, result: SensorTrainResult) -> None:
+    def __init__(self, model: nn.Module, embed: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
-        self.model, self.embed = result.model, result.encoding.embed
+        self.model, self.embed = model, embed
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.embed(self.model, inputs)
@@ -139,6 +136,7 @@ def _run(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _encoder_inputs(dataset: MultiSensorDataset, result: SensorTrainResult, rows: np.ndarray) -> np.ndarray:
+    """Model inputs of the sensor's samples at `rows` (a mask or indices)."""
     return result.encoding.preprocess(dataset.arrays[result.name][rows]).astype(np.float32)
 
 
@@ -214,6 +212,23 @@ def export_system(
     return exported
 
 
+def export_system_step(
+    plan: Plan,
+    dataset_dir: str,
+    sensor_dirs: list[str],
+    fusion_dir: str,
+    export_dir: str,
+    progress: Callable[[str], None] | None = None,
+) -> SystemExportResult:
+    """export_system on the artifacts of the pipeline's earlier steps."""
+    from rooivalk.training.multisensor_artifacts import load_fusion_model
+    from rooivalk.training.multisensor_steps import load_sensor_models
+
+    sensors = load_sensor_models(sensor_dirs, load_multisensor(dataset_dir))
+    fusion, _ = load_fusion_model(fusion_dir)
+    return export_system(plan, dataset_dir, sensors, fusion, export_dir, progress)
+
+
 def _latency_ms(plan: Plan, session: Any) -> float:
     """Median batch-1 latency of one session on zero inputs of its declared shapes."""
     sample = {i.name: np.zeros([1, *i.shape[1:]], _dtype(i.type)) for i in session.get_inputs()}
@@ -244,19 +259,19 @@ def _export_encoder(
     say: Callable[[str], None],
 ) -> dict[str, Path]:
     name = result.name
-    rows = dataset.present_of(name) & dataset.split_mask("test")
-    inputs = _encoder_inputs(dataset, result, rows)
+    rows = np.flatnonzero(dataset.present_of(name) & dataset.split_mask("test"))[:VERIFY_SAMPLES]
+    inputs = _encoder_inputs(dataset, result, rows)  # the verification samples only: the scorer embeds the split
     model = result.model.eval()
     if result.encoding.preprocessing.get("kind") == "image":
         model = replace_conv2d_same(model, int(result.encoding.preprocessing["input_size"]), inputs.shape[1])
-    encoder = _Encoder(SensorTrainResult(name, model, result.encoding, result.val_accuracy, result.seconds))
+    encoder = _Encoder(model, result.encoding.embed)
     fp32 = folder / "model_fp32.onnx"
     say(f"exporting the {name} encoder to ONNX (input {list(inputs.shape[1:])})")
     try:
         _onnx_export(encoder, (torch.from_numpy(inputs[:2]),), ["samples"], "embedding", fp32)
     except Exception as error:  # noqa: BLE001  (report which model failed and why)
-        raise SystemExportError(f"{name} encoder: ONNX export failed: {error}") from error
-    metrics[f"{name}_onnx_max_rel_diff"] = _verify(encoder, fp32, [inputs[:VERIFY_SAMPLES]], plan, name, True)
+        raise ExportError(f"{name} encoder: ONNX export failed: {error}") from error
+    metrics[f"{name}_onnx_max_rel_diff"] = _verify(encoder, fp32, [inputs], plan, name, True)
     int8 = folder / "model_int8.onnx"
     if result.encoding.preprocessing.get("kind") == "image":
         train_rows = dataset.present_of(name) & (dataset.splits == SPLIT_CODES["train"])
@@ -298,7 +313,7 @@ def _export_fusion(
             varargs=True,
         )
     except Exception as error:  # noqa: BLE001
-        raise SystemExportError(f"fusion: ONNX export failed: {error}") from error
+        raise ExportError(f"fusion: ONNX export failed: {error}") from error
     metrics["fusion_onnx_max_abs_diff"] = _verify(module, fp32, [*example, present], plan, FUSION, False)
     int8 = folder / "model_int8.onnx"
     say("quantizing the fusion model to INT8 (dynamic, MatMul/Gemm weights)")
@@ -319,7 +334,7 @@ def _verify(module: nn.Module, path: Path, arrays: list[np.ndarray], plan: Plan,
         diff /= max(float(np.abs(expected).max()), 1e-12)
     if diff > plan.export.max_abs_diff:
         kind = "relative" if relative else "absolute"
-        raise SystemExportError(
+        raise ExportError(
             f"{name}: ONNX FP32 differs from PyTorch by {diff:.2e} ({kind}) > export.max_abs_diff "
             f"{plan.export.max_abs_diff}"
         )

@@ -36,25 +36,38 @@ class ModelInfo(BaseModel):
         return len(self.classes)
 
 
-def save_trained_model(model_dir: str, model: nn.Module, info: ModelInfo) -> dict[str, str]:
-    """Write weights and info atomically; returns {file: sha256}."""
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """The model's state dict as torch.save bytes: CPU, contiguous, loadable with weights_only=True."""
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def load_state_dict_into(model: nn.Module, uri: str) -> None:
+    """Load the state dict at `uri` (weights_only=True, strict) into `model`."""
+    state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
+def read_info_file(folder: str, name: str, what: str) -> bytes:
+    """The artifact's info file, written last: a folder without it is not (or not yet) a `what`."""
+    uri = f"{folder}/{name}"
+    if not storage.exists(uri):
+        raise storage.StorageError(f"{folder}: not a {what} (no {name}; an interrupted write leaves none)")
+    return storage.read_bytes(uri)
+
+
+def save_trained_model(model_dir: str, model: nn.Module, info: ModelInfo) -> dict[str, str]:
+    """Write weights and info atomically; returns {file: sha256}."""
     return {
-        WEIGHTS_FILE: storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", buffer.getvalue()),
+        WEIGHTS_FILE: storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model)),
         INFO_FILE: storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2)),
     }
 
 
 def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode."""
-    info_uri = f"{model_dir}/{INFO_FILE}"
-    if not storage.exists(info_uri):
-        raise storage.StorageError(f"{model_dir}: not a rooivalk model (no {INFO_FILE})")
-    info = ModelInfo.model_validate_json(storage.read_bytes(info_uri))
+    info = ModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    state = torch.load(
-        io.BytesIO(storage.read_bytes(f"{model_dir}/{WEIGHTS_FILE}")), map_location="cpu", weights_only=True
-    )
-    model.load_state_dict(state, strict=True)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
     return model.eval(), info

@@ -30,9 +30,16 @@ class FusionFeatures:
     present: np.ndarray  # bool (N, S)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # sensor -> hits, misses, forward passes, keys
 
+    def _total(self, stat: str) -> int:
+        return sum(int(stats[stat]) for stats in self.cache.values())
+
     @property
     def forward_passes(self) -> int:
-        return sum(int(stats["forward_passes"]) for stats in self.cache.values())
+        return self._total("forward_passes")
+
+    @property
+    def hits(self) -> int:
+        return self._total("hits")
 
 
 def cache_sensor_features(
@@ -92,8 +99,12 @@ def fusion_arrays(
     return arrays
 
 
-def build_fusion(features: FusionFeatures, num_classes: int, spec: FusionSpec) -> FusionTransformer:
-    dims = {name: int(matrix.shape[1]) for name, matrix in features.features.items()}
+def embedding_dims(features: FusionFeatures) -> dict[str, int]:
+    return {name: int(matrix.shape[1]) for name, matrix in features.features.items()}
+
+
+def build_fusion(dims: dict[str, int], num_classes: int, spec: FusionSpec) -> FusionTransformer:
+    """The fusion model over sensors with these embedding sizes (token order = `dims` order)."""
     return FusionTransformer(
         dims,
         num_classes,
@@ -110,7 +121,7 @@ def train_fusion(
     features: FusionFeatures, dataset: MultiSensorDataset, spec: FusionSpec, progress: Progress | None = None
 ) -> tuple[FusionTransformer, FitResult]:
     torch.manual_seed(spec.training.seed)
-    model = build_fusion(features, dataset.num_classes, spec)
+    model = build_fusion(embedding_dims(features), dataset.num_classes, spec)
     train_rows, val_rows = dataset.split_mask("train"), dataset.split_mask("val")
     fit = fit_tensor_model(
         model,

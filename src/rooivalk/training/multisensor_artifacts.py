@@ -14,22 +14,20 @@ weights (they are inside the state dict), so loading never needs the weight file
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel
-from torch import nn
 
 from rooivalk import storage
 from rooivalk.data.dataset import load_npy, npy_bytes
 from rooivalk.features.sensors import sensor_encoding
 from rooivalk.models import create_model
+from rooivalk.models.artifact import load_state_dict_into, read_info_file, state_dict_bytes
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import FusionSpec, ModelSpec
-from rooivalk.training.fusion import FusionFeatures, build_fusion
+from rooivalk.training.fusion import FusionFeatures, build_fusion, embedding_dims
 from rooivalk.training.sensors import SensorTrainResult
 
 WEIGHTS_FILE = "model.pt"
@@ -66,28 +64,10 @@ class FusionModelInfo(BaseModel):
     val_accuracy: float
 
 
-def _state_bytes(model: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
-    return buffer.getvalue()
-
-
-def _load_state(model: nn.Module, uri: str) -> None:
-    state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-
-
-def _info_bytes(folder: str, name: str, what: str) -> bytes:
-    uri = f"{folder}/{name}"
-    if not storage.exists(uri):
-        raise storage.StorageError(f"{folder}: not a {what} (no {name}; an interrupted write leaves none)")
-    return storage.read_bytes(uri)
-
-
 def save_sensor_model(
     model_dir: str, result: SensorTrainResult, spec: ModelSpec, classes: list[str], dataset_version: str
 ) -> None:
-    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", _state_bytes(result.model))
+    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(result.model))
     info = SensorModelInfo(
         sensor=result.name,
         spec=spec,
@@ -100,11 +80,15 @@ def save_sensor_model(
     storage.write_text(f"{model_dir}/{SENSOR_INFO}", info.model_dump_json(indent=2))
 
 
+def read_sensor_info(model_dir: str) -> SensorModelInfo:
+    return SensorModelInfo.model_validate_json(read_info_file(model_dir, SENSOR_INFO, "sensor model"))
+
+
 def load_sensor_model(model_dir: str) -> tuple[SensorTrainResult, SensorModelInfo]:
-    info = SensorModelInfo.model_validate_json(_info_bytes(model_dir, SENSOR_INFO, "sensor model"))
+    info = read_sensor_info(model_dir)
     spec = info.spec.model_copy(update={"pretrained": None})
     model = create_model(spec, len(info.classes))
-    _load_state(model, f"{model_dir}/{WEIGHTS_FILE}")
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
     model.eval()
     result = SensorTrainResult(
         info.sensor, model, sensor_encoding(model, spec), info.val_accuracy, info.seconds, info.stages
@@ -124,7 +108,7 @@ def save_fusion_features(folder: str, features: FusionFeatures, dataset_version:
     info = FusionFeaturesInfo(
         dataset_version=dataset_version,
         sensors=list(features.features),
-        dims={name: int(matrix.shape[1]) for name, matrix in features.features.items()},
+        dims=embedding_dims(features),
         key=features_key(features.cache),
         cache=features.cache,
     )
@@ -133,19 +117,18 @@ def save_fusion_features(folder: str, features: FusionFeatures, dataset_version:
 
 
 def load_fusion_features(folder: str) -> tuple[FusionFeatures, FusionFeaturesInfo]:
-    info = FusionFeaturesInfo.model_validate_json(_info_bytes(folder, FEATURES_INFO, "fusion feature set"))
+    info = FusionFeaturesInfo.model_validate_json(read_info_file(folder, FEATURES_INFO, "fusion feature set"))
     matrices = {name: load_npy(f"{folder}/{name}.npy") for name in info.sensors}
     return FusionFeatures(matrices, load_npy(f"{folder}/{PRESENT_FILE}"), info.cache), info
 
 
 def save_fusion_model(model_dir: str, model: FusionTransformer, info: FusionModelInfo) -> None:
-    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", _state_bytes(model))
+    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
     storage.write_text(f"{model_dir}/{FUSION_INFO}", info.model_dump_json(indent=2))
 
 
 def load_fusion_model(model_dir: str) -> tuple[FusionTransformer, FusionModelInfo]:
-    info = FusionModelInfo.model_validate_json(_info_bytes(model_dir, FUSION_INFO, "fusion model"))
-    shapes = FusionFeatures({name: np.zeros((0, dim), np.float32) for name, dim in info.dims.items()}, np.zeros(0))
-    model = build_fusion(shapes, len(info.classes), info.spec)
-    _load_state(model, f"{model_dir}/{WEIGHTS_FILE}")
+    info = FusionModelInfo.model_validate_json(read_info_file(model_dir, FUSION_INFO, "fusion model"))
+    model = build_fusion(info.dims, len(info.classes), info.spec)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
     return model.eval(), info

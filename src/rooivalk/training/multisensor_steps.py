@@ -7,18 +7,19 @@ Each reads the artifacts of the steps before it from folders (or s3:// prefixes)
     train_sensor_step  one sensor's model (four run in parallel)                           -> sensor model
     cache_features     frozen encoders over every event, through the content-addressed cache -> features
     train_fusion_step  fusion transformer with modality dropout on the cached features       -> fusion model
-    (evaluation: rooivalk.evaluation.multisensor_report.evaluate_system_step)
+    (evaluation: rooivalk.evaluation.multisensor_report.evaluate_fusion_step;
+     export: rooivalk.export.system.export_system_step; registration: rooivalk.tracking.register_system)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rooivalk.data.ingest_multisensor import MultiSensorIngestResult, ingest_multisensor
+from rooivalk import storage
+from rooivalk.data.ingest_multisensor import INDEX_FILE, MultiSensorIngestResult, ingest_multisensor
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.plan import FusionSpec, Plan, SensorSpec
-from rooivalk.training.fusion import cache_sensor_features, train_fusion
-from rooivalk.training.multisensor import ensure_source
+from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, train_fusion
 from rooivalk.training.multisensor_artifacts import (
     FusionFeaturesInfo,
     FusionModelInfo,
@@ -32,21 +33,36 @@ from rooivalk.training.sensors import SensorTrainResult, train_sensor
 from rooivalk.training.tensor_fit import FitResult, Progress
 
 
-def _quiet(_event: dict[str, object]) -> None:
-    return None
-
-
-def _multisensor_parts(plan: Plan) -> tuple[dict[str, SensorSpec], FusionSpec]:
+def multisensor_parts(plan: Plan) -> tuple[dict[str, SensorSpec], FusionSpec]:
     if plan.sensors is None or plan.fusion is None:
         raise ValueError(f"plan {plan.name!r} is not a multi-sensor plan: it needs 'sensors' and 'fusion'")
     return plan.sensors, plan.fusion
 
 
+def ensure_source(plan: Plan, progress: Progress | None = None) -> None:
+    """Simulate the plan's source when the plan asks for it and no event index exists there yet."""
+    source = plan.data.source.rstrip("/")
+    if plan.data.simulate is None or storage.exists(f"{source}/{INDEX_FILE}"):
+        return
+    from rooivalk.data.simulators.counter_drone import simulate_counter_drone
+
+    report = progress or (lambda _event: None)
+    sim = plan.data.simulate
+    report({"event": "message", "text": f"simulating {sim.count} events (seed {sim.seed}) into {source}"})
+    simulate_counter_drone(
+        source,
+        sim.count,
+        sim.seed,
+        sim.image_size,
+        progress=lambda done, total: report({"event": "batch", "stage": "simulate", "done": done, "total": total}),
+    )
+
+
 def ingest_events(
     plan: Plan, dataset_dir: str, quarantine_uri: str | None = None, progress: Progress | None = None
 ) -> MultiSensorIngestResult:
-    sensors, _ = _multisensor_parts(plan)
-    ensure_source(plan, progress or _quiet)
+    sensors, _ = multisensor_parts(plan)
+    ensure_source(plan, progress)
     # Sorted: the plan's key order does not survive KFP's parameter transport, and the dataset's
     # sensor order (its presence-mask columns, the fusion tokens) should not change between runs.
     return ingest_multisensor(plan.data, dataset_dir, sorted(sensors), quarantine_uri)
@@ -55,7 +71,7 @@ def ingest_events(
 def train_sensor_step(
     plan: Plan, sensor: str, dataset_dir: str, model_dir: str, progress: Progress | None = None
 ) -> SensorTrainResult:
-    sensors, _ = _multisensor_parts(plan)
+    sensors, _ = multisensor_parts(plan)
     if sensor not in sensors:
         raise KeyError(f"plan {plan.name!r} has no sensor {sensor!r}; its sensors: {list(sensors)}")
     dataset = load_multisensor(dataset_dir)
@@ -84,16 +100,17 @@ def load_sensor_models(model_dirs: list[str], dataset: MultiSensorDataset) -> di
 
 
 def cache_features(
-    plan: Plan, dataset_dir: str, model_dirs: list[str], features_dir: str, cache_root: str
-) -> FusionFeaturesInfo:
+    plan: Plan, dataset_dir: str, model_dirs: list[str], features_dir: str
+) -> tuple[FusionFeatures, FusionFeaturesInfo]:
     """Embeddings of every event by every frozen sensor encoder, read from (or added to) the cache at
-    the plan's fusion.cache_uri, else `cache_root`; unchanged encoders, preprocessing and data cost
-    zero forward passes."""
-    _, fusion = _multisensor_parts(plan)
+    the plan's fusion.cache_uri; unchanged encoders, preprocessing and data cost zero forward passes.
+    Without a cache_uri the cache lives beside the features and serves this run only (a cluster plan
+    names an s3:// prefix so that runs share it)."""
+    _, fusion = multisensor_parts(plan)
     dataset = load_multisensor(dataset_dir)
     sensors = load_sensor_models(model_dirs, dataset)
-    features = cache_sensor_features(dataset, sensors, fusion.cache_uri or cache_root)
-    return save_fusion_features(features_dir, features, dataset.info.version_id)
+    features = cache_sensor_features(dataset, sensors, fusion.cache_uri or f"{features_dir}/.cache")
+    return features, save_fusion_features(features_dir, features, dataset.info.version_id)
 
 
 @dataclass
@@ -103,15 +120,24 @@ class FusionStepResult:
 
 
 def train_fusion_step(
-    plan: Plan, dataset_dir: str, features_dir: str, model_dir: str, progress: Progress | None = None
+    plan: Plan,
+    dataset_dir: str,
+    features_dir: str,
+    model_dir: str,
+    expected_features_key: str | None = None,
+    progress: Progress | None = None,
 ) -> FusionStepResult:
-    _, fusion = _multisensor_parts(plan)
+    """Fusion on the cached embeddings; `expected_features_key` (what cache_features returned, the
+    parameter KFP keys this task's cache on) must be the key of the features found at `features_dir`."""
+    _, fusion = multisensor_parts(plan)
     dataset = load_multisensor(dataset_dir)
     features, features_info = load_fusion_features(features_dir)
     if features_info.dataset_version != dataset.info.version_id:
         raise ValueError(
             f"{features_dir}: features of dataset {features_info.dataset_version}, not {dataset.info.version_id}"
         )
+    if expected_features_key is not None and features_info.key != expected_features_key:
+        raise ValueError(f"{features_dir}: features have key {features_info.key}, not {expected_features_key}")
     model, fit = train_fusion(features, dataset, fusion, progress)
     info = FusionModelInfo(
         spec=fusion,
