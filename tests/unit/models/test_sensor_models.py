@@ -10,6 +10,7 @@ import torch
 
 from rooivalk.models import create_model, layer_groups
 from rooivalk.models.acoustic_crepe import crepe_state_dict
+from rooivalk.models.log_mel import LogMelSpectrogram, mel_filterbank
 from rooivalk.models.rf_cnn_transformer import LogSpectrogram, iq_to_input
 from rooivalk.plan import ModelSpec
 from rooivalk.training.freezing import set_trainable
@@ -52,6 +53,25 @@ def test_in_model_spectrogram_matches_numpy_stft():
     frames = np.lib.stride_tricks.sliding_window_view(iq, 64, axis=-1)[:, ::32] * np.hanning(64)
     power = np.abs(np.fft.fftshift(np.fft.fft(frames, axis=-1), axes=-1)) ** 2 / 64
     np.testing.assert_allclose(ours.numpy(), np.log(power + 1e-6).transpose(0, 2, 1), atol=1e-3)
+
+
+def test_in_model_log_mel_matches_numpy_rfft_and_puts_a_tone_in_its_band():
+    rate, n_fft, n_mels = 16000, 512, 64
+    t = np.arange(4096) / rate
+    clips = np.stack([np.sin(2 * np.pi * 3000 * t), np.random.default_rng(0).normal(size=4096)]).astype(np.float32)
+    ours = LogMelSpectrogram(rate, n_fft, n_mels)(torch.from_numpy(clips)).numpy()  # (2, 64, T)
+    frames = np.lib.stride_tricks.sliding_window_view(clips, n_fft, axis=-1)[:, :: n_fft // 2] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 / n_fft  # (2, T, 257)
+    expected = np.log(power @ mel_filterbank(n_fft, n_mels, rate) + 1e-10).transpose(0, 2, 1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-3)
+    # The band whose triangle peaks nearest 3 kHz is the loudest for the tone.
+    peaks = mel_filterbank(n_fft, n_mels, rate).argmax(0) * rate / n_fft  # each band's peak bin in Hz
+    assert abs(peaks[ours[0].mean(-1).argmax()] - 3000) < 150
+
+
+def test_mel_band_edges_are_checked():
+    with pytest.raises(ValueError, match="f_min < f_max"):
+        mel_filterbank(512, 64, 16000, f_min=9000)
 
 
 def test_iq_scaling_is_gain_invariant():
