@@ -12,7 +12,7 @@ DEMO_PLAN ?= pipelines/plans/counter_drone.yaml
 DEMO_OUT ?= runs/counter-drone-demo
 PYTEST_ARGS ?=
 
-.PHONY: setup data weights demo test lint typecheck golden clean
+.PHONY: setup data weights demo demo-s3 test lint typecheck golden clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ $(CREPE_WEIGHTS): $(STAMP)
 
 demo: setup data weights
 	$(VENV)/bin/rooivalk run $(DEMO_PLAN) --out $(DEMO_OUT)
+
+# The same plan as on a cluster, on loopback: moto's S3 server + an MLflow server (docs/tracking.md).
+demo-s3: setup data weights
+	$(VENV)/bin/rooivalk demo-s3 $(DEMO_PLAN) --out runs/demo-s3
 
 test: setup data weights
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -20,6 +20,12 @@ def register_model(
 
     with pipeline_step("register_model", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
-        name, version = run(step.plan, step.run_id, parent_run_id, model.path, dataset_version, artifacts)
-        step.record({"registered_version": float(version)}, {}, registered_model=f"{name}/{version}")
+        name, version, decision = run(step.plan, step.run_id, parent_run_id, model.path, dataset_version, artifacts)
+        step.record(
+            # version is "buffered" while the tracking server is unreachable (rooivalk sync registers it)
+            {"registered_version": float(version), **decision.as_metrics()} if version.isdigit() else {},
+            {},
+            registered_model=f"{name}/{version}",
+            promotion=decision.reason,
+        )
     return f"{name}/{version}"

@@ -22,6 +22,14 @@ def register_system(
     with pipeline_step("register_system", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
         sensor_dirs = [m.path for m in models]
-        name, version = run(step.plan, step.run_id, parent_run_id, fusion.path, sensor_dirs, dataset_version, artifacts)
-        step.record({"registered_version": float(version)}, {}, registered_model=f"{name}/{version}")
+        name, version, decision = run(
+            step.plan, step.run_id, parent_run_id, fusion.path, sensor_dirs, dataset_version, artifacts
+        )
+        step.record(
+            # version is "buffered" while the tracking server is unreachable (rooivalk sync registers it)
+            {"registered_version": float(version), **decision.as_metrics()} if version.isdigit() else {},
+            {},
+            registered_model=f"{name}/{version}",
+            promotion=decision.reason,
+        )
     return f"{name}/{version}"

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rooivalk.devservers import LOCAL_S3_CREDENTIALS, Server, start_mlflow, start_moto
+
 TINY_CLASSES = ("circle", "square", "stripes")
 
 
@@ -67,43 +69,48 @@ def tiny_dataset_dir(tmp_path: Path) -> str:
     return out
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A real S3 HTTP endpoint on loopback (moto's server), with a bucket named `rooivalk`."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real S3 HTTP endpoint on loopback (moto's server), one per test session; `.process` lets
+    fault tests pause it (SIGSTOP) and resume it."""
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.1)
-    for key, value in {
-        "AWS_ENDPOINT_URL_S3": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
+
+@pytest.fixture
+def s3_endpoint(s3_server: Server, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's S3 server with an empty bucket named `rooivalk`, and the standard AWS
+    environment variables pointing at it (the only way rooivalk learns S3 settings)."""
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rooivalk")
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+    for key, value in {"AWS_ENDPOINT_URL_S3": s3_server.url, **LOCAL_S3_CREDENTIALS}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=s3_server.url)
+    if "rooivalk" in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="rooivalk"):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket="rooivalk", Key=item["Key"])
+        for upload in client.list_multipart_uploads(Bucket="rooivalk").get("Uploads", []):
+            client.abort_multipart_upload(Bucket="rooivalk", Key=upload["Key"], UploadId=upload["UploadId"])
+    else:
+        client.create_bucket(Bucket="rooivalk")
+    return s3_server.url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real `mlflow server` on loopback: sqlite backend, artifacts proxied to s3://mlflow-artifacts on
+    the moto server, job execution disabled. Only the server gets S3 credentials; clients talk HTTP."""
+    import boto3
+
+    credentials = {
+        "aws_access_key_id": LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": LOCAL_S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+    boto3.client("s3", endpoint_url=s3_server.url, **credentials).create_bucket(Bucket="mlflow-artifacts")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = start_mlflow(folder / "mlflow.db", "s3://mlflow-artifacts/", s3_server.url, folder / "server.log")
+    yield server.url
+    server.stop()

@@ -175,10 +175,28 @@ class ExportSpec(_Strict):
     fail_on_gate: bool = Field(True, description="Fail the pipeline when an export gate fails.")
 
 
+class PromotionSpec(_Strict):
+    """When a new model version (alias `challenger`) takes the alias `champion`."""
+
+    metric: str | None = Field(
+        None, description="Test metric to compare; null: test_accuracy (one model) or fusion_test_accuracy (fusion)."
+    )
+    mode: Literal["max", "min"] = "max"
+    margin: float = Field(0.0, ge=0, description="The challenger must beat the champion by more than this.")
+
+
 class TrackingSpec(_Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; null: sqlite in the run folder.")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI: a server URL (http://...) or null: sqlite in the run folder."
+    )
     experiment: str = "rooivalk"
     registered_model: str | None = Field(None, description="Registry name; null: the plan name.")
+    promotion: PromotionSpec = PromotionSpec()
+    buffer_uri: str | None = Field(
+        None,
+        description="Where tracking records go while the server is unreachable (any storage URI; "
+        "`rooivalk sync` replays them); null: <run folder>/tracking-buffer for `rooivalk run`.",
+    )
 
 
 class Plan(_Strict):
@@ -194,6 +212,11 @@ class Plan(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     export: ExportSpec = ExportSpec()
     tracking: TrackingSpec = TrackingSpec()
+    pipeline_root: str | None = Field(
+        None,
+        description="KFP pipeline root of cluster runs (e.g. s3://bucket/pipelines), written into the compiled "
+        "pipeline; null: the KFP deployment's default. `rooivalk run` keeps artifacts in the run folder.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -60,6 +60,7 @@ class StepContext:
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
     plan = Plan.model_validate(plan_dict)
     tracking_uri = tracking.required_uri(plan)
+    tracking.use_buffer_of(plan)
     run_id = tracking.open_step_run(tracking_uri, parent_run_id, step)
     os.environ[events.STEP_ENV] = step  # processes the step launches (torchrun workers) report as it
     context = StepContext(plan, step, tracking_uri, run_id)

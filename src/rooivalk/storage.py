@@ -1,13 +1,26 @@
 """One URI-addressed store for local paths and s3:// objects.
 
 Writes are atomic: a local write goes to a temporary file in the same directory and is renamed into
-place; an S3 PUT is atomic by nature. Every write returns the sha256 of what was written so that
-artifacts can carry their digest. boto3 is imported lazily: local runs never pay for it.
+place; an S3 object appears only when its PUT (or its multipart upload's completion) succeeds, and a
+failed multipart upload is aborted, so readers never see part of an object. Every write returns the
+sha256 of what was written and stores it on the S3 object as metadata (`x-amz-meta-sha256`);
+`read_bytes` checks it, and a caller holding a manifest's digest passes it as `sha256=`.
+
+S3 settings come from the standard AWS chain only (environment, ~/.aws config and credentials
+files, instance or pod roles): credentials never appear in plans. Beyond that chain:
+  AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL   a MinIO or other S3-compatible endpoint (boto3's own names)
+  ROOIVALK_S3_ADDRESSING_STYLE              path | virtual | auto (default: path with an endpoint, else auto)
+  ROOIVALK_S3_MAX_ATTEMPTS                  botocore "standard" retries with exponential backoff (default 5)
+  ROOIVALK_S3_CONNECT_TIMEOUT / _READ_TIMEOUT  seconds (default 5 / 60)
+  ROOIVALK_S3_MULTIPART_MB                  objects at least this large upload in parts (default 64)
+boto3 is imported lazily: local runs never pay for it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +38,10 @@ _FILE_MODE = 0o666 & ~_UMASK
 
 class StorageError(OSError):
     """A URI that cannot be read or written; the message names the URI."""
+
+
+class IntegrityError(StorageError):
+    """An object whose bytes do not match the sha256 recorded for it; it is refused, not used."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +69,58 @@ def parse_uri(uri: str | Path) -> Location:
     return Location("file", "", str(Path(text).expanduser().resolve()))
 
 
-def _s3_client() -> Any:
-    import boto3  # lazy: only S3 users pay for the import
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint_url: str | None
+    addressing_style: str
+    max_attempts: int
+    connect_timeout: float
+    read_timeout: float
+    multipart_bytes: int
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint) if endpoint else boto3.client("s3")
+    @classmethod
+    def from_env(cls) -> S3Settings:
+        env = os.environ
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("MLFLOW_S3_ENDPOINT_URL")
+        style = env.get("ROOIVALK_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+        if style not in ("path", "virtual", "auto"):
+            raise StorageError(f"ROOIVALK_S3_ADDRESSING_STYLE={style!r}: use path, virtual or auto")
+        try:
+            return cls(
+                endpoint_url=endpoint or None,
+                addressing_style=style,
+                max_attempts=int(env.get("ROOIVALK_S3_MAX_ATTEMPTS", "5")),
+                connect_timeout=float(env.get("ROOIVALK_S3_CONNECT_TIMEOUT", "5")),
+                read_timeout=float(env.get("ROOIVALK_S3_READ_TIMEOUT", "60")),
+                multipart_bytes=int(float(env.get("ROOIVALK_S3_MULTIPART_MB", "64")) * (1 << 20)),
+            )
+        except ValueError as error:
+            raise StorageError(f"ROOIVALK_S3_* setting is not a number: {error}") from None
+
+
+@functools.cache
+def _client_for(settings: S3Settings) -> Any:
+    import boto3  # lazy: only S3 users pay for the import
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+        s3={"addressing_style": settings.addressing_style},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+    # Credentials and region: boto3's default chain (env, config files, IMDS/IRSA), never plans.
+    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+
+def _s3_client() -> Any:
+    """An S3 client for the current environment's settings (cached per distinct settings)."""
+    return _client_for(S3Settings.from_env())
+
+
+def _s3_failure(uri: str | Path, action: str, error: Exception) -> StorageError:
+    attempts = S3Settings.from_env().max_attempts
+    return StorageError(f"{uri}: {action} failed ({type(error).__name__}: {error}); retried up to {attempts} attempts")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -84,36 +148,54 @@ def exists(uri: str | Path) -> bool:
     loc = parse_uri(uri)
     if not loc.is_s3:
         return Path(loc.key).exists()
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         _s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
         return True
     except ClientError:
         return bool(list_uris(uri))
+    except BotoCoreError as error:
+        raise _s3_failure(uri, "HEAD", error) from None
 
 
-def read_bytes(uri: str | Path) -> bytes:
+def read_bytes(uri: str | Path, sha256: str | None = None) -> bytes:
+    """The object's bytes. `sha256`: the digest a manifest recorded for it; an S3 object's own
+    `sha256` metadata (written by write_bytes) is checked too. A mismatch raises IntegrityError."""
     loc = parse_uri(uri)
+    recorded: str | None = None
     if not loc.is_s3:
         try:
-            return Path(loc.key).read_bytes()
+            data = Path(loc.key).read_bytes()
         except FileNotFoundError:
             raise StorageError(f"{uri}: no such file") from None
-    from botocore.exceptions import ClientError
+    else:
+        from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        return _s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()  # type: ignore[no-any-return]
-    except ClientError as error:
-        raise StorageError(f"{uri}: {error}") from None
+        try:
+            response = _s3_client().get_object(Bucket=loc.bucket, Key=loc.key)
+            data = response["Body"].read()
+        except ClientError as error:
+            raise StorageError(f"{uri}: {error}") from None
+        except BotoCoreError as error:
+            raise _s3_failure(uri, "GET", error) from None
+        recorded = response.get("Metadata", {}).get("sha256")
+    for expected, source in ((sha256, "manifest"), (recorded, "object metadata")):
+        if expected is not None:
+            actual = sha256_bytes(data)
+            if actual != expected:
+                raise IntegrityError(
+                    f"{uri}: sha256 {actual[:16]}... does not match the {source}'s {expected[:16]}...: "
+                    "corrupt or tampered; refused"
+                )
+    return data
 
 
 def write_bytes(uri: str | Path, data: bytes) -> str:
     """Write atomically; return the sha256 of the data."""
     loc = parse_uri(uri)
     if loc.is_s3:
-        _s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
-        return sha256_bytes(data)
+        return _put_s3(uri, loc, data)
     target = Path(loc.key)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -128,6 +210,55 @@ def write_bytes(uri: str | Path, data: bytes) -> str:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return sha256_bytes(data)
+
+
+def _put_s3(uri: str | Path, loc: Location, data: bytes) -> str:
+    """PUT small objects, multipart-upload large ones; both carry the sha256 as metadata."""
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    settings = S3Settings.from_env()
+    client = _client_for(settings)
+    digest = sha256_bytes(data)
+    try:
+        if len(data) < settings.multipart_bytes:
+            client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, Metadata={"sha256": digest})
+        else:
+            _abort_unfinished_uploads(client, loc)
+            part = max(settings.multipart_bytes, 5 << 20)  # S3's smallest part (but the last) is 5 MiB
+            config = TransferConfig(multipart_threshold=settings.multipart_bytes, multipart_chunksize=part)
+            # s3transfer aborts the multipart upload when a part fails: no object appears.
+            client.upload_fileobj(
+                io.BytesIO(data), loc.bucket, loc.key, ExtraArgs={"Metadata": {"sha256": digest}}, Config=config
+            )
+    except (BotoCoreError, ClientError) as error:
+        raise _s3_failure(uri, "upload", error) from None
+    return digest
+
+
+def _abort_unfinished_uploads(client: Any, loc: Location) -> None:
+    """Abort multipart uploads of this key that an earlier, interrupted run left behind (their
+    parts are invisible to readers but billed)."""
+    response = client.list_multipart_uploads(Bucket=loc.bucket, Prefix=loc.key)
+    for upload in response.get("Uploads", []):
+        if upload["Key"] == loc.key:
+            client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload["UploadId"])
+
+
+def unfinished_uploads(prefix: str) -> list[str]:
+    """Keys under an s3:// prefix with a multipart upload in progress (what an interrupted upload leaves)."""
+    loc = parse_uri(prefix)
+    response = _s3_client().list_multipart_uploads(Bucket=loc.bucket, Prefix=loc.key)
+    return sorted(upload["Key"] for upload in response.get("Uploads", []))
+
+
+def delete(uri: str | Path) -> None:
+    """Remove one object or file (no error when it is already gone)."""
+    loc = parse_uri(uri)
+    if loc.is_s3:
+        _s3_client().delete_object(Bucket=loc.bucket, Key=loc.key)
+    else:
+        Path(loc.key).unlink(missing_ok=True)
 
 
 def write_text(uri: str | Path, text: str) -> str:

@@ -12,13 +12,17 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from rooivalk.plan import Plan
+from rooivalk.tracking_buffer import BUFFER_ENV, OFFLINE_TAG, buffered, new_offline_id, pending_records
+
+if TYPE_CHECKING:
+    from rooivalk.promotion import PromotionDecision
 
 RUN_KEY_TAG = "rooivalk.run_key"
 STEP_TAG = "rooivalk.step"
@@ -93,28 +97,53 @@ def lineage_tags(plan: Plan, dataset_version: str | None = None) -> dict[str, st
     return tags
 
 
+def use_buffer_of(plan: Plan) -> None:
+    """Point this process's tracking buffer at the plan's (where records go if the server is down)."""
+    if plan.tracking.buffer_uri:
+        os.environ[BUFFER_ENV] = plan.tracking.buffer_uri
+
+
 def open_pipeline_run(plan: Plan, run_key: str, pipeline: str) -> str:
     """Create the parent run (RUNNING), log the resolved plan as params and as plan.json."""
-    tracking_uri = required_uri(plan)
+    use_buffer_of(plan)
+    return create_pipeline_run(required_uri(plan), plan.model_dump(mode="json"), run_key, pipeline)
+
+
+def _offline_run(_args: dict[str, Any]) -> str:
+    return new_offline_id()
+
+
+@buffered("create_pipeline_run", _offline_run)
+def create_pipeline_run(
+    tracking_uri: str, plan_dict: dict[str, Any], run_key: str, pipeline: str, extra_tags: dict[str, str] | None = None
+) -> str:
+    plan = Plan.model_validate(plan_dict)
     client = client_for(tracking_uri)
     experiment_id = ensure_experiment(client, plan.tracking.experiment, tracking_uri)
-    tags = {RUN_KEY_TAG: run_key, "rooivalk.pipeline": pipeline, **lineage_tags(plan)}
+    tags = {RUN_KEY_TAG: run_key, "rooivalk.pipeline": pipeline, **lineage_tags(plan), **(extra_tags or {})}
     run = client.create_run(experiment_id, run_name=f"{plan.name}-{run_key[:8]}", tags=tags)
-    params = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flatten(plan.model_dump(mode="json")).items()]
+    params = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flatten(plan_dict).items()]
     for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
         client.log_batch(run.info.run_id, params=params[start : start + 100])
-    client.log_dict(run.info.run_id, plan.model_dump(mode="json"), "plan.json")
+    client.log_dict(run.info.run_id, plan_dict, "plan.json")
     return str(run.info.run_id)
 
 
-def open_step_run(tracking_uri: str, parent_run_id: str, step: str) -> str:
+@buffered("open_step_run", _offline_run)
+def open_step_run(tracking_uri: str, parent_run_id: str, step: str, extra_tags: dict[str, str] | None = None) -> str:
     client = client_for(tracking_uri)
     parent = client.get_run(parent_run_id)
     tags = {PARENT_TAG: parent_run_id, STEP_TAG: step, RUN_KEY_TAG: parent.data.tags.get(RUN_KEY_TAG, "")}
+    tags.update(extra_tags or {})
     run = client.create_run(parent.info.experiment_id, run_name=step, tags=tags)
     return str(run.info.run_id)
 
 
+def _nothing(_args: dict[str, Any]) -> None:
+    return None
+
+
+@buffered("log_metrics", _nothing)
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     import time
 
@@ -125,10 +154,12 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step:
         client.log_batch(run_id, metrics=batch[start : start + 1000])
 
 
+@buffered("set_tags", _nothing)
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
     client_for(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+@buffered("log_artifact", _nothing, file_args=("path",))
 def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str | None = None) -> None:
     client = client_for(tracking_uri)
     if Path(path).is_dir():
@@ -137,10 +168,12 @@ def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str |
         client.log_artifact(run_id, path, artifact_path)
 
 
+@buffered("finish_run", _nothing)
 def finish_run(tracking_uri: str, run_id: str, failed: bool) -> None:
     client_for(tracking_uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
+@buffered("close_pipeline_run", lambda _args: "BUFFERED")
 def close_pipeline_run(tracking_uri: str, parent_run_id: str, expected_steps: list[str]) -> str:
     """Finish the parent run: FINISHED only if every expected step's nested run finished."""
     client = client_for(tracking_uri)
@@ -152,6 +185,16 @@ def close_pipeline_run(tracking_uri: str, parent_run_id: str, expected_steps: li
     return status
 
 
+def _offline_pipeline_run(args: dict[str, Any]) -> str | None:
+    """A pipeline run created offline in this buffer, found by its run key."""
+    buffer = os.environ.get(BUFFER_ENV)
+    for item in pending_records(buffer) if buffer else []:
+        if item["op"] == "create_pipeline_run" and item["args"]["run_key"] == args["run_key"]:
+            return str(item["result"])
+    return None
+
+
+@buffered("find_pipeline_run", _offline_pipeline_run, writes=False)
 def find_pipeline_run(tracking_uri: str, experiment: str, run_key: str) -> str | None:
     client = client_for(tracking_uri)
     found = client.get_experiment_by_name(experiment)
@@ -167,6 +210,7 @@ def pipeline_run_id(plan_dict: dict[str, Any], run_key: str) -> str:
     """The parent run of the pipeline run `run_key`, for tasks that cannot take it as an input
     (inside a ParallelFor, kfp.local replaces every task-output parameter with the loop item)."""
     plan = Plan.model_validate(plan_dict)
+    use_buffer_of(plan)
     found = find_pipeline_run(required_uri(plan), plan.tracking.experiment, run_key)
     if found is None:
         raise LookupError(f"no pipeline run with key {run_key!r} in experiment {plan.tracking.experiment!r}")
@@ -207,9 +251,12 @@ def _register_candidate(
     dataset_version: str,
     extra_artifacts: dict[str, str],
     extra_tags: dict[str, str] | None = None,
-) -> tuple[str, str]:
-    """Register `network` under the plan's registry name with lineage tags and the alias `candidate`
-    (it passed the evaluation and export gates to get here)."""
+) -> tuple[str, str, PromotionDecision]:
+    """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
+    and export gates to get here), alias it `challenger`, and let rooivalk.promotion decide whether
+    it becomes `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`)."""
+    from rooivalk.promotion import promote_challenger, report_metrics
+
     tags = {
         **lineage_tags(plan, dataset_version),
         "rooivalk.status": "validated",
@@ -217,9 +264,14 @@ def _register_candidate(
         **(extra_tags or {}),
     }
     name = plan.tracking.registered_model or plan.name
-    return register_model(
-        required_uri(plan), run_id, network, name, tags, alias="candidate", extra_artifacts=extra_artifacts
+    uri = required_uri(plan)
+    name, version = register_model(uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
+    report = json.loads(Path(extra_artifacts["evaluation"], "evaluation.json").read_text())
+    default_metric = "fusion_test_accuracy" if plan.fusion is not None else "test_accuracy"
+    decision = promote_challenger(
+        uri, name, version, report_metrics(report), dataset_version, plan.tracking.promotion, default_metric
     )
+    return name, version, decision
 
 
 def register_trained_model(
@@ -229,12 +281,14 @@ def register_trained_model(
     model_dir: str,
     dataset_version: str,
     extra_artifacts: dict[str, str],
-) -> tuple[str, str]:
+) -> tuple[str, str, PromotionDecision]:
     """Register the model artifact at `model_dir` (see _register_candidate)."""
-    from rooivalk.models import load_trained_model
-
-    network, _ = load_trained_model(model_dir)
-    return _register_candidate(plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
+    use_buffer_of(plan)
+    registered = register_dirs(
+        required_uri(plan), plan.model_dump(mode="json"), run_id, parent_run_id, model_dir, [],
+        dataset_version, extra_artifacts,
+    )  # fmt: skip
+    return _as_registration(registered)
 
 
 def register_system(
@@ -245,13 +299,61 @@ def register_system(
     sensor_dirs: list[str],
     dataset_version: str,
     extra_artifacts: dict[str, str],
-) -> tuple[str, str]:
+) -> tuple[str, str, PromotionDecision]:
     """Register a multi-sensor system (see _register_candidate): the fusion model as the MLflow
     model; its sensor models (as `sensors/<name>`) and `extra_artifacts` (evaluation, ONNX export)
     as artifacts of the same run; tagged with the features key and the sensor list."""
+    use_buffer_of(plan)
+    registered = register_dirs(
+        required_uri(plan), plan.model_dump(mode="json"), run_id, parent_run_id, fusion_dir, sensor_dirs,
+        dataset_version, extra_artifacts,
+    )  # fmt: skip
+    return _as_registration(registered)
+
+
+def _as_registration(registered: Any) -> tuple[str, str, PromotionDecision]:
+    from rooivalk.promotion import PromotionDecision
+
+    name, version, decision = registered
+    return name, version, decision if isinstance(decision, PromotionDecision) else PromotionDecision(**decision)
+
+
+def _offline_registration(args: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    plan = Plan.model_validate(args["plan_dict"])
+    decision = {
+        "promoted": False,
+        "metric": plan.tracking.promotion.metric or "",
+        "challenger_version": "buffered",
+        "challenger_score": float("nan"),
+        "champion_version": None,
+        "champion_score": None,
+        "reason": "tracking server unreachable: registration buffered; `rooivalk sync` registers and promotes",
+    }
+    return plan.tracking.registered_model or plan.name, "buffered", decision
+
+
+@buffered("register_dirs", _offline_registration)
+def register_dirs(
+    tracking_uri: str,
+    plan_dict: dict[str, Any],
+    run_id: str,
+    parent_run_id: str,
+    model_dir: str,
+    sensor_dirs: list[str],
+    dataset_version: str,
+    extra_artifacts: dict[str, str],
+) -> tuple[str, str, PromotionDecision]:
+    """Register a trained model (`sensor_dirs` empty) or a fusion system from its artifact folders.
+    Folders, not objects, so that a registration buffered while the server is down can be replayed."""
+    plan = Plan.model_validate(plan_dict)
+    if not sensor_dirs:
+        from rooivalk.models import load_trained_model
+
+        network, _ = load_trained_model(model_dir)
+        return _register_candidate(plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
     from rooivalk.training.multisensor_artifacts import load_fusion_model, read_sensor_info
 
-    network, info = load_fusion_model(fusion_dir)
+    network, info = load_fusion_model(model_dir)
     sensors = {f"sensors/{read_sensor_info(folder).sensor}": folder for folder in sensor_dirs}
     tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(network.sensors)}
     return _register_candidate(
@@ -259,9 +361,46 @@ def register_system(
     )
 
 
+_CREATES = ("create_pipeline_run", "open_step_run")
+
+
+def replay(op: str, tracking_uri: str, args: dict[str, Any], offline_result: Any) -> Any:
+    """Run one buffered call for real (rooivalk.tracking_buffer.sync). A run it creates is tagged
+    with its offline id, and found by it instead of created again when the record is replayed twice."""
+    functions: dict[str, Any] = {
+        "create_pipeline_run": create_pipeline_run,
+        "open_step_run": open_step_run,
+        "log_metrics": log_metrics,
+        "set_tags": set_tags,
+        "log_artifact": log_artifact,
+        "finish_run": finish_run,
+        "close_pipeline_run": close_pipeline_run,
+        "register_dirs": register_dirs,
+    }
+    if op not in functions:
+        raise ValueError(f"unknown buffered tracking call {op!r}")
+    if "plan_dict" in args:  # the plan names the server it was meant for; replay goes to tracking_uri
+        plan_dict = json.loads(json.dumps(args["plan_dict"]))
+        plan_dict["tracking"]["uri"] = tracking_uri
+        args = {**args, "plan_dict": plan_dict}
+    if op in _CREATES:
+        client = client_for(tracking_uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(experiments, filter_string=f"tags.`{OFFLINE_TAG}` = '{offline_result}'")
+        if found:
+            return str(found[0].info.run_id)
+        args = {**args, "extra_tags": {**(args.get("extra_tags") or {}), OFFLINE_TAG: str(offline_result)}}
+    result = functions[op].__wrapped__(tracking_uri, **args)
+    if op == "register_dirs":
+        name, version, decision = result
+        return [name, version, decision.__dict__]
+    return result
+
+
 def close_pipeline_run_by_key(plan: Plan, run_key: str, expected_steps: list[str]) -> str:
     """The exit handler's job: it may not depend on other tasks, so it finds the parent run by key."""
     uri = required_uri(plan)
+    use_buffer_of(plan)
     parent_run_id = find_pipeline_run(uri, plan.tracking.experiment, run_key)
     return "NOT_STARTED" if parent_run_id is None else close_pipeline_run(uri, parent_run_id, expected_steps)
 

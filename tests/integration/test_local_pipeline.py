@@ -76,7 +76,7 @@ def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
     assert all(c.info.status == "FINISHED" for c in children)
     train_run = next(c for c in children if c.info.run_name == "train_model")
     assert len(client.get_metric_history(train_run.info.run_id, "val_accuracy")) == 2  # one per epoch
-    version = client.get_model_version_by_alias("tiny", "candidate")
+    version = client.get_model_version_by_alias("tiny", "champion")
     assert version.tags["rooivalk.dataset_version"] == summary["dataset_version"]
     assert version.tags["rooivalk.plan_digest"]
 

@@ -91,7 +91,7 @@ def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from
     client = MlflowClient(summary["tracking"]["uri"])
     parent = client.get_run(summary["tracking"]["run_id"])
     assert parent.info.status == "FINISHED"
-    version = client.get_model_version_by_alias("tiny-counter-drone", "candidate")
+    version = client.get_model_version_by_alias("tiny-counter-drone", "champion")
     assert version.tags["rooivalk.features_key"] == features_key
     assert version.tags["rooivalk.sensors"] == ",".join(sorted(SENSORS))
 

@@ -78,3 +78,13 @@ def test_components_do_not_install_kfp_at_runtime(tmp_path: Path) -> None:
     text = _compile(tmp_path).read_text()
     assert "pip install" not in text  # images ship kfp and rooivalk; nothing is installed in pods
     assert "ghcr.io/rooivalk/rooivalk-cpu:" in text
+
+
+def test_plan_pipeline_root_becomes_the_compiled_default(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    args = ["compile", str(PLAN), "-o", str(out), "--set", "pipeline_root=s3://bucket/pipelines"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load(out.read_text())
+    assert spec["defaultPipelineRoot"] == "s3://bucket/pipelines"
+    assert components.load_component_from_file(str(out)) is not None  # still a valid KFP pipeline

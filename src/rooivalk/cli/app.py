@@ -138,6 +138,56 @@ def _print_summary(summary: dict[str, Any]) -> None:
     _stdout().print(
         f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}"
     )
+    if tracking.get("note"):
+        _stdout().print(f"[yellow]{tracking['note']}[/]")
+
+
+@app.command("demo-s3")
+def demo_s3(
+    plan: PlanArg,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (servers' logs and MLflow db too).")] = Path(
+        "runs/demo-s3"
+    ),
+    keep_running: Annotated[bool, typer.Option(help="Keep the servers up after the run (Ctrl-C stops).")] = True,
+) -> None:
+    """Run a plan as on a cluster, on one machine: moto's S3 server and an MLflow server on loopback;
+    source, checkpoints and feature cache in S3; tracking and registry on the server."""
+    import logging
+
+    from rooivalk.cli.demo_s3 import run_demo_s3
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    raise typer.Exit(run_demo_s3(_load(plan, set_, check_model=True), out, _stdout(), keep_running))
+
+
+@app.command()
+def sync(
+    run_dir: Annotated[str, typer.Argument(help="A run folder (or a tracking buffer URI, local or s3://).")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="Replay against this server instead of the one each record was meant for.")
+    ] = None,
+) -> None:
+    """Replay tracking records buffered while the MLflow server was unreachable (safe to run twice)."""
+    from rooivalk import storage
+    from rooivalk.tracking_buffer import RECORDS, TrackingOffline
+    from rooivalk.tracking_buffer import sync as replay
+
+    buffer = run_dir.rstrip("/")
+    if not storage.exists(f"{buffer}/{RECORDS}") and storage.exists(f"{buffer}/tracking-buffer/{RECORDS}"):
+        buffer = f"{buffer}/tracking-buffer"
+    if not storage.exists(f"{buffer}/{RECORDS}"):
+        _error(f"{run_dir}: no tracking buffer here (nothing was buffered, or not a run folder)")
+        raise typer.Exit(2)
+    try:
+        result = replay(buffer, tracking_uri, progress=lambda text: _stdout().print(text, highlight=False))
+    except TrackingOffline as error:
+        _error(str(error))
+        raise typer.Exit(1) from None
+    _stdout().print(
+        f"[green]synced[/] {result.replayed} records ({result.runs_created} runs created; "
+        f"{result.skipped} replayed earlier) from {buffer}"
+    )
 
 
 @app.command("compile")

@@ -18,4 +18,10 @@ def compile_plan(plan: Plan, output: Path, tracking_uri: str) -> Path:
     compiler.Compiler().compile(
         pipeline_for(plan).function, str(output), pipeline_parameters={"plan": plan.to_parameter()}
     )
+    if plan.pipeline_root:  # the IR's defaultPipelineRoot: where the cluster's KFP stores artifacts
+        import yaml
+
+        documents = list(yaml.safe_load_all(output.read_text()))  # pipeline spec [+ platform spec]
+        documents[0]["defaultPipelineRoot"] = plan.pipeline_root
+        output.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return output

@@ -45,7 +45,12 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
         name: sensor.model_copy(update={"model": _absolute_weights(sensor.model)})
         for name, sensor in plan.sensors.items()
     }
-    tracking = plan.tracking.model_copy(update={"uri": plan.tracking.uri or default_tracking_uri(out_dir)})
+    tracking = plan.tracking.model_copy(
+        update={
+            "uri": plan.tracking.uri or default_tracking_uri(out_dir),
+            "buffer_uri": _absolute(plan.tracking.buffer_uri or str(out_dir / "tracking-buffer")),
+        }
+    )
     # A stable checkpoint location makes a rerun of the same command (same --out) resume training.
     checkpoint_uri = plan.training.checkpoint.uri or str((out_dir / "checkpoints" / "train_model").resolve())
     checkpoint = plan.training.checkpoint.model_copy(update={"uri": _absolute(checkpoint_uri)})
@@ -97,7 +102,8 @@ class _Pipeline(threading.Thread):
 
 def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
     from pipelines.select import pipeline_for
-    from rooivalk.tracking import find_pipeline_run
+    from rooivalk.tracking import find_pipeline_run, use_buffer_of
+    from rooivalk.tracking_buffer import pending_records
 
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_plan(plan, out_dir)
@@ -133,10 +139,20 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
         error: str | None = "interrupted by the user"
     else:
         error = None if worker.error is None else _short_error(worker.error, collected)
+    use_buffer_of(resolved)
     run_id = find_pipeline_run(resolved.tracking.uri or "", resolved.tracking.experiment, run_key)
     summary = build_summary(
         chosen.name, collected, chosen.steps, error, resolved.tracking.uri or "", run_id, plan.name, str(out_dir)
     )
+    buffer = resolved.tracking.buffer_uri or ""
+    pending = len(pending_records(buffer)) if buffer else 0
+    summary["tracking"]["buffered_records"] = pending
+    if pending:  # the server was unreachable for part of the run: say so, and how to catch up
+        summary["tracking"]["buffer_uri"] = buffer
+        summary["tracking"]["note"] = (
+            f"tracking server unreachable: {pending} records buffered in {buffer}; "
+            f"replay them with `rooivalk sync {out_dir}`"
+        )
     summary["seconds"] = time.perf_counter() - started
     summary_path = out_dir / SUMMARY_FILE
     storage.write_text(summary_path, json.dumps(summary, indent=2, default=str))

@@ -38,6 +38,7 @@ class DatasetInfo(BaseModel):
     class_balance: dict[str, dict[str, int]]  # split -> class name -> count
     split_seed: int
     quarantined: int
+    files: dict[str, str] = {}  # array file -> sha256, checked on load (empty in datasets older than the check)
 
 
 @dataclass
@@ -63,18 +64,22 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_arrays(dataset_dir: str | Path, images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> None:
-    storage.write_bytes(f"{dataset_dir}/images.npy", npy_bytes(images.astype(np.uint8, copy=False)))
-    storage.write_bytes(f"{dataset_dir}/labels.npy", npy_bytes(labels.astype(np.int64, copy=False)))
-    storage.write_bytes(f"{dataset_dir}/splits.npy", npy_bytes(splits.astype(np.int8, copy=False)))
+def save_arrays(dataset_dir: str | Path, images: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> dict[str, str]:
+    """Write the arrays; returns {file: sha256} for the manifest (dataset.json) written after them."""
+    return {
+        "images.npy": storage.write_bytes(f"{dataset_dir}/images.npy", npy_bytes(images.astype(np.uint8, copy=False))),
+        "labels.npy": storage.write_bytes(f"{dataset_dir}/labels.npy", npy_bytes(labels.astype(np.int64, copy=False))),
+        "splits.npy": storage.write_bytes(f"{dataset_dir}/splits.npy", npy_bytes(splits.astype(np.int8, copy=False))),
+    }
 
 
 def save_info(dataset_dir: str | Path, info: DatasetInfo) -> str:
     return storage.write_text(f"{dataset_dir}/{INFO_FILE}", info.model_dump_json(indent=2))
 
 
-def load_npy(uri: str) -> np.ndarray:
-    array: np.ndarray = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+def load_npy(uri: str, sha256: str | None = None) -> np.ndarray:
+    """An .npy array; `sha256`: the digest its manifest recorded (a mismatch raises IntegrityError)."""
+    array: np.ndarray = np.load(io.BytesIO(storage.read_bytes(uri, sha256=sha256)), allow_pickle=False)
     return array
 
 
@@ -91,9 +96,9 @@ def load_dataset(dataset_dir: str | Path) -> Dataset:
     info = DatasetInfo.model_validate_json(read_info(dataset_dir))
     return Dataset(
         info=info,
-        images=load_npy(f"{dataset_dir}/images.npy"),
-        labels=load_npy(f"{dataset_dir}/labels.npy"),
-        splits=load_npy(f"{dataset_dir}/splits.npy"),
+        images=load_npy(f"{dataset_dir}/images.npy", info.files.get("images.npy")),
+        labels=load_npy(f"{dataset_dir}/labels.npy", info.files.get("labels.npy")),
+        splits=load_npy(f"{dataset_dir}/splits.npy", info.files.get("splits.npy")),
     )
 
 

@@ -194,7 +194,7 @@ def _metrics(info: DatasetInfo) -> dict[str, float]:
 def _write_dataset(
     dataset_dir: str, info: DatasetInfo, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], csv_text: str
 ) -> None:
-    save_arrays(dataset_dir, *arrays)
+    info.files = save_arrays(dataset_dir, *arrays)
     storage.write_text(f"{dataset_dir}/{SAMPLES_FILE}", csv_text)
     storage.write_bytes(f"{dataset_dir}/{BALANCE_PLOT_FILE}", plot_class_balance(info.class_balance, info.classes))
     save_info(dataset_dir, info)  # last: its presence marks a complete dataset

@@ -43,6 +43,7 @@ class MultiSensorInfo(BaseModel):
     present: dict[str, int]  # sensor -> events that have its sample
     split_seed: int
     quarantined: int
+    files: dict[str, str] = {}  # array file -> sha256, checked on load
 
     def sensor(self, name: str) -> SensorInfo:
         for sensor in self.sensors:
@@ -100,11 +101,15 @@ class MultiSensorDataset:
 
 def save_multisensor(dataset_dir: str, dataset: MultiSensorDataset) -> None:
     """Arrays first, dataset.json last: a directory without dataset.json is an incomplete ingestion."""
-    for name, array in dataset.arrays.items():
-        storage.write_bytes(f"{dataset_dir}/{name}.npy", npy_bytes(array))
-    storage.write_bytes(f"{dataset_dir}/{PRESENT_FILE}", npy_bytes(dataset.present.astype(bool)))
-    storage.write_bytes(f"{dataset_dir}/labels.npy", npy_bytes(dataset.labels.astype(np.int64)))
-    storage.write_bytes(f"{dataset_dir}/splits.npy", npy_bytes(dataset.splits.astype(np.int8)))
+    arrays = {
+        **{f"{name}.npy": array for name, array in dataset.arrays.items()},
+        PRESENT_FILE: dataset.present.astype(bool),
+        "labels.npy": dataset.labels.astype(np.int64),
+        "splits.npy": dataset.splits.astype(np.int8),
+    }
+    dataset.info.files = {
+        file: storage.write_bytes(f"{dataset_dir}/{file}", npy_bytes(a)) for file, a in arrays.items()
+    }
     storage.write_text(f"{dataset_dir}/{INFO_FILE}", dataset.info.model_dump_json(indent=2))
 
 
@@ -118,8 +123,8 @@ def load_multisensor(dataset_dir: str) -> MultiSensorDataset:
     info = MultiSensorInfo.model_validate_json(read_info(dataset_dir))
     return MultiSensorDataset(
         info=info,
-        arrays={sensor.name: load_npy(f"{dataset_dir}/{sensor.name}.npy") for sensor in info.sensors},
-        present=load_npy(f"{dataset_dir}/{PRESENT_FILE}"),
-        labels=load_npy(f"{dataset_dir}/labels.npy"),
-        splits=load_npy(f"{dataset_dir}/splits.npy"),
+        arrays={s.name: load_npy(f"{dataset_dir}/{s.name}.npy", info.files.get(f"{s.name}.npy")) for s in info.sensors},
+        present=load_npy(f"{dataset_dir}/{PRESENT_FILE}", info.files.get(PRESENT_FILE)),
+        labels=load_npy(f"{dataset_dir}/labels.npy", info.files.get("labels.npy")),
+        splits=load_npy(f"{dataset_dir}/splits.npy", info.files.get("splits.npy")),
     )

@@ -30,6 +30,7 @@ class ModelInfo(BaseModel):
     std: tuple[float, ...]
     dataset_version: str
     plan_digest: str
+    weights_sha256: str | None = None  # checked on load (None in artifacts older than the check)
 
     @property
     def num_classes(self) -> int:
@@ -43,9 +44,10 @@ def state_dict_bytes(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def load_state_dict_into(model: nn.Module, uri: str) -> None:
-    """Load the state dict at `uri` (weights_only=True, strict) into `model`."""
-    state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+def load_state_dict_into(model: nn.Module, uri: str, sha256: str | None = None) -> None:
+    """Load the state dict at `uri` (weights_only=True, strict) into `model`; `sha256`: the digest
+    the artifact's info file recorded (a mismatch raises storage.IntegrityError)."""
+    state = torch.load(io.BytesIO(storage.read_bytes(uri, sha256=sha256)), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
 
 
@@ -58,9 +60,11 @@ def read_info_file(folder: str, name: str, what: str) -> bytes:
 
 
 def save_trained_model(model_dir: str, model: nn.Module, info: ModelInfo) -> dict[str, str]:
-    """Write weights and info atomically; returns {file: sha256}."""
+    """Write the weights, then the info file carrying their sha256 (last: it marks a complete
+    artifact); returns {file: sha256}."""
+    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
     return {
-        WEIGHTS_FILE: storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model)),
+        WEIGHTS_FILE: info.weights_sha256,
         INFO_FILE: storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2)),
     }
 
@@ -69,5 +73,5 @@ def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode."""
     info = ModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info

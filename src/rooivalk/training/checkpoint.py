@@ -85,13 +85,7 @@ class CheckpointStore:
         return storage.write_bytes(self._path(BEST_FILE), _serialize({"state_dict": weights, "info": info}))
 
     def _delete(self, name: str) -> None:
-        location = storage.parse_uri(self._path(name))
-        if location.is_s3:
-            storage._s3_client().delete_object(Bucket=location.bucket, Key=location.key)
-        else:
-            from pathlib import Path
-
-            Path(location.key).unlink(missing_ok=True)
+        storage.delete(self._path(name))
 
     def load_latest(self) -> LoadedCheckpoint | None:
         """The newest checkpoint whose sha256 verifies; None when there is none."""
@@ -99,12 +93,12 @@ class CheckpointStore:
         for entry in reversed(self.manifest()):
             path = self._path(entry["file"])
             try:
-                data = storage.read_bytes(path)
+                data = storage.read_bytes(path, sha256=entry["sha256"])
+            except storage.IntegrityError:
+                skipped.append(f"{entry['file']} (sha256 mismatch: corrupt or partial)")
+                continue
             except storage.StorageError:
                 skipped.append(f"{entry['file']} (missing)")
-                continue
-            if storage.sha256_bytes(data) != entry["sha256"]:
-                skipped.append(f"{entry['file']} (sha256 mismatch: corrupt or partial)")
                 continue
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             if skipped:

@@ -45,6 +45,7 @@ class SensorModelInfo(BaseModel):
     val_accuracy: float
     seconds: float
     stages: list[dict[str, Any]] = []
+    weights_sha256: str | None = None  # checked on load
 
 
 class FusionFeaturesInfo(BaseModel):
@@ -53,6 +54,7 @@ class FusionFeaturesInfo(BaseModel):
     dims: dict[str, int]
     key: str  # sha256 over every (sensor, split) feature-cache key: equal keys, equal features
     cache: dict[str, dict[str, Any]]  # sensor -> hits, misses, forward passes, keys
+    files: dict[str, str] = {}  # .npy file -> sha256, checked on load
 
 
 class FusionModelInfo(BaseModel):
@@ -62,13 +64,15 @@ class FusionModelInfo(BaseModel):
     dataset_version: str
     features_key: str
     val_accuracy: float
+    weights_sha256: str | None = None  # checked on load
 
 
 def save_sensor_model(
     model_dir: str, result: SensorTrainResult, spec: ModelSpec, classes: list[str], dataset_version: str
 ) -> None:
-    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(result.model))
+    digest = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(result.model))
     info = SensorModelInfo(
+        weights_sha256=digest,
         sensor=result.name,
         spec=spec,
         classes=classes,
@@ -88,7 +92,7 @@ def load_sensor_model(model_dir: str) -> tuple[SensorTrainResult, SensorModelInf
     info = read_sensor_info(model_dir)
     spec = info.spec.model_copy(update={"pretrained": None})
     model = create_model(spec, len(info.classes))
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     model.eval()
     result = SensorTrainResult(
         info.sensor, model, sensor_encoding(model, spec), info.val_accuracy, info.seconds, info.stages
@@ -102,10 +106,13 @@ def features_key(cache: dict[str, dict[str, Any]]) -> str:
 
 
 def save_fusion_features(folder: str, features: FusionFeatures, dataset_version: str) -> FusionFeaturesInfo:
-    for name, matrix in features.features.items():
-        storage.write_bytes(f"{folder}/{name}.npy", npy_bytes(matrix.astype(np.float32)))
-    storage.write_bytes(f"{folder}/{PRESENT_FILE}", npy_bytes(features.present.astype(bool)))
+    files = {
+        f"{name}.npy": storage.write_bytes(f"{folder}/{name}.npy", npy_bytes(matrix.astype(np.float32)))
+        for name, matrix in features.features.items()
+    }
+    files[PRESENT_FILE] = storage.write_bytes(f"{folder}/{PRESENT_FILE}", npy_bytes(features.present.astype(bool)))
     info = FusionFeaturesInfo(
+        files=files,
         dataset_version=dataset_version,
         sensors=list(features.features),
         dims=embedding_dims(features),
@@ -118,17 +125,18 @@ def save_fusion_features(folder: str, features: FusionFeatures, dataset_version:
 
 def load_fusion_features(folder: str) -> tuple[FusionFeatures, FusionFeaturesInfo]:
     info = FusionFeaturesInfo.model_validate_json(read_info_file(folder, FEATURES_INFO, "fusion feature set"))
-    matrices = {name: load_npy(f"{folder}/{name}.npy") for name in info.sensors}
-    return FusionFeatures(matrices, load_npy(f"{folder}/{PRESENT_FILE}"), info.cache), info
+    matrices = {name: load_npy(f"{folder}/{name}.npy", info.files.get(f"{name}.npy")) for name in info.sensors}
+    present = load_npy(f"{folder}/{PRESENT_FILE}", info.files.get(PRESENT_FILE))
+    return FusionFeatures(matrices, present, info.cache), info
 
 
 def save_fusion_model(model_dir: str, model: FusionTransformer, info: FusionModelInfo) -> None:
-    storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
+    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
     storage.write_text(f"{model_dir}/{FUSION_INFO}", info.model_dump_json(indent=2))
 
 
 def load_fusion_model(model_dir: str) -> tuple[FusionTransformer, FusionModelInfo]:
     info = FusionModelInfo.model_validate_json(read_info_file(model_dir, FUSION_INFO, "fusion model"))
     model = build_fusion(info.dims, len(info.classes), info.spec)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}")
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info

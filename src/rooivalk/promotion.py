@@ -1,0 +1,122 @@
+"""Champion / challenger: a newly registered model version becomes `challenger`; it takes `champion`
+only when it beats the current champion on the same test set by the plan's metric and margin.
+
+"The same test set" is checked, not assumed: each version carries its dataset version id and its
+score as tags. When the champion was scored on another dataset version, its score is not comparable;
+the caller may pass `rescore` (champion version -> its score on the challenger's test set), and
+without it the champion stays (a person can still move the alias by hand in MLflow). The decision,
+both scores and the reason are written to the challenger's version tags and returned, so the
+register step logs them on its run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from rooivalk.plan import PromotionSpec
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+SCORE_TAG = "rooivalk.score"
+DATASET_TAG = "rooivalk.dataset_version"
+DECISION_TAG = "rooivalk.promotion"
+
+
+@dataclass
+class PromotionDecision:
+    promoted: bool
+    metric: str
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None
+    champion_score: float | None
+    reason: str
+
+    def as_metrics(self) -> dict[str, float]:
+        metrics = {"promotion.promoted": float(self.promoted), "promotion.challenger_score": self.challenger_score}
+        if self.champion_score is not None:
+            metrics["promotion.champion_score"] = self.champion_score
+        return metrics
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Flat test metrics of an evaluation report: a system report's `metrics`, or a single model's
+    top-level floats as `test_<name>`."""
+    if isinstance(report.get("metrics"), dict):
+        return {k: float(v) for k, v in report["metrics"].items() if isinstance(v, int | float)}
+    return {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
+
+
+def _champion(client: MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _better(score: float, other: float, spec: PromotionSpec) -> bool:
+    return score > other + spec.margin if spec.mode == "max" else score < other - spec.margin
+
+
+def promote_challenger(
+    tracking_uri: str,
+    name: str,
+    version: str,
+    metrics: dict[str, float],
+    dataset_version: str,
+    spec: PromotionSpec,
+    default_metric: str,
+    rescore: Callable[[str], float] | None = None,
+) -> PromotionDecision:
+    """Alias `version` as challenger, then decide whether it becomes champion (see module doc)."""
+    metric = spec.metric or default_metric
+    if metric not in metrics:
+        raise KeyError(f"tracking.promotion.metric: {metric!r} is not in the evaluation report's {sorted(metrics)}")
+    score = metrics[metric]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_model_version_tag(name, version, f"{SCORE_TAG}.{metric}", str(score))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    champion = _champion(client, name)
+    champion_score: float | None = None
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    elif str(champion.version) == str(version):
+        promoted, reason = True, "already champion"
+    else:
+        same_test_set = champion.tags.get(DATASET_TAG) == dataset_version
+        recorded = champion.tags.get(f"{SCORE_TAG}.{metric}")
+        if same_test_set and recorded is not None:
+            champion_score = float(recorded)
+        elif rescore is not None:
+            champion_score = rescore(str(champion.version))
+        if champion_score is None:
+            promoted = False
+            reason = (
+                f"champion v{champion.version} was scored on dataset {champion.tags.get(DATASET_TAG)}, "
+                f"not {dataset_version}, and cannot be re-scored here: champion kept"
+            )
+        else:
+            promoted = _better(score, champion_score, spec)
+            relation = "beats" if promoted else "does not beat"
+            reason = (
+                f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f} "
+                f"by more than the margin {spec.margin}"
+            )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    decision = PromotionDecision(
+        promoted,
+        metric,
+        str(version),
+        score,
+        None if champion is None else str(champion.version),
+        champion_score,
+        reason,
+    )
+    client.set_model_version_tag(name, version, DECISION_TAG, json.dumps(asdict(decision)))
+    return decision

@@ -1,0 +1,151 @@
+"""A whole pipeline against real servers on loopback: its data source and checkpoints in S3 (moto's
+server), tracking and the registry on an `mlflow server` whose artifact store is that S3. Also:
+tracking that survives an unreachable server (buffer + `rooivalk sync`), champion/challenger, and no
+credential in any output. No mocks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from rooivalk import storage
+from rooivalk.devservers import free_port
+from rooivalk.plan import PromotionSpec
+from rooivalk.promotion import promote_challenger
+from tests.conftest import make_image_folder, tiny_plan_dict
+from tests.integration.test_local_pipeline import _rooivalk
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _upload_folder(folder: Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            storage.write_bytes(f"{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+
+
+def _all_text(root: Path) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in root.rglob("*") if p.is_file())
+
+
+def test_pipeline_with_source_and_checkpoints_in_s3_and_tracking_on_a_server(
+    s3_endpoint: str, mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = f"canary-secret-{uuid.uuid4().hex}"  # moto accepts any secret: plant one and look for it
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
+    _upload_folder(make_image_folder(tmp_path / "images", per_class=24), "s3://rooivalk/source/tiny")
+    raw = tiny_plan_dict("s3://rooivalk/source/tiny", tracking_uri=mlflow_server)
+    raw["training"]["checkpoint"] = {"uri": "s3://rooivalk/checkpoints/tiny"}
+    raw["tracking"]["experiment"] = "s3-server"
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    result = _rooivalk("run", str(plan_path), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["tracking"]["buffered_records"] == 0
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="rooivalk")["Contents"]}
+    assert {"checkpoints/tiny/manifest.json", "checkpoints/tiny/best.pt"} <= keys
+    # The registered model went through the server's proxied artifact store into its bucket.
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+    assert any(key.endswith("MLmodel") for key in stored)
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    version = client.get_model_version_by_alias("tiny", "champion")
+    assert client.get_model_version_by_alias("tiny", "challenger").version == version.version
+    tags = version.tags
+    assert tags["rooivalk.dataset_version"] == summary["dataset_version"]
+    for key in ("rooivalk.plan_digest", "rooivalk.git_commit", "rooivalk.version.torch", "rooivalk.parent_run_id"):
+        assert tags[key], key
+    assert json.loads(tags["rooivalk.promotion"])["reason"] == "no champion yet"
+
+    # No credential anywhere: run folder files, MLflow params and tags of every run, version tags.
+    runs = client.search_runs([client.get_experiment_by_name("s3-server").experiment_id])
+    recorded = json.dumps([[r.data.params, r.data.tags] for r in runs]) + json.dumps(tags)
+    assert canary not in recorded
+    assert canary not in _all_text(out)
+    assert canary not in result.stdout + result.stderr
+
+
+def test_unreachable_server_buffers_tracking_and_sync_replays_it_once(mlflow_server: str, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    raw = tiny_plan_dict(str(make_image_folder(tmp_path / "images", per_class=24)), tracking_uri=dead)
+    raw["tracking"]["experiment"] = "offline"
+    raw["tracking"]["registered_model"] = "tiny-offline"
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    result = _rooivalk("run", str(plan_path), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr  # training was not taken down
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["tracking"]["buffered_records"] > 0
+    assert f"rooivalk sync {out}" in summary["tracking"]["note"]
+    assert "records buffered" in result.stdout
+
+    synced = _rooivalk("sync", str(out), "--tracking-uri", mlflow_server)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("offline").experiment_id
+    runs = client.search_runs([experiment])
+    steps = sorted(r.data.tags.get("rooivalk.step", "") for r in runs)
+    assert steps == ["", "evaluate_model", "export_model", "ingest_data", "register_model", "train_model"]
+    parent = next(r for r in runs if "rooivalk.step" not in r.data.tags)
+    assert parent.info.status == "FINISHED"
+    version = client.get_model_version_by_alias("tiny-offline", "champion")
+    assert version.tags["rooivalk.dataset_version"] == summary["dataset_version"]
+
+    again = _rooivalk("sync", str(out), "--tracking-uri", mlflow_server)
+    assert again.returncode == 0
+    assert "synced 0 records" in again.stdout
+    assert len(client.search_runs([experiment])) == len(runs)
+    assert len(client.search_model_versions("name='tiny-offline'")) == 1
+
+
+def test_challenger_takes_champion_only_when_better_by_the_margin_on_the_same_test_set(mlflow_server: str) -> None:
+    client = MlflowClient(tracking_uri=mlflow_server)
+    name = f"promo-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name)
+
+    def new_version(dataset: str) -> str:
+        version = client.create_model_version(
+            name, "s3://mlflow-artifacts/none", tags={"rooivalk.dataset_version": dataset}
+        )
+        return str(version.version)
+
+    spec = PromotionSpec(margin=0.01)
+
+    def promote(version: str, score: float, dataset: str = "ds-a"):  # type: ignore[no-untyped-def]
+        return promote_challenger(
+            mlflow_server, name, version, {"test_accuracy": score}, dataset, spec, "test_accuracy"
+        )
+
+    first = promote(new_version("ds-a"), 0.90)
+    assert first.promoted
+    assert first.reason == "no champion yet"
+    close = promote(new_version("ds-a"), 0.905)  # better, but not by more than the margin
+    assert not close.promoted
+    assert close.champion_score == pytest.approx(0.90)
+    assert client.get_model_version_by_alias(name, "champion").version == first.challenger_version
+    assert client.get_model_version_by_alias(name, "challenger").version == close.challenger_version
+    other_set = promote(new_version("ds-b"), 0.99, dataset="ds-b")  # not comparable: another test set
+    assert not other_set.promoted
+    assert "cannot be re-scored" in other_set.reason
+    better = promote(new_version("ds-a"), 0.93)
+    assert better.promoted
+    assert better.champion_version == first.challenger_version
+    assert client.get_model_version_by_alias(name, "champion").version == better.challenger_version
+    logged = json.loads(client.get_model_version(name, better.challenger_version).tags["rooivalk.promotion"])
+    assert logged["champion_score"] == pytest.approx(0.90)
+    assert logged["challenger_score"] == pytest.approx(0.93)
+    with pytest.raises(KeyError, match="tracking.promotion.metric"):
+        promote_challenger(mlflow_server, name, better.challenger_version, {"f1": 1.0}, "ds-a", spec, "test_accuracy")
