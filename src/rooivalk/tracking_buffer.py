@@ -59,7 +59,7 @@ def reachable(tracking_uri: str) -> bool:
         return checked[1]
     try:
         with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=3) as response:
-            ok = response.status == 200
+            ok = bool(response.status == 200)
     except OSError:
         ok = False
     _probes[tracking_uri] = (time.monotonic(), ok)
@@ -151,7 +151,7 @@ def buffered(
                 record(op, uri, {k: v for k, v in arguments.items() if k != next(iter(arguments))}, result, file_args)
             return result
 
-        wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = func
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -149,3 +149,21 @@ def test_challenger_takes_champion_only_when_better_by_the_margin_on_the_same_te
     assert logged["challenger_score"] == pytest.approx(0.93)
     with pytest.raises(KeyError, match="tracking.promotion.metric"):
         promote_challenger(mlflow_server, name, better.challenger_version, {"f1": 1.0}, "ds-a", spec, "test_accuracy")
+
+
+def test_demo_s3_runs_a_plan_against_its_own_servers_and_says_where_to_look(tmp_path: Path) -> None:
+    source = make_image_folder(tmp_path / "images", per_class=24)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(tiny_plan_dict(str(source))))
+    out = tmp_path / "demo"
+    result = _rooivalk("demo-s3", str(plan_path), "--out", str(out), "--no-keep-running")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "uploaded 72 files" in text
+    assert "MLflow UI: http://127.0.0.1:" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["tracking"]["uri"].startswith("http://127.0.0.1:")
+    plan = yaml.safe_load((out / "plan.yaml").read_text())
+    assert plan["data"]["source"] == "s3://rooivalk-demo/tiny/source"
+    assert plan["training"]["checkpoint"]["uri"] == "s3://rooivalk-demo/tiny/checkpoints"

@@ -28,7 +28,8 @@ def test_large_objects_upload_in_parts_and_carry_their_sha256(
     monkeypatch.setenv("ROOIVALK_S3_MULTIPART_MB", "5")
     parts: list[int] = []
     client = storage._s3_client()
-    client.meta.events.register("before-parameter-build.s3.UploadPart", lambda params, **_: parts.append(params["PartNumber"]))
+    count_part = lambda params, **_: parts.append(params["PartNumber"])  # noqa: E731
+    client.meta.events.register("before-parameter-build.s3.UploadPart", count_part)
     data = np.random.default_rng(0).bytes(11 << 20)  # 11 MiB: three 5 MiB-or-less parts
     digest = storage.write_bytes("s3://rooivalk/big/blob.bin", data)
     assert sorted(parts) == [1, 2, 3]

@@ -33,7 +33,8 @@ def mel_filterbank(
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins_hz[:, None] - lower) / (centre - lower)
     falling = (upper - bins_hz[:, None]) / (upper - centre)
-    return np.clip(np.minimum(rising, falling), 0.0, None)
+    filters: np.ndarray = np.clip(np.minimum(rising, falling), 0.0, None)
+    return filters
 
 
 class LogMelSpectrogram(nn.Module):
