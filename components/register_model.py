@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.tracking.register_trained_model."""
+"""KFP adapter for rooivalk.tracking.register (one trained model)."""
 
 from kfp import dsl
 
@@ -16,16 +16,14 @@ def register_model(
 ) -> str:
     """Register the validated model in the MLflow registry with lineage tags; returns name/version."""
     from rooivalk.steps import pipeline_step
-    from rooivalk.tracking import register_trained_model as run
+    from rooivalk.tracking import register
 
     with pipeline_step("register_model", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
-        name, version, decision = run(step.plan, step.run_id, parent_run_id, model.path, dataset_version, artifacts)
-        step.record(
-            # version is "buffered" while the tracking server is unreachable (rooivalk sync registers it)
-            {"registered_version": float(version), **decision.as_metrics()} if version.isdigit() else {},
-            {},
-            registered_model=f"{name}/{version}",
-            promotion=decision.reason,
+        registered = register(
+            step.tracking_uri, plan, step.run_id, parent_run_id, model.path, dataset_version, artifacts
         )
-    return f"{name}/{version}"
+        step.record(
+            registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason
+        )
+    return registered.ref

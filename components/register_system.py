@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.tracking.register_system."""
+"""KFP adapter for rooivalk.tracking.register (a fusion system and its sensor models)."""
 
 from kfp import dsl
 
@@ -17,19 +17,15 @@ def register_system(
 ) -> str:
     """Register the validated fusion model, with its sensor models and ONNX export as artifacts."""
     from rooivalk.steps import pipeline_step
-    from rooivalk.tracking import register_system as run
+    from rooivalk.tracking import register
 
     with pipeline_step("register_system", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
         sensor_dirs = [m.path for m in models]
-        name, version, decision = run(
-            step.plan, step.run_id, parent_run_id, fusion.path, sensor_dirs, dataset_version, artifacts
+        registered = register(
+            step.tracking_uri, plan, step.run_id, parent_run_id, fusion.path, dataset_version, artifacts, sensor_dirs
         )
         step.record(
-            # version is "buffered" while the tracking server is unreachable (rooivalk sync registers it)
-            {"registered_version": float(version), **decision.as_metrics()} if version.isdigit() else {},
-            {},
-            registered_model=f"{name}/{version}",
-            promotion=decision.reason,
+            registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason
         )
-    return f"{name}/{version}"
+    return registered.ref

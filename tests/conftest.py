@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rooivalk.devservers import LOCAL_S3_CREDENTIALS, Server, start_mlflow, start_moto
+from rooivalk.devservers import LOCAL_S3_CREDENTIALS, Server, create_buckets, start_mlflow, start_moto
 
 TINY_CLASSES = ("circle", "square", "stripes")
 
@@ -102,14 +102,7 @@ def s3_endpoint(s3_server: Server, monkeypatch: pytest.MonkeyPatch) -> Any:
 def mlflow_server(s3_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real `mlflow server` on loopback: sqlite backend, artifacts proxied to s3://mlflow-artifacts on
     the moto server, job execution disabled. Only the server gets S3 credentials; clients talk HTTP."""
-    import boto3
-
-    credentials = {
-        "aws_access_key_id": LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": LOCAL_S3_CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
-    boto3.client("s3", endpoint_url=s3_server.url, **credentials).create_bucket(Bucket="mlflow-artifacts")
+    create_buckets(s3_server.url, "mlflow-artifacts")
     folder = tmp_path_factory.mktemp("mlflow-server")
     server = start_mlflow(folder / "mlflow.db", "s3://mlflow-artifacts/", s3_server.url, folder / "server.log")
     yield server.url

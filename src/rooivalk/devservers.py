@@ -34,6 +34,22 @@ class Server:
             self.process.kill()
 
 
+def create_buckets(endpoint: str, *names: str) -> None:
+    """Create buckets on a local S3 server with the local credentials (not whatever the caller's
+    environment holds)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=LOCAL_S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+    for name in names:
+        client.create_bucket(Bucket=name)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

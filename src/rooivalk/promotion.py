@@ -19,7 +19,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rooivalk.plan import PromotionSpec
+from rooivalk.plan import Plan, PromotionSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "rooivalk.score"
@@ -42,6 +42,39 @@ class PromotionDecision:
         if self.champion_score is not None:
             metrics["promotion.champion_score"] = self.champion_score
         return metrics
+
+
+@dataclass
+class Registration:
+    """A registered model version and what promotion decided; version "buffered" while the tracking
+    server is unreachable (`rooivalk sync` registers and promotes it later)."""
+
+    name: str
+    version: str
+    decision: PromotionDecision
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def step_metrics(self) -> dict[str, float]:
+        """What the register step logs: the version number and the promotion scores (none if buffered)."""
+        if not self.version.isdigit():
+            return {}
+        return {"registered_version": float(self.version), **self.decision.as_metrics()}
+
+
+def buffered_registration(plan: Plan) -> Registration:
+    decision = PromotionDecision(
+        promoted=False,
+        metric=plan.tracking.promotion.metric or "",
+        challenger_version="buffered",
+        challenger_score=float("nan"),
+        champion_version=None,
+        champion_score=None,
+        reason="tracking server unreachable: registration buffered; `rooivalk sync` registers and promotes",
+    )
+    return Registration(plan.tracking.registered_model or plan.name, "buffered", decision)
 
 
 def report_metrics(report: dict[str, Any]) -> dict[str, float]:

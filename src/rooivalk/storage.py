@@ -118,8 +118,8 @@ def _s3_client() -> Any:
     return _client_for(S3Settings.from_env())
 
 
-def _s3_failure(uri: str | Path, action: str, error: Exception) -> StorageError:
-    attempts = S3Settings.from_env().max_attempts
+def _s3_failure(uri: str | Path, action: str, error: Exception, settings: S3Settings | None = None) -> StorageError:
+    attempts = (settings or S3Settings.from_env()).max_attempts
     return StorageError(f"{uri}: {action} failed ({type(error).__name__}: {error}); retried up to {attempts} attempts")
 
 
@@ -180,14 +180,16 @@ def read_bytes(uri: str | Path, sha256: str | None = None) -> bytes:
         except BotoCoreError as error:
             raise _s3_failure(uri, "GET", error) from None
         recorded = response.get("Metadata", {}).get("sha256")
-    for expected, source in ((sha256, "manifest"), (recorded, "object metadata")):
-        if expected is not None:
-            actual = sha256_bytes(data)
-            if actual != expected:
-                raise IntegrityError(
-                    f"{uri}: sha256 {actual[:16]}... does not match the {source}'s {expected[:16]}...: "
-                    "corrupt or tampered; refused"
-                )
+    checks = [
+        (expected, source) for expected, source in ((sha256, "manifest"), (recorded, "object metadata")) if expected
+    ]
+    actual = sha256_bytes(data) if checks else ""
+    for expected, source in checks:
+        if actual != expected:
+            raise IntegrityError(
+                f"{uri}: sha256 {actual[:16]}... does not match the {source}'s {expected[:16]}...: "
+                "corrupt or tampered; refused"
+            )
     return data
 
 
@@ -232,7 +234,7 @@ def _put_s3(uri: str | Path, loc: Location, data: bytes) -> str:
                 io.BytesIO(data), loc.bucket, loc.key, ExtraArgs={"Metadata": {"sha256": digest}}, Config=config
             )
     except (BotoCoreError, ClientError) as error:
-        raise _s3_failure(uri, "upload", error) from None
+        raise _s3_failure(uri, "upload", error, settings) from None
     return digest
 
 

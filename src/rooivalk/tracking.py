@@ -22,7 +22,7 @@ from rooivalk.plan import Plan
 from rooivalk.tracking_buffer import BUFFER_ENV, OFFLINE_TAG, buffered, new_offline_id, pending_records
 
 if TYPE_CHECKING:
-    from rooivalk.promotion import PromotionDecision
+    from rooivalk.promotion import Registration
 
 RUN_KEY_TAG = "rooivalk.run_key"
 STEP_TAG = "rooivalk.step"
@@ -244,6 +244,7 @@ def register_model(
 
 
 def _register_candidate(
+    tracking_uri: str,
     plan: Plan,
     run_id: str,
     parent_run_id: str,
@@ -251,11 +252,11 @@ def _register_candidate(
     dataset_version: str,
     extra_artifacts: dict[str, str],
     extra_tags: dict[str, str] | None = None,
-) -> tuple[str, str, PromotionDecision]:
+) -> Registration:
     """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
     and export gates to get here), alias it `challenger`, and let rooivalk.promotion decide whether
     it becomes `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`)."""
-    from rooivalk.promotion import promote_challenger, report_metrics
+    from rooivalk.promotion import Registration, promote_challenger, report_metrics
 
     tags = {
         **lineage_tags(plan, dataset_version),
@@ -264,101 +265,49 @@ def _register_candidate(
         **(extra_tags or {}),
     }
     name = plan.tracking.registered_model or plan.name
-    uri = required_uri(plan)
-    name, version = register_model(uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
+    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
     report = json.loads(Path(extra_artifacts["evaluation"], "evaluation.json").read_text())
     default_metric = "fusion_test_accuracy" if plan.fusion is not None else "test_accuracy"
     decision = promote_challenger(
-        uri, name, version, report_metrics(report), dataset_version, plan.tracking.promotion, default_metric
+        tracking_uri, name, version, report_metrics(report), dataset_version, plan.tracking.promotion, default_metric
     )
-    return name, version, decision
+    return Registration(name, version, decision)
 
 
-def register_trained_model(
-    plan: Plan,
-    run_id: str,
-    parent_run_id: str,
-    model_dir: str,
-    dataset_version: str,
-    extra_artifacts: dict[str, str],
-) -> tuple[str, str, PromotionDecision]:
-    """Register the model artifact at `model_dir` (see _register_candidate)."""
-    use_buffer_of(plan)
-    registered = register_dirs(
-        required_uri(plan), plan.model_dump(mode="json"), run_id, parent_run_id, model_dir, [],
-        dataset_version, extra_artifacts,
-    )  # fmt: skip
-    return _as_registration(registered)
+def _offline_registration(args: dict[str, Any]) -> Registration:
+    from rooivalk.promotion import buffered_registration
+
+    return buffered_registration(Plan.model_validate(args["plan_dict"]))
 
 
-def register_system(
-    plan: Plan,
-    run_id: str,
-    parent_run_id: str,
-    fusion_dir: str,
-    sensor_dirs: list[str],
-    dataset_version: str,
-    extra_artifacts: dict[str, str],
-) -> tuple[str, str, PromotionDecision]:
-    """Register a multi-sensor system (see _register_candidate): the fusion model as the MLflow
-    model; its sensor models (as `sensors/<name>`) and `extra_artifacts` (evaluation, ONNX export)
-    as artifacts of the same run; tagged with the features key and the sensor list."""
-    use_buffer_of(plan)
-    registered = register_dirs(
-        required_uri(plan), plan.model_dump(mode="json"), run_id, parent_run_id, fusion_dir, sensor_dirs,
-        dataset_version, extra_artifacts,
-    )  # fmt: skip
-    return _as_registration(registered)
-
-
-def _as_registration(registered: Any) -> tuple[str, str, PromotionDecision]:
-    from rooivalk.promotion import PromotionDecision
-
-    name, version, decision = registered
-    return name, version, decision if isinstance(decision, PromotionDecision) else PromotionDecision(**decision)
-
-
-def _offline_registration(args: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    plan = Plan.model_validate(args["plan_dict"])
-    decision = {
-        "promoted": False,
-        "metric": plan.tracking.promotion.metric or "",
-        "challenger_version": "buffered",
-        "challenger_score": float("nan"),
-        "champion_version": None,
-        "champion_score": None,
-        "reason": "tracking server unreachable: registration buffered; `rooivalk sync` registers and promotes",
-    }
-    return plan.tracking.registered_model or plan.name, "buffered", decision
-
-
-@buffered("register_dirs", _offline_registration)
-def register_dirs(
+@buffered("register", _offline_registration)
+def register(
     tracking_uri: str,
     plan_dict: dict[str, Any],
     run_id: str,
     parent_run_id: str,
     model_dir: str,
-    sensor_dirs: list[str],
     dataset_version: str,
     extra_artifacts: dict[str, str],
-) -> tuple[str, str, PromotionDecision]:
-    """Register a trained model (`sensor_dirs` empty) or a fusion system from its artifact folders.
+    sensor_dirs: list[str] | None = None,
+) -> Registration:
+    """Register a trained model, or with `sensor_dirs` a multi-sensor system (the fusion model at
+    `model_dir` as the MLflow model, its sensor models as `sensors/<name>` artifacts, tagged with the
+    features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run.
     Folders, not objects, so that a registration buffered while the server is down can be replayed."""
     plan = Plan.model_validate(plan_dict)
     if not sensor_dirs:
         from rooivalk.models import load_trained_model
 
         network, _ = load_trained_model(model_dir)
-        return _register_candidate(plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
+        return _register_candidate(tracking_uri, plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
     from rooivalk.training.multisensor_artifacts import load_fusion_model, read_sensor_info
 
-    network, info = load_fusion_model(model_dir)
+    fusion, info = load_fusion_model(model_dir)
     sensors = {f"sensors/{read_sensor_info(folder).sensor}": folder for folder in sensor_dirs}
-    tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(network.sensors)}
-    return _register_candidate(
-        plan, run_id, parent_run_id, network, dataset_version, {**extra_artifacts, **sensors}, tags
-    )
+    tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(fusion.sensors)}
+    artifacts = {**extra_artifacts, **sensors}
+    return _register_candidate(tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags)
 
 
 _CREATES = ("create_pipeline_run", "open_step_run")
@@ -375,14 +324,10 @@ def replay(op: str, tracking_uri: str, args: dict[str, Any], offline_result: Any
         "log_artifact": log_artifact,
         "finish_run": finish_run,
         "close_pipeline_run": close_pipeline_run,
-        "register_dirs": register_dirs,
+        "register": register,
     }
     if op not in functions:
         raise ValueError(f"unknown buffered tracking call {op!r}")
-    if "plan_dict" in args:  # the plan names the server it was meant for; replay goes to tracking_uri
-        plan_dict = json.loads(json.dumps(args["plan_dict"]))
-        plan_dict["tracking"]["uri"] = tracking_uri
-        args = {**args, "plan_dict": plan_dict}
     if op in _CREATES:
         client = client_for(tracking_uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
@@ -390,11 +335,7 @@ def replay(op: str, tracking_uri: str, args: dict[str, Any], offline_result: Any
         if found:
             return str(found[0].info.run_id)
         args = {**args, "extra_tags": {**(args.get("extra_tags") or {}), OFFLINE_TAG: str(offline_result)}}
-    result = functions[op].__wrapped__(tracking_uri, **args)
-    if op == "register_dirs":
-        name, version, decision = result
-        return [name, version, decision.__dict__]
-    return result
+    return functions[op].__wrapped__(tracking_uri, **args)
 
 
 def close_pipeline_run_by_key(plan: Plan, run_key: str, expected_steps: list[str]) -> str:

@@ -17,6 +17,7 @@ How it works:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -118,7 +119,11 @@ def record(op: str, tracking_uri: str, args: dict[str, Any], result: Any, file_a
         if stored.get(name) and Path(str(stored[name])).exists():
             stored[name] = _copy_files(str(stored[name]), record_id, buffer)
     payload = {"id": record_id, "op": op, "tracking_uri": tracking_uri, "args": stored, "result": result}
-    storage.write_text(f"{buffer}/{RECORDS}/{record_id}.json", json.dumps(payload, default=str))
+    storage.write_text(f"{buffer}/{RECORDS}/{record_id}.json", json.dumps(payload, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else str(value)
 
 
 def buffered(
@@ -132,13 +137,14 @@ def buffered(
         import inspect
 
         signature = inspect.signature(func)
+        uri_parameter = next(iter(signature.parameters))
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = dict(bound.arguments)
-            uri = str(arguments[next(iter(arguments))])
+            uri = str(arguments.pop(uri_parameter))
             if not _has_offline_id(arguments) and reachable(uri):
                 try:
                     return func(*args, **kwargs)
@@ -148,7 +154,7 @@ def buffered(
                     _mark_unreachable(uri)
             result = offline_result(arguments)
             if writes:
-                record(op, uri, {k: v for k, v in arguments.items() if k != next(iter(arguments))}, result, file_args)
+                record(op, uri, arguments, result, file_args)
             return result
 
         wrapper.__wrapped__ = func

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rooivalk import storage
-from rooivalk.devservers import LOCAL_S3_CREDENTIALS, start_mlflow, start_moto
+from rooivalk.devservers import LOCAL_S3_CREDENTIALS, create_buckets, start_mlflow, start_moto
 from rooivalk.plan import Plan
 
 BUCKET = "rooivalk-demo"
@@ -41,8 +41,6 @@ def upload_source(local_source: str, target: str, console: Console) -> int:
 def run_demo_s3(plan: Plan, out_dir: Path, console: Console, keep_running: bool) -> int:
     import os
 
-    import boto3
-
     from rooivalk.cli.local_run import run_local
 
     logs = out_dir / "servers"
@@ -50,9 +48,7 @@ def run_demo_s3(plan: Plan, out_dir: Path, console: Console, keep_running: bool)
     mlflow = None
     try:
         os.environ.update({**LOCAL_S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": moto.url})  # inherited by the steps
-        s3 = boto3.client("s3", endpoint_url=moto.url)
-        for bucket in (BUCKET, ARTIFACT_BUCKET):
-            s3.create_bucket(Bucket=bucket)
+        create_buckets(moto.url, BUCKET, ARTIFACT_BUCKET)
         mlflow = start_mlflow(out_dir / "mlflow.db", f"s3://{ARTIFACT_BUCKET}/", moto.url, logs / "mlflow.log")
         console.print(
             f"S3 (moto) at {moto.url}; MLflow server at [bold]{mlflow.url}[/] (artifacts in s3://{ARTIFACT_BUCKET})"
@@ -61,13 +57,9 @@ def run_demo_s3(plan: Plan, out_dir: Path, console: Console, keep_running: bool)
         if storage.exists(plan.data.source):
             upload_source(plan.data.source, moved.data.source, console)
         outcome = run_local(moved, out_dir, console)
-        keys = [
-            o["Key"]
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-            for o in page.get("Contents", [])
-        ]
+        stored = storage.list_uris(f"s3://{BUCKET}")
         console.print(f"pipeline {outcome.summary['status']}; summary: {outcome.summary_path}")
-        console.print(f"s3://{BUCKET}: {len(keys)} objects, e.g. " + ", ".join(sorted(keys)[:3]))
+        console.print(f"s3://{BUCKET}: {len(stored)} objects, e.g. " + ", ".join(stored[:3]))
         console.print(f"MLflow UI: [bold]{mlflow.url}[/] (experiment {moved.tracking.experiment!r})")
         if keep_running:
             console.print("servers stay up for a look; Ctrl-C stops them")

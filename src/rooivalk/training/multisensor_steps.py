@@ -8,7 +8,7 @@ Each reads the artifacts of the steps before it from folders (or s3:// prefixes)
     cache_features     frozen encoders over every event, through the content-addressed cache -> features
     train_fusion_step  fusion transformer with modality dropout on the cached features       -> fusion model
     (evaluation: rooivalk.evaluation.multisensor_report.evaluate_fusion_step;
-     export: rooivalk.export.system.export_system_step; registration: rooivalk.tracking.register_system)
+     export: rooivalk.export.system.export_system_step; registration: rooivalk.tracking.register)
 """
 
 from __future__ import annotations
