@@ -10,6 +10,7 @@ def register_model(
     plan: dict,
     parent_run_id: str,
     dataset_version: str,
+    dataset: dsl.Input[dsl.Dataset],
     model: dsl.Input[dsl.Model],
     report: dsl.Input[dsl.Artifact],
     exported: dsl.Input[dsl.Model],
@@ -21,7 +22,14 @@ def register_model(
     with pipeline_step("register_model", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}
         registered = register(
-            step.tracking_uri, plan, step.run_id, parent_run_id, model.path, dataset_version, artifacts
+            step.tracking_uri,
+            plan,
+            step.run_id,
+            parent_run_id,
+            model.path,
+            dataset_version,
+            artifacts,
+            dataset_dir=dataset.path,
         )
         step.record(
             registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason

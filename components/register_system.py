@@ -10,6 +10,7 @@ def register_system(
     plan: dict,
     parent_run_id: str,
     dataset_version: str,
+    dataset: dsl.Input[dsl.Dataset],
     models: dsl.Input[list[dsl.Model]],
     fusion: dsl.Input[dsl.Model],
     report: dsl.Input[dsl.Artifact],
@@ -23,7 +24,15 @@ def register_system(
         artifacts = {"evaluation": report.path, "onnx": exported.path}
         sensor_dirs = [m.path for m in models]
         registered = register(
-            step.tracking_uri, plan, step.run_id, parent_run_id, fusion.path, dataset_version, artifacts, sensor_dirs
+            step.tracking_uri,
+            plan,
+            step.run_id,
+            parent_run_id,
+            fusion.path,
+            dataset_version,
+            artifacts,
+            sensor_dirs,
+            dataset.path,
         )
         step.record(
             registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason

@@ -85,6 +85,7 @@ def multisensor_pipeline(sensors: list[str], parallelism: int = 0) -> Callable[.
             register = register_system(
                 **tracked,
                 dataset_version=ingest.outputs["Output"],
+                dataset=ingest.outputs["dataset"],
                 models=models(),
                 fusion=fused,
                 report=evaluate.outputs["report"],

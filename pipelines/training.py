@@ -35,6 +35,7 @@ def training_pipeline(plan: dict, run_key: str = ""):
             plan=plan,
             parent_run_id=opened.output,
             dataset_version=ingest.outputs["Output"],
+            dataset=ingest.outputs["dataset"],
             model=train.outputs["model"],
             report=evaluate.outputs["report"],
             exported=export.outputs["exported"],

@@ -2,9 +2,10 @@
 only when it beats the current champion on the same test set by the plan's metric and margin.
 
 "The same test set" is checked, not assumed: each version carries its dataset version id and its
-score as tags. When the champion was scored on another dataset version, its score is not comparable;
-the caller may pass `rescore` (champion version -> its score on the challenger's test set), and
-without it the champion stays (a person can still move the alias by hand in MLflow). The decision,
+score as tags. When the champion was scored on another dataset version, its score is not comparable:
+`rescore` (champion version -> its score on the challenger's test set; rooivalk.evaluation.rescore
+downloads and scores it) gives the comparable score. Without one, or when the champion cannot be
+scored there (RescoreUnavailable), the champion stays (a person can still move the alias in MLflow). The decision,
 both scores and the reason are written to the challenger's version tags and returned, so the
 register step logs them on its run.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from rooivalk.evaluation.rescore import RescoreUnavailable
 from rooivalk.plan import Plan, PromotionSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -123,21 +125,26 @@ def promote_challenger(
     else:
         same_test_set = champion.tags.get(DATASET_TAG) == dataset_version
         recorded = champion.tags.get(f"{SCORE_TAG}.{metric}")
+        why_not = "no re-scorer given"
         if same_test_set and recorded is not None:
             champion_score = float(recorded)
         elif rescore is not None:
-            champion_score = rescore(str(champion.version))
+            try:
+                champion_score = rescore(str(champion.version))
+            except RescoreUnavailable as error:
+                why_not = str(error)
         if champion_score is None:
             promoted = False
             reason = (
                 f"champion v{champion.version} was scored on dataset {champion.tags.get(DATASET_TAG)}, "
-                f"not {dataset_version}, and cannot be re-scored here: champion kept"
+                f"not {dataset_version}, and cannot be re-scored here ({why_not}): champion kept"
             )
         else:
             promoted = _better(score, champion_score, spec)
             relation = "beats" if promoted else "does not beat"
+            where = "" if same_test_set else f" (re-scored on dataset {dataset_version})"
             reason = (
-                f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f} "
+                f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f}{where} "
                 f"by more than the margin {spec.margin}"
             )
     if promoted:

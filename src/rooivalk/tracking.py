@@ -252,10 +252,13 @@ def _register_candidate(
     dataset_version: str,
     extra_artifacts: dict[str, str],
     extra_tags: dict[str, str] | None = None,
+    dataset_dir: str | None = None,
 ) -> Registration:
     """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
     and export gates to get here), alias it `challenger`, and let rooivalk.promotion decide whether
-    it becomes `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`)."""
+    it becomes `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`);
+    with `dataset_dir`, a champion scored on another dataset version is re-scored on its test split."""
+    from rooivalk.evaluation.rescore import champion_rescorer
     from rooivalk.promotion import Registration, promote_challenger, report_metrics
 
     tags = {
@@ -267,9 +270,14 @@ def _register_candidate(
     name = plan.tracking.registered_model or plan.name
     name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
     report = json.loads(Path(extra_artifacts["evaluation"], "evaluation.json").read_text())
-    default_metric = "fusion_test_accuracy" if plan.fusion is not None else "test_accuracy"
+    system = plan.fusion is not None
+    default_metric = "fusion_test_accuracy" if system else "test_accuracy"
+    spec = plan.tracking.promotion
+    rescore = None
+    if dataset_dir is not None:
+        rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, spec.metric or default_metric, system)
     decision = promote_challenger(
-        tracking_uri, name, version, report_metrics(report), dataset_version, plan.tracking.promotion, default_metric
+        tracking_uri, name, version, report_metrics(report), dataset_version, spec, default_metric, rescore
     )
     return Registration(name, version, decision)
 
@@ -290,24 +298,34 @@ def register(
     dataset_version: str,
     extra_artifacts: dict[str, str],
     sensor_dirs: list[str] | None = None,
+    dataset_dir: str | None = None,
 ) -> Registration:
     """Register a trained model, or with `sensor_dirs` a multi-sensor system (the fusion model at
     `model_dir` as the MLflow model, its sensor models as `sensors/<name>` artifacts, tagged with the
-    features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run.
-    Folders, not objects, so that a registration buffered while the server is down can be replayed."""
+    features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run,
+    and so does the model folder itself (`trained_model/`), which a later promotion re-scores on new
+    data (`dataset_dir`: the test set of this registration). Folders, not objects, so that a
+    registration buffered while the server is down can be replayed."""
+    from rooivalk.evaluation.rescore import SENSORS_ARTIFACT, TRAINED_MODEL_ARTIFACT
+
     plan = Plan.model_validate(plan_dict)
+    artifacts = {**extra_artifacts, TRAINED_MODEL_ARTIFACT: model_dir}
     if not sensor_dirs:
         from rooivalk.models import load_trained_model
 
         network, _ = load_trained_model(model_dir)
-        return _register_candidate(tracking_uri, plan, run_id, parent_run_id, network, dataset_version, extra_artifacts)
+        return _register_candidate(
+            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, dataset_dir=dataset_dir
+        )
     from rooivalk.training.multisensor_artifacts import load_fusion_model, read_sensor_info
 
     fusion, info = load_fusion_model(model_dir)
-    sensors = {f"sensors/{read_sensor_info(folder).sensor}": folder for folder in sensor_dirs}
+    for folder in sensor_dirs:
+        artifacts[f"{SENSORS_ARTIFACT}/{read_sensor_info(folder).sensor}"] = folder
     tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(fusion.sensors)}
-    artifacts = {**extra_artifacts, **sensors}
-    return _register_candidate(tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags)
+    return _register_candidate(
+        tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags, dataset_dir
+    )
 
 
 _CREATES = ("create_pipeline_run", "open_step_run")

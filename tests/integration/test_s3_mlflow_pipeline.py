@@ -10,13 +10,15 @@ import uuid
 from pathlib import Path
 
 import boto3
+import mlflow.artifacts
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
 from rooivalk.devservers import free_port
-from rooivalk.plan import PromotionSpec
+from rooivalk.evaluation.rescore import RescoreUnavailable, model_test_metrics
+from rooivalk.plan import Plan, PromotionSpec
 from rooivalk.promotion import promote_challenger
 from tests.conftest import make_image_folder, tiny_plan_dict
 from tests.integration.test_local_pipeline import _rooivalk
@@ -74,6 +76,28 @@ def test_pipeline_with_source_and_checkpoints_in_s3_and_tracking_on_a_server(
     assert canary not in recorded
     assert canary not in _all_text(out)
     assert canary not in result.stdout + result.stderr
+
+    # New data lands: the retrained challenger is compared with the champion re-scored on the new
+    # test set (its recorded score was on the old dataset version), not with its old score.
+    _upload_folder(make_image_folder(tmp_path / "images2", per_class=30, seed=7), "s3://rooivalk/source/tiny2")
+    raw["data"]["source"] = "s3://rooivalk/source/tiny2"
+    plan_path.write_text(yaml.safe_dump(raw))
+    second = _rooivalk("run", str(plan_path), "--out", str(tmp_path / "run2"))
+    assert second.returncode == 0, second.stdout + second.stderr
+    summary2 = json.loads((tmp_path / "run2" / "summary.json").read_text())
+    assert summary2["dataset_version"] != summary["dataset_version"]
+    challenger = client.get_model_version_by_alias("tiny", "challenger")
+    decision = json.loads(challenger.tags["rooivalk.promotion"])
+    assert decision["champion_version"] == version.version
+    assert f"re-scored on dataset {summary2['dataset_version']}" in decision["reason"]
+    # The re-score is the old champion's own model on the new test split.
+    dataset_dir = next((tmp_path / "run2" / "pipeline_root").rglob("dataset.json")).parent
+    champion_dir = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path="trained_model", dst_path=str(tmp_path / "v1"), tracking_uri=mlflow_server
+    )
+    plan = Plan.model_validate(raw)
+    expected = model_test_metrics(plan, str(dataset_dir), champion_dir)["test_accuracy"]
+    assert decision["champion_score"] == pytest.approx(expected)
 
 
 def test_unreachable_server_buffers_tracking_and_sync_replays_it_once(mlflow_server: str, tmp_path: Path) -> None:
@@ -147,6 +171,29 @@ def test_challenger_takes_champion_only_when_better_by_the_margin_on_the_same_te
     logged = json.loads(client.get_model_version(name, better.challenger_version).tags["rooivalk.promotion"])
     assert logged["champion_score"] == pytest.approx(0.90)
     assert logged["challenger_score"] == pytest.approx(0.93)
+
+    # New data (dataset ds-c): the champion is re-scored there when it can be, else kept.
+    def unavailable(version: str) -> float:
+        raise RescoreUnavailable(f"its run has no 'trained_model' artifact (v{version})")
+
+    kept = promote_challenger(
+        mlflow_server, name, new_version("ds-c"), {"test_accuracy": 0.99}, "ds-c", spec, "test_accuracy", unavailable
+    )
+    assert not kept.promoted
+    assert "no 'trained_model' artifact" in kept.reason
+    rescored_versions: list[str] = []
+
+    def rescore(version: str) -> float:
+        rescored_versions.append(version)
+        return 0.70
+
+    moved = promote_challenger(
+        mlflow_server, name, new_version("ds-c"), {"test_accuracy": 0.80}, "ds-c", spec, "test_accuracy", rescore
+    )
+    assert moved.promoted
+    assert rescored_versions == [better.challenger_version]
+    assert moved.champion_score == pytest.approx(0.70)
+    assert "re-scored on dataset ds-c" in moved.reason
     with pytest.raises(KeyError, match="tracking.promotion.metric"):
         promote_challenger(mlflow_server, name, better.challenger_version, {"f1": 1.0}, "ds-a", spec, "test_accuracy")
 

@@ -5,7 +5,7 @@ from rooivalk.models import acoustic_crepe as _acoustic_crepe  # noqa: F401
 from rooivalk.models import radar_sequence as _radar_sequence  # noqa: F401
 from rooivalk.models import rf_cnn_transformer as _rf_cnn_transformer  # noqa: F401
 from rooivalk.models import timm_family as _timm_family  # noqa: F401
-from rooivalk.models.artifact import ModelInfo, load_trained_model, save_trained_model
+from rooivalk.models.artifact import ModelInfo, load_trained_model, read_model_info, save_trained_model
 from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
 from rooivalk.models.registry import create_model, create_unweighted_model, list_families, register_family
 from rooivalk.models.timm_family import input_channels, normalization
@@ -20,6 +20,7 @@ __all__ = [
     "layer_groups",
     "list_families",
     "load_trained_model",
+    "read_model_info",
     "normalization",
     "register_family",
     "resolve_selectors",

@@ -69,9 +69,13 @@ def save_trained_model(model_dir: str, model: nn.Module, info: ModelInfo) -> dic
     }
 
 
+def read_model_info(model_dir: str) -> ModelInfo:
+    return ModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
+
+
 def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode."""
-    info = ModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
+    info = read_model_info(model_dir)
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
     load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info

@@ -80,13 +80,16 @@ def train_sensor_step(
     return result
 
 
-def load_sensor_models(model_dirs: list[str], dataset: MultiSensorDataset) -> dict[str, SensorTrainResult]:
+def load_sensor_models(
+    model_dirs: list[str], dataset: MultiSensorDataset, same_version: bool = True
+) -> dict[str, SensorTrainResult]:
     """The sensor models in the dataset's sensor order (the order of its presence-mask columns,
-    which the fusion model's tokens follow), checked against the dataset they must have trained on."""
+    which the fusion model's tokens follow), checked against the dataset they must have trained on
+    (`same_version=False` to score older models on new data, as champion re-scoring does)."""
     loaded: dict[str, SensorTrainResult] = {}
     for model_dir in model_dirs:
         result, info = load_sensor_model(model_dir)
-        if info.dataset_version != dataset.info.version_id:
+        if same_version and info.dataset_version != dataset.info.version_id:
             raise ValueError(
                 f"{model_dir}: sensor model {info.sensor!r} was trained on dataset {info.dataset_version}, "
                 f"not {dataset.info.version_id}"

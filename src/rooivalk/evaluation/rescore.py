@@ -1,0 +1,102 @@
+"""Re-score a registered champion on the challenger's test set, so promotion compares like with like.
+
+A champion's recorded score belongs to the dataset version it was evaluated on. When new data lands
+and the challenger is trained on a new version, the two scores are not comparable; this module
+downloads the champion's trained model from its registration run (`trained_model/`, plus
+`sensors/<name>/` for a multi-sensor system) and scores it on the challenger's test split with the
+same code the pipeline's evaluate step uses. A champion registered before these artifacts existed
+raises `RescoreUnavailable`, and promotion keeps it (the reason says why).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rooivalk.plan import Plan
+
+TRAINED_MODEL_ARTIFACT = "trained_model"
+SENSORS_ARTIFACT = "sensors"
+
+
+class RescoreUnavailable(RuntimeError):
+    """The champion cannot be scored on this test set (artifacts missing, classes differ)."""
+
+
+def _without_gate_failures(plan: Plan) -> Plan:
+    # A champion that now fails a gate must lose on its score, not abort the challenger's registration.
+    evaluation = plan.evaluation.model_copy(update={"fail_on_gate": False})
+    return plan.model_copy(update={"evaluation": evaluation})
+
+
+def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str, float]:
+    """Test metrics (`test_accuracy`, ...) of a trained model folder on `dataset_dir`'s test split."""
+    from rooivalk.data.dataset import load_dataset
+    from rooivalk.evaluation.evaluate import evaluate_model
+    from rooivalk.models import read_model_info
+
+    model_classes = read_model_info(model_dir).classes
+    dataset_classes = load_dataset(dataset_dir).info.classes
+    if model_classes != dataset_classes:
+        raise RescoreUnavailable(f"its classes {model_classes} are not the dataset's {dataset_classes}")
+    with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as eval_dir:
+        return evaluate_model(_without_gate_failures(plan), model_dir, dataset_dir, eval_dir).metrics
+
+
+def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fusion_dir: str) -> dict[str, float]:
+    """Test metrics (`fusion_test_accuracy`, ...) of sensor models + fusion model on `dataset_dir`'s
+    test split; their features come from the plan's feature cache (new data costs forward passes)."""
+    from rooivalk.data.multisensor import load_multisensor
+    from rooivalk.evaluation.multisensor_report import evaluate_system, flat_metrics
+    from rooivalk.training.fusion import cache_sensor_features
+    from rooivalk.training.multisensor_artifacts import load_fusion_model
+    from rooivalk.training.multisensor_steps import load_sensor_models, multisensor_parts
+
+    dataset = load_multisensor(dataset_dir)
+    fusion, info = load_fusion_model(fusion_dir)
+    if info.classes != dataset.info.classes:
+        raise RescoreUnavailable(f"its classes {info.classes} are not the dataset's {dataset.info.classes}")
+    sensors = load_sensor_models(sensor_dirs, dataset, same_version=False)
+    _, spec = multisensor_parts(plan)
+    with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as work:
+        features = cache_sensor_features(dataset, sensors, spec.cache_uri or f"{work}/cache")
+        return flat_metrics(evaluate_system(dataset, sensors, features, fusion))
+
+
+def _download(tracking_uri: str, run_id: str, artifact_path: str, dest: str) -> Path:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=dest, tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as error:
+        raise RescoreUnavailable(f"its run {run_id} has no {artifact_path!r} artifact ({error})") from error
+    return Path(local)
+
+
+def champion_rescorer(
+    tracking_uri: str, plan: Plan, name: str, dataset_dir: str, metric: str, system: bool
+) -> Callable[[str], float]:
+    """`rescore(version) -> score`: the registered version's `metric` on `dataset_dir`'s test split."""
+    from mlflow.tracking import MlflowClient
+
+    def rescore(version: str) -> float:
+        run_id = MlflowClient(tracking_uri=tracking_uri).get_model_version(name, version).run_id
+        if not run_id:
+            raise RescoreUnavailable(f"version {version} has no registration run")
+        with tempfile.TemporaryDirectory(prefix="rooivalk-champion-") as work:
+            model_dir = str(_download(tracking_uri, run_id, TRAINED_MODEL_ARTIFACT, work))
+            if system:
+                sensors = _download(tracking_uri, run_id, SENSORS_ARTIFACT, work)
+                sensor_dirs = sorted(str(folder) for folder in sensors.iterdir() if folder.is_dir())
+                metrics = system_test_metrics(plan, dataset_dir, sensor_dirs, model_dir)
+            else:
+                metrics = model_test_metrics(plan, dataset_dir, model_dir)
+        if metric not in metrics:
+            raise RescoreUnavailable(f"its evaluation has no {metric!r}")
+        return metrics[metric]
+
+    return rescore
