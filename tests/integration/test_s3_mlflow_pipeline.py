@@ -5,7 +5,13 @@ credential in any output. No mocks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -16,12 +22,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
-from rooivalk.devservers import free_port
+from rooivalk.devservers import Server, free_port
 from rooivalk.evaluation.rescore import RescoreUnavailable, model_test_metrics
 from rooivalk.plan import Plan, PromotionSpec
 from rooivalk.promotion import promote_challenger
 from tests.conftest import make_image_folder, tiny_plan_dict
-from tests.integration.test_local_pipeline import _rooivalk
+from tests.integration.test_local_pipeline import REPO, _rooivalk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -214,3 +220,51 @@ def test_demo_s3_runs_a_plan_against_its_own_servers_and_says_where_to_look(tmp_
     plan = yaml.safe_load((out / "plan.yaml").read_text())
     assert plan["data"]["source"] == "s3://rooivalk-demo/tiny/source"
     assert plan["training"]["checkpoint"]["uri"] == "s3://rooivalk-demo/tiny/checkpoints"
+
+
+def test_s3_gone_mid_pipeline_fails_naming_the_uri_and_a_rerun_completes_without_partial_objects(
+    s3_server: Server, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops answering (SIGSTOP) while the train step is writing checkpoints to S3: the step
+    retries, the pipeline fails naming the URI; once the server is back, a rerun completes and every
+    object under the checkpoint prefix is whole (its bytes match its recorded sha256, no unfinished
+    multipart upload). The byte-level case (paused between two parts of one multipart upload) is
+    tests/integration/test_s3_storage.py."""
+    for key, value in {"ROOIVALK_S3_MAX_ATTEMPTS": "2", "ROOIVALK_S3_CONNECT_TIMEOUT": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ROOIVALK_S3_READ_TIMEOUT", "2")
+    _upload_folder(make_image_folder(tmp_path / "images", per_class=24), "s3://rooivalk/source/tiny")
+    raw = tiny_plan_dict("s3://rooivalk/source/tiny", epochs=8)
+    raw["training"]["checkpoint"] = {"uri": "s3://rooivalk/checkpoints/fault"}
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(raw))
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    command = [sys.executable, "-m", "rooivalk.cli.app", "run", str(plan_path), "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    paused = False
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if s3.list_objects_v2(Bucket="rooivalk", Prefix="checkpoints/fault/").get("KeyCount", 0):
+                os.kill(s3_server.process.pid, signal.SIGSTOP)  # first checkpoint written: pull the plug
+                paused = True
+                break
+            time.sleep(0.05)
+        output, _ = process.communicate(timeout=600)
+    finally:
+        os.kill(s3_server.process.pid, signal.SIGCONT)
+    assert paused, "the train step never wrote a checkpoint"
+    assert process.returncode != 0, output
+    assert "s3://rooivalk/checkpoints/fault/" in output
+    assert "attempts" in output  # it retried before giving up
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+    rerun = _rooivalk("run", str(plan_path), "--out", str(tmp_path / "rerun"))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert s3.list_multipart_uploads(Bucket="rooivalk").get("Uploads", []) == []
+    objects = s3.list_objects_v2(Bucket="rooivalk", Prefix="checkpoints/fault/")["Contents"]
+    assert objects
+    for item in objects:
+        stored = s3.get_object(Bucket="rooivalk", Key=item["Key"])
+        body = stored["Body"].read()
+        assert stored["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest(), item["Key"]
