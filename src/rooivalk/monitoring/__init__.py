@@ -1,0 +1,1 @@
+"""Production drift monitoring: drift checks, the Prometheus exporter, alerts and dashboards."""
