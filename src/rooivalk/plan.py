@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan_training import (
     AugmentSpec,
     CheckpointSpec,
@@ -47,6 +48,7 @@ __all__ = [
     "LossSpec",
     "MixSpec",
     "ModelSpec",
+    "MonitoringSpec",
     "OptimizerSpec",
     "Plan",
     "PlanError",
@@ -56,6 +58,7 @@ __all__ = [
     "StageSpec",
     "TrackingSpec",
     "TrainingSpec",
+    "WebhookSpec",
 ]
 
 
@@ -212,6 +215,7 @@ class Plan(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     export: ExportSpec = ExportSpec()
     tracking: TrackingSpec = TrackingSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     pipeline_root: str | None = Field(
         None,
         description="KFP pipeline root of cluster runs (e.g. s3://bucket/pipelines), written into the compiled "
