@@ -27,17 +27,24 @@ def _normalized(text: str) -> str:
     return re.sub(r"sdkVersion: kfp-[\w.]+", "sdkVersion: kfp-<stripped>", body) + "\n"
 
 
-def _compile(tmp_path: Path, plan: Path = PLAN) -> Path:
+def _compile(tmp_path: Path, plan: Path = PLAN, pipeline: str = "training") -> Path:
     out = tmp_path / "pipeline.yaml"
-    result = CliRunner().invoke(app, ["compile", str(plan), "-o", str(out)])
+    result = CliRunner().invoke(app, ["compile", str(plan), "-o", str(out), "--pipeline", pipeline])
     assert result.exit_code == 0, result.output
     return out
 
 
-@pytest.mark.parametrize("plan", ["fashion_finetune.yaml", "counter_drone.yaml"])
-def test_compiled_pipeline_matches_golden(tmp_path: Path, plan: str) -> None:
-    compiled = _normalized(_compile(tmp_path, PLANS / plan).read_text())
-    golden = GOLDEN_DIR / plan
+@pytest.mark.parametrize(
+    ("plan", "pipeline", "golden_name"),
+    [
+        ("fashion_finetune.yaml", "training", "fashion_finetune.yaml"),
+        ("counter_drone.yaml", "training", "counter_drone.yaml"),
+        ("counter_drone.yaml", "drift-check", "drift_check_counter_drone.yaml"),
+    ],
+)
+def test_compiled_pipeline_matches_golden(tmp_path: Path, plan: str, pipeline: str, golden_name: str) -> None:
+    compiled = _normalized(_compile(tmp_path, PLANS / plan, pipeline).read_text())
+    golden = GOLDEN_DIR / golden_name
     if os.environ.get("ROOIVALK_UPDATE_GOLDEN"):
         GOLDEN_DIR.mkdir(exist_ok=True)
         golden.write_text(compiled)

@@ -1,4 +1,4 @@
-"""Typer commands: run, compile, validate, schema, groups, report, lr-find, weights."""
+"""Typer commands: run, compile, validate, schema, groups, report, lr-find, weights, drift, monitor."""
 
 from __future__ import annotations
 
@@ -198,12 +198,21 @@ def compile_(
     tracking_uri: Annotated[str, typer.Option(help="MLflow URI the pods use when the plan sets none.")] = (
         CLUSTER_TRACKING_URI
     ),
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="training: the plan's training (or multi-sensor) pipeline; drift-check: a batch drift check "
+            "that starts it when the data drifted."
+        ),
+    ] = "training",
 ) -> None:
     """Compile the plan into KFP IR YAML (the plan becomes the pipeline's default parameter)."""
-    from rooivalk.cli.compile import compile_plan
+    from rooivalk.cli.compile import PIPELINES, compile_plan
 
+    if pipeline not in PIPELINES:
+        raise typer.BadParameter(f"{pipeline!r} is not one of {', '.join(PIPELINES)}", param_hint="--pipeline")
     loaded = _load(plan, set_)
-    compile_plan(loaded, output, tracking_uri)
+    compile_plan(loaded, output, tracking_uri, pipeline)
     _stdout().print(f"[green]wrote[/] {output}")
 
 
@@ -298,6 +307,15 @@ def import_weights(
         raise typer.BadParameter(str(error)) from None
     _stdout().print(f"[green]wrote[/] {output} sha256:{digest}")
 
+
+def _register_monitoring_commands() -> None:
+    from rooivalk.cli.monitor import drift, monitor_app
+
+    app.command("drift")(drift)
+    app.add_typer(monitor_app, name="monitor")
+
+
+_register_monitoring_commands()
 
 if __name__ == "__main__":
     app()

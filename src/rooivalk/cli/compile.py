@@ -1,23 +1,37 @@
-"""`rooivalk compile`: the plan's pipeline (training or multi-sensor) as KFP IR YAML, the plan its default parameter."""
+"""`rooivalk compile`: a plan's pipeline as KFP IR YAML, the plan its default parameter: the plan's
+training pipeline (training or multi-sensor), or the drift check that starts it on drift."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rooivalk.plan import Plan
 
+PIPELINES = ("training", "drift-check")
 
-def compile_plan(plan: Plan, output: Path, tracking_uri: str) -> Path:
+
+def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
+    if pipeline == "training":
+        from pipelines.select import pipeline_for
+
+        return pipeline_for(plan).function
+    if pipeline == "drift-check":
+        from pipelines.drift_check import drift_check_pipeline
+
+        return drift_check_pipeline(plan)
+    raise ValueError(f"unknown pipeline {pipeline!r} (one of {', '.join(PIPELINES)})")
+
+
+def compile_plan(plan: Plan, output: Path, tracking_uri: str, pipeline: str = "training") -> Path:
     from kfp import compiler
-
-    from pipelines.select import pipeline_for
 
     if not plan.tracking.uri:
         plan = plan.model_copy(update={"tracking": plan.tracking.model_copy(update={"uri": tracking_uri})})
+    function = _pipeline_function(plan, pipeline)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(
-        pipeline_for(plan).function, str(output), pipeline_parameters={"plan": plan.to_parameter()}
-    )
+    compiler.Compiler().compile(function, str(output), pipeline_parameters={"plan": plan.to_parameter()})
     if plan.pipeline_root:  # the IR's defaultPipelineRoot: where the cluster's KFP stores artifacts
         import yaml
 

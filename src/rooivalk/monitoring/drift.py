@@ -122,10 +122,10 @@ def check_drift(
                 drifted, score, "classifier ROC AUC", spec.embedding_threshold
             )
     dataset_drift = share >= spec.drift_share
-    drifted = [name for name, column in columns.items() if column.drifted]
-    drifted_embeddings = [name for name in drifted if name.startswith(EMBEDDING_PREFIX)]
+    drifted_names = [name for name, column in columns.items() if column.drifted]
+    drifted_embeddings = [name for name in drifted_names if name.startswith(EMBEDDING_PREFIX)]
     if dataset_drift:
-        reason = f"{share:.0%} of columns drifted (threshold {spec.drift_share:.0%}): {', '.join(drifted)}"
+        reason = f"{share:.0%} of columns drifted (threshold {spec.drift_share:.0%}): {', '.join(drifted_names)}"
     elif drifted_embeddings:
         reason = f"embedding drift in {', '.join(drifted_embeddings)} (ROC AUC > {spec.embedding_threshold})"
     else:

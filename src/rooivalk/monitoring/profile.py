@@ -150,9 +150,8 @@ def check_frame(info: ProfileInfo, frame: pd.DataFrame, where: str, embeddings: 
             out[name] = values.astype(str).astype(object)
             continue
         if values.dtype == object or values.dtype == bool or not np.issubdtype(values.dtype, np.number):
-            raise BadBatch(
-                f"{where}: column {name!r} must be numbers, got {values.dtype} (e.g. {values.iloc[0] if len(values) else None!r})"
-            )
+            example = values.iloc[0] if len(values) else None
+            raise BadBatch(f"{where}: column {name!r} must be numbers, got {values.dtype} (e.g. {example!r})")
         array = values.to_numpy(dtype=np.float64)
         if not np.isfinite(array).all():
             raise BadBatch(f"{where}: column {name!r} has NaN or infinite values")
