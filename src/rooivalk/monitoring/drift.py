@@ -2,7 +2,8 @@
 embedding drift, written as an HTML report and `drift.json`.
 
 Evidently picks each column's test by type and size (numerical: K-S p-value up to 1,000 rows,
-Wasserstein distance above; categorical: chi-squared / Z-test p-value, Jensen-Shannon distance above).
+Wasserstein distance above; categorical: chi-squared / Z-test p-value, Jensen-Shannon distance above);
+it sizes by the reference, this module by the smaller side (see SMALL_SAMPLE_ROWS).
 A p-value drifts when it is below its threshold, a distance when it is at or above it. Embeddings
 (one group per sensor) use Evidently's classifier method: the ROC AUC of a model telling reference
 from current rows; above `embedding_threshold` is drift. The dataset drifts when the share of
@@ -57,22 +58,36 @@ class DriftResult:
         return asdict(self)
 
 
+# Methods whose score is a p-value (drift when below the threshold): Evidently's defaults name
+# themselves "... p_value"; the small-sample methods this module passes go by their short names.
+# (Evidently's per-column test status is not used: with a method passed by short name it judges
+# the p-value as a distance.)
+P_VALUE_METHODS = {"ks", "chisquare", "z"}
+
+
 def _column_drift(config: dict[str, Any], value: float) -> ColumnDrift:
     method, threshold = str(config["method"]), float(config["threshold"])
-    drifted = value < threshold if "p_value" in method else value >= threshold
+    p_value = "p_value" in method or method in P_VALUE_METHODS
+    drifted = value < threshold if p_value else value >= threshold
     return ColumnDrift(bool(drifted), float(value), method, threshold)
 
 
-def _report(info: ProfileInfo, spec: MonitoringSpec, groups: list[str]) -> Any:
+# Evidently picks p-value tests up to this many reference rows and distances above; a distance from a
+# small current sample is noisy (normed Wasserstein of 250 same-distribution rows vs 2,000: ~0.1, the
+# threshold), so the smaller side decides here.
+SMALL_SAMPLE_ROWS = 1000
+
+
+def _report(info: ProfileInfo, spec: MonitoringSpec, groups: list[str], rows: int) -> Any:
     from evidently import Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
     from evidently.metrics.embeddings import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
 
     tabular = [column.name for column in info.columns]
-    metrics: list[Any] = [
-        DataDriftPreset(columns=tabular, drift_share=spec.drift_share, threshold=spec.stattest_threshold)
-    ]
+    small = {"num_method": "ks", "cat_method": "chisquare"} if rows <= SMALL_SAMPLE_ROWS else {}
+    preset = DataDriftPreset(columns=tabular, drift_share=spec.drift_share, threshold=spec.stattest_threshold, **small)
+    metrics: list[Any] = [preset]
     for group in groups:
         # PCA to 20 components keeps the classifier's cost flat in the embedding width.
         method = model(threshold=spec.embedding_threshold, pca_components=min(20, len(info.embeddings[group])))
@@ -105,7 +120,8 @@ def check_drift(
     """Compare `current` with `reference` (both already in the profile's schema; see check_frame)."""
     use_embeddings = spec.embeddings if embeddings is None else embeddings
     groups = [g for g in info.embeddings if use_embeddings and all(c in current for c in info.embeddings[g])]
-    snapshot = _report(info, spec, groups).run(_dataset(current, info, groups), _dataset(reference, info, groups))
+    rows = min(len(reference), len(current))
+    snapshot = _report(info, spec, groups, rows).run(_dataset(current, info, groups), _dataset(reference, info, groups))
     columns: dict[str, ColumnDrift] = {}
     share = 0.0
     for metric in snapshot.dict()["metrics"]:

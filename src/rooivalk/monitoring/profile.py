@@ -49,8 +49,11 @@ class BadBatch(ValueError):
 
 
 def signal_statistics(name: str, samples: np.ndarray, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-sample mean, standard deviation and peak |x| of a sensor's raw samples (N, ...); absent
-    samples (present False) get zeros and `<name>_present` says which (a category, "0"/"1")."""
+    """Per-sample mean, standard deviation and peak |x| of a sensor's raw samples (N, ...), complex
+    samples (RF I/Q) over their real and imaginary parts; absent samples (present False) get zeros
+    and `<name>_present` says which (a category, "0"/"1")."""
+    if np.iscomplexobj(samples):
+        samples = np.stack([samples.real, samples.imag], axis=-1)
     flat = samples.reshape(len(samples), -1).astype(np.float64)
     stats = {
         f"{name}_mean": flat.mean(axis=1),

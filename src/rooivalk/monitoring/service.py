@@ -256,9 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         limit = int(self.monitor.spec.max_body_mb * 1e6)
         if length > limit:
-            # Refuse before reading: the body is never buffered. Close, since it was not consumed.
+            # Refused without holding the body: it is read in chunks and dropped (a client still
+            # sending would otherwise see a reset instead of the 413 and its message).
             self.monitor.metrics.rejected.labels(self.monitor.model, "too_large").inc()
-            self.close_connection = True
+            remaining = length
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
             self._json(413, {"error": f"body of {length} bytes is over the limit of {limit} (monitoring.max_body_mb)"})
             return
         try:
