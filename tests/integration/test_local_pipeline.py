@@ -12,6 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
+from rooivalk.monitoring.profile import load_profile
 from tests.conftest import make_image_folder, tiny_plan_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,11 @@ def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
             assert storage.sha256_tree(artifact["uri"]) == artifact["sha256"]
     assert summary["steps"]["evaluate_model"]["metrics"]["test_accuracy"] >= 0
     assert summary["steps"]["export_model"]["metrics"]["latency_ort_int8_ms"] > 0
+    # The reference profile for drift monitoring, on the validation split, versioned with the dataset.
+    report = Path(summary["steps"]["evaluate_model"]["artifacts"]["report"]["uri"])
+    profile, profile_info = load_profile(json.loads((report / "evaluation.json").read_text())["reference_profile"])
+    assert profile_info.dataset_version == summary["dataset_version"]
+    assert {"image_mean", "prediction", "confidence"} <= set(profile.columns)
 
     quarantine = json.loads(Path(summary["steps"]["ingest_data"]["artifacts"]["quarantine"]["uri"]).read_text())
     reasons = {Path(entry["origin"]).name: entry["reason"] for entry in quarantine}

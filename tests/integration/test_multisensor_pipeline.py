@@ -15,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipelines.multisensor import multisensor_steps
+from rooivalk.monitoring.profile import load_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,9 @@ def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from
 
     report = Path(steps["evaluate_system"]["artifacts"]["report"]["uri"])
     evaluation = json.loads((report / "evaluation.json").read_text())
+    profile, profile_info = load_profile(evaluation["reference_profile"])
+    assert profile_info.dataset_version == summary["dataset_version"]
+    assert set(profile_info.embeddings) == set(SENSORS)
     assert set(evaluation["results"]["sensors"]) == set(SENSORS)
     assert len(evaluation["results"]["fusion"]["degraded"]) == 1 + 4 + 6  # none, each sensor, each pair
     assert "| sensors removed |" in (report / "evaluation.md").read_text()

@@ -1,4 +1,4 @@
-"""`evaluate_model`: test-split metrics, confusion matrix, and the plan's validation gates."""
+"""`evaluate_model`: test-split metrics, confusion matrix, the plan's validation gates, and the reference profile."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import numpy as np
 import torch
 
 from rooivalk import storage
-from rooivalk.data.dataset import load_dataset
+from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.data.transforms import iter_model_batches
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import classification_metrics, plot_confusion_matrix
-from rooivalk.models import load_trained_model
+from rooivalk.models import ModelInfo, load_trained_model
+from rooivalk.monitoring.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.plan import Plan
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"
+REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.monitoring.profile)
 
 
 @dataclass
@@ -51,9 +53,49 @@ def predict(
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
-def evaluate_model(plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test") -> EvaluateResult:
+@torch.inference_mode()
+def predict_probabilities(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    input_size: int,
+    mean: Any,
+    std: Any,
+    in_chans: int,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Softmax class probabilities (N, C) for uint8 images (N, H, W, C) (N >= 1)."""
+    model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    out = [
+        model(batch).float().softmax(1)
+        for _, batch in iter_model_batches(images, batch_size, input_size, mean, std, in_chans, channels_last=True)
+    ]
+    return torch.cat(out).numpy()
+
+
+def write_reference_profile(
+    uri: str, plan: Plan, model: torch.nn.Module, info: ModelInfo, dataset: Dataset, split: str = "val"
+) -> ProfileInfo | None:
+    """The reference profile of the split's images at `uri`: `image_mean`/`_std`/`_peak` per image
+    and the model's prediction and confidence (one forward pass over the split; no embeddings).
+    None (nothing written) when the split is empty."""
+    images, _ = dataset.subset(split)
+    if len(images) == 0:
+        return None
+    probabilities = predict_probabilities(
+        model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size
+    )
+    columns = {**signal_statistics("image", images), **prediction_columns(probabilities, info.classes)}
+    model_name = plan.tracking.registered_model or plan.name
+    frame, profile = build_profile(columns, {}, dataset.info.version_id, model_name, split)
+    return save_profile(uri, frame, profile)
+
+
+def evaluate_model(
+    plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test", reference: bool = True
+) -> EvaluateResult:
     """Score the model on a split; raises GateFailure (after writing the report) if a gate fails
-    and the plan says to fail on gates."""
+    and the plan says to fail on gates. With `reference`, also writes the reference profile for drift
+    monitoring (validation split) to `eval_dir`/reference and names it in the report."""
     torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
     model, info = load_trained_model(model_dir)
     dataset = load_dataset(dataset_dir)
@@ -68,6 +110,8 @@ def evaluate_model(plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, 
     metrics["test_samples"] = float(len(labels))
     gates = check_gates(plan.evaluation.gates, metrics)
     passed = all(g["passed"] for g in gates)
+    reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
+    profile = write_reference_profile(reference_uri, plan, model, info, dataset) if reference else None
     report.update(
         {
             "split": split,
@@ -75,6 +119,7 @@ def evaluate_model(plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, 
             "gates": gates,
             "passed": passed,
             "dataset_version": dataset.info.version_id,
+            "reference_profile": reference_uri if profile is not None else None,
         }
     )
     png_path = f"{eval_dir}/{CONFUSION_PNG}"

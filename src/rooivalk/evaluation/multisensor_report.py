@@ -1,4 +1,4 @@
-"""Scores of a trained multi-sensor system on the test split, and their Markdown tables."""
+"""Scores of a trained multi-sensor system on the test split, their Markdown tables, and its reference profile."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ from rooivalk.evaluation.degraded import (
 from rooivalk.evaluation.evaluate import EvaluateResult
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.models.fusion import FusionTransformer
+from rooivalk.monitoring.profile import (
+    ProfileInfo,
+    build_profile,
+    prediction_columns,
+    save_profile,
+    signal_statistics,
+)
 from rooivalk.plan import Plan
-from rooivalk.training.fusion import FusionFeatures, predict_fusion
+from rooivalk.training.fusion import FusionFeatures, predict_fusion, predict_fusion_probabilities
 from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
 from rooivalk.training.multisensor_steps import load_sensor_models
 from rooivalk.training.sensors import SensorTrainResult, sensor_test_accuracy
@@ -120,13 +127,40 @@ def render_markdown(results: dict[str, Any]) -> list[str]:
 
 REPORT_JSON = "evaluation.json"
 REPORT_MD = "evaluation.md"
+REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.monitoring.profile)
+
+
+def write_reference_profile(
+    uri: str,
+    dataset: MultiSensorDataset,
+    features: FusionFeatures,
+    fusion: FusionTransformer,
+    classes: list[str],
+    model_name: str,
+    split: str = "val",
+) -> ProfileInfo | None:
+    """The reference profile of the split's events at `uri`: per sensor the signal statistics of its
+    raw samples (zeros and `<sensor>_present` "0" where absent) and its cached embeddings, plus the
+    fusion model's prediction and confidence with every present sensor. None (nothing written) when
+    the split is empty."""
+    rows = dataset.split_mask(split)
+    if not rows.any():
+        return None
+    columns: dict[str, np.ndarray] = {}
+    for name in dataset.sensor_names:
+        columns.update(signal_statistics(name, dataset.arrays[name][rows], dataset.present_of(name)[rows]))
+    columns.update(prediction_columns(predict_fusion_probabilities(fusion, features, rows), classes))
+    embeddings = {name: matrix[rows] for name, matrix in features.features.items()}
+    frame, info = build_profile(columns, embeddings, dataset.info.version_id, model_name, split)
+    return save_profile(uri, frame, info)
 
 
 def evaluate_fusion_step(
     plan: Plan, dataset_dir: str, model_dirs: list[str], features_dir: str, fusion_dir: str, report_dir: str
 ) -> EvaluateResult:
     """The pipeline's evaluation: scores (evaluate_system) on the test split, written as JSON and
-    Markdown to `report_dir` before the plan's gates are checked, so a failing gate loses nothing.
+    Markdown to `report_dir` before the plan's gates are checked, so a failing gate loses nothing,
+    and the reference profile for drift monitoring (validation split) in `report_dir`/reference.
     Raises GateFailure when a gate fails and evaluation.fail_on_gate is set."""
     dataset = load_multisensor(dataset_dir)
     sensors = load_sensor_models(model_dirs, dataset)
@@ -139,6 +173,9 @@ def evaluate_fusion_step(
     results = evaluate_system(dataset, sensors, features, fusion)
     metrics = flat_metrics(results)
     gates = check_gates(plan.evaluation.gates, metrics, missing_fails=True)
+    reference_uri = f"{report_dir}/{REFERENCE_DIR}"
+    model_name = plan.tracking.registered_model or plan.name
+    reference = write_reference_profile(reference_uri, dataset, features, fusion, fusion_info.classes, model_name)
     report = {
         "results": results,
         "metrics": metrics,
@@ -146,9 +183,15 @@ def evaluate_fusion_step(
         "dataset_version": dataset.info.version_id,
         "features_key": fusion_info.features_key,
         "plan_digest": plan.digest(),
+        "reference_profile": reference_uri if reference is not None else None,
     }
     storage.write_text(f"{report_dir}/{REPORT_JSON}", json.dumps(report, indent=2, default=str))
     lines = [f"# {plan.name}: evaluation on the {results['split']} split", "", *render_markdown(results)]
+    if reference is not None:
+        lines += [
+            "",
+            f"Reference profile for drift monitoring ({reference.rows} {reference.split} events): `{reference_uri}`",
+        ]
     storage.write_text(f"{report_dir}/{REPORT_MD}", "\n".join(lines) + "\n")
     passed = all(gate["passed"] for gate in gates)
     if not passed and plan.evaluation.fail_on_gate:

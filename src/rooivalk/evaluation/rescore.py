@@ -41,7 +41,7 @@ def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str
     if model_classes != dataset_classes:
         raise RescoreUnavailable(f"its classes {model_classes} are not the dataset's {dataset_classes}")
     with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as eval_dir:
-        return evaluate_model(_without_gate_failures(plan), model_dir, dataset_dir, eval_dir).metrics
+        return evaluate_model(_without_gate_failures(plan), model_dir, dataset_dir, eval_dir, reference=False).metrics
 
 
 def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fusion_dir: str) -> dict[str, float]:

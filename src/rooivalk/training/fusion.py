@@ -143,3 +143,10 @@ def predict_fusion(
     """Class predictions for `rows`, with an optional presence mask (degraded mode)."""
     logits = predict_logits(model, fusion_arrays(features, rows, present), fusion_forward(model.sensors), 512)
     return np.asarray(logits.argmax(1).numpy())
+
+
+def predict_fusion_probabilities(model: FusionTransformer, features: FusionFeatures, rows: np.ndarray) -> np.ndarray:
+    """Softmax class probabilities (N, C) for `rows` with every present sensor (the reference profile's
+    predictions and confidences)."""
+    logits = predict_logits(model, fusion_arrays(features, rows), fusion_forward(model.sensors), 512)
+    return np.asarray(logits.float().softmax(1).numpy())

@@ -4,9 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rooivalk.data.dataset import load_dataset
 from rooivalk.evaluation import GateFailure, check_gates, evaluate_model
 from rooivalk.evaluation.metrics import classification_metrics
-from rooivalk.plan import Gate, Plan
+from rooivalk.monitoring.drift import check_drift
+from rooivalk.monitoring.profile import check_frame, load_profile
+from rooivalk.plan import Gate, MonitoringSpec, Plan
 from rooivalk.training import train_model
 
 
@@ -51,6 +54,31 @@ def test_evaluate_writes_report_and_confusion_png(tiny_dataset_dir: str, tmp_pat
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert sum(map(sum, report["confusion_matrix"])) == result.metrics["test_samples"]
     assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_writes_the_reference_profile_of_the_val_split(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 0.0}])
+    result = evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
+    reference = str(tmp_path / "eval" / "reference")
+    assert result.report["reference_profile"] == reference
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["reference_profile"] == reference
+    frame, info = load_profile(reference)
+    dataset = load_dataset(tiny_dataset_dir)
+    images, _ = dataset.subset("val")
+    assert info.rows == len(frame) == len(images) > 0
+    assert (info.split, info.model, info.dataset_version) == ("val", "t", dataset.info.version_id)
+    assert list(frame.columns) == ["image_mean", "image_std", "image_peak", "prediction", "confidence"]
+    assert info.kinds() == dict.fromkeys(["image_mean", "image_std", "image_peak", "confidence"], "numerical") | {
+        "prediction": "categorical"
+    }
+    assert info.embeddings == {}
+    assert frame["image_mean"].to_numpy() == pytest.approx(images.reshape(len(images), -1).mean(axis=1))
+    assert set(frame["prediction"]) <= set(dataset.info.classes)
+    assert ((frame["confidence"] >= 1 / 3 - 1e-6) & (frame["confidence"] <= 1)).all()
+    same = check_frame(info, frame, "reference")
+    drift = check_drift(same, same, info, MonitoringSpec())
+    assert not drift.retrain
+    assert drift.drifted_columns() == []
 
 
 def test_failed_gate_raises_after_writing_the_report(tiny_dataset_dir: str, tmp_path: Path) -> None:
