@@ -33,7 +33,6 @@ class EvaluateResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
 
 
-@torch.inference_mode()
 def predict(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -44,13 +43,10 @@ def predict(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Class predictions (N,) for uint8 images (N, H, W, C)."""
-    # channels_last: ~5x faster convolutions on CPU (measured 600 -> 2,900 images/s at 32 px).
-    model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    out = [
-        model(batch).argmax(1)
-        for _, batch in iter_model_batches(images, batch_size, input_size, mean, std, in_chans, channels_last=True)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.int64)
+    probabilities = predict_probabilities(model, images, input_size, mean, std, in_chans, batch_size)
+    return np.asarray(probabilities.argmax(1), dtype=np.int64)
 
 
 @torch.inference_mode()
@@ -64,6 +60,7 @@ def predict_probabilities(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Softmax class probabilities (N, C) for uint8 images (N, H, W, C) (N >= 1)."""
+    # channels_last: ~5x faster convolutions on CPU (measured 600 -> 2,900 images/s at 32 px).
     model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     out = [
         model(batch).float().softmax(1)
