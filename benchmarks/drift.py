@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,15 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def run_threads(worker: Callable[[int], None], threads: int) -> None:
+    """Run worker(0..threads-1) on their own threads and wait for all of them."""
+    workers = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+
 def open_loop(
     service: Service, rps: float, seconds: float, threads: int, path: str, stop: threading.Event | None = None
 ) -> dict[str, Any]:
@@ -323,11 +333,7 @@ def open_loop(
             send_latency[index].append(ended - began)
         connection.close()
 
-    workers = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
+    run_threads(worker, threads)
     elapsed = time.perf_counter() - t0
     due_all = [v for part in due_latency for v in part]
     send_all = [v for part in send_latency for v in part]
@@ -362,11 +368,7 @@ def ingest_closed_loop(service: Service, bodies: list[bytes], seconds: float, th
             i += threads
         connection.close()
 
-    workers = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
+    run_threads(worker, threads)
     elapsed = time.perf_counter() - started
     rate = sum(accepted) / elapsed
     return {

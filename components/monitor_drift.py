@@ -22,16 +22,12 @@ def monitor_drift(
     # KFP ships only this function's source, so imports live in the body.
     import shutil
 
-    from rooivalk.monitoring.drift import REPORT_HTML, run_drift_check
+    from rooivalk.monitoring.drift import REPORT_HTML, reference_for, run_drift_check
     from rooivalk.plan import Plan
 
     spec = Plan.model_validate(plan).monitoring
-    reference = reference_uri or spec.reference_uri
-    if not reference:
-        raise ValueError("no reference profile: pass reference_uri or set monitoring.reference_uri in the plan")
-    result = run_drift_check(spec, reference, current_uri, report.path)
+    result = run_drift_check(spec, reference_for(spec, reference_uri), current_uri, report.path)
     shutil.copyfile(f"{report.path}/{REPORT_HTML}", html.path)
-    metrics.log_metric("drift_share", result.drift_share)
-    metrics.log_metric("dataset_drift", int(result.dataset_drift))
-    metrics.log_metric("drifted_columns", len(result.drifted_columns()))
+    for name, value in result.summary_metrics().items():
+        metrics.log_metric(name, value)
     return result.retrain, result.reason  # KFP maps a plain tuple onto the NamedTuple's fields

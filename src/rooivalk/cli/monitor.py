@@ -51,15 +51,12 @@ def drift(
     drift (Evidently picks the test by column type and size), drift share, prediction and embedding
     drift. Exit code 0: no retraining needed, 3: drift (retrain), 2: bad input."""
     from rooivalk import storage
-    from rooivalk.monitoring.drift import DRIFT_JSON, REPORT_HTML, run_drift_check
+    from rooivalk.monitoring.drift import DRIFT_JSON, REPORT_HTML, reference_for, run_drift_check
     from rooivalk.monitoring.profile import BadBatch
 
     spec, _ = _spec(plan, set_)
-    reference = reference or spec.reference_uri
-    if not reference:
-        raise _fail("no reference profile: pass --reference or set monitoring.reference_uri in the plan")
     try:
-        result = run_drift_check(spec, reference, current, out)
+        result = run_drift_check(spec, reference_for(spec, reference, "--reference"), current, out)
     except (BadBatch, ValueError, storage.StorageError) as error:
         raise _fail(str(error)) from None
     console = Console(file=sys.stdout)
@@ -88,16 +85,15 @@ def serve(
     """Accept production batches (POST /batches), keep a sliding window, check it for drift on a
     schedule, expose Prometheus metrics at /metrics, and POST a retraining event on drift."""
     from rooivalk import storage
+    from rooivalk.monitoring.drift import reference_for
     from rooivalk.monitoring.profile import BadBatch, load_profile
     from rooivalk.monitoring.service import DriftMonitor
     from rooivalk.monitoring.service import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec, plan_model = _spec(plan, set_)
-    reference = reference or spec.reference_uri
-    if not reference:
-        raise _fail("no reference profile: pass --reference or set monitoring.reference_uri in the plan")
     try:
+        reference = reference_for(spec, reference, "--reference")
         frame, info = load_profile(reference)
         monitor = DriftMonitor(spec, frame, info, model or plan_model or info.model)
     except (BadBatch, ValueError, storage.StorageError) as error:

@@ -57,6 +57,22 @@ class DriftResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary_metrics(self) -> dict[str, float]:
+        """The numbers a pipeline step logs: drift share, dataset verdict (0/1), drifted columns."""
+        return {
+            "drift_share": self.drift_share,
+            "dataset_drift": float(self.dataset_drift),
+            "drifted_columns": float(len(self.drifted_columns())),
+        }
+
+
+def reference_for(spec: MonitoringSpec, reference: str | None, option: str = "reference_uri") -> str:
+    """The reference profile to use: the caller's, else the plan's monitoring.reference_uri."""
+    chosen = reference or spec.reference_uri
+    if not chosen:
+        raise ValueError(f"no reference profile: pass {option} or set monitoring.reference_uri in the plan")
+    return chosen
+
 
 # Methods whose score is a p-value (drift when below the threshold): Evidently's defaults name
 # themselves "... p_value"; the small-sample methods this module passes go by their short names.
@@ -169,9 +185,7 @@ def run_drift_check(spec: MonitoringSpec, reference_uri: str, current_uri: str, 
     reference, info = load_profile(reference_uri)
     current_raw = load_frame(current_uri)
     use_embeddings = (
-        spec.embeddings
-        and bool(info.embeddings)
-        and all(name in current_raw for names in info.embeddings.values() for name in names)
+        spec.embeddings and bool(info.embeddings) and all(name in current_raw for name in info.embedding_columns())
     )
     current = check_frame(info, current_raw, current_uri, embeddings=use_embeddings)
     reference = check_frame(info, reference, reference_uri, embeddings=use_embeddings)

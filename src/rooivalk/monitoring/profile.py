@@ -43,6 +43,9 @@ class ProfileInfo(BaseModel):
     def kinds(self) -> dict[str, str]:
         return {column.name: column.kind for column in self.columns}
 
+    def embedding_columns(self) -> list[str]:
+        return [name for names in self.embeddings.values() for name in names]
+
 
 class BadBatch(ValueError):
     """A production batch that does not match the reference schema; the message names the problem."""
@@ -136,11 +139,12 @@ def check_frame(info: ProfileInfo, frame: pd.DataFrame, where: str, embeddings: 
     profile's types; raises BadBatch naming missing or extra columns, wrong types and NaN/inf."""
     expected = [column.name for column in info.columns]
     if embeddings:
-        expected += [name for names in info.embeddings.values() for name in names]
+        expected += info.embedding_columns()
     missing = [name for name in expected if name not in frame.columns]
     if missing:
         raise BadBatch(f"{where}: missing column(s) {missing}")
-    extra = [name for name in frame.columns if name not in expected and not _is_embedding(info, name)]
+    known = set(expected) | set(info.embedding_columns())
+    extra = [name for name in frame.columns if name not in known]
     if extra:
         raise BadBatch(f"{where}: unexpected column(s) {extra} (the reference has {expected[:20]})")
     out: dict[str, Any] = {}
@@ -160,7 +164,3 @@ def check_frame(info: ProfileInfo, frame: pd.DataFrame, where: str, embeddings: 
             raise BadBatch(f"{where}: column {name!r} has NaN or infinite values")
         out[name] = array
     return pd.DataFrame(out)
-
-
-def _is_embedding(info: ProfileInfo, name: str) -> bool:
-    return any(name in names for names in info.embeddings.values())

@@ -133,12 +133,18 @@ class DriftMonitor:
             log.info("resumed a window of %d rows from %s", len(self.window), spec.state_uri)
         self.metrics.window_rows.labels(model).set(len(self.window))
 
+    def body_too_large(self, length: int) -> str | None:
+        """Why a body of `length` bytes is refused, or None when it is within monitoring.max_body_mb."""
+        limit = int(self.spec.max_body_mb * 1e6)
+        if length <= limit:
+            return None
+        return f"body of {length} bytes is over the limit of {limit} (monitoring.max_body_mb)"
+
     def ingest(self, body: bytes) -> int:
         """Validate and add one batch; raises BadBatch/TooLarge (the window is then unchanged)."""
-        limit = int(self.spec.max_body_mb * 1e6)
         try:
-            if len(body) > limit:
-                raise TooLarge(f"body of {len(body)} bytes is over the limit of {limit} (monitoring.max_body_mb)")
+            if (too_large := self.body_too_large(len(body))) is not None:
+                raise TooLarge(too_large)
             frame = parse_batch(body)
             if len(frame) > self.spec.max_batch_rows:
                 raise TooLarge(f"{len(frame)} rows is over the limit of {self.spec.max_batch_rows} (max_batch_rows)")
@@ -257,8 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no such path {self.path}; POST /batches or /check"})
             return
         length = int(self.headers.get("Content-Length") or 0)
-        limit = int(self.monitor.spec.max_body_mb * 1e6)
-        if length > limit:
+        too_large = self.monitor.body_too_large(length)
+        if too_large is not None:
             # Refused without holding the body: it is read in chunks and dropped (a client still
             # sending would otherwise see a reset instead of the 413 and its message).
             self.monitor.metrics.rejected.labels(self.monitor.model, "too_large").inc()
@@ -268,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 remaining -= len(chunk)
-            self._json(413, {"error": f"body of {length} bytes is over the limit of {limit} (monitoring.max_body_mb)"})
+            self._json(413, {"error": too_large})
             return
         try:
             accepted = self.monitor.ingest(self.rfile.read(length))
