@@ -2,10 +2,10 @@
 
 from kfp import dsl
 
-from components.images import TRAIN_IMAGE
+from components.images import FEATURES_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=FEATURES_IMAGE, install_kfp_package=False)
 def cache_features(
     plan: dict,
     parent_run_id: str,

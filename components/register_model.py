@@ -16,6 +16,7 @@ def register_model(
     exported: dsl.Input[dsl.Model],
 ) -> str:
     """Register the validated model in the MLflow registry with lineage tags; returns name/version."""
+    from rooivalk.retraining import refresh_reference
     from rooivalk.steps import pipeline_step
     from rooivalk.tracking import register
 
@@ -31,7 +32,13 @@ def register_model(
             artifacts,
             dataset_dir=dataset.path,
         )
+        # The drift monitor compares production data with what the serving (champion) model was validated on.
+        reference = refresh_reference(step.plan, report.path, registered.decision.promoted)
         step.record(
-            registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason
+            registered.step_metrics(),
+            {},
+            registered_model=registered.ref,
+            promotion=registered.decision.reason,
+            monitoring_reference=reference or "unchanged",
         )
     return registered.ref

@@ -17,6 +17,7 @@ def register_system(
     exported: dsl.Input[dsl.Model],
 ) -> str:
     """Register the validated fusion model, with its sensor models and ONNX export as artifacts."""
+    from rooivalk.retraining import refresh_reference
     from rooivalk.steps import pipeline_step
     from rooivalk.tracking import register
 
@@ -34,7 +35,13 @@ def register_system(
             sensor_dirs,
             dataset.path,
         )
+        # The drift monitor compares production data with what the serving (champion) model was validated on.
+        reference = refresh_reference(step.plan, report.path, registered.decision.promoted)
         step.record(
-            registered.step_metrics(), {}, registered_model=registered.ref, promotion=registered.decision.reason
+            registered.step_metrics(),
+            {},
+            registered_model=registered.ref,
+            promotion=registered.decision.reason,
+            monitoring_reference=reference or "unchanged",
         )
     return registered.ref

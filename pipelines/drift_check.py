@@ -11,6 +11,7 @@ from typing import Any
 from kfp import dsl
 
 from components.monitor_drift import monitor_drift
+from pipelines.kubernetes import configure_tasks
 from rooivalk.plan import Plan
 
 PIPELINE_NAME = "rooivalk-drift-check"
@@ -20,6 +21,7 @@ def drift_check_pipeline(plan: Plan) -> Callable[..., Any]:
     """The drift check with the plan's training pipeline in its retraining branch."""
     from pipelines.select import pipeline_for
 
+    plan_spec = plan  # the pipeline's own `plan` parameter shadows it below
     training = pipeline_for(plan)
 
     @dsl.pipeline(
@@ -34,5 +36,6 @@ def drift_check_pipeline(plan: Plan) -> Callable[..., Any]:
         with dsl.If(check.outputs["retrain"] == True, name="drift-detected"):  # noqa: E712 (a KFP condition)
             retrain = training.function(plan=plan, run_key=run_key)
             retrain.set_caching_options(False)
+        configure_tasks(plan_spec.cluster, [check])  # the nested pipeline's tasks got theirs when it was built
 
     return pipeline

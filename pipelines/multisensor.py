@@ -19,6 +19,8 @@ from components.register_system import register_system
 from components.tracking_runs import close_run, open_run
 from components.train_fusion import train_fusion
 from components.train_sensor import train_sensor
+from pipelines.kubernetes import configure_tasks
+from rooivalk.plan_cluster import ClusterSpec
 
 PIPELINE_NAME = "rooivalk-multisensor"
 
@@ -36,10 +38,13 @@ def multisensor_steps(sensors: list[str]) -> list[str]:
     ]
 
 
-def multisensor_pipeline(sensors: list[str], parallelism: int = 0) -> Callable[..., Any]:
+def multisensor_pipeline(
+    sensors: list[str], parallelism: int = 0, cluster: ClusterSpec | None = None
+) -> Callable[..., Any]:
     """The pipeline for these sensors; `parallelism` caps concurrent sensor tasks (0: all at once, the
     cluster default; `rooivalk run` uses 1 on a laptop-sized machine, where parallel training only
-    slows each task and would eat a wall-clock-budgeted stage's time)."""
+    slows each task and would eat a wall-clock-budgeted stage's time); `cluster`: the plan's
+    Kubernetes settings for the tasks."""
     if not sensors:
         raise ValueError("a multi-sensor pipeline needs at least one sensor")
     steps = multisensor_steps(sensors)
@@ -93,5 +98,6 @@ def multisensor_pipeline(sensors: list[str], parallelism: int = 0) -> Callable[.
             )
             for task in (opened, ingest, cached, fusion, evaluate, export, register):
                 task.set_caching_options(False)
+        configure_tasks(cluster, (closing, opened, ingest, train, cached, fusion, evaluate, export, register))
 
     return pipeline

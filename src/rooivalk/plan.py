@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rooivalk.plan_cluster import ClusterSpec, RetrainingSpec
 from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan_training import (
     AugmentSpec,
@@ -34,6 +35,7 @@ from rooivalk.plan_training import (
 __all__ = [
     "AugmentSpec",
     "CheckpointSpec",
+    "ClusterSpec",
     "DataSpec",
     "DistributedSpec",
     "EMASpec",
@@ -52,6 +54,7 @@ __all__ = [
     "OptimizerSpec",
     "Plan",
     "PlanError",
+    "RetrainingSpec",
     "SchedulerSpec",
     "SplitSpec",
     "StageLR",
@@ -216,6 +219,10 @@ class Plan(_Strict):
     export: ExportSpec = ExportSpec()
     tracking: TrackingSpec = TrackingSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    retraining: RetrainingSpec = RetrainingSpec()
+    cluster: ClusterSpec | None = Field(
+        None, description="Kubernetes settings of compiled pipelines (resources, GPUs, secrets); null: KFP's defaults."
+    )
     pipeline_root: str | None = Field(
         None,
         description="KFP pipeline root of cluster runs (e.g. s3://bucket/pipelines), written into the compiled "
@@ -237,6 +244,10 @@ class Plan(_Strict):
             raise ValueError("'sensors' needs data.format: multisensor")
         if self.fusion is not None and self.sensors is None:
             raise ValueError("'fusion' needs 'sensors'")
+        if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
+            # Warm start loads the champion's weights as the model's pretrained state dict, which only the
+            # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
+            raise ValueError("retraining.warm_start: single-model plans of the timm family only")
         return self
 
     @property

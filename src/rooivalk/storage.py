@@ -288,6 +288,19 @@ def iter_files(prefix: str | Path) -> Iterator[tuple[str, bytes]]:
         yield uri, read_bytes(uri)
 
 
+def copy_folder(source: str | Path, target: str | Path, last: str | None = None) -> int:
+    """Copy every file below `source` to the same relative path below `target` (local or S3, either
+    way); the file named `last` (a folder's completion marker, e.g. profile.json) is written after the
+    rest, so a reader that waits for it never sees a half-copied folder. Returns the files copied."""
+    base = str(source).rstrip("/")
+    uris = list_uris(source)
+    uris.sort(key=lambda uri: uri.rsplit("/", 1)[-1] == last)  # stable: the marker moves to the end
+    for uri in uris:
+        relative = uri[len(base) :].lstrip("/")
+        write_bytes(f"{str(target).rstrip('/')}/{relative}", read_bytes(uri))
+    return len(uris)
+
+
 def local_copy(uri: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local path holding the object at `uri` (the path itself when it is already local)."""
     loc = parse_uri(uri)

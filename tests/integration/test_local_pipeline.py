@@ -42,10 +42,13 @@ def _folder_with_bad_files(root: Path) -> Path:
     return root
 
 
-def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
+def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tmp_path: Path) -> None:
     source = _folder_with_bad_files(tmp_path / "images")
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump(tiny_plan_dict(str(source))))
+    raw = tiny_plan_dict(str(source), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    serving_reference = tmp_path / "serving" / "reference"  # what the drift monitor reads
+    raw["monitoring"] = {"reference_uri": str(serving_reference)}
+    plan_path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
     result = _rooivalk("run", str(plan_path), "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -85,6 +88,32 @@ def test_tiny_pipeline_end_to_end_with_quarantine(tmp_path: Path) -> None:
     version = client.get_model_version_by_alias("tiny", "champion")
     assert version.tags["rooivalk.dataset_version"] == summary["dataset_version"]
     assert version.tags["rooivalk.plan_digest"]
+    # The first champion's reference profile became the monitoring reference.
+    assert load_profile(str(serving_reference))[1].dataset_version == summary["dataset_version"]
+
+    # New data lands as a folder plus its _READY marker: the retraining pipeline ingests it as a new
+    # dataset version, warm-starts the challenger from the champion, and compares the two on its test set.
+    new_data = make_image_folder(tmp_path / "new-data", per_class=30, seed=11)
+    (new_data / "_READY").write_text("")
+    raw["retraining"] = {"warm_start": True}
+    plan_path.write_text(yaml.safe_dump(raw))
+    retrain_out = tmp_path / "retrain"
+    result = _rooivalk("run", str(plan_path), "--out", str(retrain_out), "--retrain-from", str(new_data / "_READY"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    retrained = json.loads((retrain_out / "summary.json").read_text())
+    assert retrained["pipeline"] == "rooivalk-retraining"
+    assert retrained["status"] == "succeeded"
+    assert retrained["dataset_version"] != summary["dataset_version"]
+    params = client.get_run(retrained["tracking"]["run_id"]).data.params
+    assert params["data.source"] == str(new_data)
+    assert params["model.pretrained"].endswith("/champion/model.pt")  # the champion's weights, copied by the run
+    challenger = client.get_model_version_by_alias("tiny", "challenger")
+    decision = json.loads(challenger.tags["rooivalk.promotion"])
+    assert decision["champion_version"] == str(version.version)
+    assert f"re-scored on dataset {retrained['dataset_version']}" in decision["reason"]
+    # The monitoring reference follows the champion: replaced only when the challenger won.
+    expected = retrained["dataset_version"] if decision["promoted"] else summary["dataset_version"]
+    assert load_profile(str(serving_reference))[1].dataset_version == expected
 
 
 def test_missing_source_fails_naming_the_path(tmp_path: Path) -> None:

@@ -40,6 +40,9 @@ def _compile(tmp_path: Path, plan: Path = PLAN, pipeline: str = "training") -> P
         ("fashion_finetune.yaml", "training", "fashion_finetune.yaml"),
         ("counter_drone.yaml", "training", "counter_drone.yaml"),
         ("counter_drone.yaml", "drift-check", "drift_check_counter_drone.yaml"),
+        ("fashion_finetune.yaml", "retraining", "retraining_fashion_finetune.yaml"),
+        ("counter_drone_cluster.yaml", "training", "counter_drone_cluster.yaml"),
+        ("counter_drone_cluster.yaml", "retraining", "retraining_counter_drone_cluster.yaml"),
     ],
 )
 def test_compiled_pipeline_matches_golden(tmp_path: Path, plan: str, pipeline: str, golden_name: str) -> None:

@@ -82,6 +82,14 @@ def run(
     plan: PlanArg,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder; default runs/<plan>-<time>.")] = None,
+    retrain_from: Annotated[
+        str | None,
+        typer.Option(
+            "--retrain-from",
+            help='Run the retraining pipeline on this dataset folder (or its _READY marker; "" for the plan\'s '
+            "source): challenger vs the registry champion, warm start with retraining.warm_start.",
+        ),
+    ] = None,
 ) -> None:
     """Compile the plan into its pipeline (training, or multi-sensor for plans with `sensors`) and run it
     locally with kfp.local."""
@@ -94,7 +102,7 @@ def run(
     loaded = _load(plan, set_, check_model=True)
     out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _stdout().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
-    outcome = run_local(loaded, out_dir, _stdout())
+    outcome = run_local(loaded, out_dir, _stdout(), retrain_from)
     _print_summary(outcome.summary)
     _stdout().print(f"summary: {outcome.summary_path}")
     if outcome.summary["status"] != "succeeded":
@@ -201,8 +209,9 @@ def compile_(
     pipeline: Annotated[
         str,
         typer.Option(
-            help="training: the plan's training (or multi-sensor) pipeline; drift-check: a batch drift check "
-            "that starts it when the data drifted."
+            help="training: the plan's training (or multi-sensor) pipeline; retraining: it on new data "
+            "(run parameter data_uri), champion warm start, reference refresh; drift-check: a batch drift "
+            "check that starts training when the data drifted."
         ),
     ] = "training",
 ) -> None:
@@ -316,6 +325,15 @@ def _register_monitoring_commands() -> None:
 
 
 _register_monitoring_commands()
+
+
+def _register_submit_command() -> None:
+    from rooivalk.cli.submit import submit
+
+    app.command("submit")(submit)
+
+
+_register_submit_command()
 
 if __name__ == "__main__":
     app()

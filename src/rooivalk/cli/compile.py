@@ -1,5 +1,6 @@
 """`rooivalk compile`: a plan's pipeline as KFP IR YAML, the plan its default parameter: the plan's
-training pipeline (training or multi-sensor), or the drift check that starts it on drift."""
+training pipeline (training or multi-sensor), the retraining pipeline around it (new data, optional warm
+start, monitoring reference refresh), or the drift check that starts training on drift."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from rooivalk.plan import Plan
 
-PIPELINES = ("training", "drift-check")
+PIPELINES = ("training", "retraining", "drift-check")
 
 
 def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
@@ -17,6 +18,10 @@ def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
         from pipelines.select import pipeline_for
 
         return pipeline_for(plan).function
+    if pipeline == "retraining":
+        from pipelines.retraining import retraining_pipeline
+
+        return retraining_pipeline(plan)
     if pipeline == "drift-check":
         from pipelines.drift_check import drift_check_pipeline
 

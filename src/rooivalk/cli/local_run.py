@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +81,14 @@ def _absolute(uri: str) -> str:
 
 class _Pipeline(threading.Thread):
     def __init__(
-        self, function: Callable[..., Any], plan: dict[str, Any], run_key: str, root: Path, log_path: Path
+        self,
+        function: Callable[..., Any],
+        arguments: dict[str, Any],
+        root: Path,
+        log_path: Path,
     ) -> None:
         super().__init__(daemon=True)
-        self.function, self.plan, self.run_key, self.root, self.log_path = function, plan, run_key, root, log_path
+        self.function, self.arguments, self.root, self.log_path = function, arguments, root, log_path
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -95,12 +99,14 @@ class _Pipeline(threading.Thread):
                 local.init(
                     runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(self.root), raise_on_error=True
                 )
-                self.function(plan=self.plan, run_key=self.run_key)
+                self.function(**self.arguments)
             except BaseException as error:  # reported by the main thread
                 self.error = error
 
 
-def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
+def run_local(plan: Plan, out_dir: Path, console: Console, retrain_from: str | None = None) -> RunOutcome:
+    """Run the plan's training pipeline, or with `retrain_from` (a dataset folder URI, its _READY marker,
+    or "" for the plan's own source) the retraining pipeline around it."""
     from pipelines.select import pipeline_for
     from rooivalk.tracking import find_pipeline_run, use_buffer_of
     from rooivalk.tracking_buffer import pending_records
@@ -112,10 +118,18 @@ def run_local(plan: Plan, out_dir: Path, console: Console) -> RunOutcome:
     events_path.unlink(missing_ok=True)
     os.environ[events.EVENTS_ENV] = str(events_path)  # inherited by kfp.local's step subprocesses
     run_key = uuid.uuid4().hex
-    chosen = pipeline_for(resolved, parallelism=1)  # one sensor task at a time: see multisensor_pipeline
-    worker = _Pipeline(
-        chosen.function, resolved.to_parameter(), run_key, out_dir / "pipeline_root", out_dir / "pipeline.log"
-    )
+    chosen = pipeline_for(
+        resolved, parallelism=1, on_cluster=False
+    )  # one sensor task at a time: see multisensor_pipeline
+    arguments: dict[str, Any] = {"plan": resolved.to_parameter(), "run_key": run_key}
+    function = chosen.function
+    if retrain_from is not None:
+        from pipelines.retraining import PIPELINE_NAME, retraining_pipeline
+
+        function = retraining_pipeline(resolved, parallelism=1, on_cluster=False)
+        arguments["data_uri"] = retrain_from
+        chosen = replace(chosen, name=PIPELINE_NAME)
+    worker = _Pipeline(function, arguments, out_dir / "pipeline_root", out_dir / "pipeline.log")
     collected: list[dict[str, Any]] = []
     offset = 0
     started = time.perf_counter()
