@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import yaml
 
+from rooivalk import __version__
 from rooivalk.monitoring.alert_rules import format_rule_groups, prometheus_rule_groups
 from rooivalk.monitoring.dashboard import grafana_dashboard
 
@@ -37,6 +38,17 @@ __all__ = [
 DASHBOARD_KEY: Final = "rooivalk-drift.json"  # the file name Grafana's dashboard sidecar writes
 # The label a Prometheus selects these rules by (its ruleSelector); overlays and Helm values change it.
 RULE_SELECTOR_LABELS: Final = {"prometheus": "rooivalk"}
+
+# The labels the chart gives its monitoring objects, as the kustomize base (manifests/generate.py, which
+# renders the rest of the base from the chart) carries them: managed by kustomize, not Helm.
+KUSTOMIZE_LABELS: Final = {
+    "app.kubernetes.io/name": "rooivalk",
+    "app.kubernetes.io/instance": "rooivalk",
+    "app.kubernetes.io/version": __version__,
+    "app.kubernetes.io/managed-by": "kustomize",
+    "app.kubernetes.io/part-of": "rooivalk",
+    "app.kubernetes.io/component": "monitoring",
+}
 
 RULE_PATH: Final = "manifests/base/monitoring/prometheusrule.yaml"
 DASHBOARD_PATH: Final = "manifests/base/monitoring/grafana-dashboard.json"
@@ -74,7 +86,7 @@ def kustomization() -> dict[str, Any]:
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "labels": [{"pairs": {"app.kubernetes.io/name": "rooivalk", "app.kubernetes.io/component": "monitoring"}}],
+        "labels": [{"pairs": dict(KUSTOMIZE_LABELS)}],
         "resources": [Path(RULE_PATH).name],
         "configMapGenerator": [
             {
@@ -99,7 +111,7 @@ kind: PrometheusRule
 metadata:
   name: {{ include "rooivalk.fullname" . }}-drift
   labels:
-    {{- include "rooivalk.labels" . | nindent 4 }}
+    {{- include "rooivalk.componentLabels" (list . "monitoring") | nindent 4 }}
     {{- with .Values.monitoring.ruleLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
