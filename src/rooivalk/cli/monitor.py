@@ -95,7 +95,7 @@ def serve(
     try:
         reference = reference_for(spec, reference, "--reference")
         frame, info = load_profile(reference)
-        monitor = DriftMonitor(spec, frame, info, model or plan_model or info.model)
+        monitor = DriftMonitor(spec, frame, info, model or plan_model or info.model, reference_uri=reference)
     except (BadBatch, ValueError, storage.StorageError) as error:
         raise _fail(str(error)) from None
 

@@ -33,7 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from rooivalk.monitoring import metric_names as names
 from rooivalk.monitoring.drift import DriftResult, check_drift
-from rooivalk.monitoring.profile import BadBatch, ProfileInfo, check_frame
+from rooivalk import storage
+from rooivalk.monitoring.profile import PROFILE_INFO, BadBatch, ProfileInfo, check_frame, load_profile
 from rooivalk.monitoring.webhook import post_event
 from rooivalk.monitoring.window import SlidingWindow
 from rooivalk.plan_monitoring import MonitoringSpec
@@ -117,8 +118,17 @@ def parse_batch(body: bytes) -> pd.DataFrame:
 class DriftMonitor:
     """The service's state and logic, without HTTP (tests and benchmarks drive it directly too)."""
 
-    def __init__(self, spec: MonitoringSpec, reference: pd.DataFrame, info: ProfileInfo, model: str) -> None:
-        self.spec, self.info, self.model = spec, info, model
+    def __init__(
+        self,
+        spec: MonitoringSpec,
+        reference: pd.DataFrame,
+        info: ProfileInfo,
+        model: str,
+        reference_uri: str | None = None,
+    ) -> None:
+        """`reference_uri`: where the reference came from; each check reloads it when the profile there
+        changed (the retraining pipeline replaces it when a challenger is promoted)."""
+        self.spec, self.info, self.model, self.reference_uri = spec, info, model, reference_uri
         self.reference = check_frame(info, reference, "reference profile")
         self.window = SlidingWindow(spec.window_rows)
         self.registry = CollectorRegistry()
@@ -160,9 +170,33 @@ class DriftMonitor:
         self.metrics.window_rows.labels(self.model).set(len(self.window))
         return len(batch)
 
+    def reload_reference(self) -> bool:
+        """Load the profile at reference_uri again when its data changed (a new champion's profile);
+        a profile with other columns also empties the window, whose rows no longer fit it. A profile
+        that cannot be read is logged and the current one kept."""
+        if not self.reference_uri:
+            return False
+        try:
+            latest = ProfileInfo.model_validate_json(storage.read_bytes(f"{self.reference_uri}/{PROFILE_INFO}"))
+            if latest.data_sha256 == self.info.data_sha256:
+                return False
+            frame, latest = load_profile(self.reference_uri)
+            reference = check_frame(latest, frame, "reference profile")
+        except (storage.StorageError, ValueError) as error:  # BadBatch and pydantic's errors included
+            log.warning("kept the current reference: %s", error)
+            return False
+        if latest.kinds() != self.info.kinds():
+            self.window = SlidingWindow(self.spec.window_rows)
+            self.metrics.window_rows.labels(self.model).set(0)
+        self.reference, self.info, self._in_episode = reference, latest, False
+        log.info("reference reloaded from %s: dataset %s", self.reference_uri, latest.dataset_version)
+        return True
+
     def check(self) -> DriftResult | None:
-        """One drift check of the window (None while it holds fewer than min_rows rows)."""
+        """One drift check of the window (None while it holds fewer than min_rows rows), against the
+        latest reference."""
         with self._check_lock:
+            self.reload_reference()
             current = self.window.frame()
             if len(current) < self.spec.min_rows:
                 return None

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from rooivalk.monitoring.profile import load_profile
+from rooivalk.monitoring.profile import load_profile, save_profile
 from rooivalk.monitoring.service import DriftMonitor, make_server
 from rooivalk.plan import MonitoringSpec, WebhookSpec
 from tests.unit.monitoring.receiver import Receiver
@@ -209,3 +209,26 @@ def test_an_unreachable_webhook_is_counted_as_failed_and_the_service_goes_on(tmp
         assert failed == 1.0
     finally:
         receiver.close()
+
+
+def test_a_refreshed_reference_is_picked_up_by_the_next_check(tmp_path: Path) -> None:
+    """The retraining pipeline replaces the reference when a challenger is promoted: data that drifted
+    from the old champion's profile is in-distribution for the new one, and the monitor follows."""
+    reference_uri = save_reference(tmp_path / "reference")
+    frame, info = load_profile(reference_uri)
+    monitor = DriftMonitor(_spec(tmp_path), frame, info, "counter-drone", reference_uri=reference_uri)
+    shifted = dict.fromkeys(NUMERIC, 0.8)
+    for seed in range(4):
+        monitor.window.append(_batch(seed=seed, mean_shift=shifted))
+    assert monitor.check().retrain  # type: ignore[union-attr]
+
+    (tmp_path / "reference" / "profile.json").write_text("{not json")  # a half-written refresh
+    assert monitor.check().retrain  # type: ignore[union-attr]  # the current reference is kept
+
+    new_frame, new_info = make_data(2000, seed=5, mean_shift=shifted)
+    save_profile(reference_uri, new_frame, new_info.model_copy(update={"dataset_version": "ds-new"}))
+    result = monitor.check()
+    assert result is not None
+    assert not result.retrain
+    assert monitor.info.dataset_version == "ds-new"
+    assert len(monitor.window) == 1000  # same columns: the window is kept
