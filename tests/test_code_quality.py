@@ -15,9 +15,11 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_and_format() -> None:
-    lint = _run(str(BIN / "ruff"), "check", "src", "components", "pipelines", "tests", "benchmarks")
+    lint = _run(str(BIN / "ruff"), "check", "src", "components", "pipelines", "tests", "benchmarks", "manifests")
     assert lint.returncode == 0, lint.stdout
-    fmt = _run(str(BIN / "ruff"), "format", "--check", "src", "components", "pipelines", "tests", "benchmarks")
+    fmt = _run(
+        str(BIN / "ruff"), "format", "--check", "src", "components", "pipelines", "tests", "benchmarks", "manifests"
+    )
     assert fmt.returncode == 0, fmt.stdout
 
 
