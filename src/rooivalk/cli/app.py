@@ -54,7 +54,9 @@ def _load(plan_path: Path, overrides: list[str] | None, check_model: bool = Fals
 
 def _error(message: str) -> None:
     # Text, not markup: messages hold key paths like stages[head] that markup would eat.
-    Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    # No wrapping: off a terminal rich wraps at 80 columns, which splits the paths and URIs errors name
+    # (pod logs, CI, grep).
+    Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
 @app.command()
