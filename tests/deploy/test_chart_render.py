@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from components.images import CPU_IMAGE
+from tests.unit.monitoring._tools import run, tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "rooivalk"
@@ -22,19 +22,6 @@ VALUES_FILES = ["values.yaml", "values-dev.yaml", "values-prod.yaml"]
 OVERLAYS = ["dev", "prod"]
 
 Doc = dict[str, Any]
-
-
-def tool(name: str) -> str:
-    """helm (where `make tools` puts it) or kubectl; a failure that says how to get it, never a skip."""
-    local = REPO / ".cache" / "tools" / name
-    found = str(local) if local.is_file() else shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found: `make tools` installs helm; kubectl is expected on PATH", pytrace=False)
-    return found
-
-
-def run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
 
 
 def helm_template(*args: str) -> list[Doc]:
