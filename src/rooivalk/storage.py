@@ -275,11 +275,16 @@ def list_uris(prefix: str | Path) -> list[str]:
         if root.is_file():
             return [str(root)]
         return sorted(str(p) for p in root.rglob("*") if p.is_file())
+    from botocore.exceptions import BotoCoreError
+
     keys: list[str] = []
     paginator = _s3_client().get_paginator("list_objects_v2")
     base = loc.key.rstrip("/") + "/" if loc.key else ""
-    for page in paginator.paginate(Bucket=loc.bucket, Prefix=base):
-        keys.extend(item["Key"] for item in page.get("Contents", []))
+    try:
+        for page in paginator.paginate(Bucket=loc.bucket, Prefix=base):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+    except BotoCoreError as error:  # name the URI, not just botocore's endpoint URL
+        raise _s3_failure(prefix, "LIST", error) from None
     return sorted(f"s3://{loc.bucket}/{key}" for key in keys)
 
 
