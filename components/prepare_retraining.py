@@ -15,15 +15,10 @@ def prepare_retraining(plan: dict, data_uri: str, champion: dsl.Output[dsl.Model
     and, with retraining.warm_start, at the registry champion's weights."""
     from collections import namedtuple
 
-    from rooivalk import tracking
     from rooivalk.plan import Plan
-    from rooivalk.retraining import download_champion
-    from rooivalk.retraining import prepare_retraining as run
+    from rooivalk.retraining import prepare_retraining_step
 
-    loaded = Plan.model_validate(plan)
-    champion_dir = None
-    if loaded.retraining.warm_start:
-        champion_dir = download_champion(tracking.required_uri(loaded), loaded, champion.path)
-    prepared = run(loaded, data_uri, champion_dir, champion.uri)  # the train step reads the uri
+    # The train step reads the champion's weights at the output's uri (S3 on clusters).
+    prepared = prepare_retraining_step(Plan.model_validate(plan), data_uri, champion.path, champion.uri)
     print(f"retraining: {prepared.summary()}")
     return namedtuple("Prepared", ["plan", "summary"])(prepared.plan.to_parameter(), prepared.summary())

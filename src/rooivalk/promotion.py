@@ -87,7 +87,8 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
     return {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
 
 
-def _champion(client: MlflowClient, name: str) -> Any | None:
+def champion_version(client: MlflowClient, name: str) -> Any | None:
+    """The registered model's `champion` version, or None when it has none yet."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -116,7 +117,7 @@ def promote_challenger(
     client = MlflowClient(tracking_uri=tracking_uri)
     client.set_model_version_tag(name, version, f"{SCORE_TAG}.{metric}", str(score))
     client.set_registered_model_alias(name, CHALLENGER, version)
-    champion = _champion(client, name)
+    champion = champion_version(client, name)
     champion_score: float | None = None
     if champion is None:
         promoted, reason = True, "no champion yet"

@@ -69,11 +69,11 @@ def prepare_retraining(
             )
         weights = f"{(champion_uri or champion_dir).rstrip('/')}/{WEIGHTS_FILE}"
         update["model"] = model.model_copy(update={"pretrained": weights})
-        warm_started_from = info_ref(champion_dir)
+        warm_started_from = _champion_ref(champion_dir)
     return PreparedRetraining(plan.model_copy(update=update), source, warm_started_from)
 
 
-def info_ref(champion_dir: str) -> str:
+def _champion_ref(champion_dir: str) -> str:
     marker = Path(champion_dir) / "registered.txt"
     return marker.read_text().strip() if marker.exists() else champion_dir
 
@@ -81,26 +81,29 @@ def info_ref(champion_dir: str) -> str:
 def download_champion(tracking_uri: str, plan: Plan, dest_dir: str) -> str | None:
     """Download the registry champion's `trained_model/` into `dest_dir`; None when there is no champion
     yet (the first retraining trains from the plan's own starting point)."""
-    import mlflow.artifacts
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    from rooivalk.evaluation.rescore import TRAINED_MODEL_ARTIFACT
-    from rooivalk.promotion import CHAMPION
+    from rooivalk.evaluation.rescore import TRAINED_MODEL_ARTIFACT, download_run_artifact
+    from rooivalk.promotion import champion_version
 
     name = plan.tracking.registered_model or plan.name
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    champion = champion_version(MlflowClient(tracking_uri=tracking_uri), name)
+    if champion is None:
         return None
     with tempfile.TemporaryDirectory(prefix="rooivalk-champion-") as scratch:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=champion.run_id, artifact_path=TRAINED_MODEL_ARTIFACT, dst_path=scratch, tracking_uri=tracking_uri
-        )
+        local = download_run_artifact(tracking_uri, champion.run_id, TRAINED_MODEL_ARTIFACT, scratch)
         storage.copy_folder(local, dest_dir)
     storage.write_text(f"{dest_dir}/registered.txt", f"{name}/{champion.version}\n")
     return dest_dir
+
+
+def prepare_retraining_step(plan: Plan, data_uri: str, champion_dir: str, champion_uri: str) -> PreparedRetraining:
+    """The pipeline's prepare step: with retraining.warm_start, the champion downloaded into
+    `champion_dir` (the step's output, which later steps read at `champion_uri`), then the plan prepared."""
+    from rooivalk.tracking import required_uri
+
+    downloaded = download_champion(required_uri(plan), plan, champion_dir) if plan.retraining.warm_start else None
+    return prepare_retraining(plan, data_uri, downloaded, champion_uri)
 
 
 def refresh_reference(plan: Plan, report_dir: str, promoted: bool) -> str | None:

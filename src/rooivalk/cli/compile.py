@@ -29,11 +29,17 @@ def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
     raise ValueError(f"unknown pipeline {pipeline!r} (one of {', '.join(PIPELINES)})")
 
 
+def with_tracking_default(plan: Plan, tracking_uri: str) -> Plan:
+    """The plan with `tracking_uri` as its MLflow URI when it names none (the pods' in-cluster server)."""
+    if plan.tracking.uri:
+        return plan
+    return plan.model_copy(update={"tracking": plan.tracking.model_copy(update={"uri": tracking_uri})})
+
+
 def compile_plan(plan: Plan, output: Path, tracking_uri: str, pipeline: str = "training") -> Path:
     from kfp import compiler
 
-    if not plan.tracking.uri:
-        plan = plan.model_copy(update={"tracking": plan.tracking.model_copy(update={"uri": tracking_uri})})
+    plan = with_tracking_default(plan, tracking_uri)
     function = _pipeline_function(plan, pipeline)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(function, str(output), pipeline_parameters={"plan": plan.to_parameter()})

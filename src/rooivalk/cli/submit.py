@@ -23,7 +23,7 @@ import typer
 import yaml
 
 from rooivalk import __version__
-from rooivalk.cli.compile import PIPELINES, compile_plan
+from rooivalk.cli.compile import PIPELINES, compile_plan, with_tracking_default
 from rooivalk.plan import Plan
 
 # kfp.client.KF_PIPELINES_SA_TOKEN_ENV / KF_PIPELINES_SA_TOKEN_PATH, repeated here because the help
@@ -255,14 +255,6 @@ def _upload(client: Any, ir_path: Path, name: str, namespace: str | None, steps:
     return pipeline_id, version, str(uploaded.pipeline_version_id), False
 
 
-def _resolved(plan: Plan, tracking_uri: str) -> Plan:
-    # The same tracking default compile_plan writes into the IR, so the run's plan and the uploaded
-    # version's default plan agree.
-    if plan.tracking.uri:
-        return plan
-    return plan.model_copy(update={"tracking": plan.tracking.model_copy(update={"uri": tracking_uri})})
-
-
 def submit_plan(plan: Plan, options: SubmitOptions, echo: Callable[[str], None] = print) -> SubmitResult:
     """Compile, upload (a new version when the pipeline exists), make sure the experiment exists, start a
     run, and with options.wait wait for it. Raises SubmitError."""
@@ -290,7 +282,8 @@ def submit_plan(plan: Plan, options: SubmitOptions, echo: Callable[[str], None] 
         f"experiment {experiment}: {experiment_id}" + (f" (namespace {options.namespace})" if options.namespace else "")
     )
     run_name = options.run_name or f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    arguments = {"plan": _resolved(plan, options.tracking_uri).to_parameter(), **params}
+    # The same tracking default compile_plan wrote into the IR: the run's plan and the version's default agree.
+    arguments = {"plan": with_tracking_default(plan, options.tracking_uri).to_parameter(), **params}
     with steps.step(f"starting run {run_name!r}"):
         run = client.run_pipeline(
             experiment_id=experiment_id,

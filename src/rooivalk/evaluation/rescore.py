@@ -64,7 +64,8 @@ def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fu
         return flat_metrics(evaluate_system(dataset, sensors, features, fusion))
 
 
-def _download(tracking_uri: str, run_id: str, artifact_path: str, dest: str) -> Path:
+def download_run_artifact(tracking_uri: str, run_id: str, artifact_path: str, dest: str) -> Path:
+    """A run's artifact folder downloaded below `dest`; RescoreUnavailable when the run has none."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -88,9 +89,9 @@ def champion_rescorer(
         if not run_id:
             raise RescoreUnavailable(f"version {version} has no registration run")
         with tempfile.TemporaryDirectory(prefix="rooivalk-champion-") as work:
-            model_dir = str(_download(tracking_uri, run_id, TRAINED_MODEL_ARTIFACT, work))
+            model_dir = str(download_run_artifact(tracking_uri, run_id, TRAINED_MODEL_ARTIFACT, work))
             if system:
-                sensors = _download(tracking_uri, run_id, SENSORS_ARTIFACT, work)
+                sensors = download_run_artifact(tracking_uri, run_id, SENSORS_ARTIFACT, work)
                 sensor_dirs = sorted(str(folder) for folder in sensors.iterdir() if folder.is_dir())
                 metrics = system_test_metrics(plan, dataset_dir, sensor_dirs, model_dir)
             else:
