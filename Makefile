@@ -98,8 +98,8 @@ test: setup data weights tools
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src components pipelines tests benchmarks manifests
-	$(VENV)/bin/ruff format --check src components pipelines tests benchmarks manifests
+	$(VENV)/bin/ruff check src components pipelines tests benchmarks manifests scripts
+	$(VENV)/bin/ruff format --check src components pipelines tests benchmarks manifests scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy src

@@ -84,16 +84,24 @@ def from_run(run_dir: Path) -> System:
     seconds = {name: float(record["seconds"]) for name, record in steps.items()}
     info = {
         "source": str(run_dir),
+        "dataset_dir": steps["ingest_events"]["artifacts"]["dataset"]["uri"],
+        "export_dir": steps["export_system"]["artifacts"]["exported"]["uri"],
         "seconds": seconds,
         "run_seconds": summary.get("seconds"),
-        "export": steps["export_system"]["metrics"],
     }
     return dataset, load_sensor_models(model_dirs, dataset), features, fusion, info
 
 
+def _export_report(origin: dict[str, Any]) -> dict[str, Any]:
+    from rooivalk import storage
+
+    return json.loads(storage.read_bytes(f"{origin['export_dir']}/export_report.json"))
+
+
 def in_process(plan: Plan, work: Path) -> System:
     run = train_multisensor(plan, str(work), _progress)
-    return run.dataset, run.sensors, run.features, run.fusion, {"source": "in-process", "seconds": run.seconds}
+    origin = {"source": "in-process", "seconds": run.seconds, "dataset_dir": f"{work}/dataset"}
+    return run.dataset, run.sensors, run.features, run.fusion, origin
 
 
 def dropout_sweep(
@@ -153,27 +161,27 @@ def sweep_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[float, dict
     return lines, means
 
 
-def export_table(metrics: dict[str, float], models: list[str]) -> list[str]:
-    """The pipeline's export step, per model: batch-1 ONNX Runtime latency and size, FP32 and INT8,
-    and the system's test accuracy cost of that model's INT8 alone."""
+def export_table(report: dict[str, Any]) -> list[str]:
+    """The pipeline's export step, per model: the shipped precision, its batch-1 ONNX Runtime latency
+    and size next to FP32's, and its accuracy cost on the model's own test samples."""
     lines = [
-        "| model | FP32 ms | INT8 ms | FP32 MB | INT8 MB | system accuracy cost of its INT8 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| model | shipped | FP32 ms | shipped ms (p95) | FP32 MB | shipped MB | accuracy drop |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for model in [*models, "fusion"]:
-        keys = ("latency_fp32_ms", "latency_int8_ms", "size_fp32_mb", "size_int8_mb", "int8_accuracy_drop")
-        m = {key: metrics[f"{model}_{key}"] for key in keys}
+    for model, choice in report["models"].items():
+        fp32, shipped = choice["variants"]["fp32"], choice["variants"][choice["shipped"]]
         lines.append(
-            f"| {model} | {m['latency_fp32_ms']:.2f} | {m['latency_int8_ms']:.2f} | {m['size_fp32_mb']:.1f} "
-            f"| {m['size_int8_mb']:.1f} | {100 * m['int8_accuracy_drop']:+.1f} pt |"
+            f"| {model} | {choice['shipped']} | {fp32['latency_ms']:.2f} | {shipped['latency_ms']:.2f} "
+            f"({shipped['latency_p95_ms']:.2f}) | {fp32['size_mb']:.1f} | {shipped['size_mb']:.1f} "
+            f"| {100 * shipped['accuracy_drop']:+.1f} pt |"
         )
+    metrics = report["metrics"]
     lines += [
         "",
-        f"ONNX system test accuracy: FP32 {100 * metrics['system_fp32_test_accuracy']:.1f}%, every model INT8 "
-        f"{100 * metrics['system_all_int8_test_accuracy']:.1f}%, "
-        f"shipped mix ({metrics['int8_models']:.0f} models INT8) "
-        f"{100 * metrics['system_int8_test_accuracy']:.1f}%. INT8 joins model by model, cheapest first, while the "
-        "plan's export gate (at most 1 point below FP32) holds.",
+        f"ONNX system test accuracy: FP32 {100 * metrics['system_fp32_test_accuracy']:.1f}%, shipped variants "
+        f"{100 * metrics['system_test_accuracy']:.1f}%; end to end (one event, batch 1) p95 "
+        f"{metrics['end_to_end_latency_p95_ms']:.1f} ms. Every precision with its reason: docs/results/export.md "
+        "(benchmarks/export.py).",
     ]
     return lines
 
@@ -248,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         *dropout_verdict(means, plan_rate),
         "",
         *(
-            ["## Export (the pipeline's export_system step)", "", *export_table(origin["export"], list(sensors)), ""]
-            if "export" in origin
+            ["## Export (the pipeline's export_system step)", "", *export_table(_export_report(origin)), ""]
+            if "export_dir" in origin
             else []
         ),  # fmt: skip
         "Seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in step_seconds.items()) + ".",

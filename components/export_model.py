@@ -32,5 +32,6 @@ def export_model(
             log_files=[exported.path],
             gates=result.gates,
         )
+        step.log_onnx_bundles(result.bundles)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

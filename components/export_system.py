@@ -29,5 +29,6 @@ def export_system(
             progress=lambda message: step.progress({"event": "message", "text": message}),
         )
         step.record(result.metrics, {"exported": exported.path}, log_files=[exported.path], gates=result.gates)
+        step.log_onnx_bundles(result.bundles)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

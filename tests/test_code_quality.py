@@ -14,12 +14,13 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
 
 
+LINTED = ("src", "components", "pipelines", "tests", "benchmarks", "manifests", "scripts")
+
+
 def test_ruff_lint_and_format() -> None:
-    lint = _run(str(BIN / "ruff"), "check", "src", "components", "pipelines", "tests", "benchmarks", "manifests")
+    lint = _run(str(BIN / "ruff"), "check", *LINTED)
     assert lint.returncode == 0, lint.stdout
-    fmt = _run(
-        str(BIN / "ruff"), "format", "--check", "src", "components", "pipelines", "tests", "benchmarks", "manifests"
-    )
+    fmt = _run(str(BIN / "ruff"), "format", "--check", *LINTED)
     assert fmt.returncode == 0, fmt.stdout
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rooivalk.plan_cluster import ClusterSpec, RetrainingSpec
+from rooivalk.plan_export import ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan_training import (
     AugmentSpec,
@@ -47,6 +48,9 @@ __all__ = [
     "SimulationSpec",
     "ExportSpec",
     "Gate",
+    "ModelExportSpec",
+    "QuantizationSpec",
+    "TensorRTSpec",
     "LossSpec",
     "MixSpec",
     "ModelSpec",
@@ -172,13 +176,50 @@ class EvaluationSpec(_Strict):
 
 
 class ExportSpec(_Strict):
-    formats: list[Literal["onnx", "onnx_int8"]] = ["onnx", "onnx_int8"]
-    calibration_samples: int = Field(512, ge=1)
-    latency_runs: int = Field(100, ge=50)
+    """The export step (rooivalk.export): candidates, gates per model, budgets, targets."""
+
+    precisions: list[Precision] = Field(
+        ["fp32", "fp16", "int8_static", "int8_dynamic"],
+        description="Candidate precisions; FP32 is always built (it is the verified source) and always passes.",
+    )
+    targets: list[Target] = Field(
+        ["onnxruntime"], description="Runtimes to ship for: onnxruntime always; tensorrt builds engines on a GPU node."
+    )
+    quantization: QuantizationSpec = QuantizationSpec()
+    max_accuracy_drop: float = Field(
+        0.005, ge=0, description="Default per-model tolerance: FP32 test accuracy minus the variant's (fraction)."
+    )
+    models: dict[str, ModelExportSpec] = Field(
+        {}, description="Per-model overrides keyed by `model`, a sensor name or `fusion`."
+    )
+    end_to_end_budget_ms: float | None = Field(
+        None, gt=0, description="Batch-1 p95 budget of the whole system (every encoder, then fusion)."
+    )
+    temperature_scaling: bool = Field(True, description="Fit a softmax temperature on the validation split.")
+    tensorrt: TensorRTSpec = TensorRTSpec()
+    latency_runs: int = Field(100, ge=100, description="Timed batch-1 runs per model (after the warm-up).")
     latency_warmup: int = Field(10, ge=1)
     max_abs_diff: float = Field(1e-3, gt=0, description="ONNX vs PyTorch tolerance on logits.")
-    gates: list[Gate] = []
-    fail_on_gate: bool = Field(True, description="Fail the pipeline when an export gate fails.")
+    gates: list[Gate] = Field([], description="Gates on the export report's metrics (e.g. system_accuracy_drop).")
+    fail_on_gate: bool = Field(True, description="Fail the pipeline when an export gate or a latency budget fails.")
+
+    @model_validator(mode="after")
+    def _fp32_is_a_candidate(self) -> ExportSpec:
+        for where, precisions in [("export.precisions", self.precisions)] + [
+            (f"export.models.{name}.precisions", spec.precisions) for name, spec in self.models.items()
+        ]:
+            if precisions is not None and "fp32" not in precisions:
+                raise ValueError(f"{where}: must include fp32 (the verified source every variant is measured against)")
+        return self
+
+    def for_model(self, name: str) -> ModelExportSpec:
+        """The model's settings with the plan-wide defaults filled in."""
+        spec = self.models.get(name, ModelExportSpec())
+        return ModelExportSpec(
+            max_accuracy_drop=self.max_accuracy_drop if spec.max_accuracy_drop is None else spec.max_accuracy_drop,
+            latency_budget_ms=spec.latency_budget_ms,
+            precisions=list(spec.precisions or self.precisions),
+        )
 
 
 class PromotionSpec(_Strict):
@@ -248,7 +289,17 @@ class Plan(_Strict):
             # Warm start loads the champion's weights as the model's pretrained state dict, which only the
             # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
             raise ValueError("retraining.warm_start: single-model plans of the timm family only")
+        known = self.export_model_names()
+        unknown = sorted(set(self.export.models) - set(known))
+        if unknown:
+            raise ValueError(f"export.models: unknown model(s) {unknown}; this plan's models are {known}")
         return self
+
+    def export_model_names(self) -> list[str]:
+        """The names export settings and reports use: `model`, or each sensor then `fusion`."""
+        if self.sensors is None:
+            return ["model"]
+        return [*self.sensors, *(["fusion"] if self.fusion is not None else [])]
 
     @property
     def single_model(self) -> ModelSpec:

@@ -55,6 +55,11 @@ class StepContext:
             if Path(path).exists():
                 tracking.log_artifact(self.tracking_uri, self.run_id, path)
 
+    def log_onnx_bundles(self, bundles: dict[str, str]) -> None:
+        """Each deployment bundle ({model name: folder or URI}) under MLflow's onnx flavor in this step's run."""
+        for name, uri in bundles.items():
+            tracking.log_onnx_bundle(self.tracking_uri, self.run_id, uri, name)
+
 
 @contextmanager
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:

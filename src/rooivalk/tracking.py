@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from rooivalk import storage
 from rooivalk.plan import Plan
 from rooivalk.tracking_buffer import BUFFER_ENV, OFFLINE_TAG, buffered, new_offline_id, pending_records
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rooivalk.promotion import Registration
@@ -166,6 +172,28 @@ def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str |
         client.log_artifacts(run_id, path, artifact_path)
     else:
         client.log_artifact(run_id, path, artifact_path)
+
+
+def log_onnx_bundle(tracking_uri: str, run_id: str, bundle_uri: str, name: str) -> None:
+    """A deployment bundle's ONNX model under MLflow's onnx flavor (servable with `mlflow models serve`,
+    registrable) plus the bundle's files, in the step's run. Not buffered: the bundle itself is already
+    in storage, so an unreachable server costs the flavor copy only, with a warning."""
+    from rooivalk.export.predictor import log_bundle_to_mlflow
+
+    with tempfile.TemporaryDirectory(prefix="rooivalk-bundle-") as tmp:
+        local = Path(bundle_uri)
+        if storage.parse_uri(bundle_uri).is_s3:
+            storage.copy_folder(bundle_uri, tmp)
+            local = Path(tmp)
+        try:
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.start_run(run_id=run_id)
+            try:
+                log_bundle_to_mlflow(local, name)
+            finally:
+                mlflow.end_run()  # the step's own finish_run sets the final status afterwards
+        except MlflowException as error:
+            log.warning("could not log the %s ONNX model to MLflow at %s: %s", name, tracking_uri, error)
 
 
 @buffered("finish_run", _nothing)

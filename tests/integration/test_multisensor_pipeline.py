@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from pipelines.multisensor import multisensor_steps
+from rooivalk.data.multisensor import load_multisensor
+from rooivalk.export import SystemPredictor
 from rooivalk.monitoring.profile import load_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +42,12 @@ def tiny_counter_drone_plan(source: Path) -> dict[str, Any]:
         },
         "fusion": {"width": 16, "heads": 2, "depth": 1, "training": {"epochs": 2, "batch_size": 16, "threads": 1}},
         "evaluation": {"gates": [{"metric": "fusion_test_accuracy", "min": 0.0}]},
-        "export": {"latency_runs": 50, "latency_warmup": 1, "gates": [{"metric": "int8_accuracy_drop", "max": 1.0}]},
+        "export": {
+            "latency_runs": 100,
+            "latency_warmup": 1,
+            "quantization": {"samples": 32},
+            "gates": [{"metric": "system_accuracy_drop", "max": 1.0}],
+        },
         "tracking": {"experiment": "tiny-counter-drone"},
     }
 
@@ -83,14 +91,28 @@ def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from
 
     export = Path(steps["export_system"]["artifacts"]["exported"]["uri"])
     exported = json.loads((export / "export_report.json").read_text())
-    assert exported["int8_shipped"] is True
+    assert set(exported["shipped"]) == {*SENSORS, "fusion"}
     for model in [*SENSORS, "fusion"]:
-        assert (export / model / "model_fp32.onnx").is_file()
-        assert (export / model / "model_int8.onnx").is_file()
+        assert (export / "variants" / model / "model_fp32.onnx").is_file()
+        assert (export / "bundles" / model / "bundle.json").is_file()
+        variants = exported["models"][model]["variants"]
+        assert set(variants) == {"fp32", "fp16", "int8_static", "int8_dynamic"}, (model, variants)
+        shipped = variants[exported["shipped"][model]]
+        assert shipped["passed"]
+        assert shipped["accuracy_drop"] <= exported["models"][model]["tolerance"] + 1e-9
     assert exported["metrics"]["fusion_onnx_max_abs_diff"] < 1e-3
+    assert exported["metrics"]["optical_onnx_top1_agreement"] == 1.0
     assert exported["metrics"]["system_fp32_test_accuracy"] == pytest.approx(
         evaluation["metrics"]["fusion_test_accuracy"], abs=0.02
     )  # the ONNX system gives PyTorch's answer
+    assert exported["metrics"]["end_to_end_latency_ms"] > 0
+    # The shipped bundles alone answer like the export step's ONNX system (temperature keeps the argmax).
+    dataset = load_multisensor(steps["ingest_events"]["artifacts"]["dataset"]["uri"])
+    rows = dataset.split_mask("test") & np.logical_and.reduce([dataset.present_of(s) for s in SENSORS])
+    predictor = SystemPredictor.load(str(export / "bundles"))
+    probabilities = predictor.predict_proba({s: dataset.arrays[s][rows] for s in SENSORS})
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    assert probabilities.shape == (int(rows.sum()), dataset.num_classes)
 
     client = MlflowClient(summary["tracking"]["uri"])
     parent = client.get_run(summary["tracking"]["run_id"])

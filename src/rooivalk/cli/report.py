@@ -6,10 +6,31 @@ import platform
 from typing import Any
 
 _EXPORT_ROWS = (
-    ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None),
-    ("ONNX Runtime FP32", "fp32_test_accuracy", "latency_ort_fp32_ms", "size_fp32_mb"),
-    ("ONNX Runtime INT8 (static QDQ)", "int8_test_accuracy", "latency_ort_int8_ms", "size_int8_mb"),
-)
+    ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None, None),
+    *(
+        (f"ONNX Runtime {label}", f"model_{p}_test_accuracy", f"model_{p}_latency_ms", f"model_{p}_latency_p95_ms",
+         f"model_{p}_size_mb")
+        for p, label in (("fp32", "FP32"), ("fp16", "FP16"), ("int8_static", "INT8 static QDQ"),
+                         ("int8_dynamic", "INT8 dynamic"))
+    ),
+)  # fmt: skip
+
+
+# Summaries written before per-variant export named FP32/INT8 metrics like this; old run folders still render.
+_LEGACY_EXPORT_KEYS = {
+    "model_fp32_test_accuracy": "fp32_test_accuracy",
+    "model_fp32_latency_ms": "latency_ort_fp32_ms",
+    "model_fp32_size_mb": "size_fp32_mb",
+    "model_int8_static_test_accuracy": "int8_test_accuracy",
+    "model_int8_static_latency_ms": "latency_ort_int8_ms",
+    "model_int8_static_size_mb": "size_int8_mb",
+    "model_accuracy_drop": "int8_accuracy_drop",
+    "speedup_vs_torch": "speedup_int8_vs_torch",
+}
+
+
+def _with_legacy_names(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**{new: metrics[old] for new, old in _LEGACY_EXPORT_KEYS.items() if old in metrics}, **metrics}
 
 
 def _cell(metrics: dict[str, Any], key: str | None, fmt: str) -> str:
@@ -21,7 +42,7 @@ def render_report(summary: dict[str, Any], command: str) -> str:
     train = steps["train_model"]
     evaluation = steps["evaluate_model"]["metrics"]
     # The PyTorch row's accuracy is the evaluation step's (same test split, same preprocessing).
-    export = {**steps["export_model"]["metrics"], "test_accuracy": evaluation.get("test_accuracy")}
+    export = {**_with_legacy_names(steps["export_model"]["metrics"]), "test_accuracy": evaluation.get("test_accuracy")}
     lines = [
         f"# Run report: {summary['plan']}",
         "",
@@ -57,16 +78,20 @@ def render_report(summary: dict[str, Any], command: str) -> str:
         "",
         "## Export (batch 1, CPU)",
         "",
-        "| runtime | test accuracy | median latency (ms) | size (MB) |",
-        "| --- | ---: | ---: | ---: |",
+        "| runtime | test accuracy | median latency (ms) | p95 latency (ms) | size (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
         *[
-            f"| {label} | {_cell(export, acc, '.4f')} | {_cell(export, lat, '.3f')} | {_cell(export, size, '.2f')} |"
-            for label, acc, lat, size in _EXPORT_ROWS
+            f"| {label} | {_cell(export, acc, '.4f')} | {_cell(export, lat, '.3f')} | {_cell(export, p95, '.3f')} "
+            f"| {_cell(export, size, '.2f')} |"
+            for label, acc, lat, p95, size in _EXPORT_ROWS
+            if acc in export or label.startswith("PyTorch")
         ],
         "",
-        f"INT8 accuracy drop: {export.get('int8_accuracy_drop', 0) * 100:.2f} points. INT8 ONNX Runtime is "
-        f"{export.get('speedup_int8_vs_torch', 0):.1f}x faster than PyTorch eager FP32. ONNX vs PyTorch max abs "
-        f"difference on logits: {export.get('onnx_max_abs_diff', 0):.2e}.",
+        f"Shipped variant: accuracy drop {export.get('model_accuracy_drop', 0) * 100:.2f} points, "
+        f"{export.get('speedup_vs_torch', 0):.1f}x faster than PyTorch eager FP32. ONNX vs PyTorch max abs "
+        f"difference on logits: {export.get('onnx_max_abs_diff', 0):.2e}, top-1 agreement "
+        f"{export.get('onnx_top1_agreement', 0):.4f}. Softmax temperature {export.get('model_temperature', 1):.3f} "
+        f"(ECE {export.get('model_ece_before', 0):.4f} -> {export.get('model_ece_after', 0):.4f}).",
         "",
         "## Gates",
         "",

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,86 @@ def verify_onnx(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -
         name = session.get_inputs()[0].name
         got = np.concatenate([session.run(None, {name: array[i : i + 1]})[0] for i in range(len(array))])
     return float(np.abs(expected - got).max())
+
+
+def export_module(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    path: str | Path,
+    varargs: bool = False,
+) -> Path:
+    """Export any module to ONNX with a dynamic batch (dim 0 of every input), written atomically.
+
+    `example` must have a batch of at least 2 (torch.export specializes size-1 dimensions).
+    `varargs`: the module's forward takes `*inputs`, which torch.export sees as one tuple argument.
+    """
+    target = Path(path)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    per_input = tuple({0: batch} for _ in example)
+    tmp = _atomic_target(target)
+    try:
+        program = torch.onnx.export(
+            module.eval(),
+            example,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=(per_input,) if varargs else per_input,
+            optimize=True,
+        )
+        assert program is not None
+        program.save(str(tmp), external_data=False)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How closely an ONNX file reproduces its PyTorch module on real samples."""
+
+    max_abs_diff: float  # over every output
+    max_rel_diff: float  # max |diff| / max |PyTorch value|, per output, worst output
+    top1_agreement: float | None  # share of samples with the same argmax of the logits output
+    samples: int
+
+
+def verify_module(
+    module: nn.Module, path: str | Path, arrays: list[np.ndarray], logits_output: str | None = OUTPUT_NAME
+) -> Verification:
+    """Run `module` (PyTorch, eval) and the ONNX file (ONNX Runtime CPU) on the same inputs and compare.
+
+    `arrays` are the ONNX inputs in graph order, batch first; the module's outputs (a tensor or a
+    tuple) map to the graph outputs in order. Batches of 256 keep memory flat on long test sets.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    inputs = [i.name for i in session.get_inputs()]
+    count = len(arrays[0])
+    expected: list[list[np.ndarray]] = [[] for _ in names]
+    got: list[list[np.ndarray]] = [[] for _ in names]
+    module = module.eval()
+    for start in range(0, count, 256):
+        chunk = [a[start : start + 256] for a in arrays]
+        with torch.inference_mode():
+            outputs = module(*(torch.from_numpy(np.ascontiguousarray(c)) for c in chunk))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        for index, value in enumerate(outputs):
+            expected[index].append(value.float().numpy())
+        for index, value in enumerate(session.run(None, dict(zip(inputs, chunk, strict=True)))):
+            got[index].append(np.asarray(value, dtype=np.float32))
+    abs_diff, rel_diff, agreement = 0.0, 0.0, None
+    for index, name in enumerate(names):
+        want, have = np.concatenate(expected[index]), np.concatenate(got[index])
+        diff = float(np.abs(want - have).max()) if want.size else 0.0
+        abs_diff = max(abs_diff, diff)
+        rel_diff = max(rel_diff, diff / max(float(np.abs(want).max()) if want.size else 0.0, 1e-12))
+        if name == logits_output and want.size:
+            agreement = float((want.argmax(1) == have.argmax(1)).mean())
+    return Verification(abs_diff, rel_diff, agreement, count)

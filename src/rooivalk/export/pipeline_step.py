@@ -1,8 +1,13 @@
-"""The export step: trained model -> verified FP32 ONNX -> static INT8 ONNX, with accuracy and latency.
+"""The export step of a single-model plan: verified FP32 ONNX -> precision variants -> the one that ships.
 
-Order matters: the FP32 ONNX model is checked against PyTorch before anything is built on it, and
-the INT8 model is calibrated from that verified file. Both are evaluated on the test split with the
-same preprocessing as training (`to_model_input`), and timed at batch 1 next to PyTorch eager FP32.
+Order matters: the FP32 ONNX model is checked against PyTorch before anything is built on it; every
+variant (FP16, static INT8 calibrated on the plan's calibration source, dynamic INT8) is built from
+that verified file and scored on the test split with the same preprocessing as training
+(`to_model_input`); the fastest variant within the plan's tolerance ships in a deployment bundle
+with its softmax temperature (rooivalk.export.shipping). Layout of the export folder:
+    variants/model/model_<precision>.onnx   FP32 and the shipped variant (and engine sources)
+    bundles/model/                          the deployment bundle (rooivalk.export.Predictor loads it)
+    export_report.json                      every variant's scores, the choice, gates, environment
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +28,31 @@ from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.transforms import to_model_input
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
-from rooivalk.export.benchmark import measure_latency, onnx_accuracy, ort_runner, ort_session, torch_runner
-from rooivalk.export.onnx_export import OPSET, export_onnx, onnx_input_info, replace_conv2d_same, verify_onnx
-from rooivalk.export.quantize import QuantizeConfig, quantize_int8
+from rooivalk.export.benchmark import measure_latency, ort_runner, ort_session, torch_runner
+from rooivalk.export.onnx_export import INPUT_NAME, OPSET, export_onnx, replace_conv2d_same, verify_module
+from rooivalk.export.selection import ModelExport, build_variants, score_variants
+from rooivalk.export.shipping import (
+    EngineInputs,
+    ExportError,
+    budget_gates,
+    build_engines,
+    calibrate,
+    prune_variants,
+    require_targets,
+    ship_bundle,
+)
 from rooivalk.models.artifact import ModelInfo, load_trained_model
 from rooivalk.plan import Plan
 
 log = logging.getLogger(__name__)
 
-FP32_FILE = "model_fp32.onnx"
-INT8_FILE = "model_int8.onnx"
+MODEL = "model"  # the one model's name in metrics, reports and folders
 REPORT_FILE = "export_report.json"
 VERIFY_SAMPLES = 32
 CALIBRATION_SEED = 0
+BATCH = 256
 
-
-class ExportError(ValueError):
-    """The exported model does not reproduce the PyTorch model (or cannot be built)."""
+__all__ = ["ExportError", "ExportResult", "export_model"]
 
 
 @dataclass
@@ -47,134 +60,85 @@ class ExportResult:
     metrics: dict[str, float]
     artifacts: dict[str, str]  # file name -> path or URI
     gates: list[dict[str, Any]] = field(default_factory=list)
+    choices: list[ModelExport] = field(default_factory=list)
+    bundles: dict[str, str] = field(default_factory=dict)  # model name -> bundle folder or URI
 
     @property
     def passed(self) -> bool:
         return all(gate["passed"] for gate in self.gates)
 
 
-def _evaluation_split(dataset_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """(train images for calibration, eval images, eval labels, eval split name)."""
+@dataclass
+class _Splits:
+    calibration: np.ndarray  # uint8 (N, H, W, C)
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    test_split: str
+
+
+def _seeded_subset(images: np.ndarray, count: int) -> np.ndarray:
+    # A seeded random subset: the stored order is by content hash, but a subset should span all classes.
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    return images[np.sort(chosen)]
+
+
+def calibration_split(plan: Plan) -> str:
+    """The dataset split static INT8 calibrates on: train, or the split the monitoring reference profiles."""
+    if plan.export.quantization.source == "train":
+        return "train"
+    from rooivalk.monitoring.profile import load_profile
+
+    uri = plan.monitoring.reference_uri
+    if not uri:
+        raise ExportError("export.quantization.source is reference, but monitoring.reference_uri is not set")
+    _, info = load_profile(uri)
+    return info.split
+
+
+def _splits(plan: Plan, dataset_dir: str) -> _Splits:
     dataset = load_dataset(dataset_dir)
-    train_images, _ = dataset.subset("train")
+    calibration_images, _ = dataset.subset(calibration_split(plan))
+    if len(calibration_images) == 0:
+        raise ExportError(f"{dataset_dir}: no samples in the calibration split for static INT8")
     for split in ("test", "val"):
         images, labels = dataset.subset(split)
         if len(images):
             if split != "test":
                 log.warning("dataset has no test split; export accuracy is measured on %r", split)
-            return train_images, images, labels, split
+            return _Splits(
+                _seeded_subset(calibration_images, plan.export.quantization.samples),
+                dataset.subset("val"),
+                (images, labels),
+                split,
+            )
     raise ExportError(f"{dataset_dir}: no test or val samples to measure export accuracy on")
 
 
-def _calibration_images(train_images: np.ndarray, count: int) -> np.ndarray:
-    # A seeded random subset: the stored order is by content hash, but a subset should span all classes.
-    if len(train_images) == 0:
-        raise ExportError("the dataset has no training images to calibrate INT8 quantization with")
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    chosen = rng.choice(len(train_images), size=min(count, len(train_images)), replace=False)
-    return train_images[np.sort(chosen)]
+def _preprocess(images: np.ndarray, info: ModelInfo) -> np.ndarray:
+    return to_model_input(images, info.input_size, info.mean, info.std, info.in_chans).numpy()
 
 
-def _preprocess(images: np.ndarray, info: ModelInfo) -> torch.Tensor:
-    return to_model_input(images, info.input_size, info.mean, info.std, info.in_chans)
+def _logits(session: Any, images: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """(N, K) logits of an ONNX session over uint8 images, in batches."""
+    run = ort_runner(session)
+    chunks = [run(_preprocess(images[s : s + BATCH], info)) for s in range(0, len(images), BATCH)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, info.num_classes), np.float32)
 
 
-def _export_fp32(plan: Plan, model: torch.nn.Module, info: ModelInfo, eval_images: np.ndarray, path: Path) -> float:
-    static = replace_conv2d_same(model, info.input_size, info.in_chans)
-    export_onnx(static, info.input_size, info.in_chans, path)
-    # Compare with the original model, so the padding replacement is verified too.
-    diff = verify_onnx(model, path, _preprocess(eval_images[:VERIFY_SAMPLES], info))
-    if not diff <= plan.export.max_abs_diff:  # `not <=` also catches NaN
-        path.unlink()  # an unverified model must not look like an artifact
-        raise ExportError(
-            f"ONNX export does not match PyTorch: max |logit difference| {diff:.3g} > "
-            f"export.max_abs_diff {plan.export.max_abs_diff:.3g} ({path.name})"
-        )
-    return diff
-
-
-def _measure(
-    plan: Plan,
-    model: torch.nn.Module,
-    info: ModelInfo,
-    onnx_paths: dict[str, Path],
-    images: np.ndarray,
-    labels: np.ndarray,
-    progress: Callable[[str], None],
-) -> dict[str, float]:
-    """Accuracy of each ONNX model on the eval split and batch-1 latency of each runtime."""
-    spec = plan.export
-    sample = _preprocess(images[:1], info)  # (1, C, S, S)
-    metrics: dict[str, float] = {}
-    progress("timing PyTorch eager FP32 at batch 1")
-    metrics["latency_torch_fp32_ms"] = measure_latency(
-        torch_runner(model), sample, spec.latency_runs, spec.latency_warmup
-    ).median_ms
-    for precision, path in onnx_paths.items():
-        session = ort_session(path)
-        progress(f"evaluating ONNX {precision.upper()} on {len(images)} images")
-        metrics[f"{precision}_test_accuracy"] = onnx_accuracy(
-            session, images, labels, info.input_size, info.mean, info.std, info.in_chans
-        )
-        progress(f"timing ONNX Runtime {precision.upper()} at batch 1")
-        metrics[f"latency_ort_{precision}_ms"] = measure_latency(
-            ort_runner(session), sample.numpy(), spec.latency_runs, spec.latency_warmup
-        ).median_ms
-        metrics[f"size_{precision}_mb"] = path.stat().st_size / 1e6
-    if "int8" in onnx_paths:
-        metrics["int8_accuracy_drop"] = metrics["fp32_test_accuracy"] - metrics["int8_test_accuracy"]
-        metrics["speedup_int8_vs_torch"] = metrics["latency_torch_fp32_ms"] / metrics["latency_ort_int8_ms"]
-    return metrics
-
-
-def _report(
-    plan: Plan,
-    info: ModelInfo,
-    metrics: dict[str, float],
-    gates: list[dict[str, Any]],
-    files: dict[str, Path],
-    eval_split: str,
-    dynamic_batch: bool,
-    quantize_config: QuantizeConfig | None,
-) -> dict[str, Any]:
+def _environment() -> dict[str, Any]:
     import onnx
     import onnxruntime
 
     return {
-        "metrics": metrics,
-        "gates": gates,
-        "passed": all(gate["passed"] for gate in gates),
-        "files": {
-            name: {"sha256": storage.sha256_file(path), "bytes": path.stat().st_size} for name, path in files.items()
-        },
-        "input": {
-            "shape": ["batch" if dynamic_batch else 1, info.in_chans, info.input_size, info.input_size],
-            "dtype": "float32",
-            "mean": list(info.mean),
-            "std": list(info.std),
-            "classes": info.classes,
-        },
-        "evaluation_split": eval_split,
-        "formats": list(plan.export.formats),
-        "opset": OPSET,
-        "quantization": asdict(quantize_config) if quantize_config else None,
-        "calibration_samples": plan.export.calibration_samples,
-        "latency": {
-            "batch_size": 1,
-            "runs": plan.export.latency_runs,
-            "warmup": plan.export.latency_warmup,
-            "statistic": "median",
-        },
-        "environment": {
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "onnx": onnx.__version__,
-            "cpu_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-        },
-        "plan_digest": plan.digest(),
-        "dataset_version": info.dataset_version,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
@@ -184,52 +148,124 @@ def export_model(
     dataset_dir: str,
     export_dir: str,
     progress: Callable[[str], None] | None = None,
-    quantize_config: QuantizeConfig | None = None,
 ) -> ExportResult:
-    """Export the trained model in `model_dir` to the plan's formats in `export_dir` and measure them.
+    """Export the trained model in `model_dir`, ship its best variant, and measure everything.
 
     Raises ExportError when the FP32 ONNX logits differ from PyTorch's by more than
-    `plan.export.max_abs_diff`, and GateFailure (after writing everything) when an export gate fails
-    and `plan.export.fail_on_gate` is set.
+    `plan.export.max_abs_diff` (or a target cannot be built here), and GateFailure (after writing
+    everything) when an export gate or latency budget fails and `plan.export.fail_on_gate` is set.
     """
     say = progress or log.info
+    require_targets(plan)
     model, info = load_trained_model(model_dir)
-    train_images, eval_images, eval_labels, eval_split = _evaluation_split(dataset_dir)
+    splits = _splits(plan, dataset_dir)
+    test_images, test_labels = splits.test
+    spec = plan.export.for_model(MODEL)
     remote = storage.parse_uri(export_dir).is_s3
     # Local exports are written in place (atomic renames); remote ones are staged and uploaded.
     with tempfile.TemporaryDirectory(prefix="rooivalk-export-") as staging:
         out_dir = Path(staging) if remote else Path(storage.parse_uri(export_dir).key)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        variants_dir = out_dir / "variants" / MODEL
+        variants_dir.mkdir(parents=True, exist_ok=True)
         say(f"exporting {info.spec.architecture} to ONNX at {info.input_size}px")
-        fp32_path = out_dir / FP32_FILE
-        diff = _export_fp32(plan, model, info, eval_images, fp32_path)
-        say(f"ONNX FP32 verified: max |logit diff| {diff:.2e}")
-        onnx_paths = {"fp32": fp32_path}
-        config = None
-        if "onnx_int8" in plan.export.formats:
-            config = quantize_config or QuantizeConfig()
-            calibration = _calibration_images(train_images, plan.export.calibration_samples)
-            say(f"quantizing to INT8 (static QDQ, {config.method}, {len(calibration)} calibration images)")
-            onnx_paths["int8"] = quantize_int8(
-                fp32_path, out_dir / INT8_FILE, calibration, info.input_size, info.mean, info.std, info.in_chans, config
+        fp32 = variants_dir / "model_fp32.onnx"
+        static = replace_conv2d_same(model, info.input_size, info.in_chans)
+        export_onnx(static, info.input_size, info.in_chans, fp32)
+        # Compared with the original model, so the padding replacement is verified too.
+        check = verify_module(model, fp32, [_preprocess(test_images[:VERIFY_SAMPLES], info)])
+        if not check.max_abs_diff <= plan.export.max_abs_diff:  # `not <=` also catches NaN
+            fp32.unlink()  # an unverified model must not look like an artifact
+            raise ExportError(
+                f"ONNX export does not match PyTorch: max |logit difference| {check.max_abs_diff:.3g} > "
+                f"export.max_abs_diff {plan.export.max_abs_diff:.3g} ({fp32.name})"
             )
-        dynamic_batch = onnx_input_info(fp32_path)[1]
-        metrics = {"onnx_max_abs_diff": diff, **_measure(plan, model, info, onnx_paths, eval_images, eval_labels, say)}
-        if "onnx" not in plan.export.formats:
-            fp32_path.unlink()  # only the INT8 model was asked for; FP32 was its verified source
-            del onnx_paths["fp32"]
+        say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
+        calibration = {INPUT_NAME: _preprocess(splits.calibration, info)}
+        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
+        sample = _preprocess(test_images[:1], info)  # (1, C, S, S)
+
+        def time(session: Any) -> Any:
+            return measure_latency(ort_runner(session), sample, plan.export.latency_runs, plan.export.latency_warmup)
+
+        def predict(session: Any) -> np.ndarray:
+            return np.asarray(_logits(session, test_images, info).argmax(1))
+
+        choice = score_variants(MODEL, paths, failures, test_labels, predict, time, spec, say)
+        say("timing PyTorch eager FP32 at batch 1 (the baseline)")
+        torch_latency = measure_latency(
+            torch_runner(model), torch.from_numpy(sample), plan.export.latency_runs, plan.export.latency_warmup
+        )
+        bundle_dir = Path(staging) / "bundle-files"  # diagram and engines, copied into the bundle
+        bundle_dir.mkdir()
+        shipped_session = ort_session(paths[choice.chosen])
+        val_images, val_labels = splits.val
+        temperature, extra = calibrate(
+            plan, choice, _logits(shipped_session, val_images, info), val_labels, bundle_dir, say
+        )
+        engine_inputs = lambda: EngineInputs(  # noqa: E731
+            sample={INPUT_NAME: sample},
+            calibration=calibration,
+            test={INPUT_NAME: _preprocess(test_images, info)},
+            labels=test_labels,
+        )
+        extra |= build_engines(plan, choice, bundle_dir, engine_inputs, say)
+        prune_variants(choice)
+        shipped = choice.shipped
+        metrics = {
+            "onnx_max_abs_diff": check.max_abs_diff,
+            "onnx_top1_agreement": float(check.top1_agreement or 0.0),
+            **choice.metrics(),
+            "latency_torch_fp32_ms": torch_latency.median_ms,
+            "speedup_vs_torch": torch_latency.median_ms / float(shipped.latency_ms or np.inf),
+            # A single model is the whole system: the same names as multi-sensor plans, one gate fits both.
+            "system_fp32_test_accuracy": float(choice.scores["fp32"].test_accuracy or 0.0),
+            "system_test_accuracy": float(shipped.test_accuracy or 0.0),
+            "system_accuracy_drop": float(shipped.accuracy_drop or 0.0),
+            "end_to_end_latency_ms": float(shipped.latency_ms or 0.0),
+            "end_to_end_latency_p95_ms": float(shipped.latency_p95_ms or 0.0),
+        }
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
-        files = {path.name: path for path in onnx_paths.values()}
-        report = _report(plan, info, metrics, gates, files, eval_split, dynamic_batch, config)
-        artifacts: dict[str, str] = {}
-        for name, path in files.items():
-            artifacts[name] = f"{export_dir}/{name}" if remote else str(path)
+        gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
+        bundle_uri = f"{export_dir}/bundles/{MODEL}" if remote else str(out_dir / "bundles" / MODEL)
+        preprocessing = {
+            "kind": "image",
+            "input_size": info.input_size,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "in_chans": info.in_chans,
+        }
+        metadata = {
+            "plan_digest": plan.digest(),
+            "dataset_version": info.dataset_version,
+            "architecture": info.spec.architecture,
+            **_environment(),
+        }
+        artifacts = ship_bundle(bundle_uri, choice, info.classes, preprocessing, temperature, metadata, extra)
+        report = {
+            "metrics": metrics,
+            "gates": gates,
+            "passed": all(gate["passed"] for gate in gates),
+            "models": {MODEL: choice.report()},
+            "verification": {MODEL: check.__dict__},
+            "evaluation_split": splits.test_split,
+            "calibration_split": calibration_split(plan),
+            "quantization": plan.export.quantization.model_dump(),
+            "targets": list(plan.export.targets),
+            "opset": OPSET,
+            "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup},
+            "environment": _environment(),
+            "plan_digest": plan.digest(),
+            "dataset_version": info.dataset_version,
+        }
+        for path in sorted(variants_dir.glob("*.onnx")):
+            key = f"variants/{MODEL}/{path.name}"
+            artifacts[key] = f"{export_dir}/{key}" if remote else str(path)
             if remote:
-                storage.write_bytes(artifacts[name], path.read_bytes())
+                storage.write_bytes(artifacts[key], path.read_bytes())
         artifacts[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out_dir / REPORT_FILE)
         storage.write_text(artifacts[REPORT_FILE], json.dumps(report, indent=2))
-    say("export done: " + ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
-    result = ExportResult(metrics=metrics, artifacts=artifacts, gates=gates)
+    say(f"export done: {choice.summary()}; bundle {bundle_uri}")
+    result = ExportResult(metrics, artifacts, gates, [choice], {MODEL: bundle_uri})
     if not result.passed and plan.export.fail_on_gate:
         raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {artifacts[REPORT_FILE]})")
     return result

@@ -1,17 +1,18 @@
-"""Static INT8 quantization (QDQ) of an exported FP32 ONNX classifier with onnxruntime.
+"""Static INT8 quantization (QDQ) of an exported FP32 ONNX model with onnxruntime.
 
 Static, not dynamic: ORT's dynamic INT8 runs convolutions through ConvInteger, which is several
 times slower than FP32 on this CPU; static QDQ lets ORT fuse Q/DQ + Conv into QLinearConv.
-Calibration images go through `to_model_input`, the same preprocessing training used, so the
-activation ranges are those the deployed model sees.
+`quantize_static_int8` takes calibration feeds for every graph input (images, embeddings, a bool
+presence mask: non-float inputs pass through unquantized); `quantize_int8` is its image front end,
+which runs calibration images through `to_model_input`, the same preprocessing training used, so
+the activation ranges are those the deployed model sees.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,11 +23,16 @@ from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
     QuantType,
+    TensorsData,
+    create_calibrator,
     quantize_static,
+    save_tensors_data,
 )
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from rooivalk.data.transforms import to_model_input
+from rooivalk.export._onnx_io import VariantError, atomic_output, graph_inputs, load_bare
 from rooivalk.export.onnx_export import onnx_input_info
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,17 @@ _METHODS = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
+# quantize_static's own default op types; passed explicitly so our calibrator and its quantizer agree.
+_OP_TYPES = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+# quantize_static's extra_options -> calibrator options, as quantize_static maps them.
+_CALIBRATOR_OPTIONS = {
+    "CalibTensorRangeSymmetric": "symmetric",
+    "CalibMovingAverage": "moving_average",
+    "CalibMovingAverageConstant": "averaging_constant",
+    "CalibMaxIntermediateOutputs": "max_intermediate_outputs",
+    "CalibPercentile": "percentile",
+}
+_PREPROCESS_CHUNK = 256  # images preprocessed at a time (to_model_input upsamples: bound its peak)
 
 
 @dataclass(frozen=True)
@@ -60,32 +77,37 @@ class QuantizeConfig:
     fp32_leading_convs: int = 2
     batch_size: int = 32
     extra_options: dict[str, Any] = field(default_factory=dict)
+    # "qint8" + symmetric ranges + unquantized biases is what TensorRT's explicit quantization takes
+    # (zero points 0, no int32 bias dequantization): see TENSORRT_QDQ.
+    activation_type: Literal["quint8", "qint8"] = "quint8"
 
 
-class ImageCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds preprocessed images (float32 (B, C, S, S)) to the calibrator, `batch_size` at a time."""
+# The QDQ flavour TensorRT builds INT8 engines from (ORT's fast x86 U8S8 flavour is refused by it).
+TENSORRT_QDQ = QuantizeConfig(
+    activation_type="qint8",
+    fp32_leading_convs=0,
+    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+)
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        input_name: str,
-        input_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        in_chans: int,
-        batch_size: int,
-    ) -> None:
-        self._images = images  # uint8 (N, H, W, C)
-        self._input_name = input_name
-        self._preprocess = (input_size, tuple(mean), tuple(std), in_chans)
+
+class FeedsCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds {input name: array (N, ...)} to the calibrator, `batch_size` rows at a time, in order."""
+
+    def __init__(self, feeds: Mapping[str, np.ndarray], batch_size: int) -> None:
+        counts = {name: len(array) for name, array in feeds.items()}
+        if not counts or len(set(counts.values())) != 1 or not next(iter(counts.values())):
+            raise ValueError(f"calibration feeds need the same number (> 0) of rows per input, got {counts}")
+        self._feeds = dict(feeds)
+        self._count = next(iter(counts.values()))
         self._batch_size = max(1, batch_size)
         self._iterator: Iterator[dict[str, np.ndarray]] = self._batches()
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        size, mean, std, in_chans = self._preprocess
-        for start in range(0, len(self._images), self._batch_size):
-            chunk = self._images[start : start + self._batch_size]
-            yield {self._input_name: to_model_input(chunk, size, mean, std, in_chans).numpy()}
+        for start in range(0, self._count, self._batch_size):
+            yield {name: array[start : start + self._batch_size] for name, array in self._feeds.items()}
+
+    def __len__(self) -> int:
+        return -(-self._count // self._batch_size)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._iterator, None)
@@ -104,6 +126,68 @@ def leading_convs(onnx_path: str | Path, count: int) -> list[str]:
     return [node.name for node in graph.node if node.op_type == "Conv"][:count]
 
 
+def quantize_static_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: Mapping[str, np.ndarray],
+    config: QuantizeConfig,
+) -> Path:
+    """Quantize `fp32_path` to a static INT8 QDQ model at `out_path` (written atomically).
+
+    `calibration` holds model-ready rows for every graph input (float32, bool, ...), each seen once.
+    Nodes that touch a tensor which is not finite on the calibration data stay FP32: a transformer's
+    key-padding mask is -inf where a token is absent (torch's masked_fill), and an 8-bit range that
+    includes infinity would wipe out every finite score next to it.
+    """
+    source, target = Path(fp32_path), Path(out_path)
+    where = f"int8_static: {target} from {source}"
+    if not source.is_file():
+        raise VariantError(f"{where}: no such FP32 model file")
+    try:
+        model = load_bare(source)
+    except Exception as error:  # a truncated or foreign file
+        raise VariantError(f"{where}: cannot read the model: {error}") from error
+    inputs = graph_inputs(model)
+    feeds = _model_feeds(inputs, calibration, where)
+    batch = config.batch_size if all(i.dynamic_batch for i in inputs) else 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantize-") as work_dir:
+        work = Path(work_dir)
+        try:
+            prepared = prepare_for_quantization(model, work)
+            ranges, nonfinite = _calibrate(prepared, FeedsCalibrationReader(feeds, batch), config, work)
+            excluded = leading_convs(prepared, config.fp32_leading_convs) + _nodes_touching(prepared, nonfinite)
+            cache = work / "ranges.json"
+            save_tensors_data(ranges, cache)
+            with atomic_output(target) as tmp:
+                quantize_static(
+                    str(prepared),
+                    str(tmp),
+                    None,  # the ranges come from the cache computed above
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=_OP_TYPES,
+                    per_channel=config.per_channel,
+                    reduce_range=config.reduce_range,
+                    activation_type=QuantType.QInt8 if config.activation_type == "qint8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=_METHODS[config.method],
+                    extra_options=_extra_options(config),
+                    calibration_cache_path=cache,
+                )
+        except Exception as error:  # the message must say which model and file failed
+            raise VariantError(f"{where}: {type(error).__name__}: {error}") from error
+    log.info(
+        "quantized %s -> %s (%s calibration, %d rows, FP32 nodes %s)",
+        source.name,
+        target.name,
+        config.method,
+        len(next(iter(feeds.values()))),
+        excluded,
+    )
+    return target
+
+
 def quantize_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -114,57 +198,100 @@ def quantize_int8(
     in_chans: int,
     config: QuantizeConfig | None = None,
 ) -> Path:
-    """Quantize `fp32_path` to a static INT8 QDQ model at `int8_path` (written atomically).
+    """Quantize an image classifier at `fp32_path` to a static INT8 QDQ model at `int8_path`.
 
     `calibration_images` are uint8 (N, H, W, C) training images; every one of them is seen once.
     """
-    config = config or QuantizeConfig()
-    source, target = Path(fp32_path), Path(int8_path)
-    input_name, dynamic_batch = onnx_input_info(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantize-") as work_dir:
-        # Shape inference + graph optimization (BatchNorm folding, constant folding) before
-        # calibration, so ranges are collected on the graph that will actually be quantized.
-        prepared = Path(work_dir) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        reader = ImageCalibrationReader(
-            calibration_images,
-            input_name,
-            input_size,
-            mean,
-            std,
-            in_chans,
-            batch_size=config.batch_size if dynamic_batch else 1,
+    input_name, _ = onnx_input_info(fp32_path)
+    chunks = [
+        to_model_input(calibration_images[start : start + _PREPROCESS_CHUNK], input_size, mean, std, in_chans).numpy()
+        for start in range(0, len(calibration_images), _PREPROCESS_CHUNK)
+    ]
+    images = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+    return quantize_static_int8(fp32_path, int8_path, {input_name: images}, config or QuantizeConfig())
+
+
+def _model_feeds(inputs: list[Any], calibration: Mapping[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Calibration arrays keyed and typed as the graph inputs; a missing or unknown name is an error."""
+    names = [i.name for i in inputs]
+    missing = [name for name in names if name not in calibration]
+    unknown = [name for name in calibration if name not in names]
+    if missing or unknown:
+        raise VariantError(
+            f"{where}: calibration data must have exactly the model inputs {names}; "
+            f"missing {missing}, unknown {unknown}"
         )
-        excluded = leading_convs(prepared, config.fp32_leading_convs)
-        extra = {"CalibTensorRangeSymmetric": False, **config.extra_options}
-        if config.method == "percentile":
-            extra.setdefault("CalibPercentile", config.percentile)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".onnx.tmp")
-        os.close(fd)
-        try:
-            quantize_static(
-                str(prepared),
-                tmp_name,
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=config.per_channel,
-                reduce_range=config.reduce_range,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=_METHODS[config.method],
-                nodes_to_exclude=excluded,
-                extra_options=extra,
-            )
-            os.replace(tmp_name, target)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
-    log.info(
-        "quantized %s -> %s (%s calibration, %d images, FP32 nodes %s)",
-        source.name,
-        target.name,
-        config.method,
-        len(calibration_images),
-        excluded,
+    feeds = {i.name: np.ascontiguousarray(calibration[i.name], dtype=i.dtype) for i in inputs}
+    counts = {name: len(array) for name, array in feeds.items()}
+    if len(set(counts.values())) != 1 or not counts[names[0]]:
+        raise VariantError(f"{where}: calibration inputs need the same number (> 0) of rows, got {counts}")
+    return feeds
+
+
+def prepare_for_quantization(model: Any, work: Path) -> Path:
+    """`work/prepared.onnx`: ORT's quantization preprocessing (shape inference, graph optimization:
+    BatchNorm and constant folding) of `model`, so that ranges are collected on the graph that will
+    actually be quantized and weights reached through foldable ops (Unsqueeze(W) in front of a GRU)
+    become initializers the quantizers can see."""
+    import onnx
+
+    bare, prepared = work / "bare.onnx", work / "prepared.onnx"
+    onnx.save(model, str(bare))
+    try:
+        quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=False)
+    except Exception as error:  # noqa: BLE001  (ORT's symbolic shape inference lacks some ops; ONNX's still runs)
+        log.warning("symbolic shape inference failed (%s); preprocessing without it", error)
+        quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=True)
+    # Exclusion lists match node names, so every node needs one.
+    processed = onnx.load(str(prepared))
+    unnamed = [node for node in processed.graph.node if not node.name]
+    for index, node in enumerate(unnamed):
+        node.name = f"rooivalk_{node.op_type}_{index}"
+    if unnamed:
+        onnx.save(processed, str(prepared))
+    return prepared
+
+
+def _calibrate(
+    prepared: Path, reader: FeedsCalibrationReader, config: QuantizeConfig, work: Path
+) -> tuple[Any, set[str]]:
+    """(activation ranges by config.method, tensors not finite on the data). MinMax runs first in any
+    case: it is cheap and finds the non-finite tensors, which the histogram calibrators (entropy,
+    percentile) cannot take (numpy raises on an infinite histogram range); those tensors are then
+    left out of the histograms and their nodes kept FP32."""
+    extra = _extra_options(config)
+    options = {key: extra[name] for name, key in _CALIBRATOR_OPTIONS.items() if name in extra}
+    minmax = create_calibrator(
+        prepared, _OP_TYPES, str(work / "minmax.onnx"), CalibrationMethod.MinMax, extra_options=options
     )
-    return target
+    minmax.collect_data(reader)
+    ranges = minmax.compute_data()
+    del minmax  # releases its session before the next one is built
+    nonfinite = {name for name, data in ranges.items() if not np.isfinite(np.asarray(data.range_value)).all()}
+    if config.method != "minmax":
+        reader.rewind()
+        calibrator = create_calibrator(
+            prepared, _OP_TYPES, str(work / "histogram.onnx"), _METHODS[config.method], extra_options=options
+        )
+        calibrator.tensors_to_calibrate -= nonfinite  # collect_data histograms only this set
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    finite = {name: data for name, data in ranges.items() if name not in nonfinite}
+    return TensorsData(ranges.calibration_method, finite), nonfinite
+
+
+def _nodes_touching(prepared: Path, tensors: set[str]) -> list[str]:
+    import onnx
+
+    if not tensors:
+        return []
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    return [node.name for node in graph.node if tensors.intersection([*node.input, *node.output])]
+
+
+def _extra_options(config: QuantizeConfig) -> dict[str, Any]:
+    extra = {"CalibTensorRangeSymmetric": False, **config.extra_options}
+    if config.method == "percentile":
+        extra.setdefault("CalibPercentile", config.percentile)
+    return extra

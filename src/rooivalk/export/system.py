@@ -1,26 +1,27 @@
-"""Export of a multi-sensor system: one ONNX encoder per sensor plus the fusion model, FP32 and INT8.
+"""Export of a multi-sensor system: one ONNX model per sensor plus the fusion model, each shipped in
+the fastest precision within its tolerance, then the whole system checked end to end.
 
-What ships is what runs at the edge: each sensor's frozen encoder (samples -> embedding, the same
-function the feature cache ran) and the fusion transformer (embeddings + presence mask -> logits).
-Each FP32 file is checked against PyTorch on test samples; then the whole system is scored on the
-test split through ONNX Runtime alone (encoders, then fusion), FP32 and INT8, so the accuracy cost of
-INT8 is measured on the answer that matters, not per model.
-
-INT8: the optical encoder (an image CNN) gets static QDQ quantization calibrated on training images
-(rooivalk.export.quantize, measured on EfficientNet-Lite0); the other encoders and the fusion model
-get dynamic quantization of MatMul/Gemm weights (no calibration; their convolutions stay FP32,
-since ORT's dynamic ConvInteger is slower than FP32 on x86). INT8 ships per model "where the gate
-allows": each model's INT8 is scored in the system alone, and models join the INT8 system from the
-cheapest up while the plan's export gates pass on the whole (see _choose_int8); FP32 always ships.
+What ships is what runs at the edge: each sensor's frozen encoder with its own classifier head
+(samples -> "embedding" (B, D) and "logits" (B, K): the embedding feeds fusion, the logits give the
+per-model accuracy gate) and the fusion transformer (embeddings + presence mask -> logits).
+Each FP32 file is checked against PyTorch on real test samples; every variant is scored on the
+test split (sensors on their own labels, fusion on FP32 embeddings, so each model's gate measures
+that model alone); then the system with the chosen variants is scored through ONNX Runtime alone,
+and the plan's export gates (e.g. system_accuracy_drop) apply to it. When they fail, models go
+back to FP32, largest own accuracy drop first, until they pass (quantization errors compound
+through fusion, so per-model passes do not guarantee a system pass).
+Layout: variants/<model>/model_<precision>.onnx, bundles/<model>/ (SystemPredictor loads bundles/),
+export_report.json.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,31 @@ import torch
 from torch import nn
 
 from rooivalk import storage
-from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
-from rooivalk.export.benchmark import measure_latency, ort_session
-from rooivalk.export.onnx_export import OPSET, replace_conv2d_same
-from rooivalk.export.pipeline_step import ExportError
-from rooivalk.export.quantize import QuantizeConfig, quantize_int8
+from rooivalk.export.benchmark import LatencyStats, measure_latency, ort_session
+from rooivalk.export.onnx_export import OPSET, export_module, replace_conv2d_same, verify_module
+from rooivalk.export.pipeline_step import CALIBRATION_SEED, _environment, calibration_split
+from rooivalk.export.selection import ModelExport, build_variants, score_variants
+from rooivalk.export.shipping import (
+    EngineInputs,
+    ExportError,
+    budget_gates,
+    build_engines,
+    calibrate,
+    prune_variants,
+    require_targets,
+    ship_bundle,
+)
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import Plan
 from rooivalk.training.sensors import SensorTrainResult
 
+log = logging.getLogger(__name__)
+
 REPORT_FILE = "export_report.json"
 FUSION = "fusion"
+SAMPLES, PRESENT = "samples", "present"
 VERIFY_SAMPLES = 64
 BATCH = 256
 
@@ -49,20 +62,23 @@ BATCH = 256
 @dataclass
 class SystemExportResult:
     metrics: dict[str, float]
-    files: dict[str, str]  # "<model>/<file>" -> path or URI
+    files: dict[str, str]  # "<folder>/<model>/<file>" -> path or URI
     gates: list[dict[str, Any]] = field(default_factory=list)
-    int8_shipped: bool = False
+    shipped: dict[str, str] = field(default_factory=dict)  # model -> precision
+    bundles: dict[str, str] = field(default_factory=dict)  # model -> bundle folder or URI
 
 
 class _Encoder(nn.Module):
-    """A sensor model's embedding function as a module: (B, ...) float32 -> (B, D)."""
+    """A sensor model as shipped: (B, ...) float32 -> (embedding (B, D), logits (B, K))."""
 
     def __init__(self, model: nn.Module, embed: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.model, self.embed = model, embed
+        self.classifier = model.get_classifier()  # type: ignore[operator]
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.model, inputs)
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.embed(self.model, inputs)
+        return embedding, self.classifier(embedding)
 
 
 class _Fusion(nn.Module):
@@ -77,67 +93,232 @@ class _Fusion(nn.Module):
         return self.model(dict(zip(self.model.sensors, embeddings, strict=True)), present)  # type: ignore[no-any-return]
 
 
-def _onnx_export(
-    module: nn.Module,
-    example: tuple[torch.Tensor, ...],
-    names: list[str],
-    output: str,
-    path: Path,
-    varargs: bool = False,
-) -> None:
-    """Dynamic-batch ONNX export (dynamo), written atomically. `varargs`: the module's forward takes
-    `*inputs`, which torch.export sees as one argument holding a tuple."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    per_input = tuple({0: batch} for _ in example)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        program = torch.onnx.export(
-            module.eval(),
-            example,
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=names,
-            output_names=[output],
-            dynamic_shapes=(per_input,) if varargs else per_input,
-            optimize=True,
-        )
-        assert program is not None
-        program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _quantize_dynamic(fp32: Path, int8: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantizer re-runs ONNX shape inference in strict mode; the exporter's intermediate shape
-    # annotations (value_info) can disagree with it (the CREPE framing: 514 vs 256) although ORT
-    # runs the graph fine, so the annotations are dropped and inferred afresh.
-    model = onnx.load(str(fp32))
-    del model.graph.value_info[:]
-    with tempfile.TemporaryDirectory(dir=int8.parent, prefix=".quantize-") as work:
-        bare = Path(work) / "bare.onnx"
-        onnx.save(model, str(bare))
-        quantize_dynamic(str(bare), str(int8), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
-
-
-def _run(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """Session outputs over `feeds` in batches of BATCH rows."""
+def _outputs(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of a session over `feeds`, in batches of BATCH rows."""
     count = len(next(iter(feeds.values())))
+    names = [i.name for i in session.get_inputs()]
     chunks = [
-        session.run(None, {name: array[start : start + BATCH] for name, array in feeds.items()})[0]
+        session.run(None, {name: feeds[name][start : start + BATCH] for name in names})
         for start in range(0, count, BATCH)
     ]
-    return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+    if not chunks:
+        return [
+            np.zeros((0, *(d if isinstance(d, int) else 1 for d in o.shape[1:])), np.float32)
+            for o in session.get_outputs()
+        ]
+    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
 
 
-def _encoder_inputs(dataset: MultiSensorDataset, result: SensorTrainResult, rows: np.ndarray) -> np.ndarray:
-    """Model inputs of the sensor's samples at `rows` (a mask or indices)."""
-    return result.encoding.preprocess(dataset.arrays[result.name][rows]).astype(np.float32)
+def _latency(plan: Plan, run: Callable[[Any], Any], sample: Any) -> LatencyStats:
+    return measure_latency(run, sample, plan.export.latency_runs, plan.export.latency_warmup)
+
+
+@dataclass
+class _Rows:
+    """Row masks of the dataset the export uses."""
+
+    test: np.ndarray
+    val: np.ndarray
+    calibration: np.ndarray
+
+
+def _rows(plan: Plan, dataset: MultiSensorDataset) -> _Rows:
+    calibration = dataset.split_mask(calibration_split(plan))
+    # A seeded subset of the calibration split: samples spread over the stored (content-hash) order.
+    chosen = np.flatnonzero(calibration)
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    keep = rng.choice(chosen, size=min(plan.export.quantization.samples, len(chosen)), replace=False)
+    subset = np.zeros_like(calibration)
+    subset[keep] = True
+    test = dataset.split_mask("test")
+    if not test.any():
+        raise ExportError("the dataset has no test split to score exported models on")
+    return _Rows(test, dataset.split_mask("val"), subset)
+
+
+class _SensorExport:
+    """One sensor's FP32 export, variants and choice."""
+
+    def __init__(self, plan: Plan, dataset: MultiSensorDataset, result: SensorTrainResult, folder: Path) -> None:
+        self.plan, self.dataset, self.result, self.folder = plan, dataset, result, folder
+        self.name = result.name
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """Model inputs (float32) of the sensor's present samples among `rows` (a mask)."""
+        mask = rows & self.dataset.present_of(self.name)
+        return self.result.encoding.preprocess(self.dataset.arrays[self.name][mask]).astype(np.float32)
+
+    def labels(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.dataset.labels[rows & self.dataset.present_of(self.name)])
+
+    def export(self, rows: _Rows, metrics: dict[str, float], say: Callable[[str], None]) -> ModelExport:
+        name, result = self.name, self.result
+        test_inputs = self.inputs(rows.test)
+        model = result.model.eval()
+        if result.encoding.preprocessing.get("kind") == "image":
+            model = replace_conv2d_same(model, int(result.encoding.preprocessing["input_size"]), test_inputs.shape[1])
+        encoder = _Encoder(model, result.encoding.embed)
+        fp32 = self.folder / "model_fp32.onnx"
+        say(f"exporting the {name} model to ONNX (input {list(test_inputs.shape[1:])})")
+        try:
+            export_module(encoder, (torch.from_numpy(test_inputs[:2]),), [SAMPLES], ["embedding", "logits"], fp32)
+        except Exception as error:  # noqa: BLE001  (report which model failed and why)
+            raise ExportError(f"{name}: ONNX export failed: {error}") from error
+        # Against the original model (with its dynamic padding): the replacement is verified too.
+        check = verify_module(
+            _Encoder(result.model.eval(), result.encoding.embed), fp32, [test_inputs[:VERIFY_SAMPLES]]
+        )
+        # Relative: encoder embeddings are unnormalized (EfficientNet's 1280 pre-logits reach the tens).
+        if not check.max_rel_diff <= self.plan.export.max_abs_diff:
+            fp32.unlink()
+            raise ExportError(
+                f"{name}: ONNX FP32 differs from PyTorch by {check.max_rel_diff:.2e} (relative) > "
+                f"export.max_abs_diff {self.plan.export.max_abs_diff}"
+            )
+        metrics[f"{name}_onnx_max_rel_diff"] = check.max_rel_diff
+        metrics[f"{name}_onnx_max_abs_diff"] = check.max_abs_diff
+        metrics[f"{name}_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
+        spec = self.plan.export.for_model(name)
+        calibration = {SAMPLES: self.inputs(rows.calibration)}
+        paths, failures = build_variants(name, fp32, self.folder, spec, calibration, self.plan.export.quantization, say)
+        sample = test_inputs[:1]
+
+        def predict(session: Any) -> np.ndarray:
+            return np.asarray(_outputs(session, {SAMPLES: test_inputs})[1].argmax(1))
+
+        def time(session: Any) -> LatencyStats:
+            return _latency(self.plan, lambda x: session.run(None, {SAMPLES: x}), sample)
+
+        return score_variants(name, paths, failures, self.labels(rows.test), predict, time, spec, say)
+
+
+class _SystemScorer:
+    """Test accuracy of the system through ONNX Runtime only, for any choice of variant per model.
+    Each encoder variant runs once over the rows (cached); a choice then only re-runs the fusion model."""
+
+    def __init__(
+        self, sensors: dict[str, _SensorExport], choices: dict[str, ModelExport], rows: np.ndarray, order: list[str]
+    ) -> None:
+        self.sensors, self.choices, self.rows = sensors, choices, rows
+        dataset = next(iter(sensors.values())).dataset
+        self.labels = dataset.labels[rows]
+        # (N, S) in the fusion model's sensor order: the ONNX "present" input's columns.
+        self.present = np.stack([dataset.present_of(name)[rows] for name in order], axis=1)
+        self._embeddings: dict[tuple[str, str], np.ndarray] = {}
+        self._sessions: dict[tuple[str, str], Any] = {}
+
+    def session(self, model: str, precision: str) -> Any:
+        key = (model, precision)
+        if key not in self._sessions:
+            self._sessions[key] = ort_session(self.choices[model].paths[precision])
+        return self._sessions[key]
+
+    def embeddings(self, sensor: str, precision: str) -> np.ndarray:
+        key = (sensor, precision)
+        if key not in self._embeddings:
+            export = self.sensors[sensor]
+            have = export.dataset.present_of(sensor)[self.rows]
+            session = self.session(sensor, precision)
+            out = _outputs(session, {SAMPLES: export.inputs(self.rows)})[0]
+            dim = out.shape[1] if len(out) else int(session.get_outputs()[0].shape[1])
+            matrix = np.zeros((int(self.rows.sum()), dim), np.float32)  # absent sensors: zeros, masked
+            matrix[have] = out
+            self._embeddings[key] = matrix
+        return self._embeddings[key]
+
+    def feeds(self, precisions: dict[str, str]) -> dict[str, np.ndarray]:
+        feeds = {name: self.embeddings(name, precisions.get(name, "fp32")) for name in self.sensors}
+        return {**feeds, PRESENT: self.present}
+
+    def logits(self, precisions: dict[str, str]) -> np.ndarray:
+        return _outputs(self.session(FUSION, precisions.get(FUSION, "fp32")), self.feeds(precisions))[0]
+
+    def accuracy(self, precisions: dict[str, str]) -> float:
+        return float((self.logits(precisions).argmax(1) == self.labels).mean())
+
+
+def _fusion_export(
+    plan: Plan,
+    fusion: FusionTransformer,
+    scorers: dict[str, _SystemScorer],
+    choices: dict[str, ModelExport],
+    folder: Path,
+    metrics: dict[str, float],
+    say: Callable[[str], None],
+) -> ModelExport:
+    """Export, verify and score the fusion model on FP32 encoder embeddings of real samples."""
+    module = _Fusion(fusion.eval())
+    test_scorer, calibration_scorer = scorers["test"], scorers["calibration"]
+    fp32_inputs = {name: "fp32" for name in choices}
+    test_feeds = test_scorer.feeds(fp32_inputs)
+    ordered = [test_feeds[name] for name in fusion.sensors] + [test_feeds[PRESENT]]
+    fp32 = folder / "model_fp32.onnx"
+    say(f"exporting the fusion model to ONNX ({len(fusion.sensors)} embeddings + presence mask)")
+    try:
+        example = tuple(torch.from_numpy(a[:2]) for a in ordered)
+        export_module(module, example, [*fusion.sensors, PRESENT], ["logits"], fp32, varargs=True)
+    except Exception as error:  # noqa: BLE001
+        raise ExportError(f"fusion: ONNX export failed: {error}") from error
+    check = verify_module(module, fp32, [a[:VERIFY_SAMPLES] for a in ordered])
+    if not check.max_abs_diff <= plan.export.max_abs_diff:
+        fp32.unlink()
+        raise ExportError(
+            f"fusion: ONNX FP32 differs from PyTorch by {check.max_abs_diff:.2e} > export.max_abs_diff "
+            f"{plan.export.max_abs_diff}"
+        )
+    metrics["fusion_onnx_max_abs_diff"] = check.max_abs_diff
+    metrics["fusion_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
+    spec = plan.export.for_model(FUSION)
+    calibration = _fusion_calibration(plan, calibration_scorer, fp32_inputs)
+    paths, failures = build_variants(FUSION, fp32, folder, spec, calibration, plan.export.quantization, say)
+    sample = {name: array[:1] for name, array in test_feeds.items()}
+
+    def predict(session: Any) -> np.ndarray:
+        return np.asarray(_outputs(session, test_feeds)[0].argmax(1))
+
+    def time(session: Any) -> LatencyStats:
+        return _latency(plan, lambda feeds: session.run(None, feeds), sample)
+
+    return score_variants(FUSION, paths, failures, test_scorer.labels, predict, time, spec, say)
+
+
+def _fusion_calibration(plan: Plan, scorer: _SystemScorer, fp32: dict[str, str]) -> dict[str, np.ndarray]:
+    """Fusion inputs to calibrate static INT8 on: FP32 embeddings of the calibration rows, or with
+    quantization.source reference, the embeddings the monitoring reference profile stores."""
+    if plan.export.quantization.source != "reference" or not plan.monitoring.reference_uri:
+        return scorer.feeds(fp32)
+    from rooivalk.monitoring.profile import load_profile
+
+    frame, info = load_profile(plan.monitoring.reference_uri)
+    feeds: dict[str, np.ndarray] = {}
+    for sensor in scorer.sensors:
+        columns = info.embeddings.get(sensor)
+        if not columns:
+            raise ExportError(f"{plan.monitoring.reference_uri}: the reference profile has no {sensor} embeddings")
+        feeds[sensor] = frame[columns].to_numpy(np.float32)
+    present = [frame[f"{s}_present"].to_numpy(bool) for s in scorer.sensors]
+    return {**feeds, PRESENT: np.stack(present, axis=1)}
+
+
+def _fall_back(plan: Plan, scorer: _SystemScorer, choices: dict[str, ModelExport], metrics: dict[str, float]) -> None:
+    """Return models to FP32, largest own accuracy drop first, until the plan's export gates pass."""
+    base = scorer.accuracy({})
+    order = sorted(choices.values(), key=lambda c: -(c.shipped.accuracy_drop or 0.0))
+    for choice in [None, *order]:
+        if choice is not None:
+            if choice.chosen == "fp32":
+                continue
+            choice.fall_back_to_fp32("the system's export gates failed with it")
+        accuracy = scorer.accuracy({name: c.chosen for name, c in choices.items()})
+        trial = {
+            **metrics,
+            "system_fp32_test_accuracy": base,
+            "system_test_accuracy": accuracy,
+            "system_accuracy_drop": base - accuracy,
+        }
+        if all(gate["passed"] for gate in check_gates(plan.export.gates, trial, missing_fails=True)):
+            break
+    metrics.update(trial)
 
 
 def export_system(
@@ -148,68 +329,146 @@ def export_system(
     export_dir: str,
     progress: Callable[[str], None] | None = None,
 ) -> SystemExportResult:
-    """Export every encoder and the fusion model to `export_dir/<model>/model_{fp32,int8}.onnx`,
-    verify FP32 against PyTorch, score the ONNX system FP32 and INT8 on the test split, time each
-    model at batch 1, write export_report.json, and keep INT8 only where the plan's gates pass."""
+    """Export every sensor model and the fusion model, ship each one's best variant in a bundle,
+    score and time the whole system, and write export_report.json."""
     say = progress or (lambda _message: None)
+    require_targets(plan)
     dataset = load_multisensor(dataset_dir)
-    test = dataset.split_mask("test")
+    rows = _rows(plan, dataset)
     remote = storage.parse_uri(export_dir).is_s3
     with tempfile.TemporaryDirectory(prefix="rooivalk-export-") as staging:
         out = Path(staging) if remote else Path(storage.parse_uri(export_dir).key)
-        paths: dict[str, dict[str, Path]] = {}
         metrics: dict[str, float] = {}
-        sessions: dict[str, dict[str, Any]] = {}
-        for name, result in sensors.items():
-            paths[name] = _export_encoder(plan, dataset, result, out / name, metrics, say)
-        paths[FUSION] = _export_fusion(plan, dataset, sensors, fusion, out / FUSION, metrics, say)
-        for precision in ("fp32", "int8"):
-            sessions[precision] = {model: ort_session(files[precision]) for model, files in paths.items()}
-            for model, session in sessions[precision].items():
-                metrics[f"{model}_latency_{precision}_ms"] = _latency_ms(plan, session)
-                metrics[f"{model}_size_{precision}_mb"] = paths[model][precision].stat().st_size / 1e6
-        say(f"scoring the ONNX system on {int(test.sum())} test events, FP32 and per-model INT8")
-        scorer = _SystemScorer(dataset, sensors, sessions, test)
-        int8_models = _choose_int8(plan, scorer, list(paths), metrics) if "onnx_int8" in plan.export.formats else []
-        metrics["system_fp32_test_accuracy"] = scorer.accuracy(set())
-        metrics["system_all_int8_test_accuracy"] = scorer.accuracy(set(paths))
-        metrics["system_int8_test_accuracy"] = scorer.accuracy(set(int8_models))
-        metrics["int8_accuracy_drop"] = metrics["system_fp32_test_accuracy"] - metrics["system_int8_test_accuracy"]
-        metrics["int8_models"] = float(len(int8_models))
+        exports = {name: _SensorExport(plan, dataset, r, out / "variants" / name) for name, r in sensors.items()}
+        choices = {name: e.export(rows, metrics, say) for name, e in exports.items()}
+        scorers = {
+            split: _SystemScorer(exports, choices, getattr(rows, split), fusion.sensors)
+            for split in ("test", "val", "calibration")
+        }
+        choices[FUSION] = _fusion_export(plan, fusion, scorers, choices, out / "variants" / FUSION, metrics, say)
+        for choice in choices.values():
+            metrics.update(choice.metrics())
+        say(f"scoring the ONNX system on {int(rows.test.sum())} test events with the chosen variants")
+        _fall_back(plan, scorers["test"], choices, metrics)
+        shipped = {name: c.chosen for name, c in choices.items()}
+        end_to_end = _end_to_end_latency(plan, scorers["test"], exports, shipped)
+        metrics["end_to_end_latency_ms"], metrics["end_to_end_latency_p95_ms"] = end_to_end.median_ms, end_to_end.p95_ms
+        files = _ship(plan, dataset, exports, choices, scorers, out, export_dir, Path(staging), say)
+        metrics.update({key: value for c in choices.values() for key, value in c.metrics().items()})
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
-        shipped = bool(int8_models) and all(gate["passed"] for gate in gates)
-        for model, files in paths.items():
-            if not shipped or model not in int8_models:
-                files.pop("int8").unlink()
-        say(
-            f"INT8 ships for {', '.join(int8_models)} (system drop {metrics['int8_accuracy_drop']:+.4f})"
-            if shipped
-            else "INT8 left out: " + (describe_failures(gates) or "no model's INT8 passes the export gates")
-        )
+        gates += budget_gates(plan, list(choices.values()), end_to_end.p95_ms)
         report = {
             "metrics": metrics,
             "gates": gates,
-            "int8_shipped": shipped,
-            "int8_models": int8_models if shipped else [],
-            "models": {model: {k: p.name for k, p in files.items()} for model, files in paths.items()},
-            "inputs": {model: _io(sessions["fp32"][model]) for model in paths},
+            "passed": all(gate["passed"] for gate in gates),
+            "shipped": shipped,
+            "models": {name: c.report() for name, c in choices.items()},
+            "calibration_split": calibration_split(plan),
+            "quantization": plan.export.quantization.model_dump(),
+            "targets": list(plan.export.targets),
+            "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup},
+            "environment": _environment(),
             "dataset_version": dataset.info.version_id,
             "plan_digest": plan.digest(),
             "opset": OPSET,
         }
-        files_out: dict[str, str] = {}
-        for model, files in paths.items():
-            for path in files.values():
-                key = f"{model}/{path.name}"
-                files_out[key] = f"{export_dir}/{key}" if remote else str(path)
-                if remote:
-                    storage.write_bytes(files_out[key], path.read_bytes())
-        files_out[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out / REPORT_FILE)
-        storage.write_text(files_out[REPORT_FILE], json.dumps(report, indent=2))
-    exported = SystemExportResult(metrics, files_out, gates, shipped)
+        files[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out / REPORT_FILE)
+        storage.write_text(files[REPORT_FILE], json.dumps(report, indent=2))
+    say("shipped: " + ", ".join(f"{name} {precision}" for name, precision in shipped.items()))
+    bundles = {name: f"{export_dir}/bundles/{name}" if remote else str(out / "bundles" / name) for name in shipped}
+    result = SystemExportResult(metrics, files, gates, shipped, bundles)
     if not all(gate["passed"] for gate in gates) and plan.export.fail_on_gate:
-        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {files_out[REPORT_FILE]})")
-    return exported
+        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {files[REPORT_FILE]})")
+    return result
+
+
+def _end_to_end_latency(
+    plan: Plan, scorer: _SystemScorer, exports: dict[str, _SensorExport], shipped: dict[str, str]
+) -> LatencyStats:
+    """Batch-1 latency of one event through every shipped encoder in turn, then fusion (sequential:
+    an upper bound for an edge device that could run encoders concurrently)."""
+    samples = {name: e.inputs(scorer.rows)[:1] for name, e in exports.items()}
+    sessions = {name: scorer.session(name, precision) for name, precision in shipped.items()}
+    present = np.ones((1, len(exports)), bool)  # every sensor observed: the slowest event
+
+    def event(inputs: dict[str, np.ndarray]) -> Any:
+        feeds = {name: sessions[name].run(None, {SAMPLES: x})[0] for name, x in inputs.items()}
+        return sessions[FUSION].run(None, {**feeds, PRESENT: present})
+
+    return _latency(plan, event, samples)
+
+
+def _ship(
+    plan: Plan,
+    dataset: MultiSensorDataset,
+    exports: dict[str, _SensorExport],
+    choices: dict[str, ModelExport],
+    scorers: dict[str, _SystemScorer],
+    out: Path,
+    export_dir: str,
+    staging: Path,
+    say: Callable[[str], None],
+) -> dict[str, str]:
+    """Temperature, engines and a bundle per model; the unshipped variants are pruned."""
+    remote = storage.parse_uri(export_dir).is_s3
+    shipped = {name: c.chosen for name, c in choices.items()}
+    val = scorers["val"]
+    metadata = {"plan_digest": plan.digest(), "dataset_version": dataset.info.version_id, **_environment()}
+    files: dict[str, str] = {}
+    for name, choice in choices.items():
+        extra_dir = staging / "bundle-files" / name
+        extra_dir.mkdir(parents=True)
+        session = val.session(name, choice.chosen)
+        if name == FUSION:
+            feeds = val.feeds(shipped)
+            logits, labels = _outputs(session, feeds)[0], val.labels
+            engine_inputs = partial(_fusion_engine_inputs, plan, scorers, shipped)
+            preprocessing: dict[str, Any] = {
+                "kind": "embeddings",
+                "sensors": list(exports),
+                "dims": {s: int(feeds[s].shape[1]) for s in exports},
+            }
+        else:
+            export = exports[name]
+            logits, labels = _outputs(session, {SAMPLES: export.inputs(val.rows)})[1], export.labels(val.rows)
+
+            engine_inputs = partial(_sensor_engine_inputs, export, scorers)
+            preprocessing = dict(export.result.encoding.preprocessing)
+        temperature, extra = calibrate(plan, choice, logits, labels, extra_dir, say)
+        extra |= build_engines(plan, choice, extra_dir, engine_inputs, say)
+        prune_variants(choice)
+        uri = f"{export_dir}/bundles/{name}" if remote else str(out / "bundles" / name)
+        embedding = None if name == FUSION else "embedding"
+        written = ship_bundle(uri, choice, dataset.info.classes, preprocessing, temperature, metadata, extra, embedding)
+        files.update({f"bundles/{name}/{key}": value for key, value in written.items()})
+        for path in sorted((out / "variants" / name).glob("*.onnx")):
+            key = f"variants/{name}/{path.name}"
+            files[key] = f"{export_dir}/{key}" if remote else str(path)
+            if remote:
+                storage.write_bytes(files[key], path.read_bytes())
+    return files
+
+
+def _fusion_engine_inputs(plan: Plan, scorers: dict[str, _SystemScorer], shipped: dict[str, str]) -> EngineInputs:
+    """TensorRT inputs of the fusion model: scored on FP32 embeddings, like its ONNX variants."""
+    test = scorers["test"]
+    fp32 = {sensor: "fp32" for sensor in test.sensors}
+    return EngineInputs(
+        sample={key: array[:1] for key, array in test.feeds(shipped).items()},
+        calibration=_fusion_calibration(plan, scorers["calibration"], fp32),
+        test=test.feeds(fp32),
+        labels=test.labels,
+    )
+
+
+def _sensor_engine_inputs(export: _SensorExport, scorers: dict[str, _SystemScorer]) -> EngineInputs:
+    test_inputs = export.inputs(scorers["test"].rows)
+    return EngineInputs(
+        sample={SAMPLES: test_inputs[:1]},
+        calibration={SAMPLES: export.inputs(scorers["calibration"].rows)},
+        test={SAMPLES: test_inputs},
+        labels=export.labels(scorers["test"].rows),
+    )
 
 
 def export_system_step(
@@ -227,172 +486,3 @@ def export_system_step(
     sensors = load_sensor_models(sensor_dirs, load_multisensor(dataset_dir))
     fusion, _ = load_fusion_model(fusion_dir)
     return export_system(plan, dataset_dir, sensors, fusion, export_dir, progress)
-
-
-def _latency_ms(plan: Plan, session: Any) -> float:
-    """Median batch-1 latency of one session on zero inputs of its declared shapes."""
-    sample = {i.name: np.zeros([1, *i.shape[1:]], _dtype(i.type)) for i in session.get_inputs()}
-
-    def run(feeds: dict[str, np.ndarray]) -> Any:
-        return session.run(None, feeds)
-
-    return measure_latency(run, sample, plan.export.latency_runs, plan.export.latency_warmup).median_ms
-
-
-def _dtype(onnx_type: str) -> Any:
-    return bool if onnx_type == "tensor(bool)" else np.float32
-
-
-def _io(session: Any) -> dict[str, Any]:
-    return {
-        "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
-        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
-    }
-
-
-def _export_encoder(
-    plan: Plan,
-    dataset: MultiSensorDataset,
-    result: SensorTrainResult,
-    folder: Path,
-    metrics: dict[str, float],
-    say: Callable[[str], None],
-) -> dict[str, Path]:
-    name = result.name
-    rows = np.flatnonzero(dataset.present_of(name) & dataset.split_mask("test"))[:VERIFY_SAMPLES]
-    inputs = _encoder_inputs(dataset, result, rows)  # the verification samples only: the scorer embeds the split
-    model = result.model.eval()
-    if result.encoding.preprocessing.get("kind") == "image":
-        model = replace_conv2d_same(model, int(result.encoding.preprocessing["input_size"]), inputs.shape[1])
-    encoder = _Encoder(model, result.encoding.embed)
-    fp32 = folder / "model_fp32.onnx"
-    say(f"exporting the {name} encoder to ONNX (input {list(inputs.shape[1:])})")
-    try:
-        _onnx_export(encoder, (torch.from_numpy(inputs[:2]),), ["samples"], "embedding", fp32)
-    except Exception as error:  # noqa: BLE001  (report which model failed and why)
-        raise ExportError(f"{name} encoder: ONNX export failed: {error}") from error
-    metrics[f"{name}_onnx_max_rel_diff"] = _verify(encoder, fp32, [inputs], plan, name, True)
-    int8 = folder / "model_int8.onnx"
-    if result.encoding.preprocessing.get("kind") == "image":
-        train_rows = dataset.present_of(name) & (dataset.splits == SPLIT_CODES["train"])
-        images = dataset.arrays[name][train_rows][: plan.export.calibration_samples]
-        images = images[..., None] if images.ndim == 3 else images
-        pre = result.encoding.preprocessing
-        say(f"quantizing the {name} encoder to INT8 (static QDQ, {len(images)} calibration images)")
-        quantize_int8(fp32, int8, images, pre["input_size"], pre["mean"], pre["std"], pre["in_chans"], QuantizeConfig())
-    else:
-        say(f"quantizing the {name} encoder to INT8 (dynamic, MatMul/Gemm weights)")
-        _quantize_dynamic(fp32, int8)
-    return {"fp32": fp32, "int8": int8}
-
-
-def _export_fusion(
-    plan: Plan,
-    dataset: MultiSensorDataset,
-    sensors: dict[str, SensorTrainResult],
-    fusion: FusionTransformer,
-    folder: Path,
-    metrics: dict[str, float],
-    say: Callable[[str], None],
-) -> dict[str, Path]:
-    module = _Fusion(fusion.eval())
-    dims = {name: fusion.project[name][1].in_features for name in fusion.sensors}  # type: ignore[index]
-    rng = np.random.default_rng(0)
-    example = [rng.standard_normal((VERIFY_SAMPLES, dims[name])).astype(np.float32) for name in fusion.sensors]
-    present = rng.random((VERIFY_SAMPLES, len(fusion.sensors))) < 0.8
-    present[:, 0] = True  # never an event without any sensor
-    fp32 = folder / "model_fp32.onnx"
-    say(f"exporting the fusion model to ONNX ({len(fusion.sensors)} embeddings + presence mask)")
-    try:
-        _onnx_export(
-            module,
-            (*(torch.from_numpy(e[:2]) for e in example), torch.from_numpy(present[:2])),
-            [*fusion.sensors, "present"],
-            "logits",
-            fp32,
-            varargs=True,
-        )
-    except Exception as error:  # noqa: BLE001
-        raise ExportError(f"fusion: ONNX export failed: {error}") from error
-    metrics["fusion_onnx_max_abs_diff"] = _verify(module, fp32, [*example, present], plan, FUSION, False)
-    int8 = folder / "model_int8.onnx"
-    say("quantizing the fusion model to INT8 (dynamic, MatMul/Gemm weights)")
-    _quantize_dynamic(fp32, int8)
-    return {"fp32": fp32, "int8": int8}
-
-
-def _verify(module: nn.Module, path: Path, arrays: list[np.ndarray], plan: Plan, name: str, relative: bool) -> float:
-    """Max |PyTorch - ONNX Runtime| over `arrays`; relative to the largest |PyTorch| value for
-    encoders, whose embeddings are unnormalized (EfficientNet's 1280 pre-logits reach the tens),
-    absolute for the fusion logits. Checked against export.max_abs_diff either way."""
-    session = ort_session(path)
-    with torch.inference_mode():
-        expected = module.eval()(*(torch.from_numpy(a) for a in arrays)).float().numpy()
-    got = _run(session, {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)})
-    diff = float(np.abs(expected - got).max())
-    if relative:
-        diff /= max(float(np.abs(expected).max()), 1e-12)
-    if diff > plan.export.max_abs_diff:
-        kind = "relative" if relative else "absolute"
-        raise ExportError(
-            f"{name}: ONNX FP32 differs from PyTorch by {diff:.2e} ({kind}) > export.max_abs_diff "
-            f"{plan.export.max_abs_diff}"
-        )
-    return diff
-
-
-class _SystemScorer:
-    """Test accuracy of the system run through ONNX Runtime only (encoders, then fusion), for any
-    choice of which models run INT8. Each encoder runs once per precision; a choice only re-runs the
-    fusion model, so trying every model's INT8 alone costs milliseconds."""
-
-    def __init__(
-        self,
-        dataset: MultiSensorDataset,
-        sensors: dict[str, SensorTrainResult],
-        sessions: dict[str, dict[str, Any]],
-        rows: np.ndarray,
-    ) -> None:
-        self.sessions, self.sensors = sessions, list(sensors)
-        self.labels, self.present = dataset.labels[rows], dataset.present[rows]
-        dims = {i.name: int(i.shape[1]) for i in sessions["fp32"][FUSION].get_inputs()}
-        self.embeddings: dict[tuple[str, str], np.ndarray] = {}
-        for name, result in sensors.items():
-            have = dataset.present_of(name)[rows]
-            inputs = _encoder_inputs(dataset, result, rows & dataset.present_of(name)) if have.any() else None
-            for precision, by_model in sessions.items():
-                matrix = np.zeros((int(rows.sum()), dims[name]), np.float32)  # absent sensors: zeros, masked
-                if inputs is not None:
-                    matrix[have] = _run(by_model[name], {by_model[name].get_inputs()[0].name: inputs})
-                self.embeddings[(name, precision)] = matrix
-
-    def accuracy(self, int8: set[str]) -> float:
-        def precision(model: str) -> str:
-            return "int8" if model in int8 else "fp32"
-
-        feeds = {name: self.embeddings[(name, precision(name))] for name in self.sensors}
-        feeds["present"] = self.present
-        logits = _run(self.sessions[precision(FUSION)][FUSION], feeds)
-        return float((logits.argmax(1) == self.labels).mean())
-
-
-def _choose_int8(plan: Plan, scorer: _SystemScorer, models: list[str], metrics: dict[str, float]) -> list[str]:
-    """Models that run INT8: each model's INT8 is scored alone (the rest FP32), then models are added
-    from the smallest accuracy cost up while the plan's export gates still pass on the whole system.
-    A gate on `int8_accuracy_drop` thus keeps INT8 wherever it is nearly free and leaves out the
-    model whose quantization hurts (measured: the radar SSM's dynamic INT8 alone costs 2.5 points)."""
-    base = scorer.accuracy(set())
-    for model in models:
-        metrics[f"{model}_int8_accuracy_drop"] = base - scorer.accuracy({model})
-    chosen: list[str] = []
-    for model in sorted(models, key=lambda m: metrics[f"{m}_int8_accuracy_drop"]):
-        accuracy = scorer.accuracy({*chosen, model})
-        trial = {
-            **metrics,
-            "system_fp32_test_accuracy": base,
-            "system_int8_test_accuracy": accuracy,
-            "int8_accuracy_drop": base - accuracy,
-        }
-        if all(gate["passed"] for gate in check_gates(plan.export.gates, trial, missing_fails=True)):
-            chosen.append(model)
-    return chosen

@@ -16,6 +16,7 @@ from rooivalk.evaluation import GateFailure
 from rooivalk.export import (
     ExportError,
     LatencyStats,
+    Predictor,
     export_model,
     export_onnx,
     measure_latency,
@@ -26,8 +27,9 @@ from rooivalk.export import (
     replace_conv2d_same,
     verify_onnx,
 )
+from rooivalk.export.onnx_export import Verification
 from rooivalk.models import ModelInfo, create_model, normalization, save_trained_model
-from rooivalk.plan import DataSpec, ExportSpec, Gate, ModelSpec, Plan
+from rooivalk.plan import DataSpec, ExportSpec, Gate, ModelExportSpec, ModelSpec, Plan, QuantizationSpec
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -122,13 +124,13 @@ def test_int8_model_keeps_accuracy_on_separable_data(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx"]
 
 
-def test_measure_latency_reports_median_and_p90() -> None:
+def test_measure_latency_reports_median_and_p95() -> None:
     calls: list[int] = []
     stats = measure_latency(lambda x: calls.append(x), 1, runs=20, warmup=3)
     assert isinstance(stats, LatencyStats)
     assert stats.runs == 20
     assert len(calls) == 23
-    assert 0 <= stats.median_ms <= stats.p90_ms
+    assert 0 <= stats.median_ms <= stats.p95_ms
     with pytest.raises(ValueError, match="runs"):
         measure_latency(lambda x: x, 1, runs=0, warmup=0)
 
@@ -141,10 +143,12 @@ def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
         data=DataSpec(source=str(root / "raw"), format="idx"),
         model=spec,
         export=ExportSpec(
-            calibration_samples=16,
-            latency_runs=50,
+            precisions=["fp32", "fp16", "int8_static", "int8_dynamic"],
+            quantization=QuantizationSpec(samples=16),
+            max_accuracy_drop=1.0,  # a random model: every variant may ship; the choice is then by speed
+            latency_runs=100,
             latency_warmup=2,
-            gates=[Gate(metric="size_int8_mb", max=100.0), Gate(metric="speedup_int8_vs_torch", min=1e6)],
+            gates=[Gate(metric="model_size_mb", max=100.0), Gate(metric="speedup_vs_torch", min=1e6)],
             fail_on_gate=False,
         ),
     )
@@ -163,8 +167,8 @@ def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
         plan_digest=plan.digest(),
     )
     save_trained_model(model_dir, model, info)
-    images, labels = _synthetic(48, size=28)
-    splits = np.array([0] * 32 + [2] * 16, dtype=np.int8)
+    images, labels = _synthetic(72, size=28)
+    splits = np.array([0] * 24 + [1] * 32 + [2] * 16, dtype=np.int8)  # >= 20 val samples: temperature fits
     save_arrays(dataset_dir, images, labels, splits)
     save_info(
         dataset_dir,
@@ -174,8 +178,8 @@ def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
             format="idx",
             classes=["a", "b", "c"],
             image_shape=(28, 28, 1),
-            num_samples=48,
-            split_sizes={"train": 32, "val": 0, "test": 16},
+            num_samples=72,
+            split_sizes={"train": 24, "val": 32, "test": 16},
             class_balance={},
             split_seed=0,
             quarantined=0,
@@ -184,62 +188,108 @@ def _tiny_artifacts(root: Path) -> tuple[Plan, str, str]:
     return plan, model_dir, dataset_dir
 
 
-def test_export_model_end_to_end(tmp_path: Path) -> None:
+def _with_export(plan: Plan, **update: object) -> Plan:
+    return plan.model_copy(update={"export": plan.export.model_copy(update=update)})
+
+
+def test_export_model_ships_the_fastest_passing_variant_in_a_bundle(tmp_path: Path) -> None:
     plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
     messages: list[str] = []
     result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"), progress=messages.append)
-    assert set(result.artifacts) == {"model_fp32.onnx", "model_int8.onnx", "export_report.json"}
-    assert all(Path(path).is_file() for path in result.artifacts.values())
-    assert not [p for p in (tmp_path / "export").iterdir() if p.name.startswith(".")]  # no temporaries
+    report = json.loads(Path(result.artifacts["export_report.json"]).read_text())
+    choice = report["models"]["model"]
+    variants = choice["variants"]
+    assert set(variants) == {"fp32", "fp16", "int8_static", "int8_dynamic"}
+    passing = {p: v["latency_ms"] for p, v in variants.items() if v["passed"]}
+    assert choice["shipped"] == min(passing, key=passing.__getitem__)  # fastest within tolerance
+    assert all(v["reason"] for v in variants.values())  # each variant says why it did or did not ship
+    assert variants["fp32"]["accuracy_drop"] == 0
+    assert variants["fp32"]["top1_agreement"] == 1
+    for precision in ("fp16", "int8_static", "int8_dynamic"):
+        assert variants[precision]["size_mb"] < variants["fp32"]["size_mb"]
     metrics = result.metrics
     assert metrics["onnx_max_abs_diff"] <= plan.export.max_abs_diff
-    assert 0 <= metrics["int8_test_accuracy"] <= 1
-    assert metrics["int8_accuracy_drop"] == pytest.approx(metrics["fp32_test_accuracy"] - metrics["int8_test_accuracy"])
-    assert metrics["size_int8_mb"] < metrics["size_fp32_mb"]
-    assert metrics["speedup_int8_vs_torch"] > 0
+    assert metrics["onnx_top1_agreement"] == 1.0
+    assert metrics["model_latency_ms"] <= metrics["model_latency_p95_ms"]
+    assert metrics["model_ece_after"] <= metrics["model_ece_before"] + 1e-6  # temperature fitted on val
     passed = [(gate["metric"], gate["passed"]) for gate in result.gates]
-    assert passed == [("size_int8_mb", True), ("speedup_int8_vs_torch", False)]
-    report = json.loads(Path(result.artifacts["export_report.json"]).read_text())
+    assert passed == [("model_size_mb", True), ("speedup_vs_torch", False)]
     assert report["metrics"] == metrics
     assert report["environment"]["cpu_threads"] == torch.get_num_threads()
-    assert {"onnxruntime", "torch"} <= set(report["environment"])
-    assert messages
+    export = tmp_path / "export"
+    assert (export / "variants" / "model" / "model_fp32.onnx").is_file()
+    kept = {p.name for p in (export / "variants" / "model").iterdir()}
+    assert kept == {"model_fp32.onnx", f"model_{choice['shipped']}.onnx"}  # unshipped variants pruned
+    bundle = export / "bundles" / "model"
+    assert {"model.onnx", "bundle.json", "reliability.png"} <= {p.name for p in bundle.iterdir()}
+    assert not [p for p in export.rglob(".*")]  # no temporaries
+    predictor = Predictor.load(str(bundle))
+    images, _ = _synthetic(5, size=28)
+    probabilities = predictor.predict_proba(images)
+    assert probabilities.shape == (5, 3)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    assert predictor.info.precision == choice["shipped"]
+    assert predictor.info.temperature == pytest.approx(metrics["model_temperature"])
+    assert any("ships" in m for m in messages)
 
 
 def test_failing_export_gate_fails_after_writing_everything(tmp_path: Path) -> None:
     plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
-    plan = plan.model_copy(update={"export": plan.export.model_copy(update={"fail_on_gate": True})})
-    with pytest.raises(GateFailure, match=r"speedup_int8_vs_torch = .* \(needs >= 1000000.0\)"):
-        export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
+    with pytest.raises(GateFailure, match=r"speedup_vs_torch = .* \(needs >= 1000000.0\)"):
+        export_model(_with_export(plan, fail_on_gate=True), model_dir, dataset_dir, str(tmp_path / "export"))
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     assert report["passed"] is False
-    assert (tmp_path / "export" / "model_int8.onnx").is_file()
+    assert (tmp_path / "export" / "bundles" / "model" / "bundle.json").is_file()
+
+
+def test_latency_budgets_are_reported_per_model_and_end_to_end(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    plan = _with_export(
+        plan,
+        gates=[],
+        precisions=["fp32"],
+        models={"model": ModelExportSpec(latency_budget_ms=1e-6)},
+        end_to_end_budget_ms=1e4,
+    )
+    result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
+    gates = {gate["metric"]: gate for gate in result.gates}
+    assert gates["model_latency_p95_ms"]["passed"] is False
+    assert gates["model_latency_p95_ms"]["value"] == result.metrics["model_latency_p95_ms"]
+    assert gates["end_to_end_latency_p95_ms"]["passed"] is True
 
 
 def test_gate_on_a_metric_not_measured_fails(tmp_path: Path) -> None:
     plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
-    export = plan.export.model_copy(
-        update={"formats": ["onnx"], "gates": [Gate(metric="int8_accuracy_drop", max=0.01)]}
-    )
-    result = export_model(plan.model_copy(update={"export": export}), model_dir, dataset_dir, str(tmp_path / "export"))
+    plan = _with_export(plan, precisions=["fp32"], gates=[Gate(metric="model_int8_static_accuracy_drop", max=0.01)])
+    result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
     assert result.gates[0]["passed"] is False
     assert result.gates[0]["value"] is None
-
-
-def test_export_model_respects_formats(tmp_path: Path) -> None:
-    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
-    plan = plan.model_copy(update={"export": plan.export.model_copy(update={"formats": ["onnx"], "gates": []})})
-    result = export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
-    assert set(result.artifacts) == {"model_fp32.onnx", "export_report.json"}
-    assert "int8_test_accuracy" not in result.metrics
+    assert "model_int8_static_test_accuracy" not in result.metrics
 
 
 def test_export_model_rejects_mismatching_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
-    monkeypatch.setattr(pipeline_step, "verify_onnx", lambda *args: 0.5)  # stands in for a broken exporter
+    broken = Verification(max_abs_diff=0.5, max_rel_diff=0.1, top1_agreement=0.9, samples=16)
+    monkeypatch.setattr(pipeline_step, "verify_module", lambda *args: broken)  # stands in for a broken exporter
     with pytest.raises(ExportError, match="max_abs_diff"):
         export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
-    assert not (tmp_path / "export" / "model_fp32.onnx").exists()
+    assert not (tmp_path / "export" / "variants" / "model" / "model_fp32.onnx").exists()
+
+
+def test_tensorrt_target_without_a_gpu_fails_before_any_work(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    with pytest.raises(ExportError, match="tensorrt.*GPU node"):
+        export_model(
+            _with_export(plan, targets=["onnxruntime", "tensorrt"]), model_dir, dataset_dir, str(tmp_path / "x")
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_reference_calibration_needs_a_reference(tmp_path: Path) -> None:
+    plan, model_dir, dataset_dir = _tiny_artifacts(tmp_path)
+    plan = _with_export(plan, quantization=QuantizationSpec(source="reference"))
+    with pytest.raises(ExportError, match="monitoring.reference_uri"):
+        export_model(plan, model_dir, dataset_dir, str(tmp_path / "export"))
 
 
 def test_export_onnx_falls_back_to_fixed_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,244 @@
+"""Run a deployment bundle: stored samples in, calibrated probabilities and labels out.
+
+`Predictor` runs one bundle (a single model, a sensor encoder or the fusion model) with ONNX
+Runtime; `SystemPredictor` chains the sensor encoders into the fusion model, the way the edge
+device runs a multi-sensor system, with absent sensors masked out.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rooivalk import storage
+from rooivalk.export.bundle import (
+    MODEL_FILE,
+    PRESENT_INPUT,
+    BundleError,
+    BundleInfo,
+    join,
+    read_bundle_info,
+)
+
+BATCH = 256  # rows per ONNX Runtime call: bounds memory on large inputs
+FUSION_DIR = "fusion"
+
+
+def _image(config: Mapping[str, Any], images: np.ndarray) -> np.ndarray:
+    from rooivalk.data.transforms import to_model_input
+
+    images = images[..., None] if images.ndim == 3 else images  # (N, H, W) grayscale -> (N, H, W, 1)
+    tensor = to_model_input(images, config["input_size"], config["mean"], config["std"], config["in_chans"])
+    return tensor.numpy()
+
+
+def _iq(_config: Mapping[str, Any], iq: np.ndarray) -> np.ndarray:
+    # Imported on use: the RF model module pulls in the model registry, which image-only users skip.
+    from rooivalk.models.rf_cnn_transformer import iq_to_input
+
+    return iq_to_input(iq)
+
+
+def _float32(_config: Mapping[str, Any], samples: np.ndarray) -> np.ndarray:
+    return np.asarray(samples, dtype=np.float32)
+
+
+# preprocessing.kind -> stored samples (N, ...) -> float32 model input: the same functions training
+# and the feature cache use (rooivalk.features.sensors). "embeddings" takes a dict, see _fusion_feeds.
+PREPROCESSORS: dict[str, Callable[[Mapping[str, Any], np.ndarray], np.ndarray]] = {
+    "image": _image,
+    "iq": _iq,
+    "float32": _float32,
+}
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)  # exp overflows without the shift
+    exp = np.exp(scaled)
+    probabilities: np.ndarray = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probabilities
+
+
+class Predictor:
+    """One bundle loaded into an ONNX Runtime session."""
+
+    def __init__(self, uri: str, info: BundleInfo, session: Any, workdir: Any = None) -> None:
+        self.uri, self.info, self.session = uri, info, session
+        self._workdir = workdir  # a TemporaryDirectory holding a downloaded model; removed with self
+
+    @classmethod
+    def load(cls, uri: str, providers: list[str] | None = None) -> Predictor:
+        """Load the bundle at `uri` (path or s3:// prefix); model.onnx must match bundle.json's sha256."""
+        from rooivalk.export.benchmark import ort_session
+
+        info = read_bundle_info(uri)
+        model_uri = join(uri, MODEL_FILE)
+        data = storage.read_bytes(model_uri, sha256=info.files[MODEL_FILE])  # IntegrityError names the file
+        workdir = None
+        path = Path(storage.parse_uri(model_uri).key)
+        if storage.parse_uri(uri).is_s3:
+            workdir = tempfile.TemporaryDirectory(prefix="rooivalk-bundle-")
+            path = Path(workdir.name) / MODEL_FILE
+            path.write_bytes(data)
+        try:
+            session = ort_session(path, providers=providers)
+        except Exception as error:
+            raise BundleError(f"{model_uri}: ONNX Runtime cannot load it ({type(error).__name__}: {error})") from None
+        return cls(uri, info, session, workdir)
+
+    @property
+    def kind(self) -> str:
+        return str(self.info.preprocessing["kind"])
+
+    def preprocess(self, samples: np.ndarray) -> np.ndarray:
+        """Stored samples (N, ...) -> float32 model input, by preprocessing.kind."""
+        if self.kind not in PREPROCESSORS:
+            raise BundleError(
+                f"{self.uri}: preprocessing.kind {self.kind!r} takes a dict of embeddings, not stored samples"
+            )
+        return PREPROCESSORS[self.kind](self.info.preprocessing, np.asarray(samples))
+
+    def _feeds(self, samples: Any) -> dict[str, np.ndarray]:
+        if self.kind == "embeddings":
+            return self._fusion_feeds(samples)
+        return {self.info.inputs[0].name: self.preprocess(samples)}
+
+    def _fusion_feeds(self, samples: Any) -> dict[str, np.ndarray]:
+        """{sensor: (N, D) float32, "present": bool (N, S)}, checked against the bundle's sensors."""
+        sensors = list(self.info.preprocessing["sensors"])
+        if not isinstance(samples, Mapping):
+            raise BundleError(
+                f"{self.uri}: preprocessing.kind 'embeddings' takes {{sensor: (N, D), 'present': (N, S)}}"
+            )
+        missing = [name for name in [*sensors, PRESENT_INPUT] if name not in samples]
+        unknown = sorted(set(samples) - {*sensors, PRESENT_INPUT})
+        if missing or unknown:
+            raise BundleError(
+                f"{self.uri}: preprocessing.sensors: missing input(s) {missing}, unknown {unknown}; "
+                f"the fusion model takes {sensors} and {PRESENT_INPUT!r}"
+            )
+        feeds = {name: np.asarray(samples[name], dtype=np.float32) for name in sensors}
+        present = np.asarray(samples[PRESENT_INPUT], dtype=bool)
+        rows = {len(array) for array in feeds.values()}
+        if present.shape[1:] != (len(sensors),) or rows != {len(present)}:
+            raise BundleError(
+                f"{self.uri}: inputs: {PRESENT_INPUT!r} must be bool (N, {len(sensors)}) with N the embeddings' rows; "
+                f"got {present.shape} for rows {sorted(rows)}"
+            )
+        return {**feeds, PRESENT_INPUT: present}
+
+    def _run(self, output: str, samples: Any) -> np.ndarray:
+        feeds = self._feeds(samples)
+        count = len(next(iter(feeds.values())))
+        chunks = []
+        for start in range(0, count, BATCH):
+            batch = {name: array[start : start + BATCH] for name, array in feeds.items()}
+            try:
+                chunks.append(self.session.run([output], batch)[0])
+            except Exception as error:  # ORT's messages name neither the bundle nor the model
+                raise BundleError(f"{self.uri}: running {self.info.name!r} ({type(error).__name__}: {error})") from None
+        if not chunks:
+            raise BundleError(f"{self.uri}: no samples given")
+        return np.concatenate(chunks)
+
+    def logits(self, samples: Any) -> np.ndarray:
+        """Raw samples (or, for kind "embeddings", the dict of embeddings and mask) -> logits (N, K)."""
+        return self._run(self.info.logits_output, samples)
+
+    def predict_proba(self, samples: Any) -> np.ndarray:
+        """softmax(logits / temperature): calibrated probabilities, (N, K) float32."""
+        return softmax(self.logits(samples), self.info.temperature)
+
+    def predict(self, samples: Any) -> list[str]:
+        return [self.info.labels[index] for index in self.logits(samples).argmax(axis=-1)]
+
+    def embed(self, samples: Any) -> np.ndarray:
+        """The encoder's embedding (N, D); only sensor encoder bundles have one."""
+        if self.info.embedding_output is None:
+            raise BundleError(
+                f"{self.uri}: embedding_output: bundle {self.info.name!r} has none (outputs "
+                f"{[spec.name for spec in self.info.outputs]}); only sensor encoders embed"
+            )
+        return self._run(self.info.embedding_output, samples)
+
+
+class SystemPredictor:
+    """Sensor encoder bundles at root/<sensor>/ feeding the fusion bundle at root/fusion/."""
+
+    def __init__(self, root: str, fusion: Predictor, encoders: dict[str, Predictor]) -> None:
+        self.root, self.fusion, self.encoders = root, fusion, encoders
+        self.sensors = list(fusion.info.preprocessing["sensors"])
+        self.dims = {name: int(dim) for name, dim in fusion.info.preprocessing["dims"].items()}
+
+    @classmethod
+    def load(cls, root: str, providers: list[str] | None = None) -> SystemPredictor:
+        fusion = Predictor.load(join(root, FUSION_DIR), providers)
+        if fusion.kind != "embeddings":
+            raise BundleError(f"{fusion.uri}: preprocessing.kind is {fusion.kind!r}; a fusion bundle has 'embeddings'")
+        encoders: dict[str, Predictor] = {}
+        for sensor in fusion.info.preprocessing["sensors"]:
+            try:
+                encoders[sensor] = Predictor.load(join(root, sensor), providers)
+            except BundleError as error:
+                raise BundleError(f"{root}: sensor {sensor!r} named by the fusion bundle: {error}") from None
+            if encoders[sensor].info.embedding_output is None:
+                raise BundleError(f"{encoders[sensor].uri}: embedding_output: sensor {sensor!r} bundle has none")
+        return cls(root, fusion, encoders)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.fusion.info.labels
+
+    def _embeddings(self, samples: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        unknown = sorted(set(samples) - set(self.sensors))
+        if unknown:
+            raise BundleError(f"{self.root}: unknown sensor(s) {unknown}; this system has {self.sensors}")
+        given = {name: array for name, array in samples.items() if array is not None}
+        rows = {name: len(array) for name, array in given.items()}
+        if not rows or len(set(rows.values())) != 1:
+            raise BundleError(f"{self.root}: give at least one sensor, all with the same number of rows; got {rows}")
+        count = next(iter(rows.values()))
+        feeds: dict[str, np.ndarray] = {}
+        for sensor in self.sensors:
+            array = given.get(sensor)
+            # An absent sensor: zeros that the mask tells the fusion model to ignore.
+            feeds[sensor] = (
+                np.zeros((count, self.dims[sensor]), np.float32)
+                if array is None
+                else self.encoders[sensor].embed(array)
+            )
+        feeds[PRESENT_INPUT] = np.array([[name in given for name in self.sensors]] * count, dtype=bool)
+        return feeds
+
+    def logits(self, samples: Mapping[str, np.ndarray | None]) -> np.ndarray:
+        return self.fusion.logits(self._embeddings(samples))
+
+    def predict_proba(self, samples: Mapping[str, np.ndarray | None]) -> np.ndarray:
+        """samples[sensor]: stored samples (N, ...), or None / no key for an absent sensor."""
+        return self.fusion.predict_proba(self._embeddings(samples))
+
+    def predict(self, samples: Mapping[str, np.ndarray | None]) -> list[str]:
+        return [self.labels[index] for index in self.logits(samples).argmax(axis=-1)]
+
+
+def log_bundle_to_mlflow(bundle_dir: Path, name: str) -> Any:
+    """Inside an active MLflow run: the ONNX model under the onnx flavor (so MLflow can serve and
+    register it) and the whole bundle as artifacts under `<name>-bundle`. Returns mlflow's ModelInfo
+    (register with its `model_uri`)."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    if mlflow.active_run() is None:
+        raise BundleError(f"{bundle_dir}: log_bundle_to_mlflow needs an active MLflow run")
+    info = read_bundle_info(str(bundle_dir))
+    model_path = Path(bundle_dir) / MODEL_FILE
+    storage.read_bytes(model_path, sha256=info.files[MODEL_FILE])  # log only what bundle.json vouches for
+    model_info = mlflow.onnx.log_model(onnx.load(str(model_path)), name=name)
+    mlflow.log_artifacts(str(bundle_dir), artifact_path=f"{name}-bundle")
+    return model_info

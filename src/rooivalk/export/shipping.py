@@ -1,0 +1,215 @@
+"""What every export ends with, for one model or a whole system: temperature, engines, bundle, budgets.
+
+Shared by the single-model step (pipeline_step) and the multi-sensor step (system) so a bundle,
+a calibration or a budget means the same thing whichever plan made it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rooivalk.export.bundle import BundleInfo, write_bundle
+from rooivalk.export.onnx_export import OPSET
+from rooivalk.export.selection import ModelExport
+from rooivalk.export.temperature import fit_temperature, reliability_diagram
+from rooivalk.plan import Plan
+
+log = logging.getLogger(__name__)
+
+RELIABILITY_FILE = "reliability.png"
+ENGINE_FILE = "model.engine"
+MIN_CALIBRATION_SAMPLES = 20
+
+
+class ExportError(ValueError):
+    """The exported model does not reproduce the PyTorch model (or cannot be built)."""
+
+
+def require_targets(plan: Plan) -> None:
+    """Fail before any work when a target cannot be built on this node (TensorRT needs a GPU node)."""
+    if "tensorrt" not in plan.export.targets:
+        return
+    from rooivalk.export.tensorrt import tensorrt_available
+
+    ok, why = tensorrt_available()
+    if not ok:
+        raise ExportError(
+            f"export.targets includes tensorrt, but {why}: run the export step on a GPU node "
+            "(cluster.steps.export with gpus) or remove tensorrt from export.targets"
+        )
+
+
+def calibrate(
+    plan: Plan, choice: ModelExport, logits: np.ndarray, labels: np.ndarray, folder: Path, say: Callable[[str], None]
+) -> tuple[float, dict[str, Path]]:
+    """Fit the softmax temperature of the shipped variant on validation logits (N, K).
+
+    Returns (temperature, extra bundle files). Without validation samples or with temperature
+    scaling off, the temperature is 1 and no diagram is drawn.
+    """
+    if not plan.export.temperature_scaling or len(labels) == 0:
+        return 1.0, {}
+    if len(labels) < MIN_CALIBRATION_SAMPLES or bool((logits.argmax(1) == labels).all()):
+        # With every validation answer right the NLL keeps falling as T -> 0: the fit would make every
+        # confidence ~1.0, which is no calibration. A handful of samples is no better evidence.
+        say(f"{choice.name}: temperature left at 1 ({len(labels)} validation samples, all or too few to fit on)")
+        return 1.0, {}
+    fit = fit_temperature(logits, labels)
+    choice.measured = {
+        "temperature": fit.temperature,
+        "ece_before": fit.ece_before,
+        "ece_after": fit.ece_after,
+        "nll_before": fit.nll_before,
+        "nll_after": fit.nll_after,
+    }
+    png = reliability_diagram(
+        logits, labels, fit.temperature, folder / RELIABILITY_FILE, f"{choice.name} ({choice.chosen}), validation"
+    )
+    say(f"{choice.name}: temperature {fit.temperature:.3f}, ECE {fit.ece_before:.4f} -> {fit.ece_after:.4f}")
+    return fit.temperature, {RELIABILITY_FILE: png}
+
+
+@dataclass
+class EngineInputs:
+    """What the TensorRT engines are built, scored and timed with (model-ready arrays by input name)."""
+
+    sample: dict[str, np.ndarray]  # batch 1, for latency
+    calibration: dict[str, np.ndarray]  # for the TensorRT-flavoured static INT8 QDQ
+    test: dict[str, np.ndarray]  # the test split, scored against `labels`
+    labels: np.ndarray
+
+
+def build_engines(
+    plan: Plan, choice: ModelExport, folder: Path, engine_inputs: Callable[[], EngineInputs], say: Callable[[str], None]
+) -> dict[str, Path]:
+    """TensorRT engines, each gated like an ONNX variant; the fastest engine within tolerance ships.
+
+    FP16 engines come from the verified FP32 ONNX; INT8 engines from a static QDQ model in the flavour
+    TensorRT's explicit quantization takes (symmetric INT8, zero points 0, FP32 biases: TENSORRT_QDQ),
+    calibrated on the same samples as the ONNX variant. Each engine is scored on the test split: its
+    accuracy drop against FP32 must be within the model's tolerance. Returns the bundle's extra files:
+    model.engine and its JSON sidecar (TensorRT/CUDA versions, GPU, input shapes).
+    """
+    if "tensorrt" not in plan.export.targets:
+        return {}
+    from rooivalk.export.quantize import TENSORRT_QDQ, quantize_static_int8
+    from rooivalk.export.tensorrt import build_engine, engine_latency, engine_outputs
+
+    inputs = engine_inputs()  # only now: the test split's model inputs can be large
+    settings = plan.export.tensorrt
+    base = float(choice.scores["fp32"].test_accuracy or 0.0)
+    best: tuple[float, Path] | None = None
+    for precision in settings.precisions:
+        source = choice.paths["fp32"]
+        if precision == "int8":
+            source = quantize_static_int8(source, folder / "model_int8_tensorrt.onnx", inputs.calibration, TENSORRT_QDQ)
+        engine = folder / f"model_{precision}.engine"
+        say(f"{choice.name}: building the TensorRT {precision} engine from {source.name}")
+        build_engine(source, engine, precision, max_batch=settings.max_batch, workspace_mb=settings.workspace_mb)
+        count = len(inputs.labels)
+        predictions = np.concatenate(
+            [
+                engine_outputs(engine, {k: v[start : start + settings.max_batch] for k, v in inputs.test.items()})[
+                    "logits"
+                ].argmax(1)
+                for start in range(0, count, settings.max_batch)
+            ]
+            or [np.zeros(0, np.int64)]
+        )
+        accuracy = float((predictions == inputs.labels).mean()) if count else 0.0
+        latency = engine_latency(engine, inputs.sample, plan.export.latency_runs, plan.export.latency_warmup)
+        key = f"tensorrt_{precision}"
+        choice.measured |= {
+            f"{key}_test_accuracy": accuracy,
+            f"{key}_accuracy_drop": base - accuracy,
+            f"{key}_latency_ms": float(latency["median_ms"]),
+            f"{key}_latency_p95_ms": float(latency["p95_ms"]),
+        }
+        if base - accuracy > choice.tolerance + 1e-12:
+            drop = 100 * (base - accuracy)
+            say(f"{choice.name}: TensorRT {precision} engine not shipped: accuracy drop {drop:.2f} pt")
+            continue
+        if best is None or latency["median_ms"] < best[0]:
+            best = (float(latency["median_ms"]), engine)
+    if best is None:
+        return {}
+    engine = best[1]
+    shipped = engine.stem.removeprefix("model_")
+    choice.measured["tensorrt_latency_ms"] = choice.measured[f"tensorrt_{shipped}_latency_ms"]
+    choice.measured["tensorrt_latency_p95_ms"] = choice.measured[f"tensorrt_{shipped}_latency_p95_ms"]
+    return {ENGINE_FILE: engine, f"{ENGINE_FILE}.json": Path(f"{engine}.json")}
+
+
+def ship_bundle(
+    uri: str,
+    choice: ModelExport,
+    labels: list[str],
+    preprocessing: dict[str, Any],
+    temperature: float,
+    metadata: dict[str, Any],
+    extra_files: dict[str, Path],
+    embedding_output: str | None = None,
+) -> dict[str, str]:
+    """Write the deployment bundle of the shipped variant to `uri` (bundle.json last)."""
+    import onnx
+
+    graph = onnx.load(str(choice.paths[choice.chosen]), load_external_data=False).graph
+
+    def io(values: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": v.name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                "type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),
+            }
+            for v in values
+        ]
+
+    info = BundleInfo(
+        name=choice.name,
+        precision=choice.chosen,
+        labels=labels,
+        preprocessing=preprocessing,
+        temperature=temperature,
+        inputs=io(graph.input),
+        outputs=io(graph.output),
+        logits_output="logits",
+        embedding_output=embedding_output,
+        files={},
+        metrics={k: v for k, v in choice.metrics().items() if np.isfinite(v)},
+        metadata={**metadata, "opset": OPSET, "shipped": choice.chosen},
+    )
+    return write_bundle(uri, info, choice.paths[choice.chosen], extra_files)
+
+
+def budget_gates(plan: Plan, choices: list[ModelExport], end_to_end_p95_ms: float | None) -> list[dict[str, Any]]:
+    """Pass/fail per latency budget: each model's p95 and the whole system's."""
+    gates = [gate for gate in (c.budget_gate() for c in choices) if gate is not None]
+    budget = plan.export.end_to_end_budget_ms
+    if budget is not None:
+        passed = end_to_end_p95_ms is not None and end_to_end_p95_ms <= budget
+        gates.append(
+            {
+                "metric": "end_to_end_latency_p95_ms",
+                "value": end_to_end_p95_ms,
+                "min": None,
+                "max": budget,
+                "passed": passed,
+            }
+        )
+    return gates
+
+
+def prune_variants(choice: ModelExport) -> None:
+    """Delete variant files that do not ship (FP32 always stays: it is the verified source)."""
+    keep = {"fp32", choice.chosen}
+    for precision, path in list(choice.paths.items()):
+        if precision not in keep:
+            path.unlink(missing_ok=True)
+            del choice.paths[precision]
