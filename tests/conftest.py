@@ -52,7 +52,13 @@ def tiny_plan_dict(source: str, tracking_uri: str | None = None, **training: Any
         "data": {"source": source, "format": "image_folder", "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
         "model": {"architecture": "test_efficientnet", "input_size": 32, "drop_rate": 0.0},
         "training": {"batch_size": 8, "epochs": 2, "lr": 3e-3, "threads": 1, **training},
-        "export": {"calibration_samples": 8, "latency_runs": 50, "latency_warmup": 2, "max_abs_diff": 1e-3},
+        "export": {
+            "precisions": ["fp32", "int8_static"],
+            "quantization": {"samples": 8},
+            "latency_runs": 100,
+            "latency_warmup": 2,
+            "max_abs_diff": 1e-3,
+        },
         "tracking": {"uri": tracking_uri, "experiment": "tiny"},
     }
 

@@ -63,7 +63,7 @@ def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tm
         for artifact in step["artifacts"].values():
             assert storage.sha256_tree(artifact["uri"]) == artifact["sha256"]
     assert summary["steps"]["evaluate_model"]["metrics"]["test_accuracy"] >= 0
-    assert summary["steps"]["export_model"]["metrics"]["latency_ort_int8_ms"] > 0
+    assert summary["steps"]["export_model"]["metrics"]["model_int8_static_latency_ms"] > 0
     # The reference profile for drift monitoring, on the validation split, versioned with the dataset.
     report = Path(summary["steps"]["evaluate_model"]["artifacts"]["report"]["uri"])
     profile, profile_info = load_profile(json.loads((report / "evaluation.json").read_text())["reference_profile"])
@@ -160,7 +160,7 @@ def test_fashion_plan_runs_unchanged_on_another_image_folder(tmp_path: Path) -> 
         "--set",
         "evaluation.fail_on_gate=false",
         "--set",
-        "export.calibration_samples=32",
+        "export.quantization.samples=32",
         "--set",
         "training.budget_seconds=6",  # the plan's 9 minutes, cut for a test; the schedule stays auto
     )

@@ -129,13 +129,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "fusion_test_accuracy",
         "fusion_one_missing_mean",
         "system_fp32_test_accuracy",
-        "system_int8_test_accuracy",
+        "system_test_accuracy",
         "best_val_accuracy",
         "test_accuracy",
-        "fp32_test_accuracy",
-        "int8_test_accuracy",
+        "model_latency_ms",
         "latency_torch_fp32_ms",
-        "latency_ort_int8_ms",
+        "speedup_vs_torch",
+        "end_to_end_latency_p95_ms",
         "registered_version",
     )
     for name, record in summary["steps"].items():

@@ -16,7 +16,7 @@ def check_gates(gates: list[Gate], metrics: dict[str, float], missing_fails: boo
 
     A gate on a metric the step does not produce is a plan error (KeyError naming the available
     metrics), unless `missing_fails`: then it fails, for metrics that exist only for some settings
-    (INT8 metrics when export.formats has no onnx_int8).
+    (a variant's metrics when export.precisions leaves it out or it could not be built).
     """
     results = []
     for gate in gates:

@@ -156,7 +156,11 @@ def quantize_static_int8(
         try:
             prepared = prepare_for_quantization(model, work)
             ranges, nonfinite = _calibrate(prepared, FeedsCalibrationReader(feeds, batch), config, work)
-            excluded = leading_convs(prepared, config.fp32_leading_convs) + _nodes_touching(prepared, nonfinite)
+            excluded = (
+                leading_convs(prepared, config.fp32_leading_convs)
+                + _nodes_touching(prepared, nonfinite)
+                + signal_frontend_nodes(prepared)
+            )
             cache = work / "ranges.json"
             save_tensors_data(ranges, cache)
             with atomic_output(target) as tmp:
@@ -279,6 +283,28 @@ def _calibrate(
         del calibrator
     finite = {name: data for name, data in ranges.items() if name not in nonfinite}
     return TensorsData(ranges.calibration_method, finite), nonfinite
+
+
+def signal_frontend_nodes(model_path: str | Path) -> list[str]:
+    """Nodes that feed a Log (the in-graph spectrogram front ends: DFT MatMuls, power, mel filterbank).
+
+    Their outputs span many orders of magnitude and the Log then magnifies the 8-bit error of the
+    small ones. Measured on the CREPE acoustic model (log-mel front end) at demo scale: INT8 with the
+    front end quantized lost 47 (static) and 57 (dynamic) points of test accuracy.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    frontier = [name for node in graph.node if node.op_type == "Log" for name in node.input]
+    found: dict[str, None] = {}
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is None or node.name in found:
+            continue
+        found[node.name] = None
+        frontier.extend(node.input)
+    return list(found)
 
 
 def _nodes_touching(prepared: Path, tensors: set[str]) -> list[str]:

@@ -28,6 +28,7 @@ from rooivalk.export.quantize import (
     QuantizeConfig,
     prepare_for_quantization,
     quantize_static_int8,
+    signal_frontend_nodes,
 )
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,13 @@ def quantize_dynamic_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
             grus = _quantize_gru_weights(model)
             bare = Path(work) / "bare.onnx"
             onnx.save(model, str(bare))
-            quantize_dynamic(str(bare), str(tmp), op_types_to_quantize=op_types, weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(bare),
+                str(tmp),
+                op_types_to_quantize=op_types,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=signal_frontend_nodes(bare),
+            )
     except Exception as error:  # the message must say which model and file failed
         raise VariantError(f"{where}: {type(error).__name__}: {error}") from error
     log.info("int8_dynamic %s -> %s (%s, %d GRU weights weight-only)", source.name, target.name, op_types, grus)

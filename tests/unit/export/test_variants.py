@@ -354,3 +354,39 @@ def test_unknown_precision_is_refused(fp32_models: dict[str, Path], tmp_path: Pa
         variant_file(unknown)
     with pytest.raises(VariantError, match="int4"):
         build_variant(unknown, fp32_models["cnn"], tmp_path, None)
+
+
+class _LogFrontEnd(nn.Module):
+    """A spectrogram-like front end (MatMul with a fixed basis, power, Log) then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("basis", torch.randn(64, 32))
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        power = (samples @ self.basis) ** 2  # (B, 32): many orders of magnitude
+        return self.head(torch.log(power + 1e-6))  # type: ignore[no-any-return]
+
+
+def test_signal_front_ends_feeding_a_log_stay_fp32(tmp_path: Path) -> None:
+    import onnx
+
+    from rooivalk.export.quantize import signal_frontend_nodes
+
+    torch.manual_seed(0)
+    rows = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    fp32 = _export(_LogFrontEnd().eval(), {"samples": rows}, tmp_path / "model_fp32.onnx")
+    front = signal_frontend_nodes(fp32)
+    graph = onnx.load(str(fp32)).graph
+    ops = {node.name: node.op_type for node in graph.node}
+    assert "MatMul" in {ops[name] for name in front}  # the basis MatMul is upstream of the Log
+    assert all(ops[name] != "Gemm" for name in front)  # the classifier after the Log is not
+    dynamic = onnx.load(str(build_variant("int8_dynamic", fp32, tmp_path, None, QuantizeConfig())))
+    assert "MatMulInteger" not in {n.op_type for n in dynamic.graph.node if n.name.startswith(tuple(front))}
+    static = build_variant("int8_static", fp32, tmp_path, {"samples": rows}, QuantizeConfig(fp32_leading_convs=0))
+    quantized_inputs = {
+        i for n in onnx.load(str(static)).graph.node if n.op_type == "DequantizeLinear" for i in n.output
+    }
+    matmul = next(n for n in onnx.load(str(static)).graph.node if n.op_type == "MatMul")
+    assert not quantized_inputs.intersection(matmul.input)  # the front-end MatMul runs in FP32
