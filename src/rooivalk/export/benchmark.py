@@ -59,6 +59,10 @@ def ort_session(onnx_path: str | Path, threads: int | None = None, providers: li
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No spin-waiting after a run: a system runs several sessions in turn, and each one's idle pool
+    # spinning on the cores starves the next. Measured on the demo system (2 cores): one event through
+    # the five shipped models took 36 ms median with spinning, 10.8 ms without; single models unchanged.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx_path), options, providers=providers or ort_providers())
 
 
