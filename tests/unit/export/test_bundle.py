@@ -30,7 +30,7 @@ from rooivalk.export.bundle import (
     read_bundle_info,
     write_bundle,
 )
-from rooivalk.export.onnx_export import OPSET
+from rooivalk.export.onnx_export import OPSET, export_module
 from rooivalk.export.predictor import PREPROCESSORS, Predictor, SystemPredictor, log_bundle_to_mlflow
 from rooivalk.models.rf_cnn_transformer import iq_to_input
 
@@ -78,21 +78,8 @@ class _Fusion(nn.Module):
 def _export(
     module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str], path: Path
 ) -> Path:
-    """Dynamic-batch dynamo export at the project's opset (as rooivalk.export.system does)."""
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        module.eval(),
-        example,
-        dynamo=True,
-        opset_version=OPSET,
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_shapes=tuple({0: batch} for _ in example),
-        optimize=True,
-    )
-    assert program is not None
-    program.save(str(path), external_data=False)
-    return path
+    """The library's dynamic-batch export (rooivalk.export.onnx_export.export_module)."""
+    return export_module(module, example, inputs, outputs, path)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rooivalk.export import ort_session
-from rooivalk.export.onnx_export import OPSET
+from rooivalk.export.onnx_export import export_module
 from rooivalk.export.variants import (
     PRECISIONS,
     FeedsCalibrationReader,
@@ -107,21 +107,9 @@ def _rows(model: str, count: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _export(module: nn.Module, example: dict[str, np.ndarray], path: Path) -> Path:
-    """The project's recipe (rooivalk.export.system): dynamo, opset 18, dynamic batch on every input."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        module.eval(),
-        tuple(torch.from_numpy(array[:2]) for array in example.values()),
-        dynamo=True,
-        opset_version=OPSET,
-        input_names=list(example),
-        output_names=["logits"],
-        dynamic_shapes=tuple({0: batch} for _ in example),
-        optimize=True,
-    )
-    assert program is not None
-    program.save(str(path), external_data=False)
-    return path
+    """The library's dynamic-batch export (rooivalk.export.onnx_export.export_module)."""
+    tensors = tuple(torch.from_numpy(array[:2]) for array in example.values())
+    return export_module(module, tensors, list(example), ["logits"], path)
 
 
 @pytest.fixture(scope="module")
