@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,6 +211,21 @@ def has_dynamic_batch(session: object) -> bool:
     return not isinstance(shape[0], int)
 
 
+def run_batched(session: Any, feeds: dict[str, np.ndarray], batch: int = 256) -> list[np.ndarray]:
+    """Every output of an ORT session over `feeds` (arrays of N rows by input name), `batch` rows per
+    call, or one row at a time when the model was exported with a fixed batch (export_onnx's fallback)."""
+    step = batch if has_dynamic_batch(session) else 1
+    names = [i.name for i in session.get_inputs()]
+    count = len(feeds[names[0]])
+    chunks = [session.run(None, {n: feeds[n][s : s + step] for n in names}) for s in range(0, count, step)]
+    if not chunks:  # no rows: empty outputs of the declared trailing shapes
+        return [
+            np.zeros((0, *(d if isinstance(d, int) else 1 for d in o.shape[1:])), np.float32)
+            for o in session.get_outputs()
+        ]
+    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+
+
 def onnx_input_info(onnx_path: str | Path) -> tuple[str, bool]:
     """(input name, whether the batch dimension is dynamic) of a model file, without a session."""
     import onnx
@@ -222,18 +238,7 @@ def onnx_input_info(onnx_path: str | Path) -> tuple[str, bool]:
 
 def verify_onnx(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) -> float:
     """Max |logits_torch - logits_onnxruntime| over `inputs` (B, C, S, S), on the CPU provider."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    with torch.inference_mode():
-        expected = model.eval()(inputs).float().numpy()
-    array = inputs.detach().float().contiguous().numpy()
-    if has_dynamic_batch(session):
-        got = session.run(None, {session.get_inputs()[0].name: array})[0]
-    else:
-        name = session.get_inputs()[0].name
-        got = np.concatenate([session.run(None, {name: array[i : i + 1]})[0] for i in range(len(array))])
-    return float(np.abs(expected - got).max())
+    return verify_module(model, onnx_path, [inputs.detach().float().contiguous().numpy()]).max_abs_diff
 
 
 def export_module(
@@ -297,20 +302,17 @@ def verify_module(
     inputs = [i.name for i in session.get_inputs()]
     count = len(arrays[0])
     expected: list[list[np.ndarray]] = [[] for _ in names]
-    got: list[list[np.ndarray]] = [[] for _ in names]
     module = module.eval()
     for start in range(0, count, 256):
-        chunk = [a[start : start + 256] for a in arrays]
         with torch.inference_mode():
-            outputs = module(*(torch.from_numpy(np.ascontiguousarray(c)) for c in chunk))
+            outputs = module(*(torch.from_numpy(np.ascontiguousarray(a[start : start + 256])) for a in arrays))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         for index, value in enumerate(outputs):
             expected[index].append(value.float().numpy())
-        for index, value in enumerate(session.run(None, dict(zip(inputs, chunk, strict=True)))):
-            got[index].append(np.asarray(value, dtype=np.float32))
+    got = run_batched(session, dict(zip(inputs, arrays, strict=True)))
     abs_diff, rel_diff, agreement = 0.0, 0.0, None
     for index, name in enumerate(names):
-        want, have = np.concatenate(expected[index]), np.concatenate(got[index])
+        want, have = np.concatenate(expected[index]), np.asarray(got[index], dtype=np.float32)
         diff = float(np.abs(want - have).max()) if want.size else 0.0
         abs_diff = max(abs_diff, diff)
         rel_diff = max(rel_diff, diff / max(float(np.abs(want).max()) if want.size else 0.0, 1e-12))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,16 +28,22 @@ from rooivalk.data.dataset import load_dataset
 from rooivalk.data.transforms import to_model_input
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.export.benchmark import measure_latency, ort_runner, ort_session, torch_runner
-from rooivalk.export.onnx_export import INPUT_NAME, OPSET, export_onnx, replace_conv2d_same, verify_module
+from rooivalk.export.onnx_export import INPUT_NAME, export_onnx, replace_conv2d_same, run_batched, verify_module
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
 from rooivalk.export.shipping import (
+    CalibrationSource,
     EngineInputs,
     ExportError,
     budget_gates,
     build_engines,
     calibrate,
+    calibration_source,
+    environment,
     prune_variants,
+    publish_variants,
+    report_settings,
     require_targets,
+    seeded_subset,
     ship_bundle,
 )
 from rooivalk.models.artifact import ModelInfo, load_trained_model
@@ -49,7 +54,6 @@ log = logging.getLogger(__name__)
 MODEL = "model"  # the one model's name in metrics, reports and folders
 REPORT_FILE = "export_report.json"
 VERIFY_SAMPLES = 32
-CALIBRATION_SEED = 0
 BATCH = 256
 
 __all__ = ["ExportError", "ExportResult", "export_model"]
@@ -76,29 +80,9 @@ class _Splits:
     test_split: str
 
 
-def _seeded_subset(images: np.ndarray, count: int) -> np.ndarray:
-    # A seeded random subset: the stored order is by content hash, but a subset should span all classes.
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
-    return images[np.sort(chosen)]
-
-
-def calibration_split(plan: Plan) -> str:
-    """The dataset split static INT8 calibrates on: train, or the split the monitoring reference profiles."""
-    if plan.export.quantization.source == "train":
-        return "train"
-    from rooivalk.monitoring.profile import load_profile
-
-    uri = plan.monitoring.reference_uri
-    if not uri:
-        raise ExportError("export.quantization.source is reference, but monitoring.reference_uri is not set")
-    _, info = load_profile(uri)
-    return info.split
-
-
-def _splits(plan: Plan, dataset_dir: str) -> _Splits:
+def _splits(plan: Plan, dataset_dir: str, calibration: CalibrationSource) -> _Splits:
     dataset = load_dataset(dataset_dir)
-    calibration_images, _ = dataset.subset(calibration_split(plan))
+    calibration_images, _ = dataset.subset(calibration.split)
     if len(calibration_images) == 0:
         raise ExportError(f"{dataset_dir}: no samples in the calibration split for static INT8")
     for split in ("test", "val"):
@@ -107,7 +91,7 @@ def _splits(plan: Plan, dataset_dir: str) -> _Splits:
             if split != "test":
                 log.warning("dataset has no test split; export accuracy is measured on %r", split)
             return _Splits(
-                _seeded_subset(calibration_images, plan.export.quantization.samples),
+                calibration_images[seeded_subset(len(calibration_images), plan.export.quantization.samples)],
                 dataset.subset("val"),
                 (images, labels),
                 split,
@@ -120,26 +104,12 @@ def _preprocess(images: np.ndarray, info: ModelInfo) -> np.ndarray:
 
 
 def _logits(session: Any, images: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """(N, K) logits of an ONNX session over uint8 images, in batches."""
-    run = ort_runner(session)
-    chunks = [run(_preprocess(images[s : s + BATCH], info)) for s in range(0, len(images), BATCH)]
+    """(N, K) logits of an ONNX session over uint8 images, preprocessed BATCH at a time."""
+    chunks = [
+        run_batched(session, {INPUT_NAME: _preprocess(images[s : s + BATCH], info)})[0]
+        for s in range(0, len(images), BATCH)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros((0, info.num_classes), np.float32)
-
-
-def _environment() -> dict[str, Any]:
-    import onnx
-    import onnxruntime
-
-    return {
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime_providers": onnxruntime.get_available_providers(),
-        "cpu_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def export_model(
@@ -158,7 +128,8 @@ def export_model(
     say = progress or log.info
     require_targets(plan)
     model, info = load_trained_model(model_dir)
-    splits = _splits(plan, dataset_dir)
+    calibration_from = calibration_source(plan)
+    splits = _splits(plan, dataset_dir, calibration_from)
     test_images, test_labels = splits.test
     spec = plan.export.for_model(MODEL)
     remote = storage.parse_uri(export_dir).is_s3
@@ -238,7 +209,7 @@ def export_model(
             "plan_digest": plan.digest(),
             "dataset_version": info.dataset_version,
             "architecture": info.spec.architecture,
-            **_environment(),
+            **environment(),
         }
         artifacts = ship_bundle(bundle_uri, choice, info.classes, preprocessing, temperature, metadata, extra)
         report = {
@@ -248,20 +219,10 @@ def export_model(
             "models": {MODEL: choice.report()},
             "verification": {MODEL: check.__dict__},
             "evaluation_split": splits.test_split,
-            "calibration_split": calibration_split(plan),
-            "quantization": plan.export.quantization.model_dump(),
-            "targets": list(plan.export.targets),
-            "opset": OPSET,
-            "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup},
-            "environment": _environment(),
-            "plan_digest": plan.digest(),
+            **report_settings(plan, calibration_from),
             "dataset_version": info.dataset_version,
         }
-        for path in sorted(variants_dir.glob("*.onnx")):
-            key = f"variants/{MODEL}/{path.name}"
-            artifacts[key] = f"{export_dir}/{key}" if remote else str(path)
-            if remote:
-                storage.write_bytes(artifacts[key], path.read_bytes())
+        artifacts |= publish_variants(out_dir, MODEL, export_dir)
         artifacts[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out_dir / REPORT_FILE)
         storage.write_text(artifacts[REPORT_FILE], json.dumps(report, indent=2))
     say(f"export done: {choice.summary()}; bundle {bundle_uri}")

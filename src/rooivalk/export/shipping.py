@@ -31,6 +31,85 @@ class ExportError(ValueError):
     """The exported model does not reproduce the PyTorch model (or cannot be built)."""
 
 
+CALIBRATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    """Where static INT8 calibrates: a dataset split, and with `source: reference` the reference
+    profile itself (loaded once: the fusion model calibrates on the embeddings it stores)."""
+
+    split: str
+    profile: Any = None  # (pandas frame, ProfileInfo) of the monitoring reference, or None
+
+
+def calibration_source(plan: Plan) -> CalibrationSource:
+    """The training split, or the split the monitoring reference profiles (with the profile)."""
+    if plan.export.quantization.source == "train":
+        return CalibrationSource("train")
+    from rooivalk.monitoring.profile import load_profile
+
+    uri = plan.monitoring.reference_uri
+    if not uri:
+        raise ExportError("export.quantization.source is reference, but monitoring.reference_uri is not set")
+    frame, info = load_profile(uri)
+    return CalibrationSource(info.split, (frame, info))
+
+
+def seeded_subset(size: int, count: int) -> np.ndarray:
+    """Sorted indices of a seeded random `count` of `size` rows: stored order is by content hash, and a
+    calibration subset should span all classes."""
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    return np.sort(rng.choice(size, size=min(count, size), replace=False))
+
+
+def environment() -> dict[str, Any]:
+    """Versions and the device the latencies were measured on."""
+    import platform
+
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def report_settings(plan: Plan, calibration: CalibrationSource) -> dict[str, Any]:
+    """The export report's fields that describe how it was measured (shared by both steps)."""
+    return {
+        "calibration_split": calibration.split,
+        "quantization": plan.export.quantization.model_dump(),
+        "targets": list(plan.export.targets),
+        "opset": OPSET,
+        "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup},
+        "environment": environment(),
+        "plan_digest": plan.digest(),
+    }
+
+
+def publish_variants(out: Path, name: str, export_dir: str) -> dict[str, str]:
+    """{"variants/<name>/<file>": path or URI} of the variant files kept, uploaded when `export_dir` is remote."""
+    from rooivalk import storage
+
+    remote = storage.parse_uri(export_dir).is_s3
+    files: dict[str, str] = {}
+    for path in sorted((out / "variants" / name).glob("*.onnx")):
+        key = f"variants/{name}/{path.name}"
+        files[key] = f"{export_dir}/{key}" if remote else str(path)
+        if remote:
+            storage.write_bytes(files[key], path.read_bytes())
+    return files
+
+
 def require_targets(plan: Plan) -> None:
     """Fail before any work when a target cannot be built on this node (TensorRT needs a GPU node)."""
     if "tensorrt" not in plan.export.targets:

@@ -33,17 +33,22 @@ from rooivalk import storage
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.export.benchmark import LatencyStats, measure_latency, ort_session
-from rooivalk.export.onnx_export import OPSET, export_module, replace_conv2d_same, verify_module
-from rooivalk.export.pipeline_step import CALIBRATION_SEED, _environment, calibration_split
+from rooivalk.export.onnx_export import export_module, replace_conv2d_same, run_batched, verify_module
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
 from rooivalk.export.shipping import (
+    CalibrationSource,
     EngineInputs,
     ExportError,
     budget_gates,
     build_engines,
     calibrate,
+    calibration_source,
+    environment,
     prune_variants,
+    publish_variants,
+    report_settings,
     require_targets,
+    seeded_subset,
     ship_bundle,
 )
 from rooivalk.models.fusion import FusionTransformer
@@ -56,7 +61,6 @@ REPORT_FILE = "export_report.json"
 FUSION = "fusion"
 SAMPLES, PRESENT = "samples", "present"
 VERIFY_SAMPLES = 64
-BATCH = 256
 
 
 @dataclass
@@ -93,22 +97,6 @@ class _Fusion(nn.Module):
         return self.model(dict(zip(self.model.sensors, embeddings, strict=True)), present)  # type: ignore[no-any-return]
 
 
-def _outputs(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Every output of a session over `feeds`, in batches of BATCH rows."""
-    count = len(next(iter(feeds.values())))
-    names = [i.name for i in session.get_inputs()]
-    chunks = [
-        session.run(None, {name: feeds[name][start : start + BATCH] for name in names})
-        for start in range(0, count, BATCH)
-    ]
-    if not chunks:
-        return [
-            np.zeros((0, *(d if isinstance(d, int) else 1 for d in o.shape[1:])), np.float32)
-            for o in session.get_outputs()
-        ]
-    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
-
-
 def _latency(plan: Plan, run: Callable[[Any], Any], sample: Any) -> LatencyStats:
     return measure_latency(run, sample, plan.export.latency_runs, plan.export.latency_warmup)
 
@@ -120,20 +108,18 @@ class _Rows:
     test: np.ndarray
     val: np.ndarray
     calibration: np.ndarray
+    source: CalibrationSource
 
 
 def _rows(plan: Plan, dataset: MultiSensorDataset) -> _Rows:
-    calibration = dataset.split_mask(calibration_split(plan))
-    # A seeded subset of the calibration split: samples spread over the stored (content-hash) order.
-    chosen = np.flatnonzero(calibration)
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    keep = rng.choice(chosen, size=min(plan.export.quantization.samples, len(chosen)), replace=False)
-    subset = np.zeros_like(calibration)
-    subset[keep] = True
+    source = calibration_source(plan)
+    chosen = np.flatnonzero(dataset.split_mask(source.split))
+    subset = np.zeros(len(dataset.splits), bool)
+    subset[chosen[seeded_subset(len(chosen), plan.export.quantization.samples)]] = True
     test = dataset.split_mask("test")
     if not test.any():
         raise ExportError("the dataset has no test split to score exported models on")
-    return _Rows(test, dataset.split_mask("val"), subset)
+    return _Rows(test, dataset.split_mask("val"), subset, source)
 
 
 class _SensorExport:
@@ -184,7 +170,7 @@ class _SensorExport:
         sample = test_inputs[:1]
 
         def predict(session: Any) -> np.ndarray:
-            return np.asarray(_outputs(session, {SAMPLES: test_inputs})[1].argmax(1))
+            return np.asarray(run_batched(session, {SAMPLES: test_inputs})[1].argmax(1))
 
         def time(session: Any) -> LatencyStats:
             return _latency(self.plan, lambda x: session.run(None, {SAMPLES: x}), sample)
@@ -219,8 +205,8 @@ class _SystemScorer:
             export = self.sensors[sensor]
             have = export.dataset.present_of(sensor)[self.rows]
             session = self.session(sensor, precision)
-            out = _outputs(session, {SAMPLES: export.inputs(self.rows)})[0]
-            dim = out.shape[1] if len(out) else int(session.get_outputs()[0].shape[1])
+            out = run_batched(session, {SAMPLES: export.inputs(self.rows)})[0]
+            dim = out.shape[1] if len(out) else int(session.getrun_batched()[0].shape[1])
             matrix = np.zeros((int(self.rows.sum()), dim), np.float32)  # absent sensors: zeros, masked
             matrix[have] = out
             self._embeddings[key] = matrix
@@ -231,7 +217,7 @@ class _SystemScorer:
         return {**feeds, PRESENT: self.present}
 
     def logits(self, precisions: dict[str, str]) -> np.ndarray:
-        return _outputs(self.session(FUSION, precisions.get(FUSION, "fp32")), self.feeds(precisions))[0]
+        return run_batched(self.session(FUSION, precisions.get(FUSION, "fp32")), self.feeds(precisions))[0]
 
     def accuracy(self, precisions: dict[str, str]) -> float:
         return float((self.logits(precisions).argmax(1) == self.labels).mean())
@@ -239,6 +225,7 @@ class _SystemScorer:
 
 def _fusion_export(
     plan: Plan,
+    source: CalibrationSource,
     fusion: FusionTransformer,
     scorers: dict[str, _SystemScorer],
     choices: dict[str, ModelExport],
@@ -269,12 +256,12 @@ def _fusion_export(
     metrics["fusion_onnx_max_abs_diff"] = check.max_abs_diff
     metrics["fusion_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
     spec = plan.export.for_model(FUSION)
-    calibration = _fusion_calibration(plan, calibration_scorer, fp32_inputs)
+    calibration = _fusion_calibration(plan, source, calibration_scorer, fp32_inputs)
     paths, failures = build_variants(FUSION, fp32, folder, spec, calibration, plan.export.quantization, say)
     sample = {name: array[:1] for name, array in test_feeds.items()}
 
     def predict(session: Any) -> np.ndarray:
-        return np.asarray(_outputs(session, test_feeds)[0].argmax(1))
+        return np.asarray(run_batched(session, test_feeds)[0].argmax(1))
 
     def time(session: Any) -> LatencyStats:
         return _latency(plan, lambda feeds: session.run(None, feeds), sample)
@@ -282,14 +269,14 @@ def _fusion_export(
     return score_variants(FUSION, paths, failures, test_scorer.labels, predict, time, spec, say)
 
 
-def _fusion_calibration(plan: Plan, scorer: _SystemScorer, fp32: dict[str, str]) -> dict[str, np.ndarray]:
+def _fusion_calibration(
+    plan: Plan, source: CalibrationSource, scorer: _SystemScorer, fp32: dict[str, str]
+) -> dict[str, np.ndarray]:
     """Fusion inputs to calibrate static INT8 on: FP32 embeddings of the calibration rows, or with
     quantization.source reference, the embeddings the monitoring reference profile stores."""
-    if plan.export.quantization.source != "reference" or not plan.monitoring.reference_uri:
+    if source.profile is None:
         return scorer.feeds(fp32)
-    from rooivalk.monitoring.profile import load_profile
-
-    frame, info = load_profile(plan.monitoring.reference_uri)
+    frame, info = source.profile
     feeds: dict[str, np.ndarray] = {}
     for sensor in scorer.sensors:
         columns = info.embeddings.get(sensor)
@@ -345,7 +332,8 @@ def export_system(
             split: _SystemScorer(exports, choices, getattr(rows, split), fusion.sensors)
             for split in ("test", "val", "calibration")
         }
-        choices[FUSION] = _fusion_export(plan, fusion, scorers, choices, out / "variants" / FUSION, metrics, say)
+        fusion_dir = out / "variants" / FUSION
+        choices[FUSION] = _fusion_export(plan, rows.source, fusion, scorers, choices, fusion_dir, metrics, say)
         for choice in choices.values():
             metrics.update(choice.metrics())
         say(f"scoring the ONNX system on {int(rows.test.sum())} test events with the chosen variants")
@@ -353,7 +341,7 @@ def export_system(
         shipped = {name: c.chosen for name, c in choices.items()}
         end_to_end = _end_to_end_latency(plan, scorers["test"], exports, shipped)
         metrics["end_to_end_latency_ms"], metrics["end_to_end_latency_p95_ms"] = end_to_end.median_ms, end_to_end.p95_ms
-        files = _ship(plan, dataset, exports, choices, scorers, out, export_dir, Path(staging), say)
+        files = _ship(plan, rows.source, dataset, exports, choices, scorers, out, export_dir, Path(staging), say)
         metrics.update({key: value for c in choices.values() for key, value in c.metrics().items()})
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, list(choices.values()), end_to_end.p95_ms)
@@ -363,14 +351,8 @@ def export_system(
             "passed": all(gate["passed"] for gate in gates),
             "shipped": shipped,
             "models": {name: c.report() for name, c in choices.items()},
-            "calibration_split": calibration_split(plan),
-            "quantization": plan.export.quantization.model_dump(),
-            "targets": list(plan.export.targets),
-            "latency": {"batch_size": 1, "runs": plan.export.latency_runs, "warmup": plan.export.latency_warmup},
-            "environment": _environment(),
+            **report_settings(plan, rows.source),
             "dataset_version": dataset.info.version_id,
-            "plan_digest": plan.digest(),
-            "opset": OPSET,
         }
         files[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out / REPORT_FILE)
         storage.write_text(files[REPORT_FILE], json.dumps(report, indent=2))
@@ -400,6 +382,7 @@ def _end_to_end_latency(
 
 def _ship(
     plan: Plan,
+    source: CalibrationSource,
     dataset: MultiSensorDataset,
     exports: dict[str, _SensorExport],
     choices: dict[str, ModelExport],
@@ -413,7 +396,7 @@ def _ship(
     remote = storage.parse_uri(export_dir).is_s3
     shipped = {name: c.chosen for name, c in choices.items()}
     val = scorers["val"]
-    metadata = {"plan_digest": plan.digest(), "dataset_version": dataset.info.version_id, **_environment()}
+    metadata = {"plan_digest": plan.digest(), "dataset_version": dataset.info.version_id, **environment()}
     files: dict[str, str] = {}
     for name, choice in choices.items():
         extra_dir = staging / "bundle-files" / name
@@ -421,8 +404,8 @@ def _ship(
         session = val.session(name, choice.chosen)
         if name == FUSION:
             feeds = val.feeds(shipped)
-            logits, labels = _outputs(session, feeds)[0], val.labels
-            engine_inputs = partial(_fusion_engine_inputs, plan, scorers, shipped)
+            logits, labels = run_batched(session, feeds)[0], val.labels
+            engine_inputs = partial(_fusion_engine_inputs, plan, source, scorers, shipped)
             preprocessing: dict[str, Any] = {
                 "kind": "embeddings",
                 "sensors": list(exports),
@@ -430,7 +413,7 @@ def _ship(
             }
         else:
             export = exports[name]
-            logits, labels = _outputs(session, {SAMPLES: export.inputs(val.rows)})[1], export.labels(val.rows)
+            logits, labels = run_batched(session, {SAMPLES: export.inputs(val.rows)})[1], export.labels(val.rows)
 
             engine_inputs = partial(_sensor_engine_inputs, export, scorers)
             preprocessing = dict(export.result.encoding.preprocessing)
@@ -441,21 +424,19 @@ def _ship(
         embedding = None if name == FUSION else "embedding"
         written = ship_bundle(uri, choice, dataset.info.classes, preprocessing, temperature, metadata, extra, embedding)
         files.update({f"bundles/{name}/{key}": value for key, value in written.items()})
-        for path in sorted((out / "variants" / name).glob("*.onnx")):
-            key = f"variants/{name}/{path.name}"
-            files[key] = f"{export_dir}/{key}" if remote else str(path)
-            if remote:
-                storage.write_bytes(files[key], path.read_bytes())
+        files |= publish_variants(out, name, export_dir)
     return files
 
 
-def _fusion_engine_inputs(plan: Plan, scorers: dict[str, _SystemScorer], shipped: dict[str, str]) -> EngineInputs:
+def _fusion_engine_inputs(
+    plan: Plan, source: CalibrationSource, scorers: dict[str, _SystemScorer], shipped: dict[str, str]
+) -> EngineInputs:
     """TensorRT inputs of the fusion model: scored on FP32 embeddings, like its ONNX variants."""
     test = scorers["test"]
     fp32 = {sensor: "fp32" for sensor in test.sensors}
     return EngineInputs(
         sample={key: array[:1] for key, array in test.feeds(shipped).items()},
-        calibration=_fusion_calibration(plan, scorers["calibration"], fp32),
+        calibration=_fusion_calibration(plan, source, scorers["calibration"], fp32),
         test=test.feeds(fp32),
         labels=test.labels,
     )
