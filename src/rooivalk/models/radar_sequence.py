@@ -1,11 +1,17 @@
 """The `radar_sequence` family: sequence models over radar tracks, trained from scratch.
 
 Input: float (N, T, F) tracks (F = 8: position km, velocity / 50 m/s, micro-Doppler, RCS / 10 dB).
+- architectures `kinematic_ssm` / `kinematic_gru` (the plans' choice) first turn the track into
+  heading-invariant kinematics (`TrackKinematics`): a target's bearing and heading are random, so raw
+  x/y/vx/vy make the model learn rotation invariance from a few thousand tracks, and per-plot
+  velocities are noisy at range (plot noise / 0.5 s). Measured on the demo's 4000 events (2 seeds):
+  radar alone 70.7% and 73.7% with raw inputs, 79.8% and 78.2% with kinematics.
 - architecture `ssm`: a stack of selective state-space blocks (Mamba's S6 recurrence: input-dependent
   step size, B and C) written in plain PyTorch with a sequential scan. REFERENCE_PLAN names Mamba-2;
   its fused CUDA kernels are not installable here, and at T = 32 a Python-loop scan costs little.
 - architecture `gru`: a 2-layer GRU, the simple alternative.
-Both pool the sequence (mean and last step) into one embedding.
+Both pool the sequence (mean and last step) into one embedding. `ssm` and `gru` read the raw track
+(models trained before the kinematic front end keep loading).
 """
 
 from __future__ import annotations
@@ -19,6 +25,45 @@ from rooivalk.models.sensor_base import SensorModel
 from rooivalk.plan import ModelSpec
 
 TRACK_FEATURES = 8
+ARCHITECTURES = ("kinematic_ssm", "kinematic_gru", "ssm", "gru")
+
+
+class TrackKinematics(nn.Module):
+    """Raw track (N, T, 8) -> heading-invariant kinematics (N, T, KINEMATIC_FEATURES); no parameters.
+
+    Per plot t: log ground range, altitude, horizontal and vertical speed as measured, and over the
+    plots so far: net horizontal displacement per plot (the track-averaged speed, which the plot
+    noise does not inflate), net climb per plot, path length per plot and straightness (net / path:
+    about 1 for transit, about 0 for hover or a bird circling); then micro-Doppler and RCS. Shapes and
+    ops are ONNX-friendly (CumSum, Sqrt, Log; no arange, so T is not baked in).
+    """
+
+    def forward(self, track: torch.Tensor) -> torch.Tensor:
+        position, velocity, signature = track[..., 0:3], track[..., 3:6], track[..., 6:8]  # km, m/s / 50, (md, rcs)
+        ground_range = torch.sqrt(position[..., 0:1] ** 2 + position[..., 1:2] ** 2)  # (N, T, 1) km
+        horizontal_speed = torch.sqrt(velocity[..., 0:1] ** 2 + velocity[..., 1:2] ** 2)
+        moved = position - position[:, :1]  # (N, T, 3) km since the first plot
+        plots = torch.cumsum(torch.ones_like(ground_range), dim=1)  # (N, T, 1): 1, 2, ..., T
+        net_horizontal = torch.sqrt(moved[..., 0:1] ** 2 + moved[..., 1:2] ** 2) / plots
+        net_climb = moved[..., 2:3] / plots
+        step = torch.diff(position, dim=1, prepend=position[:, :1])  # (N, T, 3): 0 at the first plot
+        path = torch.cumsum(torch.sqrt((step**2).sum(-1, keepdim=True)), dim=1)  # (N, T, 1) km travelled
+        straightness = (net_horizontal * plots) / (path + 1e-3)
+        features = [
+            torch.log1p(ground_range),
+            position[..., 2:3],
+            horizontal_speed,
+            velocity[..., 2:3],
+            1000 * net_horizontal,  # m per plot: the same order as the other features before BatchNorm
+            1000 * net_climb,
+            1000 * path / plots,
+            straightness,
+            signature,
+        ]
+        return torch.cat(features, dim=-1)
+
+
+KINEMATIC_FEATURES = 10
 
 
 class SelectiveSSM(nn.Module):
@@ -62,11 +107,16 @@ class SelectiveSSM(nn.Module):
 class RadarSequenceModel(SensorModel):
     encoder_groups = {"input": ["input"], "sequence": ["sequence"], "norm": ["norm"]}
 
-    def __init__(self, num_classes: int, kind: str, width: int = 64, depth: int = 2, drop_rate: float = 0.1) -> None:
+    def __init__(
+        self, num_classes: int, kind: str, width: int = 64, depth: int = 2, drop_rate: float = 0.1,
+        kinematics: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__(2 * width, num_classes, drop_rate)
         self.kind = kind
+        self.kinematics = TrackKinematics() if kinematics else None
+        channels = KINEMATIC_FEATURES if kinematics else TRACK_FEATURES
         # BatchNorm over features: km, m/s and dB have very different scales.
-        self.input = nn.Sequential(nn.BatchNorm1d(TRACK_FEATURES), nn.Conv1d(TRACK_FEATURES, width, 1))
+        self.input = nn.Sequential(nn.BatchNorm1d(channels), nn.Conv1d(channels, width, 1))
         if kind == "ssm":
             self.sequence: nn.Module = nn.ModuleList(SelectiveSSM(width) for _ in range(depth))
         else:
@@ -74,6 +124,8 @@ class RadarSequenceModel(SensorModel):
         self.norm = nn.LayerNorm(width)
 
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.kinematics is not None:
+            inputs = self.kinematics(inputs)  # (N, T, 8) -> (N, T, KINEMATIC_FEATURES)
         tokens = self.input(inputs.transpose(1, 2)).transpose(1, 2)  # (N, T, width)
         if isinstance(self.sequence, nn.ModuleList):
             for block in self.sequence:
@@ -86,6 +138,10 @@ class RadarSequenceModel(SensorModel):
 
 @register_family("radar_sequence")
 def create_radar_sequence(spec: ModelSpec, num_classes: int) -> nn.Module:
-    if spec.architecture not in ("ssm", "gru"):
-        raise ValueError(f"model.architecture: {spec.architecture!r} is not a radar_sequence model; use 'ssm' or 'gru'")
-    return RadarSequenceModel(num_classes, spec.architecture, drop_rate=spec.drop_rate)
+    if spec.architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"model.architecture: {spec.architecture!r} is not a radar_sequence model; use one of {list(ARCHITECTURES)}"
+        )
+    kinematics = spec.architecture.startswith("kinematic_")
+    kind = spec.architecture.removeprefix("kinematic_")
+    return RadarSequenceModel(num_classes, kind, drop_rate=spec.drop_rate, kinematics=kinematics)

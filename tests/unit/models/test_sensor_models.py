@@ -11,6 +11,7 @@ import torch
 from rooivalk.models import create_model, layer_groups
 from rooivalk.models.acoustic_crepe import crepe_state_dict
 from rooivalk.models.log_mel import LogMelSpectrogram, mel_filterbank
+from rooivalk.models.radar_sequence import KINEMATIC_FEATURES, TrackKinematics
 from rooivalk.models.rf_cnn_transformer import LogSpectrogram, iq_to_input
 from rooivalk.plan import ModelSpec
 from rooivalk.training.freezing import set_trainable
@@ -20,6 +21,8 @@ FAMILIES = [
     ("rf_cnn_transformer", "small", (2, 4096)),
     ("radar_sequence", "ssm", (32, 8)),
     ("radar_sequence", "gru", (32, 8)),
+    ("radar_sequence", "kinematic_ssm", (32, 8)),
+    ("radar_sequence", "kinematic_gru", (32, 8)),
     ("acoustic_crepe", "tiny", (2048,)),
 ]
 
@@ -42,8 +45,39 @@ def test_family_shapes_groups_and_frozen_gradients(family, architecture, shape):
 
 
 def test_unknown_architecture_names_the_choices():
-    with pytest.raises(ValueError, match="use 'ssm' or 'gru'"):
+    with pytest.raises(ValueError, match="'mamba9' is not a radar_sequence model; use one of .*kinematic_ssm"):
         create_model(ModelSpec(family="radar_sequence", architecture="mamba9"), 5)
+
+
+def _track(speed_mps: float, heading: float, bearing: float, hover: bool = False) -> torch.Tensor:
+    """A (1, 32, 8) track in the simulator's units: km, m/s / 50, micro-Doppler, RCS / 10 dB."""
+    rng = np.random.default_rng(0)
+    steps = 32
+    if hover:  # station-keeping: a random direction every plot
+        angles = rng.uniform(0, 2 * np.pi, steps)
+        velocity = np.stack([speed_mps * np.cos(angles), speed_mps * np.sin(angles), np.zeros(steps)], 1)
+    else:
+        velocity = np.tile([speed_mps * np.cos(heading), speed_mps * np.sin(heading), 0.0], (steps, 1))
+    start = np.array([800 * np.cos(bearing), 800 * np.sin(bearing), 120.0])
+    position = start + np.cumsum(velocity * 0.5, axis=0)
+    track = np.column_stack([position / 1000, velocity / 50, np.full(steps, 0.3), np.full(steps, -1.6)])
+    return torch.from_numpy(track[None].astype(np.float32))
+
+
+def test_track_kinematics_are_rotation_invariant_and_tell_transit_from_hover():
+    kinematics = TrackKinematics()
+    north = kinematics(_track(15.0, heading=0.3, bearing=1.0))
+    assert north.shape == (1, 32, KINEMATIC_FEATURES)
+    # The same flight rotated about the radar (bearing and heading turned together): identical kinematics.
+    turned = kinematics(_track(15.0, heading=0.3 + 1.7, bearing=1.0 + 1.7))
+    torch.testing.assert_close(turned, north, atol=1e-3, rtol=1e-3)
+    # Net displacement per plot (column 4, metres) is the speed x 0.5 s for transit; a hover covers
+    # as much path per plot but goes nowhere, so its straightness (column 7) is far lower.
+    hover = kinematics(_track(15.0, heading=0.0, bearing=1.0, hover=True))
+    assert north[0, -1, 4].item() == pytest.approx(15.0 * 0.5 * 31 / 32, rel=1e-2)
+    assert north[0, -1, 7].item() > 0.9
+    assert hover[0, -1, 7].item() < 0.5 * north[0, -1, 7].item()
+    torch.testing.assert_close(hover[0, -1, 6], north[0, -1, 6], atol=0.05, rtol=0.02)  # path per plot
 
 
 def test_in_model_spectrogram_matches_numpy_stft():
