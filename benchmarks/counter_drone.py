@@ -94,8 +94,9 @@ def from_run(run_dir: Path) -> System:
 
 def _export_report(origin: dict[str, Any]) -> dict[str, Any]:
     from rooivalk import storage
+    from rooivalk.export.shipping import REPORT_FILE
 
-    return json.loads(storage.read_bytes(f"{origin['export_dir']}/export_report.json"))
+    return json.loads(storage.read_bytes(f"{origin['export_dir']}/{REPORT_FILE}"))
 
 
 def in_process(plan: Plan, work: Path) -> System:

@@ -35,6 +35,7 @@ from counter_drone import from_run, in_process  # noqa: E402  (the same two ways
 
 from rooivalk.cli.local_run import resolve_plan  # noqa: E402
 from rooivalk.export.benchmark import measure_latency, torch_runner  # noqa: E402
+from rooivalk.export.shipping import REPORT_FILE  # noqa: E402
 from rooivalk.export.system import FUSION, _Encoder, _Fusion, export_system  # noqa: E402
 from rooivalk.models.artifact import state_dict_bytes  # noqa: E402
 from rooivalk.plan import ModelExportSpec, Plan, load_plan  # noqa: E402
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_dir = str(origin.get("dataset_dir") or plan.data.source)
     print("- exporting every model in every precision", flush=True)
     exported = export_system(plan, dataset_dir, sensors, fusion, str(work / "export"), lambda m: print(f"- {m}"))
-    report = json.loads((work / "export" / "export_report.json").read_text())
+    report = json.loads(Path(exported.files[REPORT_FILE]).read_text())
     baselines = torch_baselines(plan, sensors, fusion, batch_one_feeds(dataset, sensors, fusion))
     optical = report["models"]["optical"]["variants"]["int8_static"]
     speedup = baselines["optical"]["latency_ms"] / optical["latency_ms"]

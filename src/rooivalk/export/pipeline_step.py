@@ -12,25 +12,22 @@ with its softmax temperature (rooivalk.export.shipping). Layout of the export fo
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rooivalk import storage
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.transforms import to_model_input
-from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.gates import check_gates
 from rooivalk.export.benchmark import measure_latency, ort_runner, ort_session, torch_runner
 from rooivalk.export.onnx_export import INPUT_NAME, export_onnx, replace_conv2d_same, run_batched, verify_module
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
 from rooivalk.export.shipping import (
+    REPORT_FILE,
     CalibrationSource,
     EngineInputs,
     ExportError,
@@ -39,12 +36,16 @@ from rooivalk.export.shipping import (
     calibrate,
     calibration_source,
     environment,
+    export_folders,
+    output_location,
     prune_variants,
     publish_variants,
+    raise_on_failed_gates,
     report_settings,
     require_targets,
     seeded_subset,
     ship_bundle,
+    write_report,
 )
 from rooivalk.models.artifact import ModelInfo, load_trained_model
 from rooivalk.plan import Plan
@@ -52,7 +53,6 @@ from rooivalk.plan import Plan
 log = logging.getLogger(__name__)
 
 MODEL = "model"  # the one model's name in metrics, reports and folders
-REPORT_FILE = "export_report.json"
 VERIFY_SAMPLES = 32
 BATCH = 256
 
@@ -132,10 +132,7 @@ def export_model(
     splits = _splits(plan, dataset_dir, calibration_from)
     test_images, test_labels = splits.test
     spec = plan.export.for_model(MODEL)
-    remote = storage.parse_uri(export_dir).is_s3
-    # Local exports are written in place (atomic renames); remote ones are staged and uploaded.
-    with tempfile.TemporaryDirectory(prefix="rooivalk-export-") as staging:
-        out_dir = Path(staging) if remote else Path(storage.parse_uri(export_dir).key)
+    with export_folders(export_dir) as (out_dir, scratch):
         variants_dir = out_dir / "variants" / MODEL
         variants_dir.mkdir(parents=True, exist_ok=True)
         say(f"exporting {info.spec.architecture} to ONNX at {info.input_size}px")
@@ -166,7 +163,7 @@ def export_model(
         torch_latency = measure_latency(
             torch_runner(model), torch.from_numpy(sample), plan.export.latency_runs, plan.export.latency_warmup
         )
-        bundle_dir = Path(staging) / "bundle-files"  # diagram and engines, copied into the bundle
+        bundle_dir = scratch / "bundle-files"  # diagram and engines, copied into the bundle
         bundle_dir.mkdir()
         shipped_session = ort_session(paths[choice.chosen])
         val_images, val_labels = splits.val
@@ -197,7 +194,7 @@ def export_model(
         }
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
-        bundle_uri = f"{export_dir}/bundles/{MODEL}" if remote else str(out_dir / "bundles" / MODEL)
+        bundle_uri = output_location(out_dir, export_dir, f"bundles/{MODEL}")
         preprocessing = {
             "kind": "image",
             "input_size": info.input_size,
@@ -223,10 +220,8 @@ def export_model(
             "dataset_version": info.dataset_version,
         }
         artifacts |= publish_variants(out_dir, MODEL, export_dir)
-        artifacts[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out_dir / REPORT_FILE)
-        storage.write_text(artifacts[REPORT_FILE], json.dumps(report, indent=2))
+        artifacts[REPORT_FILE] = write_report(out_dir, export_dir, report)
     say(f"export done: {choice.summary()}; bundle {bundle_uri}")
     result = ExportResult(metrics, artifacts, gates, [choice], {MODEL: bundle_uri})
-    if not result.passed and plan.export.fail_on_gate:
-        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {artifacts[REPORT_FILE]})")
+    raise_on_failed_gates(plan, gates, artifacts[REPORT_FILE])
     return result

@@ -6,14 +6,19 @@ a calibration or a budget means the same thing whichever plan made it.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from rooivalk import storage
+from rooivalk.evaluation.gates import GateFailure, describe_failures
 from rooivalk.export.bundle import BundleInfo, write_bundle
 from rooivalk.export.onnx_export import OPSET
 from rooivalk.export.selection import ModelExport
@@ -96,18 +101,52 @@ def report_settings(plan: Plan, calibration: CalibrationSource) -> dict[str, Any
     }
 
 
+REPORT_FILE = "export_report.json"
+
+
+class ExportFolders(NamedTuple):
+    out: Path  # what the export writes: the local export folder itself, or a staging copy of a remote one
+    scratch: Path  # temporary: files made on the way (diagrams, engines) before they are copied into a bundle
+
+
+@contextmanager
+def export_folders(export_dir: str) -> Iterator[ExportFolders]:
+    """Local exports are written in place (atomic renames); remote ones are staged in a temporary
+    folder and uploaded file by file (publish_variants, ship_bundle, write_report)."""
+    with tempfile.TemporaryDirectory(prefix="rooivalk-export-") as staging:
+        uri = storage.parse_uri(export_dir)
+        yield ExportFolders(Path(staging) if uri.is_s3 else Path(uri.key), Path(staging))
+
+
+def output_location(out: Path, export_dir: str, key: str) -> str:
+    """Where `key` of an export lands: its URI under a remote `export_dir` (staged in `out`, then
+    uploaded), else its path in `out`, which is the local export folder itself."""
+    return f"{export_dir}/{key}" if storage.parse_uri(export_dir).is_s3 else str(out / key)
+
+
 def publish_variants(out: Path, name: str, export_dir: str) -> dict[str, str]:
     """{"variants/<name>/<file>": path or URI} of the variant files kept, uploaded when `export_dir` is remote."""
-    from rooivalk import storage
-
     remote = storage.parse_uri(export_dir).is_s3
     files: dict[str, str] = {}
     for path in sorted((out / "variants" / name).glob("*.onnx")):
         key = f"variants/{name}/{path.name}"
-        files[key] = f"{export_dir}/{key}" if remote else str(path)
+        files[key] = output_location(out, export_dir, key)
         if remote:
             storage.write_bytes(files[key], path.read_bytes())
     return files
+
+
+def write_report(out: Path, export_dir: str, report: dict[str, Any]) -> str:
+    """Write the export report (local or remote) and return where it went."""
+    uri = output_location(out, export_dir, REPORT_FILE)
+    storage.write_text(uri, json.dumps(report, indent=2))
+    return uri
+
+
+def raise_on_failed_gates(plan: Plan, gates: list[dict[str, Any]], report_uri: str) -> None:
+    """The plan's `export.fail_on_gate`: a failed gate stops the step, naming the gates and the report."""
+    if plan.export.fail_on_gate and not all(gate["passed"] for gate in gates):
+        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {report_uri})")
 
 
 def require_targets(plan: Plan) -> None:

@@ -16,9 +16,7 @@ export_report.json.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rooivalk import storage
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
-from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.gates import check_gates
 from rooivalk.export.benchmark import LatencyStats, measure_latency, ort_session
 from rooivalk.export.onnx_export import export_module, replace_conv2d_same, run_batched, verify_module
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
 from rooivalk.export.shipping import (
+    REPORT_FILE,
     CalibrationSource,
     EngineInputs,
     ExportError,
@@ -44,12 +42,16 @@ from rooivalk.export.shipping import (
     calibrate,
     calibration_source,
     environment,
+    export_folders,
+    output_location,
     prune_variants,
     publish_variants,
+    raise_on_failed_gates,
     report_settings,
     require_targets,
     seeded_subset,
     ship_bundle,
+    write_report,
 )
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import Plan
@@ -57,7 +59,6 @@ from rooivalk.training.sensors import SensorTrainResult
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "export_report.json"
 FUSION = "fusion"
 SAMPLES, PRESENT = "samples", "present"
 VERIFY_SAMPLES = 64
@@ -322,9 +323,7 @@ def export_system(
     require_targets(plan)
     dataset = load_multisensor(dataset_dir)
     rows = _rows(plan, dataset)
-    remote = storage.parse_uri(export_dir).is_s3
-    with tempfile.TemporaryDirectory(prefix="rooivalk-export-") as staging:
-        out = Path(staging) if remote else Path(storage.parse_uri(export_dir).key)
+    with export_folders(export_dir) as (out, scratch):
         metrics: dict[str, float] = {}
         exports = {name: _SensorExport(plan, dataset, r, out / "variants" / name) for name, r in sensors.items()}
         choices = {name: e.export(rows, metrics, say) for name, e in exports.items()}
@@ -341,7 +340,7 @@ def export_system(
         shipped = {name: c.chosen for name, c in choices.items()}
         end_to_end = _end_to_end_latency(plan, scorers["test"], exports, shipped)
         metrics["end_to_end_latency_ms"], metrics["end_to_end_latency_p95_ms"] = end_to_end.median_ms, end_to_end.p95_ms
-        files = _ship(plan, rows.source, dataset, exports, choices, scorers, out, export_dir, Path(staging), say)
+        files = _ship(plan, rows.source, dataset, exports, choices, scorers, out, export_dir, scratch, say)
         metrics.update({key: value for c in choices.values() for key, value in c.metrics().items()})
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, list(choices.values()), end_to_end.p95_ms)
@@ -354,13 +353,11 @@ def export_system(
             **report_settings(plan, rows.source),
             "dataset_version": dataset.info.version_id,
         }
-        files[REPORT_FILE] = f"{export_dir}/{REPORT_FILE}" if remote else str(out / REPORT_FILE)
-        storage.write_text(files[REPORT_FILE], json.dumps(report, indent=2))
+        files[REPORT_FILE] = write_report(out, export_dir, report)
     say("shipped: " + ", ".join(f"{name} {precision}" for name, precision in shipped.items()))
-    bundles = {name: f"{export_dir}/bundles/{name}" if remote else str(out / "bundles" / name) for name in shipped}
+    bundles = {name: output_location(out, export_dir, f"bundles/{name}") for name in shipped}
     result = SystemExportResult(metrics, files, gates, shipped, bundles)
-    if not all(gate["passed"] for gate in gates) and plan.export.fail_on_gate:
-        raise GateFailure(f"export gates failed: {describe_failures(gates)} (report: {files[REPORT_FILE]})")
+    raise_on_failed_gates(plan, gates, files[REPORT_FILE])
     return result
 
 
@@ -389,17 +386,16 @@ def _ship(
     scorers: dict[str, _SystemScorer],
     out: Path,
     export_dir: str,
-    staging: Path,
+    scratch: Path,
     say: Callable[[str], None],
 ) -> dict[str, str]:
     """Temperature, engines and a bundle per model; the unshipped variants are pruned."""
-    remote = storage.parse_uri(export_dir).is_s3
     shipped = {name: c.chosen for name, c in choices.items()}
     val = scorers["val"]
     metadata = {"plan_digest": plan.digest(), "dataset_version": dataset.info.version_id, **environment()}
     files: dict[str, str] = {}
     for name, choice in choices.items():
-        extra_dir = staging / "bundle-files" / name
+        extra_dir = scratch / "bundle-files" / name
         extra_dir.mkdir(parents=True)
         session = val.session(name, choice.chosen)
         if name == FUSION:
@@ -420,7 +416,7 @@ def _ship(
         temperature, extra = calibrate(plan, choice, logits, labels, extra_dir, say)
         extra |= build_engines(plan, choice, extra_dir, engine_inputs, say)
         prune_variants(choice)
-        uri = f"{export_dir}/bundles/{name}" if remote else str(out / "bundles" / name)
+        uri = output_location(out, export_dir, f"bundles/{name}")
         embedding = None if name == FUSION else "embedding"
         written = ship_bundle(uri, choice, dataset.info.classes, preprocessing, temperature, metadata, extra, embedding)
         files.update({f"bundles/{name}/{key}": value for key, value in written.items()})
