@@ -66,19 +66,22 @@ def probe_step_cost(
     return StepCost(seconds / PROBE_TIMED_STEPS, eval_seconds * validation_batches)
 
 
-def steps_within(seconds: float, cost: StepCost, steps_per_epoch: int) -> int:
+def steps_within(seconds: float, cost: StepCost, steps_per_epoch: int, steps_into_epoch: int = 0) -> int:
     """The most optimizer steps whose training plus one validation per (possibly partial) epoch fit
     in `seconds`; at least 1 (a stage always trains), and a stage that fits no validation still
-    gets one step."""
+    gets one step. `steps_into_epoch`: steps already taken in the current epoch (a re-plan in the
+    middle of one), so the first epoch has only `steps_per_epoch - steps_into_epoch` steps left
+    before its validation."""
     best = 1
     for epochs in range(1, 100_000):
         room = seconds - epochs * cost.validation_seconds
         if room <= 0:
             break
-        steps = min(epochs * steps_per_epoch, math.floor(room / max(cost.train_step_seconds, 1e-9)))
-        if steps <= (epochs - 1) * steps_per_epoch:
+        capacity = epochs * steps_per_epoch - steps_into_epoch  # steps up to the end of the epochs-th epoch
+        steps = min(capacity, math.floor(room / max(cost.train_step_seconds, 1e-9)))
+        if steps <= capacity - steps_per_epoch:
             break  # this many epochs' validations leave no room for a step into the last one
         best = max(best, steps)
-        if steps < epochs * steps_per_epoch:
+        if steps < capacity:
             break
     return best

@@ -140,6 +140,8 @@ class Trainer:
     _clock_started: float | None = None  # perf_counter() at the first stage entry: the budget clock
     trainable_params: list[nn.Parameter] = field(default_factory=list)  # this stage's, set by enter_stage
     _subsets: dict[int, np.ndarray | None] = field(default_factory=dict)  # stage index -> its training subset
+    _epoch_started: float | None = None  # perf_counter() when this process began the current epoch
+    _validation_seconds: float = 0.0  # one validation pass: the probe's reading, then the last epoch's
 
     def __post_init__(self) -> None:
         counts = np.bincount(self.data.train[1], minlength=self.data.num_classes)
@@ -323,6 +325,7 @@ class Trainer:
             )
         step_seconds, val_seconds = (v / self.dist.world_size for v in self.dist.sum(*cost.__dict__.values()))
         cost = type(cost)(step_seconds, val_seconds)
+        self._validation_seconds = val_seconds
         steps = steps_within(seconds, cost, self.batches_per_epoch())
         self.progress(
             {
@@ -333,36 +336,50 @@ class Trainer:
         )
         return steps
 
-    def _replan_budget(self, stage: ResolvedStage, train_seconds: float, seen: int, val_seconds: float) -> None:
-        """At an epoch end of a wall-clock stage, size the rest of the stage from this epoch's measured
-        step and validation times instead of the probe's. The probe times 8 steps: a transient
-        load on the machine during those 2 s (or a node that speeds up or slows down later) would
+    def _replan_budget(self, stage: ResolvedStage, step_seconds: float, val_seconds: float) -> None:
+        """Size the rest of a wall-clock stage from measured step and validation times instead of
+        the probe's: at every epoch end, and every `replan_interval()` steps inside an epoch (a
+        stage of one or two epochs would otherwise keep the probe's guess to its end; at a 200 s
+        budget stages ran 166-229 s on that guess). The probe times 8 steps: a transient load on
+        the machine during those 2 s, or a node that speeds up or slows down later, would
         otherwise over- or under-fill the budget for the whole stage."""
         pos = self.position
-        steps = max(seen // (self.rank_batch_size * self.dist.world_size), 1)
-        step_seconds, val_seconds = (
-            v / self.dist.world_size for v in self.dist.sum(train_seconds / steps, val_seconds)
-        )
+        step_seconds, val_seconds = (v / self.dist.world_size for v in self.dist.sum(step_seconds, val_seconds))
         if stage.seconds == "rest":
             assert self.spec.budget_seconds is not None
             remaining = self.spec.budget_seconds - self.elapsed_seconds()
         else:
-            remaining = float(stage.seconds or 0.0) - pos.stage_seconds
-        done = pos.epoch_in_stage * self.batches_per_epoch()
+            remaining = float(stage.seconds or 0.0) - pos.stage_seconds - self._epoch_seconds_so_far()
+        done = pos.epoch_in_stage * self.batches_per_epoch() + pos.step_in_epoch
         cost = StepCost(step_seconds, val_seconds)
-        more = steps_within(remaining, cost, self.batches_per_epoch()) if remaining > val_seconds + step_seconds else 0
+        room = remaining > val_seconds + step_seconds
+        more = steps_within(remaining, cost, self.batches_per_epoch(), pos.step_in_epoch) if room else 0
+        if pos.step_in_epoch > 0:
+            more = max(more, 1)  # the epoch under way still ends with its validation
         planned = pos.stage_steps
-        total = done + more
+        total = max(done + more, 1)
+        self._validation_seconds = val_seconds
         if abs(total - planned) <= max(0.02 * planned, 1) or not self._ready()[1].retarget(total):
             return
         pos.stage_steps = total
+        where = "the last epoch" if pos.step_in_epoch == 0 else f"{pos.step_in_epoch} steps of this epoch"
         self.progress(
             {
                 "event": "message",
-                "text": f"stage {stage.name}: re-planned {planned} -> {total} steps from the last epoch "
+                "text": f"stage {stage.name}: re-planned {planned} -> {total} steps from {where} "
                 f"({step_seconds * 1000:.0f} ms/step, validation {val_seconds:.1f} s, {remaining:.0f} s left)",
             }
         )
+
+    def replan_interval(self) -> int:
+        """Steps between re-plans inside an epoch: an eighth of the planned stage (~100 steps of an
+        800-step stage), at least 5 so that one slow step does not steer the plan. A resumed
+        epoch re-plans only once it knows the validation cost (the probe did not run)."""
+        return max(self.position.stage_steps // 8, 5)
+
+    def _epoch_seconds_so_far(self) -> float:
+        started = self._epoch_started
+        return time.perf_counter() - started if started is not None else 0.0
 
     def _start_clock(self) -> None:
         """The budget's clock starts at the first stage entry (or fit) of this process."""
@@ -447,10 +464,9 @@ class Trainer:
     def run_epoch(self, stage: ResolvedStage) -> bool:
         """One epoch from the current position (mid-epoch after a resume); True when early stopping."""
         pos, spec = self.position, self.spec
-        batches = self.batches_in_epoch()
         images, labels = self.data.train
         bs = self.rank_batch_size
-        order = self.epoch_order()[: batches * bs]  # positions in the stage's samples
+        order = self.epoch_order()  # positions in the stage's samples; the epoch takes its first batches x bs
         subset = self.stage_subset()
         self.model.train()
         if spec.bn_frozen == "eval":
@@ -461,12 +477,13 @@ class Trainer:
                 "stage": stage.name,
                 "epoch": pos.epoch_in_stage + 1,
                 "epochs": self.stage_epochs(),
-                "batches": batches,
+                "batches": self.batches_in_epoch(),
             }
         )
-        started = time.perf_counter()
+        started = self._epoch_started = time.perf_counter()
         steps_before = pos.step_in_epoch
-        while pos.step_in_epoch < batches:
+        replan_every = self.replan_interval()
+        while pos.step_in_epoch < self.batches_in_epoch():  # a re-plan may lengthen or shorten this epoch
             step = pos.step_in_epoch
             positions = order[step * bs : (step + 1) * bs].sort().values.numpy()
             index = positions if subset is None else subset[positions]
@@ -498,7 +515,11 @@ class Trainer:
                 )
             if spec.checkpoint.every_steps and pos.global_step % spec.checkpoint.every_steps == 0:
                 self.save(self, "step")
+            taken = pos.step_in_epoch - steps_before
+            if stage.epochs is None and taken % replan_every == 0 and self._validation_seconds > 0:
+                self._replan_budget(stage, (time.perf_counter() - started) / taken, self._validation_seconds)
         seconds = time.perf_counter() - started
+        self._epoch_started = None  # end_epoch adds this epoch's seconds to the stage's
         images_seen = (pos.step_in_epoch - steps_before) * bs * self.dist.world_size
         return self.end_epoch(stage, seconds, images_seen)
 
@@ -635,7 +656,8 @@ class Trainer:
         )
         pos.next_epoch()
         if stage.epochs is None and pos.epoch_in_stage < self.stage_epochs():
-            self._replan_budget(stage, seconds, seen, time.perf_counter() - val_started)
+            steps_taken = max(seen // (self.rank_batch_size * self.dist.world_size), 1)
+            self._replan_budget(stage, seconds / steps_taken, time.perf_counter() - val_started)
         if better:
             pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()})

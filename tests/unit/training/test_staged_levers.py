@@ -26,7 +26,7 @@ def _trainer(dataset_dir: str, stages: list[StageSpec], **training: Any) -> Trai
     model = create_model(ModelSpec(architecture="test_efficientnet", drop_rate=0.0), 3)
     groups = layer_groups(model)
     dataset = load_dataset(dataset_dir)
-    spec = TrainingSpec(batch_size=8, stages=stages, **training)
+    spec = TrainingSpec(stages=stages, **{"batch_size": 8, **training})
     return Trainer(
         model,
         groups,
@@ -168,6 +168,35 @@ def test_a_budget_stage_re_plans_from_measured_epochs_when_the_probe_was_wrong(
     assert summary["seconds"] < 2.0 * 1.5  # and did not overrun it
     assert trainer.schedule is not None
     assert trainer.schedule.total_steps == summary["steps"]  # the LR curve follows the new length
+
+
+def test_a_stage_shorter_than_an_epoch_re_plans_inside_it(
+    tiny_dataset_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe claims 0.2 s per step, so a 2 s budget plans ~9 steps: less than the first epoch
+    # (21 batches of 2), which would end the stage before any epoch-end re-plan.
+    monkeypatch.setattr("rooivalk.training.loop.probe_step_cost", lambda *a, **k: StepCost(0.2, 0.01))
+    stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
+    trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1, batch_size=2)
+    messages: list[str] = []
+    trainer.progress = lambda e: messages.append(e.get("text", "")) if e["event"] == "message" else None
+    trainer.enter_stage(0)
+    planned = trainer.position.stage_steps
+    assert planned < trainer.batches_per_epoch()
+    trainer.fit()
+    summary = trainer.position.stage_summaries[0]
+    assert any("re-planned" in m and "steps of this epoch" in m for m in messages)
+    assert summary["steps"] > 2 * planned
+    assert summary["seconds"] < 2.0 * 1.5
+    assert trainer.schedule is not None
+    assert trainer.schedule.total_steps == summary["steps"]
+
+
+def test_steps_within_counts_from_the_middle_of_an_epoch() -> None:
+    cost = StepCost(train_step_seconds=0.1, validation_seconds=1.0)
+    # 4 steps of a 10-step epoch are done: 6 + 10 + 4 steps (2 s) and three validations (3 s) fill 5 s.
+    assert steps_within(5.0, cost, steps_per_epoch=10, steps_into_epoch=4) == 20
+    assert steps_within(1.3, cost, steps_per_epoch=10, steps_into_epoch=4) == 3  # the epoch under way ends early
 
 
 def test_auto_schedule_with_a_budget_trains_end_to_end(tiny_dataset_dir: str, tmp_path: Path) -> None:
