@@ -23,7 +23,15 @@ from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
 from rooivalk.plan import Plan
-from rooivalk.tracking_buffer import BUFFER_ENV, OFFLINE_TAG, buffered, new_offline_id, pending_records
+from rooivalk.tracking_buffer import (
+    BUFFER_ENV,
+    OFFLINE_TAG,
+    buffered,
+    is_offline_id,
+    new_offline_id,
+    pending_records,
+    reachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +185,20 @@ def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str |
 def log_onnx_bundle(tracking_uri: str, run_id: str, bundle_uri: str, name: str) -> None:
     """A deployment bundle's ONNX model under MLflow's onnx flavor (servable with `mlflow models serve`,
     registrable) plus the bundle's files, in the step's run. Not buffered: the bundle itself is already
-    in storage, so an unreachable server costs the flavor copy only, with a warning."""
+    in storage, so an unreachable server costs the flavor copy only, with a warning. The server is
+    probed first (as buffered calls do): MLflow's own client would retry a dead server with backoff
+    for minutes (the suite's offline-run test took 320 s before this probe, 97 s after)."""
     from rooivalk.export.predictor import log_bundle_to_mlflow
+
+    if is_offline_id(run_id) or not reachable(tracking_uri):
+        log.warning(
+            "tracking server %s unreachable: the %s ONNX model is not logged under MLflow's onnx flavor "
+            "(the bundle itself is in storage at %s)",
+            tracking_uri,
+            name,
+            bundle_uri,
+        )
+        return
 
     with tempfile.TemporaryDirectory(prefix="rooivalk-bundle-") as tmp:
         local = Path(bundle_uri)

@@ -80,9 +80,14 @@ def _is_connection_error(error: BaseException) -> bool:
     return "Max retries exceeded" in text or "Connection refused" in text or "API request to" in text
 
 
+def is_offline_id(run_id: str) -> bool:
+    """Whether a run id was handed out while the server was unreachable (created at sync)."""
+    return run_id.startswith(OFFLINE_PREFIX)
+
+
 def _has_offline_id(value: Any) -> bool:
     if isinstance(value, str):
-        return value.startswith(OFFLINE_PREFIX)
+        return is_offline_id(value)
     if isinstance(value, list | tuple):
         return any(_has_offline_id(v) for v in value)
     if isinstance(value, dict):
