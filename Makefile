@@ -93,9 +93,10 @@ demo-s3: setup data weights
 
 # Two pytest workers (pytest-xdist): much of the suite waits on servers and step subprocesses, so two
 # workers on two cores finish in well under the time of one. PYTEST_WORKERS=0 runs in one process.
+# --durations=15: every run's log names the slowest tests (the suite must stay under 20 min on 2 cores).
 PYTEST_WORKERS ?= 2
 test: setup data weights tools
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src components pipelines tests benchmarks manifests scripts
