@@ -203,10 +203,10 @@ def information_ceiling(dataset: MultiSensorDataset, dataset_dir: str) -> dict[s
 
     from rooivalk import storage
     from rooivalk.data.dataset import SPLIT_CODES
+    from rooivalk.data.ingest_multisensor import EVENTS_TABLE, read_event_index
 
-    order = pd.read_csv(io.BytesIO(storage.read_bytes(f"{dataset_dir}/events.csv")))["event_id"]
-    scenes = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{dataset.info.source}/events.parquet")))
-    scenes = scenes.set_index("event_id").loc[order]  # the dataset's row order
+    order = pd.read_csv(io.BytesIO(storage.read_bytes(f"{dataset_dir}/{EVENTS_TABLE}")))["event_id"]
+    scenes = read_event_index(dataset.info.source).set_index("event_id").loc[order]  # the dataset's row order
     columns = [c for c in scenes.columns if c.startswith("scene_") and c != "scene_seed"]
     table = scenes[columns].apply(lambda col: col.astype("category").cat.codes if col.dtype in (object, bool) else col)
     train, test = dataset.splits == SPLIT_CODES["train"], dataset.splits == SPLIT_CODES["test"]

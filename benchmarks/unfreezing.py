@@ -364,8 +364,8 @@ def verdicts(rows: list[dict[str, Any]], target: float) -> list[str]:
     if all(name in {r["variant"] for r in rows} for name in smallest):
         lines.append(
             f"- Time to accuracy (the smallest budget tried whose every seed reaches {target} on the test set, "
-            f"as DAWNBench times a run to a target): {DEFAULT} {_budget_or_never(smallest[DEFAULT])}, "
-            f"{BASELINE} {_budget_or_never(smallest[BASELINE])}; budgets tried: "
+            f"as DAWNBench times a run to a target): {DEFAULT} {_seconds_or_never(smallest[DEFAULT])}, "
+            f"{BASELINE} {_seconds_or_never(smallest[BASELINE])}; budgets tried: "
             f"{', '.join(f'{b:.0f} s' for b in sorted({r['budget_seconds'] for r in rows}))}."
         )
     return lines
@@ -377,10 +377,6 @@ def smallest_budget_reaching(rows: list[dict[str, Any]], name: str, target: floa
     LR schedule anneals, which is the budget's end for both schedules)."""
     reached = [r["budget_seconds"] for r in rows if r["variant"] == name and r["min"] >= target]
     return min(reached) if reached else None
-
-
-def _budget_or_never(value: float | None) -> str:
-    return "never" if value is None else f"{value:.0f} s"
 
 
 def describe(row: dict[str, Any]) -> str:

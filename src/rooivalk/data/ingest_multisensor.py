@@ -33,6 +33,7 @@ from rooivalk.data.readers import decode_image
 from rooivalk.plan import DataSpec
 
 INDEX_FILE = "events.parquet"
+EVENTS_TABLE = "events.csv"  # in the dataset: its events in row order (index, event_id, label, sample refs)
 REQUIRED_COLUMNS = ("event_id", "label")
 
 
@@ -89,7 +90,8 @@ class _SampleReader:
         raise ValueError(f"{uri}: unknown sample format (expected .png, .jpg, .npy or .npz#row)")
 
 
-def _read_index(source: str) -> pd.DataFrame:
+def read_event_index(source: str) -> pd.DataFrame:
+    """A multisensor source's event index, checked (readable, required columns, unique ids), by event_id."""
     uri = f"{source}/{INDEX_FILE}"
     if not storage.exists(uri):
         raise IngestError(f"{source}: no {INDEX_FILE} (the multisensor format needs an event index)")
@@ -205,7 +207,7 @@ def ingest_multisensor(
 ) -> MultiSensorIngestResult:
     """Validate, mask, quarantine, split and version the events under `spec.source`."""
     source = spec.source.rstrip("/")
-    frame = _read_index(source)
+    frame = read_event_index(source)
     absent = [sensor for sensor in sensors if sensor not in frame.columns]
     if absent:
         raise IngestError(f"{source}/{INDEX_FILE}: no column for sensor(s) {absent}; columns: {list(frame.columns)}")
@@ -241,7 +243,9 @@ def ingest_multisensor(
         split_seed=spec.split.seed,
         quarantined=len(quarantined),
     )
-    storage.write_text(f"{dataset_dir}/events.csv", frame[["event_id", "label", *sensors]].to_csv(index_label="index"))
+    storage.write_text(
+        f"{dataset_dir}/{EVENTS_TABLE}", frame[["event_id", "label", *sensors]].to_csv(index_label="index")
+    )
     save_multisensor(dataset_dir, MultiSensorDataset(info, arrays, present, labels, codes))  # dataset.json last
     metrics: dict[str, Any] = {
         "num_events": float(info.num_events),

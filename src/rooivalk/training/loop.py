@@ -357,7 +357,7 @@ class Trainer:
         if pos.step_in_epoch > 0:
             more = max(more, 1)  # the epoch under way still ends with its validation
         planned = pos.stage_steps
-        total = max(done + more, 1)
+        total = done + more  # done >= 1: an epoch ended, or a step of this one was taken
         self._validation_seconds = val_seconds
         if abs(total - planned) <= max(0.02 * planned, 1) or not self._ready()[1].retarget(total):
             return
