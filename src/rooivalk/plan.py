@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -285,6 +286,8 @@ class Plan(_Strict):
             raise ValueError("'sensors' needs data.format: multisensor")
         if self.fusion is not None and self.sensors is None:
             raise ValueError("'fusion' needs 'sensors'")
+        if self.sensors is not None:
+            _check_sensor_names(list(self.sensors))
         if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
             # Warm start loads the champion's weights as the model's pretrained state dict, which only the
             # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
@@ -316,6 +319,23 @@ class Plan(_Strict):
         """sha256 of the resolved plan, the plan's identity in lineage tags."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_sensor_names(names: list[str]) -> None:
+    """Sensor names key the fusion model's per-sensor modules (a torch ModuleDict), so a name must be an
+    identifier that is not one of ModuleDict's own attributes ("keys", "items", "clear", "train", ...):
+    torch would fail with a bare KeyError deep inside model building."""
+    from torch import nn  # only multi-sensor plans pay for the import
+
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"sensors.{name}: a sensor name must be lowercase letters, digits and '_', letter first")
+        if hasattr(nn.ModuleDict, name):
+            raise ValueError(
+                f"sensors.{name}: this name is reserved (an attribute of torch's nn.ModuleDict, which holds the "
+                "fusion model's per-sensor layers); rename the sensor column, e.g. to "
+                f"{name}_sensor"
+            )
 
 
 class PlanError(ValueError):

@@ -139,3 +139,25 @@ def test_a_plan_has_either_a_model_or_sensors() -> None:
     raw["fusion"]["heads"] = 5
     with pytest.raises(PlanError, match=r"fusion: .*divisible by heads"):
         validate_plan(raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("items", "reserved"),
+        ("clear", "reserved"),
+        ("train", "reserved"),
+        ("Optical", "lowercase"),
+        ("ir-1", "lowercase"),
+    ],
+)
+def test_a_sensor_name_that_would_break_the_fusion_model_is_refused(name: str, message: str) -> None:
+    # Sensor names key the fusion model's nn.ModuleDict: "items" or "clear" made torch raise a bare
+    # KeyError ("attribute 'clear' already exists") while building the model, after the sensors trained.
+    raw = yaml.safe_load(COUNTER_DRONE.read_text())
+    raw["sensors"][name] = raw["sensors"].pop("radar")
+    raw["export"]["models"].pop("radar")  # export settings are keyed by sensor name too
+    with pytest.raises(PlanError, match=rf"sensors\.{name}: .*{message}"):
+        validate_plan(raw)
+    raw["sensors"]["radar_2"] = raw["sensors"].pop(name)
+    assert list(validate_plan(raw).sensors or {}) == ["optical", "rf", "acoustic", "radar_2"]

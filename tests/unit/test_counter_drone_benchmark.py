@@ -1,0 +1,73 @@
+"""benchmarks/counter_drone.py's specialist comparison on synthetic embeddings: a fusion trained
+without a sensor must learn from the sensors left, and only from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from rooivalk.data.dataset import SPLIT_CODES
+from rooivalk.data.multisensor import MultiSensorDataset, MultiSensorInfo, SensorInfo
+from rooivalk.plan import FusionSpec
+from rooivalk.training.fusion import FusionFeatures
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("counter_drone_bench", REPO / "benchmarks/counter_drone.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic(count: int = 600) -> tuple[MultiSensorDataset, FusionFeatures]:
+    """Sensor "signal" holds the label (a one-hot plus noise), sensor "noise" holds nothing."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, count)
+    signal = np.eye(3, dtype=np.float32)[labels] * 3 + rng.normal(size=(count, 3)).astype(np.float32) * 0.3
+    noise = rng.normal(size=(count, 4)).astype(np.float32)
+    splits = np.array([SPLIT_CODES["train"]] * 400 + [SPLIT_CODES["val"]] * 100 + [SPLIT_CODES["test"]] * 100)
+    sensors = ["signal", "noise"]
+    info = MultiSensorInfo(
+        version_id="ds-synthetic",
+        source="memory",
+        classes=["a", "b", "c"],
+        sensors=[SensorInfo(name=name, shape=(1,), dtype="float32") for name in sensors],
+        num_events=count,
+        split_sizes={"train": 400, "val": 100, "test": 100},
+        class_balance={},
+        present={name: count for name in sensors},
+        split_seed=0,
+        quarantined=0,
+    )
+    present = np.ones((count, 2), dtype=bool)
+    dataset = MultiSensorDataset(info, {}, present, labels.astype(np.int64), splits.astype(np.int8))
+    return dataset, FusionFeatures({"signal": signal, "noise": noise}, present)
+
+
+def test_a_specialist_learns_only_from_the_sensors_it_keeps(bench: ModuleType) -> None:
+    dataset, features = synthetic()
+    spec = FusionSpec.model_validate(
+        {"width": 16, "heads": 2, "depth": 1, "training": {"epochs": 15, "batch_size": 32, "lr": 3e-3, "threads": 1}}
+    )
+    found = bench.specialists(spec, dataset, features, seeds=[0, 1])
+    assert set(found) == {"signal", "noise"}
+    assert found["noise"]["mean"] > 0.9  # trained without the noise sensor: the signal one carries it
+    assert found["signal"]["mean"] < 0.55  # without the signal sensor: near chance (1/3)
+    assert len(found["signal"]["runs"]) == 2
+    assert features.present.all(), "the caller's presence mask must not change"
+
+    table = bench.specialist_table(found, {"signal": 0.40, "noise": 0.90})
+    assert table[0].startswith("| sensor removed |")
+    assert any(line.startswith("| noise | 90.0% |") for line in table)
+    assert "worst specialist: without signal" in table[-1]
