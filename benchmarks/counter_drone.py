@@ -105,6 +105,12 @@ def in_process(plan: Plan, work: Path) -> System:
     return run.dataset, run.sensors, run.features, run.fusion, origin
 
 
+def fusion_variant(spec: FusionSpec, dropout: ModalityDropoutSpec, seed: int) -> FusionSpec:
+    """The plan's fusion settings with another modality dropout and training seed."""
+    training = spec.training.model_copy(update={"seed": seed})
+    return spec.model_copy(update={"modality_dropout": dropout, "training": training})
+
+
 def dropout_sweep(
     spec: FusionSpec, dataset: MultiSensorDataset, features: FusionFeatures, rates: list[float], seeds: list[int]
 ) -> list[dict[str, Any]]:
@@ -113,10 +119,8 @@ def dropout_sweep(
     for rate in rates:
         dropout = ModalityDropoutSpec(p=rate, max_dropped=spec.modality_dropout.max_dropped if rate else 1)
         for seed in seeds:
-            training = spec.training.model_copy(update={"seed": seed})
-            variant = spec.model_copy(update={"modality_dropout": dropout, "training": training})
             started = time.perf_counter()
-            model, _ = train_fusion(features, dataset, variant)
+            model, _ = train_fusion(features, dataset, fusion_variant(spec, dropout, seed))
             row = {"p": rate, "seed": seed, "seconds": time.perf_counter() - started}
             for split in ("val", "test"):
                 row[split] = summarize_degraded(degraded_mode(model, dataset, features, dataset.split_mask(split)))
@@ -144,13 +148,9 @@ def specialists(
         without = FusionFeatures(features.features, present)
         scores = []
         for seed in seeds:
-            training = spec.training.model_copy(update={"seed": seed})
-            model, _ = train_fusion(
-                without, dataset, spec.model_copy(update={"modality_dropout": no_dropout, "training": training})
-            )
+            model, _ = train_fusion(without, dataset, fusion_variant(spec, no_dropout, seed))
             scores.append(float((predict_fusion(model, without, test) == dataset.labels[test]).mean()))
-        spread = float(np.std(scores)) if len(scores) > 1 else 0.0
-        results[sensor] = {"mean": float(np.mean(scores)), "std": spread, "runs": scores}
+        results[sensor] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "runs": scores}
         print(f"  specialist without {sensor}: test {np.mean(scores):.4f} ({len(scores)} seeds)", flush=True)
     return results
 

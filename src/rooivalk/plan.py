@@ -321,20 +321,35 @@ class Plan(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_sensor_names(names: list[str]) -> None:
-    """Sensor names key the fusion model's per-sensor modules (a torch ModuleDict), so a name must be an
-    identifier that is not one of ModuleDict's own attributes ("keys", "items", "clear", "train", ...):
-    torch would fail with a bare KeyError deep inside model building."""
-    from torch import nn  # only multi-sensor plans pay for the import
+# Public attributes of a torch nn.ModuleDict instance (torch 2.x), which holds the fusion model's
+# per-sensor layers: a sensor of one of these names makes torch's add_module fail with a bare KeyError.
+# Written out so that checking a plan does not import torch (2 s); tests/unit/test_plan.py compares it
+# with the installed torch.
+# fmt: off
+MODULE_DICT_ATTRIBUTES = frozenset({
+    "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "clear", "compile", "cpu", "cuda",
+    "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "items", "keys", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "pop",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory",
+    "state_dict", "to", "to_empty", "train", "training", "type", "update", "values", "xpu", "zero_grad"
+})
+# fmt: on
 
+
+def _check_sensor_names(names: list[str]) -> None:
+    """Sensor names key the fusion model's per-sensor modules, so a name must be a lowercase
+    identifier that is not one of MODULE_DICT_ATTRIBUTES: torch would fail deep inside model building."""
     for name in names:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"sensors.{name}: a sensor name must be lowercase letters, digits and '_', letter first")
-        if hasattr(nn.ModuleDict, name):
+        if name in MODULE_DICT_ATTRIBUTES:
             raise ValueError(
                 f"sensors.{name}: this name is reserved (an attribute of torch's nn.ModuleDict, which holds the "
-                "fusion model's per-sensor layers); rename the sensor column, e.g. to "
-                f"{name}_sensor"
+                f"fusion model's per-sensor layers); rename the sensor column, e.g. to {name}_sensor"
             )
 
 

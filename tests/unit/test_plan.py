@@ -161,3 +161,16 @@ def test_a_sensor_name_that_would_break_the_fusion_model_is_refused(name: str, m
         validate_plan(raw)
     raw["sensors"]["radar_2"] = raw["sensors"].pop(name)
     assert list(validate_plan(raw).sensors or {}) == ["optical", "rf", "acoustic", "radar_2"]
+
+
+def test_the_reserved_sensor_names_are_the_installed_torch_module_dicts_attributes() -> None:
+    # plan.py lists them so that checking a plan does not import torch; a torch upgrade that adds or
+    # drops a ModuleDict attribute fails here, not in a user's fusion step.
+    import re
+
+    from torch import nn
+
+    from rooivalk.plan import MODULE_DICT_ATTRIBUTES
+
+    public = {name for name in dir(nn.ModuleDict()) if re.fullmatch(r"[a-z][a-z0-9_]*", name)}
+    assert public == MODULE_DICT_ATTRIBUTES
