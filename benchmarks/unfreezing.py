@@ -36,11 +36,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rooivalk import machine
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.ingest import ingest_data
 from rooivalk.evaluation.evaluate import evaluate_model
@@ -237,6 +239,7 @@ def run_one(schedule: str, seed: int, budget: float, args: argparse.Namespace, d
         "best_val_accuracy": trained.metrics["best_val_accuracy"],
         "train_seconds": trained.metrics["train_seconds"],
         "train_wall_seconds": train_wall,
+        "machine": machine.describe(),  # budgets buy steps at this CPU's speed: runs compare on one CPU
         "curve": curve,
         "stages": trained.stages,
     }
@@ -408,6 +411,13 @@ def reproduce_commands(runs: list[dict[str, Any]], out: str) -> list[str]:
 OVERRUN_TOLERANCE = 0.05
 
 
+def measured_on(runs: list[dict[str, Any]]) -> str:
+    """The CPUs the runs were measured on, with run counts (a wall-clock budget buys a different number
+    of steps on each, so rows compare only within one CPU)."""
+    counts = Counter(str(run.get("machine", "CPU not recorded (runs before it was)")) for run in runs)
+    return "; ".join(f"{name} ({count} runs)" for name, count in counts.most_common())
+
+
 def overran_budget(row: dict[str, Any]) -> bool:
     return bool(row["budget_clock_seconds_mean"] > row["budget_seconds"] * (1 + OVERRUN_TOLERANCE))
 
@@ -431,8 +441,8 @@ def write_report(
         "",
         *reproduce_commands(runs, args.out),
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
-        f"{args.threads or os.cpu_count()}, Python {platform.python_version()}, no GPU. Input {args.input_size} px, "
+        f"Runs measured on: {measured_on(runs)}; torch threads {args.threads or os.cpu_count()}, Python "
+        f"{platform.python_version()}, no GPU. Input {args.input_size} px, "
         f"batch {args.batch_size}, AdamW (weight decay 0.05), label smoothing 0.1, hflip 0.5; test set "
         f"{test_samples} images; each run's best validation epoch is tested. A budget is "
         "`training.budget_seconds`: the wall clock from the first training step (BN re-estimation and "

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from rooivalk import machine
+
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 WEIGHTS = REPO / ".cache/weights/tf_efficientnet_lite0.pth"
@@ -61,7 +63,9 @@ def test_unfreezing_prints_its_json_last_and_writes_results(tmp_path: Path) -> N
         ("auto", ["head", "all"]),
     ]
     assert all(r["budget_seconds"] == 3 and r["test_samples"] == 360 for r in runs)
+    assert {r["machine"] for r in runs} == {machine.describe()}  # a budget's steps depend on the CPU
     report = Path(f"{out}.md").read_text()
+    assert f"Runs measured on: {machine.describe()} (2 runs);" in report
     assert "--dataset digits --budgets 3 --seeds 0 --schedules full_finetune,auto" in report
     assert "| 3 | auto | head |" in report
     assert Path(f"{out}.png").stat().st_size > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from rooivalk import machine
+
 _EXPORT_ROWS = (
     ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None, None),
     *(
@@ -48,7 +50,7 @@ def render_report(summary: dict[str, Any], command: str) -> str:
         "",
         f"Reproduce: `{command}`",
         "",
-        f"Machine: {platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}. "
+        f"Machine: {machine.describe()}, Python {platform.python_version()}. "
         f"Status: **{summary['status']}**, whole run {summary.get('seconds', 0):.0f} s. "
         f"Dataset version `{summary['dataset_version']}`.",
         "",
@@ -103,9 +105,3 @@ def render_report(summary: dict[str, Any], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
