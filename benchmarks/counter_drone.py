@@ -18,6 +18,7 @@ last, with the ratio of fusion to the best single sensor.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shlex
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from rooivalk import machine
 from rooivalk.cli.local_run import resolve_plan
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.degraded import summarize_degraded
@@ -58,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dropout-sweep", default="0,0.2,0.5,0.8", help="modality-dropout rates to retrain fusion with"
     )
     parser.add_argument("--fusion-seeds", default="0,1,2", help="fusion training seeds per rate")
+    parser.add_argument(
+        "--fine-labels",
+        default="",
+        help="sensors to retrain on (class, airframe) pairs, to test whether class-only training hides the "
+        "airframe from fusion (e.g. acoustic,optical; ~5 min here); empty: skip",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs/results"), help="where counter_drone.md/.json go")
     return parser.parse_args(argv)
 
@@ -244,22 +253,27 @@ RF_ONLY_SCENE_VARIABLES = ("scene_rf_link", "scene_rf_interference")
 AIRFRAME_SCENE_VARIABLE = "scene_airframe"  # seen only through optics (silhouette), acoustics and micro-Doppler
 
 
-def information_ceiling(dataset: MultiSensorDataset, dataset_dir: str) -> dict[str, float]:
+def scene_table(dataset: MultiSensorDataset, dataset_dir: str) -> pd.DataFrame:
+    """The simulator's ground-truth scene variables (`scene_*` columns of the event index), one row
+    per event in the dataset's row order."""
+    import io
+
+    from rooivalk import storage
+    from rooivalk.data.ingest_multisensor import EVENTS_TABLE, read_event_index
+
+    order = pd.read_csv(io.BytesIO(storage.read_bytes(f"{dataset_dir}/{EVENTS_TABLE}")))["event_id"]
+    return read_event_index(dataset.info.source).set_index("event_id").loc[order]
+
+
+def information_ceiling(dataset: MultiSensorDataset, scenes: pd.DataFrame) -> dict[str, float]:
     """Test accuracy of a gradient-boosted classifier on the simulator's ground-truth scene variables
     (what a perfect sensor suite would know), with all of them and without the RF-only ones: how much
     of fusion's loss without RF the data itself imposes, whatever the models; and both again without
     the airframe, to show how much of the rest hangs on perceiving it."""
-    import io
-
-    import pandas as pd
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from rooivalk import storage
     from rooivalk.data.dataset import SPLIT_CODES
-    from rooivalk.data.ingest_multisensor import EVENTS_TABLE, read_event_index
 
-    order = pd.read_csv(io.BytesIO(storage.read_bytes(f"{dataset_dir}/{EVENTS_TABLE}")))["event_id"]
-    scenes = read_event_index(dataset.info.source).set_index("event_id").loc[order]  # the dataset's row order
     columns = [c for c in scenes.columns if c.startswith("scene_") and c != "scene_seed"]
     table = scenes[columns].apply(lambda col: col.astype("category").cat.codes if col.dtype in (object, bool) else col)
     train, test = dataset.splits == SPLIT_CODES["train"], dataset.splits == SPLIT_CODES["test"]
@@ -277,6 +291,117 @@ def information_ceiling(dataset: MultiSensorDataset, dataset_dir: str) -> dict[s
         model.fit(table[kept].to_numpy()[train], dataset.labels[train])
         scores[name] = float((model.predict(table[kept].to_numpy()[test]) == dataset.labels[test]).mean())
     return scores
+
+
+DRONE_CLASSES = ("commercial_drone", "military_drone")
+
+
+def airframe_probe(dataset: MultiSensorDataset, features: FusionFeatures, scenes: pd.DataFrame) -> dict[str, float]:
+    """How much of the airframe each frozen encoder's embedding holds: a logistic-regression probe
+    (standardized inputs, C = 0.1) fitted on the training drones' embeddings to their true airframe
+    (quadcopter, large quadcopter, fixed wing) and scored on the test drones; also on the optical,
+    radar and acoustic embeddings side by side (what fusion has once RF is gone), and the majority
+    airframe's share as the floor."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    airframe = scenes[AIRFRAME_SCENE_VARIABLE].to_numpy()
+    drone = np.isin(dataset.labels, [dataset.info.classes.index(c) for c in DRONE_CLASSES])
+    train, test = drone & dataset.split_mask("train"), drone & dataset.split_mask("test")
+    sensors = list(features.features)
+
+    def probe(matrix: np.ndarray, keep: np.ndarray) -> float:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        model.fit(matrix[train & keep], airframe[train & keep])
+        return float((model.predict(matrix[test & keep]) == airframe[test & keep]).mean())
+
+    scores = {name: probe(features.features[name], features.present[:, i]) for i, name in enumerate(sensors)}
+    without_rf = [i for i, name in enumerate(sensors) if name != "rf"]
+    side_by_side = np.concatenate([features.features[sensors[i]] for i in without_rf], axis=1)
+    scores["all but rf"] = probe(side_by_side, features.present[:, without_rf].all(axis=1))
+    values, counts = np.unique(airframe[train], return_counts=True)
+    scores["majority airframe"] = float((airframe[test] == values[counts.argmax()]).mean())
+    return scores
+
+
+def fine_label_encoders(
+    plan: Plan, dataset: MultiSensorDataset, features: FusionFeatures, scenes: pd.DataFrame, sensors: list[str],
+    seeds: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """Lever test: retrain `sensors` on (class, airframe) pairs instead of the class, so their
+    embeddings must tell airframes apart, then retrain fusion on the new embeddings (plan settings,
+    every seed) and compare it with fusion on the plan's embeddings, all sensors and each one missing.
+    Answers whether encoders trained only on the event class are what hides the airframe from fusion."""
+    from rooivalk.training.sensors import train_sensor
+
+    airframes = scenes[AIRFRAME_SCENE_VARIABLE]
+    pairs = [f"{dataset.info.classes[c]}/{a}" for c, a in zip(dataset.labels, airframes, strict=True)]
+    fine_classes = sorted(set(pairs))
+    fine = dataclasses.replace(
+        dataset,
+        labels=np.array([fine_classes.index(p) for p in pairs], dtype=np.int64),
+        info=dataset.info.model_copy(update={"classes": fine_classes}),
+    )
+    assert plan.sensors is not None
+    matrices = dict(features.features)
+    fine_val = {}
+    for name in sensors:
+        result = train_sensor(name, plan.sensors[name], fine, _progress)
+        fine_val[name] = result.val_accuracy
+        rows = dataset.present_of(name)
+        inputs = result.encoding.preprocess(dataset.arrays[name][rows])
+        result.model.eval()
+        with torch.no_grad():
+            embedded = [
+                result.encoding.embed(result.model, torch.as_tensor(inputs[i : i + 256])).float().numpy()
+                for i in range(0, len(inputs), 256)
+            ]
+        matrix = np.zeros((len(dataset.labels), embedded[0].shape[1]), dtype=np.float32)
+        matrix[rows] = np.concatenate(embedded)
+        matrices[name] = matrix
+    retrained = FusionFeatures(matrices, features.present.copy())
+    assert plan.fusion is not None
+    test = dataset.split_mask("test")
+    scores: dict[str, dict[str, list[float]]] = {}
+    for label, chosen in (("plan", features), ("fine", retrained)):
+        for seed in seeds:
+            model, _ = train_fusion(chosen, dataset, fusion_variant(plan.fusion, plan.fusion.modality_dropout, seed))
+            for removed in ["none", *chosen.features]:
+                present = chosen.present.copy()
+                if removed != "none":
+                    present[:, list(chosen.features).index(removed)] = False
+                accuracy = float((predict_fusion(model, chosen, test, present) == dataset.labels[test]).mean())
+                scores.setdefault(label, {}).setdefault(removed, []).append(accuracy)
+    probes = airframe_probe(dataset, retrained, scenes)
+    return {"sensors": sensors, "fine_classes": fine_classes, "fine_val_accuracy": fine_val, "scores": scores,
+            "airframe_probe": probes}  # fmt: skip
+
+
+def probe_table(probes: dict[str, float], fine: dict[str, Any] | None) -> list[str]:
+    header = "| embedding | airframe probe, test drones |" + (" after fine-label training |" if fine else "")
+    lines = [header, "| --- | ---: |" + (" ---: |" if fine else "")]
+    for name, score in probes.items():
+        after = ""
+        if fine:
+            changed = name in fine["sensors"] or name == "all but rf"
+            after = f" {100 * fine['airframe_probe'][name]:.1f}% |" if changed else " |"
+        lines.append(f"| {name} | {100 * score:.1f}% |{after}")
+    return lines
+
+
+def fine_table(fine: dict[str, Any]) -> list[str]:
+    lines = [
+        "| sensors removed | fusion on the plan's embeddings | fusion with fine-label encoders |",
+        "| --- | ---: | ---: |",
+    ]
+    for removed, runs in fine["scores"]["plan"].items():
+        after = fine["scores"]["fine"][removed]
+        lines.append(
+            f"| {removed} | {100 * np.mean(runs):.1f} ± {100 * np.std(runs):.1f}% | "
+            f"{100 * np.mean(after):.1f} ± {100 * np.std(after):.1f}% |"
+        )
+    return lines
 
 
 def ceiling_table(ceiling: dict[str, float], degraded: dict[str, float]) -> list[str]:
@@ -334,7 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(v) for v in args.fusion_seeds.split(",") if v.strip()]
     sweep = dropout_sweep(plan.fusion, dataset, features, rates, seeds)
     sweep_lines, means = sweep_table(sweep)
-    ceiling = information_ceiling(dataset, origin["dataset_dir"])
+    scenes = scene_table(dataset, origin["dataset_dir"])
+    ceiling = information_ceiling(dataset, scenes)
+    probes = airframe_probe(dataset, features, scenes)
+    fine_sensors = [name for name in args.fine_labels.split(",") if name.strip()]
+    fine = fine_label_encoders(plan, dataset, features, scenes, fine_sensors, seeds) if fine_sensors else None
     specialist_scores = specialists(plan.fusion, dataset, features, seeds)
     seconds = time.perf_counter() - started
 
@@ -346,18 +475,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     command += "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
     defaults = parse_args([])
-    for option in ("plan", "work_dir", "dropout_sweep", "fusion_seeds", "out"):  # the rest of the run's options
+    options = ("plan", "work_dir", "dropout_sweep", "fusion_seeds", "fine_labels", "out")  # printed if not default
+    for option in options:
         if getattr(args, option) != getattr(defaults, option):
             command += f" --{option.replace('_', '-')} {shlex.quote(str(getattr(args, option)))}"
     degraded_by_removed = {",".join(row["removed"]) or "none": row["accuracy"] for row in fusion_scores["degraded"]}
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}"
+    machine_line = f"{machine.describe()}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}"
     step_seconds = origin["seconds"]
     lines = [
         "# Counter-drone system: sensors alone, fusion, degraded mode, modality dropout",
         "",
         "Reproduce ("
         + ("`make demo`, then " if args.from_run else "")
-        + f"this script: {seconds / 60:.1f} min here; {machine}, no GPU):",  # noqa: E501
+        + f"this script: {seconds / 60:.1f} min here; {machine_line}, no GPU):",  # noqa: E501
         "",
         *(["    make demo"] if args.from_run else []),
         command,
@@ -377,6 +507,26 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *ceiling_table(ceiling, degraded_by_removed),
         "",
+        "## What the encoders know of the airframe",
+        "",
+        *probe_table(probes, fine),
+        "",
+        "A linear probe (logistic regression on standardized embeddings) fitted on the training split's drones "
+        "to their true airframe and scored on the test drones: how much of the airframe each frozen encoder's "
+        "embedding holds for fusion to use.",
+        "",
+        *(
+            [
+                f"Retraining {', '.join(fine['sensors'])} on (class, airframe) pairs ({len(fine['fine_classes'])} "
+                "classes) instead of the class, then fusion on the new embeddings (plan settings, "
+                f"{len(seeds)} seeds, mean ± std):",
+                "",
+                *fine_table(fine),
+                "",
+            ]
+            if fine
+            else []
+        ),
         "## One masked model against specialists",
         "",
         *specialist_table(specialist_scores, degraded_by_removed),
@@ -398,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "counter_drone.md").write_text("\n".join(lines) + "\n")
     record = {"results": results, "sweep": sweep, "sweep_means": means, "information_ceiling": ceiling,
-              "specialists": specialist_scores, "origin": origin, "seconds": seconds,
+              "specialists": specialist_scores, "airframe_probe": probes, "fine_labels": fine,
+              "origin": origin, "seconds": seconds,
               "command": command.strip()}  # fmt: skip
     (out / "counter_drone.json").write_text(json.dumps(record, indent=2, default=str))
     no_dropout, chosen = means.get(0.0), means.get(plan_rate)

@@ -100,6 +100,13 @@ class SimulationSpec(_Strict):
     count: int = Field(4000, ge=5)
     seed: int = 0
     image_size: int = Field(32, ge=16, le=256)
+    optical_field_px: int = Field(
+        128,
+        ge=8,
+        le=1024,
+        description="camera-frame pixels an optical chip shows: 128 (the default) is the whole frame "
+        "scaled to image_size; image_size is a crop around the target at the camera's resolution",
+    )
 
 
 class DataSpec(_Strict):

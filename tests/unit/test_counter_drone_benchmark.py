@@ -3,12 +3,14 @@ without a sensor must learn from the sensors left, and only from them."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rooivalk.data.dataset import SPLIT_CODES
@@ -71,3 +73,44 @@ def test_a_specialist_learns_only_from_the_sensors_it_keeps(bench: ModuleType) -
     assert table[0].startswith("| sensor removed |")
     assert any(line.startswith("| noise | 90.0% |") for line in table)
     assert "worst specialist: without signal" in table[-1]
+
+
+def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it(bench: ModuleType) -> None:
+    """Drones carry one of three airframes; sensor "sees" embeds it (one-hot plus noise), "blind" and
+    "rf" hold noise. The probe reads the airframe from "sees" and from the non-RF sensors side by
+    side, and "blind" scores near the majority airframe's share."""
+    count = 900
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, count)  # 0 bird, 1 commercial_drone, 2 military_drone
+    kinds = np.array(["quadcopter", "quadcopter_large", "fixed_wing"])
+    airframe = np.where(labels == 0, "bird", kinds[rng.choice(3, count, p=[0.5, 0.3, 0.2])])
+    codes = np.array([["bird", *kinds].index(a) for a in airframe])
+    sees = np.eye(4, dtype=np.float32)[codes] * 3 + rng.normal(size=(count, 4)).astype(np.float32) * 0.3
+    noise = {name: rng.normal(size=(count, 5)).astype(np.float32) for name in ("blind", "rf")}
+    dataset, _ = synthetic(count)
+    dataset = dataclasses.replace(
+        dataset,
+        labels=labels.astype(np.int64),
+        splits=np.array(
+            [SPLIT_CODES["train"]] * 600 + [SPLIT_CODES["val"]] * 100 + [SPLIT_CODES["test"]] * 200, dtype=np.int8
+        ),  # fmt: skip
+        info=dataset.info.model_copy(update={"classes": ["bird", "commercial_drone", "military_drone"]}),
+    )
+    present = np.ones((count, 3), dtype=bool)
+    features = FusionFeatures({"sees": sees, **noise}, present)
+    scenes = pd.DataFrame({"scene_airframe": airframe})
+
+    probes = bench.airframe_probe(dataset, features, scenes)
+
+    test_drones = (dataset.splits == SPLIT_CODES["test"]) & (labels > 0)
+    majority = float((airframe[test_drones] == "quadcopter").mean())
+    assert probes["majority airframe"] == pytest.approx(majority)
+    assert probes["sees"] > 0.95
+    assert probes["all but rf"] > 0.9  # "sees" and "blind" side by side
+    assert probes["blind"] < majority + 0.1
+    assert probes["rf"] < majority + 0.1
+
+    table = bench.probe_table(probes, None)
+    assert table[0] == "| embedding | airframe probe, test drones |"
+    assert f"| all but rf | {100 * probes['all but rf']:.1f}% |" in table
+    assert table[-1].startswith("| majority airframe |")

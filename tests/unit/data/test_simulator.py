@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -53,3 +55,26 @@ def test_every_class_is_drawn_and_sensors_are_blinded_by_the_scene():
     assert 0.15 < np.mean([s.rf_link == "none" for s in drones]) < 0.5
     assert not any(s.airframe == "fixed_wing" and s.motion == "hover" for s in scenes)
     assert 0.25 < np.mean([s.rf_interference for s in scenes]) < 0.45
+
+
+def test_an_optical_crop_at_camera_resolution_shows_the_object_larger():
+    """optical_field_px=size cuts the chip out of the frame at the camera's resolution: a drone that
+    the default (the whole 128 px frame scaled to 32 px) shows as a few pixels covers many times the
+    area ((128/32)^2 = 16 in theory); the default render is unchanged."""
+    from dataclasses import replace
+
+    from rooivalk.data.simulators.optical import _silhouette, render_optical
+
+    scene = replace(sample_scene(np.random.default_rng(3), "military_drone"), airframe="fixed_wing", range_m=1500.0)
+    whole = _silhouette(scene, 32, np.random.default_rng(0), field_px=128).sum()
+    crop = _silhouette(scene, 32, np.random.default_rng(0), field_px=32).sum()
+    assert whole > 0
+    assert 8 < crop / whole < 20  # 16x in theory; rasterizing a few-pixel silhouette fattens the small one
+    default = render_optical(scene, np.random.default_rng(5), size=32)
+    assert np.array_equal(default, render_optical(scene, np.random.default_rng(5), size=32, field_px=128))
+
+
+def test_the_optical_field_is_recorded_with_the_simulated_data(tmp_path):
+    simulate_counter_drone(str(tmp_path), 5, seed=0, image_size=32, optical_field_px=32)
+    meta = json.loads((tmp_path / "simulation.json").read_text())
+    assert (meta["optical_size"], meta["optical_field_px"]) == (32, 32)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from rooivalk import storage
 from rooivalk.data.simulators.acoustic import CLIP_SAMPLES, SAMPLE_RATE, render_acoustic
-from rooivalk.data.simulators.optical import render_optical
+from rooivalk.data.simulators.optical import FRAME_PX, render_optical
 from rooivalk.data.simulators.radar import FEATURES, TRACK_STEPS, render_radar
 from rooivalk.data.simulators.rf import CAPTURE_SAMPLES, render_rf
 from rooivalk.data.simulators.scene import CLASSES, Scene, sample_scene
@@ -77,12 +77,12 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def render_event(scene: Scene, image_size: int) -> dict[str, np.ndarray]:
+def render_event(scene: Scene, image_size: int, optical_field_px: int = FRAME_PX) -> dict[str, np.ndarray]:
     """The four sensors' samples of one scene; each sensor has its own stream derived from the scene seed."""
     streams = np.random.SeedSequence(scene.seed).spawn(len(SENSORS))
     rng = {name: np.random.default_rng(stream) for name, stream in zip(SENSORS, streams, strict=True)}
     return {
-        "optical": render_optical(scene, rng["optical"], size=image_size),
+        "optical": render_optical(scene, rng["optical"], size=image_size, field_px=optical_field_px),
         "rf": render_rf(scene, rng["rf"]),
         "radar": render_radar(scene, rng["radar"]),
         "acoustic": render_acoustic(scene, rng["acoustic"]),
@@ -95,6 +95,7 @@ def simulate_counter_drone(
     seed: int = 0,
     image_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    optical_field_px: int = FRAME_PX,
 ) -> SimulationResult:
     """Simulate `count` events and write them under `out_uri` (the index last, so a reader never sees
     an index whose samples are not all written)."""
@@ -105,7 +106,7 @@ def simulate_counter_drone(
     for index, rng in enumerate(_event_rngs(seed, count)):
         scene = sample_scene(rng)
         event_id = f"ev{seed:04d}-{index:07d}"
-        samples = render_event(scene, image_size)
+        samples = render_event(scene, image_size, optical_field_px)
         optical_path = f"optical/{scene.label}/{event_id}.png"
         storage.write_bytes(f"{out_uri}/{optical_path}", _png_bytes(samples["optical"]))
         row: dict[str, object] = {"event_id": event_id, "label": scene.label, "optical": optical_path}
@@ -127,6 +128,7 @@ def simulate_counter_drone(
         "seed": seed,
         "classes": CLASSES,
         "optical_size": image_size,
+        "optical_field_px": optical_field_px,
         "rf_samples": CAPTURE_SAMPLES,
         "radar_steps": TRACK_STEPS,
         "radar_features": FEATURES,

@@ -17,6 +17,7 @@ from scipy import ndimage
 from rooivalk.data.simulators.scene import FOCAL_PX_PER_KM, SPAN_M, Scene
 
 SUPERSAMPLE = 4
+FRAME_PX = 128  # the camera frame's width in pixels, for which FOCAL_PX_PER_KM is given
 
 
 def _rotate(
@@ -73,12 +74,12 @@ def _background(size: int, scene: Scene, rng: np.random.Generator) -> np.ndarray
     return np.asarray(image, dtype=np.float64)
 
 
-def _silhouette(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
+def _silhouette(scene: Scene, size: int, rng: np.random.Generator, field_px: int) -> np.ndarray:
     """Coverage in [0, 1] at the output size: how much of each pixel the object hides."""
     big = size * SUPERSAMPLE
     canvas = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(canvas)
-    span = SPAN_M[scene.airframe] * FOCAL_PX_PER_KM / scene.range_m * SUPERSAMPLE * size / 128
+    span = SPAN_M[scene.airframe] * FOCAL_PX_PER_KM / scene.range_m * SUPERSAMPLE * size / field_px
     span = min(span, big * 0.8)
     cx, cy = big * rng.uniform(0.3, 0.7), big * rng.uniform(0.25, 0.6)
     if scene.airframe in ("quadcopter", "quadcopter_large"):
@@ -98,13 +99,16 @@ def _silhouette(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray
     return coverage
 
 
-def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """uint8 (size, size) grayscale frame of the scene."""
+def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32, field_px: int = FRAME_PX) -> np.ndarray:
+    """uint8 (size, size) grayscale chip of the scene: `field_px` pixels of the camera's frame (at the
+    focal length of FOCAL_PX_PER_KM) shown at `size` pixels. The default shows the whole 128 px frame
+    scaled down; `field_px=size` is a crop around the target at the camera's own resolution (what a
+    tracker that cuts chips out of the full frame sees: objects 128 / size times larger)."""
     image = _background(size, scene, rng)
     if scene.airframe == "cloud":
         blob = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), sigma=size / 6)
         image = image + np.clip(blob * size * 4, -60, 25)
-    coverage = _silhouette(scene, size, rng)
+    coverage = _silhouette(scene, size, rng, field_px)
     target = rng.uniform(20, 70)  # the object's own brightness (backlit: dark)
     # Fog: the object's contrast against the sky decays with range through the haze.
     contrast = math.exp(-scene.range_m / scene.visibility_m)
