@@ -449,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = resolve_plan(load_plan(args.plan, args.overrides), Path(args.work_dir).resolve())
     assert plan.fusion is not None, f"{args.plan} is not a multi-sensor plan"
+    fine_sensors = [name.strip() for name in args.fine_labels.split(",") if name.strip()]
+    unknown = sorted(set(fine_sensors) - set(plan.sensors or {}))
+    if unknown:  # checked before anything trains
+        raise SystemExit(f"--fine-labels: no sensor named {', '.join(unknown)} in {args.plan} "
+                         f"(sensors: {', '.join(plan.sensors or {})})")  # fmt: skip
     started = time.perf_counter()
     if args.from_run:
         dataset, sensors, features, fusion, origin = from_run(Path(args.from_run))
@@ -462,7 +467,6 @@ def main(argv: list[str] | None = None) -> int:
     scenes = scene_table(dataset, origin["dataset_dir"])
     ceiling = information_ceiling(dataset, scenes)
     probes = airframe_probe(dataset, features, scenes)
-    fine_sensors = [name for name in args.fine_labels.split(",") if name.strip()]
     fine = fine_label_encoders(plan, dataset, features, scenes, fine_sensors, seeds) if fine_sensors else None
     specialist_scores = specialists(plan.fusion, dataset, features, seeds)
     seconds = time.perf_counter() - started
