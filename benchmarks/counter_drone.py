@@ -36,6 +36,7 @@ from rooivalk.cli.local_run import resolve_plan
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.degraded import summarize_degraded
 from rooivalk.evaluation.multisensor_report import degraded_mode, evaluate_system, render_markdown
+from rooivalk.features.cache import encode
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import FusionSpec, ModalityDropoutSpec, Plan, load_plan
 from rooivalk.training.fusion import FusionFeatures, predict_fusion, train_fusion
@@ -272,11 +273,9 @@ def information_ceiling(dataset: MultiSensorDataset, scenes: pd.DataFrame) -> di
     the airframe, to show how much of the rest hangs on perceiving it."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from rooivalk.data.dataset import SPLIT_CODES
-
     columns = [c for c in scenes.columns if c.startswith("scene_") and c != "scene_seed"]
     table = scenes[columns].apply(lambda col: col.astype("category").cat.codes if col.dtype in (object, bool) else col)
-    train, test = dataset.splits == SPLIT_CODES["train"], dataset.splits == SPLIT_CODES["test"]
+    train, test = dataset.split_mask("train"), dataset.split_mask("test")
     scores = {}
     without_rf = [c for c in columns if c not in RF_ONLY_SCENE_VARIABLES]
     variants = {
@@ -350,16 +349,11 @@ def fine_label_encoders(
         result = train_sensor(name, plan.sensors[name], fine, _progress)
         fine_val[name] = result.val_accuracy
         rows = dataset.present_of(name)
-        inputs = result.encoding.preprocess(dataset.arrays[name][rows])
-        result.model.eval()
-        with torch.no_grad():
-            embedded = [
-                result.encoding.embed(result.model, torch.as_tensor(inputs[i : i + 256])).float().numpy()
-                for i in range(0, len(inputs), 256)
-            ]
-        matrix = np.zeros((len(dataset.labels), embedded[0].shape[1]), dtype=np.float32)
-        matrix[rows] = np.concatenate(embedded)
-        matrices[name] = matrix
+        embedded = encode(
+            result.model, dataset.arrays[name][rows], 256, result.encoding.embed, result.encoding.preprocess
+        )
+        matrices[name] = np.zeros((len(dataset.labels), embedded.shape[1]), dtype=np.float32)
+        matrices[name][rows] = embedded
     retrained = FusionFeatures(matrices, features.present.copy())
     assert plan.fusion is not None
     test = dataset.split_mask("test")
@@ -367,12 +361,10 @@ def fine_label_encoders(
     for label, chosen in (("plan", features), ("fine", retrained)):
         for seed in seeds:
             model, _ = train_fusion(chosen, dataset, fusion_variant(plan.fusion, plan.fusion.modality_dropout, seed))
-            for removed in ["none", *chosen.features]:
-                present = chosen.present.copy()
-                if removed != "none":
-                    present[:, list(chosen.features).index(removed)] = False
-                accuracy = float((predict_fusion(model, chosen, test, present) == dataset.labels[test]).mean())
-                scores.setdefault(label, {}).setdefault(removed, []).append(accuracy)
+            for row in degraded_mode(model, dataset, chosen, test):
+                if len(row["removed"]) <= 1:  # none removed, then each sensor alone
+                    removed = row["removed"][0] if row["removed"] else "none"
+                    scores.setdefault(label, {}).setdefault(removed, []).append(row["accuracy"])
     probes = airframe_probe(dataset, retrained, scenes)
     return {"sensors": sensors, "fine_classes": fine_classes, "fine_val_accuracy": fine_val, "scores": scores,
             "airframe_probe": probes}  # fmt: skip

@@ -13,13 +13,12 @@ Each reads the artifacts of the steps before it from folders (or s3:// prefixes)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from rooivalk import storage
 from rooivalk.data.ingest_multisensor import INDEX_FILE, MultiSensorIngestResult, ingest_multisensor
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
-from rooivalk.plan import FusionSpec, Plan, SensorSpec, SimulationSpec
+from rooivalk.plan import FusionSpec, Plan, SensorSpec
 from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, train_fusion
 from rooivalk.training.multisensor_artifacts import (
     FusionFeaturesInfo,
@@ -40,26 +39,6 @@ def multisensor_parts(plan: Plan) -> tuple[dict[str, SensorSpec], FusionSpec]:
     return plan.sensors, plan.fusion
 
 
-def _stale_simulation(source: str, sim: SimulationSpec) -> str | None:
-    """Why the simulated events under `source` do not match the plan's `data.simulate`, or None
-    when they do. Data simulated before a setting existed counts as having that setting's default."""
-    from rooivalk.data.simulators.counter_drone import GENERATOR_VERSION
-    from rooivalk.data.simulators.optical import FRAME_PX
-
-    if not storage.exists(f"{source}/simulation.json"):
-        return "simulation.json is missing"
-    written = json.loads(storage.read_bytes(f"{source}/simulation.json"))
-    wanted = {"generator": GENERATOR_VERSION, "count": sim.count, "seed": sim.seed,
-              "optical_size": sim.image_size, "optical_field_px": sim.optical_field_px}  # fmt: skip
-    defaults = {"optical_field_px": FRAME_PX}
-    changed = [
-        f"{key} {written.get(key, defaults.get(key))} -> {value}"
-        for key, value in wanted.items()
-        if written.get(key, defaults.get(key)) != value
-    ]
-    return ", ".join(changed) or None
-
-
 def ensure_source(plan: Plan, progress: Progress | None = None) -> None:
     """Simulate the plan's source when the plan asks for it and no event index exists there yet, or
     when the events there were simulated with other settings (then they are simulated again, so a
@@ -67,14 +46,17 @@ def ensure_source(plan: Plan, progress: Progress | None = None) -> None:
     source = plan.data.source.rstrip("/")
     if plan.data.simulate is None:
         return
+    from rooivalk.data.simulators.counter_drone import changed_settings, simulate_counter_drone, simulation_settings
+
     report = progress or (lambda _event: None)
     sim = plan.data.simulate
     if storage.exists(f"{source}/{INDEX_FILE}"):
-        stale = _stale_simulation(source, sim)
-        if stale is None:
+        wanted = simulation_settings(sim.count, sim.seed, sim.image_size, sim.optical_field_px)
+        changed = changed_settings(source, wanted)
+        if not changed:
             return
-        report({"event": "message", "text": f"{source}: simulated with other settings ({stale}); simulating again"})
-    from rooivalk.data.simulators.counter_drone import simulate_counter_drone
+        text = f"{source}: simulated with other settings ({', '.join(changed)}); simulating again"
+        report({"event": "message", "text": text})
 
     report({"event": "message", "text": f"simulating {sim.count} events (seed {sim.seed}) into {source}"})
     simulate_counter_drone(

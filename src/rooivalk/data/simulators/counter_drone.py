@@ -36,6 +36,9 @@ from rooivalk.data.simulators.scene import CLASSES, Scene, sample_scene
 
 GENERATOR_VERSION = "counter-drone-sim/1"
 INDEX_FILE = "events.parquet"
+META_FILE = "simulation.json"
+# Settings added after data was first simulated, with the value such older data was made with.
+_SETTING_DEFAULTS: dict[str, object] = {"optical_field_px": FRAME_PX}
 SENSORS = ("optical", "rf", "radar", "acoustic")
 # Where each array sensor's samples live inside its .npz, and the sample shape and dtype a reader expects.
 NPZ_LAYOUT = {
@@ -43,6 +46,26 @@ NPZ_LAYOUT = {
     "radar": ("radar.npz", "tracks", (TRACK_STEPS, len(FEATURES)), np.float32),
     "acoustic": ("acoustic.npz", "clips", (CLIP_SAMPLES,), np.float32),
 }
+
+
+def simulation_settings(count: int, seed: int, image_size: int, optical_field_px: int = FRAME_PX) -> dict[str, object]:
+    """What decides the simulated events: written to simulation.json, compared before data is reused."""
+    return {"generator": GENERATOR_VERSION, "count": count, "seed": seed, "optical_size": image_size,
+            "optical_field_px": optical_field_px}  # fmt: skip
+
+
+def changed_settings(out_uri: str, wanted: dict[str, object]) -> list[str]:
+    """How the events simulated under `out_uri` differ from `wanted` (a `simulation_settings`), as
+    'key old -> new'; empty when they match."""
+    if not storage.exists(f"{out_uri}/{META_FILE}"):
+        return [f"{META_FILE} is missing"]
+    written = json.loads(storage.read_bytes(f"{out_uri}/{META_FILE}"))
+    changed = []
+    for key, value in wanted.items():
+        old = written.get(key, _SETTING_DEFAULTS.get(key))
+        if old != value:
+            changed.append(f"{key} {old} -> {value}")
+    return changed
 
 
 @dataclass(frozen=True)
@@ -123,19 +146,15 @@ def simulate_counter_drone(
         storage.write_bytes(f"{out_uri}/{file_name}", _npz_bytes({"event_id": event_ids, key: stacked}))
     frame = pd.DataFrame(rows)
     meta = {
-        "generator": GENERATOR_VERSION,
-        "count": count,
-        "seed": seed,
+        **simulation_settings(count, seed, image_size, optical_field_px),
         "classes": CLASSES,
-        "optical_size": image_size,
-        "optical_field_px": optical_field_px,
         "rf_samples": CAPTURE_SAMPLES,
         "radar_steps": TRACK_STEPS,
         "radar_features": FEATURES,
         "acoustic_samples": CLIP_SAMPLES,
         "acoustic_sample_rate": SAMPLE_RATE,
     }
-    storage.write_text(f"{out_uri}/simulation.json", json.dumps(meta, indent=2))
+    storage.write_text(f"{out_uri}/{META_FILE}", json.dumps(meta, indent=2))
     index_uri = f"{out_uri}/{INDEX_FILE}"
     storage.write_bytes(index_uri, _parquet_bytes(frame))
     counts = frame["label"].value_counts()
