@@ -414,10 +414,26 @@ def ceiling_table(ceiling: dict[str, float], degraded: dict[str, float]) -> list
         f"Without RF, knowing the airframe is worth "
         f"{100 * (ceiling['without_rf'] - ceiling['without_rf_or_airframe']):.1f} pt of the ceiling "
         f"({100 * ceiling['without_rf']:.1f}% against {100 * ceiling['without_rf_or_airframe']:.1f}% from the "
-        f"kinematics and weather alone); this system without RF reaches {100 * degraded['rf']:.1f}%, so its "
-        "optical and acoustic encoders recover little of the airframe at the simulated ranges, "
-        "and better airframe perception is where the rest of the RF gap lies.",
+        f"kinematics and weather alone); this system without RF reaches {100 * degraded['rf']:.1f}%, "
+        + airframe_verdict(ceiling, degraded["rf"]),
     ]
+
+
+def airframe_verdict(ceiling: dict[str, float], without_rf: float) -> str:
+    """Where fusion without RF sits between the airframe-blind ceiling and the full one, in words."""
+    blind, seeing = ceiling["without_rf_or_airframe"], ceiling["without_rf"]
+    if without_rf <= blind:
+        return (
+            "no more than the airframe-blind ceiling: its optical, radar and acoustic encoders recover little "
+            "of the airframe, and better airframe perception is where the rest of the RF gap lies."
+        )
+    share = (without_rf - blind) / max(seeing - blind, 1e-9)
+    return (
+        f"above the airframe-blind ceiling: its optical, radar and acoustic encoders recover about "
+        f"{100 * min(share, 1.0):.0f}% of what knowing the airframe is worth; the remaining "
+        f"{100 * max(seeing - without_rf, 0.0):.1f} pt to the ceiling is airframe perception at range, in fog "
+        "and in wind."
+    )
 
 
 def dropout_verdict(means: dict[float, dict[str, dict[str, float]]], rate: float) -> list[str]:

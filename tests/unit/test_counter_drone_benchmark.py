@@ -114,3 +114,19 @@ def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it(
     assert table[0] == "| embedding | airframe probe, test drones |"
     assert f"| all but rf | {100 * probes['all but rf']:.1f}% |" in table
     assert table[-1].startswith("| majority airframe |")
+
+
+def test_the_ceiling_verdict_follows_the_measured_figures(bench: ModuleType) -> None:
+    """The prose under the ceiling table is computed, not written once: fusion without RF below the
+    airframe-blind ceiling blames airframe perception; above it, the share of the airframe's worth
+    recovered and the gap left are the measured ones."""
+    ceiling = {"without_rf": 0.95, "without_rf_or_airframe": 0.90}
+    assert "no more than the airframe-blind ceiling" in bench.airframe_verdict(ceiling, 0.89)
+    above = bench.airframe_verdict(ceiling, 0.92)
+    assert "above the airframe-blind ceiling" in above
+    assert "about 40% of what knowing the airframe is worth" in above
+    assert "remaining 3.0 pt" in above
+    full = ceiling | {"all": 0.98, "all_but_airframe": 0.96}
+    table = "\n".join(bench.ceiling_table(full, {"none": 0.96, "rf": 0.92}))
+    assert "| this system's fusion | 96.0% | 92.0% | 4.0 pt |" in table
+    assert above in table

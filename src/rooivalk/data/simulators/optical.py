@@ -99,6 +99,27 @@ def _silhouette(scene: Scene, size: int, rng: np.random.Generator, field_px: int
     return coverage
 
 
+def motion_blur_kernel(length: int, heading_rad: float, samples: int = 32) -> np.ndarray:
+    """(k, k) kernel, k odd, summing to 1: a `length`-pixel line through the centre along the heading.
+
+    Points along the line spread bilinear weights onto the pixel grid, so every heading keeps the
+    kernel's mass. (Rotating a drawn line with ndimage.rotate instead loses all of it for a 2-pixel
+    line at most angles: the convolution then blanks the chip, as counter-drone-sim/1 did.)"""
+    half = (length - 1) / 2
+    size = 2 * math.ceil(half) + 1
+    kernel = np.zeros((size, size))
+    centre = size // 2
+    for t in np.linspace(-half, half, samples):
+        x, y = centre + t * math.cos(heading_rad), centre + t * math.sin(heading_rad)
+        x0, y0 = math.floor(x), math.floor(y)
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
+                    kernel[y0 + dy, x0 + dx] += wy * wx
+    return kernel / kernel.sum()
+
+
 def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32, field_px: int = FRAME_PX) -> np.ndarray:
     """uint8 (size, size) grayscale chip of the scene: `field_px` pixels of the camera's frame (at the
     focal length of FOCAL_PX_PER_KM) shown at `size` pixels. The default shows the whole 128 px frame
@@ -115,10 +136,7 @@ def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32, field
     image = image * (1 - coverage * contrast) + target * coverage * contrast
     if scene.speed_mps > 15 or scene.motion == "evasive":  # the object smears along its heading
         length = int(min(7, 2 + scene.speed_mps / 30))
-        kernel = np.zeros((length, length))
-        kernel[length // 2, :] = 1.0 / length
-        kernel = ndimage.rotate(kernel, math.degrees(scene.heading_rad), reshape=False, order=1)
-        image = ndimage.convolve(image, kernel / max(kernel.sum(), 1e-6), mode="nearest")
+        image = ndimage.convolve(image, motion_blur_kernel(length, scene.heading_rad), mode="nearest")
     if scene.weather == "fog":
         haze = 1 - math.exp(-300.0 / scene.visibility_m)
         image = image * (1 - haze) + 200 * haze
