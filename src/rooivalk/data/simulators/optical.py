@@ -117,7 +117,7 @@ def motion_blur_kernel(length: int, heading_rad: float, samples: int = 32) -> np
             for dx, wx in ((0, 1 - fx), (1, fx)):
                 if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
                     kernel[y0 + dy, x0 + dx] += wy * wx
-    return kernel / kernel.sum()
+    return np.asarray(kernel / kernel.sum())
 
 
 def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32, field_px: int = FRAME_PX) -> np.ndarray:
