@@ -104,7 +104,10 @@ def motion_blur_kernel(length: int, heading_rad: float, samples: int = 32) -> np
 
     Points along the line spread bilinear weights onto the pixel grid, so every heading keeps the
     kernel's mass. (Rotating a drawn line with ndimage.rotate instead loses all of it for a 2-pixel
-    line at most angles: the convolution then blanks the chip, as counter-drone-sim/1 did.)"""
+    line at most angles: the convolution then blanks the chip, as counter-drone-sim/1 did.) Not
+    `training.augment.line_kernel`: most simulated blurs are 2 pixels long, where its rounded binary
+    line is a 2x2 block that shifts the chip by half a pixel; sub-pixel weights on an odd grid keep
+    the smear centred and as short as the motion."""
     half = (length - 1) / 2
     size = 2 * math.ceil(half) + 1
     kernel = np.zeros((size, size))
