@@ -429,10 +429,10 @@ def airframe_verdict(ceiling: dict[str, float], without_rf: float) -> str:
         )
     share = (without_rf - blind) / max(seeing - blind, 1e-9)
     return (
-        f"above the airframe-blind ceiling: its optical, radar and acoustic encoders recover about "
-        f"{100 * min(share, 1.0):.0f}% of what knowing the airframe is worth; the remaining "
-        f"{100 * max(seeing - without_rf, 0.0):.1f} pt to the ceiling is airframe perception at range, in fog "
-        "and in wind."
+        f"above the airframe-blind ceiling, {100 * min(share, 1.0):.0f}% of the way from it to the full one: "
+        "its optical, radar and acoustic encoders use part of the airframe; the remaining "
+        f"{100 * max(seeing - without_rf, 0.0):.1f} pt to the ceiling is what they do not resolve of the scene "
+        "(airframe, range, motion) at range, in fog and in wind."
     )
 
 

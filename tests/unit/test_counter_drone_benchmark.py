@@ -124,7 +124,7 @@ def test_the_ceiling_verdict_follows_the_measured_figures(bench: ModuleType) -> 
     assert "no more than the airframe-blind ceiling" in bench.airframe_verdict(ceiling, 0.89)
     above = bench.airframe_verdict(ceiling, 0.92)
     assert "above the airframe-blind ceiling" in above
-    assert "about 40% of what knowing the airframe is worth" in above
+    assert "40% of the way from it to the full one" in above
     assert "remaining 3.0 pt" in above
     full = ceiling | {"all": 0.98, "all_but_airframe": 0.96}
     table = "\n".join(bench.ceiling_table(full, {"none": 0.96, "rf": 0.92}))
