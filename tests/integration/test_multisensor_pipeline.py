@@ -88,6 +88,11 @@ def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from
     assert set(evaluation["results"]["sensors"]) == set(SENSORS)
     assert len(evaluation["results"]["fusion"]["degraded"]) == 1 + 4 + 6  # none, each sensor, each pair
     assert "| sensors removed |" in (report / "evaluation.md").read_text()
+    from rooivalk.cli.report import render_report
+
+    run_report = render_report(summary, "rooivalk run")  # `rooivalk report` of this run's summary.json
+    assert "| **fusion** |" in run_report
+    assert all(f"| {sensor} alone |" in run_report for sensor in SENSORS)
 
     export = Path(steps["export_system"]["artifacts"]["exported"]["uri"])
     exported = json.loads((export / "export_report.json").read_text())

@@ -84,3 +84,33 @@ def test_validate_checks_every_sensor_models_stages() -> None:
     bad = runner.invoke(app, ["validate", str(COUNTER_DRONE), "--set", stages])
     assert bad.exit_code == 2
     assert "sensors.acoustic.training.stages[x].train: unknown layer group 'layer9'" in bad.output
+
+
+def test_report_renders_a_multisensor_run(tmp_path: Path) -> None:
+    """A counter-drone run's summary (a real `make demo`-plan run, kept in docs/results) renders the
+    system report: every sensor's stages, the fusion, degraded mode, the shipped variants and gates."""
+    summary = REPO / "docs" / "results" / "counter_drone_repeats" / "repeat_summary.json"
+    out = tmp_path / "report.md"
+    result = runner.invoke(app, ["report", str(summary), "-o", str(out), "--command", "make demo"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    metrics = json.loads(summary.read_text())["steps"]["evaluate_system"]["metrics"]
+    assert f"| **fusion** | **{100 * metrics['fusion_test_accuracy']:.1f}%** |" in text
+    assert f"worst {100 * metrics['fusion_one_missing_worst']:.1f}%" in text
+    for sensor in ("optical", "rf", "radar", "acoustic"):
+        assert f"| {sensor} alone |" in text
+        assert f"| {sensor} | " in text  # its training stages and its shipped variant
+    assert "| optical | all | " in text  # the image trainer's stage record
+    assert "| acoustic | top | " in text  # tensor_fit's stage record
+    assert "- fusion_one_missing_mean = " in text
+
+
+def test_report_names_the_steps_of_a_summary_it_cannot_render(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"plan": "p", "status": "failed", "steps": {"ingest": {"status": "failed"}}}))
+    result = runner.invoke(app, ["report", str(summary), "-o", str(tmp_path / "r.md")])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert f"{summary}: summary.json of plan 'p' (status 'failed')" in message
+    assert "its steps: ['ingest']" in message
+    assert not (tmp_path / "r.md").exists()

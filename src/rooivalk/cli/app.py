@@ -254,7 +254,12 @@ def report(
     from rooivalk import storage
     from rooivalk.cli.report import render_report
 
-    storage.write_text(output, render_report(json.loads(summary.read_text()), command))
+    try:
+        text = render_report(json.loads(summary.read_text()), command)
+    except ValueError as error:  # json.JSONDecodeError is one too
+        _error(f"{summary}: {error}")
+        raise typer.Exit(2) from None
+    storage.write_text(output, text)
     _stdout().print(f"[green]wrote[/] {output}")
 
 

@@ -1,4 +1,9 @@
-"""`rooivalk report`: a Markdown report of a run, from its summary.json (used for docs/results)."""
+"""`rooivalk report`: a Markdown report of a run, from its summary.json (used for docs/results).
+
+Two kinds of run: one image model (steps train_model, evaluate_model, export_model) and a
+multi-sensor system (train_sensor_<name>, cache_features, train_fusion, evaluate_system,
+export_system); the steps present decide which report is rendered.
+"""
 
 from __future__ import annotations
 
@@ -40,26 +45,21 @@ def _cell(metrics: dict[str, Any], key: str | None, fmt: str) -> str:
 
 
 def render_report(summary: dict[str, Any], command: str) -> str:
-    steps = summary["steps"]
+    steps = summary.get("steps", {})
+    if "evaluate_system" in steps:
+        return render_system_report(summary, command)
+    if "train_model" not in steps or "evaluate_model" not in steps:
+        raise ValueError(
+            f"summary.json of plan {summary.get('plan')!r} (status {summary.get('status')!r}): neither a "
+            f"single-model run (train_model, evaluate_model) nor a multi-sensor run (evaluate_system); "
+            f"its steps: {sorted(steps)}"
+        )
     train = steps["train_model"]
     evaluation = steps["evaluate_model"]["metrics"]
     # The PyTorch row's accuracy is the evaluation step's (same test split, same preprocessing).
     export = {**_with_legacy_names(steps["export_model"]["metrics"]), "test_accuracy": evaluation.get("test_accuracy")}
     lines = [
-        f"# Run report: {summary['plan']}",
-        "",
-        f"Reproduce: `{command}`",
-        "",
-        f"Machine: {machine.describe()}, Python {platform.python_version()}. "
-        f"Status: **{summary['status']}**, whole run {summary.get('seconds', 0):.0f} s. "
-        f"Dataset version `{summary['dataset_version']}`.",
-        "",
-        "## Steps",
-        "",
-        "| step | status | seconds |",
-        "| --- | --- | ---: |",
-        *[f"| {name} | {s['status']} | {s.get('seconds') or 0:.1f} |" for name, s in steps.items()],
-        "",
+        *_header_and_steps(summary, command),
         "## Training stages",
         "",
         "| stage | epochs | trainable params | share of model | best val accuracy | seconds |",
@@ -97,11 +97,102 @@ def render_report(summary: dict[str, Any], command: str) -> str:
         "",
         "## Gates",
         "",
+        *_gate_lines(steps, ("evaluate_model", "export_model")),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _header_and_steps(summary: dict[str, Any], command: str) -> list[str]:
+    return [
+        f"# Run report: {summary['plan']}",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"Machine: {machine.describe()}, Python {platform.python_version()}. "
+        f"Status: **{summary['status']}**, whole run {summary.get('seconds') or 0:.0f} s. "
+        f"Dataset version `{summary.get('dataset_version')}`.",
+        "",
+        "## Steps",
+        "",
+        "| step | status | seconds |",
+        "| --- | --- | ---: |",
+        *[f"| {name} | {s['status']} | {s.get('seconds') or 0:.1f} |" for name, s in summary["steps"].items()],
+        "",
+    ]
+
+
+def _gate_lines(steps: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    return [
+        f"- {g['metric']} = {g['value']:.4f}: {'pass' if g['passed'] else 'FAIL'}"
+        for name in names
+        for g in steps.get(name, {}).get("gates", [])
+    ]
+
+
+def _pct(metrics: dict[str, Any], key: str) -> str:
+    return f"{100 * metrics[key]:.1f}%" if key in metrics else "-"
+
+
+def render_system_report(summary: dict[str, Any], command: str) -> str:
+    """The multi-sensor system's report: each sensor model's stages, the feature cache, fusion and
+    degraded-mode accuracy on the test split, the shipped ONNX variants, and the gates."""
+    steps = summary["steps"]
+    sensors = [name.removeprefix("train_sensor_") for name in steps if name.startswith("train_sensor_")]
+    evaluation = steps["evaluate_system"].get("metrics", {})
+    export = steps.get("export_system", {}).get("metrics", {})
+    cache = steps.get("cache_features", {}).get("metrics", {})
+    # Stage records come from two trainers: the image trainer's (stage, steps, trainable share, best
+    # val accuracy; groups as {group: lr}) and tensor_fit's (name; groups as a list, lrs beside them).
+    stage_rows = [
+        f"| {model} | {s.get('stage') or s.get('name')} | {s.get('epochs', 0):.0f} | {_cell(s, 'steps', '.0f')} | "
+        f"{', '.join(s.get('groups') or [])} | {_cell(s, 'best_val_accuracy', '.4f')} | {s.get('seconds') or 0:.0f} |"
+        for model, step in [(name, steps[f"train_sensor_{name}"]) for name in sensors]
+        + [("fusion", steps.get("train_fusion", {}))]
+        for s in step.get("stages", [])
+    ]
+    lines = [
+        *_header_and_steps(summary, command),
+        "## Training stages",
+        "",
+        "| model | stage | epochs | steps | groups trained | best val accuracy | seconds |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
+        *stage_rows,
+        "",
+        f"Feature cache: {cache.get('encoder_forward_passes', 0):.0f} encoder forward passes, "
+        f"{cache.get('cache_hits', 0):.0f} cache hits.",
+        "",
+        "## Test set",
+        "",
+        "| model | test accuracy |",
+        "| --- | ---: |",
+        *[f"| {name} alone | {_pct(evaluation, f'{name}_test_accuracy')} |" for name in sensors],
+        f"| **fusion** | **{_pct(evaluation, 'fusion_test_accuracy')}** |",
+        "",
+        f"False-positive rate {_pct(evaluation, 'fusion_false_positive_rate')}. One sensor missing: mean "
+        f"{_pct(evaluation, 'fusion_one_missing_mean')}, worst {_pct(evaluation, 'fusion_one_missing_worst')}; "
+        f"two missing: mean {_pct(evaluation, 'fusion_two_missing_mean')}, worst "
+        f"{_pct(evaluation, 'fusion_two_missing_worst')}.",
+        "",
+        "## Export (shipped variant per model, batch 1, CPU)",
+        "",
+        "| model | accuracy drop (pt) | median latency (ms) | p95 latency (ms) | size (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
         *[
-            f"- {g['metric']} = {g['value']:.4f}: {'pass' if g['passed'] else 'FAIL'}"
-            for name in ("evaluate_model", "export_model")
-            for g in steps[name].get("gates", [])
+            f"| {name} | {_cell(export, f'{name}_accuracy_drop', '+.2%').rstrip('%')} | "
+            f"{_cell(export, f'{name}_latency_ms', '.2f')} | {_cell(export, f'{name}_latency_p95_ms', '.2f')} | "
+            f"{_cell(export, f'{name}_size_mb', '.2f')} |"
+            for name in [*sensors, "fusion"]
+            if f"{name}_latency_ms" in export
         ],
+        "",
+        f"ONNX system test accuracy: FP32 {_pct(export, 'system_fp32_test_accuracy')}, shipped "
+        f"{_pct(export, 'system_test_accuracy')}; end to end p95 "
+        f"{_cell(export, 'end_to_end_latency_p95_ms', '.1f')} ms.",
+        "",
+        "## Gates",
+        "",
+        *_gate_lines(steps, ("evaluate_system", "export_system")),
         "",
     ]
     return "\n".join(lines)
