@@ -82,8 +82,8 @@ def test_the_optical_field_is_recorded_with_the_simulated_data(tmp_path):
 
 def test_motion_blur_smears_the_chip_at_every_heading_and_never_blanks_it():
     """Regression for counter-drone-sim/1: a 2-pixel blur line rotated with ndimage.rotate lost all
-    its mass at most headings, and convolving with the empty kernel turned the chip black (46% of the
-    demo's drone chips were sensor noise only). The kernel now keeps its mass at every heading, and a
+    its mass at most headings, and convolving with the empty kernel blanked the chip (52% of the
+    demo's drone chips held no object). The kernel now keeps its mass at every heading, and a
     fast drone's chip keeps the sky's brightness."""
     from dataclasses import replace
 
@@ -103,3 +103,18 @@ def test_motion_blur_smears_the_chip_at_every_heading_and_never_blanks_it():
                               np.random.default_rng(2), field_px=32)  # fmt: skip
         assert abs(float(fast.mean()) - float(still.mean())) < 5  # blur moves light around, it keeps it
         assert not np.array_equal(fast, still)
+
+
+def test_the_blur_check_script_counts_what_v1_blanked_and_v2_keeps():
+    """scripts/optical_blur_check.py (the source of the docs' blanked-chip figures) on a small stream."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "scripts" / "optical_blur_check.py"
+    result = subprocess.run([sys.executable, str(script), "--count", "300"], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["empty_kernels_by_length"]["2"]["v1"] > 60  # of 72 headings
+    assert all(counts["v2"] == 0 for counts in report["empty_kernels_by_length"].values())
+    assert 0 < report["drone_share_blanked_v1"] <= report["drone_share_blurred"]
+    assert report["drone_share_blanked_v2"] == 0

@@ -34,7 +34,8 @@ from rooivalk.data.simulators.radar import FEATURES, TRACK_STEPS, render_radar
 from rooivalk.data.simulators.rf import CAPTURE_SAMPLES, render_rf
 from rooivalk.data.simulators.scene import CLASSES, Scene, sample_scene
 
-# /2: the optical motion blur keeps the chip (under /1 a 2-pixel blur blanked 46% of drone chips).
+# /2: the optical motion blur keeps the chip (under /1 a 2-pixel blur blanked 52% of the demo's drone
+# chips; scripts/optical_blur_check.py counts them).
 GENERATOR_VERSION = "counter-drone-sim/2"
 INDEX_FILE = "events.parquet"
 META_FILE = "simulation.json"
