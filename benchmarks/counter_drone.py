@@ -23,6 +23,7 @@ import json
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,9 @@ from rooivalk.cli.local_run import resolve_plan
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.degraded import summarize_degraded
 from rooivalk.evaluation.multisensor_report import degraded_mode, evaluate_system, render_markdown
-from rooivalk.features.cache import encode
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import FusionSpec, ModalityDropoutSpec, Plan, load_plan
-from rooivalk.training.fusion import FusionFeatures, predict_fusion, train_fusion
+from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, predict_fusion, train_fusion
 from rooivalk.training.multisensor import train_multisensor
 from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
 from rooivalk.training.multisensor_steps import load_sensor_models
@@ -343,18 +343,13 @@ def fine_label_encoders(
         info=dataset.info.model_copy(update={"classes": fine_classes}),
     )
     assert plan.sensors is not None
-    matrices = dict(features.features)
-    fine_val = {}
-    for name in sensors:
-        result = train_sensor(name, plan.sensors[name], fine, _progress)
-        fine_val[name] = result.val_accuracy
-        rows = dataset.present_of(name)
-        embedded = encode(
-            result.model, dataset.arrays[name][rows], 256, result.encoding.embed, result.encoding.preprocess
-        )
-        matrices[name] = np.zeros((len(dataset.labels), embedded.shape[1]), dtype=np.float32)
-        matrices[name][rows] = embedded
-    retrained = FusionFeatures(matrices, features.present.copy())
+    fine_models = {name: train_sensor(name, plan.sensors[name], fine, _progress) for name in sensors}
+    fine_val = {name: result.val_accuracy for name, result in fine_models.items()}
+    # Embedded as the pipeline's cache_features step embeds (every split, absent samples left at zero);
+    # the entries go to a throwaway cache, since these encoders are not the plan's.
+    with tempfile.TemporaryDirectory() as cache_root:
+        embedded = cache_sensor_features(dataset, fine_models, cache_root)
+    retrained = FusionFeatures({**features.features, **embedded.features}, features.present.copy())
     assert plan.fusion is not None
     test = dataset.split_mask("test")
     scores: dict[str, dict[str, list[float]]] = {}

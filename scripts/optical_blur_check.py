@@ -21,9 +21,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from rooivalk.data.simulators.counter_drone import _event_rngs
-from rooivalk.data.simulators.optical import motion_blur_kernel
-from rooivalk.data.simulators.scene import Scene, sample_scene
+from rooivalk.data.simulators.counter_drone import event_scenes
+from rooivalk.data.simulators.optical import blur_length, motion_blur_kernel
 
 EMPTY = 1e-6  # v1 divided by max(kernel.sum(), 1e-6): a kernel below this blanks the chip
 
@@ -33,13 +32,6 @@ def v1_kernel(length: int, heading_rad: float) -> np.ndarray:
     kernel = np.zeros((length, length))
     kernel[length // 2, :] = 1.0 / length
     return np.asarray(ndimage.rotate(kernel, math.degrees(heading_rad), reshape=False, order=1))
-
-
-def blur_length(scene: Scene) -> int | None:
-    """The simulator's blur length for this scene (the rule in render_optical), or None: no blur."""
-    if scene.speed_mps > 15 or scene.motion == "evasive":
-        return int(min(7, 2 + scene.speed_mps / 30))
-    return None
 
 
 def main() -> None:
@@ -55,7 +47,7 @@ def main() -> None:
         }
         for length in range(2, 8)
     }
-    drones = [s for s in (sample_scene(rng) for rng in _event_rngs(args.seed, args.count)) if s.label.endswith("drone")]
+    drones = [scene for scene in event_scenes(args.seed, args.count) if scene.label.endswith("drone")]
     blurred = [(s, n) for s in drones if (n := blur_length(s)) is not None]
     blanked_v1 = sum(v1_kernel(n, s.heading_rad).sum() < EMPTY for s, n in blurred)
     blanked_v2 = sum(motion_blur_kernel(n, s.heading_rad).sum() < EMPTY for s, n in blurred)

@@ -134,6 +134,11 @@ def _pct(metrics: dict[str, Any], key: str) -> str:
     return f"{100 * metrics[key]:.1f}%" if key in metrics else "-"
 
 
+def _points(metrics: dict[str, Any], key: str) -> str:
+    """A fraction as signed percentage points (an accuracy drop of 0.002 is +0.20)."""
+    return f"{100 * metrics[key]:+.2f}" if key in metrics else "-"
+
+
 def render_system_report(summary: dict[str, Any], command: str) -> str:
     """The multi-sensor system's report: each sensor model's stages, the feature cache, fusion and
     degraded-mode accuracy on the test split, the shipped ONNX variants, and the gates."""
@@ -179,7 +184,7 @@ def render_system_report(summary: dict[str, Any], command: str) -> str:
         "| model | accuracy drop (pt) | median latency (ms) | p95 latency (ms) | size (MB) |",
         "| --- | ---: | ---: | ---: | ---: |",
         *[
-            f"| {name} | {_cell(export, f'{name}_accuracy_drop', '+.2%').rstrip('%')} | "
+            f"| {name} | {_points(export, f'{name}_accuracy_drop')} | "
             f"{_cell(export, f'{name}_latency_ms', '.2f')} | {_cell(export, f'{name}_latency_p95_ms', '.2f')} | "
             f"{_cell(export, f'{name}_size_mb', '.2f')} |"
             for name in [*sensors, "fusion"]

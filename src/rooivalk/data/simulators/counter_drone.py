@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,10 +78,12 @@ class SimulationResult:
     index_uri: str
 
 
-def _event_rngs(seed: int, count: int) -> list[np.random.Generator]:
+def event_scenes(seed: int, count: int) -> Iterator[Scene]:
+    """The ground truth of events 0..count-1 of stream `seed`, as `simulate_counter_drone` draws them
+    (without rendering any sensor)."""
     # One child stream per event: event i does not depend on how many events follow it.
-    children = np.random.SeedSequence(seed).spawn(count)
-    return [np.random.default_rng(child) for child in children]
+    for child in np.random.SeedSequence(seed).spawn(count):
+        yield sample_scene(np.random.default_rng(child))
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -128,8 +130,7 @@ def simulate_counter_drone(
         raise ValueError(f"count must be at least {len(CLASSES)} (one event per class), got {count}")
     rows: list[dict[str, object]] = []
     arrays: dict[str, list[np.ndarray]] = {name: [] for name in NPZ_LAYOUT}
-    for index, rng in enumerate(_event_rngs(seed, count)):
-        scene = sample_scene(rng)
+    for index, scene in enumerate(event_scenes(seed, count)):
         event_id = f"ev{seed:04d}-{index:07d}"
         samples = render_event(scene, image_size, optical_field_px)
         optical_path = f"optical/{scene.label}/{event_id}.png"

@@ -99,6 +99,13 @@ def _silhouette(scene: Scene, size: int, rng: np.random.Generator, field_px: int
     return coverage
 
 
+def blur_length(scene: Scene) -> int | None:
+    """Pixels a fast (> 15 m/s) or evasive target smears over during the exposure; None: no blur."""
+    if scene.speed_mps > 15 or scene.motion == "evasive":
+        return int(min(7, 2 + scene.speed_mps / 30))
+    return None
+
+
 def motion_blur_kernel(length: int, heading_rad: float, samples: int = 32) -> np.ndarray:
     """(k, k) kernel, k odd, summing to 1: a `length`-pixel line through the centre along the heading.
 
@@ -137,8 +144,8 @@ def render_optical(scene: Scene, rng: np.random.Generator, size: int = 32, field
     # Fog: the object's contrast against the sky decays with range through the haze.
     contrast = math.exp(-scene.range_m / scene.visibility_m)
     image = image * (1 - coverage * contrast) + target * coverage * contrast
-    if scene.speed_mps > 15 or scene.motion == "evasive":  # the object smears along its heading
-        length = int(min(7, 2 + scene.speed_mps / 30))
+    length = blur_length(scene)
+    if length is not None:  # the object smears along its heading
         image = ndimage.convolve(image, motion_blur_kernel(length, scene.heading_rad), mode="nearest")
     if scene.weather == "fog":
         haze = 1 - math.exp(-300.0 / scene.visibility_m)
