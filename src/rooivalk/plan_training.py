@@ -168,6 +168,13 @@ class StageSpec(_Strict):
         description="Epochs of this stage cover a fixed, seeded subset of this many training samples "
         "(a cached head stage then extracts only those: a linear probe needs far fewer than a full pass).",
     )
+    input_size: int | None = Field(
+        None,
+        ge=8,
+        description="Train this stage on images resized to this many pixels instead of model.input_size "
+        "(progressive resizing: a smaller stage costs fewer FLOPs a step). Validation, the test and the "
+        "exported model always use model.input_size.",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> StageSpec:

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -311,7 +311,7 @@ class Trainer:
             return self.model_input(images[index], generator), torch.as_tensor(labels[index]).to(self.device)
 
         probe_model = self._head_on_features if stage.cache_features else self.model
-        eval_batch = self.model_input(self.data.val[0][: self.spec.eval_batch_size])
+        eval_batch = self.model_input(self.data.val[0][: self.spec.eval_batch_size], inputs=self.inputs)
         self.model.train()
         freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
         with self.autocast():
@@ -550,19 +550,31 @@ class Trainer:
             precision = self.spec.feature_precision
             bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
             self._feature_cache[key] = extract_features(
-                self.model, images, self.inputs, self.spec.eval_batch_size, self.device, bf16
+                self.model, images, self.stage_inputs(), self.spec.eval_batch_size, self.device, bf16
             )
             self.model.train()
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
         return self._feature_cache[key]
 
-    def model_input(self, images: np.ndarray, augment_with: torch.Generator | None = None) -> torch.Tensor:
-        """Stored images -> the model's input on its device (B, C, S, S), normalized; augmented
-        when a generator is given (the probe's batches match the stage's own)."""
-        batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # in [0, 1]
+    def stage_inputs(self) -> InputSpec:
+        """Preprocessing of the current stage's training batches: the model's, at the stage's own
+        `input_size` when it sets one (progressive resizing). Validation always uses `self.inputs`."""
+        stage = self.stages[min(self.position.stage_index, len(self.stages) - 1)]
+        if stage.input_size is None or stage.input_size == self.inputs.input_size:
+            return self.inputs
+        return replace(self.inputs, input_size=stage.input_size)
+
+    def model_input(
+        self, images: np.ndarray, augment_with: torch.Generator | None = None, inputs: InputSpec | None = None
+    ) -> torch.Tensor:
+        """Stored images -> the model's input on its device (B, C, S, S), normalized, at the current
+        stage's training size unless `inputs` says otherwise; augmented when a generator is given
+        (the probe's batches match the stage's own)."""
+        inputs = inputs or self.stage_inputs()
+        batch = to_unit_images(images, inputs.input_size, inputs.in_chans)  # in [0, 1]
         if augment_with is not None and self.augment.enabled:
             batch = self.augment(batch, augment_with)
-        return normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
+        return normalize(batch, inputs.mean, inputs.std, inputs.channels_last).to(self.device)
 
     def train_step(self, images: np.ndarray | None, labels: np.ndarray, features: torch.Tensor | None = None) -> float:
         optimizer, schedule = self._ready()
@@ -573,13 +585,14 @@ class Trainer:
                 optimizer, schedule, self._head_on_features, features.to(self.device), torch.as_tensor(labels)
             )
         assert images is not None
-        batch = to_unit_images(images, self.inputs.input_size, self.inputs.in_chans)  # (B, C, S, S) in [0, 1]
+        inputs = self.stage_inputs()
+        batch = to_unit_images(images, inputs.input_size, inputs.in_chans)  # (B, C, S, S) in [0, 1]
         if self.augment.enabled:
             batch = self.augment(batch, generator)
         target: torch.Tensor = torch.as_tensor(labels)
         if self.mixer.enabled:
             batch, target = self.mixer(batch, target, generator)
-        batch = normalize(batch, self.inputs.mean, self.inputs.std, self.inputs.channels_last).to(self.device)
+        batch = normalize(batch, inputs.mean, inputs.std, inputs.channels_last).to(self.device)
         return self._optimize(optimizer, schedule, model, batch, target)
 
     def _optimize(

@@ -23,6 +23,7 @@ class ResolvedStage:
     cache_features: bool = False  # a head-only stage trained on cached backbone features
     seconds: float | Literal["rest"] | None = None  # wall-clock length; "rest": what the budget has left
     max_samples: int | None = None  # epochs cover a fixed seeded subset of the training split
+    input_size: int | None = None  # training batches at this size (progressive resizing); None: the model's
 
 
 def reference_stages() -> list[StageSpec]:
@@ -128,6 +129,7 @@ def resolve_stages(
                 spec.cache_features,
                 spec.seconds,
                 spec.max_samples,
+                spec.input_size,
             )
         )
     return resolved

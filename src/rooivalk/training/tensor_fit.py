@@ -79,6 +79,9 @@ def fit_tensor_model(
     """Train `model` in place through the plan's stages; leaves it at its best validation epoch."""
     if any(stage.epochs is None for stage in training.stages or []):
         raise ValueError(f"{name}: sensor models take stages sized in epochs (seconds budgets are for images)")
+    resized = [stage.name for stage in training.stages or [] if stage.input_size is not None]
+    if resized:
+        raise ValueError(f"{name}: stages {resized} set input_size, which only image models have")
     torch.manual_seed(training.seed)
     generator = np.random.default_rng(training.seed)
     groups = layer_groups(model)

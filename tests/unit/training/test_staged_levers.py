@@ -262,3 +262,22 @@ def test_a_cached_stage_with_max_samples_extracts_and_trains_on_a_fixed_subset(t
     again = _trainer(tiny_dataset_dir, [stage])  # the same seed and stage draw the same subset
     again.enter_stage(0)
     assert list(again.stage_subset()) == list(subset)
+
+
+def test_a_stage_with_its_own_input_size_trains_at_it_and_validates_at_the_models(tiny_dataset_dir: str) -> None:
+    small = StageSpec(name="small", epochs=1, train=["all"], lr=StageLR(spread=(1e-3, 1e-3)), input_size=16)
+    full = StageSpec(name="all", epochs=1, train=["all"], lr=StageLR(spread=(1e-3, 1e-3)))
+    trainer = _trainer(tiny_dataset_dir, [small, full])
+    seen: list[tuple[int, ...]] = []
+    hook = trainer.model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    trainer.enter_stage(0)
+    trainer.run_epoch(trainer.stages[0])  # training steps at 16 px, then validation at the model's 32 px
+    batches = trainer.batches_per_epoch()
+    assert seen[:batches] == [(16, 16)] * batches
+    assert set(seen[batches:]) == {(32, 32)}
+    seen.clear()
+    trainer.position.next_stage()
+    trainer.enter_stage(1)
+    trainer.run_epoch(trainer.stages[1])
+    assert set(seen) == {(32, 32)}  # a stage without input_size trains at the model's size
+    hook.remove()

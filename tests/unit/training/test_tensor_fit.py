@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from rooivalk.models import create_model
@@ -51,3 +52,17 @@ def test_a_frozen_stage_leaves_the_encoder_untouched():
     assert changed
     assert all(k.startswith("head.") for k in changed), changed  # BatchNorm statistics included
     assert fit.stages[0]["groups"] == ["head"]
+
+
+def test_stage_options_for_images_are_refused_naming_the_stage():
+    model = create_model(ModelSpec(family="radar_sequence", architecture="gru"), 2)
+    x, y = _tracks(16, 0)
+    for stage, message in (
+        (StageSpec(name="s", seconds=5, train=["all"], lr=StageLR(spread=(1e-3, 1e-3))), "sized in epochs"),
+        (
+            StageSpec(name="small", epochs=1, input_size=16, train=["all"], lr=StageLR(spread=(1e-3, 1e-3))),
+            r"stages \['small'\] set input_size",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit_tensor_model(model, {"inputs": x}, y, {"inputs": x}, y, TrainingSpec(stages=[stage]), name="radar")
