@@ -3,7 +3,8 @@
 Times EfficientNet-Lite0 training steps (forward, backward, AdamW step; batch 64) and forward-only
 feature extraction (batch 256, what a cached head stage does) with the default layout vs
 channels_last and fp32 vs bf16 autocast, plus training with the first k layer groups frozen (no
-backward through them). Each configuration: warm-up steps, then the median of --repeats timed
+backward through them) and with their output cached (no forward through them either: the most that
+caching a frozen prefix's activations could save). Each configuration: warm-up steps, then the median of --repeats timed
 rounds. The baseline, measured in the same run, is fp32 in the default layout; `ratio` is the best
 training configuration's speed-up over it.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from rooivalk import machine
 from rooivalk.models import create_model, layer_groups
 from rooivalk.plan import ModelSpec
 
@@ -63,7 +64,17 @@ def time_rounds(step: Any, device: torch.device, steps: int, repeats: int) -> fl
     return statistics.median(rounds)
 
 
-def measure(size: int, channels_last: bool, bf16: bool, frozen: int, args: argparse.Namespace) -> dict[str, Any]:
+def suffix_forward(model: Any, hidden: torch.Tensor, first_block: int) -> torch.Tensor:
+    """EfficientNet-Lite0 from block `first_block` on: what a step computes when the activations
+    entering that block are cached (no forward through the frozen prefix at all)."""
+    for block in model.blocks[first_block:]:
+        hidden = block(hidden)
+    return model.forward_head(model.bn2(model.conv_head(hidden)))  # type: ignore[no-any-return]
+
+
+def measure(
+    size: int, channels_last: bool, bf16: bool, frozen: int, args: argparse.Namespace, cached_prefix: bool = False
+) -> dict[str, Any]:
     device = torch.device(args.device)
     model = create_model(ModelSpec(architecture="tf_efficientnet_lite0", input_size=size), 10).to(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -77,9 +88,15 @@ def measure(size: int, channels_last: bool, bf16: bool, frozen: int, args: argpa
     labels = torch.randint(0, 10, (args.batch,), device=device)
     extract_images = torch.randn(args.eval_batch, 3, size, size, device=device).contiguous(memory_format=layout)
 
+    prefix_output = None
+    if cached_prefix:  # groups are stem, blocks.0, ...: the first `frozen` groups end before blocks[frozen - 1]
+        with torch.no_grad():
+            prefix_output = model.blocks[: frozen - 1](model.bn1(model.conv_stem(images)))
+
     def train_step() -> None:
         with _autocast(device, bf16):
-            loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+            logits = model(images) if prefix_output is None else suffix_forward(model, prefix_output, frozen - 1)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -97,6 +114,7 @@ def measure(size: int, channels_last: bool, bf16: bool, frozen: int, args: argpa
         "channels_last": channels_last,
         "bf16": bf16,
         "frozen_groups": frozen,
+        "cached_prefix": cached_prefix,
         "train_images_per_second": args.batch / train,
         "extract_images_per_second": args.eval_batch / extract if extract else None,
     }
@@ -114,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(size, channels_last, bf16, 0, args))
         for frozen in (3, 5):
             rows.append(measure(size, True, False, frozen, args))
+            rows.append(measure(size, True, False, frozen, args, cached_prefix=True))
     for row in rows:
         print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else machine.describe()
     result: dict[str, Any] = {"benchmark": "speed_levers", "device": name, "threads": torch.get_num_threads()}
     for size in sorted({r["size"] for r in rows}):
         mine = [r for r in rows if r["size"] == size and r["frozen_groups"] == 0]
