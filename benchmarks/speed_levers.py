@@ -4,9 +4,9 @@ Times EfficientNet-Lite0 training steps (forward, backward, AdamW step; batch 64
 feature extraction (batch 256, what a cached head stage does) with the default layout vs
 channels_last and fp32 vs bf16 autocast, plus training with the first k layer groups frozen (no
 backward through them) and with their output cached (no forward through them either: the most that
-caching a frozen prefix's activations could save). Each configuration: warm-up steps, then the median of --repeats timed
-rounds. The baseline, measured in the same run, is fp32 in the default layout; `ratio` is the best
-training configuration's speed-up over it.
+caching a frozen prefix's activations could save). Each configuration: warm-up steps, then the
+median of --repeats timed rounds. The baseline, measured in the same run, is fp32 in the default
+layout; `ratio` is the best training configuration's speed-up over it.
 
     .venv/bin/python benchmarks/speed_levers.py               # CPU here
     python3 benchmarks/speed_levers.py --device cuda          # on a GPU node

@@ -549,8 +549,9 @@ class Trainer:
             images = images if subset is None else images[subset]
             precision = self.spec.feature_precision
             bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
+            inputs = self.stage_inputs() if split == "train" else self.inputs  # validation: the model's size
             self._feature_cache[key] = extract_features(
-                self.model, images, self.stage_inputs(), self.spec.eval_batch_size, self.device, bf16
+                self.model, images, inputs, self.spec.eval_batch_size, self.device, bf16
             )
             self.model.train()
             freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))

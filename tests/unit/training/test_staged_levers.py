@@ -281,3 +281,19 @@ def test_a_stage_with_its_own_input_size_trains_at_it_and_validates_at_the_model
     trainer.run_epoch(trainer.stages[1])
     assert set(seen) == {(32, 32)}  # a stage without input_size trains at the model's size
     hook.remove()
+
+
+def test_a_cached_head_stage_with_its_own_input_size_extracts_train_at_it_and_val_at_the_models(
+    tiny_dataset_dir: str,
+) -> None:
+    stage = StageSpec(name="head", epochs=1, train=["head"], lr=StageLR(head=1e-2), cache_features=True, input_size=16)
+    trainer = _trainer(tiny_dataset_dir, [stage])
+    trainer.enter_stage(0)
+    seen: list[tuple[int, ...]] = []  # extraction calls forward_features, so hook the stem's conv
+    stem: nn.Module = trainer.model.conv_stem  # type: ignore[assignment]
+    stem.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    trainer.cached_features(trainer.stages[0], "train")
+    assert set(seen) == {(16, 16)}
+    seen.clear()
+    trainer.cached_features(trainer.stages[0], "val")
+    assert set(seen) == {(32, 32)}
