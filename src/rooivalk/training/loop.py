@@ -177,10 +177,14 @@ class Trainer:
         sampler.set_epoch(epoch)
         return torch.tensor(list(sampler), dtype=torch.int64)
 
+    def current_stage_index(self) -> int:
+        """The stage being trained; the last one once every stage has ended (position moves past it)."""
+        return min(self.position.stage_index, len(self.stages) - 1)
+
     def stage_subset(self) -> np.ndarray | None:
         """The current stage's fixed training subset (sorted sample indices), or None: all samples.
         Seeded by (seed, stage index), so a resumed stage draws the same subset."""
-        index = min(self.position.stage_index, len(self.stages) - 1)
+        index = self.current_stage_index()
         if index not in self._subsets:  # drawn once per stage: batches_per_epoch() asks often
             stage, count = self.stages[index], len(self.data.train[0])
             subset = None
@@ -560,7 +564,7 @@ class Trainer:
     def stage_inputs(self) -> InputSpec:
         """Preprocessing of the current stage's training batches: the model's, at the stage's own
         `input_size` when it sets one (progressive resizing). Validation always uses `self.inputs`."""
-        stage = self.stages[min(self.position.stage_index, len(self.stages) - 1)]
+        stage = self.stages[self.current_stage_index()]
         if stage.input_size is None or stage.input_size == self.inputs.input_size:
             return self.inputs
         return replace(self.inputs, input_size=stage.input_size)
@@ -572,9 +576,16 @@ class Trainer:
         stage's training size unless `inputs` says otherwise; augmented when a generator is given
         (the probe's batches match the stage's own)."""
         inputs = inputs or self.stage_inputs()
-        batch = to_unit_images(images, inputs.input_size, inputs.in_chans)  # in [0, 1]
+        return self._normalized(self._unit_batch(images, inputs, augment_with), inputs)
+
+    def _unit_batch(self, images: np.ndarray, inputs: InputSpec, augment_with: torch.Generator | None) -> torch.Tensor:
+        """Stored images -> (B, C, S, S) in [0, 1] at `inputs.input_size`, augmented when a generator is given."""
+        batch = to_unit_images(images, inputs.input_size, inputs.in_chans)
         if augment_with is not None and self.augment.enabled:
             batch = self.augment(batch, augment_with)
+        return batch
+
+    def _normalized(self, batch: torch.Tensor, inputs: InputSpec) -> torch.Tensor:
         return normalize(batch, inputs.mean, inputs.std, inputs.channels_last).to(self.device)
 
     def train_step(self, images: np.ndarray | None, labels: np.ndarray, features: torch.Tensor | None = None) -> float:
@@ -587,14 +598,11 @@ class Trainer:
             )
         assert images is not None
         inputs = self.stage_inputs()
-        batch = to_unit_images(images, inputs.input_size, inputs.in_chans)  # (B, C, S, S) in [0, 1]
-        if self.augment.enabled:
-            batch = self.augment(batch, generator)
+        batch = self._unit_batch(images, inputs, generator)  # (B, C, S, S) in [0, 1]
         target: torch.Tensor = torch.as_tensor(labels)
-        if self.mixer.enabled:
+        if self.mixer.enabled:  # mixes unit images, before normalization
             batch, target = self.mixer(batch, target, generator)
-        batch = normalize(batch, inputs.mean, inputs.std, inputs.channels_last).to(self.device)
-        return self._optimize(optimizer, schedule, model, batch, target)
+        return self._optimize(optimizer, schedule, model, self._normalized(batch, inputs), target)
 
     def _optimize(
         self,
@@ -714,7 +722,7 @@ class Trainer:
         self.position = RunPosition.from_dict(state["position"])
         self.model.load_state_dict(state["model"])
         saved_steps = self.position.stage_steps
-        current = min(self.position.stage_index, len(self.stages) - 1)
+        current = self.current_stage_index()
         for index in range(current + 1):
             # Earlier stages are entered only to rebuild the optimizer's groups; their schedules are replaced.
             self.enter_stage(index, steps=saved_steps if index == current else 1)
