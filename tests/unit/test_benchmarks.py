@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from rooivalk import machine
 
@@ -73,6 +75,55 @@ def test_unfreezing_prints_its_json_last_and_writes_results(tmp_path: Path) -> N
     again = run_benchmark("unfreezing.py", *args, "--out", str(out), "--work-dir", str(tmp_path))
     assert again == result
     assert len(Path(f"{out}.runs.jsonl").read_text().splitlines()) == 2
+
+
+def load_unfreezing() -> Any:
+    spec = importlib.util.spec_from_file_location("unfreezing_benchmark", REPO / "benchmarks" / "unfreezing.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(schedule: str, budget: float, seed: int, test_accuracy: float) -> dict[str, Any]:
+    curve = [[budget * 0.6, test_accuracy - 0.01], [budget, test_accuracy]]
+    stage = {"stage": "all", "seconds": budget, "steps": 10.0, "best_val_accuracy": test_accuracy}
+    return {
+        "dataset": "fashion",
+        "schedule": schedule,
+        "seed": seed,
+        "budget_seconds": budget,
+        "test_accuracy": test_accuracy,
+        "train_wall_seconds": budget,
+        "train_seconds": budget,
+        "curve": curve,
+        "stages": [stage],
+    }
+
+
+def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_path: Path) -> None:
+    """The time-to-accuracy verdict names each schedule's own budgets (a schedule not run at a budget
+    has not failed there), and with two budgets or more the plot gains a test-accuracy-vs-budget panel."""
+    unfreezing = load_unfreezing()
+    runs = [
+        fake_run(schedule, budget, seed, accuracy)
+        for schedule, budget, accuracy in (
+            ("full_finetune", 150.0, 0.931),
+            ("full_finetune", 300.0, 0.940),
+            ("auto", 150.0, 0.928),
+        )
+        for seed in (0, 1)
+    ]
+    rows = unfreezing.summarize(runs, 0.93)
+    verdict = "\n".join(unfreezing.verdicts(rows, 0.93))
+    assert "auto never (budgets tried: 150 s), full_finetune 150 s (budgets tried: 150, 300 s)" in verdict
+    png = tmp_path / "curves.png"
+    unfreezing.plot(runs, str(png), 0.93, "test")
+    one_budget = tmp_path / "one.png"
+    unfreezing.plot([r for r in runs if r["budget_seconds"] == 150.0], str(one_budget), 0.93, "test")
+    # panels are 6 inches wide at 110 dpi: two budgets and the budget panel, against one budget alone
+    assert Image.open(png).width == 3 * Image.open(one_budget).width
 
 
 def test_speed_levers_prints_its_json_last() -> None:
