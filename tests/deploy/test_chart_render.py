@@ -4,7 +4,6 @@ keys. (Strict CRD schemas, security rules and cross-references: the other module
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from components.images import CPU_IMAGE
+from tests.scripts import load_script
 from tests.unit.monitoring._tools import run, tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +46,7 @@ def find(docs: list[Doc], kind: str, name: str) -> Doc:
 @pytest.fixture(scope="module")
 def generate() -> ModuleType:
     """manifests/generate.py, imported from its path (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("manifests_generate", REPO / "manifests" / "generate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "manifests" / "generate.py", "manifests_generate")
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)

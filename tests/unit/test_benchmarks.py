@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from PIL import Image
 
 from rooivalk import machine
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -78,12 +78,7 @@ def test_unfreezing_prints_its_json_last_and_writes_results(tmp_path: Path) -> N
 
 
 def load_unfreezing() -> Any:
-    spec = importlib.util.spec_from_file_location("unfreezing_benchmark", REPO / "benchmarks" / "unfreezing.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "benchmarks" / "unfreezing.py", "unfreezing_benchmark")
 
 
 def fake_run(schedule: str, budget: float, seed: int, test_accuracy: float) -> dict[str, Any]:

@@ -4,8 +4,6 @@ without a sensor must learn from the sensors left, and only from them."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,19 +15,14 @@ from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.multisensor import MultiSensorDataset, MultiSensorInfo, SensorInfo
 from rooivalk.plan import FusionSpec
 from rooivalk.training.fusion import FusionFeatures
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("counter_drone_bench", REPO / "benchmarks/counter_drone.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "benchmarks/counter_drone.py", "counter_drone_bench")
 
 
 def synthetic(count: int = 600) -> tuple[MultiSensorDataset, FusionFeatures]:

@@ -33,6 +33,7 @@ from rooivalk.export.tensorrt import (
     sidecar_path,
     tensorrt_available,
 )
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "gpu_export_check.py"
@@ -42,12 +43,7 @@ needs_tensorrt = pytest.mark.skipif(not AVAILABLE, reason=REASON)
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_export_check", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "gpu_export_check")
 
 
 def _model(path: Path, inputs: list[Any], nodes: list[Any], outputs: list[Any]) -> Path:
