@@ -305,24 +305,26 @@ def summarize(runs: list[dict[str, Any]], target: float) -> list[dict[str, Any]]
     return rows
 
 
-def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> None:
+def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], path: str, target: float, title: str) -> None:
     """One panel per budget (each run's validation curve, its test accuracy as a star) and, with two
     or more budgets, a last panel of test accuracy against budget (mean ± std over seeds): the
-    time-to-accuracy view, where a schedule that reaches the target sooner crosses the line further left."""
+    time-to-accuracy view, where a schedule that reaches the target sooner crosses the line further left.
+    `rows` is `summarize(runs, target)`, which the report has already computed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     budgets = sorted({r["budget_seconds"] for r in runs})
-    rows = summarize(runs, target)
     panels = len(budgets) + (1 if len(budgets) > 1 else 0)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
     names = [row["variant"] for row in rows if row["budget_seconds"] == budgets[0]]
     names += sorted({variant(r) for r in runs} - set(names))
     colours = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, strict=False))
     legend_size = 6 if len(names) > 3 else 8
-    for ax, budget in zip(axes[0], budgets, strict=False):
+    lows = [acc for r in runs for _, acc in r["curve"]] + [r["test_accuracy"] for r in runs]
+    curve_range = (max(min(lows) - 0.01, target - 0.1), 1.0 if target > 0.95 else target + 0.03)
+    for ax, budget in zip(axes[0][: len(budgets)], budgets, strict=True):
         for schedule in names:
             mine = [r for r in runs if variant(r) == schedule and r["budget_seconds"] == budget]
             for k, run in enumerate(mine):
@@ -336,6 +338,7 @@ def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> No
         ax.axhline(target, color="grey", lw=0.8, ls="--")
         ax.set_title(f"budget {budget:.0f} s")
         ax.set_xlabel("seconds since training started")
+        ax.set_ylim(*curve_range)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=legend_size)
     if len(budgets) > 1:
@@ -362,9 +365,6 @@ def plot(runs: list[dict[str, Any]], path: str, target: float, title: str) -> No
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=legend_size)
     axes[0][0].set_ylabel("validation accuracy (lines), test accuracy (stars)")
-    lows = [acc for r in runs for _, acc in r["curve"]] + [r["test_accuracy"] for r in runs]
-    for ax in axes[0][: len(budgets)]:
-        ax.set_ylim(max(min(lows) - 0.01, target - 0.1), 1.0 if target > 0.95 else target + 0.03)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -462,6 +462,7 @@ def write_report(
     png = Path(f"{args.out}.png")
     plot(
         runs,
+        rows,
         str(png),
         args.target,
         f"{args.dataset}: accuracy vs wall time, EfficientNet-Lite0 at {args.input_size} px",

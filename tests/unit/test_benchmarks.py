@@ -77,10 +77,6 @@ def test_unfreezing_prints_its_json_last_and_writes_results(tmp_path: Path) -> N
     assert len(Path(f"{out}.runs.jsonl").read_text().splitlines()) == 2
 
 
-def load_unfreezing() -> Any:
-    return load_script(REPO / "benchmarks" / "unfreezing.py", "unfreezing_benchmark")
-
-
 def fake_run(schedule: str, budget: float, seed: int, test_accuracy: float) -> dict[str, Any]:
     curve = [[budget * 0.6, test_accuracy - 0.01], [budget, test_accuracy]]
     stage = {"stage": "all", "seconds": budget, "steps": 10.0, "best_val_accuracy": test_accuracy}
@@ -100,7 +96,7 @@ def fake_run(schedule: str, budget: float, seed: int, test_accuracy: float) -> d
 def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_path: Path) -> None:
     """The time-to-accuracy verdict names each schedule's own budgets (a schedule not run at a budget
     has not failed there), and with two budgets or more the plot gains a test-accuracy-vs-budget panel."""
-    unfreezing = load_unfreezing()
+    unfreezing = load_script(REPO / "benchmarks" / "unfreezing.py", "unfreezing_benchmark")
     runs = [
         fake_run(schedule, budget, seed, accuracy)
         for schedule, budget, accuracy in (
@@ -114,9 +110,9 @@ def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_
     verdict = "\n".join(unfreezing.verdicts(rows, 0.93))
     assert "auto never (budgets tried: 150 s), full_finetune 150 s (budgets tried: 150, 300 s)" in verdict
     png = tmp_path / "curves.png"
-    unfreezing.plot(runs, str(png), 0.93, "test")
-    one_budget = tmp_path / "one.png"
-    unfreezing.plot([r for r in runs if r["budget_seconds"] == 150.0], str(one_budget), 0.93, "test")
+    unfreezing.plot(runs, rows, str(png), 0.93, "test")
+    one_budget, at_150 = tmp_path / "one.png", [r for r in runs if r["budget_seconds"] == 150.0]
+    unfreezing.plot(at_150, unfreezing.summarize(at_150, 0.93), str(one_budget), 0.93, "test")
     # panels are 6 inches wide at 110 dpi: two budgets and the budget panel, against one budget alone
     assert Image.open(png).width == 3 * Image.open(one_budget).width
 

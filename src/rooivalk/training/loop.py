@@ -548,12 +548,13 @@ class Trainer:
         if key not in self._feature_cache:
             self._feature_cache = {k: v for k, v in self._feature_cache.items() if k[0] == key[0]}
             self.progress({"event": "message", "text": f"stage {stage.name}: caching backbone features of {split}"})
-            subset = self.stage_subset() if split == "train" else None
-            images = self.data.train[0] if split == "train" else self.data.val[0]
-            images = images if subset is None else images[subset]
+            if split == "train":  # the stage's subset at the stage's size
+                subset, inputs = self.stage_subset(), self.stage_inputs()
+                images = self.data.train[0] if subset is None else self.data.train[0][subset]
+            else:  # validation: every image, at the model's size
+                images, inputs = self.data.val[0], self.inputs
             precision = self.spec.feature_precision
             bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
-            inputs = self.stage_inputs() if split == "train" else self.inputs  # validation: the model's size
             self._feature_cache[key] = extract_features(
                 self.model, images, inputs, self.spec.eval_batch_size, self.device, bf16
             )
