@@ -43,8 +43,10 @@ def test_stage_naming_a_missing_group_lists_groups() -> None:
         resolve_stages([spec], GROUPS)
 
 
-def test_auto_schedule_is_a_cached_probe_then_all_groups_with_a_derived_ratio() -> None:
-    training = TrainingSpec.model_validate({"epochs": 4, "auto": {"lowest_ratio": 8}})
+@pytest.mark.parametrize("lowest_ratio", [8.0, 0.5])
+def test_auto_schedule_is_a_cached_probe_then_all_groups_with_a_derived_ratio(lowest_ratio: float) -> None:
+    # 0.5: a reverse spread, the stem at twice the head's LR (input-level shift, docs/training.md).
+    training = TrainingSpec.model_validate({"epochs": 4, "auto": {"lowest_ratio": lowest_ratio}})
     head, full = resolve_stages(default_stages(True, training, len(GROUPS)), GROUPS, training)
     assert head.cache_features
     assert head.group_lrs == {"head": training.auto.head_lr}
@@ -58,6 +60,7 @@ def test_auto_schedule_is_a_cached_probe_then_all_groups_with_a_derived_ratio() 
     assert lrs[0] == pytest.approx(training.auto.top / training.auto.lowest_ratio)
     ratios = [b / a for a, b in zip(lrs, lrs[1:], strict=False)]
     assert ratios == pytest.approx([training.auto.lowest_ratio ** (1 / (len(GROUPS) - 1))] * len(ratios))
+    assert (lrs[0] > lrs[-1]) == (lowest_ratio < 1)
 
 
 def test_auto_schedule_with_a_budget_gives_the_last_stage_the_rest() -> None:
