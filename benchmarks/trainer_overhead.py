@@ -3,8 +3,10 @@
 Both loops train the same architecture (two instances with identical initial weights) on the same
 pool of uint8 images, with the same batch size, threads, memory format, loss (cross-entropy, label
 smoothing 0.1), gradient clipping (norm 1.0), AdamW and per-step LR schedule, every layer group
-trainable, each step gathering a sorted random batch from the pool. Rooivalk's side is the real
-loop: a `Trainer` built the way `train_model` builds it, `enter_stage(0)`, then `run_epoch` with
+trainable, each step gathering a sorted random batch from the pool. Rooivalk's AdamW takes the plan's
+default fused update; `--optimizer-kernels foreach` gives it torch's default foreach update, which the
+hand-written loop always uses. Rooivalk's side is the real loop: a `Trainer` built the way
+`train_model` builds it, `enter_stage(0)`, then `run_epoch` with
 `max_train_batches = --steps`, so a block is one epoch; each step is timed between the loop's own
 per-batch progress events (validation and checkpointing at the end of an epoch are not per-step
 costs and fall outside). Augmentation is off on both sides (the baseline has none). After a warm-up
@@ -37,7 +39,7 @@ from torch import nn
 
 from rooivalk.data.transforms import to_model_input
 from rooivalk.models import create_model, input_channels, layer_groups, normalization
-from rooivalk.plan import AugmentSpec, ModelSpec, StageLR, StageSpec, TrainingSpec
+from rooivalk.plan import AugmentSpec, ModelSpec, OptimizerSpec, StageLR, StageSpec, TrainingSpec
 from rooivalk.training.loop import TrainData, Trainer
 from rooivalk.training.optim import WARMUP_START_FACTOR
 from rooivalk.training.stages import resolve_stages
@@ -63,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input-size", type=int, default=48)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--optimizer-kernels",
+        choices=("fused", "foreach"),
+        default="fused",
+        help="rooivalk's AdamW update (training.optimizer.fused); the baseline keeps torch's default, foreach",
+    )
     return parser.parse_args(argv)
 
 
@@ -99,6 +107,7 @@ def rooivalk_blocks(args: argparse.Namespace, data: TrainData, blocks: int) -> B
         grad_clip_norm=CLIP_NORM,
         seed=args.seed,
         max_train_batches=args.steps,
+        optimizer=OptimizerSpec(fused=args.optimizer_kernels == "fused"),
     )
     stage = StageSpec(name="all", epochs=blocks, train=["all"], lr=StageLR(spread=(LR, LR)))
     model = make_model(args.architecture, args.input_size, args.seed)
@@ -214,6 +223,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "warmup": args.warmup,
         "threads": args.threads,
+        "rooivalk_optimizer_kernels": args.optimizer_kernels,
         "channels_last": True,
         "augment": False,
         "torch": torch.__version__,

@@ -48,6 +48,12 @@ class OptimizerSpec(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
     nesterov: bool = False
+    fused: bool = Field(
+        True,
+        description="torch's fused update (one kernel over all parameters) where every parameter is a float "
+        "tensor on CPU or CUDA, else the foreach update. Measured 1.9 ms against 7.8 ms an AdamW step over "
+        "EfficientNet-Lite0 on 2 CPU cores (docs/training.md); false: always foreach.",
+    )
 
 
 class SchedulerSpec(_Strict):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rooivalk.plan_training import OptimizerSpec, SchedulerSpec
-from rooivalk.training.optim import WARMUP_START_FACTOR, StageSchedule, build_optimizer
+from rooivalk.training.optim import WARMUP_START_FACTOR, StageSchedule, build_optimizer, can_fuse
 
 
 def _params(n: int = 2) -> list[torch.nn.Parameter]:
@@ -40,6 +40,34 @@ def test_build_optimizer_keeps_group_keys_and_decay(name: str, kind: type[torch.
     if name == "sgd":
         assert first["nesterov"]
         assert first["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_fused_update_takes_the_same_steps_as_foreach(name: str) -> None:
+    # Two copies of one start, per-group LRs and weight decay: the fused kernel must read them as
+    # the foreach path does (the plan's default is fused on CPU).
+    torch.manual_seed(0)
+    start = [torch.randn(64), torch.randn(8, 8)]
+    runs = {}
+    for fused in (True, False):
+        a, b = (torch.nn.Parameter(t.clone()) for t in start)
+        groups = [{"params": [a], "lr": 0.05, "group": "head"}, {"params": [b], "lr": 0.01, "weight_decay": 0.0}]
+        optimizer = build_optimizer(OptimizerSpec(name=name, fused=fused), groups)
+        assert bool(optimizer.defaults.get("fused")) is fused
+        for step in range(5):
+            torch.manual_seed(step)
+            for param in (a, b):
+                param.grad = torch.randn_like(param)
+            optimizer.step()
+        runs[fused] = [a.detach(), b.detach()]
+    for fused_param, foreach_param in zip(runs[True], runs[False], strict=True):
+        torch.testing.assert_close(fused_param, foreach_param)
+
+
+def test_fusing_needs_float_parameters_on_cpu_or_cuda() -> None:
+    assert can_fuse([{"params": _params()}])
+    assert not can_fuse([{"params": [torch.nn.Parameter(torch.zeros(2, device="meta"))]}])
+    assert not can_fuse([{"params": [torch.zeros(2, dtype=torch.int64)]}])
 
 
 def test_build_optimizer_needs_lr_per_group() -> None:
