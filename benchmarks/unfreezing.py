@@ -375,7 +375,42 @@ def _seconds_or_never(value: float | None) -> str:
     return "never" if value is None else f"{value:.0f} s"
 
 
-def verdicts(rows: list[dict[str, Any]], target: float) -> list[str]:
+def ms_per_step(run: dict[str, Any]) -> float:
+    """The run's last stage's milliseconds per step: how fast the VM ran it (the stage every schedule
+    has, all groups training; a cached head stage's steps are not comparable)."""
+    last = run["stages"][-1]
+    return 1000.0 * float(last["seconds"]) / max(float(last.get("steps", 0.0)), 1.0)
+
+
+def speed_adjusted_gap(runs: list[dict[str, Any]], budget: float) -> dict[str, float] | None:
+    """The default's test accuracy minus the baseline's at `budget`, at equal machine speed.
+
+    A shared VM's speed drifts by up to 20% from run to run, and a run's accuracy follows the steps
+    its budget bought, so the raw gap between two handfuls of runs is mostly the VM. A least-squares
+    fit, accuracy ~ 1 + ms/step + [run is the default], over both schedules' runs takes the speed
+    out: the indicator's coefficient is the gap at equal speed. The head stage's cost stays in it
+    (ms/step is the last stage's, not the run's steps). None with fewer than two runs of each or
+    five in all (the fit has three parameters and needs two degrees of freedom for its error).
+    """
+    mine = [r for r in runs if r["budget_seconds"] == budget and variant(r) in (DEFAULT, BASELINE)]
+    is_default = np.array([variant(r) == DEFAULT for r in mine], dtype=float)
+    if min(is_default.sum(), len(mine) - is_default.sum()) < 2 or len(mine) < 5:
+        return None
+    design = np.column_stack([np.ones(len(mine)), [ms_per_step(r) for r in mine], is_default])
+    accuracy = np.array([r["test_accuracy"] for r in mine])
+    coefficients, *_ = np.linalg.lstsq(design, accuracy, rcond=None)
+    residuals = accuracy - design @ coefficients
+    variance = float(residuals @ residuals) / (len(mine) - design.shape[1])
+    covariance = variance * np.linalg.pinv(design.T @ design)
+    return {
+        "gap_pt": float(coefficients[2]) * 100,
+        "stderr_pt": float(np.sqrt(covariance[2, 2])) * 100,
+        "pt_per_10ms": float(coefficients[1]) * 1000,
+        "runs": float(len(mine)),
+    }
+
+
+def verdicts(rows: list[dict[str, Any]], runs: list[dict[str, Any]], target: float) -> list[str]:
     lines = []
     for budget in sorted({r["budget_seconds"] for r in rows}):
         at = {r["variant"]: r for r in rows if r["budget_seconds"] == budget}
@@ -394,6 +429,13 @@ def verdicts(rows: list[dict[str, Any]], target: float) -> list[str]:
             for name, r in ((DEFAULT, a), (BASELINE, b))
         ]
         lines.append(f"  Time to the validation target: {reach[0]}, {reach[1]}.")
+        adjusted = speed_adjusted_gap(runs, budget)
+        if adjusted is not None:
+            lines.append(
+                f"  At equal VM speed (fit over {adjusted['runs']:.0f} runs, accuracy against the last stage's "
+                f"ms/step, which moved it {adjusted['pt_per_10ms']:+.2f} pt per +10 ms): {DEFAULT} - {BASELINE} "
+                f"= {adjusted['gap_pt']:+.2f} ± {adjusted['stderr_pt']:.2f} pt (± one standard error)."
+            )
     smallest = {name: smallest_budget_reaching(rows, name, target) for name in (DEFAULT, BASELINE)}
     if all(name in {r["variant"] for r in rows} for name in smallest):
         tried = {
@@ -506,7 +548,7 @@ def write_report(
         "",
         "## Verdict",
         "",
-        *(verdicts(rows, args.target) or ["- (no run of both the default and the baseline yet)"]),
+        *(verdicts(rows, runs, args.target) or ["- (no run of both the default and the baseline yet)"]),
     ]
     lines += ["", f"![accuracy vs wall time]({png.name})", "", "## Per stage (mean over seeds)", ""]
     lines += [
@@ -566,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{name}_{budget:.0f}s_mean"] = round(r["mean"], 4)
         if DEFAULT in at and BASELINE in at:
             result[f"ratio_{budget:.0f}s"] = round(at[DEFAULT]["mean"] / at[BASELINE]["mean"], 4)
+        adjusted = speed_adjusted_gap(runs, budget)
+        if adjusted is not None:
+            result[f"speed_adjusted_gap_{budget:.0f}s_pt"] = round(adjusted["gap_pt"], 3)
+            result[f"speed_adjusted_stderr_{budget:.0f}s_pt"] = round(adjusted["stderr_pt"], 3)
     result["ratio_of"] = f"{DEFAULT}_mean / {BASELINE}_mean at the same budget"
     Path(f"{args.out}.json").write_text(json.dumps({"command": command, "result": result, "rows": rows}, indent=2))
     print(json.dumps(result))
