@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +383,17 @@ def ms_per_step(run: dict[str, Any]) -> float:
     return 1000.0 * float(last["seconds"]) / max(float(last.get("steps", 0.0)), 1.0)
 
 
-def speed_adjusted_gap(runs: list[dict[str, Any]], budget: float) -> dict[str, float] | None:
+@dataclass(frozen=True)
+class SpeedAdjustedGap:
+    """The default's test accuracy minus the baseline's at one budget, at equal machine speed."""
+
+    gap_pt: float
+    stderr_pt: float  # one standard error of gap_pt
+    pt_per_10ms: float  # how accuracy moved with the last stage's step time
+    runs: int
+
+
+def speed_adjusted_gap(runs: list[dict[str, Any]], budget: float) -> SpeedAdjustedGap | None:
     """The default's test accuracy minus the baseline's at `budget`, at equal machine speed.
 
     A shared VM's speed drifts by up to 20% from run to run, and a run's accuracy follows the steps
@@ -402,15 +413,21 @@ def speed_adjusted_gap(runs: list[dict[str, Any]], budget: float) -> dict[str, f
     residuals = accuracy - design @ coefficients
     variance = float(residuals @ residuals) / (len(mine) - design.shape[1])
     covariance = variance * np.linalg.pinv(design.T @ design)
-    return {
-        "gap_pt": float(coefficients[2]) * 100,
-        "stderr_pt": float(np.sqrt(covariance[2, 2])) * 100,
-        "pt_per_10ms": float(coefficients[1]) * 1000,
-        "runs": float(len(mine)),
-    }
+    return SpeedAdjustedGap(
+        gap_pt=float(coefficients[2]) * 100,
+        stderr_pt=float(np.sqrt(covariance[2, 2])) * 100,
+        pt_per_10ms=float(coefficients[1]) * 1000,
+        runs=len(mine),
+    )
 
 
-def verdicts(rows: list[dict[str, Any]], runs: list[dict[str, Any]], target: float) -> list[str]:
+def speed_adjusted_gaps(runs: list[dict[str, Any]]) -> dict[float, SpeedAdjustedGap]:
+    """speed_adjusted_gap at every budget where it can be fitted."""
+    gaps = {budget: speed_adjusted_gap(runs, budget) for budget in sorted({r["budget_seconds"] for r in runs})}
+    return {budget: gap for budget, gap in gaps.items() if gap is not None}
+
+
+def verdicts(rows: list[dict[str, Any]], gaps: dict[float, SpeedAdjustedGap], target: float) -> list[str]:
     lines = []
     for budget in sorted({r["budget_seconds"] for r in rows}):
         at = {r["variant"]: r for r in rows if r["budget_seconds"] == budget}
@@ -429,12 +446,12 @@ def verdicts(rows: list[dict[str, Any]], runs: list[dict[str, Any]], target: flo
             for name, r in ((DEFAULT, a), (BASELINE, b))
         ]
         lines.append(f"  Time to the validation target: {reach[0]}, {reach[1]}.")
-        adjusted = speed_adjusted_gap(runs, budget)
-        if adjusted is not None:
+        if budget in gaps:
+            gap = gaps[budget]
             lines.append(
-                f"  At equal VM speed (fit over {adjusted['runs']:.0f} runs, accuracy against the last stage's "
-                f"ms/step, which moved it {adjusted['pt_per_10ms']:+.2f} pt per +10 ms): {DEFAULT} - {BASELINE} "
-                f"= {adjusted['gap_pt']:+.2f} ± {adjusted['stderr_pt']:.2f} pt (± one standard error)."
+                f"  At equal VM speed (fit over {gap.runs} runs, accuracy against the last stage's ms/step, "
+                f"which moved it {gap.pt_per_10ms:+.2f} pt per +10 ms): {DEFAULT} - {BASELINE} "
+                f"= {gap.gap_pt:+.2f} ± {gap.stderr_pt:.2f} pt (± one standard error)."
             )
     smallest = {name: smallest_budget_reaching(rows, name, target) for name in (DEFAULT, BASELINE)}
     if all(name in {r["variant"] for r in rows} for name in smallest):
@@ -499,7 +516,11 @@ def overran_budget(row: dict[str, Any]) -> bool:
 
 
 def write_report(
-    rows: list[dict[str, Any]], runs: list[dict[str, Any]], args: argparse.Namespace, command: str
+    rows: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    gaps: dict[float, SpeedAdjustedGap],
+    args: argparse.Namespace,
+    command: str,
 ) -> None:
     png = Path(f"{args.out}.png")
     plot(
@@ -548,7 +569,7 @@ def write_report(
         "",
         "## Verdict",
         "",
-        *(verdicts(rows, runs, args.target) or ["- (no run of both the default and the baseline yet)"]),
+        *(verdicts(rows, gaps, args.target) or ["- (no run of both the default and the baseline yet)"]),
     ]
     lines += ["", f"![accuracy vs wall time]({png.name})", "", "## Per stage (mean over seeds)", ""]
     lines += [
@@ -600,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         run_grid(args)
     runs = [r for r in load_runs(args.runs) if r["dataset"] == args.dataset]
     rows = summarize(runs, args.target)
-    write_report(rows, runs, args, command)
+    gaps = speed_adjusted_gaps(runs)
+    write_report(rows, runs, gaps, args, command)
     result: dict[str, Any] = {"benchmark": "unfreezing", "dataset": args.dataset}
     for budget in sorted({r["budget_seconds"] for r in rows}):
         at = {r["variant"]: r for r in rows if r["budget_seconds"] == budget}
@@ -608,10 +630,9 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{name}_{budget:.0f}s_mean"] = round(r["mean"], 4)
         if DEFAULT in at and BASELINE in at:
             result[f"ratio_{budget:.0f}s"] = round(at[DEFAULT]["mean"] / at[BASELINE]["mean"], 4)
-        adjusted = speed_adjusted_gap(runs, budget)
-        if adjusted is not None:
-            result[f"speed_adjusted_gap_{budget:.0f}s_pt"] = round(adjusted["gap_pt"], 3)
-            result[f"speed_adjusted_stderr_{budget:.0f}s_pt"] = round(adjusted["stderr_pt"], 3)
+        if budget in gaps:
+            result[f"speed_adjusted_gap_{budget:.0f}s_pt"] = round(gaps[budget].gap_pt, 3)
+            result[f"speed_adjusted_stderr_{budget:.0f}s_pt"] = round(gaps[budget].stderr_pt, 3)
     result["ratio_of"] = f"{DEFAULT}_mean / {BASELINE}_mean at the same budget"
     Path(f"{args.out}.json").write_text(json.dumps({"command": command, "result": result, "rows": rows}, indent=2))
     print(json.dumps(result))

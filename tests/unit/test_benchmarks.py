@@ -117,7 +117,7 @@ def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_
         for seed in (0, 1)
     ]
     rows = unfreezing.summarize(runs, 0.93)
-    verdict = "\n".join(unfreezing.verdicts(rows, runs, 0.93))
+    verdict = "\n".join(unfreezing.verdicts(rows, unfreezing.speed_adjusted_gaps(runs), 0.93))
     assert "auto never (budgets tried: 150 s), full_finetune 150 s (budgets tried: 150, 300 s)" in verdict
     png = tmp_path / "curves.png"
     unfreezing.plot(runs, rows, str(png), 0.93, "test")
@@ -144,11 +144,13 @@ def test_unfreezing_takes_the_vms_speed_out_of_the_gap() -> None:
     rows = unfreezing.summarize(runs, 0.93)
     at = {row["variant"]: row for row in rows}
     assert at["auto"]["mean"] < at["full_finetune"]["mean"]
-    adjusted = unfreezing.speed_adjusted_gap(runs, 150.0)
-    assert adjusted["gap_pt"] == pytest.approx(0.10, abs=1e-6)
-    assert adjusted["pt_per_10ms"] == pytest.approx(-0.20, abs=1e-6)
-    assert adjusted["stderr_pt"] == pytest.approx(0.0, abs=1e-6)
-    verdict = "\n".join(unfreezing.verdicts(rows, runs, 0.93))
+    gaps = unfreezing.speed_adjusted_gaps(runs)
+    assert list(gaps) == [150.0]
+    assert gaps[150.0].gap_pt == pytest.approx(0.10, abs=1e-6)
+    assert gaps[150.0].pt_per_10ms == pytest.approx(-0.20, abs=1e-6)
+    assert gaps[150.0].stderr_pt == pytest.approx(0.0, abs=1e-6)
+    assert gaps[150.0].runs == 6
+    verdict = "\n".join(unfreezing.verdicts(rows, gaps, 0.93))
     assert "auto - full_finetune = +0.10 ± 0.00 pt" in verdict
     # Too few runs to fit three parameters with an error: no adjusted line, no crash.
     assert unfreezing.speed_adjusted_gap(runs[:2] + runs[3:5], 150.0) is None
