@@ -21,7 +21,7 @@ def train_fusion(
     from rooivalk.training.multisensor_steps import train_fusion_step as run
 
     with pipeline_step("train_fusion", plan, parent_run_id) as step:
-        result = run(step.plan, dataset.path, features.path, model.path, features_key, progress=step.progress)
+        result = run(step.plan, dataset.path, features.path, model.path, features_key, step.progress, step.log_metrics)
         values = {"val_accuracy": result.fit.best_val_accuracy, "train_seconds": result.fit.seconds}
         step.record(values, {"model": model.path}, log_files=[f"{model.path}/fusion.json"], stages=result.fit.stages)
     for name, value in values.items():

@@ -23,7 +23,7 @@ def train_sensor(
 
     parent_run_id = pipeline_run_id(plan, run_key or job_id)
     with pipeline_step(f"train_sensor_{sensor}", plan, parent_run_id) as step:
-        result = run(step.plan, sensor, dataset.path, model.path, progress=step.progress)
+        result = run(step.plan, sensor, dataset.path, model.path, step.progress, step.log_metrics)
         values = {"val_accuracy": result.val_accuracy, "train_seconds": result.seconds}
         step.record(values, {"model": model.path}, log_files=[f"{model.path}/sensor.json"], stages=result.stages)
     model.metadata["sensor"] = sensor

@@ -24,7 +24,7 @@ from rich.console import Console
 from rooivalk import events, storage
 from rooivalk.cli.progress import PipelineProgress
 from rooivalk.cli.summary import build_summary
-from rooivalk.plan import ModelSpec, Plan
+from rooivalk.plan import ModelSpec, Plan, TrainingSpec
 
 SUMMARY_FILE = "summary.json"
 
@@ -41,8 +41,15 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
 
     data = plan.data.model_copy(update={"source": _absolute(plan.data.source)})
     model = plan.model and _absolute_weights(plan.model)
+    # A stable checkpoint location per training step makes a rerun of the same command (same --out)
+    # resume training where it stopped.
     sensors = plan.sensors and {
-        name: sensor.model_copy(update={"model": _absolute_weights(sensor.model)})
+        name: sensor.model_copy(
+            update={
+                "model": _absolute_weights(sensor.model),
+                "training": _with_checkpoint(sensor.training, out_dir / "checkpoints" / f"train_sensor_{name}"),
+            }
+        )
         for name, sensor in plan.sensors.items()
     }
     tracking = plan.tracking.model_copy(
@@ -51,13 +58,16 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
             "buffer_uri": _absolute(plan.tracking.buffer_uri or str(out_dir / "tracking-buffer")),
         }
     )
-    # A stable checkpoint location makes a rerun of the same command (same --out) resume training.
-    checkpoint_uri = plan.training.checkpoint.uri or str((out_dir / "checkpoints" / "train_model").resolve())
-    checkpoint = plan.training.checkpoint.model_copy(update={"uri": _absolute(checkpoint_uri)})
-    training = plan.training.model_copy(update={"checkpoint": checkpoint})
+    # A multi-sensor plan's top-level training section applies to no model (plan validation refuses it).
+    training = (
+        plan.training if plan.sensors else _with_checkpoint(plan.training, out_dir / "checkpoints" / "train_model")
+    )
     # A feature cache in the run folder: a rerun with the same --out does zero encoder forward passes.
     fusion = plan.fusion and plan.fusion.model_copy(
-        update={"cache_uri": _absolute(plan.fusion.cache_uri or str(out_dir / "feature-cache"))}
+        update={
+            "cache_uri": _absolute(plan.fusion.cache_uri or str(out_dir / "feature-cache")),
+            "training": _with_checkpoint(plan.fusion.training, out_dir / "checkpoints" / "train_fusion"),
+        }
     )
     return plan.model_copy(
         update={
@@ -69,6 +79,12 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
             "training": training,
         }
     )
+
+
+def _with_checkpoint(training: TrainingSpec, default_dir: Path) -> TrainingSpec:
+    """The training section with an absolute checkpoint URI: its own, or `default_dir`."""
+    uri = _absolute(training.checkpoint.uri or str(default_dir))
+    return training.model_copy(update={"checkpoint": training.checkpoint.model_copy(update={"uri": uri})})
 
 
 def _absolute_weights(spec: ModelSpec) -> ModelSpec:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-_METRIC_KEYS = ("train_loss", "val_accuracy", "images_per_second")
+_METRIC_KEYS = ("train_loss", "val_accuracy", "samples_per_second")
 
 
 def _fmt(value: Any) -> str:

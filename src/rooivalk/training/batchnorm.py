@@ -10,7 +10,8 @@ training (AdaBN, Li et al. 2016) with torch's own `swa_utils.update_bn`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,13 +20,26 @@ from torch.optim.swa_utils import update_bn
 from rooivalk.models.groups import LayerGroup
 
 
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> int:
+class _Forward(nn.Module):
+    """`forward(inputs)` as a module, so torch's update_bn can drive a task's forward (fusion takes a dict)."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.run = forward
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.run(inputs)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Callable[[Any], torch.Tensor]) -> int:
     """Reset and re-estimate the running statistics of every BatchNorm as a cumulative average over
-    `batches` (model inputs, (B, C, H, W)); no weight changes. Returns the number of BN layers."""
+    `batches` (model inputs on the model's device), run through `forward`; no weight changes.
+    Returns the number of BN layers."""
     layers = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     was_training = model.training
     with torch.no_grad():
-        update_bn(batches, model, device=device)  # sets train mode, restores momentum afterwards
+        update_bn(batches, _Forward(model, forward))  # sets train mode, restores momentum afterwards
     model.train(was_training)
     return layers
 

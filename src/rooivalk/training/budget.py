@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,11 +38,13 @@ def probe_step_cost(
     criterion: nn.Module,
     optimizer_spec: OptimizerSpec,
     validation_batches: int,
-    eval_batch: torch.Tensor,
+    eval_batch: Any,
+    forward: Callable[[nn.Module, Any], torch.Tensor],
 ) -> StepCost:
     """Seconds per training step and per validation pass, measured on a deep copy of `model` (whose
     requires_grad flags and BatchNorm modes are the stage's). `make_batch` gives a training batch
-    (inputs, targets) as the stage feeds it; `eval_batch` is one validation batch."""
+    (inputs, targets) as the stage feeds it; `eval_batch` is one validation batch; `forward(model,
+    inputs)` runs the model as its task does."""
     probe = copy.deepcopy(model)
     params = [p for p in probe.parameters() if p.requires_grad]
     optimizer = build_optimizer(optimizer_spec, [{"params": params, "lr": 0.0}])
@@ -49,7 +52,7 @@ def probe_step_cost(
     for step in range(PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS):
         started = time.perf_counter()  # batch preparation (decode, resize, normalize) is part of a step
         inputs, targets = make_batch()
-        loss = criterion(probe(inputs).float(), targets)
+        loss = criterion(forward(probe, inputs).float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -58,9 +61,9 @@ def probe_step_cost(
     was_training = probe.training
     probe.eval()
     with torch.inference_mode():
-        probe(eval_batch)  # warm
+        forward(probe, eval_batch)  # warm
         started = time.perf_counter()
-        probe(eval_batch)
+        forward(probe, eval_batch)
         eval_seconds = time.perf_counter() - started
     probe.train(was_training)
     return StepCost(seconds / PROBE_TIMED_STEPS, eval_seconds * validation_batches)

@@ -8,20 +8,22 @@ layers train, the sensor encoders are never touched again.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.multisensor import MultiSensorDataset
 from rooivalk.features.cache import cached_features, encoder_digest
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import FusionSpec
+from rooivalk.training.fitting import FitResult, fit_model
+from rooivalk.training.loop import MetricsFn, ProgressFn
 from rooivalk.training.sensors import SensorTrainResult
-from rooivalk.training.tensor_fit import Batch, FitResult, Progress, fit_tensor_model, predict_logits
+from rooivalk.training.tasks import FusionClassification
 
 
 @dataclass
@@ -84,13 +86,6 @@ def cache_sensor_features(
     return FusionFeatures(features, dataset.present.copy(), cache)
 
 
-def fusion_forward(sensors: list[str]) -> Any:
-    def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
-        return model({name: batch[name] for name in sensors}, batch["present"])  # type: ignore[no-any-return]
-
-    return forward
-
-
 def fusion_arrays(
     features: FusionFeatures, rows: np.ndarray, present: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -117,36 +112,66 @@ def build_fusion(dims: dict[str, int], num_classes: int, spec: FusionSpec) -> Fu
     )
 
 
-def train_fusion(
-    features: FusionFeatures, dataset: MultiSensorDataset, spec: FusionSpec, progress: Progress | None = None
-) -> tuple[FusionTransformer, FitResult]:
-    torch.manual_seed(spec.training.seed)
-    model = build_fusion(embedding_dims(features), dataset.num_classes, spec)
-    train_rows, val_rows = dataset.split_mask("train"), dataset.split_mask("val")
-    fit = fit_tensor_model(
-        model,
+def fusion_task(
+    features: FusionFeatures, dataset: MultiSensorDataset, train_rows: np.ndarray | None = None
+) -> FusionClassification:
+    """The fusion task over cached embeddings: training and validation events of the dataset's splits."""
+    train_rows = dataset.split_mask("train") if train_rows is None else train_rows
+    val_rows = dataset.split_mask("val")
+    return FusionClassification(
+        list(features.features),
         fusion_arrays(features, train_rows),
         dataset.labels[train_rows],
         fusion_arrays(features, val_rows),
         dataset.labels[val_rows],
+        dataset.num_classes,
+    )
+
+
+def train_fusion(
+    features: FusionFeatures,
+    dataset: MultiSensorDataset,
+    spec: FusionSpec,
+    progress: ProgressFn | None = None,
+    checkpoint_uri: str | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> tuple[FusionTransformer, FitResult]:
+    """Train the fusion transformer on the cached embeddings (only fusion layers train), resuming from
+    `checkpoint_uri` (or fusion.training.checkpoint.uri) when it holds a checkpoint."""
+    torch.manual_seed(spec.training.seed)
+    model = build_fusion(embedding_dims(features), dataset.num_classes, spec)
+    report = progress or (lambda _event: None)
+    fit = fit_model(
+        model,
+        fusion_task(features, dataset),
         spec.training,
-        forward=fusion_forward(list(features.features)),
-        progress=progress,
-        name="fusion",
+        pretrained=False,
+        checkpoint_uri=spec.training.checkpoint.uri or checkpoint_uri,
+        plan_digest=hashlib.sha256(spec.model_dump_json().encode()).hexdigest(),
+        progress=lambda event: report({**event, "model": "fusion"}),
+        log_metrics=log_metrics,
     )
     return model, fit
+
+
+def _logits(
+    model: FusionTransformer, features: FusionFeatures, rows: np.ndarray, present: np.ndarray | None
+) -> torch.Tensor:
+    arrays = fusion_arrays(features, rows, present)
+    task = FusionClassification(
+        model.sensors, arrays, np.zeros(0, dtype=np.int64), arrays, np.zeros(0, dtype=np.int64), 0
+    )
+    return task.predict(model, arrays, 512, torch.device("cpu"))
 
 
 def predict_fusion(
     model: FusionTransformer, features: FusionFeatures, rows: np.ndarray, present: np.ndarray | None = None
 ) -> np.ndarray:
     """Class predictions for `rows`, with an optional presence mask (degraded mode)."""
-    logits = predict_logits(model, fusion_arrays(features, rows, present), fusion_forward(model.sensors), 512)
-    return np.asarray(logits.argmax(1).numpy())
+    return np.asarray(_logits(model, features, rows, present).argmax(1).numpy())
 
 
 def predict_fusion_probabilities(model: FusionTransformer, features: FusionFeatures, rows: np.ndarray) -> np.ndarray:
     """Softmax class probabilities (N, C) for `rows` with every present sensor (the reference profile's
     predictions and confidences)."""
-    logits = predict_logits(model, fusion_arrays(features, rows), fusion_forward(model.sensors), 512)
-    return np.asarray(logits.float().softmax(1).numpy())
+    return np.asarray(_logits(model, features, rows, None).float().softmax(1).numpy())

@@ -22,8 +22,9 @@ from rooivalk.data.dataset import load_dataset
 from rooivalk.plan import Plan, SchedulerSpec
 from rooivalk.training.loop import ProgressFn
 from rooivalk.training.optim import StageSchedule
+from rooivalk.training.runtime import noop, seed_everything, training_device
 from rooivalk.training.state import epoch_generator, step_generator
-from rooivalk.training.trainer import build_trainer, noop, seed_everything, training_device
+from rooivalk.training.trainer import build_trainer
 
 SMOOTHING = 0.98
 DIVERGENCE = 4.0
@@ -80,7 +81,8 @@ def find_lr(
     chosen = trainer.stages[index]
     trainer.position.stage_index = index
     trainer.enter_stage(index, steps=steps)
-    optimizer, _ = trainer._ready()
+    optimizer = trainer.optimizer
+    assert optimizer is not None  # enter_stage built it
     top = max(chosen.group_lrs.values())
     for group in optimizer.param_groups:  # keep the stage's ratios, start the highest at `start`
         base = chosen.group_lrs.get(group["group"], min(chosen.group_lrs.values()))  # (affine_early BN: lowest)
@@ -89,18 +91,16 @@ def find_lr(
     trainer.schedule = StageSchedule(SchedulerSpec(name="constant"), optimizer, 1, 1)
     sweep = lr_scheduler.ExponentialLR(optimizer, gamma=(end / start) ** (1 / (steps - 1)))
     trainer.model.train()
-    images, labels = trainer.data.train
-    bs = trainer.rank_batch_size
-    order = torch.randperm(len(images), generator=epoch_generator(spec.seed, 0))
+    count, bs = trainer.samples_per_epoch(), trainer.rank_batch_size
+    order = torch.randperm(count, generator=epoch_generator(spec.seed, 0))
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
     average, best, diverged = 0.0, math.inf, False
     for step in range(steps):
-        index_batch = order[(step * bs) % max(len(images) - bs, 1) :][:bs].sort().values.numpy()
-        trainer.step_rng = step_generator(spec.seed, step, 0)
+        positions = order[(step * bs) % max(count - bs, 1) :][:bs].sort().values.numpy()
         lr = max(g["lr"] for g in optimizer.param_groups)
-        loss = trainer.train_step(images[index_batch], labels[index_batch])
+        loss = trainer.train_step(chosen, positions, step_generator(spec.seed, step, 0))
         sweep.step()
         average = SMOOTHING * average + (1 - SMOOTHING) * loss
         value = average / (1 - SMOOTHING ** (step + 1))

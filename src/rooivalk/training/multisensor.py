@@ -14,10 +14,11 @@ from rooivalk.data.ingest_multisensor import MultiSensorIngestResult
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.models.fusion import FusionTransformer
 from rooivalk.plan import Plan
+from rooivalk.training.fitting import FitResult
 from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, train_fusion
+from rooivalk.training.loop import ProgressFn as Progress
 from rooivalk.training.multisensor_steps import ingest_events, multisensor_parts
 from rooivalk.training.sensors import SensorTrainResult, train_sensor
-from rooivalk.training.tensor_fit import FitResult, Progress
 
 
 @dataclass

@@ -19,7 +19,10 @@ from rooivalk import storage
 from rooivalk.data.ingest_multisensor import INDEX_FILE, MultiSensorIngestResult, ingest_multisensor
 from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
 from rooivalk.plan import FusionSpec, Plan, SensorSpec
+from rooivalk.training.fitting import FitResult
 from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, train_fusion
+from rooivalk.training.loop import MetricsFn
+from rooivalk.training.loop import ProgressFn as Progress
 from rooivalk.training.multisensor_artifacts import (
     FusionFeaturesInfo,
     FusionModelInfo,
@@ -30,7 +33,6 @@ from rooivalk.training.multisensor_artifacts import (
     save_sensor_model,
 )
 from rooivalk.training.sensors import SensorTrainResult, train_sensor
-from rooivalk.training.tensor_fit import FitResult, Progress
 
 
 def multisensor_parts(plan: Plan) -> tuple[dict[str, SensorSpec], FusionSpec]:
@@ -79,14 +81,28 @@ def ingest_events(
     return ingest_multisensor(plan.data, dataset_dir, sorted(sensors), quarantine_uri)
 
 
+def step_checkpoint_uri(model_dir: str) -> str:
+    """Where a training step checkpoints unless its training.checkpoint.uri says otherwise: under its
+    own output, which a retried pod of the same run (and a rerun of `rooivalk run` with the same
+    --out, which sets the URI explicitly) finds again."""
+    return f"{model_dir.rstrip('/')}/checkpoints"
+
+
 def train_sensor_step(
-    plan: Plan, sensor: str, dataset_dir: str, model_dir: str, progress: Progress | None = None
+    plan: Plan,
+    sensor: str,
+    dataset_dir: str,
+    model_dir: str,
+    progress: Progress | None = None,
+    log_metrics: MetricsFn | None = None,
 ) -> SensorTrainResult:
     sensors, _ = multisensor_parts(plan)
     if sensor not in sensors:
         raise KeyError(f"plan {plan.name!r} has no sensor {sensor!r}; its sensors: {list(sensors)}")
     dataset = load_multisensor(dataset_dir)
-    result = train_sensor(sensor, sensors[sensor], dataset, progress)
+    result = train_sensor(
+        sensor, sensors[sensor], dataset, progress, step_checkpoint_uri(model_dir), log_metrics=log_metrics
+    )
     save_sensor_model(model_dir, result, sensors[sensor].model, dataset.info.classes, dataset.info.version_id)
     return result
 
@@ -140,6 +156,7 @@ def train_fusion_step(
     model_dir: str,
     expected_features_key: str | None = None,
     progress: Progress | None = None,
+    log_metrics: MetricsFn | None = None,
 ) -> FusionStepResult:
     """Fusion on the cached embeddings; `expected_features_key` (what cache_features returned, the
     parameter KFP keys this task's cache on) must be the key of the features found at `features_dir`."""
@@ -152,7 +169,7 @@ def train_fusion_step(
         )
     if expected_features_key is not None and features_info.key != expected_features_key:
         raise ValueError(f"{features_dir}: features have key {features_info.key}, not {expected_features_key}")
-    model, fit = train_fusion(features, dataset, fusion, progress)
+    model, fit = train_fusion(features, dataset, fusion, progress, step_checkpoint_uri(model_dir), log_metrics)
     info = FusionModelInfo(
         spec=fusion,
         dims=features_info.dims,

@@ -1,12 +1,15 @@
-"""Train one sensor model of a multi-sensor plan on its own samples.
+"""Train one sensor model of a multi-sensor plan on its own samples, through the one engine.
 
-Image sensors go through the image trainer (progressive unfreezing of a pretrained timm backbone,
-cached head stage, budgets); RF, radar and acoustic models through `fit_tensor_model`. Either way
-the model trains on the events that have its sensor's sample, with the dataset's splits.
+The sensor's family names its task: image sensors (timm) train as image classification (staged
+fine-tuning of a pretrained backbone, cached head stage, augmentation, budgets); RF, radar and
+acoustic models as tensor classification on their preprocessed arrays. Either way the model trains
+on the events that have its sensor's sample, with the dataset's splits, and checkpoints to
+`checkpoint_uri` so that a rerun of the step resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +21,13 @@ from torch import nn
 from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.multisensor import MultiSensorDataset
 from rooivalk.features.sensors import SensorEncoding, sensor_encoding
-from rooivalk.models import create_model
-from rooivalk.plan import DataSpec, Plan, SensorSpec
-from rooivalk.training.tensor_fit import Progress, fit_tensor_model, predict_logits, single_input
+from rooivalk.models import create_model, input_channels, normalization
+from rooivalk.models.registry import family_task
+from rooivalk.plan import SensorSpec
+from rooivalk.training.fitting import fit_model
+from rooivalk.training.loop import MetricsFn, ProgressFn
+from rooivalk.training.tasks import ImageClassification, Task, TensorClassification, TrainData
+from rooivalk.training.validation import InputSpec
 
 
 @dataclass
@@ -32,29 +39,7 @@ class SensorTrainResult:
     seconds: float
     stages: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _train_image_sensor(
-    name: str, spec: SensorSpec, dataset: MultiSensorDataset, progress: Progress
-) -> tuple[nn.Module, float, list[dict[str, Any]]]:
-    from rooivalk.training.trainer import build_trainer, noop, training_device
-
-    # The image trainer reads a single-model plan; this one carries the sensor's model and training.
-    plan = Plan(
-        name=f"sensor-{name}".replace("_", "-"),
-        data=DataSpec(source=dataset.info.source, format="multisensor"),
-        model=spec.model,
-        training=spec.training,
-    )
-    device = training_device(spec.training.precision)
-    trainer = build_trainer(plan, dataset.image_view(name), device, lambda e: progress({**e, "model": name}), noop)
-    trainer.enter_stage(0)
-    trainer.fit()
-    model = trainer.model
-    model.load_state_dict(trainer.best_state or model.state_dict())
-    model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    best = max((s["best_val_accuracy"] for s in trainer.position.stage_summaries), default=float("nan"))
-    return model, float(best), trainer.position.stage_summaries
+    resumed_from: str | None = None
 
 
 def sensor_split(
@@ -65,41 +50,71 @@ def sensor_split(
     return encoding.preprocess(dataset.arrays[name][rows]), dataset.labels[rows]
 
 
+def sensor_task(name: str, spec: SensorSpec, model: nn.Module, dataset: MultiSensorDataset) -> Task:
+    """The training task of sensor `name`'s model, over the events that have its sample."""
+    kind = family_task(spec.model.family)
+    if kind == "image":
+        view = dataset.image_view(name)
+        mean, std = normalization(model)
+        inputs = InputSpec(spec.model.input_size, input_channels(model), mean, std, spec.training.channels_last)
+        data = TrainData(view.subset("train"), view.subset("val"), dataset.num_classes)
+        return ImageClassification(data, inputs, spec.training.augment, spec.training.mix)
+    if kind == "tensor":
+        encoding = sensor_encoding(model, spec.model)
+        train_inputs, train_labels = sensor_split(dataset, name, "train", encoding)
+        val_inputs, val_labels = sensor_split(dataset, name, "val", encoding)
+        return TensorClassification(
+            {"inputs": train_inputs}, train_labels, {"inputs": val_inputs}, val_labels, dataset.num_classes
+        )
+    raise ValueError(f"sensors.{name}.model.family: {spec.model.family!r} trains as task {kind!r}, not a sensor task")
+
+
 def train_sensor(
-    name: str, spec: SensorSpec, dataset: MultiSensorDataset, progress: Progress | None = None
+    name: str,
+    spec: SensorSpec,
+    dataset: MultiSensorDataset,
+    progress: ProgressFn | None = None,
+    checkpoint_uri: str | None = None,
+    log_metrics: MetricsFn | None = None,
 ) -> SensorTrainResult:
-    """Train sensor `name`'s model (from scratch or fine-tuned, by its plan) and return it at its best epoch."""
+    """Train sensor `name`'s model (from scratch or fine-tuned, by its plan) and return it at its best epoch.
+    `checkpoint_uri` (or the sensor's training.checkpoint.uri): where checkpoints go and a rerun resumes."""
     report = progress or (lambda _event: None)
     torch.set_num_threads(spec.training.threads or torch.get_num_threads())
     started = time.perf_counter()
     torch.manual_seed(spec.training.seed)  # model init (a pretrained backbone's new head too): same seed, same model
-    if spec.model.family == "timm":
-        model, val_accuracy, stages = _train_image_sensor(name, spec, dataset, report)
-        return SensorTrainResult(
-            name, model, sensor_encoding(model, spec.model), val_accuracy, time.perf_counter() - started, stages
-        )
     model = create_model(spec.model, dataset.num_classes)
-    encoding = sensor_encoding(model, spec.model)
-    train_inputs, train_labels = sensor_split(dataset, name, "train", encoding)
-    val_inputs, val_labels = sensor_split(dataset, name, "val", encoding)
-    fit = fit_tensor_model(
+    task = sensor_task(name, spec, model, dataset)
+    if isinstance(task, ImageClassification) and spec.training.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fit = fit_model(
         model,
-        {"inputs": train_inputs},
-        train_labels,
-        {"inputs": val_inputs},
-        val_labels,
+        task,
         spec.training,
         pretrained=spec.model.pretrained is not None,
-        progress=report,
-        name=name,
+        checkpoint_uri=spec.training.checkpoint.uri or checkpoint_uri,
+        plan_digest=hashlib.sha256(spec.model_dump_json().encode()).hexdigest(),
+        progress=lambda event: report({**event, "model": name}),
+        log_metrics=log_metrics,
     )
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return SensorTrainResult(
-        name, model, encoding, fit.best_val_accuracy, time.perf_counter() - started, fit.stages, fit.history
+        name,
+        model,
+        sensor_encoding(model, spec.model),
+        fit.best_val_accuracy,
+        time.perf_counter() - started,
+        fit.stages,
+        fit.history,
+        fit.resumed_from,
     )
 
 
 def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
     """Accuracy of the sensor model alone on the split's events that have its sample."""
     inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
-    logits = predict_logits(result.model, {"inputs": inputs}, single_input, 256)
-    return float((logits.argmax(1).numpy() == labels).mean()) if len(labels) else float("nan")
+    if not len(labels):
+        return float("nan")
+    task = TensorClassification({"inputs": inputs}, labels, {"inputs": inputs}, labels, dataset.num_classes)
+    logits = task.predict(result.model, {"inputs": inputs}, 256, torch.device("cpu"))
+    return float((logits.argmax(1).numpy() == labels).mean())

@@ -1,4 +1,4 @@
-"""`train_model`: fine-tune or train the plan's model on a dataset artifact, stage by stage.
+"""`train_model`: fine-tune or train a single-model plan's image model on a dataset artifact, stage by stage.
 
 Resumes automatically from the newest verified checkpoint at `training.checkpoint.uri`, and turns
 SIGTERM (what Kubernetes sends before killing a pod) into a checkpoint and a clean stop.
@@ -9,16 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from rooivalk import storage
@@ -33,10 +28,13 @@ from rooivalk.models import (
     save_trained_model,
 )
 from rooivalk.plan import Plan
-from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.checkpoint import CheckpointStore
+from rooivalk.training.checkpointing import RunCheckpointer
 from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
-from rooivalk.training.loop import MetricsFn, ProgressFn, TrainData, Trainer
+from rooivalk.training.loop import Checkpointer, MetricsFn, ProgressFn, Trainer
+from rooivalk.training.runtime import noop, seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.stages import ResolvedStage, plan_stages
+from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.validation import InputSpec
 
 log = logging.getLogger(__name__)
@@ -62,14 +60,6 @@ class TrainResult:
         }
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    # Deterministic kernels make a resumed run bit-identical to an uninterrupted one.
-    torch.use_deterministic_algorithms(deterministic)
-
-
 def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
     wanted = plan.single_model.num_classes
     if wanted == "auto":
@@ -79,31 +69,6 @@ def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
             f"model.num_classes is {wanted} but the dataset has {len(dataset_classes)} classes: {dataset_classes}"
         )
     return wanted
-
-
-@contextmanager
-def sigterm_requests_stop() -> Iterator[threading.Event]:
-    """While active, SIGTERM sets the event instead of killing the process (main thread only)."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def training_device(precision: str) -> torch.device:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("training.precision: fp16 needs a CUDA GPU (use bf16 on CPU)")
-    return device
-
-
-def noop(*_: Any) -> None:
-    return None
 
 
 def train_model(
@@ -165,9 +130,10 @@ def build_trainer(
     log_metrics: MetricsFn,
     context: DistContext | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    checkpointer: Checkpointer | None = None,
 ) -> Trainer:
-    """A Trainer for the plan's model, stages and a loaded dataset (no checkpointing until `save`
-    is set; `train_model` sets it, `find_lr` never saves)."""
+    """A Trainer for the plan's image model, stages and a loaded dataset (`checkpointer` None: nothing
+    is saved, as `find_lr` wants)."""
     spec = plan.training
     num_classes = _num_classes(plan, dataset.info.classes)
     model, groups, stages = _build_model(plan, num_classes, device)
@@ -175,16 +141,16 @@ def build_trainer(
     in_chans = input_channels(model)
     data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
     inputs = InputSpec(plan.single_model.input_size, in_chans, mean, std, spec.channels_last)
+    task = ImageClassification(data, inputs, spec.augment, spec.mix)
     return Trainer(
         model,
         groups,
         stages,
-        data,
-        inputs,
+        task,
         spec,
         progress,
         log_metrics,
-        noop,
+        checkpointer,
         device=device,
         stop_requested=stop_requested,
         dist=context or DistContext(),
@@ -211,58 +177,25 @@ def _train(
     if not context.is_main:
         progress = noop
     dataset = load_dataset(dataset_dir)
-    with sigterm_requests_stop() as stop:
-        trainer = build_trainer(plan, dataset, device, progress or noop, record_metrics, context, stop.is_set)
-        model, inputs = trainer.model, trainer.inputs
-        signature = model_signature(model)
-        with tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
-            store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
-
-            def save(trainer: Trainer, reason: str) -> None:
-                if not context.is_main:
-                    return
-                pos = trainer.position
-                state = {**trainer.state_dict(), "signature": signature, "plan_digest": plan.digest()}
-                info = {
-                    "reason": reason,
-                    "stage_index": pos.stage_index,
-                    "epoch_in_stage": pos.epoch_in_stage,
-                    "step_in_epoch": pos.step_in_epoch,
-                    "best_value": pos.best_value,
-                }
-                store.save(state, pos.global_step, info)
-                if reason == "epoch" and pos.best_epoch == pos.global_epoch:
-                    store.save_best(trainer.best_state, {"epoch": pos.best_epoch, "value": pos.best_value})
-
-            trainer.save = save
-            resumed = _resume(trainer, store, signature, spec.checkpoint.resume and spec.checkpoint.uri is not None)
-            if resumed is None:
-                trainer.enter_stage(0)
-            else:
-                (progress or noop)({"event": "message", "text": f"resumed from {resumed}"})
-            trainer.fit()
+    with sigterm_requests_stop() as stop, tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
+        store = CheckpointStore(spec.checkpoint.uri or scratch, spec.checkpoint.keep_last)
+        checkpointer = RunCheckpointer(store, plan.digest(), context.is_main)
+        trainer = build_trainer(
+            plan, dataset, device, progress or noop, record_metrics, context, stop.is_set, checkpointer
+        )
+        resumed = None
+        if spec.checkpoint.resume and spec.checkpoint.uri is not None:
+            resumed = checkpointer.resume(trainer, progress)
+        trainer.fit()
     if not context.is_main:  # rank 0 writes the model
         return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)
-    result = _finish(plan, trainer, model, dataset.info, inputs.in_chans, inputs.mean, inputs.std, model_dir, resumed)
+    inputs = trainer.task.inputs if isinstance(trainer.task, ImageClassification) else None
+    assert inputs is not None
+    result = _finish(
+        plan, trainer, trainer.model, dataset.info, inputs.in_chans, inputs.mean, inputs.std, model_dir, resumed
+    )
     result.history = history
     return result
-
-
-def _resume(trainer: Trainer, store: CheckpointStore, signature: dict[str, list[int]], enabled: bool) -> str | None:
-    if not enabled:
-        return None
-    loaded = store.load_latest()
-    if loaded is None:
-        return None
-    check_signature(loaded.state["signature"], signature, store.uri)
-    trainer.load_state_dict(loaded.state)
-    pos = trainer.position
-    where = (
-        f"{store.uri}/{loaded.entry['file']} "
-        f"(stage {pos.stage_index}, epoch {pos.epoch_in_stage}, step {pos.step_in_epoch})"
-    )
-    log.info("resuming from %s", where)
-    return where
 
 
 def _finish(

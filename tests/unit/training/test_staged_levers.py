@@ -12,7 +12,8 @@ from rooivalk.models import create_model, layer_groups
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import train_model
 from rooivalk.training.budget import StepCost, steps_within
-from rooivalk.training.loop import TrainData, Trainer
+from rooivalk.training.loop import Trainer
+from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.lr_find import find_lr, steepest_descent_lr
 from rooivalk.training.optim import WARMUP_START_FACTOR
 from rooivalk.training.stages import resolve_stages
@@ -31,12 +32,13 @@ def _trainer(dataset_dir: str, stages: list[StageSpec], **training: Any) -> Trai
         model,
         groups,
         resolve_stages(stages, groups, spec),
-        TrainData(dataset.subset("train"), dataset.subset("val"), 3),
-        InputSpec(32, 3, (0.5,) * 3, (0.5,) * 3, False),
+        ImageClassification(
+            TrainData(dataset.subset("train"), dataset.subset("val"), 3),
+            InputSpec(32, 3, (0.5,) * 3, (0.5,) * 3, False),
+            spec.augment,
+            spec.mix,
+        ),
         spec,
-        lambda e: None,
-        lambda m, s: None,
-        lambda t, r: None,
     )
 
 
@@ -153,7 +155,7 @@ def test_a_budget_stage_re_plans_from_measured_epochs_when_the_probe_was_wrong(
     tiny_dataset_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The probe claims 0.3 s per step (a machine busy during its 2 s); real steps take milliseconds.
-    monkeypatch.setattr("rooivalk.training.loop.probe_step_cost", lambda *a, **k: StepCost(0.3, 0.01))
+    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.3, 0.01))
     stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
     trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1)
     messages: list[str] = []
@@ -175,7 +177,7 @@ def test_a_stage_shorter_than_an_epoch_re_plans_inside_it(
 ) -> None:
     # The probe claims 0.2 s per step, so a 2 s budget plans ~9 steps: less than the first epoch
     # (21 batches of 2), which would end the stage before any epoch-end re-plan.
-    monkeypatch.setattr("rooivalk.training.loop.probe_step_cost", lambda *a, **k: StepCost(0.2, 0.01))
+    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.2, 0.01))
     stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
     trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1, batch_size=2)
     messages: list[str] = []
@@ -218,7 +220,7 @@ def test_auto_schedule_with_a_budget_trains_end_to_end(tiny_dataset_dir: str, tm
     assert full["steps"] >= 1
     texts = [e["text"] for e in events if e["event"] == "message"]
     assert any("re-estimated" in t and "BatchNorm" in t for t in texts)
-    assert any("caching backbone features" in t for t in texts)
+    assert any("caching features" in t for t in texts)
     assert any(t.startswith("stage all:") and "of budget ->" in t for t in texts)
 
 

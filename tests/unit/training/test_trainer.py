@@ -7,7 +7,8 @@ from torch import nn
 from rooivalk.models import create_model, layer_groups, load_trained_model, register_family
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import TrainingError, train_model
-from rooivalk.training.loop import TrainData, Trainer
+from rooivalk.training.loop import Trainer
+from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.stages import resolve_stages
 from rooivalk.training.validation import InputSpec
 
@@ -65,12 +66,13 @@ def _trainer(tiny_dataset_dir: str, stages: list[StageSpec]) -> Trainer:
         model,
         groups,
         resolve_stages(stages, groups),
-        TrainData(dataset.subset("train"), dataset.subset("val"), 3),
-        InputSpec(32, 3, (0.5,) * 3, (0.5,) * 3, False),
+        ImageClassification(
+            TrainData(dataset.subset("train"), dataset.subset("val"), 3),
+            InputSpec(32, 3, (0.5,) * 3, (0.5,) * 3, False),
+            spec.augment,
+            spec.mix,
+        ),
         spec,
-        lambda e: None,
-        lambda m, s: None,
-        lambda t, r: None,
     )
 
 

@@ -1,0 +1,87 @@
+"""Run the engine on one model with checkpoints: what every sensor step and the fusion step call.
+
+`fit_model` seeds, picks the device (CUDA when present), resolves the plan's stages on the model's
+layer groups, resumes from the newest good checkpoint at `checkpoint_uri` (a rerun or a retried pod
+of the same step continues where it stopped), turns SIGTERM into a checkpoint and `Preempted`, and
+leaves the model on the CPU at its best validation epoch. A single-model plan's `train_model`
+(rooivalk.training.trainer) does the same around distributed training.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rooivalk.models.groups import layer_groups
+from rooivalk.plan_training import TrainingSpec
+from rooivalk.training.checkpoint import CheckpointStore
+from rooivalk.training.checkpointing import RunCheckpointer
+from rooivalk.training.freezing import set_trainable
+from rooivalk.training.loop import MetricsFn, ProgressFn, Trainer
+from rooivalk.training.runtime import seed_everything, sigterm_requests_stop, training_device
+from rooivalk.training.stages import model_stages
+from rooivalk.training.tasks import Task
+
+
+@dataclass
+class FitResult:
+    best_val_accuracy: float
+    best_epoch: int  # 1-based over all stages
+    stages: list[dict[str, Any]] = field(default_factory=list)  # the engine's stage summaries
+    history: list[dict[str, Any]] = field(default_factory=list)  # this process's epochs (metrics + stage)
+    seconds: float = 0.0
+    resumed_from: str | None = None
+
+
+def fit_model(
+    model: nn.Module,
+    task: Task,
+    spec: TrainingSpec,
+    pretrained: bool,
+    checkpoint_uri: str | None = None,
+    plan_digest: str = "",
+    progress: ProgressFn | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> FitResult:
+    """Train `model` in place through the training section's stages; returns it on the CPU at its
+    best epoch. `checkpoint_uri` None: checkpoints go to a scratch folder (no resume)."""
+    started = time.perf_counter()
+    report = progress or (lambda _event: None)
+    history: list[dict[str, Any]] = []
+
+    def record(metrics: dict[str, float], epoch: int) -> None:
+        history.append({**metrics, "epoch": epoch})
+        if log_metrics is not None:
+            log_metrics(metrics, epoch)
+
+    seed_everything(spec.seed, spec.deterministic)
+    device = training_device(spec.precision)
+    model.to(device)
+    groups = layer_groups(model)
+    stages = model_stages(spec, pretrained, groups)
+    with sigterm_requests_stop() as stop, tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
+        store = CheckpointStore(checkpoint_uri or scratch, spec.checkpoint.keep_last)
+        checkpointer = RunCheckpointer(store, plan_digest)
+        trainer = Trainer(
+            model, groups, stages, task, spec, report, record, checkpointer, device=device, stop_requested=stop.is_set
+        )
+        resumed = None
+        if spec.checkpoint.resume and checkpoint_uri is not None:
+            resumed = checkpointer.resume(trainer, report)
+        trainer.fit()
+    model.load_state_dict(trainer.best_state or model.state_dict())
+    set_trainable(model, groups, {g.name for g in groups})
+    model.cpu()
+    pos = trainer.position
+    best = max((s["best_val_accuracy"] for s in pos.stage_summaries), default=float("nan"))
+    return FitResult(float(best), pos.best_epoch, pos.stage_summaries, history, time.perf_counter() - started, resumed)
+
+
+def predict_logits(task: Any, model: nn.Module, arrays: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
+    """Logits (N, C) of a trained tensor-task model on named arrays, on the CPU."""
+    return task.predict(model, arrays, batch_size, torch.device("cpu"))  # type: ignore[no-any-return]
