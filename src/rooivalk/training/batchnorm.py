@@ -10,14 +10,19 @@ training (AdaBN, Li et al. 2016) with torch's own `swa_utils.update_bn`.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from rooivalk.models.groups import LayerGroup
+
+if TYPE_CHECKING:
+    from rooivalk.training.loop import Trainer
 
 
 class _Forward(nn.Module):
@@ -57,3 +62,29 @@ def batchnorm_affine_names(model: nn.Module, group: LayerGroup) -> list[str]:
                 if full in wanted:
                     names.append(full)
     return names
+
+
+def recalibrate_before_training(trainer: Trainer) -> None:
+    """bn_unfreeze: recalibrate: before the first step, re-estimate every BatchNorm's running
+    statistics on unaugmented training batches, when the first stage leaves groups frozen. Every
+    rank uses the same batches, so the statistics agree without communication; a resumed run
+    (position says it was done) does not redo it."""
+    pos, spec = trainer.position, trainer.spec
+    if pos.bn_recalibrated or pos.global_step > 0 or spec.bn_unfreeze != "recalibrate":
+        return
+    pos.bn_recalibrated = True
+    if set(trainer.stages[0].group_lrs) == {g.name for g in trainer.groups}:
+        return  # nothing frozen: every BatchNorm updates its own statistics from the first step
+    count = min(len(trainer.task.train_labels), spec.bn_recalibration_batches * spec.batch_size)
+    order = torch.randperm(len(trainer.task.train_labels), generator=torch.Generator().manual_seed(spec.seed))
+    index = order[:count].sort().values.numpy()
+    batches = trainer.task.statistics_batches(index, trainer.stages[0], spec.batch_size, trainer.device)
+    started = time.perf_counter()
+    layers = recalibrate_batchnorm(trainer.model, batches, functools.partial(trainer.task.forward, trainer.model))
+    trainer.progress(
+        {
+            "event": "message",
+            "text": f"re-estimated {layers} BatchNorm layers' statistics on {count} training samples "
+            f"in {time.perf_counter() - started:.1f} s",
+        }
+    )

@@ -9,9 +9,10 @@ checkpoint of another model is refused naming the tensors that changed.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.state import RunPosition, capture_rng, restore_rng
 
 if TYPE_CHECKING:
     from rooivalk.training.loop import ProgressFn, Trainer
@@ -61,3 +62,46 @@ class RunCheckpointer:
         if progress is not None:
             progress({"event": "message", "text": f"resumed from {where}"})
         return where
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """A checkpoint's payload: every piece of a Trainer that changes during training."""
+    optimizer, schedule = trainer.optimizer, trainer.schedule
+    if optimizer is None or schedule is None:
+        raise RuntimeError("no stage entered: nothing to checkpoint")
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "early_stopping": trainer.early_stopping.state_dict() if trainer.early_stopping is not None else None,
+        "best_state": trainer.best_state,
+        "stage_best_state": trainer.stage_best_state,
+        "position": {**trainer.position.to_dict(), "elapsed_seconds": trainer.elapsed_seconds()},
+        "rng": capture_rng(),
+    }
+
+
+def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Load a checkpoint's payload: replay stage entries to rebuild the optimizer's groups, then load."""
+    trainer.position = RunPosition.from_dict(state["position"])
+    trainer.model.load_state_dict(state["model"])
+    saved_steps = trainer.position.stage_steps
+    current = trainer.current_stage_index()
+    for index in range(current + 1):
+        # Earlier stages are entered only to rebuild the optimizer's groups; their schedules are replaced.
+        trainer.enter_stage(index, steps=saved_steps if index == current else 1)
+    assert trainer.optimizer is not None  # enter_stage built it
+    assert trainer.schedule is not None
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.schedule.restore(state["schedule"])
+    if trainer.scaler is not None and state["scaler"] is not None:
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None and state["ema"] is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    if trainer.early_stopping is not None and state["early_stopping"] is not None:
+        trainer.early_stopping.load_state_dict(state["early_stopping"])
+    trainer.best_state = state["best_state"]
+    trainer.stage_best_state = state["stage_best_state"]
+    restore_rng(state["rng"])

@@ -25,22 +25,24 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
 from rooivalk.training import budget_planning
-from rooivalk.training.batchnorm import recalibrate_batchnorm
+from rooivalk.training.batchnorm import recalibrate_before_training
 from rooivalk.training.budget_planning import BudgetClock
+from rooivalk.training.checkpointing import restore_trainer, trainer_state
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
 from rooivalk.training.freezing import freeze_batchnorm_of_frozen
 from rooivalk.training.losses import build_loss
 from rooivalk.training.optim import StageSchedule
+from rooivalk.training.runtime import native_bf16
+from rooivalk.training.sampling import StageSampling
 from rooivalk.training.stage_entry import prepare_stage_optimizer
 from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import RunPosition, capture_rng, epoch_generator, restore_rng, step_generator
+from rooivalk.training.state import RunPosition, step_generator
 from rooivalk.training.tasks import Inputs, Task
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -64,16 +66,6 @@ class _NonFiniteLoss(ArithmeticError):
 
 class Preempted(RuntimeError):
     """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device runs bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _noop(*_: Any) -> None:
@@ -124,46 +116,32 @@ class Trainer:
         self.trainable_params: list[nn.Parameter] = []  # this stage's, for clipping
         self._entered: int | None = None  # the stage whose optimizer and schedule are built
         self._feature_cache: dict[tuple[int, str], torch.Tensor] = {}  # (stage, split) -> (N, F)
-        self._subsets: dict[int, np.ndarray | None] = {}  # stage index -> its training subset
+        self.sampling = StageSampling(len(self.task.train_labels), self.stages, self.spec, self.dist)
 
-    # -- sizes and orders ---------------------------------------------------------------------
+    # -- sizes and orders (rooivalk.training.sampling) ---------------------------------------
     @property
     def rank_batch_size(self) -> int:
         """Per-rank batch: the plan's batch_size is the global batch, split over the ranks."""
-        return max(self.spec.batch_size // self.dist.world_size, 1)
+        return self.sampling.rank_batch_size
 
     def current_stage_index(self) -> int:
         """The stage being trained; the last one once every stage has ended (position moves past it)."""
         return min(self.position.stage_index, len(self.stages) - 1)
 
     def stage_subset(self) -> np.ndarray | None:
-        """The current stage's fixed training subset (sorted sample indices), or None: all samples.
-        Seeded by (seed, stage index), so a resumed stage draws the same subset."""
-        index = self.current_stage_index()
-        if index not in self._subsets:  # drawn once per stage: batches_per_epoch() asks often
-            stage, count = self.stages[index], len(self.task.train_labels)
-            subset = None
-            if stage.max_samples is not None and stage.max_samples < count:
-                generator = epoch_generator(self.spec.seed, -1 - index)
-                subset = torch.randperm(count, generator=generator)[: stage.max_samples].sort().values.numpy()
-            self._subsets[index] = subset
-        return self._subsets[index]
+        return self.sampling.subset(self.current_stage_index())
 
     def stage_rows(self, positions: np.ndarray) -> np.ndarray:
-        """Training-split rows of positions in the current stage's samples."""
-        subset = self.stage_subset()
-        return positions if subset is None else subset[positions]
+        return self.sampling.rows(self.current_stage_index(), positions)
 
     def samples_per_epoch(self) -> int:
-        subset = self.stage_subset()
-        return len(self.task.train_labels) if subset is None else len(subset)
+        return self.sampling.samples(self.current_stage_index())
 
     def batches_per_epoch(self) -> int:
-        samples = self.samples_per_epoch()
-        per_rank = samples // self.dist.world_size if self.dist.enabled else samples
-        # Full batches only: a last batch of one sample breaks BatchNorm in training mode.
-        count = max(per_rank // self.rank_batch_size, 1)
-        return min(count, self.spec.max_train_batches) if self.spec.max_train_batches else count
+        return self.sampling.batches_per_epoch(self.current_stage_index())
+
+    def epoch_order(self) -> torch.Tensor:
+        return self.sampling.epoch_order(self.current_stage_index(), self.position.global_epoch)
 
     def stage_epochs(self) -> int:
         """Epochs of the current stage; the last one is partial when a budget sized the stage."""
@@ -172,23 +150,6 @@ class Trainer:
     def batches_in_epoch(self) -> int:
         done = self.position.epoch_in_stage * self.batches_per_epoch()
         return min(self.batches_per_epoch(), self.position.stage_steps - done)
-
-    def epoch_order(self) -> torch.Tensor:
-        """This rank's sample order for the epoch: a pure function of (seed, epoch), so a resumed
-        epoch re-draws it. Distributed runs shard it with torch's DistributedSampler."""
-        count, epoch = self.samples_per_epoch(), self.position.global_epoch
-        if not self.dist.enabled:
-            return torch.randperm(count, generator=epoch_generator(self.spec.seed, epoch))
-        sampler: DistributedSampler[int] = DistributedSampler(
-            range(count),  # type: ignore[arg-type]  # only len() is used
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-            shuffle=True,
-            seed=self.spec.seed,
-            drop_last=True,
-        )
-        sampler.set_epoch(epoch)
-        return torch.tensor(list(sampler), dtype=torch.int64)
 
     def elapsed_seconds(self) -> float:
         """Training wall clock so far, across resumes (what a budget counts)."""
@@ -237,28 +198,8 @@ class Trainer:
             self.save("plan")  # the step plan is final: a resumed run must find it, not re-measure it
 
     def recalibrate_batchnorm_once(self) -> None:
-        """bn_unfreeze: recalibrate: before the first step, re-estimate every BatchNorm's running
-        statistics on unaugmented training batches, when the first stage leaves groups frozen.
-        Every rank uses the same batches, so the statistics agree without communication."""
-        pos, spec = self.position, self.spec
-        if pos.bn_recalibrated or pos.global_step > 0 or spec.bn_unfreeze != "recalibrate":
-            return
-        pos.bn_recalibrated = True
-        if set(self.stages[0].group_lrs) == {g.name for g in self.groups}:
-            return  # nothing frozen: every BatchNorm updates its own statistics from the first step
-        count = min(len(self.task.train_labels), spec.bn_recalibration_batches * spec.batch_size)
-        order = torch.randperm(len(self.task.train_labels), generator=torch.Generator().manual_seed(spec.seed))
-        index = order[:count].sort().values.numpy()
-        batches = self.task.statistics_batches(index, self.stages[0], spec.batch_size, self.device)
-        started = time.perf_counter()
-        layers = recalibrate_batchnorm(self.model, batches, functools.partial(self.task.forward, self.model))
-        self.progress(
-            {
-                "event": "message",
-                "text": f"re-estimated {layers} BatchNorm layers' statistics on {count} training samples "
-                f"in {time.perf_counter() - started:.1f} s",
-            }
-        )
+        """bn_unfreeze: recalibrate, once per run (rooivalk.training.batchnorm.recalibrate_before_training)."""
+        recalibrate_before_training(self)
 
     def schedule_ready(self) -> StageSchedule:
         if self.schedule is None:
@@ -511,38 +452,9 @@ class Trainer:
             self.save("epoch")
         return stop
 
-    # -- checkpoint payload -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self._optimizer_ready().state_dict(),
-            "schedule": self.schedule_ready().state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
-            "best_state": self.best_state,
-            "stage_best_state": self.stage_best_state,
-            "position": {**self.position.to_dict(), "elapsed_seconds": self.elapsed_seconds()},
-            "rng": capture_rng(),
-        }
+        """Everything that changes during training (rooivalk.training.checkpointing.trainer_state)."""
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a checkpoint: replay stage entries to rebuild the optimizer's groups, then load."""
-        self.position = RunPosition.from_dict(state["position"])
-        self.model.load_state_dict(state["model"])
-        saved_steps = self.position.stage_steps
-        current = self.current_stage_index()
-        for index in range(current + 1):
-            # Earlier stages are entered only to rebuild the optimizer's groups; their schedules are replaced.
-            self.enter_stage(index, steps=saved_steps if index == current else 1)
-        self._optimizer_ready().load_state_dict(state["optimizer"])
-        self.schedule_ready().restore(state["schedule"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.early_stopping is not None and state["early_stopping"] is not None:
-            self.early_stopping.load_state_dict(state["early_stopping"])
-        self.best_state = state["best_state"]
-        self.stage_best_state = state["stage_best_state"]
-        restore_rng(state["rng"])
+        restore_trainer(self, state)

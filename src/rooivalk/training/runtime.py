@@ -44,3 +44,13 @@ def training_device(precision: str) -> torch.device:
 
 def noop(*_: Any) -> None:
     return None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device runs bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
