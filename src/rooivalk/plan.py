@@ -17,8 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rooivalk.plan_cluster import ClusterSpec, RetrainingSpec
+from rooivalk.plan_data import DataFormat
 from rooivalk.plan_export import ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
+from rooivalk.plan_techniques import technique_problems
 from rooivalk.plan_training import (
     AugmentSpec,
     CheckpointSpec,
@@ -111,10 +113,11 @@ class SimulationSpec(_Strict):
 
 class DataSpec(_Strict):
     source: str = Field(description="Local path or s3:// URI of the raw data.")
-    format: Literal["image_folder", "idx", "multisensor"] = Field(
-        description="image_folder: one sub-folder per class with PNG/JPEG files; "
+    format: DataFormat = Field(
+        description="The reader: image_folder: one sub-folder per class with PNG/JPEG files; "
         "idx: MNIST-style IDX files (train-*/t10k-* images and labels, optionally .gz); "
-        "multisensor: events.parquet linking each event's samples (rooivalk.data.ingest_multisensor)."
+        "multisensor: events.parquet linking each event's samples (rooivalk.data.ingest_multisensor); "
+        "or the name of an installed reader plugin (entry-point group rooivalk.readers; `rooivalk families`)."
     )
     simulate: SimulationSpec | None = Field(
         None, description="Generate the source with the counter-drone simulator when it does not exist yet."
@@ -365,21 +368,27 @@ class PlanError(ValueError):
 
 
 def _format_errors(error: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: {error.error_count()} problem(s) in the plan"]
+    problems = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "<root>"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+        problems.append((path, "unknown key" if item["type"] == "extra_forbidden" else item["msg"]))
+    return _format_problems(problems, origin)
+
+
+def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
+    return "\n".join([f"{origin}: {len(problems)} problem(s) in the plan", *(f"  {p}: {m}" for p, m in problems)])
 
 
 def validate_plan(raw: dict[str, Any], origin: str = "<plan>") -> Plan:
+    """Validate a raw plan, then refuse every training key its model would not use (plan_techniques)."""
     try:
-        return Plan.model_validate(raw)
+        plan = Plan.model_validate(raw)
     except ValidationError as error:
         raise PlanError(_format_errors(error, origin)) from None
+    problems = technique_problems(plan)
+    if problems:
+        raise PlanError(_format_problems(problems, origin))
+    return plan
 
 
 def _parse_scalar(text: str) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rooivalk import events, storage, tracking
-from rooivalk.plan import Plan
+from rooivalk.plan import Plan, validate_plan
 
 
 @dataclass
@@ -63,7 +63,7 @@ class StepContext:
 
 @contextmanager
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
-    plan = Plan.model_validate(plan_dict)
+    plan = validate_plan(plan_dict, origin=f"step {step}")  # the techniques check too: no key silently ignored
     tracking_uri = tracking.required_uri(plan)
     tracking.use_buffer_of(plan)
     run_id = tracking.open_step_run(tracking_uri, parent_run_id, step)

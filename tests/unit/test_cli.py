@@ -18,7 +18,8 @@ def test_validate_accepts_the_shipped_plan() -> None:
 
 def test_stage_naming_a_missing_group_fails_validation_listing_the_groups() -> None:
     stages = "training.stages=[{name: top, epochs: 1, train: [blocks.9], lr: {backbone: 0.001}}]"
-    result = runner.invoke(app, ["validate", FASHION, "--set", stages])
+    # The plan's budget_seconds sizes no stage of these (none runs seconds: rest), so it goes too.
+    result = runner.invoke(app, ["validate", FASHION, "--set", stages, "--set", "training.budget_seconds=null"])
     assert result.exit_code == 2
     message = " ".join(result.output.split())
     assert "training.stages[top].train: unknown layer group 'blocks.9'" in message
@@ -100,8 +101,8 @@ def test_report_renders_a_multisensor_run(tmp_path: Path) -> None:
     for sensor in ("optical", "rf", "radar", "acoustic"):
         assert f"| {sensor} alone |" in text
         assert f"| {sensor} | " in text  # its training stages and its shipped variant
-    assert "| optical | all | " in text  # the image trainer's stage record
-    assert "| acoustic | top | " in text  # tensor_fit's stage record
+    assert "| optical | all | " in text  # the image task's stage record
+    assert "| acoustic | top | " in text  # a sensor stage record of the older summary format
     assert "- fusion_one_missing_mean = " in text
 
 

@@ -1,4 +1,4 @@
-"""Typer commands: run, compile, validate, schema, groups, report, lr-find, weights, drift, monitor."""
+"""Typer commands: run, compile, validate, schema, groups, families, report, lr-find, weights, drift, monitor."""
 
 from __future__ import annotations
 
@@ -242,6 +242,37 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     for index, group in enumerate(found):
         table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
     _stdout().print(table)
+
+
+@app.command()
+def families() -> None:
+    """List model families (with their training task), data readers and training tasks, built in or
+    from installed packages (entry points, docs/extending.md), with where each comes from."""
+    from rooivalk.data.reader_registry import list_readers, reader_origin
+    from rooivalk.models import family_origin, family_task, list_families
+    from rooivalk.plugins import BUILT_IN, TASKS_GROUP, PluginError
+    from rooivalk.training.tasks import list_tasks, task_origin
+
+    try:  # loading every plugin is the check: a broken one is named here, not in the middle of a run
+        family_rows = [[name, family_task(name), family_origin(name)] for name in list_families()]
+        reader_rows = [[name, reader_origin(name)] for name in list_readers()]
+        task_rows = [[name, task_origin(name)] for name in list_tasks()]
+    except PluginError as error:
+        _error(str(error))
+        raise typer.Exit(1) from None
+    reader_rows.append(["multisensor", f"{BUILT_IN} (events.parquet, rooivalk.data.ingest_multisensor)"])
+    tables = [
+        ("model families (model.family)", ["family", "task", "origin"], family_rows),
+        ("data readers (data.format)", ["format", "origin"], sorted(reader_rows)),
+        (f"training tasks (plugins: {TASKS_GROUP})", ["task", "origin"], task_rows),
+    ]
+    for title, columns, rows in tables:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        _stdout().print(table)
 
 
 @app.command()

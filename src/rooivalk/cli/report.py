@@ -147,8 +147,8 @@ def render_system_report(summary: dict[str, Any], command: str) -> str:
     evaluation = steps["evaluate_system"].get("metrics", {})
     export = steps.get("export_system", {}).get("metrics", {})
     cache = steps.get("cache_features", {}).get("metrics", {})
-    # Stage records come from two trainers: the image trainer's (stage, steps, trainable share, best
-    # val accuracy; groups as {group: lr}) and tensor_fit's (name; groups as a list, lrs beside them).
+    # Stage records are the engine's (stage, steps, trainable share, best val accuracy; groups as
+    # {group: lr}); summaries written before every model used it name sensor stages `name` and list groups.
     stage_rows = [
         f"| {model} | {s.get('stage') or s.get('name')} | {s.get('epochs', 0):.0f} | {_cell(s, 'steps', '.0f')} | "
         f"{', '.join(s.get('groups') or [])} | {_cell(s, 'best_val_accuracy', '.4f')} | {s.get('seconds') or 0:.0f} |"

@@ -4,6 +4,7 @@ A reader never crashes on one bad file: whatever cannot become a sample is retur
 `Quarantined` entry with a reason, so that ingestion can report it instead of losing it. Errors that
 make the whole source unreadable (a bad IDX header) raise `DataFormatError` naming the file.
 All reads go through rooivalk.storage, so a source may be a local directory or an s3:// prefix.
+`data.format` names the reader (rooivalk.data.reader_registry); installed packages add readers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rooivalk import storage
+from rooivalk.data.reader_registry import get_reader, known_readers, register_reader
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 # Modes that carry no colour: `channels: auto` resolves to 1 only when every image is one of these.
@@ -134,6 +136,7 @@ def iter_image_folder(source: str) -> Iterator[RawSample | Quarantined]:
             yield _check_image_file(uri, relative)
 
 
+@register_reader("image_folder")
 def read_image_folder(source: str) -> ReadResult:
     samples: list[RawSample] = []
     quarantined: list[Quarantined] = []
@@ -190,6 +193,7 @@ def idx_class_names(source: str, labels: Sequence[int]) -> list[str]:
     return [str(label) for label in labels]
 
 
+@register_reader("idx")
 def read_idx(source: str) -> ReadResult:
     """MNIST-style IDX files; samples of the t10k files are flagged as the official test set."""
     source = source.rstrip("/")
@@ -224,11 +228,17 @@ def read_idx(source: str) -> ReadResult:
 
 
 def read_source(source: str, data_format: str) -> ReadResult:
-    if data_format == "image_folder":
-        return read_image_folder(source)
-    if data_format == "idx":
-        return read_idx(source)
-    raise DataFormatError(f"{source}: unknown data format {data_format!r}")
+    """The source read by the reader of `data_format` (a built-in or an installed plugin)."""
+    reader = get_reader(data_format)
+    if reader is None:
+        raise DataFormatError(f"{source}: unknown data format {data_format!r}; image readers: {known_readers()}")
+    result = reader(source)
+    if not isinstance(result, ReadResult):
+        raise DataFormatError(
+            f"{source}: the {data_format!r} reader returned {type(result).__name__}, not a "
+            "rooivalk.data.readers.ReadResult"
+        )
+    return result
 
 
 def resolve_channels(images: Sequence[np.ndarray], channels: Literal["auto", 1, 3]) -> int:

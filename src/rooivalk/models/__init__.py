@@ -7,7 +7,14 @@ from rooivalk.models import rf_cnn_transformer as _rf_cnn_transformer  # noqa: F
 from rooivalk.models import timm_family as _timm_family  # noqa: F401
 from rooivalk.models.artifact import ModelInfo, load_trained_model, read_model_info, save_trained_model
 from rooivalk.models.groups import HEAD, LayerGroup, layer_groups, resolve_selectors
-from rooivalk.models.registry import create_model, create_unweighted_model, list_families, register_family
+from rooivalk.models.registry import (
+    create_model,
+    create_unweighted_model,
+    family_origin,
+    family_task,
+    list_families,
+    register_family,
+)
 from rooivalk.models.timm_family import input_channels, normalization
 
 __all__ = [
@@ -17,6 +24,8 @@ __all__ = [
     "ModelInfo",
     "create_model",
     "create_unweighted_model",
+    "family_origin",
+    "family_task",
     "layer_groups",
     "list_families",
     "load_trained_model",

@@ -116,7 +116,7 @@ def crepe_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-@register_family("acoustic_crepe")
+@register_family("acoustic_crepe", task="tensor")
 def create_acoustic_crepe(spec: ModelSpec, num_classes: int) -> nn.Module:
     if spec.architecture not in VARIANTS:
         raise ValueError(f"model.architecture: {spec.architecture!r} is not acoustic_crepe; use {list(VARIANTS)}")

@@ -136,7 +136,7 @@ class RadarSequenceModel(SensorModel):
         return torch.cat([tokens.mean(dim=1), tokens[:, -1]], dim=-1)  # (N, 2 * width)
 
 
-@register_family("radar_sequence")
+@register_family("radar_sequence", task="tensor")
 def create_radar_sequence(spec: ModelSpec, num_classes: int) -> nn.Module:
     if spec.architecture not in ARCHITECTURES:
         raise ValueError(

@@ -95,7 +95,7 @@ def iq_to_input(iq: np.ndarray) -> np.ndarray:
     return np.stack([scaled.real, scaled.imag], axis=1).astype(np.float32)
 
 
-@register_family("rf_cnn_transformer")
+@register_family("rf_cnn_transformer", task="tensor")
 def create_rf_cnn_transformer(spec: ModelSpec, num_classes: int) -> nn.Module:
     if spec.architecture not in VARIANTS:
         raise ValueError(

@@ -12,7 +12,7 @@ from rooivalk.models.weights import load_pretrained
 from rooivalk.plan import ModelSpec
 
 
-@register_family("timm")
+@register_family("timm", task="image")
 def create_timm_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     # A hub lookup would hang ~46 s retrying with no network; weights only ever come from spec.pretrained.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

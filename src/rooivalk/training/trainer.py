@@ -27,6 +27,7 @@ from rooivalk.models import (
     normalization,
     save_trained_model,
 )
+from rooivalk.models.registry import family_task
 from rooivalk.plan import Plan
 from rooivalk.training.checkpoint import CheckpointStore
 from rooivalk.training.checkpointing import RunCheckpointer
@@ -34,8 +35,7 @@ from rooivalk.training.distributed import DistContext, in_torchrun, init_process
 from rooivalk.training.loop import Checkpointer, MetricsFn, ProgressFn, Trainer
 from rooivalk.training.runtime import noop, seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.stages import ResolvedStage, plan_stages
-from rooivalk.training.tasks import ImageClassification, TrainData
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks import task_class
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "stages.json"
@@ -137,11 +137,7 @@ def build_trainer(
     spec = plan.training
     num_classes = _num_classes(plan, dataset.info.classes)
     model, groups, stages = _build_model(plan, num_classes, device)
-    mean, std = normalization(model)
-    in_chans = input_channels(model)
-    data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
-    inputs = InputSpec(plan.single_model.input_size, in_chans, mean, std, spec.channels_last)
-    task = ImageClassification(data, inputs, spec.augment, spec.mix)
+    task = task_class(family_task(plan.single_model.family)).for_plan(plan, dataset, model)
     return Trainer(
         model,
         groups,
@@ -189,11 +185,9 @@ def _train(
         trainer.fit()
     if not context.is_main:  # rank 0 writes the model
         return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)
-    inputs = trainer.task.inputs if isinstance(trainer.task, ImageClassification) else None
-    assert inputs is not None
-    result = _finish(
-        plan, trainer, trainer.model, dataset.info, inputs.in_chans, inputs.mean, inputs.std, model_dir, resumed
-    )
+    mean, std = normalization(trainer.model)
+    in_chans = input_channels(trainer.model)
+    result = _finish(plan, trainer, trainer.model, dataset.info, in_chans, mean, std, model_dir, resumed)
     result.history = history
     return result
 

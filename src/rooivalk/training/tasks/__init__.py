@@ -3,38 +3,55 @@
 Built-in: `image` (timm-style image classifiers), `tensor` (sensor models on preprocessed arrays),
 `fusion` (the cross-modal transformer over cached embeddings). A model family names its task when
 it registers (rooivalk.models.registry); installed packages add tasks through the `rooivalk.tasks`
-entry-point group (docs/extending.md).
+entry-point group (docs/extending.md), loaded the first time an unknown task name is looked up.
 """
 
 from __future__ import annotations
 
+from rooivalk.plugins import TASKS_GROUP, PluginError, PluginInfo, Registry
 from rooivalk.training.tasks.base import Inputs, Task
 from rooivalk.training.tasks.image import ImageClassification, TrainData
 from rooivalk.training.tasks.tensor import FusionClassification, TensorClassification
 
-_TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (ImageClassification, TensorClassification, FusionClassification)
-}
-TASKS_ENTRY_POINT_GROUP = "rooivalk.tasks"
+
+def _accept(plugin: PluginInfo) -> type[Task]:
+    task = plugin.obj
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise PluginError(f"{plugin.describe()}: a training task entry point must name a Task subclass")
+    if task.name != plugin.name:
+        raise PluginError(f"{plugin.describe()}: the class's name is {task.name!r}; it must be the entry point's")
+    return task
+
+
+_TASKS: Registry[type[Task]] = Registry("training task", TASKS_GROUP, _accept)
 
 
 def register_task(task: type[Task]) -> type[Task]:
     """Class decorator: make a Task subclass known under its `name`."""
-    if task.name in _TASKS and _TASKS[task.name] is not task:
-        raise ValueError(f"training task {task.name!r} is already registered")
-    _TASKS[task.name] = task
+    _TASKS.add(task.name, task)
     return task
 
 
-def list_tasks() -> dict[str, type[Task]]:
-    """Every known task by name, plugins (entry points) included."""
-    from rooivalk.plugins import load_entry_points
+for _builtin in (ImageClassification, TensorClassification, FusionClassification):
+    register_task(_builtin)
 
-    for plugin in load_entry_points(TASKS_ENTRY_POINT_GROUP):
-        loaded = plugin.load() if hasattr(plugin, "load") else getattr(plugin, "obj", None)
-        if isinstance(loaded, type) and issubclass(loaded, Task):
-            register_task(loaded)
-    return dict(sorted(_TASKS.items()))
+
+def task_class(name: str) -> type[Task]:
+    """The Task subclass of a task name (a plugin's is loaded on first use)."""
+    task = _TASKS.lookup(name)
+    if task is None:
+        raise ValueError(f"unknown training task {name!r}; known: {_TASKS.known_names()}")
+    return task
+
+
+def list_tasks() -> list[str]:
+    """Every task name, plugins loaded."""
+    return _TASKS.names()
+
+
+def task_origin(name: str) -> str:
+    """ "built-in" or the distribution and entry point a task came from."""
+    return _TASKS.origin(name)
 
 
 __all__ = [
@@ -46,4 +63,6 @@ __all__ = [
     "TrainData",
     "list_tasks",
     "register_task",
+    "task_class",
+    "task_origin",
 ]

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.data.dataset import Dataset
+from rooivalk.plan import Plan
 from rooivalk.training.stages import ResolvedStage
 
 # A model input on its device: one tensor (images, IQ, tracks), or named tensors (fusion's
@@ -46,6 +48,14 @@ class Task(ABC):
     name: ClassVar[str]
     stage_input_size: ClassVar[bool] = False  # whether a stage may train at its own input_size
     num_classes: int
+
+    @classmethod
+    def for_plan(cls, plan: Plan, dataset: Dataset, model: nn.Module) -> Task:
+        """The task of a single-model plan's model on an ingested dataset (its train and val splits).
+        Tasks that only serve multi-sensor steps (tensor, fusion) are built by those steps instead."""
+        raise NotImplementedError(
+            f"the {cls.name!r} task trains the models of multi-sensor plans only, not a single-model plan's model"
+        )
 
     @property
     @abstractmethod

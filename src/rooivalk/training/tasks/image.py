@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.data.dataset import Dataset
 from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_images
+from rooivalk.models.timm_family import input_channels, normalization
+from rooivalk.plan import Plan
 from rooivalk.plan_training import AugmentSpec, MixSpec
 from rooivalk.training.augment import BatchAugment
 from rooivalk.training.mixing import MixupCutmix
@@ -83,6 +86,14 @@ class ImageClassification(Task):
         self.num_classes = data.num_classes
         self.augment = BatchAugment(augment or AugmentSpec())
         self.mixer = MixupCutmix(mix or MixSpec(), data.num_classes)
+
+    @classmethod
+    def for_plan(cls, plan: Plan, dataset: Dataset, model: nn.Module) -> ImageClassification:
+        spec = plan.training
+        mean, std = normalization(model)
+        inputs = InputSpec(plan.single_model.input_size, input_channels(model), mean, std, spec.channels_last)
+        data = TrainData(dataset.subset("train"), dataset.subset("val"), len(dataset.info.classes))
+        return cls(data, inputs, spec.augment, spec.mix)
 
     @property
     def train_labels(self) -> np.ndarray:
