@@ -20,6 +20,7 @@ from rooivalk.plan_cluster import ClusterSpec, RetrainingSpec
 from rooivalk.plan_data import DataFormat
 from rooivalk.plan_export import ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
+from rooivalk.plan_parameter import NULLS_KEY, explicit_nulls, restore_nulls
 from rooivalk.plan_techniques import technique_problems
 from rooivalk.plan_training import (
     AugmentSpec,
@@ -321,9 +322,17 @@ class Plan(_Strict):
             raise PlanError(f"plan {self.name!r} is a multi-sensor plan: its models are under 'sensors'")
         return self.model
 
+    @model_validator(mode="before")
+    @classmethod
+    def _restore_nulls(cls, data: Any) -> Any:
+        return restore_nulls(data)
+
     def to_parameter(self) -> dict[str, Any]:
-        """The plan as a KFP pipeline parameter: JSON types only, nulls dropped (KFP rejects None)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The plan as a KFP pipeline parameter: JSON types only. KFP rejects None, so nulls are dropped,
+        and the paths of those whose default is not null travel under NULLS_KEY (rooivalk.plan_parameter)."""
+        parameter = self.model_dump(mode="json", exclude_none=True)
+        nulls = list(explicit_nulls(self))
+        return {**parameter, NULLS_KEY: nulls} if nulls else parameter
 
     def digest(self) -> str:
         """sha256 of the resolved plan, the plan's identity in lineage tags."""

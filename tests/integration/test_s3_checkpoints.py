@@ -48,3 +48,44 @@ def test_training_checkpoints_to_s3_and_resumes_from_there(
     assert second.resumed_from is not None
     assert uri in second.resumed_from
     assert second.metrics["global_steps"] == 3 * 5
+
+
+def test_a_sensor_model_checkpoints_to_s3_and_an_unreachable_endpoint_loses_nothing(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor (sensor) model through the one engine: checkpoints on S3; with the endpoint unreachable a
+    resume fails naming the URI, and once it is back the same checkpoints resume the run."""
+    import numpy as np
+    import torch
+
+    from rooivalk.models import create_model
+    from rooivalk.plan import ModelSpec
+    from rooivalk.plan_training import TrainingSpec
+    from rooivalk.storage import StorageError
+    from rooivalk.training.fitting import FitResult, fit_model
+    from rooivalk.training.tasks import TensorClassification
+
+    rng = np.random.default_rng(0)
+    tracks, labels = rng.normal(size=(64, 32, 8)).astype(np.float32), rng.integers(0, 2, 64)
+    uri = "s3://rooivalk/checkpoints/radar"
+
+    def fit(epochs: int) -> FitResult:
+        torch.manual_seed(0)
+        model = create_model(ModelSpec(family="radar_sequence", architecture="gru"), 2)
+        task = TensorClassification({"inputs": tracks}, labels, {"inputs": tracks}, labels, 2)
+        spec = TrainingSpec(epochs=epochs, lr=1e-3, batch_size=16, threads=1, checkpoint={"every_steps": 2})
+        return fit_model(model, task, spec, pretrained=False, checkpoint_uri=uri)
+
+    fit(1)
+    saved = sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="rooivalk")["Contents"])
+    assert "checkpoints/radar/manifest.json" in saved
+    with monkeypatch.context() as down:
+        down.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens on the discard port
+        down.setenv("ROOIVALK_S3_MAX_ATTEMPTS", "1")
+        down.setenv("ROOIVALK_S3_CONNECT_TIMEOUT", "1")
+        with pytest.raises(StorageError, match=r"s3://rooivalk/checkpoints/radar/manifest\.json"):
+            fit(2)
+    assert sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="rooivalk")["Contents"]) == saved
+    again: FitResult = fit(2)  # the endpoint is back: the first run's checkpoints are all there
+    assert again.resumed_from is not None
+    assert uri in again.resumed_from

@@ -174,3 +174,17 @@ def test_the_reserved_sensor_names_are_the_installed_torch_module_dicts_attribut
 
     public = {name for name in dir(nn.ModuleDict()) if re.fullmatch(r"[a-z][a-z0-9_]*", name)}
     assert public == MODULE_DICT_ATTRIBUTES
+
+
+def test_a_null_whose_default_is_not_null_survives_the_kfp_parameter() -> None:
+    """KFP parameters cannot hold None: dropped, `grad_clip_norm: null` (clipping off) would come back 1.0."""
+    from kfp.compiler.pipeline_spec_builder import to_protobuf_value
+
+    path = FASHION
+    plan = load_plan(path, ["training.grad_clip_norm=null", "training.auto.head_samples=null"])
+    parameter = plan.to_parameter()
+    to_protobuf_value(parameter)  # what KFP does with a pipeline parameter: no None anywhere
+    back = Plan.model_validate(parameter)
+    assert (back.training.grad_clip_norm, back.training.auto.head_samples) == (None, None)
+    assert back == plan
+    assert "_nulls" not in load_plan(path).to_parameter()  # nothing to carry: the parameter is unchanged

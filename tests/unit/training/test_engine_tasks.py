@@ -72,7 +72,8 @@ def test_a_frozen_stage_and_a_cached_head_stage_leave_the_encoder_untouched() ->
         spec = TrainingSpec(batch_size=32, threads=1, stages=[stage], bn_unfreeze="keep")
         fit = fit_model(model, _task(64), spec, pretrained=True)
         changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
-        assert changed and all(k.startswith("head.") for k in changed), changed  # BN statistics included
+        assert changed
+        assert all(k.startswith("head.") for k in changed), changed  # BN statistics included
         assert fit.stages[0]["groups"] == {"head": 1e-2}
     # bn_unfreeze: recalibrate (the default) re-estimates the frozen encoder's BatchNorm statistics first.
     torch.manual_seed(0)
@@ -90,7 +91,8 @@ def test_ema_bf16_and_early_stopping_change_what_a_tensor_run_does() -> None:
     plain_model, plain = _fit(TrainingSpec(**base))
     ema_model, _ = _fit(TrainingSpec(**base, ema={"enabled": True, "decay": 0.9}))
     bf16_model, bf16 = _fit(TrainingSpec(**base, precision="bf16"))
-    assert _same(plain_model, ema_model) and _same(plain_model, bf16_model)
+    assert _same(plain_model, ema_model)
+    assert _same(plain_model, bf16_model)
     assert [r["train_loss"] for r in bf16.history] != [r["train_loss"] for r in plain.history]
     assert all(t.dtype == torch.float32 for t in bf16_model.state_dict().values() if t.is_floating_point())
     # A learning rate too small to move anything: validation never improves, patience 2 stops it.
@@ -146,7 +148,8 @@ def test_a_killed_tensor_run_resumes_bit_identical(tmp_path: Path) -> None:
     with pytest.raises(_Killed):
         _fit(spec, checkpoint_uri=str(tmp_path / "cut"), progress=_kill_after(6))  # mid-epoch 2 (4 steps/epoch)
     resumed, again = _fit(spec, checkpoint_uri=str(tmp_path / "cut"))
-    assert again.resumed_from is not None and "ckpt-000000005.pt" in again.resumed_from
+    assert again.resumed_from is not None
+    assert "ckpt-000000005.pt" in again.resumed_from
     assert _same(whole, resumed) == []
     assert (again.best_val_accuracy, again.best_epoch) == (full.best_val_accuracy, full.best_epoch)
 
@@ -158,7 +161,9 @@ def test_deterministic_keeps_a_budget_stage_step_plan_across_a_kill(
     # the one the killed run made, so the comparison isolates what resuming does with it.
     monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.05, 0.01))
     stage = StageSpec(name="all", seconds=1.0, train=["all"], lr=StageLR(spread=(3e-3, 3e-3)))
-    spec = TrainingSpec(batch_size=32, threads=1, deterministic=True, stages=[stage], checkpoint={"every_steps": 3})
+    spec = TrainingSpec(
+        batch_size=32, threads=1, deterministic=True, stages=[stage], checkpoint={"every_steps": 3, "keep_last": 10}
+    )
     whole, full = _fit(spec, checkpoint_uri=str(tmp_path / "whole"))
     manifest = json.loads((tmp_path / "whole" / "manifest.json").read_text())
     assert (
@@ -171,7 +176,8 @@ def test_deterministic_keeps_a_budget_stage_step_plan_across_a_kill(
     resumed, again = _fit(spec, checkpoint_uri=str(tmp_path / "cut"))  # a slower probe would plan 1 step: unused
     assert again.stages[0]["steps"] == full.stages[0]["steps"]
     assert _same(whole, resumed) == []
-    assert manifest and first[0]["global_step"] >= 0
+    assert manifest
+    assert (first[0]["reason"], first[0]["global_step"]) == ("plan", 0)  # the plan was saved before any step
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_tensors(tmp_path: Path) -> None:
@@ -193,7 +199,8 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_pat
     _, fit = _fit(spec, checkpoint_uri=str(tmp_path / "ckpt"), progress=events.append)
     texts = [e["text"] for e in events if e["event"] == "message"]
     assert any(newest in t and "skipped" in t for t in texts), texts
-    assert fit.resumed_from is not None and newest not in fit.resumed_from
+    assert fit.resumed_from is not None
+    assert newest not in fit.resumed_from
 
 
 def test_image_only_stage_options_are_refused_for_tensor_tasks() -> None:
@@ -216,5 +223,6 @@ def test_a_tensor_model_trains_on_the_gpu() -> None:
 
     model.forward = forward  # type: ignore[method-assign]
     fit_model(model, _task(), TrainingSpec(epochs=1, lr=1e-3, batch_size=32, precision="bf16"), pretrained=False)
-    assert seen and all(d.type == "cuda" for d in seen)
+    assert seen
+    assert all(d.type == "cuda" for d in seen)
     assert next(model.parameters()).device.type == "cpu"  # handed back on the CPU
