@@ -1,17 +1,23 @@
 """The multi-sensor pipeline through `rooivalk run` (kfp.local SubprocessRunner, MLflow on sqlite):
-simulate -> ingest -> four sensor tasks -> feature cache -> fusion -> evaluate -> export -> register,
-then the same command again, which must find every encoder's features in the cache."""
+simulate -> ingest -> four sensor tasks -> feature cache -> fusion -> evaluate -> export -> register.
+Then preemption: the same command in another run folder, SIGKILLed while the RF model trains, rerun,
+SIGKILLed again while the fusion model trains, rerun, ends with the weights and every step's figures of
+the uninterrupted run, and its last rerun finds every encoder's features in the cache."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -27,20 +33,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SENSORS = ["optical", "rf", "radar", "acoustic"]
 
 
+# Figures of time (they differ between any two runs), of what timing picks (the shipped variant is the
+# fastest within tolerance: its size follows) and of the feature cache (a rerun hits it).
+NOT_COMPARED = ("seconds", "latency", "_ms", "per_second", "size_mb", "forward_passes", "cache_hits", "cache_misses")
+
+
 def tiny_counter_drone_plan(source: Path) -> dict[str, Any]:
-    """Every sensor family at toy size, fixed epochs (no wall-clock budget), so that a rerun trains
-    bit-identical encoders and must hit the feature cache."""
-    quick = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "threads": 1}
+    """Every sensor family at toy size, fixed epochs (no wall-clock budget) and deterministic kernels, so
+    that a rerun trains bit-identical encoders and must hit the feature cache. Checkpoints every step, and
+    enough RF and fusion steps to be killed in the middle of."""
+    steady = {"deterministic": True, "checkpoint": {"every_steps": 1, "keep_last": 2}}
+    quick = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "threads": 1, **steady}
     return {
         "name": "tiny-counter-drone",
         "data": {"source": str(source), "format": "multisensor", "simulate": {"count": 120, "seed": 3}},
         "sensors": {
             "optical": {"model": {"architecture": "test_efficientnet", "input_size": 32}, "training": quick},
-            "rf": {"model": {"family": "rf_cnn_transformer", "architecture": "small"}, "training": quick},
+            "rf": {
+                "model": {"family": "rf_cnn_transformer", "architecture": "small"},
+                "training": {**quick, "epochs": 4},
+            },
             "radar": {"model": {"family": "radar_sequence", "architecture": "gru"}, "training": quick},
             "acoustic": {"model": {"family": "acoustic_crepe", "architecture": "tiny"}, "training": quick},
         },
-        "fusion": {"width": 16, "heads": 2, "depth": 1, "training": {"epochs": 2, "batch_size": 16, "threads": 1}},
+        "fusion": {
+            "width": 16,
+            "heads": 2,
+            "depth": 1,
+            "training": {"epochs": 5, "batch_size": 16, "threads": 1, **steady},
+        },
         "evaluation": {"gates": [{"metric": "fusion_test_accuracy", "min": 0.0}]},
         "export": {
             "latency_runs": 100,
@@ -52,9 +73,13 @@ def tiny_counter_drone_plan(source: Path) -> dict[str, Any]:
     }
 
 
+def _command(plan_path: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "rooivalk.cli.app", "run", str(plan_path), "--out", str(out)]
+
+
 def _run(plan_path: Path, out: Path) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "rooivalk.cli.app", "run", str(plan_path), "--out", str(out)],
+        _command(plan_path, out),
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -65,7 +90,46 @@ def _run(plan_path: Path, out: Path) -> dict[str, Any]:
     return json.loads((out / "summary.json").read_text())  # type: ignore[no-any-return]
 
 
-def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from_the_cache(tmp_path: Path) -> None:
+def _newest_step(checkpoints: Path) -> int:
+    try:
+        return int(json.loads((checkpoints / "manifest.json").read_text())[-1]["global_step"])
+    except (FileNotFoundError, json.JSONDecodeError, IndexError, KeyError):
+        return 0
+
+
+def _kill_during(plan_path: Path, out: Path, step: str, at: int) -> int:
+    """Start the run in its own process group and SIGKILL all of it (the runner and its step
+    subprocesses) once `step`'s checkpoints reach global step `at`; the newest checkpoint's step then."""
+    checkpoints = out / "checkpoints" / step
+    process = subprocess.Popen(
+        _command(plan_path, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 900
+    while _newest_step(checkpoints) < at:
+        assert process.poll() is None, (process.stderr.read() if process.stderr else b"").decode()[-4000:]
+        assert time.monotonic() < deadline, f"{step}: no checkpoint progress"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return _newest_step(checkpoints)
+
+
+def _figures(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {
+        name: {k: v for k, v in step["metrics"].items() if not any(word in k for word in NOT_COMPARED)}
+        for name, step in summary["steps"].items()
+    }
+
+
+def _changed_weights(a: dict[str, Any], b: dict[str, Any], step: str) -> list[str]:
+    first, second = (
+        torch.load(Path(s["steps"][step]["artifacts"]["model"]["uri"]) / "model.pt", weights_only=True) for s in (a, b)
+    )
+    return [name for name in first if not torch.equal(first[name], second[name])]
+
+
+@pytest.mark.timeout(1200)  # four pipeline runs (one whole, two killed, one resumed)
+def test_counter_drone_pipeline_end_to_end_then_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     plan_path = tmp_path / "plan.yaml"
     plan_path.write_text(yaml.safe_dump(tiny_counter_drone_plan(tmp_path / "events"), sort_keys=False))
     out = tmp_path / "run"
@@ -126,6 +190,20 @@ def test_counter_drone_pipeline_end_to_end_then_a_rerun_reads_every_feature_from
     assert version.tags["rooivalk.features_key"] == features_key
     assert version.tags["rooivalk.sensors"] == ",".join(sorted(SENSORS))
 
-    again = _run(plan_path, out)  # same --out: same feature cache; same seeds: same encoders
+    # Preemption, in another run folder: SIGKILL while RF trains (rf: ~4 steps an epoch x 4 epochs), rerun,
+    # SIGKILL while fusion trains (5 steps an epoch x 5), rerun. Finished steps resume from their last
+    # checkpoint and train no further.
+    killed = tmp_path / "killed"
+    rf_steps = _newest_step(out / "checkpoints" / "train_sensor_rf")
+    fusion_steps = _newest_step(out / "checkpoints" / "train_fusion")
+    assert 5 <= _kill_during(plan_path, killed, "train_sensor_rf", 5) < rf_steps, (
+        "the kill must land inside RF training"
+    )
+    assert 7 <= _kill_during(plan_path, killed, "train_fusion", 7) < fusion_steps, "the kill must land inside fusion"
+    again = _run(plan_path, killed)
+    assert _figures(again) == _figures(summary)
+    for step in ("train_fusion", *(f"train_sensor_{s}" for s in SENSORS)):
+        assert _changed_weights(summary, again, step) == [], step
+    # The second run cached every encoder's features before it was killed; the last one only reads them.
     assert again["steps"]["cache_features"]["metrics"]["encoder_forward_passes"] == 0
     assert again["steps"]["cache_features"]["features_key"] == features_key
