@@ -161,3 +161,31 @@ def test_speed_levers_prints_its_json_last() -> None:
     assert result["benchmark"] == "speed_levers"
     assert result["16px_baseline_train_img_s"] > 0
     assert result["ratio"] == result["16px_ratio"] > 0
+
+
+def test_sensor_precision_compares_bf16_with_fp32_and_writes_its_report(tmp_path: Path) -> None:
+    report = tmp_path / "sensor_precision"
+    result = run_benchmark(
+        "sensor_precision.py",
+        *("--count", "60", "--epochs", "1", "--models", "rf,fusion", "--optical-seconds", "0"),
+        *("--out", str(tmp_path / "work"), "--report", str(report)),
+    )
+    assert result["benchmark"] == "sensor_precision"
+    assert list(result["ratios"]) == ["rf", "fusion"]
+    for name, figures in result["models"].items():
+        fp32, bf16 = figures["fp32"], figures["bf16"]
+        assert fp32["epochs"] == bf16["epochs"] == 1
+        assert figures["ratio"] == pytest.approx(bf16["s_per_epoch"] / fp32["s_per_epoch"], rel=1e-2)
+        assert result["ratios"][name] == figures["ratio"]
+        for run in (fp32, bf16):
+            assert 0.0 <= run["val_accuracy"] <= 1.0
+            assert 0.0 <= run["test_accuracy"] <= 1.0
+    assert result["models"]["fusion"]["sensors"] == ["rf"]
+    assert result["events"] == 60
+    assert isinstance(result["native_bf16"], bool)
+    assert json.loads(report.with_suffix(".json").read_text()) == result
+    text = report.with_suffix(".md").read_text()
+    assert "| rf |" in text
+    assert "| fusion |" in text
+    assert "--count 60 --epochs 1 --models rf,fusion" in text
+    assert result["machine"] in text

@@ -13,10 +13,10 @@ from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import train_model
 from rooivalk.training.budget import StepCost, steps_within
 from rooivalk.training.loop import Trainer
-from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.lr_find import find_lr, steepest_descent_lr
 from rooivalk.training.optim import WARMUP_START_FACTOR
 from rooivalk.training.stages import resolve_stages
+from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.validation import InputSpec
 
 HEAD_STAGE = StageSpec(name="head", epochs=1, train=["head"], lr=StageLR(head=1e-2))

@@ -8,8 +8,8 @@ from rooivalk.models import create_model, layer_groups, load_trained_model, regi
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import TrainingError, train_model
 from rooivalk.training.loop import Trainer
-from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.stages import resolve_stages
+from rooivalk.training.tasks import ImageClassification, TrainData
 from rooivalk.training.validation import InputSpec
 
 
