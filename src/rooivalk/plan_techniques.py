@@ -291,8 +291,9 @@ def _default_training(owner: type[BaseModel]) -> TrainingSpec:
 
 def _section_problems(section: ModelTraining) -> list[Problem]:
     # With warm_start, a model without weights trains from scratch in the training pipeline and from the
-    # champion's weights in the retraining pipeline: a key either of them uses is honoured.
-    retrained = replace(section, pretrained=True) if section.warm_start and not section.pretrained else None
+    # champion's weights in the retraining pipeline: a key either of them uses is honoured. The retraining
+    # pipeline's plan has the champion's weights as model.pretrained, so its check looks at the other side.
+    retrained = replace(section, pretrained=not section.pretrained) if section.warm_start else None
     problems = []
     for leaf in set_leaves(section.training, section.default):
         rule = rule_for(leaf)

@@ -329,6 +329,9 @@ def test_warm_start_accepts_the_keys_of_both_pipelines() -> None:
     assert [line.split(": ", 1)[0] for line in problems(raw)] == ["training.auto.top", "training.budget_seconds"]
     raw["training"] = {"stages": [BASE_STAGE], "lr": 1e-2}
     assert problems(raw) == ["training.lr: explicit stages given: each stage sets its own lr"]
+    # The retraining pipeline's own plan: prepare_retraining set the champion's weights as model.pretrained.
+    retraining = {**plan_with("image-pretrained", training), "retraining": {"warm_start": True}}
+    assert problems(retraining) == []
 
 
 def test_explicit_stages_name_the_reason() -> None:
