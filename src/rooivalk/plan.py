@@ -21,7 +21,7 @@ from rooivalk.plan_data import DataFormat
 from rooivalk.plan_export import ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan_monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan_parameter import NULLS_KEY, explicit_nulls, restore_nulls
-from rooivalk.plan_techniques import technique_problems
+from rooivalk.plan_techniques import PluginResolver, technique_problems
 from rooivalk.plan_training import (
     AugmentSpec,
     CheckpointSpec,
@@ -388,13 +388,13 @@ def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
     return "\n".join([f"{origin}: {len(problems)} problem(s) in the plan", *(f"  {p}: {m}" for p, m in problems)])
 
 
-def validate_plan(raw: dict[str, Any], origin: str = "<plan>") -> Plan:
+def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginResolver | None = None) -> Plan:
     """Validate a raw plan, then refuse every training key its model would not use (plan_techniques)."""
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as error:
         raise PlanError(_format_errors(error, origin)) from None
-    problems = technique_problems(plan)
+    problems = technique_problems(plan, resolver)
     if problems:
         raise PlanError(_format_problems(problems, origin))
     return plan
@@ -438,10 +438,10 @@ def read_plan_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
+def load_plan(path: str | Path, overrides: list[str] | None = None, resolver: PluginResolver | None = None) -> Plan:
     """Read, override and validate a plan file; errors name the file and the key path."""
     raw = apply_overrides(read_plan_file(path), overrides or [])
-    return validate_plan(raw, origin=str(path))
+    return validate_plan(raw, origin=str(path), resolver=resolver)
 
 
 def plan_json_schema() -> dict[str, Any]:

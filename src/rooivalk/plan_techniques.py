@@ -16,15 +16,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from rooivalk.plan_training import TrainingSpec
 
-if TYPE_CHECKING:
-    from rooivalk.plan import ModelSpec, Plan
+
+class ModelView(Protocol):
+    """What the check reads of a plan's model section (rooivalk.plan.ModelSpec)."""
+
+    @property
+    def family(self) -> str: ...
+    @property
+    def pretrained(self) -> str | None: ...
+
+
+class PlanView(Protocol):
+    """What the check reads of a plan (rooivalk.plan.Plan); a Protocol, so that rooivalk.plan, which runs
+    the check, is the only one of the two modules that imports the other."""
+
+    @property
+    def model(self) -> Any: ...
+    @property
+    def sensors(self) -> dict[str, Any] | None: ...
+    @property
+    def fusion(self) -> Any: ...
+    @property
+    def training(self) -> TrainingSpec: ...
+    @property
+    def retraining(self) -> Any: ...
+
+
+# A model family outside BUILTIN_TASKS (a plugin) -> (its task, whether that task takes image batches).
+# Layers above the plan supply it (rooivalk.training.tasks.plugin_task_info): resolving a plugin loads it.
+PluginResolver = Callable[[str], tuple[str, bool]]
 
 BUILTIN_TASKS: dict[str, str] = {
     "timm": "image",
@@ -226,43 +253,51 @@ def _set_leaves(value: Any, defaults: tuple[Any, ...], path: tuple[str, ...]) ->
         yield ".".join(path)
 
 
-def family_task(family: str) -> str:
-    """The training task of a model family; plugin families are asked through the registry (torch)."""
+def takes_image_batches(task: str) -> bool:
+    """Whether a task's batches are images: the built-in `image` task, or a plugin task that the resolver
+    found built on it (recorded in _PLUGIN_IMAGE_TASKS while the section was resolved)."""
+    return task == "image" or task in _PLUGIN_IMAGE_TASKS
+
+
+_PLUGIN_IMAGE_TASKS: set[str] = set()
+
+
+def _resolve(family: str, resolver: PluginResolver | None) -> str:
     if family in BUILTIN_TASKS:
         return BUILTIN_TASKS[family]
-    from rooivalk.models.registry import family_task as registered_task
-
-    return registered_task(family)
-
-
-def takes_image_batches(task: str) -> bool:
-    """Whether a task's batches are images (the built-in `image` task, or a plugin task built on it)."""
-    if task in ("image", "tensor", FUSION_TASK):
-        return task == "image"
-    from rooivalk.training.tasks import ImageClassification, task_class
-
-    return issubclass(task_class(task), ImageClassification)
+    if resolver is None:
+        raise ValueError(
+            f"model.family: {family!r} is not a built-in family; checking a plugin family needs its package "
+            "(rooivalk validate, rooivalk run and pipeline steps load it)"
+        )
+    task, image = resolver(family)
+    if image:
+        _PLUGIN_IMAGE_TASKS.add(task)
+    return task
 
 
-def technique_problems(plan: Plan) -> list[Problem]:
+def technique_problems(plan: PlanView, resolver: PluginResolver | None = None) -> list[Problem]:
     """Every training key the plan sets that its model would not use, with the reason."""
     problems: list[Problem] = []
     if plan.sensors is not None:
-        default = type(plan).model_fields["training"].get_default(call_default_factory=True)
+        default = TrainingSpec()  # Plan.training's default
         problems += [(f"training.{leaf}", MULTI_SENSOR_TOP_LEVEL) for leaf in set_leaves(plan.training, default)]
-    for section in training_sections(plan):
+    for section in training_sections(plan, resolver):
         problems += _section_problems(section) if isinstance(section, ModelTraining) else [section]
     return problems
 
 
-def training_sections(plan: Plan) -> Iterator[ModelTraining | Problem]:
+def training_sections(plan: PlanView, resolver: PluginResolver | None = None) -> Iterator[ModelTraining | Problem]:
     """The plan's training sections (or the problem of a model family without a known task)."""
     if plan.model is not None:
-        section = _model_section("training", "model", plan.model, plan.training, type(plan), in_pipeline=False)
+        owner = cast(type[BaseModel], type(plan))
+        section = _model_section("training", "model", plan.model, plan.training, owner, False, resolver)
         yield replace(section, warm_start=plan.retraining.warm_start) if isinstance(section, ModelTraining) else section
     for name, sensor in (plan.sensors or {}).items():
         where = f"sensors.{name}"
-        yield _model_section(f"{where}.training", f"{where}.model", sensor.model, sensor.training, type(sensor), True)
+        yield _model_section(
+            f"{where}.training", f"{where}.model", sensor.model, sensor.training, type(sensor), True, resolver
+        )
     if plan.fusion is not None:
         default = _default_training(type(plan.fusion))
         yield ModelTraining(
@@ -271,10 +306,16 @@ def training_sections(plan: Plan) -> Iterator[ModelTraining | Problem]:
 
 
 def _model_section(
-    path: str, model_path: str, model: ModelSpec, training: TrainingSpec, owner: type[BaseModel], in_pipeline: bool
+    path: str,
+    model_path: str,
+    model: ModelView,
+    training: TrainingSpec,
+    owner: type[BaseModel],
+    in_pipeline: bool,
+    resolver: PluginResolver | None,
 ) -> ModelTraining | Problem:
     try:
-        task = family_task(model.family)
+        task = _resolve(model.family, resolver)
     except ValueError as error:  # an unknown family, or a plugin that cannot be loaded
         return f"{model_path}.family", str(error).removeprefix("model.family: ")
     pretrained = model.pretrained is not None

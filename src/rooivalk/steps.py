@@ -61,9 +61,16 @@ class StepContext:
             tracking.log_onnx_bundle(self.tracking_uri, self.run_id, uri, name)
 
 
+def _plugin_task_info(family: str) -> tuple[str, bool]:
+    from rooivalk.training.tasks import plugin_task_info
+
+    return plugin_task_info(family)
+
+
 @contextmanager
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
-    plan = validate_plan(plan_dict, origin=f"step {step}")  # the techniques check too: no key silently ignored
+    # The techniques check too (no key silently ignored), plugin families included.
+    plan = validate_plan(plan_dict, origin=f"step {step}", resolver=_plugin_task_info)
     tracking_uri = tracking.required_uri(plan)
     tracking.use_buffer_of(plan)
     run_id = tracking.open_step_run(tracking_uri, parent_run_id, step)

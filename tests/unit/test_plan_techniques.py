@@ -192,9 +192,12 @@ def section_of(raw: dict[str, Any], path: str) -> ModelTraining:
 
 
 def problems(raw: dict[str, Any]) -> list[str]:
-    """The problem lines validate_plan reports (none when the plan is accepted)."""
+    """The problem lines validate_plan reports (none when the plan is accepted), plugin families resolved as
+    the CLI and pipeline steps resolve them."""
+    from rooivalk.training.tasks import plugin_task_info
+
     try:
-        validate_plan(raw, origin="plan.yaml")
+        validate_plan(raw, origin="plan.yaml", resolver=plugin_task_info)
     except PlanError as error:
         header, *lines = str(error).splitlines()
         assert header == f"plan.yaml: {len(lines)} problem(s) in the plan"

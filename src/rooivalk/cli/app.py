@@ -38,10 +38,17 @@ PlanArg = Annotated[Path, typer.Argument(help="Plan YAML file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan key: key.path=value (repeatable).")]
 
 
+def _plugin_task_info(family: str) -> tuple[str, bool]:
+    """Plugin families' tasks for the plan check (imports torch, only for a plan with a plugin family)."""
+    from rooivalk.training.tasks import plugin_task_info
+
+    return plugin_task_info(family)
+
+
 def _load(plan_path: Path, overrides: list[str] | None, check_model: bool = False) -> Plan:
     """Load and validate; with check_model, also resolve the stages on the plan's model."""
     try:
-        plan = load_plan(plan_path, overrides or [])
+        plan = load_plan(plan_path, overrides or [], resolver=_plugin_task_info)
         if check_model:
             from rooivalk.training.stages import check_stages_against_model
 

@@ -9,14 +9,13 @@ samples, quarantine entries for whatever cannot become a sample, and the class n
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 from rooivalk.plugins import READERS_GROUP, PluginError, PluginInfo, Registry
 
-if TYPE_CHECKING:
-    from rooivalk.data.readers import ReadResult
-
-Reader = Callable[[str], "ReadResult"]
+# (source URI) -> rooivalk.data.readers.ReadResult. `Any` here because readers.py registers its readers
+# through this module; rooivalk.data.readers.read_source checks what a reader returns.
+Reader = Callable[[str], Any]
 
 
 def _accept(plugin: PluginInfo) -> Reader:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from rooivalk.models.groups import LayerGroup
-
-if TYPE_CHECKING:
-    from rooivalk.training.loop import Trainer
+from rooivalk.training.engine_view import EngineView as Trainer
 
 
 class _Forward(nn.Module):

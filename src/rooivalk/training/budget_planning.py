@@ -11,36 +11,14 @@ a resumed run takes exactly the same steps, so it ends bit-identical to an unint
 from __future__ import annotations
 
 import math
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from rooivalk.training.budget import StepCost, probe_step_cost, steps_within
+from rooivalk.training.engine_view import EngineView as Trainer
 from rooivalk.training.freezing import freeze_batchnorm_of_frozen
 from rooivalk.training.stages import ResolvedStage
-
-if TYPE_CHECKING:
-    from rooivalk.training.loop import Trainer
-
-
-class BudgetClock:
-    """The training wall clock across resumes, and the cost of the last validation pass."""
-
-    def __init__(self) -> None:
-        self.started: float | None = None  # perf_counter() at the first stage entry of this process
-        self.epoch_started: float | None = None  # perf_counter() when this process began the current epoch
-        self.validation_seconds = 0.0  # one validation pass: the probe's reading, then the last epoch's
-
-    def start(self) -> None:
-        if self.started is None:
-            self.started = time.perf_counter()
-
-    def since_start(self) -> float:
-        return time.perf_counter() - self.started if self.started is not None else 0.0
-
-    def epoch_so_far(self) -> float:
-        return time.perf_counter() - self.epoch_started if self.epoch_started is not None else 0.0
 
 
 def _call(model: torch.nn.Module, inputs: Any) -> torch.Tensor:

@@ -9,13 +9,12 @@ checkpoint of another model is refused naming the tensors that changed.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.engine_view import EngineView as Trainer
+from rooivalk.training.engine_view import ProgressFn
 from rooivalk.training.state import RunPosition, capture_rng, restore_rng
-
-if TYPE_CHECKING:
-    from rooivalk.training.loop import ProgressFn, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from rooivalk.plan import Plan
+from rooivalk.training.errors import Preempted
 
 log = logging.getLogger(__name__)
 WORKER_MODULE = "rooivalk.training.worker"
@@ -126,8 +127,6 @@ def launch(plan: Plan, dataset_dir: str, model_dir: str, max_restarts: int = 1) 
     finally:
         plan_path.unlink(missing_ok=True)
     if process.returncode == 143:
-        from rooivalk.training.loop import Preempted
-
         raise Preempted("torchrun workers were stopped by SIGTERM after writing a checkpoint; rerun to resume")
     if process.returncode != 0:
         raise RuntimeError(f"torchrun exited with code {process.returncode}; see the worker logs above")

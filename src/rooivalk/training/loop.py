@@ -28,13 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan_training import OptimizerSpec, TrainingSpec
-from rooivalk.training import budget_planning
 from rooivalk.training.batchnorm import recalibrate_before_training
-from rooivalk.training.budget_planning import BudgetClock
+from rooivalk.training.budget_planning import replan_budget, replan_interval, steps_for_budget
 from rooivalk.training.checkpointing import restore_trainer, trainer_state
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
+from rooivalk.training.engine_view import EngineView
+from rooivalk.training.errors import Preempted, TrainingError
 from rooivalk.training.freezing import freeze_batchnorm_of_frozen
 from rooivalk.training.losses import build_loss
 from rooivalk.training.optim import StageSchedule
@@ -42,7 +43,7 @@ from rooivalk.training.runtime import native_bf16
 from rooivalk.training.sampling import StageSampling
 from rooivalk.training.stage_entry import prepare_stage_optimizer
 from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import RunPosition, step_generator
+from rooivalk.training.state import BudgetClock, RunPosition, step_generator
 from rooivalk.training.tasks import Inputs, Task
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -53,19 +54,11 @@ class Checkpointer(Protocol):
     """Writes the trainer's state: `reason` is "step", "epoch", "plan" (a budget stage's step plan
     under `deterministic`) or "preempt"."""
 
-    def save(self, trainer: Trainer, reason: str) -> None: ...
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss); the message names stage, epoch and step."""
+    def save(self, trainer: EngineView, reason: str) -> None: ...
 
 
 class _NonFiniteLoss(ArithmeticError):
     pass
-
-
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
 
 
 def _noop(*_: Any) -> None:
@@ -178,7 +171,7 @@ class Trainer:
         if stage.epochs is not None:  # the plan's epochs win, also on resume (a longer plan continues)
             self.position.stage_steps = stage.epochs * self.batches_per_epoch()
         else:
-            self.position.stage_steps = steps if steps is not None else budget_planning.steps_for_budget(self, stage)
+            self.position.stage_steps = steps if steps is not None else steps_for_budget(self, stage)
         self.schedule = StageSchedule(
             stage.scheduler or spec.scheduler,
             self.optimizer,
@@ -277,7 +270,7 @@ class Trainer:
         )
         started = self.clock.epoch_started = time.perf_counter()
         steps_before = pos.step_in_epoch
-        replan_every = budget_planning.replan_interval(self)
+        replan_every = replan_interval(self)
         while pos.step_in_epoch < self.batches_in_epoch():  # a re-plan may lengthen or shorten this epoch
             step = pos.step_in_epoch
             positions = order[step * bs : (step + 1) * bs].sort().values.numpy()
@@ -311,7 +304,7 @@ class Trainer:
             taken = pos.step_in_epoch - steps_before
             if stage.epochs is None and taken % replan_every == 0 and self.clock.validation_seconds > 0:
                 step_seconds = (time.perf_counter() - started) / taken
-                budget_planning.replan_budget(self, stage, step_seconds, self.clock.validation_seconds)
+                replan_budget(self, stage, step_seconds, self.clock.validation_seconds)
         seconds = time.perf_counter() - started
         self.clock.epoch_started = None  # end_epoch adds this epoch's seconds to the stage's
         samples_seen = (pos.step_in_epoch - steps_before) * bs * self.dist.world_size
@@ -430,7 +423,7 @@ class Trainer:
         pos.next_epoch()
         if stage.epochs is None and pos.epoch_in_stage < self.stage_epochs():
             steps_taken = max(seen // (self.rank_batch_size * self.dist.world_size), 1)
-            budget_planning.replan_budget(self, stage, seconds / steps_taken, time.perf_counter() - val_started)
+            replan_budget(self, stage, seconds / steps_taken, time.perf_counter() - val_started)
         if better:
             pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()})

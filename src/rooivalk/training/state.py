@@ -7,6 +7,7 @@ types and tensors only (numpy's RNG state is stored as a list).
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -83,3 +84,22 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+class BudgetClock:
+    """The training wall clock across resumes, and the cost of the last validation pass."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None  # perf_counter() at the first stage entry of this process
+        self.epoch_started: float | None = None  # perf_counter() when this process began the current epoch
+        self.validation_seconds = 0.0  # one validation pass: the probe's reading, then the last epoch's
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def since_start(self) -> float:
+        return time.perf_counter() - self.started if self.started is not None else 0.0
+
+    def epoch_so_far(self) -> float:
+        return time.perf_counter() - self.epoch_started if self.epoch_started is not None else 0.0

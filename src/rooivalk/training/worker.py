@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rooivalk.plan import Plan
 from rooivalk.training.distributed import RESULT_FILE
-from rooivalk.training.loop import Preempted
+from rooivalk.training.errors import Preempted
 from rooivalk.training.trainer import train_model
 
 

@@ -44,6 +44,14 @@ def task_class(name: str) -> type[Task]:
     return task
 
 
+def plugin_task_info(family: str) -> tuple[str, bool]:
+    """A plugin family's task and whether it takes image batches: the plan check's PluginResolver."""
+    from rooivalk.models.registry import family_task
+
+    task = family_task(family)
+    return task, issubclass(task_class(task), ImageClassification)
+
+
 def list_tasks() -> list[str]:
     """Every task name, plugins loaded."""
     return _TASKS.names()
@@ -62,6 +70,7 @@ __all__ = [
     "TensorClassification",
     "TrainData",
     "list_tasks",
+    "plugin_task_info",
     "register_task",
     "task_class",
     "task_origin",
