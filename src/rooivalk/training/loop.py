@@ -45,6 +45,7 @@ from rooivalk.training.stage_entry import prepare_stage_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import BudgetClock, RunPosition, step_generator
 from rooivalk.training.tasks import Inputs, Task
+from rooivalk.training.tasks.base import score_logits
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -391,8 +392,7 @@ class Trainer:
                 logits = head(self.cached_features(stage, "val")[shard].to(self.device)).float().cpu()
             head.train(was_training)
             target = torch.as_tensor(self.task.val_labels[shard])
-            loss_total = float(nn.functional.cross_entropy(logits, target, reduction="sum"))
-            scores = (float((logits.argmax(1) == target).sum()), loss_total, float(len(target)))
+            scores = (*score_logits(logits, target), float(len(target)))
         else:
             scores = self.task.evaluate(self.eval_model(), shard, self.spec.eval_batch_size, self.device, self.autocast)
         correct, loss_total, count = self.dist.sum(*scores)

@@ -21,13 +21,12 @@ from torch import nn
 from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.multisensor import MultiSensorDataset
 from rooivalk.features.sensors import SensorEncoding, sensor_encoding
-from rooivalk.models import create_model, input_channels, normalization
+from rooivalk.models import create_model
 from rooivalk.models.registry import family_task
 from rooivalk.plan import SensorSpec
 from rooivalk.training.fitting import fit_model
 from rooivalk.training.loop import MetricsFn, ProgressFn
-from rooivalk.training.tasks import ImageClassification, Task, TensorClassification, TrainData
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks import ImageClassification, Task, TensorClassification
 
 
 @dataclass
@@ -55,10 +54,7 @@ def sensor_task(name: str, spec: SensorSpec, model: nn.Module, dataset: MultiSen
     kind = family_task(spec.model.family)
     if kind == "image":
         view = dataset.image_view(name)
-        mean, std = normalization(model)
-        inputs = InputSpec(spec.model.input_size, input_channels(model), mean, std, spec.training.channels_last)
-        data = TrainData(view.subset("train"), view.subset("val"), dataset.num_classes)
-        return ImageClassification(data, inputs, spec.training.augment, spec.training.mix)
+        return ImageClassification.for_model(model, spec.model.input_size, spec.training, view, dataset.num_classes)
     if kind == "tensor":
         encoding = sensor_encoding(model, spec.model)
         train_inputs, train_labels = sensor_split(dataset, name, "train", encoding)

@@ -20,7 +20,7 @@ from rooivalk.data.dataset import Dataset
 from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_images
 from rooivalk.models.timm_family import input_channels, normalization
 from rooivalk.plan import Plan
-from rooivalk.plan_training import AugmentSpec, MixSpec
+from rooivalk.plan_training import AugmentSpec, MixSpec, TrainingSpec
 from rooivalk.training.augment import BatchAugment
 from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.stages import ResolvedStage
@@ -89,11 +89,17 @@ class ImageClassification(Task):
 
     @classmethod
     def for_plan(cls, plan: Plan, dataset: Dataset, model: nn.Module) -> ImageClassification:
-        spec = plan.training
+        return cls.for_model(model, plan.single_model.input_size, plan.training, dataset, len(dataset.info.classes))
+
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, input_size: int, training: TrainingSpec, dataset: Dataset, num_classes: int
+    ) -> ImageClassification:
+        """The task of `model` (its normalization and channels) on an image dataset's train and val splits."""
         mean, std = normalization(model)
-        inputs = InputSpec(plan.single_model.input_size, input_channels(model), mean, std, spec.channels_last)
-        data = TrainData(dataset.subset("train"), dataset.subset("val"), len(dataset.info.classes))
-        return cls(data, inputs, spec.augment, spec.mix)
+        inputs = InputSpec(input_size, input_channels(model), mean, std, training.channels_last)
+        data = TrainData(dataset.subset("train"), dataset.subset("val"), num_classes)
+        return cls(data, inputs, training.augment, training.mix)
 
     @property
     def train_labels(self) -> np.ndarray:
