@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from kfp import dsl, kubernetes
 
 from components.images import with_registry
-from rooivalk.plan_cluster import ClusterSpec, StepResources
+from rooivalk.plan import ClusterSpec, StepResources
 
 # Component name (as KFP spells it) -> step kind of the plan's `cluster.steps`.
 STEP_KIND_OF_COMPONENT = {

@@ -20,7 +20,7 @@ from components.tracking_runs import close_run, open_run
 from components.train_fusion import train_fusion
 from components.train_sensor import train_sensor
 from pipelines.kubernetes import configure_tasks
-from rooivalk.plan_cluster import ClusterSpec
+from rooivalk.plan import ClusterSpec
 
 PIPELINE_NAME = "rooivalk-multisensor"
 

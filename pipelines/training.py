@@ -12,7 +12,7 @@ from components.register_model import register_model
 from components.tracking_runs import close_run, open_run
 from components.train_model import train_model
 from pipelines.kubernetes import configure_tasks
-from rooivalk.plan_cluster import ClusterSpec
+from rooivalk.plan import ClusterSpec
 
 PIPELINE_NAME = "rooivalk-training"
 STEPS = ["ingest_data", "train_model", "evaluate_model", "export_model", "register_model"]

@@ -59,8 +59,7 @@ def test_a_sensor_model_checkpoints_to_s3_and_an_unreachable_endpoint_loses_noth
     import torch
 
     from rooivalk.models import create_model
-    from rooivalk.plan import ModelSpec
-    from rooivalk.plan_training import TrainingSpec
+    from rooivalk.plan import ModelSpec, TrainingSpec
     from rooivalk.storage import StorageError
     from rooivalk.training.fitting import FitResult, fit_model
     from rooivalk.training.tasks import TensorClassification

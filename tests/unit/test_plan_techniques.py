@@ -1,4 +1,4 @@
-"""Every training key a plan sets is honoured for its model or refused with its path (rooivalk.plan_techniques).
+"""Every training key a plan sets is honoured for its model or refused with its path (rooivalk.plan.techniques).
 
 The leaves of TrainingSpec are listed from the pydantic models, and a non-default value for each is made
 from its type, so a key added later is covered (and must be classified) without touching this file.
@@ -20,9 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from rooivalk.plan import Plan, PlanError, validate_plan
-from rooivalk.plan_techniques import BUILTIN_TASKS, ModelTraining, rule_for, set_leaves, training_sections
-from rooivalk.plan_training import TrainingSpec
+from rooivalk.plan import Plan, PlanError, TrainingSpec, validate_plan
+from rooivalk.plan.techniques import BUILTIN_TASKS, ModelTraining, rule_for, set_leaves, training_sections
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_STAGE: dict[str, Any] = {"name": "s", "epochs": 1, "train": ["all"], "lr": {"spread": [1e-3, 1e-3]}}
@@ -214,7 +213,7 @@ def test_every_training_key_is_classified() -> None:
         except LookupError:
             unclassified.append(f"training.{leaf}")
     assert not unclassified, (
-        f"{unclassified}: classify each new key in rooivalk.plan_techniques.KEY_RULES (honoured for every task, or "
+        f"{unclassified}: classify each new key in rooivalk.plan.techniques.KEY_RULES (honoured for every task, or "
         "refused with a reason where the engine does not apply it) and document it in docs/plan.md"
     )
 

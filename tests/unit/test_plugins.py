@@ -19,8 +19,7 @@ from rooivalk.data import ingest_data
 from rooivalk.data.dataset import load_dataset, load_quarantine
 from rooivalk.data.reader_registry import list_readers, reader_origin
 from rooivalk.models import create_model, family_origin, family_task, layer_groups, list_families
-from rooivalk.plan import DataSpec, ModelSpec, PlanError, validate_plan
-from rooivalk.plan_data import BUILTIN_DATA_FORMATS
+from rooivalk.plan import BUILTIN_DATA_FORMATS, DataSpec, ModelSpec, PlanError, validate_plan
 from rooivalk.plugins import FAMILIES_GROUP, READERS_GROUP, TASKS_GROUP, PluginError, load_entry_points
 from tests.plugin_helpers import fake_distribution, make_csv_images
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from rooivalk import storage
 from rooivalk.monitoring.profile import PREDICTION, ProfileInfo, check_frame, load_frame, load_profile
-from rooivalk.plan_monitoring import MonitoringSpec
+from rooivalk.plan import MonitoringSpec
 
 DRIFT_JSON = "drift.json"
 REPORT_HTML = "drift_report.html"

@@ -37,7 +37,7 @@ from rooivalk.monitoring.drift import DriftResult, check_drift
 from rooivalk.monitoring.profile import PROFILE_INFO, BadBatch, ProfileInfo, check_frame, load_profile
 from rooivalk.monitoring.webhook import post_event
 from rooivalk.monitoring.window import SlidingWindow
-from rooivalk.plan_monitoring import MonitoringSpec
+from rooivalk.plan import MonitoringSpec
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from rooivalk.plan_monitoring import WebhookSpec
+from rooivalk.plan import WebhookSpec
 
 log = logging.getLogger(__name__)
 

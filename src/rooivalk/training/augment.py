@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from rooivalk.plan_training import AugmentSpec
+from rooivalk.plan import AugmentSpec
 
 FOG_STRENGTH = (0.2, 0.5)
 RAIN_DENSITY = (0.002, 0.01)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rooivalk.plan_training import OptimizerSpec
+from rooivalk.plan import OptimizerSpec
 from rooivalk.training.optim import build_optimizer
 
 PROBE_WARMUP_STEPS = 3  # first steps allocate buffers and pick kernels: not timed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rooivalk.plan_training import EarlyStoppingSpec
+from rooivalk.plan import EarlyStoppingSpec
 
 
 class EarlyStopping:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rooivalk.models.groups import LayerGroup
-from rooivalk.plan_training import OptimizerSpec, TrainingSpec
+from rooivalk.plan import OptimizerSpec, TrainingSpec
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rooivalk.models.groups import layer_groups
-from rooivalk.plan_training import TrainingSpec
+from rooivalk.plan import TrainingSpec
 from rooivalk.training.checkpoint import CheckpointStore
 from rooivalk.training.checkpointing import RunCheckpointer
 from rooivalk.training.freezing import set_trainable

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from rooivalk.models.groups import LayerGroup
-from rooivalk.plan_training import OptimizerSpec, TrainingSpec
+from rooivalk.plan import OptimizerSpec, TrainingSpec
 from rooivalk.training.batchnorm import recalibrate_before_training
 from rooivalk.training.budget_planning import replan_budget, replan_interval, steps_for_budget
 from rooivalk.training.checkpointing import restore_trainer, trainer_state

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rooivalk.plan_training import LossSpec
+from rooivalk.plan import LossSpec
 
 
 def balanced_class_weights(class_counts: np.ndarray) -> torch.Tensor:

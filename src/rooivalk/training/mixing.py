@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from rooivalk.plan_training import MixSpec
+from rooivalk.plan import MixSpec
 
 
 def sample_beta(alpha: float, generator: torch.Generator) -> float:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch.optim import lr_scheduler
 
-from rooivalk.plan_training import OptimizerSpec, SchedulerSpec
+from rooivalk.plan import OptimizerSpec, SchedulerSpec
 
 WARMUP_START_FACTOR = 0.01
 

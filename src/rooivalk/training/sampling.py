@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from rooivalk.plan_training import TrainingSpec
+from rooivalk.plan import TrainingSpec
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import epoch_generator

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn, optim
 
 from rooivalk.models.groups import LayerGroup
-from rooivalk.plan_training import OptimizerSpec
+from rooivalk.plan import OptimizerSpec
 from rooivalk.training.batchnorm import batchnorm_affine_names
 from rooivalk.training.freezing import param_groups_for, set_trainable
 from rooivalk.training.optim import build_optimizer

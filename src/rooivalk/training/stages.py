@@ -8,8 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rooivalk.models.groups import HEAD, LayerGroup, resolve_selectors
-from rooivalk.plan import Plan
-from rooivalk.plan_training import OptimizerSpec, SchedulerSpec, StageLR, StageSpec, TrainingSpec
+from rooivalk.plan import OptimizerSpec, Plan, SchedulerSpec, StageLR, StageSpec, TrainingSpec
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from rooivalk.plan_training import AugmentSpec
+from rooivalk.plan import AugmentSpec
 from rooivalk.training.augment import BatchAugment, line_kernel
 
 EVERYTHING = AugmentSpec(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from rooivalk.plan_training import EarlyStoppingSpec
+from rooivalk.plan import EarlyStoppingSpec
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
 

@@ -12,8 +12,7 @@ import torch
 
 from rooivalk.models import create_model
 from rooivalk.models.fusion import FusionTransformer
-from rooivalk.plan import ModelSpec
-from rooivalk.plan_training import StageLR, StageSpec, TrainingSpec
+from rooivalk.plan import ModelSpec, StageLR, StageSpec, TrainingSpec
 from rooivalk.training.budget import StepCost
 from rooivalk.training.checkpoint import CheckpointError
 from rooivalk.training.fitting import FitResult, fit_model

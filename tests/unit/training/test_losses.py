@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rooivalk.plan_training import LossSpec
+from rooivalk.plan import LossSpec
 from rooivalk.training.losses import balanced_class_weights, build_loss
 
 

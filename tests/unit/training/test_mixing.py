@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rooivalk.plan_training import MixSpec
+from rooivalk.plan import MixSpec
 from rooivalk.training.mixing import MixupCutmix
 
 

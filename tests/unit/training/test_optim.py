@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rooivalk.plan_training import OptimizerSpec, SchedulerSpec
+from rooivalk.plan import OptimizerSpec, SchedulerSpec
 from rooivalk.training.optim import WARMUP_START_FACTOR, StageSchedule, build_optimizer, can_fuse
 
 

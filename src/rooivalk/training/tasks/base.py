@@ -4,7 +4,7 @@ The engine (rooivalk.training.loop) knows nothing of images, signals or sensors.
 indices, asks the task for a batch on the device, runs `task.forward`, applies the plan's loss,
 and asks the task to score the validation split. A task also says what may be cached: a
 frozen-prefix feature cache for head-only stages (`can_cache_features`), and which techniques of
-the plan apply to its inputs (augmentation and Mixup/CutMix belong to images; rooivalk.plan_techniques
+the plan apply to its inputs (augmentation and Mixup/CutMix belong to images; rooivalk.plan.techniques
 refuses the rest at validation).
 """
 

@@ -19,8 +19,7 @@ from torch import nn
 from rooivalk.data.dataset import Dataset
 from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_images
 from rooivalk.models.timm_family import input_channels, normalization
-from rooivalk.plan import Plan
-from rooivalk.plan_training import AugmentSpec, MixSpec, TrainingSpec
+from rooivalk.plan import AugmentSpec, MixSpec, Plan, TrainingSpec
 from rooivalk.training.augment import BatchAugment
 from rooivalk.training.mixing import MixupCutmix
 from rooivalk.training.stages import ResolvedStage

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from rooivalk.plan.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StageLR(_Strict):
+class StageLR(Strict):
     """Learning rates of one stage; exactly one rule.
 
     - `head` (+ `backbone`): the classifier's LR, and one LR for every trainable backbone group or
@@ -42,7 +40,7 @@ class StageLR(_Strict):
         return self
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(Strict):
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -56,7 +54,7 @@ class OptimizerSpec(_Strict):
     )
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(Strict):
     """Per-stage LR schedule. `cosine`: linear warmup then cosine to `min_lr_ratio` x base LR.
     `slanted_triangular`: ULMFiT's STLR, a linear rise over `cut_fraction` of the stage then a linear
     fall to base LR / `stlr_ratio`. `onecycle`: torch OneCycleLR with the stage's LRs as max LRs.
@@ -84,7 +82,7 @@ class SchedulerSpec(_Strict):
     restart_mult: int = Field(1, ge=1, description="cosine_restarts: T_mult")
 
 
-class LossSpec(_Strict):
+class LossSpec(Strict):
     name: Literal["cross_entropy", "focal"] = "cross_entropy"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
@@ -94,7 +92,7 @@ class LossSpec(_Strict):
     )
 
 
-class MixSpec(_Strict):
+class MixSpec(Strict):
     """Mixup and CutMix on each training batch; when both alphas are set, one is picked per batch."""
 
     mixup_alpha: float = Field(0.0, ge=0)
@@ -103,7 +101,7 @@ class MixSpec(_Strict):
     switch_prob: float = Field(0.5, ge=0, le=1, description="chance of CutMix when both are enabled")
 
 
-class AugmentSpec(_Strict):
+class AugmentSpec(Strict):
     """Seeded batch augmentations on float images in [0, 1], before normalization."""
 
     random_resized_crop: tuple[float, float] | None = Field(None, description="scale range, e.g. [0.6, 1.0]")
@@ -117,13 +115,13 @@ class AugmentSpec(_Strict):
     motion_blur: float = Field(0.0, ge=0, le=1, description="probability")
 
 
-class EMASpec(_Strict):
+class EMASpec(Strict):
     enabled: bool = False
     decay: float = Field(0.999, gt=0, lt=1)
     evaluate_with_ema: bool = Field(True, description="Validate and save the EMA weights.")
 
 
-class EarlyStoppingSpec(_Strict):
+class EarlyStoppingSpec(Strict):
     enabled: bool = False
     monitor: str = "val_accuracy"
     mode: Literal["max", "min"] = "max"
@@ -132,7 +130,7 @@ class EarlyStoppingSpec(_Strict):
     restore_best: bool = True
 
 
-class CheckpointSpec(_Strict):
+class CheckpointSpec(Strict):
     uri: str | None = Field(
         None,
         description="Where checkpoints live; a rerun with the same URI resumes. "
@@ -144,13 +142,13 @@ class CheckpointSpec(_Strict):
     resume: bool = True
 
 
-class DistributedSpec(_Strict):
+class DistributedSpec(Strict):
     nproc_per_node: int = Field(1, ge=1)
     nnodes: int = Field(1, ge=1)
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
-class StageSpec(_Strict):
+class StageSpec(Strict):
     """One stage. Its length is `epochs`, or `seconds` of wall-clock training (converted to a step
     count at the stage's start from a timed probe of its own training step), or `"rest"`: what is left
     of `training.budget_seconds` when the stage starts."""
@@ -193,7 +191,7 @@ class StageSpec(_Strict):
         return self
 
 
-class AutoScheduleSpec(_Strict):
+class AutoScheduleSpec(Strict):
     """`schedule: auto`: a cached linear probe, then every group together.
 
     Chosen by measurement (benchmarks/unfreezing.py, docs/results/unfreezing.md): every BatchNorm's
@@ -221,7 +219,7 @@ class AutoScheduleSpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec(name="cosine", warmup_fraction=0.05, new_group_warmup_fraction=0.1)
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     stages: list[StageSpec] | None = Field(

@@ -21,7 +21,7 @@ from typing import Any, Protocol, cast
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from rooivalk.plan_training import TrainingSpec
+from rooivalk.plan.training import TrainingSpec
 
 
 class ModelView(Protocol):
@@ -228,7 +228,7 @@ def rule_for(leaf: str) -> Rule:
         key = ".".join(parts[:end]) + ("" if end == len(parts) else ".*")
         if key in KEY_RULES:
             return KEY_RULES[key]
-    raise LookupError(f"training.{leaf} is not classified: add it to rooivalk.plan_techniques.KEY_RULES")
+    raise LookupError(f"training.{leaf} is not classified: add it to rooivalk.plan.techniques.KEY_RULES")
 
 
 def set_leaves(value: BaseModel, default: BaseModel | None = None) -> list[str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from rooivalk.plan.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WebhookSpec(_Strict):
+class WebhookSpec(Strict):
     url: str | None = Field(
         None,
         description="Where a retraining event is POSTed when drift is flagged (on clusters: an Argo Events "
@@ -20,7 +18,7 @@ class WebhookSpec(_Strict):
     timeout_s: float = Field(5.0, gt=0)
 
 
-class MonitoringSpec(_Strict):
+class MonitoringSpec(Strict):
     reference_uri: str | None = Field(
         None,
         description="The reference profile (folder with profile.json) the training pipeline stored; "

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from rooivalk.plan.base import Strict
 
 # Pipeline steps grouped by what they need from a node; every component belongs to one kind.
 StepKind = Literal["tracking", "ingest", "train", "features", "evaluate", "export", "register", "monitor"]
@@ -26,18 +28,14 @@ RETRYABLE_KINDS = frozenset({"ingest", "train", "features", "evaluate", "export"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TolerationSpec(_Strict):
+class TolerationSpec(Strict):
     key: str | None = None
     operator: Literal["Equal", "Exists"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class StepResources(_Strict):
+class StepResources(Strict):
     """Pod settings of one step kind; unset fields fall back to `cluster.defaults`."""
 
     cpu_request: str | None = Field(None, description="e.g. 500m, 2")
@@ -71,7 +69,7 @@ class StepResources(_Strict):
         return StepResources.model_validate({**base.model_dump(exclude_none=True), **own})
 
 
-class SecretEnvSpec(_Strict):
+class SecretEnvSpec(Strict):
     """A Kubernetes Secret whose keys become environment variables of every step."""
 
     name: str = Field(description="The Secret's name (created with kubectl; never in the plan).")
@@ -79,7 +77,7 @@ class SecretEnvSpec(_Strict):
     optional: bool = False
 
 
-class VolumeSpec(_Strict):
+class VolumeSpec(Strict):
     """An existing PersistentVolumeClaim mounted into some step kinds (e.g. a shared feature cache)."""
 
     claim: str = Field(description="The PVC's name (ReadWriteMany when steps run on several nodes).")
@@ -90,7 +88,7 @@ class VolumeSpec(_Strict):
     )
 
 
-class ClusterSpec(_Strict):
+class ClusterSpec(Strict):
     defaults: StepResources = StepResources(
         cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi", retries=2
     )
@@ -141,7 +139,7 @@ class ClusterSpec(_Strict):
         return merged
 
 
-class RetrainingSpec(_Strict):
+class RetrainingSpec(Strict):
     warm_start: bool = Field(
         False,
         description="Start the challenger from the registry champion's weights (single-model timm plans) "

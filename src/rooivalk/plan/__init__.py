@@ -1,0 +1,88 @@
+"""The training plan: a YAML document validated by pydantic, one module per section.
+
+Import every plan name from here (`from rooivalk.plan import Plan, TrainingSpec`); the section modules
+are an implementation detail. Checking a plan imports neither torch nor kfp.
+"""
+
+from rooivalk.plan.base import PlanError, Strict
+from rooivalk.plan.cluster import RETRYABLE_KINDS, STEP_KINDS, ClusterSpec, RetrainingSpec, StepKind, StepResources
+from rooivalk.plan.data import BUILTIN_DATA_FORMATS, DataFormat, DataSpec, SimulationSpec, SplitSpec, known_data_formats
+from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
+from rooivalk.plan.evaluation import EvaluationSpec, Gate
+from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
+from rooivalk.plan.loading import apply_overrides, load_plan, plan_json_schema, read_plan_file, validate_plan
+from rooivalk.plan.models import FusionSpec, ModalityDropoutSpec, ModelSpec, SensorSpec
+from rooivalk.plan.monitoring import MonitoringSpec, WebhookSpec
+from rooivalk.plan.parameter import NULLS_KEY
+from rooivalk.plan.techniques import PluginResolver
+from rooivalk.plan.tracking import PromotionSpec, TrackingSpec
+from rooivalk.plan.training import (
+    AugmentSpec,
+    AutoScheduleSpec,
+    CheckpointSpec,
+    DistributedSpec,
+    EarlyStoppingSpec,
+    EMASpec,
+    LossSpec,
+    MixSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    StageLR,
+    StageSpec,
+    TrainingSpec,
+)
+
+__all__ = [
+    "BUILTIN_DATA_FORMATS",
+    "MODULE_DICT_ATTRIBUTES",
+    "NULLS_KEY",
+    "RETRYABLE_KINDS",
+    "STEP_KINDS",
+    "AugmentSpec",
+    "AutoScheduleSpec",
+    "CheckpointSpec",
+    "ClusterSpec",
+    "DataFormat",
+    "DataSpec",
+    "DistributedSpec",
+    "EMASpec",
+    "EarlyStoppingSpec",
+    "EvaluationSpec",
+    "ExportSpec",
+    "FusionSpec",
+    "Gate",
+    "LossSpec",
+    "MixSpec",
+    "ModalityDropoutSpec",
+    "ModelExportSpec",
+    "ModelSpec",
+    "MonitoringSpec",
+    "OptimizerSpec",
+    "Plan",
+    "PlanError",
+    "PluginResolver",
+    "Precision",
+    "PromotionSpec",
+    "QuantizationSpec",
+    "RetrainingSpec",
+    "SchedulerSpec",
+    "SensorSpec",
+    "SimulationSpec",
+    "SplitSpec",
+    "StageLR",
+    "StageSpec",
+    "StepKind",
+    "StepResources",
+    "Strict",
+    "Target",
+    "TensorRTSpec",
+    "TrackingSpec",
+    "TrainingSpec",
+    "WebhookSpec",
+    "apply_overrides",
+    "known_data_formats",
+    "load_plan",
+    "plan_json_schema",
+    "read_plan_file",
+    "validate_plan",
+]

@@ -1,0 +1,139 @@
+"""The plan document: its sections and the checks that span them.
+
+Every model forbids unknown keys, so a typo in a plan fails loudly with its key path instead of
+being ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from rooivalk.plan.base import PlanError, Strict
+from rooivalk.plan.cluster import ClusterSpec, RetrainingSpec
+from rooivalk.plan.data import DataSpec
+from rooivalk.plan.evaluation import EvaluationSpec
+from rooivalk.plan.export import ExportSpec
+from rooivalk.plan.models import FusionSpec, ModelSpec, SensorSpec
+from rooivalk.plan.monitoring import MonitoringSpec
+from rooivalk.plan.parameter import NULLS_KEY, explicit_nulls, restore_nulls
+from rooivalk.plan.tracking import TrackingSpec
+from rooivalk.plan.training import TrainingSpec
+
+
+class Plan(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    data: DataSpec
+    model: ModelSpec | None = Field(None, description="The one model of a single-model plan.")
+    sensors: dict[str, SensorSpec] | None = Field(
+        None, description="Multi-sensor plans: one model per sensor (keys are the index's sensor columns)."
+    )
+    fusion: FusionSpec | None = None
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    export: ExportSpec = ExportSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    retraining: RetrainingSpec = RetrainingSpec()
+    cluster: ClusterSpec | None = Field(
+        None, description="Kubernetes settings of compiled pipelines (resources, GPUs, secrets); null: KFP's defaults."
+    )
+    pipeline_root: str | None = Field(
+        None,
+        description="KFP pipeline root of cluster runs (e.g. s3://bucket/pipelines), written into the compiled "
+        "pipeline; null: the KFP deployment's default. `rooivalk run` keeps artifacts in the run folder.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _short_name(cls, value: str) -> str:
+        if len(value) > 60:
+            raise ValueError("plan name must be at most 60 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Plan:
+        if (self.model is None) == (self.sensors is None):
+            raise ValueError("give either 'model' (a single-model plan) or 'sensors' (a multi-sensor plan)")
+        if self.sensors is not None and self.data.format != "multisensor":
+            raise ValueError("'sensors' needs data.format: multisensor")
+        if self.fusion is not None and self.sensors is None:
+            raise ValueError("'fusion' needs 'sensors'")
+        if self.sensors is not None:
+            _check_sensor_names(list(self.sensors))
+        if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
+            # Warm start loads the champion's weights as the model's pretrained state dict, which only the
+            # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
+            raise ValueError("retraining.warm_start: single-model plans of the timm family only")
+        known = self.export_model_names()
+        unknown = sorted(set(self.export.models) - set(known))
+        if unknown:
+            raise ValueError(f"export.models: unknown model(s) {unknown}; this plan's models are {known}")
+        return self
+
+    def export_model_names(self) -> list[str]:
+        """The names export settings and reports use: `model`, or each sensor then `fusion`."""
+        if self.sensors is None:
+            return ["model"]
+        return [*self.sensors, *(["fusion"] if self.fusion is not None else [])]
+
+    @property
+    def single_model(self) -> ModelSpec:
+        """The model of a single-model plan; a multi-sensor plan has one per sensor instead."""
+        if self.model is None:
+            raise PlanError(f"plan {self.name!r} is a multi-sensor plan: its models are under 'sensors'")
+        return self.model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _restore_nulls(cls, data: Any) -> Any:
+        return restore_nulls(data)
+
+    def to_parameter(self) -> dict[str, Any]:
+        """The plan as a KFP pipeline parameter: JSON types only. KFP rejects None, so nulls are dropped,
+        and the paths of those whose default is not null travel under NULLS_KEY (rooivalk.plan.parameter)."""
+        parameter = self.model_dump(mode="json", exclude_none=True)
+        nulls = list(explicit_nulls(self))
+        return {**parameter, NULLS_KEY: nulls} if nulls else parameter
+
+    def digest(self) -> str:
+        """sha256 of the resolved plan, the plan's identity in lineage tags."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Public attributes of a torch nn.ModuleDict instance (torch 2.x), which holds the fusion model's
+# per-sensor layers: a sensor of one of these names makes torch's add_module fail with a bare KeyError.
+# Written out so that checking a plan does not import torch (2 s); tests/unit/test_plan.py compares it
+# with the installed torch.
+# fmt: off
+MODULE_DICT_ATTRIBUTES = frozenset({
+    "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "clear", "compile", "cpu", "cuda",
+    "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "items", "keys", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "pop",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory",
+    "state_dict", "to", "to_empty", "train", "training", "type", "update", "values", "xpu", "zero_grad"
+})
+# fmt: on
+
+
+def _check_sensor_names(names: list[str]) -> None:
+    """Sensor names key the fusion model's per-sensor modules, so a name must be a lowercase
+    identifier that is not one of MODULE_DICT_ATTRIBUTES: torch would fail deep inside model building."""
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"sensors.{name}: a sensor name must be lowercase letters, digits and '_', letter first")
+        if name in MODULE_DICT_ATTRIBUTES:
+            raise ValueError(
+                f"sensors.{name}: this name is reserved (an attribute of torch's nn.ModuleDict, which holds the "
+                f"fusion model's per-sensor layers); rename the sensor column, e.g. to {name}_sensor"
+            )

@@ -1,0 +1,86 @@
+"""Reading a plan: YAML files, `--set a.b=c` overrides, validation whose errors name the file and key path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from rooivalk.plan.base import PlanError
+from rooivalk.plan.document import Plan
+from rooivalk.plan.techniques import PluginResolver, technique_problems
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        problems.append((path, "unknown key" if item["type"] == "extra_forbidden" else item["msg"]))
+    return _format_problems(problems, origin)
+
+
+def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
+    return "\n".join([f"{origin}: {len(problems)} problem(s) in the plan", *(f"  {p}: {m}" for p, m in problems)])
+
+
+def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginResolver | None = None) -> Plan:
+    """Validate a raw plan, then refuse every training key its model would not use (plan_techniques)."""
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as error:
+        raise PlanError(_format_errors(error, origin)) from None
+    problems = technique_problems(plan, resolver)
+    if problems:
+        raise PlanError(_format_problems(problems, origin))
+    return plan
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML scalars: 1e-3 -> float, true -> bool, null -> None, [a, b] -> list.
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides to a raw plan dict (a new dict; values parsed as YAML)."""
+    result: dict[str, Any] = json.loads(json.dumps(raw))
+    for override in overrides:
+        if "=" not in override:
+            raise PlanError(f"--set {override!r}: expected key.path=value")
+        path, _, value = override.partition("=")
+        keys = path.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise PlanError(f"--set {path}: {key!r} is not a mapping")
+            node = child
+        node[keys[-1]] = _parse_scalar(value)
+    return result
+
+
+def read_plan_file(path: str | Path) -> dict[str, Any]:
+    plan_path = Path(path)
+    if not plan_path.is_file():
+        raise PlanError(f"{plan_path}: plan file not found")
+    try:
+        raw = yaml.safe_load(plan_path.read_text())
+    except yaml.YAMLError as error:
+        raise PlanError(f"{plan_path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"{plan_path}: a plan must be a YAML mapping at the top level")
+    return raw
+
+
+def load_plan(path: str | Path, overrides: list[str] | None = None, resolver: PluginResolver | None = None) -> Plan:
+    """Read, override and validate a plan file; errors name the file and the key path."""
+    raw = apply_overrides(read_plan_file(path), overrides or [])
+    return validate_plan(raw, origin=str(path), resolver=resolver)
+
+
+def plan_json_schema() -> dict[str, Any]:
+    return Plan.model_json_schema()
