@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import FEATURES_IMAGE
+from rooivalk_kfp.components.images import FEATURES_IMAGE
 
 
 @dsl.component(base_image=FEATURES_IMAGE, install_kfp_package=False)

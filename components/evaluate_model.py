@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import EVAL_IMAGE
+from rooivalk_kfp.components.images import EVAL_IMAGE
 
 
 @dsl.component(base_image=EVAL_IMAGE, install_kfp_package=False)

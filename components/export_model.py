@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import EXPORT_IMAGE
+from rooivalk_kfp.components.images import EXPORT_IMAGE
 
 
 @dsl.component(base_image=EXPORT_IMAGE, install_kfp_package=False)

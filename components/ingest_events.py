@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import DATA_IMAGE
+from rooivalk_kfp.components.images import DATA_IMAGE
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)

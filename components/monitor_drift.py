@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from components.images import MONITOR_IMAGE
+from rooivalk_kfp.components.images import MONITOR_IMAGE
 
 
 @dsl.component(base_image=MONITOR_IMAGE, install_kfp_package=False)

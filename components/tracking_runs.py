@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import TRACKING_IMAGE
+from rooivalk_kfp.components.images import TRACKING_IMAGE
 
 
 @dsl.component(base_image=TRACKING_IMAGE, install_kfp_package=False)

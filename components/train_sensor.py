@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.images import TRAIN_IMAGE
+from rooivalk_kfp.components.images import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

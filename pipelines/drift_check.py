@@ -10,16 +10,16 @@ from typing import Any
 
 from kfp import dsl
 
-from components.monitor_drift import monitor_drift
-from pipelines.kubernetes import configure_tasks
 from rooivalk.plan import Plan
+from rooivalk_kfp.components.monitor_drift import monitor_drift
+from rooivalk_kfp.pipelines.kubernetes import configure_tasks
 
 PIPELINE_NAME = "rooivalk-drift-check"
 
 
 def drift_check_pipeline(plan: Plan) -> Callable[..., Any]:
     """The drift check with the plan's training pipeline in its retraining branch."""
-    from pipelines.select import pipeline_for
+    from rooivalk_kfp.pipelines.select import pipeline_for
 
     plan_spec = plan  # the pipeline's own `plan` parameter shadows it below
     training = pipeline_for(plan)

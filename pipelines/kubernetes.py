@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from kfp import dsl, kubernetes
 
-from components.images import with_registry
 from rooivalk.plan import ClusterSpec, StepResources
+from rooivalk_kfp.components.images import with_registry
 
 # Component name (as KFP spells it) -> step kind of the plan's `cluster.steps`.
 STEP_KIND_OF_COMPONENT = {

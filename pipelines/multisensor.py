@@ -11,16 +11,16 @@ from typing import Any
 
 from kfp import dsl
 
-from components.cache_features import cache_features
-from components.evaluate_system import evaluate_system
-from components.export_system import export_system
-from components.ingest_events import ingest_events
-from components.register_system import register_system
-from components.tracking_runs import close_run, open_run
-from components.train_fusion import train_fusion
-from components.train_sensor import train_sensor
-from pipelines.kubernetes import configure_tasks
 from rooivalk.plan import ClusterSpec
+from rooivalk_kfp.components.cache_features import cache_features
+from rooivalk_kfp.components.evaluate_system import evaluate_system
+from rooivalk_kfp.components.export_system import export_system
+from rooivalk_kfp.components.ingest_events import ingest_events
+from rooivalk_kfp.components.register_system import register_system
+from rooivalk_kfp.components.tracking_runs import close_run, open_run
+from rooivalk_kfp.components.train_fusion import train_fusion
+from rooivalk_kfp.components.train_sensor import train_sensor
+from rooivalk_kfp.pipelines.kubernetes import configure_tasks
 
 PIPELINE_NAME = "rooivalk-multisensor"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from kfp import dsl
 
-from components.prepare_retraining import prepare_retraining
-from pipelines.kubernetes import configure_tasks
 from rooivalk.plan import Plan
+from rooivalk_kfp.components.prepare_retraining import prepare_retraining
+from rooivalk_kfp.pipelines.kubernetes import configure_tasks
 
 PIPELINE_NAME = "rooivalk-retraining"
 
@@ -23,7 +23,7 @@ PIPELINE_NAME = "rooivalk-retraining"
 def retraining_pipeline(plan: Plan, parallelism: int = 0, on_cluster: bool = True) -> Callable[..., Any]:
     """The retraining pipeline around the plan's training pipeline (training or multi-sensor);
     `parallelism` and `on_cluster` as in pipelines.select.pipeline_for."""
-    from pipelines.select import pipeline_for
+    from rooivalk_kfp.pipelines.select import pipeline_for
 
     cluster = plan.cluster if on_cluster else None
     training = pipeline_for(plan, parallelism, on_cluster)

@@ -19,12 +19,12 @@ def pipeline_for(plan: Plan, parallelism: int = 0, on_cluster: bool = True) -> P
     apply the plan's `cluster` settings (local runs leave them out: kfp.local has no pods)."""
     cluster = plan.cluster if on_cluster else None
     if plan.sensors:
-        from pipelines.multisensor import PIPELINE_NAME, multisensor_pipeline, multisensor_steps
+        from rooivalk_kfp.pipelines.multisensor import PIPELINE_NAME, multisensor_pipeline, multisensor_steps
 
         sensors = list(plan.sensors)
         function = multisensor_pipeline(sensors, parallelism, cluster)
         return PipelineChoice(PIPELINE_NAME, function, multisensor_steps(sensors))
-    from pipelines.training import PIPELINE_NAME as TRAINING
-    from pipelines.training import STEPS, build_training_pipeline
+    from rooivalk_kfp.pipelines.training import PIPELINE_NAME as TRAINING
+    from rooivalk_kfp.pipelines.training import STEPS, build_training_pipeline
 
     return PipelineChoice(TRAINING, build_training_pipeline(cluster), STEPS)

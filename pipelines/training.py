@@ -5,14 +5,14 @@ from typing import Any
 
 from kfp import dsl
 
-from components.evaluate_model import evaluate_model
-from components.export_model import export_model
-from components.ingest_data import ingest_data
-from components.register_model import register_model
-from components.tracking_runs import close_run, open_run
-from components.train_model import train_model
-from pipelines.kubernetes import configure_tasks
 from rooivalk.plan import ClusterSpec
+from rooivalk_kfp.components.evaluate_model import evaluate_model
+from rooivalk_kfp.components.export_model import export_model
+from rooivalk_kfp.components.ingest_data import ingest_data
+from rooivalk_kfp.components.register_model import register_model
+from rooivalk_kfp.components.tracking_runs import close_run, open_run
+from rooivalk_kfp.components.train_model import train_model
+from rooivalk_kfp.pipelines.kubernetes import configure_tasks
 
 PIPELINE_NAME = "rooivalk-training"
 STEPS = ["ingest_data", "train_model", "evaluate_model", "export_model", "register_model"]

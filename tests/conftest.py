@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rooivalk.devservers import LOCAL_S3_CREDENTIALS, Server, create_buckets, start_mlflow, start_moto
+from rooivalk._dev.servers import LOCAL_S3_CREDENTIALS, Server, create_buckets, start_mlflow, start_moto
 
 TINY_CLASSES = ("circle", "square", "stripes")
 

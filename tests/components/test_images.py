@@ -12,7 +12,7 @@ from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
 import rooivalk
-from components import images
+from rooivalk_kfp.components import images
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENT_MODULES = sorted(
@@ -85,18 +85,19 @@ def hardcoded_images(root: Path, paths: tuple[str, ...]) -> list[str]:
 def _all_components() -> dict[str, BaseComponent]:
     found: dict[str, BaseComponent] = {}
     for module_name in COMPONENT_MODULES:
-        found.update(components_of(importlib.import_module(f"components.{module_name}")))
+        found.update(components_of(importlib.import_module(f"rooivalk_kfp.components.{module_name}")))
     return found
 
 
 @pytest.mark.parametrize("module_name", COMPONENT_MODULES)
 def test_every_component_module_defines_a_component(module_name: str) -> None:
-    assert components_of(importlib.import_module(f"components.{module_name}")), f"components/{module_name}.py"
+    module = importlib.import_module(f"rooivalk_kfp.components.{module_name}")
+    assert components_of(module), f"components/{module_name}.py"
 
 
 @pytest.mark.parametrize("module_name", COMPONENT_MODULES)
 def test_components_follow_the_image_rules(module_name: str) -> None:
-    module = importlib.import_module(f"components.{module_name}")
+    module = importlib.import_module(f"rooivalk_kfp.components.{module_name}")
     problems = [problem for component in components_of(module).values() for problem in image_problems(component)]
     assert problems == []
 
@@ -160,7 +161,7 @@ def test_image_problems_reports_a_bad_component(component: BaseComponent, expect
 
 
 def test_a_module_without_components_is_reported() -> None:
-    assert components_of(ModuleType("components.empty")) == {}
+    assert components_of(ModuleType("rooivalk_kfp.components.empty")) == {}
 
 
 def test_hardcoded_images_reports_a_copy(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.images import CPU_IMAGE
+from rooivalk_kfp.components.images import CPU_IMAGE
 from tests.scripts import load_script
 from tests.unit.monitoring._tools import run, tool
 

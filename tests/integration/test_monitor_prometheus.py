@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rooivalk.devservers import free_port
+from rooivalk._dev.servers import free_port
 from rooivalk.monitoring.alert_rules import DATA_DRIFT_ALERT, prometheus_rule_groups
 from tests.integration.test_local_pipeline import REPO
 from tests.unit.monitoring.receiver import Receiver

@@ -21,10 +21,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipelines.multisensor import multisensor_steps
 from rooivalk.data.multisensor import load_multisensor
 from rooivalk.export import SystemPredictor
 from rooivalk.monitoring.profile import load_profile
+from rooivalk_kfp.pipelines.multisensor import multisensor_steps
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
-from rooivalk.devservers import Server, free_port
+from rooivalk._dev.servers import Server, free_port
 from rooivalk.evaluation.rescore import RescoreUnavailable, model_test_metrics
 from rooivalk.plan import Plan, PromotionSpec
 from rooivalk.promotion import promote_challenger

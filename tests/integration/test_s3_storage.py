@@ -110,7 +110,7 @@ def test_settings_come_from_the_environment_and_bad_values_name_the_variable(
 
 
 def test_listing_on_an_unreachable_endpoint_fails_naming_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rooivalk.devservers import free_port
+    from rooivalk._dev.servers import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")  # nothing listens here
     for key, value in {"ROOIVALK_S3_MAX_ATTEMPTS": "1", "ROOIVALK_S3_CONNECT_TIMEOUT": "1"}.items():

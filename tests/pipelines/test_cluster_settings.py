@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.kubernetes import STEP_KIND_OF_COMPONENT
 from rooivalk.cli import app
 from rooivalk.plan import PlanError, load_plan
+from rooivalk_kfp.pipelines.kubernetes import STEP_KIND_OF_COMPONENT
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_PLAN = REPO / "pipelines" / "plans" / "counter_drone_cluster.yaml"

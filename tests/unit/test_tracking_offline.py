@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rooivalk.devservers import free_port
+from rooivalk._dev.servers import free_port
 from rooivalk.tracking import log_onnx_bundle
 from rooivalk.tracking_buffer import new_offline_id
 

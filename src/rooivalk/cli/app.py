@@ -172,7 +172,7 @@ def demo_s3(
     source, checkpoints and feature cache in S3; tracking and registry on the server."""
     import logging
 
-    from rooivalk.cli.demo_s3 import run_demo_s3
+    from rooivalk._dev.demo_s3 import run_demo_s3
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     raise typer.Exit(run_demo_s3(_load(plan, set_, check_model=True), out, _stdout(), keep_running))

@@ -14,18 +14,23 @@ PIPELINES = ("training", "retraining", "drift-check")
 
 
 def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
+    # The KFP layer is untyped (mypy checks src/ only), so each result is typed on assignment.
+    function: Callable[..., Any]
     if pipeline == "training":
-        from pipelines.select import pipeline_for
+        from rooivalk_kfp.pipelines.select import pipeline_for
 
-        return pipeline_for(plan).function
+        function = pipeline_for(plan).function
+        return function
     if pipeline == "retraining":
-        from pipelines.retraining import retraining_pipeline
+        from rooivalk_kfp.pipelines.retraining import retraining_pipeline
 
-        return retraining_pipeline(plan)
+        function = retraining_pipeline(plan)
+        return function
     if pipeline == "drift-check":
-        from pipelines.drift_check import drift_check_pipeline
+        from rooivalk_kfp.pipelines.drift_check import drift_check_pipeline
 
-        return drift_check_pipeline(plan)
+        function = drift_check_pipeline(plan)
+        return function
     raise ValueError(f"unknown pipeline {pipeline!r} (one of {', '.join(PIPELINES)})")
 
 

@@ -123,9 +123,9 @@ class _Pipeline(threading.Thread):
 def run_local(plan: Plan, out_dir: Path, console: Console, retrain_from: str | None = None) -> RunOutcome:
     """Run the plan's training pipeline, or with `retrain_from` (a dataset folder URI, its _READY marker,
     or "" for the plan's own source) the retraining pipeline around it."""
-    from pipelines.select import pipeline_for
     from rooivalk.tracking import find_pipeline_run, use_buffer_of
     from rooivalk.tracking_buffer import pending_records
+    from rooivalk_kfp.pipelines.select import pipeline_for
 
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_plan(plan, out_dir)
@@ -140,7 +140,7 @@ def run_local(plan: Plan, out_dir: Path, console: Console, retrain_from: str | N
     arguments: dict[str, Any] = {"plan": resolved.to_parameter(), "run_key": run_key}
     function = chosen.function
     if retrain_from is not None:
-        from pipelines.retraining import PIPELINE_NAME, retraining_pipeline
+        from rooivalk_kfp.pipelines.retraining import PIPELINE_NAME, retraining_pipeline
 
         function = retraining_pipeline(resolved, parallelism=1, on_cluster=False)
         arguments["data_uri"] = retrain_from

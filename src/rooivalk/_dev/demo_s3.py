@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rooivalk import storage
-from rooivalk.devservers import LOCAL_S3_CREDENTIALS, create_buckets, start_mlflow, start_moto
+from rooivalk._dev.servers import LOCAL_S3_CREDENTIALS, create_buckets, start_mlflow, start_moto
 from rooivalk.plan import Plan
 
 BUCKET = "rooivalk-demo"
