@@ -109,9 +109,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy src
 
-# Regenerate the golden compiled pipeline after an intended change to the pipeline or components.
+# Regenerate tests/pipelines/golden after an intended change to a pipeline or a component.
 golden: setup
-	ROOIVALK_UPDATE_GOLDEN=1 $(VENV)/bin/pytest tests/pipelines/test_compile.py
+	ROOIVALK_UPDATE_GOLDEN=1 $(VENV)/bin/pytest -q tests/pipelines/test_compile.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.retraining.prepare_retraining."""
+"""KFP adapter for rooivalk.steps.retraining.prepare_retraining."""
 
 from typing import NamedTuple
 
@@ -16,7 +16,7 @@ def prepare_retraining(plan: dict, data_uri: str, champion: dsl.Output[dsl.Model
     from collections import namedtuple
 
     from rooivalk.plan import Plan
-    from rooivalk.retraining import prepare_retraining_step
+    from rooivalk.steps.retraining import prepare_retraining_step
 
     # The train step reads the champion's weights at the output's uri (S3 on clusters).
     prepared = prepare_retraining_step(Plan.model_validate(plan), data_uri, champion.path, champion.uri)

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.tracking.register (one trained model)."""
+"""KFP adapter for rooivalk.steps.registration.register (one trained model)."""
 
 from kfp import dsl
 
@@ -16,9 +16,9 @@ def register_model(
     exported: dsl.Input[dsl.Model],
 ) -> str:
     """Register the validated model in the MLflow registry with lineage tags; returns name/version."""
-    from rooivalk.retraining import refresh_reference
     from rooivalk.steps import pipeline_step
-    from rooivalk.tracking import register
+    from rooivalk.steps.registration import register
+    from rooivalk.steps.retraining import refresh_reference
 
     with pipeline_step("register_model", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.tracking.register (a fusion system and its sensor models)."""
+"""KFP adapter for rooivalk.steps.registration.register (a fusion system and its sensor models)."""
 
 from kfp import dsl
 
@@ -17,9 +17,9 @@ def register_system(
     exported: dsl.Input[dsl.Model],
 ) -> str:
     """Register the validated fusion model, with its sensor models and ONNX export as artifacts."""
-    from rooivalk.retraining import refresh_reference
     from rooivalk.steps import pipeline_step
-    from rooivalk.tracking import register
+    from rooivalk.steps.registration import register
+    from rooivalk.steps.retraining import refresh_reference
 
     with pipeline_step("register_system", plan, parent_run_id) as step:
         artifacts = {"evaluation": report.path, "onnx": exported.path}

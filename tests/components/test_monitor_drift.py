@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
+from rooivalk.evaluation.profile import build_profile, save_profile
 from rooivalk.monitoring.drift import DRIFT_JSON, REPORT_HTML
-from rooivalk.monitoring.profile import build_profile, save_profile
 from rooivalk_kfp.components.monitor_drift import monitor_drift
 from tests.conftest import tiny_plan_dict
 

@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rooivalk import storage
-from rooivalk.monitoring.profile import load_profile
+from rooivalk.evaluation.profile import load_profile
 from tests.conftest import make_image_folder, tiny_plan_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +108,7 @@ def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tm
     assert params["data.source"] == str(new_data)
     assert params["model.pretrained"].endswith("/champion/model.pt")  # the champion's weights, copied by the run
     challenger = client.get_model_version_by_alias("tiny", "challenger")
-    decision = json.loads(challenger.tags["rooivalk.promotion"])
+    decision = json.loads(challenger.tags["rooivalk.tracking.promotion"])
     assert decision["champion_version"] == str(version.version)
     assert f"re-scored on dataset {retrained['dataset_version']}" in decision["reason"]
     # The monitoring reference follows the champion: replaced only when the challenger won.

@@ -21,9 +21,9 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from rooivalk.data.multisensor import load_multisensor
+from rooivalk.data.multisensor_dataset import load_multisensor
+from rooivalk.evaluation.profile import load_profile
 from rooivalk.export import SystemPredictor
-from rooivalk.monitoring.profile import load_profile
 from rooivalk_kfp.pipelines.multisensor import multisensor_steps
 
 REPO = Path(__file__).resolve().parents[2]

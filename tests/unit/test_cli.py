@@ -43,7 +43,7 @@ def test_schema_is_json_schema_of_the_plan() -> None:
 
 
 def test_report_renders_a_summary(tmp_path: Path) -> None:
-    summary = REPO / "docs" / "results" / "fashion_finetune_summary.json"
+    summary = REPO / "docs" / "results" / "fashion_finetune" / "fashion_finetune_summary.json"
     out = tmp_path / "report.md"
     result = runner.invoke(app, ["report", str(summary), "-o", str(out), "--command", "make demo"])
     assert result.exit_code == 0, result.output
@@ -90,7 +90,7 @@ def test_validate_checks_every_sensor_models_stages() -> None:
 def test_report_renders_a_multisensor_run(tmp_path: Path) -> None:
     """A counter-drone run's summary (a real `make demo`-plan run, kept in docs/results) renders the
     system report: every sensor's stages, the fusion, degraded mode, the shipped variants and gates."""
-    summary = REPO / "docs" / "results" / "counter_drone_repeats" / "repeat_summary.json"
+    summary = REPO / "docs" / "results" / "counter_drone" / "repeats" / "repeat_summary.json"
     out = tmp_path / "report.md"
     result = runner.invoke(app, ["report", str(summary), "-o", str(out), "--command", "make demo"])
     assert result.exit_code == 0, result.output

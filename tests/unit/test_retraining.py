@@ -1,4 +1,4 @@
-"""rooivalk.retraining: which data a retraining run ingests, warm start from the champion's folder, and
+"""rooivalk.steps.retraining: which data a retraining run ingests, warm start from the champion's folder, and
 the monitoring reference that follows promotion. (The whole pipeline, with MLflow and kfp.local, is
 tests/integration/test_local_pipeline.py.)"""
 
@@ -11,7 +11,7 @@ from rooivalk import storage
 from rooivalk.models import create_model
 from rooivalk.models.artifact import ModelInfo, save_trained_model
 from rooivalk.plan import ModelSpec, Plan, PlanError, load_plan
-from rooivalk.retraining import prepare_retraining, refresh_reference, retraining_source
+from rooivalk.steps.retraining import prepare_retraining, refresh_reference, retraining_source
 from tests.conftest import tiny_plan_dict
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rooivalk._dev.servers import free_port
-from rooivalk.tracking import log_onnx_bundle
-from rooivalk.tracking_buffer import new_offline_id
+from rooivalk.export.mlflow_onnx import log_onnx_bundle
+from rooivalk.tracking.buffer import new_offline_id
 
 
 def test_onnx_flavor_logging_skips_an_unreachable_server_at_once(

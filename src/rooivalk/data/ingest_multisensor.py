@@ -28,7 +28,7 @@ import pandas as pd
 from rooivalk import storage
 from rooivalk.data.dataset import QUARANTINE_FILE, SPLIT_CODES
 from rooivalk.data.ingest import IngestError, class_balance, split_samples
-from rooivalk.data.multisensor import MultiSensorDataset, MultiSensorInfo, SensorInfo, save_multisensor
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, MultiSensorInfo, SensorInfo, save_multisensor
 from rooivalk.data.readers import decode_image
 from rooivalk.plan import DataSpec
 

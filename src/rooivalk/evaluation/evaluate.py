@@ -15,13 +15,13 @@ from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.data.transforms import iter_model_batches
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import classification_metrics, plot_confusion_matrix
+from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.models import ModelInfo, load_trained_model
-from rooivalk.monitoring.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.plan import Plan
 
 REPORT_FILE = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"
-REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.monitoring.profile)
+REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.evaluation.profile)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from rooivalk import storage
-from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.degraded import (
     degraded_table,
     false_positive_rate,
@@ -17,19 +17,17 @@ from rooivalk.evaluation.degraded import (
 )
 from rooivalk.evaluation.evaluate import EvaluateResult
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
-from rooivalk.models.fusion import FusionTransformer
-from rooivalk.monitoring.profile import (
-    ProfileInfo,
-    build_profile,
-    prediction_columns,
-    save_profile,
-    signal_statistics,
+from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
+from rooivalk.features.fusion_features import load_fusion_features
+from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion, predict_fusion_probabilities
+from rooivalk.models.fusion_transformer import FusionTransformer
+from rooivalk.models.sensor_artifacts import (
+    SensorTrainResult,
+    load_fusion_model,
+    load_sensor_models,
+    sensor_test_accuracy,
 )
 from rooivalk.plan import Plan
-from rooivalk.training.fusion import FusionFeatures, predict_fusion, predict_fusion_probabilities
-from rooivalk.training.multisensor_artifacts import load_fusion_features, load_fusion_model
-from rooivalk.training.multisensor_steps import load_sensor_models
-from rooivalk.training.sensors import SensorTrainResult, sensor_test_accuracy
 
 
 def degraded_mode(
@@ -127,7 +125,7 @@ def render_markdown(results: dict[str, Any]) -> list[str]:
 
 REPORT_JSON = "evaluation.json"
 REPORT_MD = "evaluation.md"
-REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.monitoring.profile)
+REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.evaluation.profile)
 
 
 def write_reference_profile(

@@ -47,18 +47,17 @@ def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str
 def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fusion_dir: str) -> dict[str, float]:
     """Test metrics (`fusion_test_accuracy`, ...) of sensor models + fusion model on `dataset_dir`'s
     test split; their features come from the plan's feature cache (new data costs forward passes)."""
-    from rooivalk.data.multisensor import load_multisensor
+    from rooivalk.data.multisensor_dataset import load_multisensor
     from rooivalk.evaluation.multisensor_report import evaluate_system, flat_metrics
-    from rooivalk.training.fusion import cache_sensor_features
-    from rooivalk.training.multisensor_artifacts import load_fusion_model
-    from rooivalk.training.multisensor_steps import load_sensor_models, multisensor_parts
+    from rooivalk.features.fusion_features import cache_sensor_features
+    from rooivalk.models.sensor_artifacts import load_fusion_model, load_sensor_models
 
     dataset = load_multisensor(dataset_dir)
     fusion, info = load_fusion_model(fusion_dir)
     if info.classes != dataset.info.classes:
         raise RescoreUnavailable(f"its classes {info.classes} are not the dataset's {dataset.info.classes}")
     sensors = load_sensor_models(sensor_dirs, dataset, same_version=False)
-    _, spec = multisensor_parts(plan)
+    _, spec = plan.multisensor_parts()
     with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as work:
         features = cache_sensor_features(dataset, sensors, spec.cache_uri or f"{work}/cache")
         return flat_metrics(evaluate_system(dataset, sensors, features, fusion))

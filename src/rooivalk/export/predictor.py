@@ -48,7 +48,7 @@ def _float32(_config: Mapping[str, Any], samples: np.ndarray) -> np.ndarray:
 
 
 # preprocessing.kind -> stored samples (N, ...) -> float32 model input: the same functions training
-# and the feature cache use (rooivalk.features.sensors). "embeddings" takes a dict, see _fusion_feeds.
+# and the feature cache use (rooivalk.models.sensor_encoding). "embeddings" takes a dict, see _fusion_feeds.
 PREPROCESSORS: dict[str, Callable[[Mapping[str, Any], np.ndarray], np.ndarray]] = {
     "image": _image,
     "iq": _iq,
@@ -224,21 +224,3 @@ class SystemPredictor:
 
     def predict(self, samples: Mapping[str, np.ndarray | None]) -> list[str]:
         return [self.labels[index] for index in self.logits(samples).argmax(axis=-1)]
-
-
-def log_bundle_to_mlflow(bundle_dir: Path, name: str) -> Any:
-    """Inside an active MLflow run: the ONNX model under the onnx flavor (so MLflow can serve and
-    register it) and the whole bundle as artifacts under `<name>-bundle`. Returns mlflow's ModelInfo
-    (register with its `model_uri`)."""
-    import mlflow
-    import mlflow.onnx
-    import onnx
-
-    if mlflow.active_run() is None:
-        raise BundleError(f"{bundle_dir}: log_bundle_to_mlflow needs an active MLflow run")
-    info = read_bundle_info(str(bundle_dir))
-    model_path = Path(bundle_dir) / MODEL_FILE
-    storage.read_bytes(model_path, sha256=info.files[MODEL_FILE])  # log only what bundle.json vouches for
-    model_info = mlflow.onnx.log_model(onnx.load(str(model_path)), name=name)
-    mlflow.log_artifacts(str(bundle_dir), artifact_path=f"{name}-bundle")
-    return model_info

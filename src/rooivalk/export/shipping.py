@@ -52,7 +52,7 @@ def calibration_source(plan: Plan) -> CalibrationSource:
     """The training split, or the split the monitoring reference profiles (with the profile)."""
     if plan.export.quantization.source == "train":
         return CalibrationSource("train")
-    from rooivalk.monitoring.profile import load_profile
+    from rooivalk.evaluation.profile import load_profile
 
     uri = plan.monitoring.reference_uri
     if not uri:

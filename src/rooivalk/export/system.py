@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.gates import check_gates
 from rooivalk.export.benchmark import LatencyStats, measure_latency, ort_session
 from rooivalk.export.onnx_export import export_module, replace_conv2d_same, run_batched, verify_module
@@ -53,9 +53,9 @@ from rooivalk.export.shipping import (
     ship_bundle,
     write_report,
 )
-from rooivalk.models.fusion import FusionTransformer
+from rooivalk.models.fusion_transformer import FusionTransformer
+from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan
-from rooivalk.training.sensors import SensorTrainResult
 
 log = logging.getLogger(__name__)
 
@@ -457,8 +457,7 @@ def export_system_step(
     progress: Callable[[str], None] | None = None,
 ) -> SystemExportResult:
     """export_system on the artifacts of the pipeline's earlier steps."""
-    from rooivalk.training.multisensor_artifacts import load_fusion_model
-    from rooivalk.training.multisensor_steps import load_sensor_models
+    from rooivalk.models.sensor_artifacts import load_fusion_model, load_sensor_models
 
     sensors = load_sensor_models(sensor_dirs, load_multisensor(dataset_dir))
     fusion, _ = load_fusion_model(fusion_dir)

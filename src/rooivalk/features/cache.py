@@ -32,6 +32,7 @@ from torch import nn
 
 from rooivalk import storage
 from rooivalk.data.dataset import npy_bytes
+from rooivalk.models.sensor_encoding import forward_features
 
 MANIFEST = "manifest.json"
 CACHE_FORMAT = "rooivalk-feature-cache/1"
@@ -116,10 +117,6 @@ def encode(
         for i in range(0, len(samples), batch_size)
     ]
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
-
-
-def forward_features(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    return model.forward_features(batch)  # type: ignore[operator,no-any-return]
 
 
 def cached_features(

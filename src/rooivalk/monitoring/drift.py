@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from rooivalk import storage
-from rooivalk.monitoring.profile import PREDICTION, ProfileInfo, check_frame, load_frame, load_profile
+from rooivalk.evaluation.profile import PREDICTION, ProfileInfo, check_frame, load_frame, load_profile
 from rooivalk.plan import MonitoringSpec
 
 DRIFT_JSON = "drift.json"

@@ -32,9 +32,9 @@ import pandas as pd
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rooivalk import storage
+from rooivalk.evaluation.profile import PROFILE_INFO, BadBatch, ProfileInfo, check_frame, load_profile
 from rooivalk.monitoring import metric_names as names
 from rooivalk.monitoring.drift import DriftResult, check_drift
-from rooivalk.monitoring.profile import PROFILE_INFO, BadBatch, ProfileInfo, check_frame, load_profile
 from rooivalk.monitoring.webhook import post_event
 from rooivalk.monitoring.window import SlidingWindow
 from rooivalk.plan import MonitoringSpec

@@ -82,6 +82,12 @@ class Plan(Strict):
             return ["model"]
         return [*self.sensors, *(["fusion"] if self.fusion is not None else [])]
 
+    def multisensor_parts(self) -> tuple[dict[str, SensorSpec], FusionSpec]:
+        """The sensors and the fusion model of a multi-sensor plan."""
+        if self.sensors is None or self.fusion is None:
+            raise ValueError(f"plan {self.name!r} is not a multi-sensor plan: it needs 'sensors' and 'fusion'")
+        return self.sensors, self.fusion
+
     @property
     def single_model(self) -> ModelSpec:
         """The model of a single-model plan; a multi-sensor plan has one per sensor instead."""

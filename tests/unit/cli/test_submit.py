@@ -20,7 +20,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from rooivalk.cli import app
-from rooivalk.cli.app import CLUSTER_TRACKING_URI
+from rooivalk.cli.common import CLUSTER_TRACKING_URI
 from rooivalk.cli.compile import PIPELINES
 from rooivalk.cli.submit import DEFAULT_TOKEN_PATH, TOKEN_ENV, SubmitError, parse_params
 from rooivalk.plan import Plan, load_plan

@@ -12,7 +12,7 @@ import pytest
 
 from rooivalk.data.ingest import IngestError
 from rooivalk.data.ingest_multisensor import ingest_multisensor
-from rooivalk.data.multisensor import is_multisensor, load_multisensor
+from rooivalk.data.multisensor_dataset import is_multisensor, load_multisensor
 from rooivalk.data.simulators.counter_drone import simulate_counter_drone
 from rooivalk.plan import DataSpec
 

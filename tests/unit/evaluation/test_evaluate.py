@@ -7,8 +7,8 @@ import pytest
 from rooivalk.data.dataset import load_dataset
 from rooivalk.evaluation import GateFailure, check_gates, evaluate_model
 from rooivalk.evaluation.metrics import classification_metrics
+from rooivalk.evaluation.profile import check_frame, load_profile
 from rooivalk.monitoring.drift import check_drift
-from rooivalk.monitoring.profile import check_frame, load_profile
 from rooivalk.plan import Gate, MonitoringSpec, Plan
 from rooivalk.training import train_model
 

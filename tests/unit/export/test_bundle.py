@@ -30,8 +30,9 @@ from rooivalk.export.bundle import (
     read_bundle_info,
     write_bundle,
 )
+from rooivalk.export.mlflow_onnx import log_bundle_to_mlflow
 from rooivalk.export.onnx_export import OPSET, export_module
-from rooivalk.export.predictor import PREPROCESSORS, Predictor, SystemPredictor, log_bundle_to_mlflow
+from rooivalk.export.predictor import PREPROCESSORS, Predictor, SystemPredictor
 from rooivalk.models.rf_cnn_transformer import iq_to_input
 
 LABELS = ["bird", "drone", "plane"]

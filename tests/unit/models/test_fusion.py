@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rooivalk.models.fusion import FusionTransformer, ModalityDropout
+from rooivalk.models.fusion_transformer import FusionTransformer, ModalityDropout
 
 DIMS = {"optical": 12, "rf": 6, "radar": 8, "acoustic": 4}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rooivalk.monitoring.profile import ProfileInfo, build_profile, save_profile
+from rooivalk.evaluation.profile import ProfileInfo, build_profile, save_profile
 
 NUMERIC = [f"x{i}" for i in range(6)]
 CLASSES = ["bird", "drone", "none"]

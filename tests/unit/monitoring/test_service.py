@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from rooivalk.monitoring.profile import load_profile, save_profile
+from rooivalk.evaluation.profile import load_profile, save_profile
 from rooivalk.monitoring.service import DriftMonitor, make_server
 from rooivalk.plan import MonitoringSpec, WebhookSpec
 from tests.unit.monitoring.receiver import Receiver

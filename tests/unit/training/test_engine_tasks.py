@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rooivalk.models import create_model
-from rooivalk.models.fusion import FusionTransformer
+from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.plan import ModelSpec, StageLR, StageSpec, TrainingSpec
 from rooivalk.training.budget import StepCost
 from rooivalk.training.checkpoint import CheckpointError

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rooivalk.data.ingest_events import ensure_source
 from rooivalk.plan import Plan
-from rooivalk.training.multisensor_steps import ensure_source
 
 
 def plan_for(source: Path, **simulate: Any) -> Plan:

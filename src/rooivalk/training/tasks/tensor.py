@@ -9,27 +9,15 @@ features; the fusion model's inputs are cached embeddings already.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.models.inference import Arrays, batched_logits, gather_rows, row_batches
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.tasks.base import Autocast, Inputs, Task, score_logits, to_device
-
-Arrays = dict[str, np.ndarray]
-
-
-def _gather(arrays: Arrays, rows: np.ndarray | slice) -> dict[str, torch.Tensor]:
-    return {name: torch.from_numpy(np.ascontiguousarray(array[rows])) for name, array in arrays.items()}
-
-
-def _row_batches(arrays: Arrays, batch_size: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    count = len(next(iter(arrays.values())))
-    for start in range(0, count, batch_size):
-        yield start, _gather(arrays, slice(start, start + batch_size))
 
 
 class TensorClassification(Task):
@@ -60,17 +48,15 @@ class TensorClassification(Task):
         self, index: np.ndarray, stage: ResolvedStage, generator: torch.Generator | None, device: torch.device
     ) -> tuple[Inputs, torch.Tensor]:
         target = torch.as_tensor(self._train_labels[index]).to(device)
-        return to_device(self.model_inputs(_gather(self.train, index)), device), target
+        return to_device(self.model_inputs(gather_rows(self.train, index)), device), target
 
-    @torch.inference_mode()
     def predict(self, model: nn.Module, arrays: Arrays, batch_size: int, device: torch.device) -> torch.Tensor:
         """Logits (N, C) on the CPU for every row of `arrays`, in eval mode."""
-        model.eval()
-        outputs = [
-            self.forward(model, to_device(self.model_inputs(batch), device)).float().cpu()
-            for _, batch in _row_batches(arrays, batch_size)
-        ]
-        return torch.cat(outputs) if outputs else torch.empty(0, self.num_classes)
+
+        def forward(network: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.forward(network, to_device(self.model_inputs(batch), device))
+
+        return batched_logits(model, arrays, batch_size, forward, self.num_classes)
 
     @torch.inference_mode()
     def evaluate(
@@ -80,7 +66,7 @@ class TensorClassification(Task):
         arrays = {name: array[rows] for name, array in self.val.items()}
         labels = torch.as_tensor(self._val_labels[rows])
         correct, loss_sum = 0.0, 0.0
-        for start, batch in _row_batches(arrays, batch_size):
+        for start, batch in row_batches(arrays, batch_size):
             with autocast():
                 logits = self.forward(model, to_device(self.model_inputs(batch), device)).float().cpu()
             batch_correct, batch_loss = score_logits(logits, labels[start : start + batch_size])
@@ -88,7 +74,7 @@ class TensorClassification(Task):
         return correct, loss_sum, float(len(labels))
 
     def eval_batch(self, batch_size: int, device: torch.device) -> Inputs:
-        return to_device(self.model_inputs(_gather(self.val, slice(0, batch_size))), device)
+        return to_device(self.model_inputs(gather_rows(self.val, slice(0, batch_size))), device)
 
     # A SensorModel: encoder = forward_features (B, ...) -> (B, D); head = dropout + linear.
     def can_cache_features(self, model: nn.Module) -> bool:
@@ -110,7 +96,7 @@ class TensorClassification(Task):
         if index is not None:
             arrays = {name: array[index] for name, array in arrays.items()}
         chunks = []
-        for _, batch in _row_batches(arrays, batch_size):
+        for _, batch in row_batches(arrays, batch_size):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 features = model.forward_features(to_device(self.model_inputs(batch), device))  # type: ignore[operator]
             chunks.append(features.float().cpu())

@@ -1,6 +1,6 @@
 """A multi-sensor plan end to end in one process: data, sensor models, feature cache, fusion.
 
-`train_multisensor` runs what the multi-sensor pipeline's steps do (rooivalk.training.multisensor_steps),
+`train_multisensor` runs what the multi-sensor pipeline's steps do (rooivalk.steps.multisensor),
 one after another and in memory (no artifacts between them), for scripts and tests that want the
 whole system without KFP.
 """
@@ -10,15 +10,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from rooivalk.data.ingest_events import ingest_events
 from rooivalk.data.ingest_multisensor import MultiSensorIngestResult
-from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
-from rooivalk.models.fusion import FusionTransformer
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
+from rooivalk.features.fusion_features import cache_sensor_features
+from rooivalk.models.fusion_inference import FusionFeatures
+from rooivalk.models.fusion_transformer import FusionTransformer
+from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan
 from rooivalk.training.fitting import FitResult
-from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, train_fusion
+from rooivalk.training.fusion_training import train_fusion
 from rooivalk.training.loop import ProgressFn as Progress
-from rooivalk.training.multisensor_steps import ingest_events, multisensor_parts
-from rooivalk.training.sensors import SensorTrainResult, train_sensor
+from rooivalk.training.sensor_training import train_sensor
 
 
 @dataclass
@@ -35,7 +38,7 @@ class MultiSensorRun:
 def train_multisensor(
     plan: Plan, out_dir: str, progress: Progress | None = None, cache_root: str | None = None
 ) -> MultiSensorRun:
-    specs, fusion_spec = multisensor_parts(plan)
+    specs, fusion_spec = plan.multisensor_parts()
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     dataset_dir = f"{out_dir}/dataset"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rooivalk import events, storage, tracking
+from rooivalk.export.mlflow_onnx import log_onnx_bundle
 from rooivalk.plan import Plan, validate_plan
 
 
@@ -58,7 +59,7 @@ class StepContext:
     def log_onnx_bundles(self, bundles: dict[str, str]) -> None:
         """Each deployment bundle ({model name: folder or URI}) under MLflow's onnx flavor in this step's run."""
         for name, uri in bundles.items():
-            tracking.log_onnx_bundle(self.tracking_uri, self.run_id, uri, name)
+            log_onnx_bundle(self.tracking_uri, self.run_id, uri, name)
 
 
 def _plugin_task_info(family: str) -> tuple[str, bool]:

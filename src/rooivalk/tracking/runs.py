@@ -1,4 +1,4 @@
-"""MLflow tracking: one parent run per pipeline run, a nested run per step, the model registry.
+"""MLflow runs: one parent run per pipeline run, a nested run per step, lineage tags.
 
 Runs are created with MlflowClient rather than `mlflow.start_run` because the parent run is opened
 by one process (the first pipeline step) and closed by another (the exit handler): its status must
@@ -12,31 +12,17 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rooivalk import storage
 from rooivalk.plan import Plan
-from rooivalk.tracking_buffer import (
-    BUFFER_ENV,
-    OFFLINE_TAG,
-    buffered,
-    is_offline_id,
-    new_offline_id,
-    pending_records,
-    reachable,
-)
+from rooivalk.tracking.buffer import BUFFER_ENV, buffered, new_offline_id, pending_records
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from rooivalk.promotion import Registration
 
 RUN_KEY_TAG = "rooivalk.run_key"
 STEP_TAG = "rooivalk.step"
@@ -127,7 +113,7 @@ def _offline_run(_args: dict[str, Any]) -> str:
     return new_offline_id()
 
 
-@buffered("create_pipeline_run", _offline_run)
+@buffered("create_pipeline_run", _offline_run, creates_run=True)
 def create_pipeline_run(
     tracking_uri: str, plan_dict: dict[str, Any], run_key: str, pipeline: str, extra_tags: dict[str, str] | None = None
 ) -> str:
@@ -143,7 +129,7 @@ def create_pipeline_run(
     return str(run.info.run_id)
 
 
-@buffered("open_step_run", _offline_run)
+@buffered("open_step_run", _offline_run, creates_run=True)
 def open_step_run(tracking_uri: str, parent_run_id: str, step: str, extra_tags: dict[str, str] | None = None) -> str:
     client = client_for(tracking_uri)
     parent = client.get_run(parent_run_id)
@@ -180,40 +166,6 @@ def log_artifact(tracking_uri: str, run_id: str, path: str, artifact_path: str |
         client.log_artifacts(run_id, path, artifact_path)
     else:
         client.log_artifact(run_id, path, artifact_path)
-
-
-def log_onnx_bundle(tracking_uri: str, run_id: str, bundle_uri: str, name: str) -> None:
-    """A deployment bundle's ONNX model under MLflow's onnx flavor (servable with `mlflow models serve`,
-    registrable) plus the bundle's files, in the step's run. Not buffered: the bundle itself is already
-    in storage, so an unreachable server costs the flavor copy only, with a warning. The server is
-    probed first (as buffered calls do): MLflow's own client would retry a dead server with backoff
-    for minutes (the suite's offline-run test took 320 s before this probe, 97 s after)."""
-    from rooivalk.export.predictor import log_bundle_to_mlflow
-
-    if is_offline_id(run_id) or not reachable(tracking_uri):
-        log.warning(
-            "tracking server %s unreachable: the %s ONNX model is not logged under MLflow's onnx flavor "
-            "(the bundle itself is in storage at %s)",
-            tracking_uri,
-            name,
-            bundle_uri,
-        )
-        return
-
-    with tempfile.TemporaryDirectory(prefix="rooivalk-bundle-") as tmp:
-        local = Path(bundle_uri)
-        if storage.parse_uri(bundle_uri).is_s3:
-            storage.copy_folder(bundle_uri, tmp)
-            local = Path(tmp)
-        try:
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.start_run(run_id=run_id)
-            try:
-                log_bundle_to_mlflow(local, name)
-            finally:
-                mlflow.end_run()  # the step's own finish_run sets the final status afterwards
-        except MlflowException as error:
-            log.warning("could not log the %s ONNX model to MLflow at %s: %s", name, tracking_uri, error)
 
 
 @buffered("finish_run", _nothing)
@@ -263,145 +215,6 @@ def pipeline_run_id(plan_dict: dict[str, Any], run_key: str) -> str:
     if found is None:
         raise LookupError(f"no pipeline run with key {run_key!r} in experiment {plan.tracking.experiment!r}")
     return found
-
-
-def register_model(
-    tracking_uri: str,
-    run_id: str,
-    model: Any,
-    name: str,
-    tags: dict[str, str],
-    alias: str | None = None,
-    extra_artifacts: dict[str, str] | None = None,
-) -> tuple[str, str]:
-    """Log the PyTorch model under the step run and register it; returns (name, version).
-
-    Pickle serialization, not torch.export: an exported program freezes the example's batch size.
-    """
-    import mlflow.pytorch
-
-    client_for(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=[])
-        for artifact_path, local_path in (extra_artifacts or {}).items():
-            log_artifact(tracking_uri, run_id, local_path, artifact_path)
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
-    if alias:
-        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version.version))
-    return name, str(version.version)
-
-
-def _register_candidate(
-    tracking_uri: str,
-    plan: Plan,
-    run_id: str,
-    parent_run_id: str,
-    network: Any,
-    dataset_version: str,
-    extra_artifacts: dict[str, str],
-    extra_tags: dict[str, str] | None = None,
-    dataset_dir: str | None = None,
-) -> Registration:
-    """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
-    and export gates to get here), alias it `challenger`, and let rooivalk.promotion decide whether
-    it becomes `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`);
-    with `dataset_dir`, a champion scored on another dataset version is re-scored on its test split."""
-    from rooivalk.evaluation.rescore import champion_rescorer
-    from rooivalk.promotion import Registration, promote_challenger, report_metrics
-
-    tags = {
-        **lineage_tags(plan, dataset_version),
-        "rooivalk.status": "validated",
-        "rooivalk.parent_run_id": parent_run_id,
-        **(extra_tags or {}),
-    }
-    name = plan.tracking.registered_model or plan.name
-    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
-    report = json.loads(Path(extra_artifacts["evaluation"], "evaluation.json").read_text())
-    system = plan.fusion is not None
-    default_metric = "fusion_test_accuracy" if system else "test_accuracy"
-    spec = plan.tracking.promotion
-    rescore = None
-    if dataset_dir is not None:
-        rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, spec.metric or default_metric, system)
-    decision = promote_challenger(
-        tracking_uri, name, version, report_metrics(report), dataset_version, spec, default_metric, rescore
-    )
-    return Registration(name, version, decision)
-
-
-def _offline_registration(args: dict[str, Any]) -> Registration:
-    from rooivalk.promotion import buffered_registration
-
-    return buffered_registration(Plan.model_validate(args["plan_dict"]))
-
-
-@buffered("register", _offline_registration)
-def register(
-    tracking_uri: str,
-    plan_dict: dict[str, Any],
-    run_id: str,
-    parent_run_id: str,
-    model_dir: str,
-    dataset_version: str,
-    extra_artifacts: dict[str, str],
-    sensor_dirs: list[str] | None = None,
-    dataset_dir: str | None = None,
-) -> Registration:
-    """Register a trained model, or with `sensor_dirs` a multi-sensor system (the fusion model at
-    `model_dir` as the MLflow model, its sensor models as `sensors/<name>` artifacts, tagged with the
-    features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run,
-    and so does the model folder itself (`trained_model/`), which a later promotion re-scores on new
-    data (`dataset_dir`: the test set of this registration). Folders, not objects, so that a
-    registration buffered while the server is down can be replayed."""
-    from rooivalk.evaluation.rescore import SENSORS_ARTIFACT, TRAINED_MODEL_ARTIFACT
-
-    plan = Plan.model_validate(plan_dict)
-    artifacts = {**extra_artifacts, TRAINED_MODEL_ARTIFACT: model_dir}
-    if not sensor_dirs:
-        from rooivalk.models import load_trained_model
-
-        network, _ = load_trained_model(model_dir)
-        return _register_candidate(
-            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, dataset_dir=dataset_dir
-        )
-    from rooivalk.training.multisensor_artifacts import load_fusion_model, read_sensor_info
-
-    fusion, info = load_fusion_model(model_dir)
-    for folder in sensor_dirs:
-        artifacts[f"{SENSORS_ARTIFACT}/{read_sensor_info(folder).sensor}"] = folder
-    tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(fusion.sensors)}
-    return _register_candidate(
-        tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags, dataset_dir
-    )
-
-
-_CREATES = ("create_pipeline_run", "open_step_run")
-
-
-def replay(op: str, tracking_uri: str, args: dict[str, Any], offline_result: Any) -> Any:
-    """Run one buffered call for real (rooivalk.tracking_buffer.sync). A run it creates is tagged
-    with its offline id, and found by it instead of created again when the record is replayed twice."""
-    functions: dict[str, Any] = {
-        "create_pipeline_run": create_pipeline_run,
-        "open_step_run": open_step_run,
-        "log_metrics": log_metrics,
-        "set_tags": set_tags,
-        "log_artifact": log_artifact,
-        "finish_run": finish_run,
-        "close_pipeline_run": close_pipeline_run,
-        "register": register,
-    }
-    if op not in functions:
-        raise ValueError(f"unknown buffered tracking call {op!r}")
-    if op in _CREATES:
-        client = client_for(tracking_uri)
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        found = client.search_runs(experiments, filter_string=f"tags.`{OFFLINE_TAG}` = '{offline_result}'")
-        if found:
-            return str(found[0].info.run_id)
-        args = {**args, "extra_tags": {**(args.get("extra_tags") or {}), OFFLINE_TAG: str(offline_result)}}
-    return functions[op].__wrapped__(tracking_uri, **args)
 
 
 def close_pipeline_run_by_key(plan: Plan, run_key: str, expected_steps: list[str]) -> str:

@@ -83,8 +83,8 @@ def download_champion(tracking_uri: str, plan: Plan, dest_dir: str) -> str | Non
     yet (the first retraining trains from the plan's own starting point)."""
     from mlflow import MlflowClient
 
-    from rooivalk.evaluation.rescore import TRAINED_MODEL_ARTIFACT, download_run_artifact
-    from rooivalk.promotion import champion_version
+    from rooivalk.tracking.promotion import champion_version
+    from rooivalk.tracking.registry import TRAINED_MODEL_ARTIFACT, download_run_artifact
 
     name = plan.tracking.registered_model or plan.name
     champion = champion_version(MlflowClient(tracking_uri=tracking_uri), name)

@@ -3,7 +3,9 @@ are written to a buffer (one JSON record per call, under any storage URI) and `r
 replays them later, without duplicates.
 
 How it works:
-- `buffered("op")` wraps a rooivalk.tracking function. Before calling it, the server's /health is
+- `buffered("op")` wraps a tracking function and registers it for replay under `op` (the layer that
+  defines an op registers it: rooivalk.tracking its run calls, rooivalk.steps.registration the model
+  registration, which loads models tracking knows nothing of). Before calling it, the server's /health is
   probed (3 s timeout, remembered per process for 30 s, so an outage costs one timeout, not MLflow's
   minutes of retries). Unreachable, or a connection error during the call, or a run id that was itself
   made offline: the call's arguments are recorded and an offline result returned (a run id
@@ -41,6 +43,9 @@ _PROBE_TTL_SECONDS = 30.0
 _probes: dict[str, tuple[float, bool]] = {}
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# op -> (the unwrapped function, whether it creates a run); filled by `buffered` at import.
+_REPLAYABLE: dict[str, tuple[Callable[..., Any], bool]] = {}
 
 
 class TrackingOffline(ConnectionError):
@@ -132,13 +137,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def buffered(
-    op: str, offline_result: Callable[[dict[str, Any]], Any], file_args: tuple[str, ...] = (), writes: bool = True
+    op: str,
+    offline_result: Callable[[dict[str, Any]], Any],
+    file_args: tuple[str, ...] = (),
+    writes: bool = True,
+    creates_run: bool = False,
 ) -> Callable[[F], F]:
     """Wrap a tracking function whose first parameter is the tracking URI (see module doc).
     `offline_result(args)`: what the call returns when buffered; `writes=False` for look-ups, which
-    are answered from the buffer and not recorded."""
+    are answered from the buffer and not recorded; `creates_run`: the call takes `extra_tags` and
+    returns a new run's id (replay tags the run with its offline id, so a second replay finds it)."""
 
     def decorate(func: F) -> F:
+        if writes:
+            _REPLAYABLE[op] = (func, creates_run)
         import inspect
 
         signature = inspect.signature(func)
@@ -205,8 +217,6 @@ class SyncResult:
 def sync(buffer: str, tracking_uri: str | None = None, progress: Callable[[str], None] | None = None) -> SyncResult:
     """Replay a buffer's pending records against `tracking_uri` (default: the URI each record was
     meant for). Idempotent: replayed records are listed in synced.json; runs are found by offline id."""
-    from rooivalk import tracking
-
     report = progress or (lambda _text: None)
     state = _synced(buffer)
     skipped = len(state["done"])
@@ -216,7 +226,7 @@ def sync(buffer: str, tracking_uri: str | None = None, progress: Callable[[str],
         if not reachable(uri):
             raise TrackingOffline(f"tracking server {uri} is still unreachable; {replayed} records replayed so far")
         args = _map_ids(item["args"], state["ids"])
-        result = tracking.replay(item["op"], uri, args, item["result"])
+        result = replay(item["op"], uri, args, item["result"])
         if isinstance(item["result"], str) and item["result"].startswith(OFFLINE_PREFIX):
             state["ids"][item["result"]] = result
             created += 1
@@ -225,3 +235,24 @@ def sync(buffer: str, tracking_uri: str | None = None, progress: Callable[[str],
         replayed += 1
         report(f"replayed {item['op']} ({item['id']})")
     return SyncResult(replayed, skipped, created, tracking_uri)
+
+
+def replay(op: str, tracking_uri: str, args: dict[str, Any], offline_result: Any) -> Any:
+    """Run one buffered call for real. A run it creates is tagged with its offline id, and found by it
+    instead of created again when the record is replayed twice."""
+    if op not in _REPLAYABLE:
+        raise ValueError(
+            f"unknown buffered tracking call {op!r} (its module is not imported: registrations replay "
+            "through rooivalk.steps.registration, which `rooivalk sync` imports)"
+        )
+    func, creates_run = _REPLAYABLE[op]
+    if creates_run:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(experiments, filter_string=f"tags.`{OFFLINE_TAG}` = '{offline_result}'")
+        if found:
+            return str(found[0].info.run_id)
+        args = {**args, "extra_tags": {**(args.get("extra_tags") or {}), OFFLINE_TAG: str(offline_result)}}
+    return func(tracking_uri, **args)

@@ -1,11 +1,10 @@
-"""What the counter-drone pipeline's steps hand each other: sensor models, fusion features, the fusion model.
+"""The trained models of a multi-sensor system as the pipeline's steps hand them to each other.
 
 Layouts (written through rooivalk.storage, so a local folder or an s3:// prefix; the info file is
 written last, so a folder without it is an incomplete write and is refused on load):
     sensor model   model.pt (state dict), sensor.json (SensorModelInfo)
-    features       <sensor>.npy float32 (N, D_s) over all events (zeros where absent), present.npy
-                   bool (N, S), features.json (FusionFeaturesInfo: dataset version, content key, cache counters)
     fusion model   model.pt, fusion.json (FusionModelInfo)
+(The cached fusion features between them: rooivalk.features.fusion.)
 
 State dicts load with weights_only=True. A model is rebuilt from its spec without pretrained
 weights (they are inside the state dict), so loading never needs the weight files of training.
@@ -13,28 +12,37 @@ weights (they are inside the state dict), so loading never needs the weight file
 
 from __future__ import annotations
 
-import hashlib
-import json
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
+from torch import nn
 
 from rooivalk import storage
-from rooivalk.data.dataset import load_npy, npy_bytes
-from rooivalk.features.sensors import sensor_encoding
-from rooivalk.models import create_model
+from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.models.artifact import load_state_dict_into, read_info_file, state_dict_bytes
-from rooivalk.models.fusion import FusionTransformer
+from rooivalk.models.fusion_inference import build_fusion
+from rooivalk.models.fusion_transformer import FusionTransformer
+from rooivalk.models.inference import batched_logits
+from rooivalk.models.registry import create_model
+from rooivalk.models.sensor_encoding import SensorEncoding, sensor_encoding, sensor_split
 from rooivalk.plan import FusionSpec, ModelSpec
-from rooivalk.training.fusion import FusionFeatures, build_fusion, embedding_dims
-from rooivalk.training.sensors import SensorTrainResult
 
 WEIGHTS_FILE = "model.pt"
 SENSOR_INFO = "sensor.json"
-FEATURES_INFO = "features.json"
 FUSION_INFO = "fusion.json"
-PRESENT_FILE = "present.npy"
+
+
+@dataclass
+class SensorTrainResult:
+    name: str
+    model: nn.Module
+    encoding: SensorEncoding
+    val_accuracy: float
+    seconds: float
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None
 
 
 class SensorModelInfo(BaseModel):
@@ -46,15 +54,6 @@ class SensorModelInfo(BaseModel):
     seconds: float
     stages: list[dict[str, Any]] = []
     weights_sha256: str | None = None  # checked on load
-
-
-class FusionFeaturesInfo(BaseModel):
-    dataset_version: str
-    sensors: list[str]
-    dims: dict[str, int]
-    key: str  # sha256 over every (sensor, split) feature-cache key: equal keys, equal features
-    cache: dict[str, dict[str, Any]]  # sensor -> hits, misses, forward passes, keys
-    files: dict[str, str] = {}  # .npy file -> sha256, checked on load
 
 
 class FusionModelInfo(BaseModel):
@@ -100,34 +99,26 @@ def load_sensor_model(model_dir: str) -> tuple[SensorTrainResult, SensorModelInf
     return result, info
 
 
-def features_key(cache: dict[str, dict[str, Any]]) -> str:
-    keys = {sensor: stats["keys"] for sensor, stats in sorted(cache.items())}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
-
-
-def save_fusion_features(folder: str, features: FusionFeatures, dataset_version: str) -> FusionFeaturesInfo:
-    files = {
-        f"{name}.npy": storage.write_bytes(f"{folder}/{name}.npy", npy_bytes(matrix.astype(np.float32)))
-        for name, matrix in features.features.items()
-    }
-    files[PRESENT_FILE] = storage.write_bytes(f"{folder}/{PRESENT_FILE}", npy_bytes(features.present.astype(bool)))
-    info = FusionFeaturesInfo(
-        files=files,
-        dataset_version=dataset_version,
-        sensors=list(features.features),
-        dims=embedding_dims(features),
-        key=features_key(features.cache),
-        cache=features.cache,
-    )
-    storage.write_text(f"{folder}/{FEATURES_INFO}", info.model_dump_json(indent=2))
-    return info
-
-
-def load_fusion_features(folder: str) -> tuple[FusionFeatures, FusionFeaturesInfo]:
-    info = FusionFeaturesInfo.model_validate_json(read_info_file(folder, FEATURES_INFO, "fusion feature set"))
-    matrices = {name: load_npy(f"{folder}/{name}.npy", info.files.get(f"{name}.npy")) for name in info.sensors}
-    present = load_npy(f"{folder}/{PRESENT_FILE}", info.files.get(PRESENT_FILE))
-    return FusionFeatures(matrices, present, info.cache), info
+def load_sensor_models(
+    model_dirs: list[str], dataset: MultiSensorDataset, same_version: bool = True
+) -> dict[str, SensorTrainResult]:
+    """The sensor models in the dataset's sensor order (the order of its presence-mask columns,
+    which the fusion model's tokens follow), checked against the dataset they must have trained on
+    (`same_version=False` to score older models on new data, as champion re-scoring does)."""
+    loaded: dict[str, SensorTrainResult] = {}
+    for model_dir in model_dirs:
+        result, info = load_sensor_model(model_dir)
+        if same_version and info.dataset_version != dataset.info.version_id:
+            raise ValueError(
+                f"{model_dir}: sensor model {info.sensor!r} was trained on dataset {info.dataset_version}, "
+                f"not {dataset.info.version_id}"
+            )
+        if info.sensor in loaded:
+            raise ValueError(f"{model_dir}: a second model for sensor {info.sensor!r}")
+        loaded[info.sensor] = result
+    if sorted(loaded) != sorted(dataset.sensor_names):
+        raise ValueError(f"sensor models for {sorted(loaded)}, but the dataset has sensors {dataset.sensor_names}")
+    return {name: loaded[name] for name in dataset.sensor_names}
 
 
 def save_fusion_model(model_dir: str, model: FusionTransformer, info: FusionModelInfo) -> None:
@@ -140,3 +131,14 @@ def load_fusion_model(model_dir: str) -> tuple[FusionTransformer, FusionModelInf
     model = build_fusion(info.dims, len(info.classes), info.spec)
     load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info
+
+
+def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
+    """Accuracy of the sensor model alone on the split's events that have its sample."""
+    inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
+    if not len(labels):
+        return float("nan")
+    logits = batched_logits(
+        result.model, {"inputs": inputs}, 256, lambda model, batch: model(batch["inputs"]), dataset.num_classes
+    )
+    return float((logits.argmax(1).numpy() == labels).mean())

@@ -11,42 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from rooivalk.data.dataset import SPLIT_CODES
-from rooivalk.data.multisensor import MultiSensorDataset
-from rooivalk.features.sensors import SensorEncoding, sensor_encoding
+from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.models import create_model
 from rooivalk.models.registry import family_task
+from rooivalk.models.sensor_artifacts import SensorTrainResult
+from rooivalk.models.sensor_encoding import sensor_encoding, sensor_split
 from rooivalk.plan import SensorSpec
 from rooivalk.training.fitting import fit_model
 from rooivalk.training.loop import MetricsFn, ProgressFn
 from rooivalk.training.tasks import ImageClassification, Task, TensorClassification
-
-
-@dataclass
-class SensorTrainResult:
-    name: str
-    model: nn.Module
-    encoding: SensorEncoding
-    val_accuracy: float
-    seconds: float
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    resumed_from: str | None = None
-
-
-def sensor_split(
-    dataset: MultiSensorDataset, name: str, split: str, encoding: SensorEncoding
-) -> tuple[np.ndarray, np.ndarray]:
-    """(model inputs, labels) of the split's events that have this sensor's sample."""
-    rows = dataset.present_of(name) & (dataset.splits == SPLIT_CODES[split])
-    return encoding.preprocess(dataset.arrays[name][rows]), dataset.labels[rows]
 
 
 def sensor_task(name: str, spec: SensorSpec, model: nn.Module, dataset: MultiSensorDataset) -> Task:
@@ -104,13 +81,3 @@ def train_sensor(
         fit.history,
         fit.resumed_from,
     )
-
-
-def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
-    """Accuracy of the sensor model alone on the split's events that have its sample."""
-    inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
-    if not len(labels):
-        return float("nan")
-    task = TensorClassification({"inputs": inputs}, labels, {"inputs": inputs}, labels, dataset.num_classes)
-    logits = task.predict(result.model, {"inputs": inputs}, 256, torch.device("cpu"))
-    return float((logits.argmax(1).numpy() == labels).mean())

@@ -3,11 +3,11 @@ only when it beats the current champion on the same test set by the plan's metri
 
 "The same test set" is checked, not assumed: each version carries its dataset version id and its
 score as tags. When the champion was scored on another dataset version, its score is not comparable:
-`rescore` (champion version -> its score on the challenger's test set; rooivalk.evaluation.rescore
-downloads and scores it) gives the comparable score. Without one, or when the champion cannot be
-scored there (RescoreUnavailable), the champion stays (a person can still move the alias in MLflow). The decision,
-both scores and the reason are written to the challenger's version tags and returned, so the
-register step logs them on its run.
+`rescore` (champion version -> its score on the challenger's test set, handed in by the caller:
+rooivalk.evaluation.rescore downloads and scores it) gives the comparable score. Without one, or when
+the champion cannot be scored there (RescoreUnavailable), the champion stays (a person can still move
+the alias in MLflow). The decision, both scores and the reason are written to the challenger's version
+tags and returned, so the register step logs them on its run.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from rooivalk.evaluation.rescore import RescoreUnavailable
 from rooivalk.plan import Plan, PromotionSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "rooivalk.score"
 DATASET_TAG = "rooivalk.dataset_version"
-DECISION_TAG = "rooivalk.promotion"
+DECISION_TAG = "rooivalk.tracking.promotion"
+
+
+class RescoreUnavailable(RuntimeError):
+    """The champion cannot be scored on this test set (artifacts missing, classes differ)."""
 
 
 @dataclass

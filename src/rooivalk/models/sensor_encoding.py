@@ -14,11 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.data.dataset import SPLIT_CODES
+from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.data.transforms import to_model_input
-from rooivalk.features.cache import forward_features
 from rooivalk.models.rf_cnn_transformer import iq_to_input
 from rooivalk.models.timm_family import input_channels, normalization
 from rooivalk.plan import ModelSpec
+
+
+def forward_features(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The encoder's embedding of a batch: the model's own `forward_features`."""
+    return model.forward_features(batch)  # type: ignore[operator,no-any-return]
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,11 @@ def sensor_encoding(model: nn.Module, spec: ModelSpec) -> SensorEncoding:
         return SensorEncoding(_as_float32, {"kind": "float32"})
     raise ValueError(f"model.family {spec.family!r} has no sensor encoding; known: timm, rf_cnn_transformer, "
                      "radar_sequence, acoustic_crepe")  # fmt: skip
+
+
+def sensor_split(
+    dataset: MultiSensorDataset, name: str, split: str, encoding: SensorEncoding
+) -> tuple[np.ndarray, np.ndarray]:
+    """(model inputs, labels) of the split's events that have this sensor's sample."""
+    rows = dataset.present_of(name) & (dataset.splits == SPLIT_CODES[split])
+    return encoding.preprocess(dataset.arrays[name][rows]), dataset.labels[rows]

@@ -1,0 +1,60 @@
+"""The register step: load what training wrote and hand it to the registry (rooivalk.tracking.registry).
+
+Buffered as the op `register` while the tracking server is down: its arguments are folders, not
+objects, so `rooivalk sync` replays it later (which is why `rooivalk sync` imports this module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rooivalk.evaluation.rescore import champion_rescorer
+from rooivalk.models import load_trained_model
+from rooivalk.models.sensor_artifacts import load_fusion_model, read_sensor_info
+from rooivalk.plan import Plan
+from rooivalk.tracking.buffer import buffered
+from rooivalk.tracking.promotion import Registration, buffered_registration
+from rooivalk.tracking.registry import SENSORS_ARTIFACT, TRAINED_MODEL_ARTIFACT, promotion_metric, register_candidate
+
+
+def _offline_registration(args: dict[str, Any]) -> Registration:
+    return buffered_registration(Plan.model_validate(args["plan_dict"]))
+
+
+@buffered("register", _offline_registration)
+def register(
+    tracking_uri: str,
+    plan_dict: dict[str, Any],
+    run_id: str,
+    parent_run_id: str,
+    model_dir: str,
+    dataset_version: str,
+    extra_artifacts: dict[str, str],
+    sensor_dirs: list[str] | None = None,
+    dataset_dir: str | None = None,
+) -> Registration:
+    """Register a trained model, or with `sensor_dirs` a multi-sensor system (the fusion model at
+    `model_dir` as the MLflow model, its sensor models as `sensors/<name>` artifacts, tagged with the
+    features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run,
+    and so does the model folder itself (`trained_model/`), which a later promotion re-scores on new
+    data (`dataset_dir`: the test set of this registration). Folders, not objects, so that a
+    registration buffered while the server is down can be replayed."""
+    plan = Plan.model_validate(plan_dict)
+    artifacts = {**extra_artifacts, TRAINED_MODEL_ARTIFACT: model_dir}
+    rescore = None
+    if dataset_dir is not None:
+        name = plan.tracking.registered_model or plan.name
+        system = plan.fusion is not None
+        rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, promotion_metric(plan), system)
+    if not sensor_dirs:
+        network, _ = load_trained_model(model_dir)
+        return register_candidate(
+            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, rescore=rescore
+        )
+    fusion, info = load_fusion_model(model_dir)
+    for folder in sensor_dirs:
+        artifacts[f"{SENSORS_ARTIFACT}/{read_sensor_info(folder).sensor}"] = folder
+    tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(fusion.sensors)}
+    return register_candidate(
+        tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags, rescore
+    )
