@@ -304,17 +304,3 @@ def copy_folder(source: str | Path, target: str | Path, last: str | None = None)
         relative = uri[len(base) :].lstrip("/")
         write_bytes(f"{str(target).rstrip('/')}/{relative}", read_bytes(uri))
     return len(uris)
-
-
-def local_copy(uri: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A local path holding the object at `uri` (the path itself when it is already local)."""
-    loc = parse_uri(uri)
-    if not loc.is_s3:
-        path = Path(loc.key)
-        if not path.exists():
-            raise StorageError(f"{uri}: no such file or directory")
-        return path
-    directory = Path(cache_dir or tempfile.mkdtemp(prefix="rooivalk-"))
-    target = directory / Path(loc.key).name
-    write_bytes(target, read_bytes(uri))
-    return target

@@ -7,8 +7,9 @@ Input: float (N, T, F) tracks (F = 8: position km, velocity / 50 m/s, micro-Dopp
   velocities are noisy at range (plot noise / 0.5 s). Measured on the demo's 4000 events (2 seeds):
   radar alone 70.7% and 73.7% with raw inputs, 79.8% and 78.2% with kinematics.
 - architecture `ssm`: a stack of selective state-space blocks (Mamba's S6 recurrence: input-dependent
-  step size, B and C) written in plain PyTorch with a sequential scan. REFERENCE_PLAN names Mamba-2;
-  its fused CUDA kernels are not installable here, and at T = 32 a Python-loop scan costs little.
+  step size, B and C) written in plain PyTorch with a sequential scan. The reference plan
+  (docs/reference_plan.md) names Mamba-2; its fused CUDA kernels are not installable here, and at
+  T = 32 a Python-loop scan costs little.
 - architecture `gru`: a 2-layer GRU, the simple alternative.
 Both pool the sequence (mean and last step) into one embedding. `ssm` and `gru` read the raw track
 (models trained before the kinematic front end keep loading).

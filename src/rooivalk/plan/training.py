@@ -49,8 +49,7 @@ class OptimizerSpec(Strict):
     fused: bool = Field(
         True,
         description="torch's fused update (one kernel over all parameters) where every parameter is a float "
-        "tensor on CPU or CUDA, else the foreach update. An AdamW update over EfficientNet-Lite0 took 2.3 ms "
-        "against 6.8 ms on 2 CPU cores (benchmarks/optimizer_step.py); false: always foreach.",
+        "tensor on CPU or CUDA, else the foreach update; false: always foreach.",
     )
 
 
@@ -194,14 +193,11 @@ class StageSpec(Strict):
 class AutoScheduleSpec(Strict):
     """`schedule: auto`: a cached linear probe, then every group together.
 
-    Chosen by measurement (benchmarks/unfreezing.py, docs/results/unfreezing.md): every BatchNorm's
-    statistics are first re-estimated on the target data (`bn_unfreeze: recalibrate`), the head
-    learns on cached features of the frozen backbone for a few cheap epochs over a subset, then all
-    groups train with LRs from `top` at the head down to `top / lowest_ratio` at the stem (geometric
-    per group). On Fashion-MNIST at 48 px every ratio above 1 measured worse (early groups must adapt
-    from 224 px colour to small grayscale images), so the default is one LR for all groups. Ratios
-    below 1 (early groups faster) closed auto's gap to the plain fine-tune at 150 s but not at 300 s
-    (docs/results/unfreezing_tta.md), so they stay an option.
+    Every BatchNorm's statistics are first re-estimated on the target data (`bn_unfreeze:
+    recalibrate`), the head learns on cached features of the frozen backbone for a few cheap epochs
+    over a subset, then all groups train with LRs from `top` at the head down to `top / lowest_ratio`
+    at the stem (geometric per group). The default is one LR for all groups (docs/training.md says
+    when to change it).
     """
 
     head_epochs: int = Field(5, ge=1, description="linear-probe epochs on cached features (cheap)")
@@ -228,7 +224,7 @@ class TrainingSpec(Strict):
     schedule: Literal["auto", "reference"] = Field(
         "auto",
         description="Pretrained models without explicit stages. auto: cached head stage, then all groups "
-        "with per-group LRs (see `auto`); reference: REFERENCE_PLAN.md's three stages (head; last:2 + head; "
+        "with per-group LRs (see `auto`); reference: the reference plan's three stages (head; last:2 + head; "
         "all at 1e-7..1e-3).",
     )
     auto: AutoScheduleSpec = AutoScheduleSpec()
@@ -256,8 +252,7 @@ class TrainingSpec(Strict):
     feature_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="Forward-only feature extraction for cache_features stages. auto: bf16 autocast where "
-        "the device has native bf16 (measured 1.7x faster inference on an AVX512-BF16 CPU, while bf16 "
-        "*training* there was 2x slower), else fp32.",
+        "the device has native bf16 (forward passes gain there even where bf16 training does not), else fp32.",
     )
     bn_frozen: Literal["eval", "train"] = Field(
         "eval", description="BatchNorm in frozen groups: eval keeps its statistics, train updates them."

@@ -26,7 +26,8 @@ class ResolvedStage:
 
 
 def reference_stages() -> list[StageSpec]:
-    """REFERENCE_PLAN.md's three stages: head; last two groups + head; all groups at 1e-7..1e-3."""
+    """The reference plan's three stages (docs/reference_plan.md): head; last two groups + head; all
+    groups at 1e-7..1e-3."""
     return [
         StageSpec(name="head", epochs=1, train=[HEAD], lr=StageLR(head=1e-3)),
         StageSpec(name="top", epochs=2, train=["last:2", HEAD], lr=StageLR(head=1e-3, backbone=(1e-5, 1e-4))),

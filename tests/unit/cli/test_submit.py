@@ -21,7 +21,6 @@ from typer.testing import CliRunner, Result
 
 from rooivalk.cli import app
 from rooivalk.cli.common import CLUSTER_TRACKING_URI
-from rooivalk.cli.compile import PIPELINES
 from rooivalk.cli.submit import DEFAULT_TOKEN_PATH, TOKEN_ENV, SubmitError, parse_params
 from rooivalk.plan import Plan, load_plan
 from tests.unit.cli.kfp_api_fake import FakeKfpApi
@@ -148,7 +147,6 @@ def test_namespace_and_in_cluster_token_reach_the_api(
     assert {r.headers.get("authorization") for r in kfp_api.requests} == {"Bearer projected-sa-token"}
 
 
-@pytest.mark.skipif("retraining" not in PIPELINES, reason="the retraining pipeline is not in rooivalk.cli.compile yet")
 def test_new_data_starts_the_retraining_pipeline_on_that_object(kfp_api: FakeKfpApi) -> None:
     result = _submit(kfp_api.url, "--pipeline", "retraining", "--param", "data_uri=s3://drone-data/batch-7.tar")
     assert result.exit_code == 0, result.output

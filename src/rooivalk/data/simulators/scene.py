@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 CLASSES = ["commercial_drone", "military_drone", "bird", "aircraft", "clutter"]
-# Class prior of a simulated stream; REFERENCE_PLAN's optical set has roughly these proportions.
+# Class prior of a simulated stream; the reference plan's optical set has roughly these proportions.
 CLASS_WEIGHTS = [0.25, 0.15, 0.25, 0.15, 0.20]
 
 # airframe: what the object is physically (drives silhouette, acoustics, micro-Doppler, RCS).
