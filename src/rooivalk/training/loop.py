@@ -12,7 +12,6 @@ changes during training is in `state_dict()`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import time
@@ -30,22 +29,22 @@ from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec, TrainingSpec
 from rooivalk.training.batchnorm import recalibrate_before_training
 from rooivalk.training.budget_planning import replan_budget, replan_interval, steps_for_budget
+from rooivalk.training.cached_head import HeadFeatureCache
 from rooivalk.training.checkpointing import restore_trainer, trainer_state
 from rooivalk.training.distributed import DistContext
 from rooivalk.training.early_stopping import EarlyStopping
 from rooivalk.training.ema import ModelEMA
 from rooivalk.training.engine_view import EngineView
+from rooivalk.training.epoch_end import finish_epoch
 from rooivalk.training.errors import Preempted, TrainingError
 from rooivalk.training.freezing import freeze_batchnorm_of_frozen
 from rooivalk.training.losses import build_loss
 from rooivalk.training.optim import StageSchedule
-from rooivalk.training.runtime import native_bf16
 from rooivalk.training.sampling import StageSampling
 from rooivalk.training.stage_entry import prepare_stage_optimizer
 from rooivalk.training.stages import ResolvedStage
 from rooivalk.training.state import BudgetClock, RunPosition, step_generator
 from rooivalk.training.tasks import Inputs, Task
-from rooivalk.training.tasks.base import score_logits
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
@@ -109,7 +108,7 @@ class Trainer:
         self.forward_model: nn.Module = self.model  # the DDP wrapper when distributed
         self.trainable_params: list[nn.Parameter] = []  # this stage's, for clipping
         self._entered: int | None = None  # the stage whose optimizer and schedule are built
-        self._feature_cache: dict[tuple[int, str], torch.Tensor] = {}  # (stage, split) -> (N, F)
+        self._head_features = HeadFeatureCache()
         self.sampling = StageSampling(len(self.task.train_labels), self.stages, self.spec, self.dist)
 
     # -- sizes and orders (rooivalk.training.sampling) ---------------------------------------
@@ -322,23 +321,8 @@ class Trainer:
         return self.task.head_on_features(self.model)
 
     def cached_features(self, stage: ResolvedStage, split: str = "train") -> torch.Tensor:
-        """Pre-head features (N, F) of the stage's training subset or of validation, extracted once per stage.
-
-        While everything below the head is frozen (BatchNorm in eval mode), the rest of the model is a
-        fixed function, so each head epoch only needs the head."""
-        key = (self.position.stage_index, split)
-        if key not in self._feature_cache:
-            self._feature_cache = {k: v for k, v in self._feature_cache.items() if k[0] == key[0]}
-            self.progress({"event": "message", "text": f"stage {stage.name}: caching features of {split}"})
-            precision = self.spec.feature_precision
-            bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
-            index = self.stage_subset() if split == "train" else None
-            self._feature_cache[key] = self.task.extract_features(
-                self.model, split, index, stage, self.spec.eval_batch_size, self.device, bf16
-            )
-            self.model.train()
-            freeze_batchnorm_of_frozen(self.model, self.groups, set(stage.group_lrs))
-        return self._feature_cache[key]
+        """Pre-head features (N, F) of a cached head stage (rooivalk.training.cached_head)."""
+        return self._head_features.features(self, stage, split)
 
     def train_step(self, stage: ResolvedStage, positions: np.ndarray, generator: torch.Generator) -> float:
         """One optimizer step on the samples at `positions` of the stage's training samples."""
@@ -385,65 +369,17 @@ class Trainer:
         """(accuracy, mean cross-entropy) on the validation split; each rank scores its share."""
         shard = slice(self.dist.rank, None, self.dist.world_size)
         if stage.cache_features:  # the rest of the model is frozen: score the head on cached val features
-            head = self.task.eval_head(self.eval_model())
-            was_training = head.training
-            head.eval()
-            with torch.inference_mode():
-                logits = head(self.cached_features(stage, "val")[shard].to(self.device)).float().cpu()
-            head.train(was_training)
-            target = torch.as_tensor(self.task.val_labels[shard])
-            scores = (*score_logits(logits, target), float(len(target)))
+            scores = self._head_features.score(self, self.eval_model(), stage, shard)
         else:
             scores = self.task.evaluate(self.eval_model(), shard, self.spec.eval_batch_size, self.device, self.autocast)
         correct, loss_total, count = self.dist.sum(*scores)
         return correct / max(count, 1), loss_total / max(count, 1)
 
     def end_epoch(self, stage: ResolvedStage, seconds: float, seen: int) -> bool:
-        pos, spec = self.position, self.spec
-        schedule = self.schedule_ready()
+        """Validate, step the epoch schedule, keep the best state, log, checkpoint; True: stop early."""
+        self.schedule_ready()  # first: building a scheduler sets its groups' first LRs
         lr = max(g["lr"] for g in self._optimizer_ready().param_groups)
-        val_started = time.perf_counter()
-        val_accuracy, val_loss = self.validate(stage)
-        pos.stage_seconds += seconds + time.perf_counter() - val_started
-        metrics = {
-            "train_loss": pos.epoch_loss_sum / max(pos.epoch_seen, 1),
-            "val_accuracy": val_accuracy,
-            "val_loss": val_loss,
-            "epoch_seconds": seconds,
-            "samples_per_second": seen / max(seconds, 1e-9),
-            "lr_at_epoch_end": lr,
-            "stage_index": float(pos.stage_index),
-        }
-        monitored = metrics[spec.early_stopping.monitor]
-        schedule.step_epoch(monitored)
-        pos.stage_best = val_accuracy if pos.stage_best is None else max(pos.stage_best, val_accuracy)
-        better = pos.best_value is None or (
-            monitored > pos.best_value if spec.early_stopping.mode == "max" else monitored < pos.best_value
-        )
-        pos.next_epoch()
-        if stage.epochs is None and pos.epoch_in_stage < self.stage_epochs():
-            steps_taken = max(seen // (self.rank_batch_size * self.dist.world_size), 1)
-            replan_budget(self, stage, seconds / steps_taken, time.perf_counter() - val_started)
-        if better:
-            pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.eval_model().state_dict().items()})
-        stop = self.early_stopping.update(metrics) if self.early_stopping is not None else False
-        if self.early_stopping is not None and self.early_stopping.improved:
-            self.stage_best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        self.log_metrics(metrics, pos.global_epoch)
-        self.progress(
-            {
-                "event": "epoch_end",
-                "stage": stage.name,
-                "epoch": pos.epoch_in_stage,
-                "epochs": self.stage_epochs(),
-                **metrics,
-                "improved": better,
-            }
-        )
-        if pos.global_epoch % spec.checkpoint.every_epochs == 0 or stop or pos.epoch_in_stage == self.stage_epochs():
-            self.save("epoch")
-        return stop
+        return finish_epoch(self, stage, seconds, seen, lr)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during training (rooivalk.training.checkpointing.trainer_state)."""
