@@ -29,9 +29,10 @@ from torch import nn
 
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
 from rooivalk.evaluation.gates import check_gates
-from rooivalk.export.benchmark import LatencyStats, measure_latency, ort_session
-from rooivalk.export.onnx_export import export_module, replace_conv2d_same, run_batched, verify_module
+from rooivalk.export.benchmark import LatencyStats
+from rooivalk.export.onnx_export import export_module, run_batched, verify_module
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
+from rooivalk.export.sensor_export import SAMPLES, VERIFY_SAMPLES, SensorExport, export_rows, plan_latency
 from rooivalk.export.shipping import (
     REPORT_FILE,
     CalibrationSource,
@@ -40,7 +41,6 @@ from rooivalk.export.shipping import (
     budget_gates,
     build_engines,
     calibrate,
-    calibration_source,
     environment,
     export_folders,
     output_location,
@@ -49,19 +49,15 @@ from rooivalk.export.shipping import (
     raise_on_failed_gates,
     report_settings,
     require_targets,
-    seeded_subset,
     ship_bundle,
     write_report,
 )
+from rooivalk.export.system_scoring import FUSION, PRESENT, SystemScorer
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan
 
 log = logging.getLogger(__name__)
-
-FUSION = "fusion"
-SAMPLES, PRESENT = "samples", "present"
-VERIFY_SAMPLES = 64
 
 
 @dataclass
@@ -73,20 +69,7 @@ class SystemExportResult:
     bundles: dict[str, str] = field(default_factory=dict)  # model -> bundle folder or URI
 
 
-class _Encoder(nn.Module):
-    """A sensor model as shipped: (B, ...) float32 -> (embedding (B, D), logits (B, K))."""
-
-    def __init__(self, model: nn.Module, embed: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.model, self.embed = model, embed
-        self.classifier = model.get_classifier()  # type: ignore[operator]
-
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.embed(self.model, inputs)
-        return embedding, self.classifier(embedding)
-
-
-class _Fusion(nn.Module):
+class ShippedFusion(nn.Module):
     """The fusion model with positional inputs (ONNX has no dict inputs): one embedding per sensor, then the mask."""
 
     def __init__(self, model: FusionTransformer) -> None:
@@ -98,144 +81,18 @@ class _Fusion(nn.Module):
         return self.model(dict(zip(self.model.sensors, embeddings, strict=True)), present)  # type: ignore[no-any-return]
 
 
-def _latency(plan: Plan, run: Callable[[Any], Any], sample: Any) -> LatencyStats:
-    return measure_latency(run, sample, plan.export.latency_runs, plan.export.latency_warmup)
-
-
-@dataclass
-class _Rows:
-    """Row masks of the dataset the export uses."""
-
-    test: np.ndarray
-    val: np.ndarray
-    calibration: np.ndarray
-    source: CalibrationSource
-
-
-def _rows(plan: Plan, dataset: MultiSensorDataset) -> _Rows:
-    source = calibration_source(plan)
-    chosen = np.flatnonzero(dataset.split_mask(source.split))
-    subset = np.zeros(len(dataset.splits), bool)
-    subset[chosen[seeded_subset(len(chosen), plan.export.quantization.samples)]] = True
-    test = dataset.split_mask("test")
-    if not test.any():
-        raise ExportError("the dataset has no test split to score exported models on")
-    return _Rows(test, dataset.split_mask("val"), subset, source)
-
-
-class _SensorExport:
-    """One sensor's FP32 export, variants and choice."""
-
-    def __init__(self, plan: Plan, dataset: MultiSensorDataset, result: SensorTrainResult, folder: Path) -> None:
-        self.plan, self.dataset, self.result, self.folder = plan, dataset, result, folder
-        self.name = result.name
-
-    def inputs(self, rows: np.ndarray) -> np.ndarray:
-        """Model inputs (float32) of the sensor's present samples among `rows` (a mask)."""
-        mask = rows & self.dataset.present_of(self.name)
-        return self.result.encoding.preprocess(self.dataset.arrays[self.name][mask]).astype(np.float32)
-
-    def labels(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.dataset.labels[rows & self.dataset.present_of(self.name)])
-
-    def export(self, rows: _Rows, metrics: dict[str, float], say: Callable[[str], None]) -> ModelExport:
-        name, result = self.name, self.result
-        test_inputs = self.inputs(rows.test)
-        model = result.model.eval()
-        if result.encoding.preprocessing.get("kind") == "image":
-            model = replace_conv2d_same(model, int(result.encoding.preprocessing["input_size"]), test_inputs.shape[1])
-        encoder = _Encoder(model, result.encoding.embed)
-        fp32 = self.folder / "model_fp32.onnx"
-        say(f"exporting the {name} model to ONNX (input {list(test_inputs.shape[1:])})")
-        try:
-            export_module(encoder, (torch.from_numpy(test_inputs[:2]),), [SAMPLES], ["embedding", "logits"], fp32)
-        except Exception as error:  # noqa: BLE001  (report which model failed and why)
-            raise ExportError(f"{name}: ONNX export failed: {error}") from error
-        # Against the original model (with its dynamic padding): the replacement is verified too.
-        check = verify_module(
-            _Encoder(result.model.eval(), result.encoding.embed), fp32, [test_inputs[:VERIFY_SAMPLES]]
-        )
-        # Relative: encoder embeddings are unnormalized (EfficientNet's 1280 pre-logits reach the tens).
-        if not check.max_rel_diff <= self.plan.export.max_abs_diff:
-            fp32.unlink()
-            raise ExportError(
-                f"{name}: ONNX FP32 differs from PyTorch by {check.max_rel_diff:.2e} (relative) > "
-                f"export.max_abs_diff {self.plan.export.max_abs_diff}"
-            )
-        metrics[f"{name}_onnx_max_rel_diff"] = check.max_rel_diff
-        metrics[f"{name}_onnx_max_abs_diff"] = check.max_abs_diff
-        metrics[f"{name}_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
-        spec = self.plan.export.for_model(name)
-        calibration = {SAMPLES: self.inputs(rows.calibration)}
-        paths, failures = build_variants(name, fp32, self.folder, spec, calibration, self.plan.export.quantization, say)
-        sample = test_inputs[:1]
-
-        def predict(session: Any) -> np.ndarray:
-            return np.asarray(run_batched(session, {SAMPLES: test_inputs})[1].argmax(1))
-
-        def time(session: Any) -> LatencyStats:
-            return _latency(self.plan, lambda x: session.run(None, {SAMPLES: x}), sample)
-
-        return score_variants(name, paths, failures, self.labels(rows.test), predict, time, spec, say)
-
-
-class _SystemScorer:
-    """Test accuracy of the system through ONNX Runtime only, for any choice of variant per model.
-    Each encoder variant runs once over the rows (cached); a choice then only re-runs the fusion model."""
-
-    def __init__(
-        self, sensors: dict[str, _SensorExport], choices: dict[str, ModelExport], rows: np.ndarray, order: list[str]
-    ) -> None:
-        self.sensors, self.choices, self.rows = sensors, choices, rows
-        dataset = next(iter(sensors.values())).dataset
-        self.labels = dataset.labels[rows]
-        # (N, S) in the fusion model's sensor order: the ONNX "present" input's columns.
-        self.present = np.stack([dataset.present_of(name)[rows] for name in order], axis=1)
-        self._embeddings: dict[tuple[str, str], np.ndarray] = {}
-        self._sessions: dict[tuple[str, str], Any] = {}
-
-    def session(self, model: str, precision: str) -> Any:
-        key = (model, precision)
-        if key not in self._sessions:
-            self._sessions[key] = ort_session(self.choices[model].paths[precision])
-        return self._sessions[key]
-
-    def embeddings(self, sensor: str, precision: str) -> np.ndarray:
-        key = (sensor, precision)
-        if key not in self._embeddings:
-            export = self.sensors[sensor]
-            have = export.dataset.present_of(sensor)[self.rows]
-            session = self.session(sensor, precision)
-            out = run_batched(session, {SAMPLES: export.inputs(self.rows)})[0]
-            dim = out.shape[1] if len(out) else int(session.getrun_batched()[0].shape[1])
-            matrix = np.zeros((int(self.rows.sum()), dim), np.float32)  # absent sensors: zeros, masked
-            matrix[have] = out
-            self._embeddings[key] = matrix
-        return self._embeddings[key]
-
-    def feeds(self, precisions: dict[str, str]) -> dict[str, np.ndarray]:
-        feeds = {name: self.embeddings(name, precisions.get(name, "fp32")) for name in self.sensors}
-        return {**feeds, PRESENT: self.present}
-
-    def logits(self, precisions: dict[str, str]) -> np.ndarray:
-        return run_batched(self.session(FUSION, precisions.get(FUSION, "fp32")), self.feeds(precisions))[0]
-
-    def accuracy(self, precisions: dict[str, str]) -> float:
-        return float((self.logits(precisions).argmax(1) == self.labels).mean())
-
-
 def _fusion_export(
     plan: Plan,
     source: CalibrationSource,
     fusion: FusionTransformer,
-    scorers: dict[str, _SystemScorer],
+    scorers: dict[str, SystemScorer],
     choices: dict[str, ModelExport],
     folder: Path,
     metrics: dict[str, float],
     say: Callable[[str], None],
 ) -> ModelExport:
     """Export, verify and score the fusion model on FP32 encoder embeddings of real samples."""
-    module = _Fusion(fusion.eval())
+    module = ShippedFusion(fusion.eval())
     test_scorer, calibration_scorer = scorers["test"], scorers["calibration"]
     fp32_inputs = {name: "fp32" for name in choices}
     test_feeds = test_scorer.feeds(fp32_inputs)
@@ -265,13 +122,13 @@ def _fusion_export(
         return np.asarray(run_batched(session, test_feeds)[0].argmax(1))
 
     def time(session: Any) -> LatencyStats:
-        return _latency(plan, lambda feeds: session.run(None, feeds), sample)
+        return plan_latency(plan, lambda feeds: session.run(None, feeds), sample)
 
     return score_variants(FUSION, paths, failures, test_scorer.labels, predict, time, spec, say)
 
 
 def _fusion_calibration(
-    plan: Plan, source: CalibrationSource, scorer: _SystemScorer, fp32: dict[str, str]
+    plan: Plan, source: CalibrationSource, scorer: SystemScorer, fp32: dict[str, str]
 ) -> dict[str, np.ndarray]:
     """Fusion inputs to calibrate static INT8 on: FP32 embeddings of the calibration rows, or with
     quantization.source reference, the embeddings the monitoring reference profile stores."""
@@ -288,7 +145,7 @@ def _fusion_calibration(
     return {**feeds, PRESENT: np.stack(present, axis=1)}
 
 
-def _fall_back(plan: Plan, scorer: _SystemScorer, choices: dict[str, ModelExport], metrics: dict[str, float]) -> None:
+def _fall_back(plan: Plan, scorer: SystemScorer, choices: dict[str, ModelExport], metrics: dict[str, float]) -> None:
     """Return models to FP32, largest own accuracy drop first, until the plan's export gates pass."""
     base = scorer.accuracy({})
     order = sorted(choices.values(), key=lambda c: -(c.shipped.accuracy_drop or 0.0))
@@ -322,13 +179,13 @@ def export_system(
     say = progress or (lambda _message: None)
     require_targets(plan)
     dataset = load_multisensor(dataset_dir)
-    rows = _rows(plan, dataset)
+    rows = export_rows(plan, dataset)
     with export_folders(export_dir) as (out, scratch):
         metrics: dict[str, float] = {}
-        exports = {name: _SensorExport(plan, dataset, r, out / "variants" / name) for name, r in sensors.items()}
+        exports = {name: SensorExport(plan, dataset, r, out / "variants" / name) for name, r in sensors.items()}
         choices = {name: e.export(rows, metrics, say) for name, e in exports.items()}
         scorers = {
-            split: _SystemScorer(exports, choices, getattr(rows, split), fusion.sensors)
+            split: SystemScorer(exports, choices, getattr(rows, split), fusion.sensors)
             for split in ("test", "val", "calibration")
         }
         fusion_dir = out / "variants" / FUSION
@@ -362,7 +219,7 @@ def export_system(
 
 
 def _end_to_end_latency(
-    plan: Plan, scorer: _SystemScorer, exports: dict[str, _SensorExport], shipped: dict[str, str]
+    plan: Plan, scorer: SystemScorer, exports: dict[str, SensorExport], shipped: dict[str, str]
 ) -> LatencyStats:
     """Batch-1 latency of one event through every shipped encoder in turn, then fusion (sequential:
     an upper bound for an edge device that could run encoders concurrently)."""
@@ -374,16 +231,16 @@ def _end_to_end_latency(
         feeds = {name: sessions[name].run(None, {SAMPLES: x})[0] for name, x in inputs.items()}
         return sessions[FUSION].run(None, {**feeds, PRESENT: present})
 
-    return _latency(plan, event, samples)
+    return plan_latency(plan, event, samples)
 
 
 def _ship(
     plan: Plan,
     source: CalibrationSource,
     dataset: MultiSensorDataset,
-    exports: dict[str, _SensorExport],
+    exports: dict[str, SensorExport],
     choices: dict[str, ModelExport],
-    scorers: dict[str, _SystemScorer],
+    scorers: dict[str, SystemScorer],
     out: Path,
     export_dir: str,
     scratch: Path,
@@ -425,7 +282,7 @@ def _ship(
 
 
 def _fusion_engine_inputs(
-    plan: Plan, source: CalibrationSource, scorers: dict[str, _SystemScorer], shipped: dict[str, str]
+    plan: Plan, source: CalibrationSource, scorers: dict[str, SystemScorer], shipped: dict[str, str]
 ) -> EngineInputs:
     """TensorRT inputs of the fusion model: scored on FP32 embeddings, like its ONNX variants."""
     test = scorers["test"]
@@ -438,7 +295,7 @@ def _fusion_engine_inputs(
     )
 
 
-def _sensor_engine_inputs(export: _SensorExport, scorers: dict[str, _SystemScorer]) -> EngineInputs:
+def _sensor_engine_inputs(export: SensorExport, scorers: dict[str, SystemScorer]) -> EngineInputs:
     test_inputs = export.inputs(scorers["test"].rows)
     return EngineInputs(
         sample={SAMPLES: test_inputs[:1]},
