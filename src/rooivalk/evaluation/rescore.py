@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from rooivalk.plan import Plan
-
-TRAINED_MODEL_ARTIFACT = "trained_model"
-SENSORS_ARTIFACT = "sensors"
-
-
-class RescoreUnavailable(RuntimeError):
-    """The champion cannot be scored on this test set (artifacts missing, classes differ)."""
+from rooivalk.tracking.promotion import RescoreUnavailable
+from rooivalk.tracking.registry import SENSORS_ARTIFACT, TRAINED_MODEL_ARTIFACT, download_run_artifact
 
 
 def _without_gate_failures(plan: Plan) -> Plan:
@@ -61,20 +55,6 @@ def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fu
     with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as work:
         features = cache_sensor_features(dataset, sensors, spec.cache_uri or f"{work}/cache")
         return flat_metrics(evaluate_system(dataset, sensors, features, fusion))
-
-
-def download_run_artifact(tracking_uri: str, run_id: str, artifact_path: str, dest: str) -> Path:
-    """A run's artifact folder downloaded below `dest`; RescoreUnavailable when the run has none."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=artifact_path, dst_path=dest, tracking_uri=tracking_uri
-        )
-    except (MlflowException, OSError) as error:
-        raise RescoreUnavailable(f"its run {run_id} has no {artifact_path!r} artifact ({error})") from error
-    return Path(local)
 
 
 def champion_rescorer(
