@@ -21,47 +21,56 @@
    half in MB/min. Bounded: second-half slope <= 1 MB/min.
 4. False alarms: `--trials` same-distribution checks (tests/unit/monitoring/synthetic.py's `make_data`:
    reference 2000 rows seed 0, current 600 rows seeds 100, 101, ...); the rate of dataset-drift
-   verdicts against `MonitoringSpec().false_alarm_tolerance`.
+   verdicts against `benchmarks.analysis.drift.FALSE_ALARM_TOLERANCE`.
 
     .venv/bin/python benchmarks/drift.py                      # ~15 min on 2 cores (10 of them the soak)
     .venv/bin/python benchmarks/drift.py --soak-seconds 30 --rows 20000 --trials 10 --out /tmp/drift
 
-Writes `<out>.json` and `<out>.md` (default docs/results/drift) and prints one JSON object last.
+Writes `<out>.json` and `<out>.md` (default docs/results/drift/drift; benchmarks/reports/drift.py) and
+prints one JSON object last.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib
 import json
 import os
 import platform
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from rooivalk.evaluation.profile import ProfileInfo, build_profile, check_frame, save_profile
 from rooivalk.monitoring import metric_names as names
 from rooivalk.monitoring.drift import check_drift
-from rooivalk.monitoring.profile import ProfileInfo, build_profile, check_frame, save_profile
-from rooivalk.plan_monitoring import MonitoringSpec
+from rooivalk.plan import MonitoringSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+if str(ROOT) not in sys.path:  # run as a file: the helpers import from the benchmarks package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.analysis.drift import FALSE_ALARM_TOLERANCE, metric_value, slope_mb_per_min  # noqa: E402
+from benchmarks.harness.monitor_service import (  # noqa: E402
+    Service,
+    fill_and_check,
+    ingest_closed_loop,
+    log,
+    open_loop,
+    run_soak,
+    write_plan,
+)
+from benchmarks.reports.drift import write_report  # noqa: E402
+
 CATEGORIES = np.array(["a", "b", "c", "d"], dtype=object)
 BASE_MIX = np.array([0.4, 0.3, 0.2, 0.1])
-SOAK_POSTERS = 2
 TARGETS = {"batch_ratio": 1.2, "metrics_p99_ms": 50.0, "ingest_batches_per_s": 50.0, "soak_slope_mb_per_min": 1.0}
 
 
@@ -93,13 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-check-interval", type=float, default=5.0)
     parser.add_argument("--trials", type=int, default=100, help="same-distribution trials (false alarms)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "docs/results/drift"), help="writes <out>.json and <out>.md")
+    parser.add_argument("--out", default=str(ROOT / "docs/results/drift/drift"), help="writes <out>.json and <out>.md")
     parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
     return parser.parse_args(argv)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -192,227 +197,6 @@ def batch_check(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ service
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def write_plan(path: Path, check_interval_s: float) -> Path:
-    path.write_text(
-        "name: drift-bench\n"
-        "data: {source: unused, format: image_folder}\n"
-        "model: {architecture: test_efficientnet}\n"
-        f"monitoring: {{check_interval_s: {check_interval_s}}}\n"
-    )
-    return path
-
-
-# `rooivalk monitor serve` with TCP_NODELAY on the handler's sockets: the --nodelay-probe variant.
-NODELAY_SERVE = (
-    "import sys; import rooivalk.monitoring.service as service; "
-    "service._Handler.disable_nagle_algorithm = True; "
-    "from rooivalk.cli.app import app; sys.argv[0] = 'rooivalk'; app()"
-)
-
-
-class Service:
-    """`rooivalk monitor serve` in a subprocess, its output in a log file; `nodelay` patches the handler
-    to set TCP_NODELAY (what the service does not do as shipped) to show what that changes."""
-
-    def __init__(self, reference: str, plan: Path, log_path: Path, nodelay: bool = False) -> None:
-        self.port = free_port()
-        entry = [sys.executable, "-c", NODELAY_SERVE] if nodelay else [str(Path(sys.executable).with_name("rooivalk"))]
-        command = [*entry, "monitor", "serve"]
-        command += ["--reference", reference, "--plan", str(plan), "--host", HOST, "--port", str(self.port)]
-        self.log_file = log_path.open("w")
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.log_path = log_path
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited ({self.process.returncode}): {log_path.read_text()[-2000:]}")
-            try:
-                status, _ = self.request("GET", "/healthz", timeout=1)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer /healthz in 60 s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def connect(self, timeout: float = 30) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(HOST, self.port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 120) -> tuple[int, bytes]:
-        connection = self.connect(timeout)
-        try:
-            return send(connection, method, path, body)
-        finally:
-            connection.close()
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log_file.close()
-
-
-def send(
-    connection: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
-) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    connection.request(method, path, body=body, headers=headers)
-    response = connection.getresponse()
-    return response.status, response.read()
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    if not seconds:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    values = np.asarray(seconds) * 1e3
-    return {
-        "p50_ms": round(float(np.percentile(values, 50)), 3),
-        "p99_ms": round(float(np.percentile(values, 99)), 3),
-        "max_ms": round(float(values.max()), 3),
-    }
-
-
-def run_threads(worker: Callable[[int], None], threads: int) -> None:
-    """Run worker(0..threads-1) on their own threads and wait for all of them."""
-    workers = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-
-
-def open_loop(
-    service: Service, rps: float, seconds: float, threads: int, path: str, stop: threading.Event | None = None
-) -> dict[str, Any]:
-    """GET `path` at fixed times t0 + i/rps from `threads` keep-alive connections (request i on
-    connection i % threads); latency from the due time, and from the send, of every request."""
-    total = int(rps * seconds)
-    t0 = time.perf_counter() + 0.2
-    due_latency: list[list[float]] = [[] for _ in range(threads)]
-    send_latency: list[list[float]] = [[] for _ in range(threads)]
-    errors = [0] * threads
-
-    def worker(index: int) -> None:
-        connection = service.connect()
-        for i in range(index, total, threads):
-            if stop is not None and stop.is_set():
-                break
-            due = t0 + i / rps
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            began = time.perf_counter()
-            try:
-                status, _ = send(connection, "GET", path)
-            except (OSError, http.client.HTTPException):
-                status = -1
-                connection.close()
-                connection = service.connect()
-            ended = time.perf_counter()
-            if status != 200:
-                errors[index] += 1
-                continue
-            due_latency[index].append(ended - due)
-            send_latency[index].append(ended - began)
-        connection.close()
-
-    run_threads(worker, threads)
-    elapsed = time.perf_counter() - t0
-    due_all = [v for part in due_latency for v in part]
-    send_all = [v for part in send_latency for v in part]
-    return {
-        "requests": len(due_all),
-        "errors": sum(errors),
-        "achieved_rps": round(len(due_all) / elapsed, 2),
-        **percentiles(due_all),
-        "from_send": percentiles(send_all),
-    }
-
-
-def ingest_closed_loop(service: Service, bodies: list[bytes], seconds: float, threads: int) -> dict[str, Any]:
-    """POST pre-encoded batches back to back from `threads` keep-alive connections."""
-    accepted = [0] * threads
-    refused = [0] * threads
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    started = time.perf_counter()
-    deadline = started + seconds
-
-    def worker(index: int) -> None:
-        connection = service.connect()
-        i = index
-        while time.perf_counter() < deadline:
-            began = time.perf_counter()
-            status, _ = send(connection, "POST", "/batches", bodies[i % len(bodies)])
-            latencies[index].append(time.perf_counter() - began)
-            if status == 202:
-                accepted[index] += 1
-            else:
-                refused[index] += 1
-            i += threads
-        connection.close()
-
-    run_threads(worker, threads)
-    elapsed = time.perf_counter() - started
-    rate = sum(accepted) / elapsed
-    return {
-        "batches": sum(accepted),
-        "refused": sum(refused),
-        "seconds": round(elapsed, 2),
-        "batches_per_s": round(rate, 2),
-        "rows_per_s": round(rate * (len(json.loads(bodies[0])["columns"]["num_00"])), 1),
-        "post": percentiles([v for part in latencies for v in part]),
-    }
-
-
-def metric_value(text: str, name: str) -> float:
-    """The sum of a metric's samples in Prometheus text (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def fill_and_check(service: Service, bodies: list[bytes], batches: int) -> dict[str, Any]:
-    for i in range(batches):
-        status, reply = service.request("POST", "/batches", bodies[i % len(bodies)])
-        if status != 202:
-            raise RuntimeError(f"POST /batches: {status} {reply[:500]!r}")
-    check_s = []
-    for _ in range(2):  # the first one imports Evidently
-        began = time.perf_counter()
-        status, reply = service.request("POST", "/check")
-        check_s.append(round(time.perf_counter() - began, 3))
-        verdict = json.loads(reply)
-        if status != 200 or not verdict.get("checked"):
-            raise RuntimeError(f"POST /check: {status} {reply[:500]!r}")
-    _, metrics = service.request("GET", "/metrics")
-    series = sum(line.startswith(names.FEATURE_DRIFT_SCORE + "{") for line in metrics.decode().splitlines())
-    return {
-        "check_s": check_s,
-        "window_rows": verdict["current_rows"],
-        "feature_series": series,
-        "metrics_bytes": len(metrics),
-    }
-
-
 def service_bench(
     args: argparse.Namespace, work: Path, reference: str, bodies: list[bytes], nodelay: bool = False
 ) -> dict[str, Any]:
@@ -446,59 +230,6 @@ def service_bench(
 # --------------------------------------------------------------------------------------------- soak
 
 
-def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
-    if len(samples) < 2:
-        return float("nan")
-    t, rss = np.asarray(samples).T
-    return float(np.polyfit(t / 60.0, rss, 1)[0])
-
-
-def run_soak(args: argparse.Namespace, service: Service, bodies: list[bytes]) -> dict[str, Any]:
-    """Post batches, scrape /metrics and sample the server's RSS for `--soak-seconds`."""
-    stop = threading.Event()
-    samples: list[tuple[float, float]] = []
-    posted = {"accepted": 0, "refused": 0}
-    scrape: dict[str, Any] = {}
-    started = time.perf_counter()
-
-    def sampler() -> None:
-        while not stop.is_set():
-            samples.append((time.perf_counter() - started, service.rss_mb()))
-            stop.wait(1.0)
-
-    def poster(index: int) -> None:  # batch i from connection i % SOAK_POSTERS, due at i / rate
-        connection = service.connect()
-        i = index
-        while not stop.wait(max(0.0, started + i / args.soak_batches_per_s - time.perf_counter())):
-            status, _ = send(connection, "POST", "/batches", bodies[i % len(bodies)])
-            with lock:
-                posted["accepted" if status == 202 else "refused"] += 1
-            i += SOAK_POSTERS
-        connection.close()
-
-    def scraper() -> None:
-        scrape.update(open_loop(service, 2.0, args.soak_seconds, 1, "/metrics", stop))
-
-    lock = threading.Lock()
-    threads = [threading.Thread(target=fn, daemon=True) for fn in (sampler, scraper)]
-    threads += [threading.Thread(target=poster, args=(k,), daemon=True) for k in range(SOAK_POSTERS)]
-    try:
-        for thread in threads:
-            thread.start()
-        next_note = 60.0
-        while (elapsed := time.perf_counter() - started) < args.soak_seconds:
-            time.sleep(min(1.0, args.soak_seconds - elapsed))
-            if elapsed >= next_note and samples:
-                log(f"  {elapsed:4.0f} s: RSS {samples[-1][1]:.1f} MB, {posted['accepted']} batches")
-                next_note += 60.0
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    _, text = service.request("GET", "/metrics")
-    return {"samples": samples, "posted": posted, "scrape": scrape, "metrics": text.decode()}
-
-
 def soak(args: argparse.Namespace, work: Path, reference: str, bodies: list[bytes]) -> dict[str, Any]:
     plan = write_plan(work / "plan-soak.yaml", args.soak_check_interval)
     service = Service(reference, plan, work / "soak.log")
@@ -507,7 +238,7 @@ def soak(args: argparse.Namespace, work: Path, reference: str, bodies: list[byte
         f"a check every {args.soak_check_interval:g} s"
     )
     try:
-        run = run_soak(args, service, bodies)
+        run = run_soak(service, bodies, args.soak_seconds, args.soak_batches_per_s)
     finally:
         service.stop()
     samples, posted, metrics = run["samples"], run["posted"], run["metrics"]
@@ -551,7 +282,6 @@ def soak(args: argparse.Namespace, work: Path, reference: str, bodies: list[byte
 
 
 def false_alarms(trials: int) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
     synthetic = importlib.import_module("tests.unit.monitoring.synthetic")
     spec = MonitoringSpec()
     reference, info = synthetic.make_data(2000, seed=0)
@@ -564,150 +294,19 @@ def false_alarms(trials: int) -> dict[str, Any]:
         alarms.append(result.dataset_drift)
         shares.append(result.drift_share)
     rate = float(np.mean(alarms)) if alarms else float("nan")
-    log(f"false alarms: {sum(alarms)}/{trials} ({rate:.1%}), tolerance {spec.false_alarm_tolerance:.0%}")
+    log(f"false alarms: {sum(alarms)}/{trials} ({rate:.1%}), tolerance {FALSE_ALARM_TOLERANCE:.0%}")
     return {
         "trials": trials,
         "reference_rows": 2000,
         "current_rows": 600,
         "alarms": int(sum(alarms)),
         "rate": rate,
-        "tolerance": spec.false_alarm_tolerance,
-        "passed": rate <= spec.false_alarm_tolerance,
+        "tolerance": FALSE_ALARM_TOLERANCE,
+        "passed": rate <= FALSE_ALARM_TOLERANCE,
         "mean_drift_share": round(float(np.mean(shares)), 4) if shares else None,
         "max_drift_share": round(float(np.max(shares)), 4) if shares else None,
         "seconds": round(time.perf_counter() - began, 1),
     }
-
-
-# ------------------------------------------------------------------------------------------- report
-
-
-def _verdict(passed: bool) -> str:
-    return "yes" if passed else "**no**"
-
-
-def _service_lines(service: dict[str, Any], args: dict[str, Any]) -> list[str]:
-    metrics, ingest, setup = service["metrics"], service["ingest"], service["setup"]
-    sweep = ", ".join(f"{run['threads']} threads {run['batches_per_s']:.1f}/s" for run in ingest["sweep"])
-    return [
-        f"- Service ({service['variant']}): `rooivalk monitor serve` as a subprocess (the client in this process, "
-        f"keep-alive `http.client` connections), reference profile of {args['service_reference_rows']} rows, "
-        f"window {setup['window_rows']} rows, two checks through POST /check before the timed phases "
-        f"({setup['check_s'][0]:.2f} s, the first importing Evidently; then {setup['check_s'][1]:.2f} s); no "
-        "check ran during them.",
-        f"- /metrics ({service['variant']}): open-loop from {args['metrics_threads']} connections, latency from "
-        f"each request's due time: p50 {metrics['p50_ms']:.2f}, p99 {metrics['p99_ms']:.2f}, max "
-        f"{metrics['max_ms']:.1f} ms at {metrics['achieved_rps']:g} requests/s achieved; from the send p50 "
-        f"{metrics['from_send']['p50_ms']:.2f} / p99 {metrics['from_send']['p99_ms']:.2f} ms; {metrics['errors']} "
-        f"errors; body {setup['metrics_bytes']} bytes.",
-        f"- Ingestion ({service['variant']}), {args['ingest_seconds']:g} s per thread count: {sweep}; the fastest "
-        f"({ingest['threads']} threads): {ingest['batches']} batches, {ingest['rows_per_s']:,.0f} rows/s, POST "
-        f"latency p50 {ingest['post']['p50_ms']:.1f} / p99 {ingest['post']['p99_ms']:.1f} ms, {ingest['refused']} "
-        "refused.",
-    ]
-
-
-def _nodelay_lines(shipped: dict[str, Any], probe: dict[str, Any]) -> list[str]:
-    return [
-        "## Why every reply of the shipped service waits ~40 ms",
-        "",
-        "`rooivalk.monitoring.service._Handler` is a `BaseHTTPRequestHandler` with the defaults `wbufsize = 0` "
-        "and `disable_nagle_algorithm = False`: a reply goes out as two `send()`s (status line + headers at "
-        "`end_headers()`, then the body), so on a keep-alive connection Nagle holds the body until the client "
-        "ACKs the headers, and the client delays that ACK (Linux: ~40 ms). Every reply waits ~40 ms whatever "
-        f"its work (from the send, /metrics p50 {shipped['metrics']['from_send']['p50_ms']:.1f} ms); at 100 "
-        "requests/s over 4 connections (one due every 40 ms each) the queue behind each connection grows for "
-        "the whole run.",
-        "",
-        "The fix is one line in the handler class, `disable_nagle_algorithm = True` (socketserver then sets "
-        "TCP_NODELAY on each connection), or writing headers and body in one `send()`. The same measurement on "
-        "the service with that attribute patched in (`--nodelay-probe`):",
-        "",
-        "| variant | /metrics p50 / p99 (ms) | ingestion batches/s (best of the thread counts) |",
-        "| --- | ---: | ---: |",
-        *(
-            f"| {run['variant']} | {run['metrics']['p50_ms']:.2f} / {run['metrics']['p99_ms']:.2f} | "
-            f"{run['ingest']['batches_per_s']:.1f} ({run['ingest']['threads']} threads) |"
-            for run in (shipped, probe)
-        ),
-        "",
-    ]
-
-
-def write_report(result: dict[str, Any], out: str) -> None:
-    batch, service, fa, args = result["batch"], result["service"], result["false_alarms"], result["args"]
-    metrics, ingest = service["metrics"], service["ingest"]
-    lines = [
-        "# Drift monitoring: batch check, service latency and ingestion, soak, false alarms (issue 6)",
-        "",
-        f"Reproduce ({result['wall_minutes']:.1f} min here; {result['machine']}):",
-        "",
-        f"    {result['command']}",
-        "",
-        "| what | measured | target | met |",
-        "| --- | ---: | ---: | --- |",
-        f"| batch check, {batch['rows']:,} vs {batch['rows']:,} rows x {batch['columns']} columns: rooivalk "
-        f"`check_drift` / Evidently direct (medians of {len(batch['rooivalk_runs_s'])}) | {batch['ratio']:.3f} "
-        f"({batch['rooivalk_s']:.2f} s / {batch['evidently_s']:.2f} s) | <= {batch['target']} | "
-        f"{_verdict(batch['passed'])} |",
-        f"| service as shipped: GET /metrics, {args['metrics_rps']:g}/s open-loop for {args['metrics_seconds']:g} s, "
-        f"{service['setup']['feature_series']} per-feature series: p50 / p99 | {metrics['p50_ms']:.2f} / "
-        f"{metrics['p99_ms']:.2f} ms | p99 < {metrics['target_p99_ms']:g} ms | {_verdict(metrics['passed'])} |",
-        f"| service as shipped: POST /batches of {args['batch_rows']} rows x {batch['columns']} columns, "
-        f"{ingest['threads']} client threads | {ingest['batches_per_s']:.1f} batches/s | "
-        f">= {ingest['target_batches_per_s']:g} | {_verdict(ingest['passed'])} |",
-    ]
-    soak_result = result.get("soak")
-    if soak_result:
-        lines.append(
-            f"| soak {soak_result['seconds']:g} s: server RSS slope over the second half | "
-            f"{soak_result['slope_second_half_mb_per_min']:+.3f} MB/min | <= "
-            f"{soak_result['target_slope_mb_per_min']:g} MB/min | {_verdict(soak_result['bounded'])} |"
-        )
-    lines += [
-        f"| false alarms, {fa['trials']} same-distribution trials ({fa['current_rows']} vs "
-        f"{fa['reference_rows']} rows) | {fa['rate']:.1%} ({fa['alarms']}) | <= {fa['tolerance']:.0%} | "
-        f"{_verdict(fa['passed'])} |",
-        "",
-    ]
-    probe = result.get("service_nodelay_probe")
-    if probe:
-        lines += _nodelay_lines(service, probe)
-    lines += [
-        "## Details",
-        "",
-        f"- Batch check runs (s): rooivalk {batch['rooivalk_runs_s']}, Evidently {batch['evidently_runs_s']} "
-        f"(one untimed warm-up each first; rounds alternate). {batch['numerical']} numerical + "
-        f"{batch['categorical']} categorical columns; current: 3 means shifted by 0.3, one scale x1.5, one category "
-        f"mix evened: drift share {batch['drift_share']:.2f} ({', '.join(batch['drifted_columns'])}). Not timed: "
-        f"`check_frame` on both frames, {batch['check_frame_s']:.2f} s. Both sides pay for Evidently rendering "
-        "its plotly widgets inside `Report.run`, which `check_drift` never shows unless asked for HTML.",
-        *_service_lines(service, args),
-        *(_service_lines(probe, args) if probe else []),
-    ]
-    if soak_result:
-        scrape = soak_result["metrics_scrape_2rps"]
-        lines += [
-            "- Soak (service as shipped, a plan with `monitoring.check_interval_s: "
-            f"{soak_result['check_interval_s']:g}`): "
-            f"{soak_result['batches_accepted']} batches accepted ({soak_result['batches_per_s']:.1f}/s of "
-            f"{soak_result['batches_per_s_target']:g}/s due, from {SOAK_POSTERS} connections; "
-            f"{soak_result['batches_refused']} refused), {soak_result['checks']} scheduled checks (mean "
-            f"{soak_result['mean_check_s']} s). Server RSS (VmRSS, every second): start "
-            f"{soak_result['rss_start_mb']} MB, after {soak_result['warmup_s']:g} s warm-up "
-            f"{soak_result['rss_after_warmup_mb']} MB, peak {soak_result['rss_peak_mb']} MB, end "
-            f"{soak_result['rss_end_mb']} MB; second half between {soak_result['rss_second_half_min_mb']} and "
-            f"{soak_result['rss_second_half_max_mb']} MB.",
-            f"- /metrics scraped at 2/s during the soak (ingestion and checks running): p50 {scrape['p50_ms']:.2f} "
-            f"/ p99 {scrape['p99_ms']:.2f} / max {scrape['max_ms']:.1f} ms over {scrape['requests']} requests.",
-        ]
-    lines += [
-        f"- False alarms: tests/unit/monitoring/synthetic.py `make_data` (6 numerical, prediction, confidence), "
-        f"reference seed 0, current seeds 100..{99 + fa['trials']}, `MonitoringSpec()` defaults; mean drift share "
-        f"{fa['mean_drift_share']}, max {fa['max_drift_share']}.",
-        "",
-    ]
-    Path(f"{out}.md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

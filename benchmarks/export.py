@@ -8,8 +8,8 @@ The trained system comes from `--from-run` (what `make demo` produced) or is tra
 (train_multisensor; `--set` shrinks it). The library's own export (rooivalk.export.system) then builds
 every precision of every model, scores each on the test split and times it (batch 1, median and p95
 over the plan's runs); this script adds the PyTorch eager FP32 baseline of the same module on the
-same sample and the weights' size, in the same run. Writes docs/results/export.md and .json and
-prints one JSON object last.
+same sample and the weights' size, in the same run. Writes docs/results/export/export.md and .json
+and prints one JSON object last.
 
     make demo && .venv/bin/python benchmarks/export.py --from-run runs/counter-drone-demo
     .venv/bin/python benchmarks/export.py --set data.simulate.count=600 --work-dir /tmp/ex  # in-process
@@ -29,18 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: the helpers import from the benchmarks package
+    sys.path.insert(0, str(ROOT))
 
-from counter_drone import from_run, in_process  # noqa: E402  (the same two ways to get a trained system)
-
+from benchmarks.harness.trained_system import from_run, in_process  # noqa: E402  (as benchmarks/counter_drone.py)
 from rooivalk.cli.local_run import resolve_plan  # noqa: E402
 from rooivalk.export.benchmark import measure_latency, torch_runner  # noqa: E402
+from rooivalk.export.sensor_export import ShippedEncoder  # noqa: E402
 from rooivalk.export.shipping import REPORT_FILE  # noqa: E402
-from rooivalk.export.system import FUSION, _Encoder, _Fusion, export_system  # noqa: E402
+from rooivalk.export.system import FUSION, ShippedFusion, export_system  # noqa: E402
 from rooivalk.models.artifact import state_dict_bytes  # noqa: E402
 from rooivalk.plan import ModelExportSpec, Plan, load_plan  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ["fp32", "fp16", "int8_static", "int8_dynamic"]
 TARGET_SPEEDUP, TARGET_SIZE = 3.0, 0.3  # the issue's optical-CNN target
 
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="plan override a.b=c")
     parser.add_argument("--from-run", help="a `rooivalk run` folder of this plan (make demo's runs/counter-drone-demo)")
     parser.add_argument("--work-dir", default="runs/export-bench", help="training (in-process mode) and export output")
-    parser.add_argument("--out", default=str(ROOT / "docs/results"), help="where export.md/.json go")
+    parser.add_argument("--out", default=str(ROOT / "docs/results/export"), help="where export.md/.json go")
     return parser.parse_args(argv)
 
 
@@ -70,12 +71,12 @@ def torch_baselines(plan: Plan, sensors: dict[str, Any], fusion: Any, test_feeds
     spec = plan.export
     out: dict[str, Any] = {}
     for name, result in sensors.items():
-        module = _Encoder(result.model.eval(), result.encoding.embed)
+        module = ShippedEncoder(result.model.eval(), result.encoding.embed)
         sample = torch.from_numpy(test_feeds[name])
         latency = measure_latency(torch_runner(module), sample, spec.latency_runs, spec.latency_warmup)
         out[name] = {"latency_ms": latency.median_ms, "latency_p95_ms": latency.p95_ms,
                      "weights_mb": len(state_dict_bytes(result.model)) / 1e6}  # fmt: skip
-    module = _Fusion(fusion.eval())
+    module = ShippedFusion(fusion.eval())
     inputs = tuple(torch.from_numpy(test_feeds[FUSION][key]) for key in [*fusion.sensors, "present"])
 
     def run(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -26,13 +26,14 @@ import torch
 
 from rooivalk.cli.local_run import resolve_plan
 from rooivalk.data.ingest_multisensor import ingest_multisensor
-from rooivalk.data.multisensor import load_multisensor
+from rooivalk.data.multisensor_dataset import load_multisensor
 from rooivalk.data.simulators.counter_drone import simulate_counter_drone
-from rooivalk.features.sensors import sensor_encoding
+from rooivalk.features.fusion_features import cache_sensor_features
 from rooivalk.models import create_model
+from rooivalk.models.fusion_inference import build_fusion, embedding_dims
+from rooivalk.models.sensor_artifacts import SensorTrainResult
+from rooivalk.models.sensor_encoding import sensor_encoding
 from rooivalk.plan import load_plan
-from rooivalk.training.fusion import build_fusion, cache_sensor_features, embedding_dims, fusion_forward
-from rooivalk.training.sensors import SensorTrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,11 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _epoch(model: torch.nn.Module, batches, make_features, optimizer) -> float:  # type: ignore[no-untyped-def]
     """Seconds of one training epoch; `make_features(rows)` -> ({sensor: (B, D)}, present (B, S))."""
     model.train()
-    forward = fusion_forward(list(model.sensors))  # type: ignore[arg-type]
     started = time.perf_counter()
     for rows, labels in batches:
         features, present = make_features(rows)
-        loss = torch.nn.functional.cross_entropy(forward(model, {**features, "present": present}), labels)
+        loss = torch.nn.functional.cross_entropy(model(features, present), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -2,7 +2,7 @@
 
 The counter-drone demo plan's data (pipelines/plans/counter_drone.yaml, simulated into `--out` on
 first use, `--count` events) is ingested once. Then the RF, radar and acoustic models each train
-twice through the one engine (rooivalk.training.sensors.train_sensor), with the plan's training
+twice through the one engine (rooivalk.training.sensor_training.train_sensor), with the plan's training
 section at `precision: fp32` and at `precision: bf16` (torch.autocast to bfloat16 for the forward
 passes of training and validation; weights, gradients and optimizer state stay fp32), and each
 run reports its per-epoch training seconds (the engine's `epoch_seconds`, validation excluded), its
@@ -11,7 +11,7 @@ embeddings cached once from the fp32 sensor models (and the optical model, train
 fp32 within its budget; `--optical-seconds 0` leaves optical out of fusion). Per model: `ratio` =
 bf16 / fp32 mean seconds per epoch (below 1: bf16 is faster). Runs are sequential, fp32 first.
 
-    .venv/bin/python benchmarks/sensor_precision.py --report docs/results/sensor_precision
+    .venv/bin/python benchmarks/sensor_precision.py --report docs/results/sensor_precision/sensor_precision
     .venv/bin/python benchmarks/sensor_precision.py --count 300 --epochs 2 --optical-seconds 0  # quick
 """
 
@@ -30,12 +30,15 @@ from typing import Any
 import torch
 
 from rooivalk import machine
-from rooivalk.data.multisensor import MultiSensorDataset, load_multisensor
+from rooivalk.data.ingest_events import ingest_events
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
+from rooivalk.features.fusion_features import cache_sensor_features
+from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion
+from rooivalk.models.sensor_artifacts import SensorTrainResult, sensor_test_accuracy
 from rooivalk.plan import Plan, SensorSpec, TrainingSpec, load_plan
-from rooivalk.training.fusion import FusionFeatures, cache_sensor_features, predict_fusion, train_fusion
-from rooivalk.training.multisensor_steps import ingest_events, multisensor_parts
+from rooivalk.training.fusion_training import train_fusion
 from rooivalk.training.runtime import native_bf16
-from rooivalk.training.sensors import SensorTrainResult, sensor_test_accuracy, train_sensor
+from rooivalk.training.sensor_training import train_sensor
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
@@ -57,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--models", default=",".join(MODELS), help="compared models; fusion uses the compared sensors (and optical)"
     )
     parser.add_argument("--out", default="runs/sensor-precision", help="simulated source, dataset, feature cache")
-    parser.add_argument("--report", help="write REPORT.json and REPORT.md (e.g. docs/results/sensor_precision)")
+    parser.add_argument(
+        "--report", help="write REPORT.json and REPORT.md (e.g. docs/results/sensor_precision/sensor_precision)"
+    )
     args = parser.parse_args(argv)
     args.model_list = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(args.model_list) - set(MODELS))
@@ -88,7 +93,7 @@ def load(args: argparse.Namespace) -> Plan:
     if args.count is not None:
         overrides.append(f"data.simulate.count={args.count}")
     plan = load_plan(args.plan, overrides)
-    sensors, fusion = multisensor_parts(plan)
+    sensors, fusion = plan.multisensor_parts()
     sensors = {
         name: sensor.model_copy(
             update={
@@ -150,7 +155,7 @@ def sensor_runs(name: str, spec: SensorSpec, dataset: MultiSensorDataset) -> tup
 
 
 def fusion_runs(plan: Plan, features: FusionFeatures, dataset: MultiSensorDataset) -> dict[str, Any]:
-    _, spec = multisensor_parts(plan)
+    _, spec = plan.multisensor_parts()
     test = dataset.split_mask("test")
     runs: dict[str, dict[str, Any]] = {}
     for precision in PRECISIONS:
@@ -180,7 +185,7 @@ def fusion_part(
     args: argparse.Namespace, plan: Plan, dataset: MultiSensorDataset, trained: dict[str, SensorTrainResult], out: Path
 ) -> dict[str, Any]:
     """Fusion over the fp32 sensor models trained here, plus optical trained once (fp32, its budget)."""
-    sensors, _ = multisensor_parts(plan)
+    sensors, _ = plan.multisensor_parts()
     trained = dict(trained)
     optical: dict[str, Any] | None = None
     plan_budget = sensors["optical"].training.budget_seconds if "optical" in sensors else None
@@ -202,7 +207,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     load_before = os.getloadavg()
     plan = load(args)
-    sensors, _ = multisensor_parts(plan)
+    sensors, _ = plan.multisensor_parts()
     out = Path(args.out).resolve()
     print(f"- data: {plan.data.simulate.count if plan.data.simulate else '?'} events into {out}", file=sys.stderr)
     ingest_events(plan, str(out / "dataset"))

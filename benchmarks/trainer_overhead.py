@@ -9,7 +9,7 @@ order on both sides (the engine's epoch order: `epoch_generator(seed, epoch)`):
 - image: an image model (tf_efficientnet_lite0, 48 px, channels_last) on uint8 images through
   `ImageClassification`. Rooivalk's AdamW takes the plan's default fused update (`--optimizer-kernels
   foreach`: torch's default foreach update); the hand-written loop keeps torch's default, foreach, as
-  in the earlier runs of this script (docs/results/trainer_overhead.json).
+  in the earlier runs of this script (docs/results/trainer_overhead/trainer_overhead_kernels.jsonl).
 - tensor: the RF sensor model (rf_cnn_transformer small, drop_rate 0.1: what the counter-drone plan
   trains) on float32 (N, 2, 4096) IQ through `TensorClassification`. The hand-written loop builds
   its AdamW as the engine does (rooivalk.training.optim.build_optimizer: fused unless

@@ -1,5 +1,6 @@
-"""Import a repository script (benchmarks/, manifests/, scripts/) from its path: they are run as
-files, not installed as package modules, yet tests call their functions directly."""
+"""Import a repository script (manifests/, scripts/) from its path: they are run as files, not
+installed as package modules, yet tests call their functions directly. (benchmarks/ is a package:
+tests import its helper modules the ordinary way.)"""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from benchmarks.analysis.unfreezing import speed_adjusted_gap, speed_adjusted_gaps, summarize
+from benchmarks.reports.unfreezing import plot, verdicts
 from rooivalk import machine
-from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -106,7 +107,6 @@ def fake_run(schedule: str, budget: float, seed: int, test_accuracy: float, step
 def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_path: Path) -> None:
     """The time-to-accuracy verdict names each schedule's own budgets (a schedule not run at a budget
     has not failed there), and with two budgets or more the plot gains a test-accuracy-vs-budget panel."""
-    unfreezing = load_script(REPO / "benchmarks" / "unfreezing.py", "unfreezing_benchmark")
     runs = [
         fake_run(schedule, budget, seed, accuracy)
         for schedule, budget, accuracy in (
@@ -116,13 +116,13 @@ def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_
         )
         for seed in (0, 1)
     ]
-    rows = unfreezing.summarize(runs, 0.93)
-    verdict = "\n".join(unfreezing.verdicts(rows, unfreezing.speed_adjusted_gaps(runs), 0.93))
+    rows = summarize(runs, 0.93)
+    verdict = "\n".join(verdicts(rows, speed_adjusted_gaps(runs), 0.93))
     assert "auto never (budgets tried: 150 s), full_finetune 150 s (budgets tried: 150, 300 s)" in verdict
     png = tmp_path / "curves.png"
-    unfreezing.plot(runs, rows, str(png), 0.93, "test")
+    plot(runs, rows, str(png), 0.93, "test")
     one_budget, at_150 = tmp_path / "one.png", [r for r in runs if r["budget_seconds"] == 150.0]
-    unfreezing.plot(at_150, unfreezing.summarize(at_150, 0.93), str(one_budget), 0.93, "test")
+    plot(at_150, summarize(at_150, 0.93), str(one_budget), 0.93, "test")
     # panels are 6 inches wide at 110 dpi: two budgets and the budget panel, against one budget alone
     assert Image.open(png).width == 3 * Image.open(one_budget).width
 
@@ -130,7 +130,6 @@ def test_unfreezing_times_each_schedule_to_the_target_on_the_budgets_it_ran(tmp_
 def test_unfreezing_takes_the_vms_speed_out_of_the_gap() -> None:
     """The default ran on a slow stretch of the VM: its raw mean trails, while at equal ms/step it
     leads by the 0.10 pt the fake runs were built with (accuracy falls 0.20 pt per +10 ms a step)."""
-    unfreezing = load_script(REPO / "benchmarks" / "unfreezing.py", "unfreezing_benchmark")
 
     def accuracy(ms: float, is_default: bool) -> float:
         return 0.95 - 0.0002 * ms + (0.001 if is_default else 0.0)
@@ -141,19 +140,19 @@ def test_unfreezing_takes_the_vms_speed_out_of_the_gap() -> None:
         for name, per_seed in speeds.items()
         for seed, ms in enumerate(per_seed)
     ]
-    rows = unfreezing.summarize(runs, 0.93)
+    rows = summarize(runs, 0.93)
     at = {row["variant"]: row for row in rows}
     assert at["auto"]["mean"] < at["full_finetune"]["mean"]
-    gaps = unfreezing.speed_adjusted_gaps(runs)
+    gaps = speed_adjusted_gaps(runs)
     assert list(gaps) == [150.0]
     assert gaps[150.0].gap_pt == pytest.approx(0.10, abs=1e-6)
     assert gaps[150.0].pt_per_10ms == pytest.approx(-0.20, abs=1e-6)
     assert gaps[150.0].stderr_pt == pytest.approx(0.0, abs=1e-6)
     assert gaps[150.0].runs == 6
-    verdict = "\n".join(unfreezing.verdicts(rows, gaps, 0.93))
+    verdict = "\n".join(verdicts(rows, gaps, 0.93))
     assert "auto - full_finetune = +0.10 ± 0.00 pt" in verdict
     # Too few runs to fit three parameters with an error: no adjusted line, no crash.
-    assert unfreezing.speed_adjusted_gap(runs[:2] + runs[3:5], 150.0) is None
+    assert speed_adjusted_gap(runs[:2] + runs[3:5], 150.0) is None
 
 
 def test_speed_levers_prints_its_json_last() -> None:
@@ -189,3 +188,15 @@ def test_sensor_precision_compares_bf16_with_fp32_and_writes_its_report(tmp_path
     assert "| fusion |" in text
     assert "--count 60 --epochs 1 --models rf,fusion" in text
     assert result["machine"] in text
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (REPO / "benchmarks").glob("*.py")))
+def test_every_benchmark_script_imports(script: str) -> None:
+    # Most benchmarks run for minutes and have no smoke run here: importing each one (without running
+    # its main) is what catches a script left behind by a change to the library it measures.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script[:-3]}", REPO / "benchmarks" / script)
+    assert spec is not None
+    assert spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -1,28 +1,21 @@
-"""benchmarks/counter_drone.py's specialist comparison on synthetic embeddings: a fusion trained
+"""benchmarks/counter_drone.py's specialist comparison on synthetic embeddings (its fits in
+benchmarks.analysis.counter_drone, its tables in benchmarks.reports.counter_drone): a fusion trained
 without a sensor must learn from the sensors left, and only from them."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.analysis.counter_drone import airframe_probe, specialists
+from benchmarks.reports.counter_drone import airframe_verdict, ceiling_table, probe_table, specialist_table
 from rooivalk.data.dataset import SPLIT_CODES
-from rooivalk.data.multisensor import MultiSensorDataset, MultiSensorInfo, SensorInfo
+from rooivalk.data.multisensor_dataset import MultiSensorDataset, MultiSensorInfo, SensorInfo
+from rooivalk.models.fusion_inference import FusionFeatures
 from rooivalk.plan import FusionSpec
-from rooivalk.training.fusion import FusionFeatures
-from tests.scripts import load_script
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    return load_script(REPO / "benchmarks/counter_drone.py", "counter_drone_bench")
 
 
 def synthetic(count: int = 600) -> tuple[MultiSensorDataset, FusionFeatures]:
@@ -50,25 +43,25 @@ def synthetic(count: int = 600) -> tuple[MultiSensorDataset, FusionFeatures]:
     return dataset, FusionFeatures({"signal": signal, "noise": noise}, present)
 
 
-def test_a_specialist_learns_only_from_the_sensors_it_keeps(bench: ModuleType) -> None:
+def test_a_specialist_learns_only_from_the_sensors_it_keeps() -> None:
     dataset, features = synthetic()
     spec = FusionSpec.model_validate(
         {"width": 16, "heads": 2, "depth": 1, "training": {"epochs": 15, "batch_size": 32, "lr": 3e-3, "threads": 1}}
     )
-    found = bench.specialists(spec, dataset, features, seeds=[0, 1])
+    found = specialists(spec, dataset, features, seeds=[0, 1])
     assert set(found) == {"signal", "noise"}
     assert found["noise"]["mean"] > 0.9  # trained without the noise sensor: the signal one carries it
     assert found["signal"]["mean"] < 0.55  # without the signal sensor: near chance (1/3)
     assert len(found["signal"]["runs"]) == 2
     assert features.present.all(), "the caller's presence mask must not change"
 
-    table = bench.specialist_table(found, {"signal": 0.40, "noise": 0.90})
+    table = specialist_table(found, {"signal": 0.40, "noise": 0.90})
     assert table[0].startswith("| sensor removed |")
     assert any(line.startswith("| noise | 90.0% |") for line in table)
     assert "worst specialist: without signal" in table[-1]
 
 
-def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it(bench: ModuleType) -> None:
+def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it() -> None:
     """Drones carry one of three airframes; sensor "sees" embeds it (one-hot plus noise), "blind" and
     "rf" hold noise. The probe reads the airframe from "sees" and from the non-RF sensors side by
     side, and "blind" scores near the majority airframe's share."""
@@ -93,7 +86,7 @@ def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it(
     features = FusionFeatures({"sees": sees, **noise}, present)
     scenes = pd.DataFrame({"scene_airframe": airframe})
 
-    probes = bench.airframe_probe(dataset, features, scenes)
+    probes = airframe_probe(dataset, features, scenes)
 
     test_drones = (dataset.splits == SPLIT_CODES["test"]) & (labels > 0)
     majority = float((airframe[test_drones] == "quadcopter").mean())
@@ -103,23 +96,23 @@ def test_the_airframe_probe_finds_the_airframe_only_where_an_embedding_holds_it(
     assert probes["blind"] < majority + 0.1
     assert probes["rf"] < majority + 0.1
 
-    table = bench.probe_table(probes, None)
+    table = probe_table(probes, None)
     assert table[0] == "| embedding | airframe probe, test drones |"
     assert f"| all but rf | {100 * probes['all but rf']:.1f}% |" in table
     assert table[-1].startswith("| majority airframe |")
 
 
-def test_the_ceiling_verdict_follows_the_measured_figures(bench: ModuleType) -> None:
+def test_the_ceiling_verdict_follows_the_measured_figures() -> None:
     """The prose under the ceiling table is computed, not written once: fusion without RF below the
     airframe-blind ceiling blames airframe perception; above it, the share of the airframe's worth
     recovered and the gap left are the measured ones."""
     ceiling = {"without_rf": 0.95, "without_rf_or_airframe": 0.90}
-    assert "no more than the airframe-blind ceiling" in bench.airframe_verdict(ceiling, 0.89)
-    above = bench.airframe_verdict(ceiling, 0.92)
+    assert "no more than the airframe-blind ceiling" in airframe_verdict(ceiling, 0.89)
+    above = airframe_verdict(ceiling, 0.92)
     assert "above the airframe-blind ceiling" in above
     assert "40% of the way from it to the full one" in above
     assert "remaining 3.0 pt" in above
     full = ceiling | {"all": 0.98, "all_but_airframe": 0.96}
-    table = "\n".join(bench.ceiling_table(full, {"none": 0.96, "rf": 0.92}))
+    table = "\n".join(ceiling_table(full, {"none": 0.96, "rf": 0.92}))
     assert "| this system's fusion | 96.0% | 92.0% | 4.0 pt |" in table
     assert above in table

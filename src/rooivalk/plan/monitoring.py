@@ -46,10 +46,3 @@ class MonitoringSpec(Strict):
         None, description="Where the service persists its window (any storage URI) so it survives a restart."
     )
     webhook: WebhookSpec = WebhookSpec()
-    false_alarm_tolerance: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="The highest acceptable rate of dataset-drift verdicts over same-distribution trials "
-        "(benchmarks/drift.py and the tests measure it).",
-    )

@@ -1,0 +1,1 @@
+"""Fitting and statistics over what the benchmarks measured."""

@@ -1,0 +1,1 @@
+"""What a benchmark sets up and drives: the system under test and the load on it."""

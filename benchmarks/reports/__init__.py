@@ -1,0 +1,1 @@
+"""The tables, plots and Markdown reports the benchmarks write to docs/results."""
