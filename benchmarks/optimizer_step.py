@@ -1,6 +1,6 @@
 """The optimizer update alone: torch's fused kernel against its foreach default, as rooivalk builds them.
 
-Both optimizers come from `rooivalk.training.optim.build_optimizer` (the plan's AdamW, weight decay
+Both optimizers come from `rooivalk.training.engine.optim.build_optimizer` (the plan's AdamW, weight decay
 0.05) over every parameter of the same model, with the same fixed gradients; only
 `training.optimizer.fused` differs. They run in alternating blocks of `--steps` updates for
 `--rounds` rounds after one untimed block each, so machine noise falls on both alike.
@@ -27,7 +27,7 @@ from rooivalk import machine
 from rooivalk.export.benchmark import measure_latency
 from rooivalk.models import create_model
 from rooivalk.plan import ModelSpec, OptimizerSpec
-from rooivalk.training.optim import build_optimizer
+from rooivalk.training.engine.optim import build_optimizer
 
 TARGET = 1.0
 NUM_CLASSES = 10

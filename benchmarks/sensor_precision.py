@@ -36,8 +36,8 @@ from rooivalk.features.fusion_features import cache_sensor_features
 from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion
 from rooivalk.models.sensor_artifacts import SensorTrainResult, sensor_test_accuracy
 from rooivalk.plan import Plan, SensorSpec, TrainingSpec, load_plan
+from rooivalk.training.engine.runtime import native_bf16
 from rooivalk.training.fusion_training import train_fusion
-from rooivalk.training.runtime import native_bf16
 from rooivalk.training.sensor_training import train_sensor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ order on both sides (the engine's epoch order: `epoch_generator(seed, epoch)`):
   in the earlier runs of this script (docs/results/trainer_overhead/trainer_overhead_kernels.jsonl).
 - tensor: the RF sensor model (rf_cnn_transformer small, drop_rate 0.1: what the counter-drone plan
   trains) on float32 (N, 2, 4096) IQ through `TensorClassification`. The hand-written loop builds
-  its AdamW as the engine does (rooivalk.training.optim.build_optimizer: fused unless
+  its AdamW as the engine does (rooivalk.training.engine.optim.build_optimizer: fused unless
   `--optimizer-kernels foreach`), over one param group.
 
 Rooivalk's side is the real loop: a `Trainer` built the way `fit_model` builds it (model, groups,
@@ -53,12 +53,12 @@ from rooivalk.data.simulators.rf import CAPTURE_SAMPLES
 from rooivalk.data.transforms import to_model_input
 from rooivalk.models import create_model, input_channels, layer_groups, normalization
 from rooivalk.plan import AugmentSpec, ModelSpec, OptimizerSpec, StageLR, StageSpec, TrainingSpec
-from rooivalk.training.loop import Trainer
-from rooivalk.training.optim import WARMUP_START_FACTOR, build_optimizer
-from rooivalk.training.stages import resolve_stages
-from rooivalk.training.state import epoch_generator
+from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.optim import WARMUP_START_FACTOR, build_optimizer
+from rooivalk.training.engine.stages import resolve_stages
+from rooivalk.training.engine.state import epoch_generator
 from rooivalk.training.tasks import ImageClassification, Task, TensorClassification, TrainData
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks.image_input import InputSpec
 
 TARGET = 1.05
 NUM_CLASSES = 10

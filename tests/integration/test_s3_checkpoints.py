@@ -9,7 +9,7 @@ import pytest
 
 from rooivalk.plan import Plan
 from rooivalk.training import train_model
-from rooivalk.training.checkpoint import CheckpointStore
+from rooivalk.training.engine.checkpoint import CheckpointStore
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_a_sensor_model_checkpoints_to_s3_and_an_unreachable_endpoint_loses_noth
     from rooivalk.models import create_model
     from rooivalk.plan import ModelSpec, TrainingSpec
     from rooivalk.storage import StorageError
-    from rooivalk.training.fitting import FitResult, fit_model
+    from rooivalk.training.engine.fitting import FitResult, fit_model
     from rooivalk.training.tasks import TensorClassification
 
     rng = np.random.default_rng(0)

@@ -32,10 +32,10 @@ from rooivalk.models.sensor_artifacts import (
     save_sensor_model,
 )
 from rooivalk.plan import Plan
-from rooivalk.training.fitting import FitResult
+from rooivalk.training.engine.fitting import FitResult
+from rooivalk.training.engine.loop import MetricsFn
+from rooivalk.training.engine.loop import ProgressFn as Progress
 from rooivalk.training.fusion_training import train_fusion
-from rooivalk.training.loop import MetricsFn
-from rooivalk.training.loop import ProgressFn as Progress
 from rooivalk.training.sensor_training import train_sensor
 
 

@@ -17,8 +17,8 @@ from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.models.fusion_inference import FusionFeatures, build_fusion, embedding_dims, fusion_arrays
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.plan import FusionSpec
-from rooivalk.training.fitting import FitResult, fit_model
-from rooivalk.training.loop import MetricsFn, ProgressFn
+from rooivalk.training.engine.fitting import FitResult, fit_model
+from rooivalk.training.engine.loop import MetricsFn, ProgressFn
 from rooivalk.training.tasks import FusionClassification
 
 

@@ -20,10 +20,10 @@ from torch.optim import lr_scheduler
 
 from rooivalk.data.dataset import load_dataset
 from rooivalk.plan import Plan, SchedulerSpec
-from rooivalk.training.loop import ProgressFn
-from rooivalk.training.optim import StageSchedule
-from rooivalk.training.runtime import noop, seed_everything, training_device
-from rooivalk.training.state import epoch_generator, step_generator
+from rooivalk.training.engine.loop import ProgressFn
+from rooivalk.training.engine.optim import StageSchedule
+from rooivalk.training.engine.runtime import noop, seed_everything, training_device
+from rooivalk.training.engine.state import epoch_generator, step_generator
 from rooivalk.training.trainer import build_trainer
 
 SMOOTHING = 0.98

@@ -21,8 +21,8 @@ from rooivalk.models.registry import family_task
 from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.models.sensor_encoding import sensor_encoding, sensor_split
 from rooivalk.plan import SensorSpec
-from rooivalk.training.fitting import fit_model
-from rooivalk.training.loop import MetricsFn, ProgressFn
+from rooivalk.training.engine.fitting import fit_model
+from rooivalk.training.engine.loop import MetricsFn, ProgressFn
 from rooivalk.training.tasks import ImageClassification, Task, TensorClassification
 
 

@@ -18,9 +18,9 @@ from rooivalk.models.fusion_inference import FusionFeatures
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan
-from rooivalk.training.fitting import FitResult
+from rooivalk.training.engine.fitting import FitResult
+from rooivalk.training.engine.loop import ProgressFn as Progress
 from rooivalk.training.fusion_training import train_fusion
-from rooivalk.training.loop import ProgressFn as Progress
 from rooivalk.training.sensor_training import train_sensor
 
 

@@ -29,12 +29,12 @@ from rooivalk.models import (
 )
 from rooivalk.models.registry import family_task
 from rooivalk.plan import Plan
-from rooivalk.training.checkpoint import CheckpointStore
-from rooivalk.training.checkpointing import RunCheckpointer
-from rooivalk.training.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
-from rooivalk.training.loop import Checkpointer, MetricsFn, ProgressFn, Trainer
-from rooivalk.training.runtime import noop, seed_everything, sigterm_requests_stop, training_device
-from rooivalk.training.stages import ResolvedStage, plan_stages
+from rooivalk.training.engine.checkpoint import CheckpointStore
+from rooivalk.training.engine.checkpointing import RunCheckpointer
+from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
+from rooivalk.training.engine.loop import Checkpointer, MetricsFn, ProgressFn, Trainer
+from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requests_stop, training_device
+from rooivalk.training.engine.stages import ResolvedStage, plan_stages
 from rooivalk.training.tasks import task_class
 
 log = logging.getLogger(__name__)

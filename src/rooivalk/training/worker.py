@@ -1,6 +1,6 @@
 """One torchrun worker: `python -m torch.distributed.run ... -m rooivalk.training.worker PLAN DATASET MODEL`.
 
-Rank 0 writes the result record that `rooivalk.training.distributed.launch` returns.
+Rank 0 writes the result record that `rooivalk.training.engine.distributed.launch` returns.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from rooivalk.plan import Plan
-from rooivalk.training.distributed import RESULT_FILE
-from rooivalk.training.errors import Preempted
+from rooivalk.training.engine.distributed import RESULT_FILE
+from rooivalk.training.engine.errors import Preempted
 from rooivalk.training.trainer import train_model
 
 

@@ -14,7 +14,7 @@ from rooivalk.models.log_mel import LogMelSpectrogram, mel_filterbank
 from rooivalk.models.radar_sequence import KINEMATIC_FEATURES, TrackKinematics
 from rooivalk.models.rf_cnn_transformer import LogSpectrogram, iq_to_input
 from rooivalk.plan import ModelSpec
-from rooivalk.training.freezing import set_trainable
+from rooivalk.training.engine.freezing import set_trainable
 
 CREPE_WEIGHTS = Path(__file__).resolve().parents[3] / ".cache/weights/crepe_tiny.pth"
 FAMILIES = [

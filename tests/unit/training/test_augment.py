@@ -1,4 +1,4 @@
-"""Batch augmentations (rooivalk.training.augment): seeded, shape/range/layout preserving, each effect acts."""
+"""Batch augmentations (rooivalk.training.tasks.augment): seeded, shape/range/layout preserving, each effect acts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rooivalk.plan import AugmentSpec
-from rooivalk.training.augment import BatchAugment, line_kernel
+from rooivalk.training.tasks.augment import BatchAugment, line_kernel
 
 EVERYTHING = AugmentSpec(
     random_resized_crop=(0.5, 1.0),

@@ -15,7 +15,7 @@ import torch
 
 from rooivalk.plan import Plan
 from rooivalk.training import train_model
-from rooivalk.training.distributed import DistContext, torchrun_command
+from rooivalk.training.engine.distributed import DistContext, torchrun_command
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 REPO = Path(__file__).resolve().parents[3]

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from rooivalk.plan import EarlyStoppingSpec
-from rooivalk.training.early_stopping import EarlyStopping
-from rooivalk.training.ema import ModelEMA
+from rooivalk.training.engine.early_stopping import EarlyStopping
+from rooivalk.training.engine.ema import ModelEMA
 
 
 def _model() -> nn.Module:

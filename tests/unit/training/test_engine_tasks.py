@@ -13,9 +13,9 @@ import torch
 from rooivalk.models import create_model
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.plan import ModelSpec, StageLR, StageSpec, TrainingSpec
-from rooivalk.training.budget import StepCost
-from rooivalk.training.checkpoint import CheckpointError
-from rooivalk.training.fitting import FitResult, fit_model
+from rooivalk.training.engine.budget import StepCost
+from rooivalk.training.engine.checkpoint import CheckpointError
+from rooivalk.training.engine.fitting import FitResult, fit_model
 from rooivalk.training.tasks import FusionClassification, TensorClassification
 
 GRU = ModelSpec(family="radar_sequence", architecture="gru", drop_rate=0.1)
@@ -158,7 +158,9 @@ def test_deterministic_keeps_a_budget_stage_step_plan_across_a_kill(
 ) -> None:
     # The probe's timing is what differs between runs; a fixed reading makes the uninterrupted run's plan
     # the one the killed run made, so the comparison isolates what resuming does with it.
-    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.05, 0.01))
+    monkeypatch.setattr(
+        "rooivalk.training.engine.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.05, 0.01)
+    )
     stage = StageSpec(name="all", seconds=1.0, train=["all"], lr=StageLR(spread=(3e-3, 3e-3)))
     spec = TrainingSpec(
         batch_size=32, threads=1, deterministic=True, stages=[stage], checkpoint={"every_steps": 3, "keep_last": 10}
@@ -171,7 +173,7 @@ def test_deterministic_keeps_a_budget_stage_step_plan_across_a_kill(
     with pytest.raises(_Killed):
         _fit(spec, checkpoint_uri=str(tmp_path / "cut"), progress=_kill_after(7))
     first = json.loads((tmp_path / "cut" / "manifest.json").read_text())
-    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.5, 0.01))
+    monkeypatch.setattr("rooivalk.training.engine.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.5, 0.01))
     resumed, again = _fit(spec, checkpoint_uri=str(tmp_path / "cut"))  # a slower probe would plan 1 step: unused
     assert again.stages[0]["steps"] == full.stages[0]["steps"]
     assert _same(whole, resumed) == []

@@ -1,4 +1,4 @@
-"""Losses (rooivalk.training.losses): focal vs cross-entropy, soft targets, balanced weights."""
+"""Losses (rooivalk.training.engine.losses): focal vs cross-entropy, soft targets, balanced weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from rooivalk.plan import LossSpec
-from rooivalk.training.losses import balanced_class_weights, build_loss
+from rooivalk.training.engine.losses import balanced_class_weights, build_loss
 
 
 @pytest.fixture

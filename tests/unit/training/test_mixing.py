@@ -1,4 +1,4 @@
-"""Mixup and CutMix (rooivalk.training.mixing): determinism, target rows, pasted area."""
+"""Mixup and CutMix (rooivalk.training.tasks.mixing): determinism, target rows, pasted area."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rooivalk.plan import MixSpec
-from rooivalk.training.mixing import MixupCutmix
+from rooivalk.training.tasks.mixing import MixupCutmix
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Optimizers and per-stage LR schedules (rooivalk.training.optim) on a two-parameter model."""
+"""Optimizers and per-stage LR schedules (rooivalk.training.engine.optim) on a two-parameter model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rooivalk.plan import OptimizerSpec, SchedulerSpec
-from rooivalk.training.optim import WARMUP_START_FACTOR, StageSchedule, build_optimizer, can_fuse
+from rooivalk.training.engine.optim import WARMUP_START_FACTOR, StageSchedule, build_optimizer, can_fuse
 
 
 def _params(n: int = 2) -> list[torch.nn.Parameter]:

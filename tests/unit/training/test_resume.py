@@ -14,7 +14,7 @@ import torch
 
 from rooivalk.plan import Plan
 from rooivalk.training import train_model
-from rooivalk.training.checkpoint import CheckpointError, CheckpointStore
+from rooivalk.training.engine.checkpoint import CheckpointError, CheckpointStore
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 REPO = Path(__file__).resolve().parents[3]

@@ -11,13 +11,13 @@ from rooivalk.data.dataset import load_dataset
 from rooivalk.models import create_model, layer_groups
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import train_model
-from rooivalk.training.budget import StepCost, steps_within
-from rooivalk.training.loop import Trainer
+from rooivalk.training.engine.budget import StepCost, steps_within
+from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.optim import WARMUP_START_FACTOR
+from rooivalk.training.engine.stages import resolve_stages
 from rooivalk.training.lr_find import find_lr, steepest_descent_lr
-from rooivalk.training.optim import WARMUP_START_FACTOR
-from rooivalk.training.stages import resolve_stages
 from rooivalk.training.tasks import ImageClassification, TrainData
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks.image_input import InputSpec
 
 HEAD_STAGE = StageSpec(name="head", epochs=1, train=["head"], lr=StageLR(head=1e-2))
 TOP_STAGE = StageSpec(name="top", epochs=2, train=["last:1", "head"], lr=StageLR(head=1e-2, backbone=1e-3))
@@ -155,7 +155,7 @@ def test_a_budget_stage_re_plans_from_measured_epochs_when_the_probe_was_wrong(
     tiny_dataset_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The probe claims 0.3 s per step (a machine busy during its 2 s); real steps take milliseconds.
-    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.3, 0.01))
+    monkeypatch.setattr("rooivalk.training.engine.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.3, 0.01))
     stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
     trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1)
     messages: list[str] = []
@@ -177,7 +177,7 @@ def test_a_stage_shorter_than_an_epoch_re_plans_inside_it(
 ) -> None:
     # The probe claims 0.2 s per step, so a 2 s budget plans ~9 steps: less than the first epoch
     # (21 batches of 2), which would end the stage before any epoch-end re-plan.
-    monkeypatch.setattr("rooivalk.training.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.2, 0.01))
+    monkeypatch.setattr("rooivalk.training.engine.budget_planning.probe_step_cost", lambda *a, **k: StepCost(0.2, 0.01))
     stages = [StageSpec(name="all", seconds="rest", train=["all"], lr=StageLR(top=1e-2, ratio=1.5))]
     trainer = _trainer(tiny_dataset_dir, stages, budget_seconds=2.0, threads=1, batch_size=2)
     messages: list[str] = []

@@ -2,7 +2,7 @@ import pytest
 
 from rooivalk.models import LayerGroup
 from rooivalk.plan import StageLR, StageSpec, TrainingSpec
-from rooivalk.training.stages import default_stages, group_learning_rates, resolve_stages
+from rooivalk.training.engine.stages import default_stages, group_learning_rates, resolve_stages
 
 GROUPS = [LayerGroup(name, [f"{name}.w"]) for name in ("stem", "blocks.0", "blocks.1", "blocks.2", "head")]
 

@@ -7,10 +7,10 @@ from torch import nn
 from rooivalk.models import create_model, layer_groups, load_trained_model, register_family
 from rooivalk.plan import ModelSpec, Plan, StageLR, StageSpec, TrainingSpec
 from rooivalk.training import TrainingError, train_model
-from rooivalk.training.loop import Trainer
-from rooivalk.training.stages import resolve_stages
+from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.stages import resolve_stages
 from rooivalk.training.tasks import ImageClassification, TrainData
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks.image_input import InputSpec
 
 
 class _NanModel(nn.Module):

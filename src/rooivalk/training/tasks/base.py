@@ -1,6 +1,6 @@
 """What a training task tells the engine: how batches are made, how the model runs, how it is scored.
 
-The engine (rooivalk.training.loop) knows nothing of images, signals or sensors. It draws sample
+The engine (rooivalk.training.engine.loop) knows nothing of images, signals or sensors. It draws sample
 indices, asks the task for a batch on the device, runs `task.forward`, applies the plan's loss,
 and asks the task to score the validation split. A task also says what may be cached: a
 frozen-prefix feature cache for head-only stages (`can_cache_features`), and which techniques of
@@ -21,7 +21,7 @@ from torch import nn
 
 from rooivalk.data.dataset import Dataset
 from rooivalk.plan import Plan
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.stages import ResolvedStage
 
 # A model input on its device: one tensor (images, IQ, tracks), or named tensors (fusion's
 # per-sensor embeddings and presence mask).

@@ -20,11 +20,11 @@ from rooivalk.data.dataset import Dataset
 from rooivalk.data.transforms import iter_model_batches, normalize, to_unit_images
 from rooivalk.models.timm_family import input_channels, normalization
 from rooivalk.plan import AugmentSpec, MixSpec, Plan, TrainingSpec
-from rooivalk.training.augment import BatchAugment
-from rooivalk.training.mixing import MixupCutmix
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.stages import ResolvedStage
+from rooivalk.training.tasks.augment import BatchAugment
 from rooivalk.training.tasks.base import Autocast, Inputs, Task, score_logits
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks.image_input import InputSpec
+from rooivalk.training.tasks.mixing import MixupCutmix
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rooivalk.models.inference import Arrays, batched_logits, gather_rows, row_batches
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.tasks.base import Autocast, Inputs, Task, score_logits, to_device
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from rooivalk.training.tasks import ImageClassification
-from rooivalk.training.validation import InputSpec
+from rooivalk.training.tasks.image_input import InputSpec
 
 NOISE_STD = 0.05
 

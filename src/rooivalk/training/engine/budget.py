@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rooivalk.plan import OptimizerSpec
-from rooivalk.training.optim import build_optimizer
+from rooivalk.training.engine.optim import build_optimizer
 
 PROBE_WARMUP_STEPS = 3  # first steps allocate buffers and pick kernels: not timed
 PROBE_TIMED_STEPS = 8

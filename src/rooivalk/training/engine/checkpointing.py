@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rooivalk.training.checkpoint import CheckpointStore, check_signature, model_signature
-from rooivalk.training.engine_view import EngineView as Trainer
-from rooivalk.training.engine_view import ProgressFn
-from rooivalk.training.state import RunPosition, capture_rng, restore_rng
+from rooivalk.training.engine.checkpoint import CheckpointStore, check_signature, model_signature
+from rooivalk.training.engine.engine_view import EngineView as Trainer
+from rooivalk.training.engine.engine_view import ProgressFn
+from rooivalk.training.engine.state import RunPosition, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from torch import nn, optim
 
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec
-from rooivalk.training.batchnorm import batchnorm_affine_names
-from rooivalk.training.freezing import param_groups_for, set_trainable
-from rooivalk.training.optim import build_optimizer
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.batchnorm import batchnorm_affine_names
+from rooivalk.training.engine.freezing import param_groups_for, set_trainable
+from rooivalk.training.engine.optim import build_optimizer
+from rooivalk.training.engine.stages import ResolvedStage
 
 
 def frozen_batchnorm_affine(

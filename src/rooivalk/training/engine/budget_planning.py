@@ -1,7 +1,7 @@
 """Wall-clock stages for the engine: the step plan of a stage sized in seconds, and its re-plans.
 
 A stage with `seconds` (or `"rest"` of `training.budget_seconds`) gets a step count when it starts,
-from a timed probe of its own training step (rooivalk.training.budget). Without
+from a timed probe of its own training step (rooivalk.training.engine.budget). Without
 `training.deterministic`, the rest of the stage is re-sized from measured step and validation times
 as it runs (a noisy probe or a node that changes speed would otherwise over- or under-fill the
 budget). With `deterministic: true` the first plan is final: it is saved in a checkpoint at once and
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from rooivalk.training.budget import StepCost, probe_step_cost, steps_within
-from rooivalk.training.engine_view import EngineView as Trainer
-from rooivalk.training.freezing import freeze_batchnorm_of_frozen
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.budget import StepCost, probe_step_cost, steps_within
+from rooivalk.training.engine.engine_view import EngineView as Trainer
+from rooivalk.training.engine.freezing import freeze_batchnorm_of_frozen
+from rooivalk.training.engine.stages import ResolvedStage
 
 
 def _call(model: torch.nn.Module, inputs: Any) -> torch.Tensor:

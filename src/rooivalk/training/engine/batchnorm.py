@@ -20,7 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from rooivalk.models.groups import LayerGroup
-from rooivalk.training.engine_view import EngineView as Trainer
+from rooivalk.training.engine.engine_view import EngineView as Trainer
 
 
 class _Forward(nn.Module):

@@ -19,12 +19,12 @@ from torch import nn
 
 from rooivalk.models.groups import layer_groups
 from rooivalk.plan import TrainingSpec
-from rooivalk.training.checkpoint import CheckpointStore
-from rooivalk.training.checkpointing import RunCheckpointer
-from rooivalk.training.freezing import set_trainable
-from rooivalk.training.loop import MetricsFn, ProgressFn, Trainer
-from rooivalk.training.runtime import seed_everything, sigterm_requests_stop, training_device
-from rooivalk.training.stages import model_stages
+from rooivalk.training.engine.checkpoint import CheckpointStore
+from rooivalk.training.engine.checkpointing import RunCheckpointer
+from rooivalk.training.engine.freezing import set_trainable
+from rooivalk.training.engine.loop import MetricsFn, ProgressFn, Trainer
+from rooivalk.training.engine.runtime import seed_everything, sigterm_requests_stop, training_device
+from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.tasks import Task
 
 

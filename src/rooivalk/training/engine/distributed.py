@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from rooivalk.plan import Plan
-from rooivalk.training.errors import Preempted
+from rooivalk.training.engine.errors import Preempted
 
 log = logging.getLogger(__name__)
 WORKER_MODULE = "rooivalk.training.worker"

@@ -1,6 +1,6 @@
 """What the engine's helper modules (budget planning, BatchNorm recalibration, checkpointing, the
 cached head, the end of an epoch) may use of a Trainer: a Protocol, so that they depend on this module
-and not on rooivalk.training.loop, which depends on them. `Trainer` satisfies it (mypy checks each call
+and not on rooivalk.training.engine.loop, which depends on them. `Trainer` satisfies it (mypy checks each call
 that passes one)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from torch import nn
 
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec, TrainingSpec
-from rooivalk.training.distributed import DistContext
-from rooivalk.training.early_stopping import EarlyStopping
-from rooivalk.training.ema import ModelEMA
-from rooivalk.training.optim import StageSchedule
-from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import BudgetClock, RunPosition
+from rooivalk.training.engine.distributed import DistContext
+from rooivalk.training.engine.early_stopping import EarlyStopping
+from rooivalk.training.engine.ema import ModelEMA
+from rooivalk.training.engine.optim import StageSchedule
+from rooivalk.training.engine.stages import ResolvedStage
+from rooivalk.training.engine.state import BudgetClock, RunPosition
 from rooivalk.training.tasks import Task
 
 ProgressFn = Callable[[dict[str, Any]], None]

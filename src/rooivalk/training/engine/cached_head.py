@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from rooivalk.training.engine_view import EngineView
-from rooivalk.training.freezing import freeze_batchnorm_of_frozen
-from rooivalk.training.runtime import native_bf16
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.engine_view import EngineView
+from rooivalk.training.engine.freezing import freeze_batchnorm_of_frozen
+from rooivalk.training.engine.runtime import native_bf16
+from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.tasks.base import score_logits
 
 

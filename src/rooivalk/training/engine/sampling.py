@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from rooivalk.plan import TrainingSpec
-from rooivalk.training.distributed import DistContext
-from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import epoch_generator
+from rooivalk.training.engine.distributed import DistContext
+from rooivalk.training.engine.stages import ResolvedStage
+from rooivalk.training.engine.state import epoch_generator
 
 
 class StageSampling:

@@ -2,7 +2,7 @@
 
 The engine draws sample indices and runs stages; its task (rooivalk.training.tasks) makes batches,
 runs the model and scores the validation split, so images, sensor tensors and fusion embeddings all
-train here. Groups unfrozen at a stage boundary join the optimizer (rooivalk.training.stage_entry)
+train here. Groups unfrozen at a stage boundary join the optimizer (rooivalk.training.engine.stage_entry)
 and every stage gets a fresh schedule over *all* current param groups, with each group's
 `initial_lr` reset to its new LR (torch's schedulers `setdefault` it, which is how peers end up never
 scheduling groups added after unfreezing). The loop can stop after any optimizer step (SIGTERM, or a
@@ -27,23 +27,23 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec, TrainingSpec
-from rooivalk.training.batchnorm import recalibrate_before_training
-from rooivalk.training.budget_planning import replan_budget, replan_interval, steps_for_budget
-from rooivalk.training.cached_head import HeadFeatureCache
-from rooivalk.training.checkpointing import restore_trainer, trainer_state
-from rooivalk.training.distributed import DistContext
-from rooivalk.training.early_stopping import EarlyStopping
-from rooivalk.training.ema import ModelEMA
-from rooivalk.training.engine_view import EngineView
-from rooivalk.training.epoch_end import finish_epoch
-from rooivalk.training.errors import Preempted, TrainingError
-from rooivalk.training.freezing import freeze_batchnorm_of_frozen
-from rooivalk.training.losses import build_loss
-from rooivalk.training.optim import StageSchedule
-from rooivalk.training.sampling import StageSampling
-from rooivalk.training.stage_entry import prepare_stage_optimizer
-from rooivalk.training.stages import ResolvedStage
-from rooivalk.training.state import BudgetClock, RunPosition, step_generator
+from rooivalk.training.engine.batchnorm import recalibrate_before_training
+from rooivalk.training.engine.budget_planning import replan_budget, replan_interval, steps_for_budget
+from rooivalk.training.engine.cached_head import HeadFeatureCache
+from rooivalk.training.engine.checkpointing import restore_trainer, trainer_state
+from rooivalk.training.engine.distributed import DistContext
+from rooivalk.training.engine.early_stopping import EarlyStopping
+from rooivalk.training.engine.ema import ModelEMA
+from rooivalk.training.engine.engine_view import EngineView
+from rooivalk.training.engine.epoch_end import finish_epoch
+from rooivalk.training.engine.errors import Preempted, TrainingError
+from rooivalk.training.engine.freezing import freeze_batchnorm_of_frozen
+from rooivalk.training.engine.losses import build_loss
+from rooivalk.training.engine.optim import StageSchedule
+from rooivalk.training.engine.sampling import StageSampling
+from rooivalk.training.engine.stage_entry import prepare_stage_optimizer
+from rooivalk.training.engine.stages import ResolvedStage
+from rooivalk.training.engine.state import BudgetClock, RunPosition, step_generator
 from rooivalk.training.tasks import Inputs, Task
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -111,7 +111,7 @@ class Trainer:
         self._head_features = HeadFeatureCache()
         self.sampling = StageSampling(len(self.task.train_labels), self.stages, self.spec, self.dist)
 
-    # -- sizes and orders (rooivalk.training.sampling) ---------------------------------------
+    # -- sizes and orders (rooivalk.training.engine.sampling) ---------------------------------------
     @property
     def rank_batch_size(self) -> int:
         """Per-rank batch: the plan's batch_size is the global batch, split over the ranks."""
@@ -191,7 +191,7 @@ class Trainer:
             self.save("plan")  # the step plan is final: a resumed run must find it, not re-measure it
 
     def recalibrate_batchnorm_once(self) -> None:
-        """bn_unfreeze: recalibrate, once per run (rooivalk.training.batchnorm.recalibrate_before_training)."""
+        """bn_unfreeze: recalibrate, once per run (rooivalk.training.engine.batchnorm.recalibrate_before_training)."""
         recalibrate_before_training(self)
 
     def schedule_ready(self) -> StageSchedule:
@@ -321,7 +321,7 @@ class Trainer:
         return self.task.head_on_features(self.model)
 
     def cached_features(self, stage: ResolvedStage, split: str = "train") -> torch.Tensor:
-        """Pre-head features (N, F) of a cached head stage (rooivalk.training.cached_head)."""
+        """Pre-head features (N, F) of a cached head stage (rooivalk.training.engine.cached_head)."""
         return self._head_features.features(self, stage, split)
 
     def train_step(self, stage: ResolvedStage, positions: np.ndarray, generator: torch.Generator) -> float:
@@ -382,7 +382,7 @@ class Trainer:
         return finish_epoch(self, stage, seconds, seen, lr)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything that changes during training (rooivalk.training.checkpointing.trainer_state)."""
+        """Everything that changes during training (rooivalk.training.engine.checkpointing.trainer_state)."""
         return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The image preprocessing a model expects (the image task, export and evaluation read it)."""
+"""The image preprocessing a model expects: input size, channels, normalization, memory format
+(the image task batches with it)."""
 
 from __future__ import annotations
 

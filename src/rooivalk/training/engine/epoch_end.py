@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 import time
 
-from rooivalk.training.budget_planning import replan_budget
-from rooivalk.training.engine_view import EngineView
-from rooivalk.training.stages import ResolvedStage
+from rooivalk.training.engine.budget_planning import replan_budget
+from rooivalk.training.engine.engine_view import EngineView
+from rooivalk.training.engine.stages import ResolvedStage
 
 
 def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen: int, lr: float) -> bool:
