@@ -123,6 +123,32 @@ def test_every_import_goes_down_the_layers() -> None:
     assert upward_imports(import_graph(SRC)) == []
 
 
+# The engine trains any task through the Task interface: it never sees images, sensors or datasets.
+ENGINE = "rooivalk.training.engine"
+ENGINE_MAY_IMPORT = ("rooivalk.training.engine", "rooivalk.training.tasks.base", "rooivalk.models", "rooivalk.plan")
+ENGINE_MAY_IMPORT_ALSO = ("rooivalk", "rooivalk.storage", "rooivalk.training")  # packages on the way, storage
+
+
+def engine_imports_beyond_the_task_interface(graph: dict[str, set[str]]) -> list[str]:
+    def allowed(target: str) -> bool:
+        if target.startswith(("rooivalk.models.sensor", "rooivalk.models.fusion")):
+            return False  # the multi-sensor models are the tasks' business
+        prefixed = any(target == name or target.startswith(name + ".") for name in ENGINE_MAY_IMPORT)
+        return prefixed or target in ENGINE_MAY_IMPORT_ALSO
+
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module == ENGINE or module.startswith(ENGINE + ".")
+        for target in targets
+        if not allowed(target)
+    )
+
+
+def test_the_engine_knows_only_the_task_interface() -> None:
+    assert engine_imports_beyond_the_task_interface(import_graph(SRC)) == []
+
+
 def test_only_the_cli_reaches_the_orchestration_layer() -> None:
     assert orchestration_imports(SRC) == []
 
@@ -144,9 +170,19 @@ def test_the_checks_catch_a_cycle_hidden_in_a_function_and_an_upward_import(tmp_
             "rooivalk/tracking/runs.py": "def load():\n    from rooivalk.models import load_model\n",
             "rooivalk/models/__init__.py": "from rooivalk.tracking import runs\n",
             "rooivalk/export/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import kfp\n",
+            "rooivalk/training/__init__.py": "",
+            "rooivalk/training/tasks/__init__.py": "",
+            "rooivalk/training/tasks/base.py": "",
+            "rooivalk/training/tasks/image.py": "",
+            "rooivalk/training/engine/__init__.py": "",
+            "rooivalk/training/engine/loop.py": "from rooivalk.training.tasks import base, image\n",
         },
     )
     graph = import_graph(root)
     assert set(first_cycle(graph)) == {"rooivalk.models", "rooivalk.tracking.runs"}
     assert upward_imports(graph) == ["rooivalk.tracking.runs -> rooivalk.models"]
     assert orchestration_imports(root) == ["rooivalk.export -> kfp"]
+    assert engine_imports_beyond_the_task_interface(graph) == [
+        "rooivalk.training.engine.loop -> rooivalk.training.tasks",
+        "rooivalk.training.engine.loop -> rooivalk.training.tasks.image",
+    ]

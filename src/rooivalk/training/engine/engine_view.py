@@ -21,7 +21,7 @@ from rooivalk.training.engine.ema import ModelEMA
 from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.engine.state import BudgetClock, RunPosition
-from rooivalk.training.tasks import Task
+from rooivalk.training.tasks.base import Task
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]

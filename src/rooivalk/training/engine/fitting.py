@@ -25,7 +25,7 @@ from rooivalk.training.engine.freezing import set_trainable
 from rooivalk.training.engine.loop import MetricsFn, ProgressFn, Trainer
 from rooivalk.training.engine.runtime import seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import model_stages
-from rooivalk.training.tasks import Task
+from rooivalk.training.tasks.base import Task
 
 
 @dataclass

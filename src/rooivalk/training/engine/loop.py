@@ -44,7 +44,7 @@ from rooivalk.training.engine.sampling import StageSampling
 from rooivalk.training.engine.stage_entry import prepare_stage_optimizer
 from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.engine.state import BudgetClock, RunPosition, step_generator
-from rooivalk.training.tasks import Inputs, Task
+from rooivalk.training.tasks.base import Inputs, Task
 
 ProgressFn = Callable[[dict[str, Any]], None]
 MetricsFn = Callable[[dict[str, float], int], None]
