@@ -21,7 +21,7 @@
    half in MB/min. Bounded: second-half slope <= 1 MB/min.
 4. False alarms: `--trials` same-distribution checks (tests/unit/monitoring/synthetic.py's `make_data`:
    reference 2000 rows seed 0, current 600 rows seeds 100, 101, ...); the rate of dataset-drift
-   verdicts against `benchmarks.analysis.drift.FALSE_ALARM_TOLERANCE`.
+   verdicts against `rooivalk.monitoring.drift.FALSE_ALARM_TOLERANCE`.
 
     .venv/bin/python benchmarks/drift.py                      # ~15 min on 2 cores (10 of them the soak)
     .venv/bin/python benchmarks/drift.py --soak-seconds 30 --rows 20000 --trials 10 --out /tmp/drift
@@ -50,14 +50,14 @@ import pandas as pd
 
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, check_frame, save_profile
 from rooivalk.monitoring import metric_names as names
-from rooivalk.monitoring.drift import check_drift
+from rooivalk.monitoring.drift import FALSE_ALARM_TOLERANCE, check_drift
 from rooivalk.plan import MonitoringSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: the helpers import from the benchmarks package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.analysis.drift import FALSE_ALARM_TOLERANCE, metric_value, slope_mb_per_min  # noqa: E402
+from benchmarks.analysis.drift import metric_value, slope_mb_per_min  # noqa: E402
 from benchmarks.harness.monitor_service import (  # noqa: E402
     Service,
     fill_and_check,

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 
 from rooivalk import machine
-from rooivalk.data.ingest_events import ingest_events
+from rooivalk.data.ingest_multisensor import ingest_events
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
+from rooivalk.evaluation.multisensor_report import sensor_test_accuracy
 from rooivalk.features.fusion_features import cache_sensor_features
 from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion
-from rooivalk.models.sensor_artifacts import SensorTrainResult, sensor_test_accuracy
+from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan, SensorSpec, TrainingSpec, load_plan
 from rooivalk.training.engine.runtime import native_bf16
 from rooivalk.training.fusion_training import train_fusion

@@ -45,8 +45,8 @@ from rooivalk import machine
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.ingest import ingest_data
 from rooivalk.evaluation.evaluate import evaluate_model
+from rooivalk.events import ProgressFn
 from rooivalk.plan import DataSpec, Plan, apply_overrides
-from rooivalk.training.engine.loop import ProgressFn
 from rooivalk.training.trainer import train_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.steps.multisensor.cache_features."""
+"""KFP adapter for rooivalk.steps.system_steps.cache_features."""
 
 from kfp import dsl
 
@@ -18,7 +18,7 @@ def cache_features(
     Returns the features' content key, which downstream tasks take as a parameter so KFP's cache key
     follows data content."""
     from rooivalk.steps import pipeline_step
-    from rooivalk.steps.multisensor import cache_features as run
+    from rooivalk.steps.system_steps import cache_features as run
 
     with pipeline_step("cache_features", plan, parent_run_id) as step:
         cached, info = run(step.plan, dataset.path, [m.path for m in models], features.path)

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.steps.multisensor.ingest_events."""
+"""KFP adapter for rooivalk.data.ingest_multisensor.ingest_events."""
 
 from kfp import dsl
 
@@ -15,7 +15,7 @@ def ingest_events(
 ) -> str:
     """Simulate the source when the plan asks and it is absent; validate, mask, quarantine, split and
     version the events; returns the dataset version id."""
-    from rooivalk.data.ingest_events import ingest_events as run
+    from rooivalk.data.ingest_multisensor import ingest_events as run
     from rooivalk.steps import pipeline_step
 
     with pipeline_step("ingest_events", plan, parent_run_id) as step:

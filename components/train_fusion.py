@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.steps.multisensor.train_fusion_step."""
+"""KFP adapter for rooivalk.steps.system_steps.train_fusion_step."""
 
 from kfp import dsl
 
@@ -18,7 +18,7 @@ def train_fusion(
     """Train the cross-modal fusion transformer (modality dropout) on the cached embeddings.
     `features_key` is the features' content key: part of this task's KFP cache key."""
     from rooivalk.steps import pipeline_step
-    from rooivalk.steps.multisensor import train_fusion_step as run
+    from rooivalk.steps.system_steps import train_fusion_step as run
 
     with pipeline_step("train_fusion", plan, parent_run_id) as step:
         result = run(step.plan, dataset.path, features.path, model.path, features_key, step.progress, step.log_metrics)

@@ -1,4 +1,4 @@
-"""KFP adapter for rooivalk.steps.multisensor.train_sensor_step (one task per sensor)."""
+"""KFP adapter for rooivalk.steps.system_steps.train_sensor_step (one task per sensor)."""
 
 from kfp import dsl
 
@@ -18,7 +18,7 @@ def train_sensor(
     """Train one sensor's model (from scratch or fine-tuned, as its plan says) on its own samples.
     The parent MLflow run is found by run key, not passed in: see tracking.pipeline_run_id."""
     from rooivalk.steps import pipeline_step
-    from rooivalk.steps.multisensor import train_sensor_step as run
+    from rooivalk.steps.system_steps import train_sensor_step as run
     from rooivalk.tracking import pipeline_run_id
 
     parent_run_id = pipeline_run_id(plan, run_key or job_id)

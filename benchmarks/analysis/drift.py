@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# The highest acceptable rate of dataset-drift verdicts over same-distribution trials with the default
-# monitoring settings: a quality target of the detector, checked by this benchmark and the unit tests
-# (not a plan key: nothing in a running pipeline could honour it).
-FALSE_ALARM_TOLERANCE = 0.1
-
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     if not seconds:

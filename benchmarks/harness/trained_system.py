@@ -9,9 +9,10 @@ from typing import Any
 
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
 from rooivalk.features.fusion_features import load_fusion_features
+from rooivalk.models.fusion_artifacts import load_fusion_model
 from rooivalk.models.fusion_inference import FusionFeatures
 from rooivalk.models.fusion_transformer import FusionTransformer
-from rooivalk.models.sensor_artifacts import SensorTrainResult, load_fusion_model, load_sensor_models
+from rooivalk.models.sensor_artifacts import SensorTrainResult, load_sensor_models
 from rooivalk.plan import Plan
 from rooivalk.training.system_training import train_multisensor
 

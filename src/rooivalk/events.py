@@ -12,7 +12,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+# What long work reports through: a progress event ({"event": "epoch_end", ...}), and per-epoch
+# metrics with their step (MLflow's step axis).
+ProgressFn = Callable[[dict[str, Any]], None]
+MetricsFn = Callable[[dict[str, float], int], None]
 
 EVENTS_ENV = "ROOIVALK_EVENTS_FILE"
 STEP_ENV = "ROOIVALK_STEP"

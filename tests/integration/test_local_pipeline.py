@@ -108,7 +108,7 @@ def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tm
     assert params["data.source"] == str(new_data)
     assert params["model.pretrained"].endswith("/champion/model.pt")  # the champion's weights, copied by the run
     challenger = client.get_model_version_by_alias("tiny", "challenger")
-    decision = json.loads(challenger.tags["rooivalk.tracking.promotion"])
+    decision = json.loads(challenger.tags["rooivalk.promotion"])
     assert decision["champion_version"] == str(version.version)
     assert f"re-scored on dataset {retrained['dataset_version']}" in decision["reason"]
     # The monitoring reference follows the champion: replaced only when the challenger won.

@@ -74,7 +74,7 @@ def test_pipeline_with_source_and_checkpoints_in_s3_and_tracking_on_a_server(
     assert tags["rooivalk.dataset_version"] == summary["dataset_version"]
     for key in ("rooivalk.plan_digest", "rooivalk.git_commit", "rooivalk.version.torch", "rooivalk.parent_run_id"):
         assert tags[key], key
-    assert json.loads(tags["rooivalk.tracking.promotion"])["reason"] == "no champion yet"
+    assert json.loads(tags["rooivalk.promotion"])["reason"] == "no champion yet"
 
     # No credential anywhere: run folder files, MLflow params and tags of every run, version tags.
     runs = client.search_runs([client.get_experiment_by_name("s3-server").experiment_id])
@@ -93,7 +93,7 @@ def test_pipeline_with_source_and_checkpoints_in_s3_and_tracking_on_a_server(
     summary2 = json.loads((tmp_path / "run2" / "summary.json").read_text())
     assert summary2["dataset_version"] != summary["dataset_version"]
     challenger = client.get_model_version_by_alias("tiny", "challenger")
-    decision = json.loads(challenger.tags["rooivalk.tracking.promotion"])
+    decision = json.loads(challenger.tags["rooivalk.promotion"])
     assert decision["champion_version"] == version.version
     assert f"re-scored on dataset {summary2['dataset_version']}" in decision["reason"]
     # The re-score is the old champion's own model on the new test split.
@@ -174,7 +174,7 @@ def test_challenger_takes_champion_only_when_better_by_the_margin_on_the_same_te
     assert better.promoted
     assert better.champion_version == first.challenger_version
     assert client.get_model_version_by_alias(name, "champion").version == better.challenger_version
-    logged = json.loads(client.get_model_version(name, better.challenger_version).tags["rooivalk.tracking.promotion"])
+    logged = json.loads(client.get_model_version(name, better.challenger_version).tags["rooivalk.promotion"])
     assert logged["champion_score"] == pytest.approx(0.90)
     assert logged["challenger_score"] == pytest.approx(0.93)
 

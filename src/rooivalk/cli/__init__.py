@@ -1,4 +1,4 @@
-"""The `rooivalk` command line. The orchestration layer (kfp, components, pipelines) is imported
+"""The `rooivalk` command line. The orchestration layer (kfp, rooivalk_kfp) is imported
 lazily inside the commands that need it, so `validate` and `schema` stay fast."""
 
 from rooivalk.cli.app import app

@@ -40,7 +40,7 @@ def load_cli_plan(plan_path: Path, overrides: list[str] | None, check_model: boo
     try:
         plan = load_plan(plan_path, overrides or [], resolver=plugin_task_info)
         if check_model:
-            from rooivalk.training.engine.stages import check_stages_against_model
+            from rooivalk.training.trainer import check_stages_against_model
 
             check_stages_against_model(plan)
         return plan

@@ -10,6 +10,9 @@ archive's one sample array), relative to the source. Rules, in the order they ap
 - an event left with no sensor at all: quarantined whole.
 Events are ordered by event id, and the version id hashes every kept sample's content, so the
 dataset is the same whatever order the index lists events in.
+
+`ingest_events` is the pipeline's ingest step: it first simulates the source when the plan asks for
+it (a missing index, or one simulated with other settings), then ingests.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from rooivalk.data.dataset import QUARANTINE_FILE, SPLIT_CODES
 from rooivalk.data.ingest import IngestError, class_balance, split_samples
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, MultiSensorInfo, SensorInfo, save_multisensor
 from rooivalk.data.readers import decode_image
-from rooivalk.plan import DataSpec
+from rooivalk.data.simulators.counter_drone import changed_settings, simulate_counter_drone, simulation_settings
+from rooivalk.events import ProgressFn
+from rooivalk.plan import DataSpec, Plan
 
 INDEX_FILE = "events.parquet"
 EVENTS_TABLE = "events.csv"  # in the dataset: its events in row order (index, event_id, label, sample refs)
@@ -254,3 +259,41 @@ def ingest_multisensor(
         **{f"{name}_size": float(size) for name, size in info.split_sizes.items()},
     }
     return MultiSensorIngestResult(info, quarantined, {s: int(missing[s]) for s in sensors}, metrics)
+
+
+def ensure_source(plan: Plan, progress: ProgressFn | None = None) -> None:
+    """Simulate the plan's source when the plan asks for it and no event index exists there yet, or
+    when the events there were simulated with other settings (then they are simulated again, so a
+    changed plan never trains on stale data)."""
+    source = plan.data.source.rstrip("/")
+    if plan.data.simulate is None:
+        return
+    report = progress or (lambda _event: None)
+    sim = plan.data.simulate
+    if storage.exists(f"{source}/{INDEX_FILE}"):
+        wanted = simulation_settings(sim.count, sim.seed, sim.image_size, sim.optical_field_px)
+        changed = changed_settings(source, wanted)
+        if not changed:
+            return
+        text = f"{source}: simulated with other settings ({', '.join(changed)}); simulating again"
+        report({"event": "message", "text": text})
+
+    report({"event": "message", "text": f"simulating {sim.count} events (seed {sim.seed}) into {source}"})
+    simulate_counter_drone(
+        source,
+        sim.count,
+        sim.seed,
+        sim.image_size,
+        progress=lambda done, total: report({"event": "batch", "stage": "simulate", "done": done, "total": total}),
+        optical_field_px=sim.optical_field_px,
+    )
+
+
+def ingest_events(
+    plan: Plan, dataset_dir: str, quarantine_uri: str | None = None, progress: ProgressFn | None = None
+) -> MultiSensorIngestResult:
+    sensors, _ = plan.multisensor_parts()
+    ensure_source(plan, progress)
+    # Sorted: the plan's key order does not survive KFP's parameter transport, and the dataset's
+    # sensor order (its presence-mask columns, the fusion tokens) should not change between runs.
+    return ingest_multisensor(plan.data, dataset_dir, sorted(sensors), quarantine_uri)

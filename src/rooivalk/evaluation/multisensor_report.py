@@ -19,14 +19,12 @@ from rooivalk.evaluation.evaluate import EvaluateResult
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.features.fusion_features import load_fusion_features
+from rooivalk.models.fusion_artifacts import load_fusion_model
 from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion, predict_fusion_probabilities
 from rooivalk.models.fusion_transformer import FusionTransformer
-from rooivalk.models.sensor_artifacts import (
-    SensorTrainResult,
-    load_fusion_model,
-    load_sensor_models,
-    sensor_test_accuracy,
-)
+from rooivalk.models.inference import batched_logits
+from rooivalk.models.sensor_artifacts import SensorTrainResult, load_sensor_models
+from rooivalk.models.sensor_encoding import sensor_split
 from rooivalk.plan import Plan
 
 
@@ -195,3 +193,14 @@ def evaluate_fusion_step(
     if not passed and plan.evaluation.fail_on_gate:
         raise GateFailure(f"evaluation gates failed: {describe_failures(gates)} (report: {report_dir}/{REPORT_JSON})")
     return EvaluateResult(metrics=metrics, report=report, gates=gates, passed=passed)
+
+
+def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
+    """Accuracy of the sensor model alone on the split's events that have its sample."""
+    inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
+    if not len(labels):
+        return float("nan")
+    logits = batched_logits(
+        result.model, {"inputs": inputs}, 256, lambda model, batch: model(batch["inputs"]), dataset.num_classes
+    )
+    return float((logits.argmax(1).numpy() == labels).mean())

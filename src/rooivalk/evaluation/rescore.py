@@ -44,7 +44,8 @@ def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fu
     from rooivalk.data.multisensor_dataset import load_multisensor
     from rooivalk.evaluation.multisensor_report import evaluate_system, flat_metrics
     from rooivalk.features.fusion_features import cache_sensor_features
-    from rooivalk.models.sensor_artifacts import load_fusion_model, load_sensor_models
+    from rooivalk.models.fusion_artifacts import load_fusion_model
+    from rooivalk.models.sensor_artifacts import load_sensor_models
 
     dataset = load_multisensor(dataset_dir)
     fusion, info = load_fusion_model(fusion_dir)

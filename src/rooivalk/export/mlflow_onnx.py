@@ -22,7 +22,6 @@ def log_bundle_to_mlflow(bundle_dir: Path, name: str) -> Any:
     """Inside an active MLflow run: the ONNX model under the onnx flavor (so MLflow can serve and
     register it) and the whole bundle as artifacts under `<name>-bundle`. Returns mlflow's ModelInfo
     (register with its `model_uri`)."""
-    import mlflow
     import mlflow.onnx
     import onnx
 

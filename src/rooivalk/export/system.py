@@ -314,7 +314,8 @@ def export_system_step(
     progress: Callable[[str], None] | None = None,
 ) -> SystemExportResult:
     """export_system on the artifacts of the pipeline's earlier steps."""
-    from rooivalk.models.sensor_artifacts import load_fusion_model, load_sensor_models
+    from rooivalk.models.fusion_artifacts import load_fusion_model
+    from rooivalk.models.sensor_artifacts import load_sensor_models
 
     sensors = load_sensor_models(sensor_dirs, load_multisensor(dataset_dir))
     fusion, _ = load_fusion_model(fusion_dir)

@@ -1,1 +1,1 @@
-"""Frozen-encoder features: preprocessing per sensor and the content-addressed feature cache."""
+"""Frozen-encoder features: the content-addressed feature cache and the fusion features built from it."""

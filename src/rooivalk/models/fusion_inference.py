@@ -1,5 +1,6 @@
 """The fusion model's inputs and inference: per-sensor embeddings over all events with a presence
-mask (FusionFeatures, filled from the feature cache by rooivalk.features.fusion), the model built from
+mask (FusionFeatures, filled from the feature cache by
+rooivalk.features.fusion_features), the model built from
 a plan's fusion spec, and class predictions with an optional presence mask (degraded mode)."""
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The trained models of a multi-sensor system as the pipeline's steps hand them to each other.
+"""The trained sensor models of a multi-sensor system as the pipeline's steps hand them to each other.
 
 Layouts (written through rooivalk.storage, so a local folder or an s3:// prefix; the info file is
 written last, so a folder without it is an incomplete write and is refused on load):
     sensor model   model.pt (state dict), sensor.json (SensorModelInfo)
-    fusion model   model.pt, fusion.json (FusionModelInfo)
-(The cached fusion features between them: rooivalk.features.fusion.)
+(The fusion model: rooivalk.models.fusion_artifacts; the cached fusion features between them:
+rooivalk.features.fusion_features.)
 
 State dicts load with weights_only=True. A model is rebuilt from its spec without pretrained
 weights (they are inside the state dict), so loading never needs the weight files of training.
@@ -21,16 +21,12 @@ from torch import nn
 from rooivalk import storage
 from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.models.artifact import load_state_dict_into, read_info_file, state_dict_bytes
-from rooivalk.models.fusion_inference import build_fusion
-from rooivalk.models.fusion_transformer import FusionTransformer
-from rooivalk.models.inference import batched_logits
 from rooivalk.models.registry import create_model
-from rooivalk.models.sensor_encoding import SensorEncoding, sensor_encoding, sensor_split
-from rooivalk.plan import FusionSpec, ModelSpec
+from rooivalk.models.sensor_encoding import SensorEncoding, sensor_encoding
+from rooivalk.plan import ModelSpec
 
 WEIGHTS_FILE = "model.pt"
 SENSOR_INFO = "sensor.json"
-FUSION_INFO = "fusion.json"
 
 
 @dataclass
@@ -53,16 +49,6 @@ class SensorModelInfo(BaseModel):
     val_accuracy: float
     seconds: float
     stages: list[dict[str, Any]] = []
-    weights_sha256: str | None = None  # checked on load
-
-
-class FusionModelInfo(BaseModel):
-    spec: FusionSpec
-    dims: dict[str, int]
-    classes: list[str]
-    dataset_version: str
-    features_key: str
-    val_accuracy: float
     weights_sha256: str | None = None  # checked on load
 
 
@@ -119,26 +105,3 @@ def load_sensor_models(
     if sorted(loaded) != sorted(dataset.sensor_names):
         raise ValueError(f"sensor models for {sorted(loaded)}, but the dataset has sensors {dataset.sensor_names}")
     return {name: loaded[name] for name in dataset.sensor_names}
-
-
-def save_fusion_model(model_dir: str, model: FusionTransformer, info: FusionModelInfo) -> None:
-    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
-    storage.write_text(f"{model_dir}/{FUSION_INFO}", info.model_dump_json(indent=2))
-
-
-def load_fusion_model(model_dir: str) -> tuple[FusionTransformer, FusionModelInfo]:
-    info = FusionModelInfo.model_validate_json(read_info_file(model_dir, FUSION_INFO, "fusion model"))
-    model = build_fusion(info.dims, len(info.classes), info.spec)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
-    return model.eval(), info
-
-
-def sensor_test_accuracy(result: SensorTrainResult, dataset: MultiSensorDataset, split: str = "test") -> float:
-    """Accuracy of the sensor model alone on the split's events that have its sample."""
-    inputs, labels = sensor_split(dataset, result.name, split, result.encoding)
-    if not len(labels):
-        return float("nan")
-    logits = batched_logits(
-        result.model, {"inputs": inputs}, 256, lambda model, batch: model(batch["inputs"]), dataset.num_classes
-    )
-    return float((logits.argmax(1).numpy() == labels).mean())

@@ -115,7 +115,7 @@ class Plan(Strict):
 
 # Public attributes of a torch nn.ModuleDict instance (torch 2.x), which holds the fusion model's
 # per-sensor layers: a sensor of one of these names makes torch's add_module fail with a bare KeyError.
-# Written out so that checking a plan does not import torch (2 s); tests/unit/test_plan.py compares it
+# Written out so that checking a plan does not import torch (2 s); tests/unit/plan/test_plan.py compares it
 # with the installed torch.
 # fmt: off
 MODULE_DICT_ATTRIBUTES = frozenset({

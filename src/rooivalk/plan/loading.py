@@ -27,7 +27,7 @@ def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
 
 
 def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginResolver | None = None) -> Plan:
-    """Validate a raw plan, then refuse every training key its model would not use (plan_techniques)."""
+    """Validate a raw plan, then refuse every training key its model would not use (rooivalk.plan.techniques)."""
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as error:

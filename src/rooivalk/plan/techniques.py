@@ -177,7 +177,7 @@ def _distributed(section: ModelTraining) -> str | None:
 
 
 # Every leaf of TrainingSpec, by path with list indices as `*`; `group.*` covers a whole sub-section.
-# A new key needs a line here (tests/unit/test_plan_techniques.py checks that every leaf has one).
+# A new key needs a line here (tests/unit/plan/test_plan_techniques.py checks that every leaf has one).
 KEY_RULES: dict[str, Rule] = {
     "batch_size": _honoured,
     "eval_batch_size": _honoured,

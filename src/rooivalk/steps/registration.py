@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rooivalk.evaluation.rescore import champion_rescorer
-from rooivalk.models import load_trained_model
-from rooivalk.models.sensor_artifacts import load_fusion_model, read_sensor_info
 from rooivalk.plan import Plan
 from rooivalk.tracking.buffer import buffered
 from rooivalk.tracking.promotion import Registration, buffered_registration
@@ -39,6 +36,12 @@ def register(
     and so does the model folder itself (`trained_model/`), which a later promotion re-scores on new
     data (`dataset_dir`: the test set of this registration). Folders, not objects, so that a
     registration buffered while the server is down can be replayed."""
+    # Here, not at the top: `rooivalk sync` imports this module for the op, and these load torch.
+    from rooivalk.evaluation.rescore import champion_rescorer
+    from rooivalk.models import load_trained_model
+    from rooivalk.models.fusion_artifacts import load_fusion_model
+    from rooivalk.models.sensor_artifacts import read_sensor_info
+
     plan = Plan.model_validate(plan_dict)
     artifacts = {**extra_artifacts, TRAINED_MODEL_ARTIFACT: model_dir}
     rescore = None

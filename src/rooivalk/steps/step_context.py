@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from rooivalk import events, storage, tracking
-from rooivalk.export.mlflow_onnx import log_onnx_bundle
 from rooivalk.plan import Plan, validate_plan
 
 
@@ -58,6 +57,10 @@ class StepContext:
 
     def log_onnx_bundles(self, bundles: dict[str, str]) -> None:
         """Each deployment bundle ({model name: folder or URI}) under MLflow's onnx flavor in this step's run."""
+        # Here, not at the top: every step imports this module, and rooivalk.export loads torch and
+        # onnxruntime (about 2 s), which only the export steps need.
+        from rooivalk.export.mlflow_onnx import log_onnx_bundle
+
         for name, uri in bundles.items():
             log_onnx_bundle(self.tracking_uri, self.run_id, uri, name)
 

@@ -25,7 +25,7 @@ from rooivalk.plan import Plan, PromotionSpec
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "rooivalk.score"
 DATASET_TAG = "rooivalk.dataset_version"
-DECISION_TAG = "rooivalk.tracking.promotion"
+DECISION_TAG = "rooivalk.promotion"
 
 
 class RescoreUnavailable(RuntimeError):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from rooivalk.plan import Plan
 from rooivalk.tracking.promotion import Registration, RescoreUnavailable, promote_challenger, report_metrics
@@ -31,7 +30,6 @@ def register_model(
     model: Any,
     name: str,
     tags: dict[str, str],
-    alias: str | None = None,
     extra_artifacts: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Log the PyTorch model under the step run and register it; returns (name, version).
@@ -46,8 +44,6 @@ def register_model(
         for artifact_path, local_path in (extra_artifacts or {}).items():
             log_artifact(tracking_uri, run_id, local_path, artifact_path)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
-    if alias:
-        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, str(version.version))
     return name, str(version.version)
 
 

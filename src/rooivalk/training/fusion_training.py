@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from rooivalk.data.multisensor_dataset import MultiSensorDataset
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.fusion_inference import FusionFeatures, build_fusion, embedding_dims, fusion_arrays
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.plan import FusionSpec
 from rooivalk.training.engine.fitting import FitResult, fit_model
-from rooivalk.training.engine.loop import MetricsFn, ProgressFn
 from rooivalk.training.tasks import FusionClassification
 
 

@@ -19,8 +19,8 @@ import torch
 from torch.optim import lr_scheduler
 
 from rooivalk.data.dataset import load_dataset
+from rooivalk.events import ProgressFn
 from rooivalk.plan import Plan, SchedulerSpec
-from rooivalk.training.engine.loop import ProgressFn
 from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.runtime import noop, seed_everything, training_device
 from rooivalk.training.engine.state import epoch_generator, step_generator

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from rooivalk.data.multisensor_dataset import MultiSensorDataset
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models import create_model
 from rooivalk.models.registry import family_task
 from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.models.sensor_encoding import sensor_encoding, sensor_split
 from rooivalk.plan import SensorSpec
 from rooivalk.training.engine.fitting import fit_model
-from rooivalk.training.engine.loop import MetricsFn, ProgressFn
 from rooivalk.training.tasks import ImageClassification, Task, TensorClassification
 
 

@@ -1,6 +1,6 @@
 """A multi-sensor plan end to end in one process: data, sensor models, feature cache, fusion.
 
-`train_multisensor` runs what the multi-sensor pipeline's steps do (rooivalk.steps.multisensor),
+`train_multisensor` runs what the multi-sensor pipeline's steps do (rooivalk.steps.system_steps),
 one after another and in memory (no artifacts between them), for scripts and tests that want the
 whole system without KFP.
 """
@@ -10,16 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from rooivalk.data.ingest_events import ingest_events
-from rooivalk.data.ingest_multisensor import MultiSensorIngestResult
+from rooivalk.data.ingest_multisensor import MultiSensorIngestResult, ingest_events
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
+from rooivalk.events import ProgressFn as Progress
 from rooivalk.features.fusion_features import cache_sensor_features
 from rooivalk.models.fusion_inference import FusionFeatures
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.models.sensor_artifacts import SensorTrainResult
 from rooivalk.plan import Plan
 from rooivalk.training.engine.fitting import FitResult
-from rooivalk.training.engine.loop import ProgressFn as Progress
 from rooivalk.training.fusion_training import train_fusion
 from rooivalk.training.sensor_training import train_sensor
 

@@ -18,10 +18,12 @@ import torch
 
 from rooivalk import storage
 from rooivalk.data.dataset import Dataset, load_dataset
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models import (
     LayerGroup,
     ModelInfo,
     create_model,
+    create_unweighted_model,
     input_channels,
     layer_groups,
     normalization,
@@ -32,9 +34,9 @@ from rooivalk.plan import Plan
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
-from rooivalk.training.engine.loop import Checkpointer, MetricsFn, ProgressFn, Trainer
+from rooivalk.training.engine.loop import Checkpointer, Trainer
 from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requests_stop, training_device
-from rooivalk.training.engine.stages import ResolvedStage, plan_stages
+from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
 from rooivalk.training.tasks import task_class
 
 log = logging.getLogger(__name__)
@@ -231,3 +233,18 @@ def _finish(
         for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
             metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
     return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info, resumed_from=resumed)
+
+
+def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
+    """Resolve the plan's stages on its model (built without weights): an unknown group name fails
+    here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
+    if plan.sensors is None:
+        return plan_stages(plan, layer_groups(create_unweighted_model(plan.single_model)))
+    resolved = []
+    for name, sensor in plan.sensors.items():
+        groups = layer_groups(create_unweighted_model(sensor.model))
+        try:
+            resolved += model_stages(sensor.training, sensor.model.pretrained is not None, groups)
+        except ValueError as error:
+            raise ValueError(f"sensors.{name}.{error}") from None
+    return resolved

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rooivalk.data.ingest_events import ensure_source, ingest_events
+from rooivalk.data.ingest_multisensor import ensure_source, ingest_events
 from rooivalk.data.multisensor_dataset import load_multisensor
 from rooivalk.evaluation.multisensor_report import evaluate_fusion_step
 from rooivalk.evaluation.profile import check_frame, load_profile
 from rooivalk.monitoring.drift import check_drift
 from rooivalk.plan import MonitoringSpec, Plan
-from rooivalk.steps.multisensor import cache_features, train_fusion_step, train_sensor_step
+from rooivalk.steps.system_steps import cache_features, train_fusion_step, train_sensor_step
 
 SENSORS = ["acoustic", "optical", "radar", "rf"]  # the dataset's (sorted) order
 

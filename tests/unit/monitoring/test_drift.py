@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.analysis.drift import FALSE_ALARM_TOLERANCE
 from rooivalk.cli.app import app
 from rooivalk.evaluation.profile import BadBatch, check_frame
-from rooivalk.monitoring.drift import check_drift, run_drift_check
+from rooivalk.monitoring.drift import FALSE_ALARM_TOLERANCE, check_drift, run_drift_check
 from rooivalk.plan import MonitoringSpec
 from tests.unit.monitoring.synthetic import NUMERIC, make_data, save_reference
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rooivalk.data.ingest_events import ensure_source
+from rooivalk.data.ingest_multisensor import ensure_source
 from rooivalk.plan import Plan
 
 

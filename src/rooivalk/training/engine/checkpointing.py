@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from rooivalk.events import ProgressFn
 from rooivalk.training.engine.checkpoint import CheckpointStore, check_signature, model_signature
 from rooivalk.training.engine.engine_view import EngineView as Trainer
-from rooivalk.training.engine.engine_view import ProgressFn
 from rooivalk.training.engine.state import RunPosition, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ that passes one)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec, TrainingSpec
 from rooivalk.training.engine.distributed import DistContext
@@ -22,9 +22,6 @@ from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.engine.state import BudgetClock, RunPosition
 from rooivalk.training.tasks.base import Task
-
-ProgressFn = Callable[[dict[str, Any]], None]
-MetricsFn = Callable[[dict[str, float], int], None]
 
 
 class EngineView(Protocol):

@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.groups import layer_groups
 from rooivalk.plan import TrainingSpec
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.freezing import set_trainable
-from rooivalk.training.engine.loop import MetricsFn, ProgressFn, Trainer
+from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.runtime import seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.tasks.base import Task
@@ -80,8 +80,3 @@ def fit_model(
     pos = trainer.position
     best = max((s["best_val_accuracy"] for s in pos.stage_summaries), default=float("nan"))
     return FitResult(float(best), pos.best_epoch, pos.stage_summaries, history, time.perf_counter() - started, resumed)
-
-
-def predict_logits(task: Any, model: nn.Module, arrays: dict[str, Any], batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, C) of a trained tensor-task model on named arrays, on the CPU."""
-    return task.predict(model, arrays, batch_size, torch.device("cpu"))  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.groups import LayerGroup
 from rooivalk.plan import OptimizerSpec, TrainingSpec
 from rooivalk.training.engine.batchnorm import recalibrate_before_training
@@ -45,9 +46,6 @@ from rooivalk.training.engine.stage_entry import prepare_stage_optimizer
 from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.engine.state import BudgetClock, RunPosition, step_generator
 from rooivalk.training.tasks.base import Inputs, Task
-
-ProgressFn = Callable[[dict[str, Any]], None]
-MetricsFn = Callable[[dict[str, float], int], None]
 
 
 class Checkpointer(Protocol):

@@ -144,20 +144,3 @@ def model_stages(training: TrainingSpec, pretrained: bool, groups: list[LayerGro
 def plan_stages(plan: Plan, groups: list[LayerGroup]) -> list[ResolvedStage]:
     """The plan's stages (or the default schedule) resolved on its model's groups."""
     return model_stages(plan.training, plan.single_model.pretrained is not None, groups)
-
-
-def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
-    """Resolve the plan's stages on its model (built without weights): an unknown group name fails
-    here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
-    from rooivalk.models import create_unweighted_model, layer_groups
-
-    if plan.sensors is None:
-        return plan_stages(plan, layer_groups(create_unweighted_model(plan.single_model)))
-    resolved = []
-    for name, sensor in plan.sensors.items():
-        groups = layer_groups(create_unweighted_model(sensor.model))
-        try:
-            resolved += model_stages(sensor.training, sensor.model.pretrained is not None, groups)
-        except ValueError as error:
-            raise ValueError(f"sensors.{name}.{error}") from None
-    return resolved

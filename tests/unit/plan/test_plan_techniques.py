@@ -23,7 +23,7 @@ from pydantic_core import PydanticUndefined
 from rooivalk.plan import Plan, PlanError, TrainingSpec, validate_plan
 from rooivalk.plan.techniques import BUILTIN_TASKS, ModelTraining, rule_for, set_leaves, training_sections
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASE_STAGE: dict[str, Any] = {"name": "s", "epochs": 1, "train": ["all"], "lr": {"spread": [1e-3, 1e-3]}}
 
 

@@ -14,7 +14,7 @@ from rooivalk.plan import ModelSpec, Plan, PlanError, load_plan
 from rooivalk.steps.retraining import prepare_retraining, refresh_reference, retraining_source
 from tests.conftest import tiny_plan_dict
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _plan(**extra: object) -> Plan:

@@ -5,7 +5,7 @@ import yaml
 
 from rooivalk.plan import FusionSpec, Plan, PlanError, apply_overrides, load_plan, plan_json_schema, validate_plan
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FASHION = REPO / "pipelines" / "plans" / "fashion_finetune.yaml"
 
 
@@ -164,7 +164,7 @@ def test_a_sensor_name_that_would_break_the_fusion_model_is_refused(name: str, m
 
 
 def test_the_reserved_sensor_names_are_the_installed_torch_module_dicts_attributes() -> None:
-    # plan.py lists them so that checking a plan does not import torch; a torch upgrade that adds or
+    # rooivalk/plan/document.py lists them so that checking a plan does not import torch; a torch upgrade that adds or
     # drops a ModuleDict attribute fails here, not in a user's fusion step.
     import re
 

@@ -4,7 +4,7 @@ Each reads the artifacts of the steps before it from folders (or s3:// prefixes)
 (rooivalk.models.sensor_artifacts, rooivalk.features.fusion_features), so the steps run as separate
 processes or pods:
 
-    (ingest: rooivalk.data.ingest_events.ingest_events                                     -> dataset)
+    (ingest: rooivalk.data.ingest_multisensor.ingest_events                                     -> dataset)
     train_sensor_step  one sensor's model (four run in parallel)                           -> sensor model
     cache_features     frozen encoders over every event, through the content-addressed cache -> features
     train_fusion_step  fusion transformer with modality dropout on the cached features       -> fusion model
@@ -17,24 +17,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rooivalk.data.multisensor_dataset import load_multisensor
+from rooivalk.events import MetricsFn
+from rooivalk.events import ProgressFn as Progress
 from rooivalk.features.fusion_features import (
     FusionFeaturesInfo,
     cache_sensor_features,
     load_fusion_features,
     save_fusion_features,
 )
+from rooivalk.models.fusion_artifacts import FusionModelInfo, save_fusion_model
 from rooivalk.models.fusion_inference import FusionFeatures
-from rooivalk.models.sensor_artifacts import (
-    FusionModelInfo,
-    SensorTrainResult,
-    load_sensor_models,
-    save_fusion_model,
-    save_sensor_model,
-)
+from rooivalk.models.sensor_artifacts import SensorTrainResult, load_sensor_models, save_sensor_model
 from rooivalk.plan import Plan
 from rooivalk.training.engine.fitting import FitResult
-from rooivalk.training.engine.loop import MetricsFn
-from rooivalk.training.engine.loop import ProgressFn as Progress
 from rooivalk.training.fusion_training import train_fusion
 from rooivalk.training.sensor_training import train_sensor
 

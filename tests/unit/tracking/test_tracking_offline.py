@@ -18,7 +18,7 @@ def test_onnx_flavor_logging_skips_an_unreachable_server_at_once(
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here: MLflow's client would retry for minutes
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="rooivalk.tracking"):
+    with caplog.at_level(logging.WARNING, logger="rooivalk.export.mlflow_onnx"):
         log_onnx_bundle(dead, "0123456789abcdef", str(tmp_path), "model")
     # One refused /health probe takes milliseconds; MLflow's client backs off for minutes. 60 s leaves
     # a loaded CI machine room without letting the retries through.
@@ -29,7 +29,7 @@ def test_onnx_flavor_logging_skips_an_unreachable_server_at_once(
 
 def test_onnx_flavor_logging_skips_a_run_made_offline(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # An offline run id (tracking was buffered earlier in the step) does not exist on any server yet.
-    with caplog.at_level(logging.WARNING, logger="rooivalk.tracking"):
+    with caplog.at_level(logging.WARNING, logger="rooivalk.export.mlflow_onnx"):
         log_onnx_bundle(f"sqlite:///{tmp_path}/mlflow.db", new_offline_id(), str(tmp_path), "model")
     assert "not logged" in caplog.text
     assert not (tmp_path / "mlflow.db").exists()  # the store was never opened
