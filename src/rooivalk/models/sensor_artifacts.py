@@ -31,6 +31,9 @@ SENSOR_INFO = "sensor.json"
 
 @dataclass
 class SensorTrainResult:
+    """A trained sensor model with its input encoding and how its training went (what a sensor step
+    returns and what loading a sensor model folder gives back)."""
+
     name: str
     model: nn.Module
     encoding: SensorEncoding
