@@ -129,5 +129,9 @@ def evaluate_model(
         CONFUSION_PNG: storage.sha256_file(png_path),
     }
     if not passed and plan.evaluation.fail_on_gate:
-        raise GateFailure(f"evaluation gates failed: {describe_failures(gates)} (report: {eval_dir}/{REPORT_FILE})")
+        worst = ", ".join(f"{score} {name!r}" for score, name in report["worst_class"].items())
+        raise GateFailure(
+            f"evaluation gates failed: {describe_failures(gates)} (worst classes: {worst}; "
+            f"report: {eval_dir}/{REPORT_FILE})"
+        )
     return EvaluateResult(metrics, report, gates, passed, artifacts)

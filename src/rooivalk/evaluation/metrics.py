@@ -8,9 +8,26 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+PER_CLASS_SCORES = ("precision", "recall", "f1")
+
+
+def worst_classes(per_class: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
+    """The lowest per-class precision, recall and F1 as `min_class_<score>` (a gate with `min: x` on one
+    of them asks that every class reach x), and the class each belongs to. Classes without samples in
+    the split (support 0) are left out: their recall is undefined, not zero."""
+    present = {name: scores for name, scores in per_class.items() if scores.get("support", 1) > 0}
+    values: dict[str, float] = {}
+    names: dict[str, str] = {}
+    for score in PER_CLASS_SCORES:
+        if present:
+            name = min(present, key=lambda c: present[c][score])
+            values[f"min_class_{score}"], names[score] = float(present[name][score]), name
+    return values, names
+
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/FPR, macro averages and the confusion matrix."""
+    """Accuracy, per-class precision/recall/F1/FPR with the lowest of each (and its class), macro averages
+    and the confusion matrix."""
     indices = list(range(len(classes)))
     matrix = confusion_matrix(labels, predictions, labels=indices)  # rows: true, columns: predicted
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -30,8 +47,11 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
         }
         for k, name in enumerate(classes)
     }
+    lowest, worst = worst_classes(per_class)
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
+        **lowest,
+        "worst_class": worst,
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),

@@ -17,6 +17,7 @@ from rooivalk.evaluation.degraded import (
 )
 from rooivalk.evaluation.evaluate import EvaluateResult
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.metrics import worst_classes
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.features.fusion_features import load_fusion_features
 from rooivalk.models.fusion_artifacts import load_fusion_model
@@ -80,12 +81,14 @@ def evaluate_system(
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """The numbers gates and MLflow read: fusion_test_accuracy, fusion_false_positive_rate,
-    fusion_one_missing_mean/_worst, fusion_two_missing_mean/_worst, <sensor>_test_accuracy."""
+    fusion_min_class_precision/_recall/_f1 (the worst class), fusion_one_missing_mean/_worst,
+    fusion_two_missing_mean/_worst, <sensor>_test_accuracy."""
     fusion = results["fusion"]
     split = results["split"]
     metrics = {
         f"fusion_{split}_accuracy": fusion["accuracy"],
         "fusion_false_positive_rate": fusion["false_positive_rate"],
+        **{f"fusion_{key}": value for key, value in worst_classes(fusion["per_class"])[0].items()},
         **{f"fusion_{key}": value for key, value in fusion["degraded_summary"].items() if key != "full"},
         **{f"{name}_{split}_accuracy": scores["accuracy"] for name, scores in results["sensors"].items()},
     }

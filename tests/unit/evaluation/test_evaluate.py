@@ -25,6 +25,18 @@ def test_metrics_match_hand_computed_values() -> None:
     assert report["per_class"]["a"]["false_positive_rate"] == pytest.approx(1 / 4)
 
 
+def test_the_lowest_class_score_and_its_class_are_reported_for_a_per_class_minimum_gate() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predictions = np.array([0, 1, 1, 1, 2, 0])
+    report = classification_metrics(labels, predictions, ["a", "b", "c", "never_seen"])
+    # recall: a 0.5, b 1.0, c 0.5 (the first lowest wins); the class with no test sample is left out
+    assert report["min_class_recall"] == pytest.approx(0.5)
+    assert report["worst_class"]["recall"] == "a"
+    assert report["min_class_precision"] == pytest.approx(0.5)  # a: 1 of its 2 predictions right
+    gate = check_gates([Gate(metric="min_class_recall", min=0.6)], report)
+    assert gate[0]["passed"] is False
+
+
 def test_gates_pass_fail_and_unknown_metric() -> None:
     results = check_gates([Gate(metric="acc", min=0.9), Gate(metric="fpr", max=0.01)], {"acc": 0.95, "fpr": 0.02})
     assert [r["passed"] for r in results] == [True, False]
@@ -86,6 +98,14 @@ def test_failed_gate_raises_after_writing_the_report(tiny_dataset_dir: str, tmp_
     with pytest.raises(GateFailure, match=r"test_accuracy = .* \(needs >= 1.01\)"):
         evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["passed"] is False
+
+
+def test_a_per_class_minimum_gate_names_the_worst_class(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [{"metric": "test_min_class_recall", "min": 1.01}])
+    with pytest.raises(GateFailure, match=r"test_min_class_recall = .* \(needs >= 1.01\) \(worst classes: precision '"):
+        evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["worst_class"]["recall"] in report["classes"]
 
 
 def test_failed_gate_can_be_recorded_without_failing(tiny_dataset_dir: str, tmp_path: Path) -> None:
