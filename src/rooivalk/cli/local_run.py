@@ -56,6 +56,7 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
         update={
             "uri": plan.tracking.uri or default_tracking_uri(out_dir),
             "buffer_uri": _absolute(plan.tracking.buffer_uri or str(out_dir / "tracking-buffer")),
+            "log_uri": _absolute(plan.tracking.log_uri or str(out_dir / "logs")) if plan.tracking.loggers else None,
         }
     )
     # A multi-sensor plan's top-level training section applies to no model (plan validation refuses it).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from rooivalk.plan.base import Strict
 
@@ -31,3 +31,26 @@ class TrackingSpec(Strict):
         description="Where tracking records go while the server is unreachable (any storage URI; "
         "`rooivalk sync` replays them); null: <run folder>/tracking-buffer for `rooivalk run`.",
     )
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        [],
+        description="Loggers beside MLflow: every metric a step logs also goes to metrics.csv and/or TensorBoard "
+        "event files, logged to the step's MLflow run under logs/ (and copied to log_uri).",
+    )
+    log_uri: str | None = Field(
+        None,
+        description="Where the loggers' files are copied (any storage URI; <log_uri>/<pipeline run id>/<step>/); "
+        "null: the step's MLflow run only, and <run folder>/logs for `rooivalk run`.",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"name each logger once, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _log_uri_needs_a_logger(self) -> TrackingSpec:
+        if self.log_uri and not self.loggers:
+            raise ValueError("log_uri: no logger writes there; set tracking.loggers (csv, tensorboard)")
+        return self

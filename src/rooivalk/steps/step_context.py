@@ -9,6 +9,7 @@ records the error before re-raising, so nothing already saved is lost.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 from rooivalk import events, storage, tracking
 from rooivalk.plan import Plan, validate_plan
+from rooivalk.tracking.loggers import StepLoggers
 
 
 @dataclass
@@ -29,6 +31,7 @@ class StepContext:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    loggers: StepLoggers = field(default_factory=lambda: StepLoggers([]))
     _emitter: events.StepEmitter | None = None
 
     def progress(self, event: dict[str, Any]) -> None:
@@ -39,6 +42,14 @@ class StepContext:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step)
+        self.loggers.log(metrics, step)
+
+    def close_loggers(self, parent_run_id: str) -> None:
+        """The loggers' files to the step's MLflow run (`logs/`) and to tracking.log_uri, if any ran."""
+        folder = self.loggers.close(self.plan.tracking.log_uri, parent_run_id, self.step)
+        if folder is not None:
+            tracking.log_artifact(self.tracking_uri, self.run_id, folder, "logs")  # copied in if buffered
+            shutil.rmtree(folder, ignore_errors=True)
 
     def record(
         self, metrics: dict[str, float], artifacts: dict[str, str], log_files: list[str] | None = None, **extra: Any
@@ -79,7 +90,7 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
     tracking.use_buffer_of(plan)
     run_id = tracking.open_step_run(tracking_uri, parent_run_id, step)
     os.environ[events.STEP_ENV] = step  # processes the step launches (torchrun workers) report as it
-    context = StepContext(plan, step, tracking_uri, run_id)
+    context = StepContext(plan, step, tracking_uri, run_id, loggers=StepLoggers(list(plan.tracking.loggers)))
     events.emit({"event": "step_start", "step": step, "run_id": run_id})
     started = time.perf_counter()
     try:
@@ -100,10 +111,12 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
             }
         )
         tracking.set_tags(tracking_uri, run_id, {"rooivalk.error": message[:5000]})
+        context.close_loggers(parent_run_id)  # what a failed step logged is kept too
         tracking.finish_run(tracking_uri, run_id, failed=True)
         raise
     seconds = time.perf_counter() - started
     tracking.log_metrics(tracking_uri, run_id, {"step_seconds": seconds})
+    context.close_loggers(parent_run_id)
     tracking.finish_run(tracking_uri, run_id, failed=False)
     events.emit(
         {
