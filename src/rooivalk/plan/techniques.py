@@ -215,6 +215,7 @@ KEY_RULES: dict[str, Rule] = {
     "bn_recalibration_batches": _honoured,
     "deterministic": _honoured,
     "seed": _honoured,
+    "batch_sampling": _honoured,  # every task has training labels
     "threads": _honoured,
     "channels_last": _image_only("channels_last sets the memory format of image batches and does"),
     "max_train_batches": _honoured,

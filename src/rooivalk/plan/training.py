@@ -268,6 +268,12 @@ class TrainingSpec(Strict):
     bn_recalibration_batches: int = Field(50, ge=1, description="training batches for bn_unfreeze: recalibrate")
     deterministic: bool = Field(False, description="Deterministic kernels: a resumed run is bit-identical.")
     seed: int = 0
+    batch_sampling: Literal["random", "stratified", "balanced"] = Field(
+        "random",
+        description="How an epoch orders the training samples. random: a shuffle; stratified: every batch holds "
+        "the classes in their training proportions; balanced: samples drawn with replacement, each class "
+        "equally likely (rare classes seen as often as common ones).",
+    )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; null: all cores.")
     channels_last: bool = True
     max_train_batches: int | None = Field(None, ge=1, description="Cap per epoch, for smoke runs.")

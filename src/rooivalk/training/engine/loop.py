@@ -107,7 +107,7 @@ class Trainer:
         self.trainable_params: list[nn.Parameter] = []  # this stage's, for clipping
         self._entered: int | None = None  # the stage whose optimizer and schedule are built
         self._head_features = HeadFeatureCache()
-        self.sampling = StageSampling(len(self.task.train_labels), self.stages, self.spec, self.dist)
+        self.sampling = StageSampling(np.asarray(self.task.train_labels), self.stages, self.spec, self.dist)
 
     # -- sizes and orders (rooivalk.training.engine.sampling) ---------------------------------------
     @property

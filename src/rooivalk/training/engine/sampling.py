@@ -4,6 +4,12 @@ An epoch's order is a pure function of (seed, epoch) and a stage's subset of (se
 so a resumed run re-draws both with no saved state. Distributed runs shard the order with torch's
 DistributedSampler; every epoch takes full batches only (a last batch of one sample breaks
 BatchNorm in training mode).
+
+`training.batch_sampling` shapes the order by class: `stratified` spreads each class evenly over the
+epoch, so every batch holds the classes in their training proportions; `balanced` draws the epoch's
+samples with replacement, each class equally likely, so rare classes are seen as often as common ones
+(an epoch keeps its number of samples). Distributed runs shard these orders the way DistributedSampler
+shards its own: the same global order on every rank, cut to a multiple of the ranks, every rank-th.
 """
 
 from __future__ import annotations
@@ -18,9 +24,27 @@ from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.engine.state import epoch_generator
 
 
+def class_order(labels: np.ndarray, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """An epoch's order of positions 0..N-1 of `labels` (N,) shaped by class (see module doc)."""
+    if mode == "balanced":
+        counts = np.bincount(labels)
+        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.float64)
+        return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+    # stratified: class c's samples in a random order take keys (rank + jitter) / n_c in [0, 1), so any
+    # stretch of the sorted order holds each class in proportion to its count.
+    keys = torch.empty(len(labels), dtype=torch.float64)
+    for label in np.unique(labels):
+        rows = torch.as_tensor(np.flatnonzero(labels == label))
+        order = torch.randperm(len(rows), generator=generator)
+        jitter = torch.rand(len(rows), generator=generator, dtype=torch.float64)
+        keys[rows[order]] = (torch.arange(len(rows), dtype=torch.float64) + jitter) / len(rows)
+    return torch.argsort(keys, stable=True)
+
+
 class StageSampling:
-    def __init__(self, count: int, stages: list[ResolvedStage], spec: TrainingSpec, dist: DistContext) -> None:
-        self.count = count  # training samples
+    def __init__(self, labels: np.ndarray, stages: list[ResolvedStage], spec: TrainingSpec, dist: DistContext) -> None:
+        self.labels = labels  # (N,) class of each training sample
+        self.count = len(labels)  # training samples
         self.stages = stages
         self.spec = spec
         self.dist = dist
@@ -59,6 +83,14 @@ class StageSampling:
     def epoch_order(self, index: int, epoch: int) -> torch.Tensor:
         """This rank's order of stage `index`'s sample positions in global epoch `epoch`."""
         count = self.samples(index)
+        if self.spec.batch_sampling != "random":
+            subset = self.subset(index)
+            labels = self.labels if subset is None else self.labels[subset]
+            order = class_order(labels, self.spec.batch_sampling, epoch_generator(self.spec.seed, epoch))
+            if not self.dist.enabled:
+                return order
+            total = count // self.dist.world_size * self.dist.world_size
+            return order[:total][self.dist.rank :: self.dist.world_size]
         if not self.dist.enabled:
             return torch.randperm(count, generator=epoch_generator(self.spec.seed, epoch))
         sampler: DistributedSampler[int] = DistributedSampler(
