@@ -51,6 +51,12 @@ class OptimizerSpec(Strict):
         description="torch's fused update (one kernel over all parameters) where every parameter is a float "
         "tensor on CPU or CUDA, else the foreach update; false: always foreach.",
     )
+    decay_groups: list[str] | None = Field(
+        None,
+        description="Layer groups whose weights get weight_decay (selectors as in stages[].train: head, last:N, "
+        "all, a group name); the other groups train without it, e.g. [head] for L2 on the dense layers only. "
+        "null: every group.",
+    )
 
 
 class SchedulerSpec(Strict):

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn, optim
 
-from rooivalk.models.groups import LayerGroup
+from rooivalk.models.groups import LayerGroup, resolve_selectors
 from rooivalk.plan import OptimizerSpec
 from rooivalk.training.engine.batchnorm import batchnorm_affine_names
 from rooivalk.training.engine.freezing import param_groups_for, set_trainable
@@ -55,6 +55,16 @@ def join_optimizer(
     return optimizer
 
 
+def decay_group_names(groups: list[LayerGroup], spec: OptimizerSpec) -> set[str]:
+    """The groups whose weights get weight decay (optimizer.decay_groups; null: all)."""
+    if spec.decay_groups is None:
+        return {group.name for group in groups}
+    try:
+        return set(resolve_selectors(groups, spec.decay_groups))
+    except ValueError as error:
+        raise ValueError(f"optimizer.decay_groups: {error}") from None
+
+
 def prepare_stage_optimizer(
     model: nn.Module,
     groups: list[LayerGroup],
@@ -69,10 +79,12 @@ def prepare_stage_optimizer(
     set_trainable(model, groups, trainable)
     affine_lr = min(stage.group_lrs.values())
     affine = frozen_batchnorm_affine(model, groups, trainable) if affine_early else {}
+    decayed = decay_group_names(groups, spec)
     for group in groups:
         new: list[dict[str, Any]] = []
         if group.name in trainable:
-            new = param_groups_for(model, group, stage.group_lrs[group.name], spec.weight_decay)
+            weight_decay = spec.weight_decay if group.name in decayed else 0.0
+            new = param_groups_for(model, group, stage.group_lrs[group.name], weight_decay)
         elif group.name in affine:
             new = [{"params": affine[group.name], "lr": affine_lr, "weight_decay": 0.0, "group": group.name}]
         optimizer = join_optimizer(optimizer, new, spec)

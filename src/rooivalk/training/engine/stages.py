@@ -99,6 +99,18 @@ def group_learning_rates(trainable: list[str], lr: StageLR, stage: str) -> dict[
     return {name: rates[name] for name in trainable}
 
 
+def _check_decay_groups(spec: StageSpec, groups: list[LayerGroup], training: TrainingSpec | None) -> None:
+    """The stage's optimizer.decay_groups name groups of this model (an error names the key's path)."""
+    optimizer = spec.optimizer or (training.optimizer if training is not None else None)
+    if optimizer is None or optimizer.decay_groups is None:
+        return
+    where = f"training.stages[{spec.name}].optimizer" if spec.optimizer else "training.optimizer"
+    try:
+        resolve_selectors(groups, optimizer.decay_groups)
+    except ValueError as error:
+        raise ValueError(f"{where}.decay_groups: {error}") from None
+
+
 def resolve_stages(
     stages: list[StageSpec], groups: list[LayerGroup], training: TrainingSpec | None = None
 ) -> list[ResolvedStage]:
@@ -111,6 +123,7 @@ def resolve_stages(
         except ValueError as error:
             raise ValueError(f"training.stages[{spec.name}].train: {error}") from None
         rates = group_learning_rates(trainable, spec.lr, spec.name)
+        _check_decay_groups(spec, groups, training)
         if spec.cache_features and trainable != [HEAD]:
             raise ValueError(f"training.stages[{spec.name}].cache_features needs a head-only stage, not {trainable}")
         if spec.cache_features and training is not None and training.bn_unfreeze == "affine_early":
