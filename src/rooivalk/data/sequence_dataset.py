@@ -16,25 +16,21 @@ splits and the settings, never file or row order: the same data gives the same d
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel
 
 from rooivalk import storage
-from rooivalk.data.dataset import INFO_FILE, QUARANTINE_FILE, SPLIT_CODES, load_npy, npy_bytes, read_info
-from rooivalk.data.ingest import IngestError, class_balance, split_samples
-from rooivalk.data.sequence_reader import SequenceFormatError, SequenceReadResult, pad_or_truncate, read_sequences
+from rooivalk.data import array_dataset
+from rooivalk.data.dataset import SPLIT_CODES, read_info
+from rooivalk.data.ingest import IngestError, class_balance
+from rooivalk.data.sequence_reader import pad_or_truncate, read_sequences
 from rooivalk.plan import SplitSpec
 
 FORMAT = "sequences"
 SEQUENCE_TABLE = "sequences.csv"
-_ARRAY_FILES = ("sequences.npy", "lengths.npy", "labels.npy", "splits.npy")
-_SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
+_ARRAY_FILES = {"sequences.npy": np.float32, "lengths.npy": np.int64, "labels.npy": np.int64, "splits.npy": np.int8}
 _MIN_STD = 1e-8  # below this a feature is constant on train: centred, not scaled
 
 
@@ -119,66 +115,6 @@ def content_id(sequence: np.ndarray) -> str:
     return storage.sha256_bytes(f"{frames.shape}".encode() + frames.tobytes())
 
 
-def _version_id(keys: list[tuple[str, str, str]], features: list[str], length: int, split: SplitSpec) -> str:
-    """'ds-' + 16 hex of sha256 over sorted (content id, label, source split) and the settings."""
-    digest = hashlib.sha256()
-    for key in sorted(keys):
-        digest.update(("\t".join(key) + "\n").encode())
-    settings = {
-        "format": FORMAT,
-        "features": features,
-        "length": length,
-        "split": [split.train, split.val, split.test, split.seed, split.stratified, split.use_source_test],
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return f"ds-{digest.hexdigest()[:16]}"
-
-
-def _split_codes(read: SequenceReadResult, order: list[int], labels: np.ndarray, classes: list[str],
-                 split: SplitSpec, source: str) -> tuple[np.ndarray, bool]:  # fmt: skip
-    """Split codes in stored order, and whether they came from the source's split column."""
-    if read.splits is None or not split.use_source_test:
-        return split_samples(labels, np.zeros(len(labels), dtype=bool), classes, split, source), False
-    codes = np.array([SPLIT_CODES[read.splits[i]] for i in order], dtype=np.int8)
-    for needed in ("train", "val"):
-        if not (codes == SPLIT_CODES[needed]).any():
-            raise IngestError(
-                f"{source}: column 'split' gives no {needed!r} sequences; training needs train and val "
-                "(add them, or set split.use_source_test: false to split by the fractions)"
-            )
-    return codes, True
-
-
-def _sequences_csv(read: SequenceReadResult, order: list[int], codes: np.ndarray) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "sequence_id", "label", "split", "origin"])
-    for index, (i, code) in enumerate(zip(order, codes, strict=True)):
-        writer.writerow([index, read.sequence_ids[i], read.labels[i], _SPLIT_NAMES[int(code)], read.origins[i]])
-    return buffer.getvalue()
-
-
-def _write_quarantine(entries: list[dict[str, str | int]], dataset_dir: str, quarantine_uri: str | None) -> None:
-    report = json.dumps(entries, indent=2)
-    for uri in (f"{dataset_dir}/{QUARANTINE_FILE}", quarantine_uri):
-        if uri:
-            storage.write_text(uri, report)
-
-
-def _read(source: str, dataset_dir: str, quarantine_uri: str | None,
-          columns: tuple[str, str | None, list[str] | None]) -> SequenceReadResult:  # fmt: skip
-    """The source read; the quarantine report written before anything can fail, so nothing is lost.
-    `columns`: (label column, step column, feature columns) as read_sequences takes them."""
-    try:
-        read = read_sequences(source, *columns)
-    except SequenceFormatError as error:
-        if error.quarantined:
-            _write_quarantine([entry.as_dict() for entry in error.quarantined], dataset_dir, quarantine_uri)
-        raise IngestError(str(error)) from None
-    _write_quarantine([entry.as_dict() for entry in read.quarantined], dataset_dir, quarantine_uri)
-    return read
-
-
 def ingest_sequences(
     source: str,
     dataset_dir: str,
@@ -197,7 +133,9 @@ def ingest_sequences(
     split = split or SplitSpec()
     if length is not None and length < 1:
         raise IngestError(f"{source}: sequence length must be at least 1, got {length}")
-    read = _read(source, dataset_dir, quarantine_uri, (label_column, step_column, feature_columns))
+    read = array_dataset.read_source(
+        lambda: read_sequences(source, label_column, step_column, feature_columns), dataset_dir, quarantine_uri
+    )
     ids = [content_id(sequence) for sequence in read.sequences]
     order = sorted(range(len(ids)), key=lambda i: (ids[i], read.labels[i], read.sequence_ids[i]))
     length = length if length is not None else max(len(sequence) for sequence in read.sequences)
@@ -205,11 +143,12 @@ def ingest_sequences(
     classes = read.classes
     class_index = {name: index for index, name in enumerate(classes)}
     labels = np.array([class_index[read.labels[i]] for i in order], dtype=np.int64)
-    codes, from_source = _split_codes(read, order, labels, classes, split, source)
+    codes, from_source = array_dataset.split_codes(read.splits, order, labels, classes, split, source, "sequences")
     source_splits = read.splits if from_source and read.splits is not None else [""] * len(ids)
     keys = [(ids[i], read.labels[i], source_splits[i]) for i in order]
+    settings = {"format": FORMAT, "features": read.feature_names, "length": length}
     info = SequenceDatasetInfo(
-        version_id=_version_id(keys, read.feature_names, length, split),
+        version_id=array_dataset.content_version_id(keys, settings, split),
         source=source,
         classes=classes,
         feature_names=read.feature_names,
@@ -223,7 +162,8 @@ def ingest_sequences(
         standardization=standardization_stats(sequences, lengths, codes == SPLIT_CODES["train"]),
         quarantined=len(read.quarantined),
     )
-    storage.write_text(f"{dataset_dir}/{SEQUENCE_TABLE}", _sequences_csv(read, order, codes))
+    table = array_dataset.index_csv("sequence_id", read.sequence_ids, read.labels, read.origins, order, codes)
+    storage.write_text(f"{dataset_dir}/{SEQUENCE_TABLE}", table)
     save_sequence_dataset(dataset_dir, SequenceDataset(info, sequences, lengths, labels, codes))
     metrics = {
         "num_sequences": float(info.num_sequences),
@@ -237,28 +177,15 @@ def ingest_sequences(
 
 def save_sequence_dataset(dataset_dir: str, dataset: SequenceDataset) -> None:
     """Arrays first, dataset.json last: a directory without dataset.json is an incomplete ingestion."""
-    arrays: tuple[np.ndarray, ...] = (
-        dataset.sequences.astype(np.float32, copy=False),
-        dataset.lengths.astype(np.int64, copy=False),
-        dataset.labels.astype(np.int64, copy=False),
-        dataset.splits.astype(np.int8, copy=False),
-    )
-    dataset.info.files = {
-        file: storage.write_bytes(f"{dataset_dir}/{file}", npy_bytes(array))
-        for file, array in zip(_ARRAY_FILES, arrays, strict=True)
-    }
-    storage.write_text(f"{dataset_dir}/{INFO_FILE}", dataset.info.model_dump_json(indent=2))
+    arrays = (dataset.sequences, dataset.lengths, dataset.labels, dataset.splits)
+    array_dataset.save_arrays(dataset_dir, dataset.info, _ARRAY_FILES, arrays)
 
 
 def is_sequence_dataset(dataset_dir: str) -> bool:
-    uri = f"{dataset_dir}/{INFO_FILE}"
-    return storage.exists(uri) and json.loads(storage.read_bytes(uri)).get("format") == FORMAT
+    return array_dataset.has_format(dataset_dir, FORMAT)
 
 
 def load_sequence_dataset(dataset_dir: str) -> SequenceDataset:
     """Load a sequence dataset artifact (local directory or s3:// prefix); array digests are checked."""
     info = SequenceDatasetInfo.model_validate_json(read_info(dataset_dir))
-    sequences, lengths, labels, splits = (
-        load_npy(f"{dataset_dir}/{file}", info.files.get(file)) for file in _ARRAY_FILES
-    )
-    return SequenceDataset(info, sequences, lengths, labels, splits)
+    return SequenceDataset(info, *array_dataset.load_arrays(dataset_dir, _ARRAY_FILES, info.files))

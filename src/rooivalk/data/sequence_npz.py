@@ -14,7 +14,8 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from rooivalk.data.dataset import SPLIT_CODES
-from rooivalk.data.sequence_types import FileSequences, SequenceFormatError, SequenceQuarantine, text_cells
+from rooivalk.data.sequence_types import FileSequences, SequenceFormatError
+from rooivalk.data.source_tables import QuarantinedItem, text_cells
 
 OPTIONAL_ARRAYS = ("lengths", "split", "sequence_id", "feature_names")
 
@@ -64,7 +65,7 @@ def _split_cells(uri: str, arrays: dict[str, np.ndarray]) -> list[str] | None:
 
 def _frames(
     uri: str, x: np.ndarray, index: int, length: int, sid: str, features: list[str]
-) -> np.ndarray | SequenceQuarantine:
+) -> np.ndarray | QuarantinedItem:
     """float32 (length, F), or the sequence's first NaN or inf frame value."""
     block = x[index, :length].astype(np.float64)
     bad = ~np.isfinite(block)
@@ -74,24 +75,22 @@ def _frames(
     kind = "NaN" if np.isnan(block[step, f]) else "infinite"
     more = int(bad.sum()) - 1
     reason = f"{kind} value at step {step} in feature {features[f]!r}" + (f" ({more} more bad cells)" if more else "")
-    return SequenceQuarantine(uri, reason, sid, index, features[f])
+    return QuarantinedItem(uri, reason, sid, index, features[f])
 
 
 def _sequence_problem(
     uri: str, index: int, sid: str, length: int, steps: int, cells: dict[str, str]
-) -> SequenceQuarantine | None:
+) -> QuarantinedItem | None:
     if not sid:
-        return SequenceQuarantine(uri, "missing sequence_id", None, index, "sequence_id")
+        return QuarantinedItem(uri, "missing sequence_id", None, index, "sequence_id")
     if length == 0:
-        return SequenceQuarantine(uri, "empty sequence (length 0)", sid, index, "lengths")
+        return QuarantinedItem(uri, "empty sequence (length 0)", sid, index, "lengths")
     if not 0 < length <= steps:
-        return SequenceQuarantine(
-            uri, f"length {length} outside 1..{steps} (X has {steps} steps)", sid, index, "lengths"
-        )
+        return QuarantinedItem(uri, f"length {length} outside 1..{steps} (X has {steps} steps)", sid, index, "lengths")
     for name, cell in cells.items():
         if not cell:
             what = "label" if name == "y" else name
-            return SequenceQuarantine(uri, f"missing {what}", sid, index, name)
+            return QuarantinedItem(uri, f"missing {what}", sid, index, name)
     return None
 
 
@@ -111,7 +110,7 @@ def read_npz(uri: str, data: bytes) -> FileSequences:
         cells = {"y": labels[index], **({"split": splits[index]} if splits is not None else {})}
         problem = _sequence_problem(uri, index, ids[index], int(lengths[index]), steps, cells)
         frames = problem or _frames(uri, x, index, int(lengths[index]), ids[index], features)
-        if isinstance(frames, SequenceQuarantine):
+        if isinstance(frames, QuarantinedItem):
             out.quarantined.append(frames)
         else:
             out.add(frames, labels[index], ids[index], splits[index] if splits is not None else "")

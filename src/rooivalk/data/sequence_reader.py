@@ -15,19 +15,18 @@ dropped. A problem with the whole source raises SequenceFormatError naming the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import numpy as np
 
 from rooivalk import storage
 from rooivalk.data.sequence_npz import read_npz
-from rooivalk.data.sequence_table import ID_COLUMN, SPLIT_COLUMN, TableColumns, read_table
-from rooivalk.data.sequence_types import FileSequences, SequenceFormatError, SequenceQuarantine
+from rooivalk.data.sequence_table import ID_COLUMN, TableColumns, read_table
+from rooivalk.data.sequence_types import FileSequences, SequenceFormatError
+from rooivalk.data.source_tables import SPLIT_COLUMN, TABLE_SUFFIXES, QuarantinedItem, sorted_classes, source_files
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SEQUENCE_SUFFIXES = (*TABLE_SUFFIXES, ".npz")
 
-__all__ = ["SequenceFormatError", "SequenceQuarantine", "SequenceReadResult", "pad_or_truncate", "read_sequences"]
+__all__ = ["SequenceFormatError", "SequenceReadResult", "pad_or_truncate", "read_sequences"]
 
 
 @dataclass
@@ -38,16 +37,11 @@ class SequenceReadResult:
     origins: list[str]  # the file each sequence came from
     splits: list[str] | None  # the source's split per sequence, None when the source has none
     feature_names: list[str]  # F names, the column order of every sequence
-    quarantined: list[SequenceQuarantine] = field(default_factory=list)
+    quarantined: list[QuarantinedItem] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
-        """Sorted class names; integer labels in numeric order ("2" before "10"), so that the class
-        index of a source labelled 0..K-1 is its label."""
-        names = set(self.labels)
-        if all(name.lstrip("-").isdigit() for name in names):
-            return sorted(names, key=int)
-        return sorted(names)
+        return sorted_classes(self.labels)
 
 
 def read_sequences(
@@ -63,9 +57,9 @@ def read_sequences(
     left, the error's `quarantined` holds every entry so that the caller can still report them.
     """
     columns = TableColumns(label_column, step_column, feature_columns)
-    quarantined: list[SequenceQuarantine] = []
+    quarantined: list[QuarantinedItem] = []
     parts: list[FileSequences] = []
-    for uri in _source_files(source, quarantined):
+    for uri in source_files(source, SEQUENCE_SUFFIXES, "sequence", quarantined, SequenceFormatError):
         data = storage.read_bytes(uri)
         part = read_npz(uri, data) if uri.lower().endswith(".npz") else read_table(uri, data, columns)
         quarantined += part.quarantined
@@ -101,28 +95,7 @@ def pad_or_truncate(sequences: list[np.ndarray], length: int) -> tuple[np.ndarra
     return out, lengths
 
 
-def _source_files(source: str, quarantined: list[SequenceQuarantine]) -> list[str]:
-    if not storage.exists(source):
-        raise SequenceFormatError(f"data source not found: {source}")
-    if source.lower().endswith(SEQUENCE_SUFFIXES):
-        return [source]
-    base = source.rstrip("/")
-    files: list[str] = []
-    for uri in storage.list_uris(source):
-        relative = PurePosixPath(uri[len(base) :].lstrip("/"))
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # hidden files (.DS_Store, editor swap files) are not data
-        if uri.lower().endswith(SEQUENCE_SUFFIXES):
-            files.append(uri)
-        else:
-            reason = f"not a sequence file (extension {relative.suffix or '<none>'!r}; expected CSV, Parquet or NPZ)"
-            quarantined.append(SequenceQuarantine(uri, reason))
-    if not files:
-        raise SequenceFormatError(f"{source}: no CSV, Parquet or NPZ file")
-    return files
-
-
-def _merge(parts: list[FileSequences], quarantined: list[SequenceQuarantine]) -> SequenceReadResult:
+def _merge(parts: list[FileSequences], quarantined: list[QuarantinedItem]) -> SequenceReadResult:
     """All files' sequences in the first file's feature order; a repeated id is quarantined."""
     first = parts[0]
     with_splits = [part.uri for part in parts if part.has_splits]
@@ -135,9 +108,7 @@ def _merge(parts: list[FileSequences], quarantined: list[SequenceQuarantine]) ->
         order = _feature_order(part, first)
         for frames, label, sid, split in zip(part.sequences, part.labels, part.ids, part.splits, strict=True):
             if sid in seen:
-                quarantined.append(
-                    SequenceQuarantine(part.uri, f"sequence id also in {seen[sid]}", sid, None, ID_COLUMN)
-                )
+                quarantined.append(QuarantinedItem(part.uri, f"sequence id also in {seen[sid]}", sid, None, ID_COLUMN))
                 continue
             seen[sid] = part.uri
             result.sequences.append(frames[:, order])

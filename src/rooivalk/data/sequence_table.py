@@ -12,20 +12,24 @@ problem; a row without a sequence id is quarantined alone.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from rooivalk.data.dataset import SPLIT_CODES
-from rooivalk.data.sequence_types import FileSequences, SequenceFormatError, SequenceQuarantine, text_cells
+from rooivalk.data.sequence_types import FileSequences, SequenceFormatError
+from rooivalk.data.source_tables import (
+    SPLIT_COLUMN,
+    QuarantinedItem,
+    check_split_cells,
+    is_numeric,
+    load_frame,
+    parse_numeric,
+    text_cells,
+)
 
 ID_COLUMN = "sequence_id"
-SPLIT_COLUMN = "split"
 DEFAULT_STEP_COLUMN = "step"
-_MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none"})  # cells that mean "no value"
 
 
 @dataclass(frozen=True)
@@ -33,34 +37,6 @@ class TableColumns:
     label: str
     step: str | None  # None: "step" when a file has it
     features: list[str] | None  # None: every other numeric column
-
-
-def _load_frame(uri: str, data: bytes) -> pd.DataFrame:
-    try:
-        if uri.lower().endswith(".csv"):
-            # Every cell as text: ids keep their leading zeros, and a bad cell cannot change a column's type.
-            return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-        return pd.read_parquet(io.BytesIO(data))
-    except Exception as error:  # pandas and pyarrow raise many types on a malformed file
-        raise SequenceFormatError(f"{uri}: not a readable table: {type(error).__name__}: {error}") from None
-
-
-def _parse_numeric(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, bool mask of non-numeric cells); missing cells are NaN and not non-numeric."""
-    if is_numeric_dtype(column.dtype):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), dtype=bool)
-    text = pd.Series(text_cells(column))
-    missing = text.str.lower().isin(_MISSING_TEXT).to_numpy()
-    values = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(dtype=np.float64)
-    return values, np.isnan(values) & ~missing
-
-
-def _is_numeric(column: pd.Series) -> bool:
-    if is_numeric_dtype(column.dtype):
-        return not is_bool_dtype(column.dtype)
-    values, bad = _parse_numeric(column)
-    parsed = int((~np.isnan(values)).sum())
-    return parsed > 0 and parsed > int(bad.sum())
 
 
 def _feature_names(uri: str, frame: pd.DataFrame, reserved: set[str], listed: list[str] | None) -> list[str]:
@@ -72,7 +48,7 @@ def _feature_names(uri: str, frame: pd.DataFrame, reserved: set[str], listed: li
         if clash:
             raise SequenceFormatError(f"{uri}: column(s) {clash} cannot be features (id, label, split or step)")
         return list(listed)
-    names = [str(name) for name in frame.columns if name not in reserved and _is_numeric(frame[name])]
+    names = [str(name) for name in frame.columns if name not in reserved and is_numeric(frame[name])]
     if not names:
         raise SequenceFormatError(f"{uri}: no numeric feature columns besides {sorted(reserved)}")
     return names
@@ -103,33 +79,33 @@ class _Table:
     non_numeric: np.ndarray  # bool (R, F)
     steps: np.ndarray | None  # float64 (R,), NaN where missing or non-numeric
 
-    def agreed(self, column: str, cells: list[str], rows: list[int], sid: str) -> str | SequenceQuarantine:
+    def agreed(self, column: str, cells: list[str], rows: list[int], sid: str) -> str | QuarantinedItem:
         """The one value the sequence's rows give `column`, or why there is none."""
         first = rows[0]
         for row in rows:
             if not cells[row]:
-                return SequenceQuarantine(self.uri, f"missing {column}", sid, row, column)
+                return QuarantinedItem(self.uri, f"missing {column}", sid, row, column)
             if cells[row] != cells[first]:
                 reason = f"rows disagree on {column}: {cells[first]!r} (row {first}) vs {cells[row]!r}"
-                return SequenceQuarantine(self.uri, reason, sid, row, column)
+                return QuarantinedItem(self.uri, reason, sid, row, column)
         return cells[first]
 
-    def ordered(self, rows: np.ndarray, sid: str, step: str) -> np.ndarray | SequenceQuarantine:
+    def ordered(self, rows: np.ndarray, sid: str, step: str) -> np.ndarray | QuarantinedItem:
         assert self.steps is not None
         steps = self.steps[rows]
         if np.isnan(steps).any():
             row = int(rows[np.isnan(steps).argmax()])
             cell = self.frame[step].iloc[row]
-            return SequenceQuarantine(self.uri, f"missing or non-numeric step {cell!r}", sid, row, step)
+            return QuarantinedItem(self.uri, f"missing or non-numeric step {cell!r}", sid, row, step)
         order: np.ndarray = rows[np.argsort(steps, kind="stable")]
         repeated = np.flatnonzero(np.diff(self.steps[order]) == 0)
         if len(repeated):
             first, second = int(order[repeated[0]]), int(order[repeated[0] + 1])
             reason = f"duplicate step {self.steps[first]:g} (rows {first} and {second})"
-            return SequenceQuarantine(self.uri, reason, sid, second, step)
+            return QuarantinedItem(self.uri, reason, sid, second, step)
         return order
 
-    def frames(self, rows: np.ndarray, sid: str) -> np.ndarray | SequenceQuarantine:
+    def frames(self, rows: np.ndarray, sid: str) -> np.ndarray | QuarantinedItem:
         """float32 (T, F) of these rows, or the first bad cell (non-numeric, then NaN, then inf)."""
         block: np.ndarray = self.values[rows]  # float64 (T, F)
         bad_cells = self.non_numeric[rows] | ~np.isfinite(block)
@@ -142,49 +118,41 @@ class _Table:
         else:
             reason = f"{'missing or NaN' if np.isnan(block[t, f]) else 'infinite'} value in column {column!r}"
         more = int(bad_cells.sum()) - 1
-        return SequenceQuarantine(self.uri, reason + (f" ({more} more bad cells)" if more else ""), sid, row, column)
-
-
-def _check_splits(uri: str, cells: list[str]) -> None:
-    for row, cell in enumerate(cells):
-        if cell and cell not in SPLIT_CODES:
-            raise SequenceFormatError(
-                f"{uri}: column {SPLIT_COLUMN!r} row {row}: split {cell!r} is not one of {list(SPLIT_CODES)}"
-            )
+        return QuarantinedItem(self.uri, reason + (f" ({more} more bad cells)" if more else ""), sid, row, column)
 
 
 def read_table(uri: str, data: bytes, columns: TableColumns) -> FileSequences:
     """The valid sequences of one CSV or Parquet file; bad rows and sequences quarantined."""
-    frame = _load_frame(uri, data)
+    frame = load_frame(uri, data, SequenceFormatError)
     reserved, step = _reserved(uri, frame, columns)
     features = _feature_names(uri, frame, reserved, columns.features)
-    parsed = [_parse_numeric(frame[name]) for name in features]
+    parsed = [parse_numeric(frame[name]) for name in features]
     table = _Table(
         uri,
         frame,
         features,
         values=np.stack([values for values, _ in parsed], axis=1).reshape(len(frame), len(features)),
         non_numeric=np.stack([bad for _, bad in parsed], axis=1).reshape(len(frame), len(features)),
-        steps=_parse_numeric(frame[step])[0] if step else None,
+        steps=parse_numeric(frame[step])[0] if step else None,
     )
     ids, labels = text_cells(frame[ID_COLUMN]), text_cells(frame[columns.label])
     splits = text_cells(frame[SPLIT_COLUMN]) if SPLIT_COLUMN in frame.columns else None
     if splits is not None:
-        _check_splits(uri, splits)
+        check_split_cells(uri, splits, SequenceFormatError)
     out = FileSequences(uri, features, has_splits=splits is not None)
     groups: dict[str, list[int]] = {}
     for row, sid in enumerate(ids):
         if sid:
             groups.setdefault(sid, []).append(row)
         else:
-            out.quarantined.append(SequenceQuarantine(uri, f"missing {ID_COLUMN}", None, row, ID_COLUMN))
+            out.quarantined.append(QuarantinedItem(uri, f"missing {ID_COLUMN}", None, row, ID_COLUMN))
     for sid, row_list in groups.items():
         rows = np.asarray(row_list, dtype=np.int64)
         label = table.agreed(columns.label, labels, row_list, sid)
         split = table.agreed(SPLIT_COLUMN, splits, row_list, sid) if splits is not None else ""
         order = table.ordered(rows, sid, step) if step else rows
-        frames = order if isinstance(order, SequenceQuarantine) else table.frames(order, sid)
-        problem = next((v for v in (label, split, frames) if isinstance(v, SequenceQuarantine)), None)
+        frames = order if isinstance(order, QuarantinedItem) else table.frames(order, sid)
+        problem = next((v for v in (label, split, frames) if isinstance(v, QuarantinedItem)), None)
         if problem is not None:
             out.quarantined.append(problem)
             continue

@@ -182,7 +182,7 @@ def test_split_column_is_read_and_rows_must_agree(tmp_path: Path) -> None:
     read = read_sequences(uri)
     assert read.splits == ["train", "test", "train", "val", "test"]
     [entry] = read.quarantined
-    assert (entry.sequence_id, entry.row, entry.column) == ("s01", 4, "split")
+    assert (entry.item_id, entry.row, entry.column) == ("s01", 4, "split")
     assert entry.reason.startswith("rows disagree on split")
 
 
@@ -207,7 +207,7 @@ def test_bad_npz_sequences_are_quarantined_with_index_and_array(
     np.savez(tmp_path / "a.npz", **arrays)
     read = read_sequences(str(tmp_path / "a.npz"))
     [entry] = read.quarantined
-    assert (entry.reason, entry.sequence_id, entry.row, entry.column) == (reason, f"a.npz#{index}", index, column)
+    assert (entry.reason, entry.item_id, entry.row, entry.column) == (reason, f"a.npz#{index}", index, column)
     assert len(read.sequences) == 3
 
 
@@ -218,7 +218,7 @@ def test_a_sequence_id_repeated_in_a_later_file_is_quarantined(tmp_path: Path) -
     read = read_sequences(str(tmp_path))
     assert read.sequence_ids == ["s00", "s01"]
     [entry] = read.quarantined
-    assert (entry.origin, entry.sequence_id) == (str(tmp_path / "b.csv"), "s01")
+    assert (entry.origin, entry.item_id) == (str(tmp_path / "b.csv"), "s01")
     assert entry.reason == f"sequence id also in {tmp_path / 'a.csv'}"
 
 
@@ -270,7 +270,7 @@ def test_no_sequences_left_is_an_error_that_keeps_the_quarantine(tmp_path: Path)
     with pytest.raises(SequenceFormatError, match="no sequences left") as error:
         read_sequences(uri, feature_columns=["x"])
     _one_line(error, uri)
-    assert [entry.sequence_id for entry in error.value.quarantined] == ["s00", "s01"]
+    assert [entry.item_id for entry in error.value.quarantined] == ["s00", "s01"]
 
 
 def test_pad_or_truncate_repeats_the_last_frame_and_keeps_the_first(tmp_path: Path) -> None:
