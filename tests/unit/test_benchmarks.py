@@ -190,6 +190,54 @@ def test_sensor_precision_compares_bf16_with_fp32_and_writes_its_report(tmp_path
     assert result["machine"] in text
 
 
+def test_tabular_ensemble_scores_members_and_ensembles_and_prints_its_json_last(tmp_path: Path) -> None:
+    args = ("--datasets", "wine", "--seeds", "0", "--trees", "5", "--epochs", "2", "--out", str(tmp_path))
+    result = run_benchmark("tabular_ensemble.py", *args)
+    assert set(result) >= {"benchmark", "baseline", "dataset", "ratio", "ratio_fitted", "test_accuracy",
+                           "train_seconds", "published_accuracy", "per_dataset", "machine"}  # fmt: skip
+    assert result["benchmark"] == "tabular_ensemble"
+    assert result["dataset"] == "wine"
+    accuracy = {row: mean for row, (mean, _std) in result["test_accuracy"].items()}
+    assert set(accuracy) == {"xgboost", "mlp", "ensemble_given", "ensemble_fitted"}
+    assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    best = max(accuracy["xgboost"], accuracy["mlp"])
+    assert result["ratio"] == pytest.approx(accuracy["ensemble_given"] / best, abs=1e-4)
+    assert result["train_seconds"]["xgboost"][0] > 0
+    assert result["train_seconds"]["mlp"][0] > 0
+    record = json.loads((tmp_path / "tabular_ensemble.json").read_text())
+    assert [run["seed"] for run in record["runs"]["wine"]] == [0]
+    text = (tmp_path / "tabular_ensemble.md").read_text()
+    assert "--datasets wine --seeds 0 --trees 5 --epochs 2" in text
+    assert "| ensemble 0.6 / 0.4 (issue) |" in text
+    assert result["machine"] in text
+
+
+def test_rnn_presets_measures_fp32_and_int8_and_writes_its_report(tmp_path: Path) -> None:
+    args = ("--runs", "5", "--warmup", "1", "--presets", "lightweight", "--threads", "1", "--out", str(tmp_path))
+    result = run_benchmark("rnn_presets.py", *args)
+    assert result["benchmark"] == "rnn_presets"
+    assert list(result["presets"]) == ["lightweight"]
+    preset = result["presets"]["lightweight"]
+    assert preset["parameters"] == 105_754
+    for precision in ("fp32", "int8"):
+        figures = preset[precision]
+        assert set(figures) == {"size_mb", "median_ms", "p95_ms", "rss_mb", "rss_after_import_mb"}
+        assert 0 < figures["median_ms"] <= figures["p95_ms"]
+        assert figures["rss_mb"] >= figures["rss_after_import_mb"] > 0
+    assert preset["size_ratio"] == pytest.approx(preset["int8"]["size_mb"] / preset["fp32"]["size_mb"], rel=1e-2)
+    assert preset["latency_ratio"] == pytest.approx(preset["int8"]["median_ms"] / preset["fp32"]["median_ms"], rel=1e-2)
+    assert preset["size_ratio"] < 0.5
+    assert 0.0 <= preset["argmax_agreement"] <= 1.0
+    assert set(preset["meets"]) == {"fp32_latency", "int8_latency", "int8_size", "int8_rss"}
+    assert result["all_targets_met"] == preset["meets_all"] == all(preset["meets"].values())
+    assert result["latency_ratios"] == {"lightweight": preset["latency_ratio"]}
+    assert json.loads((tmp_path / "rnn_presets.json").read_text()) == result
+    report = (tmp_path / "rnn_presets.md").read_text()
+    assert "--runs 5 --warmup 1 --presets lightweight" in report
+    assert result["machine"] in report
+    assert "## lightweight: LSTM 64 x 1" in report
+
+
 @pytest.mark.parametrize("script", sorted(path.name for path in (REPO / "benchmarks").glob("*.py")))
 def test_every_benchmark_script_imports(script: str) -> None:
     # Most benchmarks run for minutes and have no smoke run here: importing each one (without running

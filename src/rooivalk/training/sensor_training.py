@@ -53,7 +53,6 @@ def train_sensor(
     """Train sensor `name`'s model (from scratch or fine-tuned, by its plan) and return it at its best epoch.
     `checkpoint_uri` (or the sensor's training.checkpoint.uri): where checkpoints go and a rerun resumes."""
     report = progress or (lambda _event: None)
-    torch.set_num_threads(spec.training.threads or torch.get_num_threads())
     started = time.perf_counter()
     torch.manual_seed(spec.training.seed)  # model init (a pretrained backbone's new head too): same seed, same model
     model = create_model(spec.model, dataset.num_classes)

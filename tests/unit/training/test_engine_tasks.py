@@ -227,3 +227,14 @@ def test_a_tensor_model_trains_on_the_gpu() -> None:
     assert seen
     assert all(d.type == "cuda" for d in seen)
     assert next(model.parameters()).device.type == "cpu"  # handed back on the CPU
+
+
+def test_every_model_the_engine_fits_honours_training_threads() -> None:
+    # fit_model sets the threads itself, so a fusion or sensor section's `threads` is not left to callers.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _fit(TrainingSpec(epochs=1, lr=3e-3, batch_size=32, threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from rooivalk.events import MetricsFn, ProgressFn
@@ -59,6 +60,8 @@ def fit_model(
         if log_metrics is not None:
             log_metrics(metrics, epoch)
 
+    if spec.threads:  # every model the engine fits honours training.threads (fusion's too)
+        torch.set_num_threads(spec.threads)
     seed_everything(spec.seed, spec.deterministic)
     device = training_device(spec.precision)
     model.to(device)
