@@ -34,6 +34,16 @@ def test_groups_prints_names_and_parameter_counts() -> None:
     assert "12,810" in result.output  # the 10-class head: 1280 x 10 + 10
 
 
+def test_groups_of_a_multi_sensor_plan_are_listed_per_sensor() -> None:
+    plan = str(REPO / "pipelines" / "plans" / "counter_drone.yaml")
+    result = runner.invoke(app, ["groups", plan])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    for sensor in ("optical", "rf", "radar", "acoustic"):
+        assert f"sensors.{sensor}:" in output
+    assert "fusion: groups `fusion` and `head`" in output
+
+
 def test_schema_is_json_schema_of_the_plan() -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0

@@ -201,19 +201,31 @@ def compile_(
 
 @app.command()
 def groups(plan: PlanArg, set_: SetOpt = None) -> None:
-    """Print the model's layer groups (names to use in stages) with parameter counts."""
+    """Print the layer groups (names to use in stages) with parameter counts: the plan's model, or each
+    sensor's model of a multi-sensor plan."""
     from rooivalk.models import create_unweighted_model, layer_groups
 
     loaded = load_cli_plan(plan, set_)
-    found = layer_groups(create_unweighted_model(loaded.single_model))
-    total = sum(g.num_params for g in found)
-    sized = "" if loaded.single_model.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
-    table = Table(title=f"{loaded.single_model.architecture}: {len(found)} groups, {total:,} parameters{sized}")
-    for column in ("#", "group", "parameters", "share"):
-        table.add_column(column, justify="right" if column != "group" else "left")
-    for index, group in enumerate(found):
-        table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
-    stdout_console().print(table)
+    models = (
+        {"model": loaded.model}
+        if loaded.model
+        else {f"sensors.{n}": s.model for n, s in (loaded.sensors or {}).items()}
+    )
+    for where, spec in models.items():
+        if spec is None:
+            continue
+        found = layer_groups(create_unweighted_model(spec))
+        total = sum(g.num_params for g in found)
+        sized = "" if spec.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
+        title = f"{where}: {spec.family}/{spec.architecture}, {len(found)} groups, {total:,} parameters{sized}"
+        table = Table(title=title)
+        for column in ("#", "group", "parameters", "share"):
+            table.add_column(column, justify="right" if column != "group" else "left")
+        for index, group in enumerate(found):
+            table.add_row(str(index), group.name, f"{group.num_params:,}", f"{group.num_params / total:.1%}")
+        stdout_console().print(table)
+    if loaded.fusion is not None:
+        stdout_console().print("fusion: groups `fusion` and `head` (its size follows the sensors' embeddings)")
 
 
 @app.command()
