@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in PUBLISHED]
     if unknown:
         raise SystemExit(f"unknown dataset(s) {unknown}; choose from {list(PUBLISHED)}")
-    torch.set_num_threads(args.threads)  # fit_model leaves threads to its caller (as trainer.py does)
     load = os.getloadavg()[0]  # other work on the cores skews the seconds (not the accuracies: seeded)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tabular-ensemble-") as work:  # the CSVs and ingested datasets

@@ -206,14 +206,11 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
     from rooivalk.models import create_unweighted_model, layer_groups
 
     loaded = load_cli_plan(plan, set_)
-    models = (
-        {"model": loaded.model}
-        if loaded.model
-        else {f"sensors.{n}": s.model for n, s in (loaded.sensors or {}).items()}
-    )
+    if loaded.sensors is None:
+        models = {"model": loaded.single_model}
+    else:
+        models = {f"sensors.{name}": sensor.model for name, sensor in loaded.sensors.items()}
     for where, spec in models.items():
-        if spec is None:
-            continue
         found = layer_groups(create_unweighted_model(spec))
         total = sum(g.num_params for g in found)
         sized = "" if spec.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"

@@ -33,7 +33,6 @@ from rooivalk.data.dataset import QUARANTINE_FILE, SPLIT_CODES
 from rooivalk.data.ingest import IngestError, class_balance, split_samples
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, MultiSensorInfo, SensorInfo, save_multisensor
 from rooivalk.data.readers import decode_image
-from rooivalk.data.simulators.counter_drone import changed_settings, simulate_counter_drone, simulation_settings
 from rooivalk.events import ProgressFn
 from rooivalk.plan import DataSpec, Plan
 
@@ -265,6 +264,10 @@ def ensure_source(plan: Plan, progress: ProgressFn | None = None) -> None:
     """Simulate the plan's source when the plan asks for it and no event index exists there yet, or
     when the events there were simulated with other settings (then they are simulated again, so a
     changed plan never trains on stale data)."""
+    # Here, not at the top: the simulators import scipy.signal (about 0.5 s), which only a simulated
+    # source needs, and every importer of this module would pay it.
+    from rooivalk.data.simulators.counter_drone import changed_settings, simulate_counter_drone, simulation_settings
+
     source = plan.data.source.rstrip("/")
     if plan.data.simulate is None:
         return

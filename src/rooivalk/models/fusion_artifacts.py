@@ -8,12 +8,11 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from rooivalk import storage
-from rooivalk.models.artifact import load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.artifact import WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
 from rooivalk.models.fusion_inference import build_fusion
 from rooivalk.models.fusion_transformer import FusionTransformer
 from rooivalk.plan import FusionSpec
 
-WEIGHTS_FILE = "model.pt"
 FUSION_INFO = "fusion.json"
 
 

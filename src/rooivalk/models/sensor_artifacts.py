@@ -20,12 +20,11 @@ from torch import nn
 
 from rooivalk import storage
 from rooivalk.data.multisensor_dataset import MultiSensorDataset
-from rooivalk.models.artifact import load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.artifact import WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
 from rooivalk.models.registry import create_model
 from rooivalk.models.sensor_encoding import SensorEncoding, sensor_encoding
 from rooivalk.plan import ModelSpec
 
-WEIGHTS_FILE = "model.pt"
 SENSOR_INFO = "sensor.json"
 
 

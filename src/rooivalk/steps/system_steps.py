@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rooivalk.data.multisensor_dataset import load_multisensor
-from rooivalk.events import MetricsFn
-from rooivalk.events import ProgressFn as Progress
+from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.features.fusion_features import (
     FusionFeaturesInfo,
     cache_sensor_features,
@@ -46,7 +45,7 @@ def train_sensor_step(
     sensor: str,
     dataset_dir: str,
     model_dir: str,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> SensorTrainResult:
     sensors, _ = plan.multisensor_parts()
@@ -86,7 +85,7 @@ def train_fusion_step(
     features_dir: str,
     model_dir: str,
     expected_features_key: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> FusionStepResult:
     """Fusion on the cached embeddings; `expected_features_key` (what cache_features returned, the

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rooivalk.data.ingest_multisensor import MultiSensorIngestResult, ingest_events
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, load_multisensor
-from rooivalk.events import ProgressFn as Progress
+from rooivalk.events import ProgressFn
 from rooivalk.features.fusion_features import cache_sensor_features
 from rooivalk.models.fusion_inference import FusionFeatures
 from rooivalk.models.fusion_transformer import FusionTransformer
@@ -35,7 +35,7 @@ class MultiSensorRun:
 
 
 def train_multisensor(
-    plan: Plan, out_dir: str, progress: Progress | None = None, cache_root: str | None = None
+    plan: Plan, out_dir: str, progress: ProgressFn | None = None, cache_root: str | None = None
 ) -> MultiSensorRun:
     specs, fusion_spec = plan.multisensor_parts()
     seconds: dict[str, float] = {}

@@ -34,7 +34,10 @@ def test_a_buffered_op_replays_through_its_own_function_and_an_unknown_one_is_re
         calls.append({"uri": tracking_uri, "value": value})
         return value * 2
 
-    assert buffer.replay("test_echo", "sqlite:///unused.db", {"value": 21}, None) == 42
+    try:
+        assert buffer.replay("test_echo", "sqlite:///unused.db", {"value": 21}, None) == 42
+    finally:
+        del buffer._REPLAYABLE["test_echo"]  # the table is process-wide: leave no test op in it
     assert calls == [{"uri": "sqlite:///unused.db", "value": 21}]
     with pytest.raises(ValueError, match="'never_defined'.*rooivalk.steps.registration"):
         buffer.replay("never_defined", "sqlite:///unused.db", {}, None)

@@ -375,7 +375,6 @@ class Trainer:
 
     def end_epoch(self, stage: ResolvedStage, seconds: float, seen: int) -> bool:
         """Validate, step the epoch schedule, keep the best state, log, checkpoint; True: stop early."""
-        self.schedule_ready()  # first: building a scheduler sets its groups' first LRs
         lr = max(g["lr"] for g in self._optimizer_ready().param_groups)
         return finish_epoch(self, stage, seconds, seen, lr)
 
