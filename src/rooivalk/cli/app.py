@@ -293,7 +293,7 @@ def lr_find(
     """LR range test on one stage: the loss over an exponential LR sweep, and a suggested top LR."""
     from rooivalk.cli.local_run import resolve_plan
     from rooivalk.cli.progress import lr_find_progress
-    from rooivalk.data.ingest import ingest_data
+    from rooivalk.data import ingest_data
     from rooivalk.training.lr_find import find_lr, plot_lr_find
 
     loaded = resolve_plan(load_cli_plan(plan, set_, check_model=True), out)

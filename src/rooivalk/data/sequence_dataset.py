@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel
 
+import rooivalk.data.array_dataset as array_dataset
 from rooivalk import storage
-from rooivalk.data import array_dataset
 from rooivalk.data.dataset import SPLIT_CODES, read_info
 from rooivalk.data.ingest import IngestError, class_balance
 from rooivalk.data.sequence_reader import pad_or_truncate, read_sequences

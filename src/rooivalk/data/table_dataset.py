@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+import rooivalk.data.array_dataset as array_dataset
 from rooivalk import storage
-from rooivalk.data import array_dataset
 from rooivalk.data.dataset import SPLIT_CODES, read_info
 from rooivalk.data.ingest import class_balance
 from rooivalk.data.sequence_dataset import Standardization, standardization_stats

@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from rooivalk import storage
 from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.data.transforms import iter_model_batches
-from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
-from rooivalk.evaluation.metrics import classification_metrics, plot_confusion_matrix
+from rooivalk.evaluation.array_evaluation import evaluate_array_model
+from rooivalk.evaluation.gates import check_gates
+from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
+from rooivalk.evaluation.results import (
+    CONFUSION_PNG,
+    REFERENCE_DIR,
+    REPORT_FILE,
+    EvaluateResult,
+    raise_on_failed_gates,
+    write_report,
+)
 from rooivalk.models import ModelInfo, load_trained_model
+from rooivalk.models.array_artifact import is_array_model
 from rooivalk.plan import Plan
 
-REPORT_FILE = "evaluation.json"
-CONFUSION_PNG = "confusion_matrix.png"
-REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.evaluation.profile)
-
-
-@dataclass
-class EvaluateResult:
-    metrics: dict[str, float]
-    report: dict[str, Any]
-    gates: list[dict[str, Any]]
-    passed: bool
-    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+__all__ = ["CONFUSION_PNG", "REFERENCE_DIR", "REPORT_FILE", "EvaluateResult", "evaluate_model"]
 
 
 def predict(
@@ -92,7 +88,10 @@ def evaluate_model(
 ) -> EvaluateResult:
     """Score the model on a split; raises GateFailure (after writing the report) if a gate fails
     and the plan says to fail on gates. With `reference`, also writes the reference profile for drift
-    monitoring (validation split) to `eval_dir`/reference and names it in the report."""
+    monitoring (validation split) to `eval_dir`/reference and names it in the report. A sequence or
+    table plan's model is scored by rooivalk.evaluation.array_evaluation."""
+    if is_array_model(model_dir):
+        return evaluate_array_model(plan, model_dir, dataset_dir, eval_dir, split, reference)
     torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
     model, info = load_trained_model(model_dir)
     dataset = load_dataset(dataset_dir)
@@ -119,19 +118,6 @@ def evaluate_model(
             "reference_profile": reference_uri if profile is not None else None,
         }
     )
-    png_path = f"{eval_dir}/{CONFUSION_PNG}"
-    os.makedirs(eval_dir, exist_ok=True)
-    plot_confusion_matrix(
-        report["confusion_matrix"], info.classes, png_path, f"{plan.name}: {split} accuracy {report['accuracy']:.4f}"
-    )
-    artifacts = {
-        REPORT_FILE: storage.write_text(f"{eval_dir}/{REPORT_FILE}", json.dumps(report, indent=2)),
-        CONFUSION_PNG: storage.sha256_file(png_path),
-    }
-    if not passed and plan.evaluation.fail_on_gate:
-        worst = ", ".join(f"{score} {name!r}" for score, name in report["worst_class"].items())
-        raise GateFailure(
-            f"evaluation gates failed: {describe_failures(gates)} (worst classes: {worst}; "
-            f"report: {eval_dir}/{REPORT_FILE})"
-        )
+    artifacts = write_report(plan, report, eval_dir)
+    raise_on_failed_gates(plan, report, eval_dir)
     return EvaluateResult(metrics, report, gates, passed, artifacts)

@@ -26,12 +26,16 @@ def _without_gate_failures(plan: Plan) -> Plan:
 
 def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str, float]:
     """Test metrics (`test_accuracy`, ...) of a trained model folder on `dataset_dir`'s test split."""
-    from rooivalk.data.dataset import load_dataset
+    from rooivalk.data.datasets import load_any_dataset
     from rooivalk.evaluation.evaluate import evaluate_model
-    from rooivalk.models import read_model_info
+    from rooivalk.models.array_artifact import is_array_model
+    from rooivalk.models.array_artifact import model_classes as read_classes
 
-    model_classes = read_model_info(model_dir).classes
-    dataset_classes = load_dataset(dataset_dir).info.classes
+    model_classes = read_classes(model_dir)
+    dataset = load_any_dataset(dataset_dir)
+    dataset_classes = dataset.info.classes
+    if is_array_model(model_dir) != (dataset.info.format in ("sequences", "table")):
+        raise RescoreUnavailable(f"it is a model of other data than dataset {dataset.info.version_id}")
     if model_classes != dataset_classes:
         raise RescoreUnavailable(f"its classes {model_classes} are not the dataset's {dataset_classes}")
     with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as eval_dir:

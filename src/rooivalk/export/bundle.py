@@ -40,7 +40,10 @@ PREPROCESSING_KEYS: dict[str, tuple[str, ...]] = {
     "iq": (),
     "float32": (),
     "embeddings": ("sensors", "dims"),
+    "sequence": ("features", "length", "mean", "std"),  # an rnn: inputs "sequences" and "lengths"
+    "table": ("table",),  # an mlp: the table encoding (rooivalk.data.table_dataset.TableDatasetInfo)
 }
+SEQUENCE_INPUTS = ["sequences", "lengths"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -108,6 +111,10 @@ class BundleInfo(BaseModel):
         if classes and isinstance(classes[0], int) and classes[0] > 0 and classes[0] != len(self.labels):
             raise ValueError(f"labels: {len(self.labels)} names for {classes[0]} logits")
         inputs = [spec.name for spec in self.inputs]
+        if self.preprocessing["kind"] == "sequence":
+            if inputs != SEQUENCE_INPUTS:
+                raise ValueError(f"inputs: kind 'sequence' feeds {SEQUENCE_INPUTS}, the model has {inputs}")
+            return self
         if self.preprocessing["kind"] != "embeddings":
             if len(inputs) != 1:
                 raise ValueError(f"inputs: kind {self.preprocessing['kind']!r} feeds one input, the model has {inputs}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,11 @@ import torch
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.transforms import to_model_input
 from rooivalk.evaluation.gates import check_gates
+from rooivalk.export.array_export import export_array_model
 from rooivalk.export.benchmark import measure_latency, ort_runner, ort_session, torch_runner
+from rooivalk.export.export_result import ExportResult
 from rooivalk.export.onnx_export import INPUT_NAME, export_onnx, replace_conv2d_same, run_batched, verify_module
-from rooivalk.export.selection import ModelExport, build_variants, score_variants
+from rooivalk.export.selection import build_variants, score_variants
 from rooivalk.export.shipping import (
     REPORT_FILE,
     CalibrationSource,
@@ -47,6 +49,7 @@ from rooivalk.export.shipping import (
     ship_bundle,
     write_report,
 )
+from rooivalk.models.array_artifact import is_array_model
 from rooivalk.models.artifact import ModelInfo, load_trained_model
 from rooivalk.plan import Plan
 
@@ -57,19 +60,6 @@ VERIFY_SAMPLES = 32
 BATCH = 256
 
 __all__ = ["ExportError", "ExportResult", "export_model"]
-
-
-@dataclass
-class ExportResult:
-    metrics: dict[str, float]
-    artifacts: dict[str, str]  # file name -> path or URI
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    choices: list[ModelExport] = field(default_factory=list)
-    bundles: dict[str, str] = field(default_factory=dict)  # model name -> bundle folder or URI
-
-    @property
-    def passed(self) -> bool:
-        return all(gate["passed"] for gate in self.gates)
 
 
 @dataclass
@@ -125,6 +115,8 @@ def export_model(
     `plan.export.max_abs_diff` (or a target cannot be built here), and GateFailure (after writing
     everything) when an export gate or latency budget fails and `plan.export.fail_on_gate` is set.
     """
+    if is_array_model(model_dir):  # an rnn or mlp model of a sequence or table plan
+        return export_array_model(plan, model_dir, dataset_dir, export_dir, progress)
     say = progress or log.info
     require_targets(plan)
     model, info = load_trained_model(model_dir)

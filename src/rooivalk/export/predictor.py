@@ -56,6 +56,11 @@ PREPROCESSORS: dict[str, Callable[[Mapping[str, Any], np.ndarray], np.ndarray]] 
 }
 
 
+# Kinds whose feeds are built from structured samples (a dict of embeddings, ragged sequences, table
+# rows) by Predictor itself rather than by one PREPROCESSORS function.
+STRUCTURED_KINDS = ("embeddings", "sequence", "table")
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scaled = logits.astype(np.float64) / temperature
     scaled -= scaled.max(axis=-1, keepdims=True)  # exp overflows without the shift
@@ -70,6 +75,7 @@ class Predictor:
     def __init__(self, uri: str, info: BundleInfo, session: Any, workdir: Any = None) -> None:
         self.uri, self.info, self.session = uri, info, session
         self._workdir = workdir  # a TemporaryDirectory holding a downloaded model; removed with self
+        self.unseen: dict[str, int] = {}  # kind "table": unseen categories per column in the last call
 
     @classmethod
     def load(cls, uri: str, providers: list[str] | None = None) -> Predictor:
@@ -99,14 +105,51 @@ class Predictor:
         """Stored samples (N, ...) -> float32 model input, by preprocessing.kind."""
         if self.kind not in PREPROCESSORS:
             raise BundleError(
-                f"{self.uri}: preprocessing.kind {self.kind!r} takes a dict of embeddings, not stored samples"
+                f"{self.uri}: preprocessing.kind {self.kind!r} is fed by predict/logits, not by preprocess"
             )
         return PREPROCESSORS[self.kind](self.info.preprocessing, np.asarray(samples))
 
     def _feeds(self, samples: Any) -> dict[str, np.ndarray]:
         if self.kind == "embeddings":
             return self._fusion_feeds(samples)
+        if self.kind == "sequence":
+            return self._sequence_feeds(samples)
+        if self.kind == "table":
+            return {self.info.inputs[0].name: self._table_inputs(samples)}
         return {self.info.inputs[0].name: self.preprocess(samples)}
+
+    def _sequence_feeds(self, samples: Any) -> dict[str, np.ndarray]:
+        """Raw sequences: an array (N, T, F) or a list of (T_i, F) arrays of any lengths, the features in
+        preprocessing.features order -> edge-padded or truncated to the trained length, standardized."""
+        from rooivalk.data.sequence_reader import pad_or_truncate
+
+        config = self.info.preprocessing
+        features = len(config["features"])
+        sequences = [np.asarray(sequence, dtype=np.float32) for sequence in samples]
+        for index, sequence in enumerate(sequences):
+            if sequence.ndim != 2 or sequence.shape[1] != features or len(sequence) == 0:
+                raise BundleError(
+                    f"{self.uri}: sequence {index} has shape {sequence.shape}; this model takes (T >= 1, {features}) "
+                    f"frames of {config['features'][:3]}..."
+                )
+        padded, lengths = pad_or_truncate(sequences, int(config["length"]))
+        mean, std = np.asarray(config["mean"], np.float32), np.asarray(config["std"], np.float32)
+        return {"sequences": ((padded - mean) / std).astype(np.float32), "lengths": lengths}
+
+    def _table_inputs(self, rows: Any) -> np.ndarray:
+        """Raw rows (a pandas DataFrame, or a list of {column: value}) -> the model inputs; categories the
+        training split never had are encoded as unseen and counted in `self.unseen`."""
+        import pandas as pd
+
+        from rooivalk.data.table_dataset import TableDatasetInfo, encode_rows, model_inputs
+
+        info = TableDatasetInfo.model_validate(self.info.preprocessing["table"])
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+        try:
+            numeric, codes, self.unseen = encode_rows(info, frame)
+        except ValueError as error:
+            raise BundleError(f"{self.uri}: {error}") from None
+        return model_inputs(info, numeric, codes)
 
     def _fusion_feeds(self, samples: Any) -> dict[str, np.ndarray]:
         """{sensor: (N, D) float32, "present": bool (N, S)}, checked against the bundle's sensors."""

@@ -175,7 +175,8 @@ session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 feeds = {}
 for i in session.get_inputs():
     shape = [1] + [d if isinstance(d, int) else 1 for d in i.shape[1:]]
-    feeds[i.name] = np.zeros(shape, bool if i.type == "tensor(bool)" else np.float32)
+    types = {"tensor(bool)": bool, "tensor(int64)": np.int64}  # an rnn's lengths are int64
+    feeds[i.name] = np.zeros(shape, types.get(i.type, np.float32))
 session.run(None, feeds)
 """
 

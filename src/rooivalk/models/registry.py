@@ -78,6 +78,8 @@ def create_model(spec: ModelSpec, num_classes: int) -> nn.Module:
 
 
 def create_unweighted_model(spec: ModelSpec) -> nn.Module:
-    """The architecture without weights, for inspecting its groups (a 2-class head if num_classes is auto)."""
+    """The architecture without weights, for inspecting its groups (a 2-class head if num_classes is auto,
+    one input feature if num_features is auto: neither changes the layer groups)."""
     classes = spec.num_classes if spec.num_classes != "auto" else 2
-    return create_model(spec.model_copy(update={"pretrained": None}), classes)
+    features = spec.num_features if spec.num_features != "auto" else 1
+    return create_model(spec.model_copy(update={"pretrained": None, "num_features": features}), classes)

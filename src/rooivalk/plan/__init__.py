@@ -6,7 +6,16 @@ are an implementation detail. Checking a plan imports neither torch nor kfp.
 
 from rooivalk.plan.base import PlanError, Strict
 from rooivalk.plan.cluster import RETRYABLE_KINDS, STEP_KINDS, ClusterSpec, RetrainingSpec, StepKind, StepResources
-from rooivalk.plan.data import BUILTIN_DATA_FORMATS, DataFormat, DataSpec, SimulationSpec, SplitSpec, known_data_formats
+from rooivalk.plan.data import (
+    ARRAY_FORMATS,
+    BUILTIN_DATA_FORMATS,
+    DataFormat,
+    DataSpec,
+    SequenceSpec,
+    SimulationSpec,
+    SplitSpec,
+    known_data_formats,
+)
 from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
 from rooivalk.plan.evaluation import EvaluationSpec, Gate
 from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
@@ -27,12 +36,14 @@ from rooivalk.plan.training import (
     MixSpec,
     OptimizerSpec,
     SchedulerSpec,
+    SequenceAugmentSpec,
     StageLR,
     StageSpec,
     TrainingSpec,
 )
 
 __all__ = [
+    "ARRAY_FORMATS",
     "BUILTIN_DATA_FORMATS",
     "MODULE_DICT_ATTRIBUTES",
     "NULLS_KEY",
@@ -67,6 +78,8 @@ __all__ = [
     "RetrainingSpec",
     "SchedulerSpec",
     "SensorSpec",
+    "SequenceAugmentSpec",
+    "SequenceSpec",
     "SimulationSpec",
     "SplitSpec",
     "StageLR",

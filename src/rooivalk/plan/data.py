@@ -13,8 +13,13 @@ from pydantic import AfterValidator, Field, model_validator
 from rooivalk.plan.base import Strict
 from rooivalk.plugins import READERS_GROUP, declared_entry_points
 
-# The image readers of rooivalk.data.readers, and multisensor (rooivalk.data.ingest_multisensor).
-BUILTIN_DATA_FORMATS = ("image_folder", "idx", "multisensor")
+# The image readers of rooivalk.data.readers, multisensor (rooivalk.data.ingest_multisensor), and the
+# array formats: sequences (rooivalk.data.sequence_dataset) and table (rooivalk.data.table_dataset).
+IMAGE_FORMATS = ("image_folder", "idx")
+ARRAY_FORMATS = ("sequences", "table")
+BUILTIN_DATA_FORMATS = (*IMAGE_FORMATS, "multisensor", *ARRAY_FORMATS)
+# What each simulator writes: the format a plan must read it with.
+SIMULATOR_FORMATS = {"counter_drone": "multisensor", "sign_language": "sequences", "attribution": "table"}
 
 
 def known_data_formats() -> list[str]:
@@ -59,17 +64,57 @@ class SplitSpec(Strict):
 
 
 class SimulationSpec(Strict):
-    """rooivalk.data.simulators.counter_drone settings: deterministic by seed, scales by count."""
+    """A simulator that writes `data.source` when it does not exist yet: deterministic by seed, scales by
+    count. `kind` picks it; the keys under a kind's name apply to that kind only (rooivalk validate
+    refuses the others)."""
 
+    kind: Literal["counter_drone", "sign_language", "attribution"] = Field(
+        "counter_drone",
+        description="counter_drone: multi-sensor events (data.format multisensor); sign_language: hand-landmark "
+        "sequences (sequences); attribution: threat-attribution features (table)",
+    )
     count: int = Field(4000, ge=5)
     seed: int = 0
-    image_size: int = Field(32, ge=16, le=256)
+    image_size: int = Field(32, ge=16, le=256, description="counter_drone")
     optical_field_px: int = Field(
         128,
         ge=8,
         le=1024,
-        description="camera-frame pixels an optical chip shows: 128 (the default) is the whole frame "
-        "scaled to image_size; image_size is a crop around the target at the camera's resolution",
+        description="counter_drone: camera-frame pixels an optical chip shows: 128 (the default) is the whole "
+        "frame scaled to image_size; image_size is a crop around the target at the camera's resolution",
+    )
+    num_classes: int = Field(26, ge=2, le=26, description="sign_language: words (classes) to simulate")
+    min_length: int = Field(20, ge=2, description="sign_language: shortest sequence, frames")
+    max_length: int = Field(40, ge=2, description="sign_language: longest sequence, frames")
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> SimulationSpec:
+        own = {
+            "counter_drone": ("image_size", "optical_field_px"),
+            "sign_language": ("num_classes", "min_length", "max_length"),
+        }
+        for kind, keys in own.items():
+            if kind == self.kind:
+                continue
+            for key in keys:
+                if getattr(self, key) != type(self).model_fields[key].default:
+                    raise ValueError(f"{key} applies to kind {kind}, not {self.kind}")
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} is above max_length {self.max_length}")
+        return self
+
+
+class SequenceSpec(Strict):
+    """How `data.format: sequences` reads and stores sequences."""
+
+    length: int | None = Field(
+        None,
+        ge=1,
+        description="frames per stored sequence: longer ones keep their first `length` frames, shorter ones are "
+        "padded with copies of their last frame; null: the longest sequence's length",
+    )
+    step: str | None = Field(
+        None, description="column that orders a sequence's rows (e.g. frame or timestamp); null: file order"
     )
 
 
@@ -79,10 +124,12 @@ class DataSpec(Strict):
         description="The reader: image_folder: one sub-folder per class with PNG/JPEG files; "
         "idx: MNIST-style IDX files (train-*/t10k-* images and labels, optionally .gz); "
         "multisensor: events.parquet linking each event's samples (rooivalk.data.ingest_multisensor); "
-        "or the name of an installed reader plugin (entry-point group rooivalk.readers; `rooivalk families`)."
+        "sequences: CSV/Parquet in long form (sequence_id, label, optional split and step, feature columns) or NPZ "
+        "(X, lengths, y); table: CSV/Parquet, one row per sample with a label column and numeric or categorical "
+        "features; or the name of an installed reader plugin (entry-point group rooivalk.readers; `rooivalk families`)."
     )
     simulate: SimulationSpec | None = Field(
-        None, description="Generate the source with the counter-drone simulator when it does not exist yet."
+        None, description="Generate the source with a simulator (simulate.kind) when it does not exist yet."
     )
     split: SplitSpec = SplitSpec()
     # Images of different sizes are resized to this square size at ingestion; uniform folders keep
@@ -90,3 +137,36 @@ class DataSpec(Strict):
     image_size: int = Field(64, ge=8, le=1024)
     channels: Literal["auto", 1, 3] = "auto"
     max_samples_per_class: int | None = Field(None, ge=1)
+    label: str = Field("label", min_length=1, description="sequences, table: the label column")
+    features: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="sequences, table: the feature columns, in this order; null: every other column "
+        "(sequences: numeric ones)",
+    )
+    categorical: list[str] | None = Field(
+        None, description="table: columns to treat as categorical; null: a column's kind is read from its cells"
+    )
+    sequence: SequenceSpec = SequenceSpec()
+
+    @model_validator(mode="after")
+    def _keys_of_format(self) -> DataSpec:
+        """Keys that the format's reader does not take are refused (a plugin reader takes the image keys)."""
+        array = self.format in ARRAY_FORMATS
+        applies = {
+            "image_size": not array,
+            "channels": not array,
+            "max_samples_per_class": not array,
+            "label": array,
+            "features": array,
+            "categorical": self.format == "table",
+            "sequence": self.format == "sequences",
+        }
+        fields = type(self).model_fields
+        for key, ok in applies.items():
+            if not ok and getattr(self, key) != fields[key].get_default(call_default_factory=True):
+                raise ValueError(f"{key} does not apply to data.format {self.format}")
+        if self.simulate is not None and SIMULATOR_FORMATS[self.simulate.kind] != self.format:
+            wanted = SIMULATOR_FORMATS[self.simulate.kind]
+            raise ValueError(f"simulate.kind {self.simulate.kind} writes data.format {wanted}, not {self.format}")
+        return self

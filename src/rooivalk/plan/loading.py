@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from rooivalk.plan.base import PlanError
 from rooivalk.plan.document import Plan
+from rooivalk.plan.model_keys import model_key_problems
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 
 
@@ -27,12 +28,13 @@ def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
 
 
 def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginResolver | None = None) -> Plan:
-    """Validate a raw plan, then refuse every training key its model would not use (rooivalk.plan.techniques)."""
+    """Validate a raw plan, then refuse every model and training key its model would not use
+    (rooivalk.plan.model_keys, rooivalk.plan.techniques)."""
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as error:
         raise PlanError(_format_errors(error, origin)) from None
-    problems = technique_problems(plan, resolver)
+    problems = model_key_problems(plan) + technique_problems(plan, resolver)
     if problems:
         raise PlanError(_format_problems(problems, origin))
     return plan
@@ -51,16 +53,33 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise PlanError(f"--set {override!r}: expected key.path=value")
         path, _, value = override.partition("=")
         keys = path.strip().split(".")
-        node = result
+        node: Any = result
         for key in keys[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise PlanError(f"--set {path}: {key!r} is not a mapping")
-            node = child
-        node[keys[-1]] = _parse_scalar(value)
+            node = _child(node, key, path)
+        if isinstance(node, list):
+            node[_list_index(node, keys[-1], path)] = _parse_scalar(value)
+        else:
+            node[keys[-1]] = _parse_scalar(value)
     return result
+
+
+def _list_index(node: list[Any], key: str, path: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise PlanError(f"--set {path}: {key!r} is not an index of a list of {len(node)}")
+    return int(key)
+
+
+def _child(node: Any, key: str, path: str) -> Any:
+    """The mapping or list under `key` (a list takes an index: training.stages.0.epochs), made if missing."""
+    if isinstance(node, list):
+        child = node[_list_index(node, key, path)]
+    else:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+    if not isinstance(child, dict | list):
+        raise PlanError(f"--set {path}: {key!r} is not a mapping or a list")
+    return child
 
 
 def read_plan_file(path: str | Path) -> dict[str, Any]:

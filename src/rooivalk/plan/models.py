@@ -12,11 +12,17 @@ from rooivalk.plan.training import TrainingSpec
 
 class ModelSpec(Strict):
     family: str = Field("timm", description="Registered model family (rooivalk.models.list_families()).")
-    architecture: str = Field(description="timm architecture name, e.g. tf_efficientnet_lite0.")
+    architecture: str = Field(
+        description="timm: an architecture name, e.g. tf_efficientnet_lite0; rnn: a preset (lightweight, "
+        "standard, deep); mlp: hidden widths, e.g. 256-128-64; a sensor family: its variant."
+    )
     num_classes: int | Literal["auto"] = "auto"
+    num_features: int | Literal["auto"] = Field(
+        "auto", description="rnn, mlp: inputs per frame or row; auto: from the dataset (its number of features)."
+    )
     pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")
-    input_size: int = Field(224, ge=8, le=1024)
-    drop_rate: float = Field(0.2, ge=0, lt=1)
+    input_size: int = Field(224, ge=8, le=1024, description="image models: pixels per side")
+    drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout; rnn: between recurrent layers and in the head")
 
 
 class SensorSpec(Strict):

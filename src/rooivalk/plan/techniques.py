@@ -58,7 +58,10 @@ BUILTIN_TASKS: dict[str, str] = {
     "rf_cnn_transformer": "tensor",
     "radar_sequence": "tensor",
     "acoustic_crepe": "tensor",
+    "rnn": "sequence",
+    "mlp": "table",
 }
+ARRAY_TASKS = ("sequence", "table")  # models of data.format sequences / table
 FUSION_TASK = "fusion"
 # The metrics the engine logs after every epoch, and the direction each improves in.
 MONITORED_METRICS: dict[str, str] = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
@@ -119,6 +122,18 @@ def _not_fusion(section: ModelTraining) -> str | None:
     return None
 
 
+def _cache_features(section: ModelTraining) -> str | None:
+    if section.task in ARRAY_TASKS:
+        return f"{section.family} models have no frozen encoder whose features a head stage could cache"
+    return _not_fusion(section)
+
+
+def _sequence_only(section: ModelTraining) -> str | None:
+    if section.task == "sequence":
+        return None
+    return f"sequence augmentation applies to sequence models (family rnn), not {section.family} ({section.task} task)"
+
+
 def _schedule(section: ModelTraining) -> str | None:
     if section.staged:
         return "explicit stages given: schedule and auto pick the stages only when stages is null"
@@ -171,6 +186,8 @@ def _budget_seconds(section: ModelTraining) -> str | None:
 
 
 def _distributed(section: ModelTraining) -> str | None:
+    if section.task in ARRAY_TASKS:
+        return f"{section.family} models train in one process; distributed applies to image models"
     if section.in_pipeline:
         return "the multi-sensor pipeline's steps train in one process; distributed applies to single-model plans"
     return None
@@ -190,7 +207,8 @@ KEY_RULES: dict[str, Rule] = {
     "stages.*.warmup_epochs": _honoured,
     "stages.*.optimizer.*": _honoured,
     "stages.*.scheduler.*": _honoured,
-    "stages.*.cache_features": _not_fusion,
+    "stages.*.cache_features": _cache_features,
+    "stages.*.sequence_augment_probability": _sequence_only,
     "stages.*.max_samples": _honoured,
     "stages.*.input_size": _image_only("progressive resizing is for images and does"),
     "schedule": _schedule,
@@ -203,13 +221,15 @@ KEY_RULES: dict[str, Rule] = {
     "loss.*": _honoured,
     "mix.*": _image_only("Mixup/CutMix are image techniques and do"),
     "augment.*": _image_only("image augmentation does"),
+    "sequence_augment": _sequence_only,
+    "sequence_augment.*": _sequence_only,
     "ema.*": _honoured,
     "early_stopping.*": _honoured,  # monitor and mode are also checked against the logged metrics
     "checkpoint.*": _honoured,
     "distributed.*": _distributed,
     "grad_clip_norm": _honoured,
     "precision": _honoured,
-    "feature_precision": _not_fusion,
+    "feature_precision": _cache_features,
     "bn_frozen": _honoured,
     "bn_unfreeze": _honoured,
     "bn_recalibration_batches": _honoured,
@@ -241,12 +261,16 @@ def set_leaves(value: BaseModel, default: BaseModel | None = None) -> list[str]:
 
 def _set_leaves(value: Any, defaults: tuple[Any, ...], path: tuple[str, ...]) -> Iterator[str]:
     if isinstance(value, BaseModel):
+        nested = []
         for name, field in type(value).model_fields.items():
             field_defaults = (
                 field.get_default(call_default_factory=True),
                 *(getattr(default, name) for default in defaults if isinstance(default, type(value))),
             )
-            yield from _set_leaves(getattr(value, name), field_defaults, (*path, name))
+            nested += _set_leaves(getattr(value, name), field_defaults, (*path, name))
+        if not nested and path and None in defaults:
+            nested = [".".join(path)]  # an optional section given with its defaults (sequence_augment: {}) is set
+        yield from nested
     elif isinstance(value, list) and value and all(isinstance(item, BaseModel) for item in value):
         for index, item in enumerate(value):
             yield from _set_leaves(item, (), (*path, str(index)))

@@ -120,6 +120,26 @@ class AugmentSpec(Strict):
     motion_blur: float = Field(0.0, ge=0, le=1, description="probability")
 
 
+class SequenceAugmentSpec(Strict):
+    """Augmentations of sequence batches (rooivalk.training.tasks.sequence_augment), applied to raw features
+    before standardization. Rotation about the wrist and wrist-centred scaling need the data to declare a
+    hand: 21 landmarks named x0, y0, z0, ..., z20; other data gets scaling about zero, one offset per
+    feature, noise and time shifts."""
+
+    probability: float = Field(0.5, ge=0, le=1, description="chance of each effect, per sequence")
+    rotation_degrees: float = Field(15.0, ge=0, le=180, description="hand data: about each axis, uniform in +-")
+    scale: tuple[float, float] = Field((0.9, 1.1), description="uniform scale range (low, high)")
+    translation: float = Field(0.05, ge=0, description="uniform offset in +-, in the features' units")
+    noise_std: float = Field(0.01, ge=0, description="Gaussian noise, in the features' units")
+    time_shift: float = Field(0.1, ge=0, lt=1, description="largest shift in time, as a share of the length")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> SequenceAugmentSpec:
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {list(self.scale)}")
+        return self
+
+
 class EMASpec(Strict):
     enabled: bool = False
     decay: float = Field(0.999, gt=0, lt=1)
@@ -186,6 +206,13 @@ class StageSpec(Strict):
         "(progressive resizing: a smaller stage costs fewer FLOPs a step). Validation, the test and the "
         "exported model always use model.input_size.",
     )
+    sequence_augment_probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Sequence models: this stage's chance of each sequence augmentation (e.g. 0.3 in a last, "
+        "gentler phase); null: training.sequence_augment.probability.",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> StageSpec:
@@ -249,6 +276,9 @@ class TrainingSpec(Strict):
     loss: LossSpec = LossSpec()
     mix: MixSpec = MixSpec()
     augment: AugmentSpec = AugmentSpec()
+    sequence_augment: SequenceAugmentSpec | None = Field(
+        None, description="Sequence models: augment training sequences; null: no augmentation."
+    )
     ema: EMASpec = EMASpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()

@@ -38,7 +38,7 @@ def register(
     registration buffered while the server is down can be replayed."""
     # Here, not at the top: `rooivalk sync` imports this module for the op, and these load torch.
     from rooivalk.evaluation.rescore import champion_rescorer
-    from rooivalk.models import load_trained_model
+    from rooivalk.models.array_artifact import load_any_model
     from rooivalk.models.fusion_artifacts import load_fusion_model
     from rooivalk.models.sensor_artifacts import read_sensor_info
 
@@ -50,7 +50,7 @@ def register(
         system = plan.fusion is not None
         rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, promotion_metric(plan), system)
     if not sensor_dirs:
-        network, _ = load_trained_model(model_dir)
+        network = load_any_model(model_dir)  # an image model, or a sequence or table plan's rnn or mlp
         return register_candidate(
             tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, rescore=rescore
         )

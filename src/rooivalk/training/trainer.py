@@ -1,4 +1,4 @@
-"""`train_model`: fine-tune or train a single-model plan's image model on a dataset artifact, stage by stage.
+"""`train_model`: fine-tune or train a single-model plan's model on a dataset artifact, stage by stage.
 
 Resumes automatically from the newest verified checkpoint at `training.checkpoint.uri`, and turns
 SIGTERM (what Kubernetes sends before killing a pod) into a checkpoint and a clean stop.
@@ -11,7 +11,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,36 +29,18 @@ from rooivalk.models import (
     save_trained_model,
 )
 from rooivalk.models.registry import family_task
-from rooivalk.plan import Plan
+from rooivalk.plan import ARRAY_FORMATS, Plan
+from rooivalk.training.array_training import train_array_model
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
 from rooivalk.training.engine.loop import Checkpointer, Trainer
 from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
+from rooivalk.training.results import HISTORY_FILE, TrainResult
 from rooivalk.training.tasks import task_class
 
 log = logging.getLogger(__name__)
-HISTORY_FILE = "stages.json"
-
-
-@dataclass
-class TrainResult:
-    metrics: dict[str, float]
-    stages: list[dict[str, Any]]
-    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-    info: ModelInfo | None = None
-    resumed_from: str | None = None
-    history: list[tuple[dict[str, float], int]] = field(default_factory=list)  # per-epoch metrics
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "metrics": self.metrics,
-            "stages": self.stages,
-            "artifacts": self.artifacts,
-            "resumed_from": self.resumed_from,
-            "history": self.history,
-        }
 
 
 def _num_classes(plan: Plan, dataset_classes: list[str]) -> int:
@@ -82,8 +63,11 @@ def train_model(
 ) -> TrainResult:
     """Train per the plan's stages and write the best model (by the monitored metric) to `model_dir`.
 
-    With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it.
+    With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it. A sequence
+    or table plan trains its rnn or mlp model (rooivalk.training.array_training).
     """
+    if plan.data.format in ARRAY_FORMATS:
+        return train_array_model(plan, dataset_dir, model_dir, progress, log_metrics)
     spec = plan.training
     if spec.distributed.nproc_per_node * spec.distributed.nnodes > 1 and not in_torchrun():
         record = launch(plan, dataset_dir, model_dir)

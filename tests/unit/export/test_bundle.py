@@ -32,7 +32,7 @@ from rooivalk.export.bundle import (
 )
 from rooivalk.export.mlflow_onnx import log_bundle_to_mlflow
 from rooivalk.export.onnx_export import OPSET, export_module
-from rooivalk.export.predictor import PREPROCESSORS, Predictor, SystemPredictor
+from rooivalk.export.predictor import PREPROCESSORS, STRUCTURED_KINDS, Predictor, SystemPredictor
 from rooivalk.models.rf_cnn_transformer import iq_to_input
 
 LABELS = ["bird", "drone", "plane"]
@@ -145,7 +145,7 @@ def _check_optical(predictor: Predictor, onnx_path: Path) -> None:
 
 def test_every_preprocessing_kind_has_one_function() -> None:
     # "embeddings" takes a dict of arrays and is fed as such; every other kind maps to one preprocessor.
-    assert {*PREPROCESSORS, "embeddings"} == set(PREPROCESSING_KEYS)
+    assert {*PREPROCESSORS, *STRUCTURED_KINDS} == set(PREPROCESSING_KEYS)
 
 
 def test_local_bundle_round_trip_and_predictions(

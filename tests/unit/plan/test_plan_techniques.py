@@ -135,8 +135,8 @@ def training_with(leaf: str, default: TrainingSpec) -> dict[str, Any]:
         avoid = [] if class_default is PydanticUndefined else [class_default]
         return {"stages": [_stage_with(".".join(parts[2:]), other_value(field, avoid))]}
     section_default: Any = default
-    for part in parts:
-        section_default = getattr(section_default, part)
+    for part in parts:  # an optional section (sequence_augment) is None by default: its leaves have no section default
+        section_default = getattr(section_default, part, None)
     value = other_value(field, [field.get_default(call_default_factory=True), section_default])
     section: dict[str, Any] = {}
     node = section
@@ -161,6 +161,14 @@ def _multi(**sensors: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _array(family: str, architecture: str, data_format: str) -> dict[str, Any]:
+    return {
+        "name": "p",
+        "data": {"source": "/data", "format": data_format},
+        "model": {"family": family, "architecture": architecture},
+    }
+
+
 RF = {"family": "rf_cnn_transformer", "architecture": "small"}
 CREPE = {"family": "acoustic_crepe", "architecture": "tiny", "pretrained": "crepe.pth"}
 # name: (plan, path of the training section under test)
@@ -170,6 +178,8 @@ CONTEXTS: dict[str, tuple[dict[str, Any], str]] = {
     "tensor-scratch": (_multi(rf=RF), "sensors.rf.training"),
     "tensor-pretrained": (_multi(rf=RF, acoustic=CREPE), "sensors.acoustic.training"),
     "fusion": (_multi(rf=RF), "fusion.training"),
+    "sequence-scratch": (_array("rnn", "standard", "sequences"), "training"),
+    "table-scratch": (_array("mlp", "256-128-64", "table"), "training"),
 }
 
 

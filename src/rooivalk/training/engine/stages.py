@@ -23,6 +23,7 @@ class ResolvedStage:
     seconds: float | Literal["rest"] | None = None  # wall-clock length; "rest": what the budget has left
     max_samples: int | None = None  # epochs cover a fixed seeded subset of the training split
     input_size: int | None = None  # training batches at this size (progressive resizing); None: the model's
+    sequence_augment_probability: float | None = None  # sequence models; None: training.sequence_augment's
 
 
 def reference_stages() -> list[StageSpec]:
@@ -143,6 +144,7 @@ def resolve_stages(
                 spec.seconds,
                 spec.max_samples,
                 spec.input_size,
+                spec.sequence_augment_probability,
             )
         )
     return resolved

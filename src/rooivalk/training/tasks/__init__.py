@@ -1,7 +1,8 @@
 """Training tasks: what the one engine needs to know about a kind of model input.
 
 Built-in: `image` (timm-style image classifiers), `tensor` (sensor models on preprocessed arrays),
-`fusion` (the cross-modal transformer over cached embeddings). A model family names its task when
+`fusion` (the cross-modal transformer over cached embeddings), `sequence` and `table` (rnn and mlp
+models of sequence and table datasets). A model family names its task when
 it registers (rooivalk.models.registry); installed packages add tasks through the `rooivalk.tasks`
 entry-point group (docs/extending.md), loaded the first time an unknown task name is looked up.
 """
@@ -9,6 +10,7 @@ entry-point group (docs/extending.md), loaded the first time an unknown task nam
 from __future__ import annotations
 
 from rooivalk.plugins import TASKS_GROUP, PluginError, PluginInfo, Registry
+from rooivalk.training.tasks.arrays import SequenceClassification, TableClassification
 from rooivalk.training.tasks.base import Inputs, Task
 from rooivalk.training.tasks.image import ImageClassification, TrainData
 from rooivalk.training.tasks.tensor import FusionClassification, TensorClassification
@@ -32,7 +34,13 @@ def register_task(task: type[Task]) -> type[Task]:
     return task
 
 
-for _builtin in (ImageClassification, TensorClassification, FusionClassification):
+for _builtin in (
+    ImageClassification,
+    TensorClassification,
+    FusionClassification,
+    SequenceClassification,
+    TableClassification,
+):
     register_task(_builtin)
 
 
@@ -66,6 +74,8 @@ __all__ = [
     "FusionClassification",
     "ImageClassification",
     "Inputs",
+    "SequenceClassification",
+    "TableClassification",
     "Task",
     "TensorClassification",
     "TrainData",

@@ -1,0 +1,101 @@
+"""The ingest step's entry point: a plan's data section -> a versioned dataset, whatever its format.
+
+Image formats and reader plugins go through rooivalk.data.ingest; `sequences` and `table` through
+their own readers (rooivalk.data.sequence_dataset, rooivalk.data.table_dataset), after simulating the
+source when the plan asks for it and it is missing or was simulated with other settings. Every format
+writes quarantine.json before anything can fail, class_balance.png, and dataset.json last.
+(`multisensor` has its own step, rooivalk.data.ingest_multisensor.)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rooivalk import storage
+from rooivalk.data.ingest import BALANCE_PLOT_FILE, IngestError, IngestResult, plot_class_balance
+from rooivalk.data.ingest import ingest_data as ingest_images
+from rooivalk.data.sequence_dataset import SequenceIngestResult, ingest_sequences
+from rooivalk.data.source_tables import SourceFormatError
+from rooivalk.data.table_dataset import TableIngestResult, ingest_table
+from rooivalk.plan import ARRAY_FORMATS, DataSpec, SimulationSpec
+
+AnyIngestResult = IngestResult | SequenceIngestResult | TableIngestResult
+
+
+def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = None) -> AnyIngestResult:
+    """Read, validate, split and version `spec.source` into a dataset artifact at `dataset_dir`."""
+    if spec.format not in ARRAY_FORMATS:
+        return ingest_images(spec, dataset_dir, quarantine_uri)
+    if spec.simulate is not None:
+        simulate_source(spec.source, spec.simulate)
+    if not storage.exists(spec.source):
+        raise IngestError(f"data source not found: {spec.source}")
+    try:
+        result = _ingest_arrays(spec, dataset_dir, quarantine_uri)
+    except SourceFormatError as error:
+        raise IngestError(str(error)) from None
+    classes = result.info.classes
+    storage.write_bytes(f"{dataset_dir}/{BALANCE_PLOT_FILE}", plot_class_balance(result.info.class_balance, classes))
+    return result
+
+
+def _ingest_arrays(
+    spec: DataSpec, dataset_dir: str, quarantine_uri: str | None
+) -> SequenceIngestResult | TableIngestResult:
+    if spec.format == "sequences":
+        return ingest_sequences(
+            spec.source,
+            dataset_dir,
+            length=spec.sequence.length,
+            split=spec.split,
+            label_column=spec.label,
+            step_column=spec.sequence.step,
+            feature_columns=spec.features,
+            quarantine_uri=quarantine_uri,
+        )
+    return ingest_table(
+        spec.source,
+        dataset_dir,
+        split=spec.split,
+        label_column=spec.label,
+        feature_columns=spec.features,
+        categorical_columns=spec.categorical,
+        quarantine_uri=quarantine_uri,
+    )
+
+
+def _simulated_with(source: str) -> dict[str, Any] | None:
+    """The settings in the simulation.json beside `source`, or None when there is none."""
+    meta_uri = f"{source.rsplit('/', 1)[0]}/simulation.json" if "/" in source else "simulation.json"
+    if not storage.exists(meta_uri):
+        return None
+    settings: dict[str, Any] = json.loads(storage.read_bytes(meta_uri))
+    return settings
+
+
+def simulate_source(source: str, simulate: SimulationSpec) -> bool:
+    """Write `source` with the plan's simulator when it is missing or was simulated with other settings;
+    returns whether it simulated. (Imports on use: only simulated plans pay for the simulators.)"""
+    if simulate.kind == "sign_language":
+        from rooivalk.data.simulators import sign_language
+
+        wanted = sign_language.simulation_settings(
+            simulate.count, simulate.seed, simulate.num_classes, simulate.min_length, simulate.max_length
+        )
+    elif simulate.kind == "attribution":
+        from rooivalk.data.simulators import attribution
+
+        wanted = attribution.simulation_settings(simulate.count, simulate.seed)
+    else:
+        raise IngestError(f"data.simulate.kind {simulate.kind} writes multisensor data, ingested by ingest_events")
+    previous = _simulated_with(source) if storage.exists(source) else None
+    if storage.exists(source) and (previous is None or all(previous.get(k) == v for k, v in wanted.items())):
+        return False  # the user's own file (no simulation.json), or the same simulation
+    if simulate.kind == "sign_language":
+        sign_language.simulate_sign_language(
+            source, simulate.count, simulate.seed, simulate.num_classes, simulate.min_length, simulate.max_length
+        )
+    else:
+        attribution.simulate_attribution(source, simulate.count, simulate.seed)
+    return True

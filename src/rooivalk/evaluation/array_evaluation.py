@@ -1,0 +1,91 @@
+"""`evaluate_model` for sequence and table plans: test-split metrics, confusion matrix, gates, reference profile.
+
+The report has the same keys as an image model's (rooivalk.evaluation.evaluate), so the gates, the
+registration step and `rooivalk report` read both alike. The reference profile for drift monitoring
+holds, per validation sample, what production data can be compared on: a table's raw feature
+columns, or a sequence's length and the mean, spread and peak of its frames, with the model's
+prediction and confidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import softmax
+
+from rooivalk.data.datasets import ArrayDataset, load_array_dataset
+from rooivalk.data.sequence_dataset import SequenceDataset
+from rooivalk.evaluation.gates import check_gates
+from rooivalk.evaluation.metrics import classification_metrics
+from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile
+from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, raise_on_failed_gates, write_report
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model
+from rooivalk.models.array_inference import array_logits, model_arrays
+from rooivalk.plan import Plan
+
+
+def _profile_columns(dataset: ArrayDataset, split: str) -> dict[str, np.ndarray]:
+    if isinstance(dataset, SequenceDataset):
+        sequences, lengths, _ = dataset.subset(split)
+        steps = np.arange(sequences.shape[1])
+        real = steps[None, :] < lengths[:, None]  # (n, T): statistics over real frames, not padding
+        frames = np.where(real[:, :, None], sequences, np.nan).reshape(len(sequences), -1)
+        return {
+            "sequence_length": lengths.astype(np.float64),
+            "sequence_mean": np.nanmean(frames, axis=1),
+            "sequence_std": np.nanstd(frames, axis=1),
+            "sequence_peak": np.nanmax(np.abs(frames), axis=1),
+        }
+    numeric, codes, _ = dataset.subset(split)
+    info = dataset.info
+    columns: dict[str, np.ndarray] = {
+        name: numeric[:, f].astype(np.float64) for f, name in enumerate(info.numeric_features)
+    }
+    for f, feature in enumerate(info.categorical_features):
+        columns[feature.name] = np.asarray(feature.categories, dtype=object)[codes[:, f]]
+    return columns
+
+
+def write_array_reference_profile(
+    uri: str, plan: Plan, probabilities: np.ndarray, info: ArrayModelInfo, dataset: ArrayDataset, split: str
+) -> ProfileInfo:
+    columns = {**_profile_columns(dataset, split), **prediction_columns(probabilities, info.classes)}
+    model_name = plan.tracking.registered_model or plan.name
+    frame, profile = build_profile(columns, {}, dataset.info.version_id, model_name, split)
+    return save_profile(uri, frame, profile)
+
+
+def evaluate_array_model(
+    plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test", reference: bool = True
+) -> EvaluateResult:
+    """Score the rnn or mlp model on a split; as rooivalk.evaluation.evaluate.evaluate_model."""
+    model, info = load_array_model(model_dir)
+    dataset = load_array_dataset(dataset_dir)
+    arrays, labels = model_arrays(info, dataset, split)
+    if len(labels) == 0:
+        raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
+    batch = plan.training.eval_batch_size
+    predictions = array_logits(model, arrays, info.num_classes, batch).argmax(1)
+    report = classification_metrics(labels, predictions, info.classes)
+    metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
+    metrics["test_samples"] = float(len(labels))
+    gates = check_gates(plan.evaluation.gates, metrics)
+    passed = all(g["passed"] for g in gates)
+    reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
+    profile = None
+    if reference and dataset.split_mask("val").any():
+        val_arrays, _ = model_arrays(info, dataset, "val")
+        probabilities = softmax(array_logits(model, val_arrays, info.num_classes, batch), axis=1)
+        profile = write_array_reference_profile(reference_uri, plan, probabilities, info, dataset, "val")
+    report.update(
+        {
+            "split": split,
+            "classes": info.classes,
+            "gates": gates,
+            "passed": passed,
+            "dataset_version": dataset.info.version_id,
+            "reference_profile": reference_uri if profile is not None else None,
+        }
+    )
+    artifacts = write_report(plan, report, eval_dir)
+    raise_on_failed_gates(plan, report, eval_dir)
+    return EvaluateResult(metrics, report, gates, passed, artifacts)

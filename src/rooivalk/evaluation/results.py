@@ -1,0 +1,49 @@
+"""What the evaluate step writes and returns, whatever the model kind (image, sequence, table)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from rooivalk import storage
+from rooivalk.evaluation.gates import GateFailure, describe_failures
+from rooivalk.evaluation.metrics import plot_confusion_matrix
+from rooivalk.plan import Plan
+
+REPORT_FILE = "evaluation.json"
+CONFUSION_PNG = "confusion_matrix.png"
+REFERENCE_DIR = "reference"  # the reference profile for drift monitoring (rooivalk.evaluation.profile)
+
+
+@dataclass
+class EvaluateResult:
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    gates: list[dict[str, Any]]
+    passed: bool
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+def write_report(plan: Plan, report: dict[str, Any], eval_dir: str) -> dict[str, str]:
+    """evaluation.json and the confusion matrix PNG in `eval_dir` (a local folder); {file: sha256}."""
+    png_path = f"{eval_dir}/{CONFUSION_PNG}"
+    os.makedirs(eval_dir, exist_ok=True)
+    title = f"{plan.name}: {report['split']} accuracy {report['accuracy']:.4f}"
+    plot_confusion_matrix(report["confusion_matrix"], report["classes"], png_path, title)
+    return {
+        REPORT_FILE: storage.write_text(f"{eval_dir}/{REPORT_FILE}", json.dumps(report, indent=2)),
+        CONFUSION_PNG: storage.sha256_file(png_path),
+    }
+
+
+def raise_on_failed_gates(plan: Plan, report: dict[str, Any], eval_dir: str) -> None:
+    """GateFailure naming the failed gates and the worst classes, when the plan fails on gates."""
+    if report["passed"] or not plan.evaluation.fail_on_gate:
+        return
+    worst = ", ".join(f"{score} {name!r}" for score, name in report["worst_class"].items())
+    raise GateFailure(
+        f"evaluation gates failed: {describe_failures(report['gates'])} (worst classes: {worst}; "
+        f"report: {eval_dir}/{REPORT_FILE})"
+    )

@@ -1,0 +1,212 @@
+"""The export step of a sequence or table plan: verified FP32 ONNX -> precision variants -> one bundle.
+
+As the image export (rooivalk.export.pipeline_step): the FP32 graph is checked against PyTorch
+before anything is built on it, every variant is scored on the test split with the inputs training
+used (rooivalk.models.array_inference.model_arrays), and the fastest variant within the plan's
+accuracy tolerance ships with its softmax temperature and the dataset's encoding, so that
+`Predictor` runs raw data end to end:
+- rnn: inputs "sequences" float32 (batch, steps, F) and "lengths" int64 (batch,), both axes dynamic
+  (rooivalk.export.rnn_onnx); the bundle's preprocessing (kind "sequence") holds the feature names,
+  the stored length and the standardization;
+- mlp: input "input" float32 (batch, F); the bundle's preprocessing (kind "table") holds the table
+  encoding (numeric features and their standardization, categorical features and their categories).
+Latency is batch 1: one sequence of the stored length, or one row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rooivalk.data.datasets import ArrayDataset, load_array_dataset
+from rooivalk.evaluation.gates import check_gates
+from rooivalk.export.benchmark import measure_latency, ort_session
+from rooivalk.export.export_result import ExportResult
+from rooivalk.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_module, run_batched, verify_module
+from rooivalk.export.rnn_onnx import export_rnn_onnx
+from rooivalk.export.selection import build_variants, score_variants
+from rooivalk.export.shipping import (
+    REPORT_FILE,
+    ExportError,
+    budget_gates,
+    calibrate,
+    calibration_source,
+    environment,
+    export_folders,
+    output_location,
+    prune_variants,
+    publish_variants,
+    raise_on_failed_gates,
+    report_settings,
+    seeded_subset,
+    ship_bundle,
+    write_report,
+)
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model
+from rooivalk.models.array_inference import INPUTS, LENGTHS, SEQUENCES, model_arrays
+from rooivalk.models.inference import Arrays
+from rooivalk.plan import Plan
+
+log = logging.getLogger(__name__)
+
+MODEL = "model"
+VERIFY_SAMPLES = 32
+
+
+def onnx_feeds(info: ArrayModelInfo, arrays: Arrays) -> dict[str, np.ndarray]:
+    """The ONNX graph's feeds for the model's named input arrays (the mlp's graph input is "input")."""
+    if info.kind == "sequences":
+        return {SEQUENCES: np.asarray(arrays[SEQUENCES]), LENGTHS: np.asarray(arrays[LENGTHS], np.int64)}
+    return {INPUT_NAME: np.asarray(arrays[INPUTS])}
+
+
+def _rows(feeds: dict[str, np.ndarray], rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+    return {name: array[rows] for name, array in feeds.items()}
+
+
+def _export_fp32(model: nn.Module, info: ArrayModelInfo, path: Any) -> None:
+    features = len(info.input_names)
+    if info.kind == "sequences":
+        export_rnn_onnx(model, path, features)
+    else:
+        export_module(model.eval(), (torch.zeros(2, features),), [INPUT_NAME], [OUTPUT_NAME], path)
+
+
+def _torch_latency(plan: Plan, model: nn.Module, sample: dict[str, np.ndarray]) -> float:
+    inputs = tuple(torch.from_numpy(array) for array in sample.values())
+    model = model.eval()
+
+    def run(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(*batch)  # type: ignore[no-any-return]
+
+    return measure_latency(run, inputs, plan.export.latency_runs, plan.export.latency_warmup).median_ms
+
+
+def preprocessing(info: ArrayModelInfo) -> dict[str, Any]:
+    """The bundle's preprocessing: what rooivalk.export.predictor needs to turn raw data into feeds."""
+    if info.kind == "sequences":
+        return {
+            "kind": "sequence",
+            "features": info.input_names,
+            "length": info.length,
+            "mean": info.mean,
+            "std": info.std,
+        }
+    return {"kind": "table", "table": info.table}
+
+
+def _test_split(dataset: ArrayDataset) -> str:
+    for split in ("test", "val"):
+        if dataset.split_mask(split).any():
+            if split != "test":
+                log.warning("dataset has no test split; export accuracy is measured on %r", split)
+            return split
+    raise ExportError(f"dataset {dataset.info.version_id}: no test or val samples to measure export accuracy on")
+
+
+def export_array_model(
+    plan: Plan,
+    model_dir: str,
+    dataset_dir: str,
+    export_dir: str,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export the rnn or mlp model in `model_dir`, ship its best variant, and measure everything."""
+    say = progress or log.info
+    if "tensorrt" in plan.export.targets:
+        raise ExportError("export.targets: tensorrt builds image models; sequence and table models ship ONNX")
+    model, info = load_array_model(model_dir)
+    dataset = load_array_dataset(dataset_dir)
+    split = _test_split(dataset)
+    test_arrays, test_labels = model_arrays(info, dataset, split)
+    test = onnx_feeds(info, test_arrays)
+    val_arrays, val_labels = model_arrays(info, dataset, "val")
+    val = onnx_feeds(info, val_arrays)
+    calibration_from = calibration_source(plan)
+    source = onnx_feeds(info, model_arrays(info, dataset, calibration_from.split)[0])
+    count = len(next(iter(source.values())))
+    if count == 0:
+        raise ExportError(f"dataset {dataset.info.version_id}: no samples in the calibration split for static INT8")
+    calibration = _rows(source, seeded_subset(count, plan.export.quantization.samples))
+    spec = plan.export.for_model(MODEL)
+    with export_folders(export_dir) as (out_dir, scratch):
+        variants_dir = out_dir / "variants" / MODEL
+        variants_dir.mkdir(parents=True, exist_ok=True)
+        fp32 = variants_dir / "model_fp32.onnx"
+        say(f"exporting {info.spec.family} {info.spec.architecture} to ONNX ({len(info.input_names)} features)")
+        _export_fp32(model, info, fp32)
+        check = verify_module(model, fp32, list(_rows(test, slice(0, VERIFY_SAMPLES)).values()))
+        if not check.max_abs_diff <= plan.export.max_abs_diff:  # `not <=` also catches NaN
+            fp32.unlink()
+            raise ExportError(
+                f"ONNX export does not match PyTorch: max |logit difference| {check.max_abs_diff:.3g} > "
+                f"export.max_abs_diff {plan.export.max_abs_diff:.3g} ({fp32.name})"
+            )
+        say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
+        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
+        sample = _rows(test, slice(0, 1))
+
+        def time(session: Any) -> Any:
+            return measure_latency(
+                lambda feeds: session.run(None, feeds), sample, plan.export.latency_runs, plan.export.latency_warmup
+            )
+
+        def logits(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+            return run_batched(session, feeds)[0]  # (N, K): the graph's first output is the logits
+
+        def predict(session: Any) -> np.ndarray:
+            return np.asarray(logits(session, test).argmax(1))
+
+        choice = score_variants(MODEL, paths, failures, test_labels, predict, time, spec, say)
+        say("timing PyTorch eager FP32 at batch 1 (the baseline)")
+        torch_ms = _torch_latency(plan, model, sample)
+        bundle_dir = scratch / "bundle-files"
+        bundle_dir.mkdir()
+        shipped_session = ort_session(choice.paths[choice.chosen])
+        temperature, extra = calibrate(plan, choice, logits(shipped_session, val), val_labels, bundle_dir, say)
+        prune_variants(choice)
+        shipped = choice.shipped
+        metrics = {
+            "onnx_max_abs_diff": check.max_abs_diff,
+            "onnx_top1_agreement": float(check.top1_agreement or 0.0),
+            **choice.metrics(),
+            "latency_torch_fp32_ms": torch_ms,
+            "speedup_vs_torch": torch_ms / float(shipped.latency_ms or np.inf),
+            "system_fp32_test_accuracy": float(choice.scores["fp32"].test_accuracy or 0.0),
+            "system_test_accuracy": float(shipped.test_accuracy or 0.0),
+            "system_accuracy_drop": float(shipped.accuracy_drop or 0.0),
+            "end_to_end_latency_ms": float(shipped.latency_ms or 0.0),
+            "end_to_end_latency_p95_ms": float(shipped.latency_p95_ms or 0.0),
+        }
+        gates = check_gates(plan.export.gates, metrics, missing_fails=True)
+        gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
+        bundle_uri = output_location(out_dir, export_dir, f"bundles/{MODEL}")
+        metadata = {
+            "plan_digest": plan.digest(),
+            "dataset_version": info.dataset_version,
+            "architecture": f"{info.spec.family} {info.spec.architecture}",
+            **environment(),
+        }
+        artifacts = ship_bundle(bundle_uri, choice, info.classes, preprocessing(info), temperature, metadata, extra)
+        report = {
+            "metrics": metrics,
+            "gates": gates,
+            "passed": all(gate["passed"] for gate in gates),
+            "models": {MODEL: choice.report()},
+            "verification": {MODEL: check.__dict__},
+            "evaluation_split": split,
+            **report_settings(plan, calibration_from),
+            "dataset_version": info.dataset_version,
+        }
+        artifacts |= publish_variants(out_dir, MODEL, export_dir)
+        artifacts[REPORT_FILE] = write_report(out_dir, export_dir, report)
+    say(f"export done: {choice.summary()}; bundle {bundle_uri}")
+    result = ExportResult(metrics, artifacts, gates, [choice], {MODEL: bundle_uri})
+    raise_on_failed_gates(plan, gates, artifacts[REPORT_FILE])
+    return result

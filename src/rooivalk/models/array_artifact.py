@@ -1,0 +1,82 @@
+"""The trained-model artifact of an rnn or mlp model: weights plus what turns raw data into its inputs.
+
+Layout of a model directory (as rooivalk.models.artifact, model.json written last):
+    model.pt    state dict (loaded with weights_only=True, digest checked)
+    model.json  ArrayModelInfo: the resolved model spec, classes, and the dataset's encoding: for
+                sequences the feature names, stored length and standardization; for tables the whole
+                table dataset info (numeric and categorical features with their train categories and
+                standardization), so that export and the Predictor encode raw rows exactly as training did
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from torch import nn
+
+from rooivalk import storage
+from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.registry import create_model
+from rooivalk.plan import ModelSpec
+
+
+class ArrayModelInfo(BaseModel):
+    kind: Literal["sequences", "table"]
+    spec: ModelSpec  # num_features resolved from the dataset
+    classes: list[str]
+    input_names: list[str]  # the model's input columns: sequence features, or table model inputs
+    length: int | None = None  # sequences: frames per stored sequence
+    mean: list[float] = []  # sequences: per-feature standardization of the train split
+    std: list[float] = []
+    table: dict[str, Any] | None = None  # table: TableDatasetInfo as JSON (rooivalk.data.table_dataset)
+    dataset_version: str
+    plan_digest: str
+    weights_sha256: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def is_array_model(model_dir: str) -> bool:
+    """Whether `model_dir` holds an rnn or mlp model (its model.json has a data kind; an image model's has none)."""
+    uri = f"{model_dir}/{INFO_FILE}"
+    return storage.exists(uri) and json.loads(storage.read_bytes(uri)).get("kind") in ("sequences", "table")
+
+
+def model_classes(model_dir: str) -> list[str]:
+    """The class names in a single model's model.json, image or array model alike."""
+    classes: list[str] = json.loads(read_info_file(model_dir, INFO_FILE, "rooivalk model"))["classes"]
+    return classes
+
+
+def load_any_model(model_dir: str) -> nn.Module:
+    """The trained network of a single-model plan, image or array model, in eval mode."""
+    if is_array_model(model_dir):
+        return load_array_model(model_dir)[0]
+    from rooivalk.models.artifact import load_trained_model
+
+    return load_trained_model(model_dir)[0]
+
+
+def save_array_model(model_dir: str, model: nn.Module, info: ArrayModelInfo) -> dict[str, str]:
+    """Weights, then model.json carrying their sha256; returns {file: sha256}."""
+    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
+    return {
+        WEIGHTS_FILE: info.weights_sha256,
+        INFO_FILE: storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2)),
+    }
+
+
+def read_array_model_info(model_dir: str) -> ArrayModelInfo:
+    return ArrayModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
+
+
+def load_array_model(model_dir: str) -> tuple[nn.Module, ArrayModelInfo]:
+    """Rebuild the architecture (no pretrained weights) and load the trained ones, in eval mode."""
+    info = read_array_model_info(model_dir)
+    model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    return model.eval(), info

@@ -1,0 +1,144 @@
+"""`train_model` for sequence and table plans: an rnn or mlp model on an array dataset, through the engine.
+
+The dataset fills in what the plan leaves to it (`model.num_features: auto`, `model.num_classes:
+auto`); the model trains through rooivalk.training.engine.fitting.fit_model (stages, optimizer and
+decay groups, schedulers, early stopping, checkpoints and resume, batch sampling, EMA, loggers), and
+the artifact (rooivalk.models.array_artifact) carries the dataset's encoding for export.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rooivalk import storage
+from rooivalk.data.datasets import ArrayDataset, load_array_dataset
+from rooivalk.data.sequence_dataset import SequenceDataset
+from rooivalk.data.table_dataset import TableDataset, model_input_names, model_inputs
+from rooivalk.events import MetricsFn, ProgressFn
+from rooivalk.models.array_artifact import ArrayModelInfo, save_array_model
+from rooivalk.models.registry import create_model
+from rooivalk.models.rnn import parameter_count
+from rooivalk.plan import ModelSpec, Plan, SequenceAugmentSpec
+from rooivalk.training.engine.fitting import fit_model
+from rooivalk.training.results import HISTORY_FILE, TrainResult
+from rooivalk.training.tasks.arrays import LENGTHS, SEQUENCES, SequenceClassification, TableClassification
+from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
+from rooivalk.training.tasks.tensor import TensorClassification
+
+
+def resolved_model_spec(spec: ModelSpec, dataset: ArrayDataset) -> ModelSpec:
+    """The plan's model with the dataset's feature and class counts; a count the plan fixed must match."""
+    features = len(input_names(dataset))
+    classes = len(dataset.info.classes)
+    for key, wanted, found in (
+        ("num_features", spec.num_features, features),
+        ("num_classes", spec.num_classes, classes),
+    ):
+        if wanted != "auto" and wanted != found:
+            raise ValueError(f"model.{key} is {wanted} but dataset {dataset.info.version_id} has {found}")
+    return spec.model_copy(update={"num_features": features, "num_classes": classes})
+
+
+def input_names(dataset: ArrayDataset) -> list[str]:
+    if isinstance(dataset, SequenceDataset):
+        return list(dataset.info.feature_names)
+    return model_input_names(dataset.info)
+
+
+def sequence_augment(spec: SequenceAugmentSpec | None, feature_names: list[str]) -> SequenceAugment | None:
+    if spec is None:
+        return None
+    settings = SequenceAugmentSettings(
+        probability=spec.probability,
+        rotation_degrees=spec.rotation_degrees,
+        scale=spec.scale,
+        translation=spec.translation,
+        noise_std=spec.noise_std,
+        time_shift=spec.time_shift,
+    )
+    return SequenceAugment(settings, landmark_layout(feature_names))
+
+
+def array_task(plan: Plan, dataset: ArrayDataset) -> TensorClassification:
+    """The engine task of the plan's model on the dataset's train and val splits."""
+    if isinstance(dataset, SequenceDataset):
+        splits = {}
+        for split in ("train", "val"):
+            sequences, lengths, labels = dataset.subset(split)
+            splits[split] = ({SEQUENCES: sequences, LENGTHS: lengths}, labels)
+        standardization = dataset.info.standardization
+        return SequenceClassification(
+            *splits["train"],
+            *splits["val"],
+            dataset.num_classes,
+            mean=standardization.mean,  # type: ignore[arg-type]
+            std=standardization.std,  # type: ignore[arg-type]
+            augment=sequence_augment(plan.training.sequence_augment, list(dataset.info.feature_names)),
+        )
+    rows = {}
+    for split in ("train", "val"):
+        numeric, codes, labels = dataset.subset(split)
+        rows[split] = ({"inputs": model_inputs(dataset.info, numeric, codes)}, labels)
+    return TableClassification(*rows["train"], *rows["val"], dataset.num_classes)
+
+
+def model_info(plan: Plan, spec: ModelSpec, dataset: ArrayDataset) -> ArrayModelInfo:
+    common = {
+        "spec": spec,
+        "classes": list(dataset.info.classes),
+        "input_names": input_names(dataset),
+        "dataset_version": dataset.info.version_id,
+        "plan_digest": plan.digest(),
+    }
+    if isinstance(dataset, TableDataset):
+        return ArrayModelInfo(kind="table", table=dataset.info.model_dump(mode="json"), **common)
+    standardization = dataset.info.standardization
+    return ArrayModelInfo(
+        kind="sequences",
+        length=dataset.info.length,
+        mean=standardization.mean,
+        std=standardization.std,
+        **common,
+    )
+
+
+def train_array_model(
+    plan: Plan,
+    dataset_dir: str,
+    model_dir: str,
+    progress: ProgressFn | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> TrainResult:
+    """Train the plan's rnn or mlp model on the array dataset at `dataset_dir`; write it to `model_dir`."""
+    if plan.training.distributed.nproc_per_node * plan.training.distributed.nnodes > 1:
+        raise ValueError("training.distributed: sequence and table models train in one process")
+    dataset = load_array_dataset(dataset_dir)
+    spec = resolved_model_spec(plan.single_model, dataset)
+    model = create_model(spec, len(dataset.info.classes))
+    task = array_task(plan, dataset)
+    fit = fit_model(
+        model,
+        task,
+        plan.training,
+        pretrained=spec.pretrained is not None,
+        checkpoint_uri=plan.training.checkpoint.uri,
+        plan_digest=plan.digest(),
+        progress=progress,
+        log_metrics=log_metrics,
+    )
+    artifacts = save_array_model(model_dir, model, model_info(plan, spec, dataset))
+    artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(fit.stages, indent=2))
+    metrics = {
+        "best_val_accuracy": fit.best_val_accuracy,
+        "best_epoch": float(fit.best_epoch),
+        "train_seconds": fit.seconds,
+        "num_stages": float(len(fit.stages)),
+        "parameters": float(parameter_count(model)),
+        "num_features": float(spec.num_features),  # type: ignore[arg-type]
+    }
+    for summary in fit.stages:
+        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
+            if key in summary:
+                metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
+    history = [({k: v for k, v in h.items() if isinstance(v, float)}, int(h["epoch"])) for h in fit.history]
+    return TrainResult(metrics, fit.stages, artifacts, resumed_from=fit.resumed_from, history=history)
