@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import softmax
+from torch import nn
 
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.data.sequence_dataset import SequenceDataset
+from rooivalk.evaluation.ensemble import combine, score_ensemble
 from rooivalk.evaluation.gates import check_gates
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile
 from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, raise_on_failed_gates, write_report
-from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model
-from rooivalk.models.array_inference import array_logits, model_arrays
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
+from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
+from rooivalk.models.inference import Arrays
 from rooivalk.plan import Plan
+from rooivalk.training.xgboost_training import predict_probabilities
 
 
 def _profile_columns(dataset: ArrayDataset, split: str) -> dict[str, np.ndarray]:
@@ -54,6 +58,25 @@ def write_array_reference_profile(
     return save_profile(uri, frame, profile)
 
 
+def member_probabilities(
+    model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
+) -> dict[str, np.ndarray]:
+    """Softmax probabilities (N, K) of the model, and with an ensemble of its XGBoost member too."""
+    probabilities = {"model": softmax(array_logits(model, arrays, info.num_classes, batch), axis=1)}
+    if info.ensemble is not None:
+        booster = load_xgboost_member(model_dir, info)
+        probabilities["xgboost"] = predict_probabilities(booster, np.asarray(arrays[INPUTS]))
+    return probabilities
+
+
+def predicted_probabilities(
+    model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
+) -> np.ndarray:
+    """(N, K): the model's, or its ensemble's weighted, probabilities."""
+    members = member_probabilities(model, info, model_dir, arrays, batch)
+    return members["model"] if info.ensemble is None else combine(members, info.ensemble.weights)
+
+
 def evaluate_array_model(
     plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test", reference: bool = True
 ) -> EvaluateResult:
@@ -64,17 +87,29 @@ def evaluate_array_model(
     if len(labels) == 0:
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
     batch = plan.training.eval_batch_size
-    predictions = array_logits(model, arrays, info.num_classes, batch).argmax(1)
+    members = member_probabilities(model, info, model_dir, arrays, batch)
+    ensemble = None
+    probabilities = members["model"]
+    if info.ensemble is not None:
+        ensemble = score_ensemble(members, labels, info.ensemble.weights, info.classes, criterion="accuracy")
+        probabilities = combine(members, info.ensemble.weights)
+    predictions = probabilities.argmax(1)
     report = classification_metrics(labels, predictions, info.classes)
     metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
     metrics["test_samples"] = float(len(labels))
+    if ensemble is not None:  # each member alone on the same rows, beside the ensemble the gates judge
+        for score in ensemble.scores[:-1]:
+            metrics[f"test_member_{score.name}_accuracy"] = float(score.metrics["accuracy"])
+            metrics[f"test_member_{score.name}_log_loss"] = score.log_loss
+        metrics["test_ensemble_log_loss"] = ensemble.ensemble.log_loss
+        report["ensemble"] = ensemble.to_dict()
     gates = check_gates(plan.evaluation.gates, metrics)
     passed = all(g["passed"] for g in gates)
     reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
     profile = None
     if reference and dataset.split_mask("val").any():
         val_arrays, _ = model_arrays(info, dataset, "val")
-        probabilities = softmax(array_logits(model, val_arrays, info.num_classes, batch), axis=1)
+        probabilities = predicted_probabilities(model, info, model_dir, val_arrays, batch)
         profile = write_array_reference_profile(reference_uri, plan, probabilities, info, dataset, "val")
     report.update(
         {

@@ -16,16 +16,21 @@ Latency is batch 1: one sequence of the stored length, or one row.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from torch import nn
 
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
+from rooivalk.evaluation.ensemble import combine
 from rooivalk.evaluation.gates import check_gates
 from rooivalk.export.benchmark import measure_latency, ort_session
+from rooivalk.export.ensemble_onnx import merge_ensemble
 from rooivalk.export.export_result import ExportResult
 from rooivalk.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_module, run_batched, verify_module
 from rooivalk.export.rnn_onnx import export_rnn_onnx
@@ -47,10 +52,12 @@ from rooivalk.export.shipping import (
     ship_bundle,
     write_report,
 )
-from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model
-from rooivalk.models.array_inference import INPUTS, LENGTHS, SEQUENCES, model_arrays
+from rooivalk.export.xgboost_onnx import export_xgboost_onnx, verify_xgboost_onnx
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
+from rooivalk.models.array_inference import INPUTS, LENGTHS, SEQUENCES, array_logits, model_arrays
 from rooivalk.models.inference import Arrays
 from rooivalk.plan import Plan
+from rooivalk.training.xgboost_training import predict_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,46 @@ def _torch_latency(plan: Plan, model: nn.Module, sample: dict[str, np.ndarray]) 
             return model(*batch)  # type: ignore[no-any-return]
 
     return measure_latency(run, inputs, plan.export.latency_runs, plan.export.latency_warmup).median_ms
+
+
+def _merge_ensemble(
+    plan: Plan,
+    model_dir: str,
+    info: ArrayModelInfo,
+    fp32: Path,
+    scratch: Path,
+    test: dict[str, np.ndarray],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Replace the verified mlp graph at `fp32` by the ensemble graph, each step verified; the checks."""
+    assert info.ensemble is not None
+    booster = load_xgboost_member(model_dir, info)
+    rows = test[INPUT_NAME]
+    trees = export_xgboost_onnx(booster, scratch / "xgboost.onnx", rows.shape[1])
+    tree_check = verify_xgboost_onnx(booster, trees, rows)
+    say(f"XGBoost ONNX verified: max |probability diff| {tree_check.max_abs_diff:.2e}")
+    mlp = scratch / "mlp.onnx"
+    shutil.move(fp32, mlp)
+    merge_ensemble(mlp, trees, info.ensemble.weights, fp32)
+    model, _ = load_array_model(model_dir)
+    want = combine(
+        {
+            "model": softmax(array_logits(model, {INPUTS: rows}, info.num_classes), axis=1),
+            "xgboost": predict_probabilities(booster, rows),
+        },
+        info.ensemble.weights,
+    )
+    have = softmax(run_batched(ort_session(fp32), {INPUT_NAME: rows})[0], axis=1)
+    diff = float(np.abs(have - want).max()) if len(rows) else 0.0
+    if not diff <= plan.export.max_abs_diff:
+        fp32.unlink()
+        raise ExportError(
+            f"the ensemble graph does not match its members: max |probability difference| {diff:.3g} > "
+            f"export.max_abs_diff {plan.export.max_abs_diff:.3g}"
+        )
+    agreement = float((have.argmax(1) == want.argmax(1)).mean()) if len(rows) else 1.0
+    say(f"ensemble ONNX verified: max |probability diff| {diff:.2e}, weights {info.ensemble.weights}")
+    return {"xgboost": tree_check.__dict__, "ensemble": {"max_abs_diff": diff, "top1_agreement": agreement}}
 
 
 def preprocessing(info: ArrayModelInfo) -> dict[str, Any]:
@@ -149,6 +196,9 @@ def export_array_model(
                 f"export.max_abs_diff {plan.export.max_abs_diff:.3g} ({fp32.name})"
             )
         say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
+        verification: dict[str, Any] = {MODEL: check.__dict__}
+        if info.ensemble is not None:  # the shipped graph is the weighted ensemble of both members
+            verification |= _merge_ensemble(plan, model_dir, info, fp32, scratch, test, say)
         paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
         sample = _rows(test, slice(0, 1))
 
@@ -199,7 +249,7 @@ def export_array_model(
             "gates": gates,
             "passed": all(gate["passed"] for gate in gates),
             "models": {MODEL: choice.report()},
-            "verification": {MODEL: check.__dict__},
+            "verification": verification,
             "evaluation_split": split,
             **report_settings(plan, calibration_from),
             "dataset_version": info.dataset_version,

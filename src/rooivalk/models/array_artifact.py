@@ -21,6 +21,16 @@ from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_in
 from rooivalk.models.registry import create_model
 from rooivalk.plan import ModelSpec
 
+XGBOOST_FILE = "xgboost.ubj"  # the ensemble's XGBoost member (xgboost's UBJSON model format)
+
+
+class EnsembleInfo(BaseModel):
+    """A table model's ensemble with an XGBoost model (rooivalk.plan.ensemble)."""
+
+    weights: dict[str, float]  # member ("model", "xgboost") -> weight, summing to 1
+    fitted: bool  # fitted on the validation split, or as the plan gave them
+    xgboost_sha256: str
+
 
 class ArrayModelInfo(BaseModel):
     kind: Literal["sequences", "table"]
@@ -31,6 +41,7 @@ class ArrayModelInfo(BaseModel):
     mean: list[float] = []  # sequences: per-feature standardization of the train split
     std: list[float] = []
     table: dict[str, Any] | None = None  # table: TableDatasetInfo as JSON (rooivalk.data.table_dataset)
+    ensemble: EnsembleInfo | None = None  # with an XGBoost member at XGBOOST_FILE
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None
@@ -72,6 +83,19 @@ def save_array_model(model_dir: str, model: nn.Module, info: ArrayModelInfo) -> 
 
 def read_array_model_info(model_dir: str) -> ArrayModelInfo:
     return ArrayModelInfo.model_validate_json(read_info_file(model_dir, INFO_FILE, "rooivalk model"))
+
+
+def load_xgboost_member(model_dir: str, info: ArrayModelInfo) -> Any:
+    """The ensemble's XGBoost Booster, its digest checked (imported here: xgboost loads only for ensembles)."""
+    import xgboost as xgb
+
+    if info.ensemble is None:
+        raise ValueError(f"{model_dir}: the model has no ensemble")
+    booster = xgb.Booster()
+    booster.load_model(
+        bytearray(storage.read_bytes(f"{model_dir}/{XGBOOST_FILE}", sha256=info.ensemble.xgboost_sha256))
+    )
+    return booster
 
 
 def load_array_model(model_dir: str) -> tuple[nn.Module, ArrayModelInfo]:

@@ -17,6 +17,7 @@ from rooivalk.plan.data import (
     known_data_formats,
 )
 from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
+from rooivalk.plan.ensemble import ENSEMBLE_MEMBERS, EnsembleSpec, XGBoostSpec
 from rooivalk.plan.evaluation import EvaluationSpec, Gate
 from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan.loading import apply_overrides, load_plan, plan_json_schema, read_plan_file, validate_plan
@@ -45,6 +46,7 @@ from rooivalk.plan.training import (
 __all__ = [
     "ARRAY_FORMATS",
     "BUILTIN_DATA_FORMATS",
+    "ENSEMBLE_MEMBERS",
     "MODULE_DICT_ATTRIBUTES",
     "NULLS_KEY",
     "RETRYABLE_KINDS",
@@ -58,6 +60,7 @@ __all__ = [
     "DistributedSpec",
     "EMASpec",
     "EarlyStoppingSpec",
+    "EnsembleSpec",
     "EvaluationSpec",
     "ExportSpec",
     "FusionSpec",
@@ -92,6 +95,7 @@ __all__ = [
     "TrackingSpec",
     "TrainingSpec",
     "WebhookSpec",
+    "XGBoostSpec",
     "apply_overrides",
     "known_data_formats",
     "load_plan",

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from rooivalk.plan.base import PlanError, Strict
 from rooivalk.plan.cluster import ClusterSpec, RetrainingSpec
 from rooivalk.plan.data import DataSpec
+from rooivalk.plan.ensemble import EnsembleSpec
 from rooivalk.plan.evaluation import EvaluationSpec
 from rooivalk.plan.export import ExportSpec
 from rooivalk.plan.models import FusionSpec, ModelSpec, SensorSpec
@@ -34,6 +35,9 @@ class Plan(Strict):
         None, description="Multi-sensor plans: one model per sensor (keys are the index's sensor columns)."
     )
     fusion: FusionSpec | None = None
+    ensemble: EnsembleSpec | None = Field(
+        None, description="Table plans: the mlp model and an XGBoost model, weighted (rooivalk.plan.ensemble)."
+    )
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     export: ExportSpec = ExportSpec()

@@ -23,6 +23,8 @@ def model_key_problems(plan: Any) -> list[Problem]:
     problems: list[Problem] = []
     if plan.model is not None:
         problems += _single_model(plan.model, plan.data.format)
+    if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
+        problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
     for name, sensor in (plan.sensors or {}).items():
         if sensor.model.num_features != "auto":
             problems.append((f"sensors.{name}.model.num_features", "sensor models take their input from the sensor"))

@@ -20,6 +20,7 @@ from rooivalk.models.registry import create_model
 from rooivalk.models.rnn import parameter_count
 from rooivalk.plan import ModelSpec, Plan, SequenceAugmentSpec
 from rooivalk.training.engine.fitting import fit_model
+from rooivalk.training.ensemble_training import train_ensemble_member
 from rooivalk.training.results import HISTORY_FILE, TrainResult
 from rooivalk.training.tasks.arrays import LENGTHS, SEQUENCES, SequenceClassification, TableClassification
 from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
@@ -126,7 +127,13 @@ def train_array_model(
         progress=progress,
         log_metrics=log_metrics,
     )
-    artifacts = save_array_model(model_dir, model, model_info(plan, spec, dataset))
+    info = model_info(plan, spec, dataset)
+    ensemble_metrics: dict[str, float] = {}
+    if plan.ensemble is not None:
+        if not isinstance(dataset, TableDataset):
+            raise ValueError("ensemble: applies to table plans")
+        info.ensemble, ensemble_metrics = train_ensemble_member(plan, dataset, model, model_dir, progress, log_metrics)
+    artifacts = save_array_model(model_dir, model, info)
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(fit.stages, indent=2))
     metrics = {
         "best_val_accuracy": fit.best_val_accuracy,
@@ -135,6 +142,7 @@ def train_array_model(
         "num_stages": float(len(fit.stages)),
         "parameters": float(parameter_count(model)),
         "num_features": float(spec.num_features),  # type: ignore[arg-type]
+        **ensemble_metrics,
     }
     for summary in fit.stages:
         for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
