@@ -74,12 +74,18 @@ def split_codes(source_splits: Sequence[str] | None, order: list[int], labels: n
     if source_splits is None or not split.use_source_test:
         return split_samples(labels, np.zeros(len(labels), dtype=bool), classes, split, source), False
     codes = np.array([SPLIT_CODES[source_splits[i]] for i in order], dtype=np.int8)
-    for needed in ("train", "val"):
-        if not (codes == SPLIT_CODES[needed]).any():
-            raise IngestError(
-                f"{source}: column 'split' gives no {needed!r} {items}; training needs train and val "
-                "(add them, or set split.use_source_test: false to split by the fractions)"
-            )
+    train = codes == SPLIT_CODES["train"]
+    if not train.any():
+        raise IngestError(
+            f"{source}: column 'split' gives no 'train' {items}; training needs them "
+            "(add them, or set split.use_source_test: false to split by the fractions)"
+        )
+    if not (codes == SPLIT_CODES["val"]).any():
+        # As IDX's t10k files: the source's test items stay the test split, and val is drawn from its
+        # train items in the ratio split.train : split.val (stratified); a source of train items only
+        # is divided by the fractions.
+        drawn = split_samples(labels, ~train, classes, split, source)
+        codes = np.where(train, drawn, codes).astype(np.int8)
     return codes, True
 
 

@@ -10,6 +10,7 @@ the activation ranges are those the deployed model sees.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -239,13 +240,18 @@ def prepare_for_quantization(model: Any, work: Path) -> Path:
     become initializers the quantizers can see."""
     import onnx
 
+    work = work.resolve()  # absolute: the preprocessing runs from inside it
     bare, prepared = work / "bare.onnx", work / "prepared.onnx"
     onnx.save(model, str(bare))
-    try:
-        quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=False)
-    except Exception as error:  # noqa: BLE001  (ORT's symbolic shape inference lacks some ops; ONNX's still runs)
-        log.warning("symbolic shape inference failed (%s); preprocessing without it", error)
-        quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=True)
+    # ORT's symbolic shape inference leaves sym_shape_infer_temp.onnx and <uuid>.data files in the
+    # current directory when it gives up on a graph (measured on an ensemble graph with ai.onnx.ml
+    # trees): running it from `work` keeps them in the scratch folder. A step is a process of its own.
+    with contextlib.chdir(work):
+        try:
+            quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=False)
+        except Exception as error:  # noqa: BLE001  (ORT's symbolic shape inference lacks some ops; ONNX's still runs)
+            log.warning("symbolic shape inference failed (%s); preprocessing without it", error)
+            quant_pre_process(str(bare), str(prepared), skip_symbolic_shape=True)
     # Exclusion lists match node names, so every node needs one.
     processed = onnx.load(str(prepared))
     unnamed = [node for node in processed.graph.node if not node.name]

@@ -13,6 +13,31 @@ from rooivalk.tracking.buffer import buffered
 from rooivalk.tracking.promotion import Registration, buffered_registration
 from rooivalk.tracking.registry import SENSORS_ARTIFACT, TRAINED_MODEL_ARTIFACT, promotion_metric, register_candidate
 
+XGBOOST_ARTIFACT = "xgboost_model"  # the ensemble's XGBoost member in the registration run
+
+
+def log_ensemble_member(tracking_uri: str, run_id: str, model_dir: str) -> dict[str, str]:
+    """With an ensemble, log its XGBoost member in the registration run under MLflow's xgboost flavor
+    (`xgboost_model`) and return the tags that give the weights and its model URI (load it with
+    mlflow.xgboost.load_model); the registered version's own model is the plan's mlp, the bundle ships both."""
+    import json
+
+    import mlflow
+
+    from rooivalk.models.array_artifact import is_array_model, load_xgboost_member, read_array_model_info
+    from rooivalk.tracking.runs import client_for
+    from rooivalk.training.xgboost_mlflow import log_xgboost_model
+
+    if not is_array_model(model_dir):
+        return {}
+    info = read_array_model_info(model_dir)
+    if info.ensemble is None:
+        return {}
+    client_for(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        logged = log_xgboost_model(load_xgboost_member(model_dir, info), XGBOOST_ARTIFACT)
+    return {"rooivalk.ensemble": json.dumps(info.ensemble.weights), "rooivalk.ensemble_xgboost": logged.model_uri}
+
 
 def _offline_registration(args: dict[str, Any]) -> Registration:
     return buffered_registration(Plan.model_validate(args["plan_dict"]))
@@ -51,8 +76,9 @@ def register(
         rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, promotion_metric(plan), system)
     if not sensor_dirs:
         network = load_any_model(model_dir)  # an image model, or a sequence or table plan's rnn or mlp
+        tags = log_ensemble_member(tracking_uri, run_id, model_dir)
         return register_candidate(
-            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, rescore=rescore
+            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, tags, rescore
         )
     fusion, info = load_fusion_model(model_dir)
     for folder in sensor_dirs:

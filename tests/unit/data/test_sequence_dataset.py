@@ -135,10 +135,22 @@ def test_the_source_split_column_is_honoured(tmp_path: Path) -> None:
     assert drawn.info.version_id != result.info.version_id
 
 
-def test_a_source_split_without_val_is_refused(tmp_path: Path) -> None:
+def test_a_source_split_of_train_and_test_keeps_test_and_draws_val_from_train(tmp_path: Path) -> None:
+    frame = long_frame(count=24)
+    wanted = {f"q{i:02d}": "test" if i < 4 else "train" for i in range(24)}
+    source = write(frame.assign(split=frame["sequence_id"].map(wanted)), tmp_path / "a.csv")
+    result = ingest_sequences(source, str(tmp_path / "ds"), split=SPLIT)
+    table = pd.read_csv(tmp_path / "ds" / "sequences.csv")
+    splits = dict(zip(table["sequence_id"], table["split"], strict=True))
+    assert {name for name, split in splits.items() if split == "test"} == {"q00", "q01", "q02", "q03"}
+    assert result.info.split_sizes == {"train": 13, "val": 7, "test": 4}  # 20 train items in the ratio 0.5 : 0.25
+    assert result.info.split_from_source
+
+
+def test_a_source_split_without_train_is_refused(tmp_path: Path) -> None:
     frame = long_frame(count=8)
-    source = write(frame.assign(split="train"), tmp_path / "a.csv")
-    with pytest.raises(IngestError, match="column 'split' gives no 'val' sequences"):
+    source = write(frame.assign(split="val"), tmp_path / "a.csv")
+    with pytest.raises(IngestError, match="column 'split' gives no 'train' sequences"):
         ingest_sequences(source, str(tmp_path / "ds"), split=SPLIT)
 
 

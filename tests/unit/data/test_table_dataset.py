@@ -194,9 +194,15 @@ def test_the_source_split_column_is_honoured_unless_use_source_test_is_false(tmp
     )
 
 
-def test_a_source_split_without_val_is_refused(tmp_path: Path) -> None:
+def test_a_source_split_of_train_only_is_divided_by_the_fractions(tmp_path: Path) -> None:
     source = write(table().assign(split="train"), tmp_path / "a.csv")
-    with pytest.raises(IngestError, match="column 'split' gives no 'val' rows"):
+    result = ingest_table(source, str(tmp_path / "ds"), split=SPLIT)
+    assert result.info.split_sizes == {"train": 12, "val": 6, "test": 6}
+
+
+def test_a_source_split_without_train_is_refused(tmp_path: Path) -> None:
+    source = write(table().assign(split="test"), tmp_path / "a.csv")
+    with pytest.raises(IngestError, match="column 'split' gives no 'train' rows"):
         ingest_table(source, str(tmp_path / "ds"), split=SPLIT)
 
 
