@@ -20,7 +20,15 @@ MONITOR_IMAGE = CPU_IMAGE
 
 # The steps whose image is the GPU image (component function names); tests check every component.
 GPU_STEPS = frozenset(
-    {"train_model", "train_sensor", "train_fusion", "cache_features", "export_model", "export_system"}
+    {
+        "train_model",
+        "train_sensor",
+        "train_fusion",
+        "train_attribution",
+        "cache_features",
+        "export_model",
+        "export_system",
+    }
 )
 
 

@@ -33,6 +33,8 @@ STEP_KIND_OF_COMPONENT = {
     "export-system": "export",
     "register-model": "register",
     "register-system": "register",
+    "train-attribution": "train",
+    "register-attribution": "register",
     "monitor-drift": "monitor",
 }
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"

@@ -16,8 +16,10 @@ from rooivalk_kfp.components.cache_features import cache_features
 from rooivalk_kfp.components.evaluate_system import evaluate_system
 from rooivalk_kfp.components.export_system import export_system
 from rooivalk_kfp.components.ingest_events import ingest_events
+from rooivalk_kfp.components.register_attribution import register_attribution
 from rooivalk_kfp.components.register_system import register_system
 from rooivalk_kfp.components.tracking_runs import close_run, open_run
+from rooivalk_kfp.components.train_attribution import train_attribution
 from rooivalk_kfp.components.train_fusion import train_fusion
 from rooivalk_kfp.components.train_sensor import train_sensor
 from rooivalk_kfp.pipelines.kubernetes import configure_tasks
@@ -25,8 +27,12 @@ from rooivalk_kfp.pipelines.kubernetes import configure_tasks
 PIPELINE_NAME = "rooivalk-multisensor"
 
 
-def multisensor_steps(sensors: list[str]) -> list[str]:
-    """The step names a run of the pipeline reports, in order (progress and the exit handler use them)."""
+ATTRIBUTION_STEPS = ["train_attribution", "register_attribution"]
+
+
+def multisensor_steps(sensors: list[str], attribution: bool = False) -> list[str]:
+    """The step names a run of the pipeline reports, in order (progress and the exit handler use them);
+    `attribution`: the plan has an attribution model, trained and registered by steps of their own."""
     return [
         "ingest_events",
         *(f"train_sensor_{sensor}" for sensor in sensors),
@@ -35,19 +41,21 @@ def multisensor_steps(sensors: list[str]) -> list[str]:
         "evaluate_system",
         "export_system",
         "register_system",
+        *(ATTRIBUTION_STEPS if attribution else []),
     ]
 
 
 def multisensor_pipeline(
-    sensors: list[str], parallelism: int = 0, cluster: ClusterSpec | None = None
+    sensors: list[str], parallelism: int = 0, cluster: ClusterSpec | None = None, attribution: bool = False
 ) -> Callable[..., Any]:
     """The pipeline for these sensors; `parallelism` caps concurrent sensor tasks (0: all at once, the
     cluster default; `rooivalk run` uses 1 on a laptop-sized machine, where parallel training only
     slows each task and would eat a wall-clock-budgeted stage's time); `cluster`: the plan's
-    Kubernetes settings for the tasks."""
+    Kubernetes settings for the tasks; `attribution`: add the attribution model's steps (the plan's
+    `attribution` section), which depend on nothing but the parent run."""
     if not sensors:
         raise ValueError("a multi-sensor pipeline needs at least one sensor")
-    steps = multisensor_steps(sensors)
+    steps = multisensor_steps(sensors, attribution)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -96,8 +104,17 @@ def multisensor_pipeline(
                 report=evaluate.outputs["report"],
                 exported=export.outputs["exported"],
             )
-            for task in (opened, ingest, cached, fusion, evaluate, export, register):
+            tasks = [opened, ingest, cached, fusion, evaluate, export, register]
+            if attribution:  # its own table and model: runs beside the sensor branch
+                attributed = train_attribution(**tracked)
+                registered = register_attribution(
+                    **tracked,
+                    dataset_version=attributed.outputs["Output"],
+                    attribution=attributed.outputs["attribution"],
+                )
+                tasks += [attributed, registered]
+            for task in tasks:
                 task.set_caching_options(False)
-        configure_tasks(cluster, (closing, opened, ingest, train, cached, fusion, evaluate, export, register))
+        configure_tasks(cluster, (closing, train, *tasks))
 
     return pipeline

@@ -22,8 +22,9 @@ def pipeline_for(plan: Plan, parallelism: int = 0, on_cluster: bool = True) -> P
         from rooivalk_kfp.pipelines.multisensor import PIPELINE_NAME, multisensor_pipeline, multisensor_steps
 
         sensors = list(plan.sensors)
-        function = multisensor_pipeline(sensors, parallelism, cluster)
-        return PipelineChoice(PIPELINE_NAME, function, multisensor_steps(sensors))
+        attribution = plan.attribution is not None
+        function = multisensor_pipeline(sensors, parallelism, cluster, attribution)
+        return PipelineChoice(PIPELINE_NAME, function, multisensor_steps(sensors, attribution))
     from rooivalk_kfp.pipelines.training import PIPELINE_NAME as TRAINING
     from rooivalk_kfp.pipelines.training import STEPS, build_training_pipeline
 

@@ -62,6 +62,18 @@ def tiny_counter_drone_plan(source: Path) -> dict[str, Any]:
             "depth": 1,
             "training": {"epochs": 5, "batch_size": 16, "threads": 1, **steady},
         },
+        # The attribution model's own table and steps, deterministic like the rest: a rerun gives its figures.
+        "attribution": {
+            "data": {
+                "source": str(source.parent / "attribution" / "events.parquet"),
+                "format": "table",
+                "simulate": {"kind": "attribution", "count": 200, "seed": 3},
+            },
+            "model": {"family": "mlp", "architecture": "16-8"},
+            "training": {"epochs": 2, "batch_size": 16, "threads": 1, **steady},
+            "ensemble": {"xgboost": {"trees": 5, "max_depth": 3}},
+            "export": {"precisions": ["fp32"], "latency_runs": 100, "latency_warmup": 1},
+        },
         "evaluation": {"gates": [{"metric": "fusion_test_accuracy", "min": 0.0}]},
         "export": {
             "latency_runs": 100,
@@ -136,7 +148,7 @@ def test_counter_drone_pipeline_end_to_end_then_a_killed_run_resumes_to_the_same
     summary = _run(plan_path, out)
 
     assert summary["pipeline"] == "rooivalk-multisensor"
-    assert list(summary["steps"]) == multisensor_steps(SENSORS)
+    assert list(summary["steps"]) == multisensor_steps(SENSORS, attribution=True)
     assert all(step["status"] == "succeeded" for step in summary["steps"].values()), summary["steps"]
     steps = summary["steps"]
     assert steps["ingest_events"]["metrics"]["num_events"] == 120
@@ -186,6 +198,13 @@ def test_counter_drone_pipeline_end_to_end_then_a_killed_run_resumes_to_the_same
     client = MlflowClient(summary["tracking"]["uri"])
     parent = client.get_run(summary["tracking"]["run_id"])
     assert parent.info.status == "FINISHED"
+    # The attribution steps: its own table, model, gates and bundle, registered under its own name.
+    attribution = steps["train_attribution"]["metrics"]
+    assert attribution["attribution_num_rows"] == 200
+    assert {"attribution_test_member_model_accuracy", "attribution_test_member_xgboost_accuracy"} <= set(attribution)
+    assert steps["register_attribution"]["registered_model"] == "tiny-counter-drone-attribution/1"
+    bundle = Path(steps["train_attribution"]["artifacts"]["attribution"]["uri"]) / "export" / "bundles" / "model"
+    assert json.loads((bundle / "bundle.json").read_text())["preprocessing"]["kind"] == "table"
     version = client.get_model_version_by_alias("tiny-counter-drone", "champion")
     assert version.tags["rooivalk.features_key"] == features_key
     assert version.tags["rooivalk.sensors"] == ",".join(sorted(SENSORS))

@@ -70,12 +70,19 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
             "training": _with_checkpoint(plan.fusion.training, out_dir / "checkpoints" / "train_fusion"),
         }
     )
+    attribution = plan.attribution and plan.attribution.model_copy(
+        update={
+            "data": plan.attribution.data.model_copy(update={"source": _absolute(plan.attribution.data.source)}),
+            "training": _with_checkpoint(plan.attribution.training, out_dir / "checkpoints" / "train_attribution"),
+        }
+    )
     return plan.model_copy(
         update={
             "data": data,
             "model": model,
             "sensors": sensors,
             "fusion": fusion,
+            "attribution": attribution,
             "tracking": tracking,
             "training": training,
         }

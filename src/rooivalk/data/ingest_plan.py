@@ -16,7 +16,7 @@ from rooivalk import storage
 from rooivalk.data.ingest import BALANCE_PLOT_FILE, IngestError, IngestResult, plot_class_balance
 from rooivalk.data.ingest import ingest_data as ingest_images
 from rooivalk.data.sequence_dataset import SequenceIngestResult, ingest_sequences
-from rooivalk.data.source_tables import SourceFormatError
+from rooivalk.data.source_tables import SIMULATION_META, SourceFormatError
 from rooivalk.data.table_dataset import TableIngestResult, ingest_table
 from rooivalk.plan import ARRAY_FORMATS, DataSpec, SimulationSpec
 
@@ -66,11 +66,16 @@ def _ingest_arrays(
 
 
 def _simulated_with(source: str) -> dict[str, Any] | None:
-    """The settings in the simulation.json beside `source`, or None when there is none."""
-    meta_uri = f"{source.rsplit('/', 1)[0]}/simulation.json" if "/" in source else "simulation.json"
+    """The settings of the simulation that wrote `source`, or None when no simulator wrote it: the
+    simulators put simulation.json beside a table file (naming the table) or inside a folder source."""
+    is_file = source.lower().endswith((".parquet", ".csv"))
+    folder = source.rsplit("/", 1)[0] if is_file and "/" in source else "." if is_file else source.rstrip("/")
+    meta_uri = f"{folder}/{SIMULATION_META}"
     if not storage.exists(meta_uri):
         return None
     settings: dict[str, Any] = json.loads(storage.read_bytes(meta_uri))
+    if is_file and settings.get("table") != source.rsplit("/", 1)[-1]:
+        return None  # the metadata of another simulated table in the same folder: this file is the user's
     return settings
 
 

@@ -57,6 +57,9 @@ class SourceFormatError(ValueError):
         self.quarantined = list(quarantined)
 
 
+SIMULATION_META = "simulation.json"  # what the simulators write beside their data: not data, never quarantined
+
+
 def source_files(
     source: str,
     suffixes: tuple[str, ...],
@@ -76,8 +79,8 @@ def source_files(
     files: list[str] = []
     for uri in storage.list_uris(source):
         relative = PurePosixPath(uri[len(base) :].lstrip("/"))
-        if any(part.startswith(".") for part in relative.parts):
-            continue  # hidden files (.DS_Store, editor swap files) are not data
+        if any(part.startswith(".") for part in relative.parts) or relative.name == SIMULATION_META:
+            continue  # hidden files (.DS_Store, editor swap files) and a simulator's settings are not data
         if uri.lower().endswith(suffixes):
             files.append(uri)
         else:

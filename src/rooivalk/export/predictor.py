@@ -126,6 +126,8 @@ class Predictor:
         config = self.info.preprocessing
         features = len(config["features"])
         sequences = [np.asarray(sequence, dtype=np.float32) for sequence in samples]
+        if not sequences:
+            raise BundleError(f"{self.uri}: no samples given")
         for index, sequence in enumerate(sequences):
             if sequence.ndim != 2 or sequence.shape[1] != features or len(sequence) == 0:
                 raise BundleError(

@@ -28,8 +28,8 @@ from rooivalk.models.rnn import PRESETS, RNNSettings, build_rnn
 from rooivalk.plan import ModelSpec
 
 log = logging.getLogger(__name__)
-_RNN_SHAPE = re.compile(r"^(lstm|gru)-(\d+)x(\d+)$")
-_MLP_SHAPE = re.compile(r"^\d+(-\d+)*$")
+_RNN_SHAPE = re.compile(r"^(lstm|gru)-([1-9]\d*)x([1-9]\d*)$")  # sizes >= 1
+_MLP_SHAPE = re.compile(r"^[1-9]\d*(-[1-9]\d*)*$")  # widths >= 1
 
 
 def _num_features(spec: ModelSpec) -> int:
@@ -70,8 +70,13 @@ def load_matching_weights(model: nn.Module, uri: str) -> list[str]:
     if not isinstance(state, dict):
         raise ValueError(f"model.pretrained: {uri} holds a {type(state).__name__}, not a state dict")
     own = model.state_dict()
-    matching = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
-    if not matching:
+    # BatchNorm's scalar step counters match any model with as many layers: they prove nothing.
+    matching = {
+        name: value
+        for name, value in state.items()
+        if name in own and own[name].shape == value.shape and not name.endswith("num_batches_tracked")
+    }
+    if not set(matching) & {name for name, _ in model.named_parameters()}:
         raise ValueError(f"model.pretrained: no tensor of {uri} matches the model by name and shape")
     model.load_state_dict(matching, strict=False)
     fresh = sorted(set(own) - set(matching))

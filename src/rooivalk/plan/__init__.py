@@ -4,6 +4,7 @@ Import every plan name from here (`from rooivalk.plan import Plan, TrainingSpec`
 are an implementation detail. Checking a plan imports neither torch nor kfp.
 """
 
+from rooivalk.plan.attribution import AttributionSpec
 from rooivalk.plan.base import PlanError, Strict
 from rooivalk.plan.cluster import RETRYABLE_KINDS, STEP_KINDS, ClusterSpec, RetrainingSpec, StepKind, StepResources
 from rooivalk.plan.data import (
@@ -51,6 +52,7 @@ __all__ = [
     "NULLS_KEY",
     "RETRYABLE_KINDS",
     "STEP_KINDS",
+    "AttributionSpec",
     "AugmentSpec",
     "AutoScheduleSpec",
     "CheckpointSpec",

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from rooivalk.plan.attribution import AttributionSpec
 from rooivalk.plan.base import PlanError, Strict
 from rooivalk.plan.cluster import ClusterSpec, RetrainingSpec
 from rooivalk.plan.data import DataSpec
@@ -37,6 +38,9 @@ class Plan(Strict):
     fusion: FusionSpec | None = None
     ensemble: EnsembleSpec | None = Field(
         None, description="Table plans: the mlp model and an XGBoost model, weighted (rooivalk.plan.ensemble)."
+    )
+    attribution: AttributionSpec | None = Field(
+        None, description="Multi-sensor plans: the threat-attribution model, trained by a step of its own."
     )
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
@@ -68,6 +72,8 @@ class Plan(Strict):
             raise ValueError("'sensors' needs data.format: multisensor")
         if self.fusion is not None and self.sensors is None:
             raise ValueError("'fusion' needs 'sensors'")
+        if self.attribution is not None and self.sensors is None:
+            raise ValueError("'attribution' is a step of the multi-sensor pipeline: it needs 'sensors'")
         if self.sensors is not None:
             _check_sensor_names(list(self.sensors))
         if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
@@ -91,6 +97,26 @@ class Plan(Strict):
         if self.sensors is None or self.fusion is None:
             raise ValueError(f"plan {self.name!r} is not a multi-sensor plan: it needs 'sensors' and 'fusion'")
         return self.sensors, self.fusion
+
+    def attribution_plan(self) -> Plan:
+        """The attribution model as a single-model table plan (its own name and registered model), which
+        the attribution step runs through ingest, train, evaluate, export and register."""
+        if self.attribution is None:
+            raise PlanError(f"plan {self.name!r} has no 'attribution' section")
+        spec = self.attribution
+        name = f"{self.name[:48]}-attribution"
+        registered = f"{self.tracking.registered_model or self.name}-attribution"
+        return Plan(
+            name=name,
+            description=f"threat attribution of {self.name}",
+            data=spec.data,
+            model=spec.model,
+            training=spec.training,
+            ensemble=spec.ensemble,
+            evaluation=spec.evaluation,
+            export=spec.export,
+            tracking=self.tracking.model_copy(update={"registered_model": registered}),
+        )
 
     @property
     def single_model(self) -> ModelSpec:

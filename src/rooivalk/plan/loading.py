@@ -35,6 +35,13 @@ def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginR
     except ValidationError as error:
         raise PlanError(_format_errors(error, origin)) from None
     problems = model_key_problems(plan) + technique_problems(plan, resolver)
+    if plan.attribution is not None:  # checked as the table plan its step runs, its paths under attribution.
+        try:
+            attribution = plan.attribution_plan()
+        except ValidationError as error:
+            raise PlanError(_format_errors(error, origin)) from None
+        inner = model_key_problems(attribution) + technique_problems(attribution, resolver)
+        problems += [(f"attribution.{path}", reason) for path, reason in inner]
     if problems:
         raise PlanError(_format_problems(problems, origin))
     return plan

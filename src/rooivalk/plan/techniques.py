@@ -261,7 +261,7 @@ def set_leaves(value: BaseModel, default: BaseModel | None = None) -> list[str]:
 
 def _set_leaves(value: Any, defaults: tuple[Any, ...], path: tuple[str, ...]) -> Iterator[str]:
     if isinstance(value, BaseModel):
-        nested = []
+        nested: list[str] = []
         for name, field in type(value).model_fields.items():
             field_defaults = (
                 field.get_default(call_default_factory=True),

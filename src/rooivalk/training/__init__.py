@@ -2,6 +2,7 @@
 kind: `train_model` (a single-model plan), sensor_training, fusion_training, system_training."""
 
 from rooivalk.training.engine.errors import Preempted, TrainingError
-from rooivalk.training.trainer import TrainResult, train_model
+from rooivalk.training.results import TrainResult
+from rooivalk.training.trainer import train_model
 
 __all__ = ["Preempted", "TrainResult", "TrainingError", "train_model"]

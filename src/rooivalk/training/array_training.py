@@ -141,7 +141,7 @@ def train_array_model(
         "train_seconds": fit.seconds,
         "num_stages": float(len(fit.stages)),
         "parameters": float(parameter_count(model)),
-        "num_features": float(spec.num_features),  # type: ignore[arg-type]
+        "num_features": float(spec.num_features),
         **ensemble_metrics,
     }
     for summary in fit.stages:

@@ -15,10 +15,10 @@ from torch import nn
 
 from rooivalk import storage
 from rooivalk.data.table_dataset import TableDataset, model_inputs
-from rooivalk.evaluation.ensemble import fit_weights, normalize_weights
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import XGBOOST_FILE, EnsembleInfo
 from rooivalk.models.array_inference import INPUTS, array_logits
+from rooivalk.models.ensemble_weights import fit_weights, normalize_weights
 from rooivalk.plan import ENSEMBLE_MEMBERS, Plan
 from rooivalk.training.xgboost_training import XGBoostSettings, predict_probabilities, train_xgboost
 

@@ -44,9 +44,10 @@ import numpy as np
 import pandas as pd
 
 from rooivalk import storage
+from rooivalk.data.source_tables import SIMULATION_META
 
 GENERATOR_VERSION = "attribution-sim/1"
-META_FILE = "simulation.json"
+META_FILE = SIMULATION_META  # the metadata the ingest step reads (and never takes for data)
 TABLE_FILE = "attribution.parquet"
 ID_COLUMN = "id"  # the name the table reader keeps as the row id, never a feature
 CLASSES = ["hobbyist", "commercial", "surveillance", "hostile"]

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from rooivalk import storage
+from rooivalk.data.source_tables import SIMULATION_META
 
 GENERATOR_VERSION = "sign-language-sim/1"
-META_FILE = "simulation.json"
+META_FILE = SIMULATION_META  # the metadata the ingest step reads (and never takes for data)
 TABLE_FILE = "sequences.parquet"
 LANDMARKS = 21
 FEATURES = [f"{axis}{landmark}" for landmark in range(LANDMARKS) for axis in "xyz"]
