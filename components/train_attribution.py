@@ -24,7 +24,7 @@ def train_attribution(
             {"attribution": attribution.path},
             log_files=[f"{attribution.path}/{name}" for name in LOGGED_FILES],
             gates=result.gates,
-            dataset_version=result.dataset_version,
+            attribution_dataset_version=result.dataset_version,  # not dataset_version: the run's is the events'
         )
         step.log_onnx_bundles({"attribution": result.bundle})
     for name, value in result.metrics.items():

@@ -214,6 +214,8 @@ def groups(plan: PlanArg, set_: SetOpt = None) -> None:
         found = layer_groups(create_unweighted_model(spec))
         total = sum(g.num_params for g in found)
         sized = "" if spec.num_classes != "auto" else " (head sized for 2 classes: num_classes is auto)"
+        if spec.family in ("rnn", "mlp") and spec.num_features == "auto":
+            sized += " (one input feature: num_features is auto, the data gives it)"
         title = f"{where}: {spec.family}/{spec.architecture}, {len(found)} groups, {total:,} parameters{sized}"
         table = Table(title=title)
         for column in ("#", "group", "parameters", "share"):

@@ -16,10 +16,9 @@ from torch import nn
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.data.sequence_dataset import SequenceDataset
 from rooivalk.evaluation.ensemble import combine, score_ensemble
-from rooivalk.evaluation.gates import check_gates
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile
-from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, raise_on_failed_gates, write_report
+from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, finish_evaluation, scored_metrics
 from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
 from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
 from rooivalk.models.inference import Arrays
@@ -94,33 +93,18 @@ def evaluate_array_model(
         ensemble = score_ensemble(members, labels, info.ensemble.weights, info.classes, criterion="accuracy")
         probabilities = combine(members, info.ensemble.weights)
     predictions = probabilities.argmax(1)
-    report = classification_metrics(labels, predictions, info.classes)
-    metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
-    metrics["test_samples"] = float(len(labels))
+    report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
+    metrics = scored_metrics(report, len(labels))
     if ensemble is not None:  # each member alone on the same rows, beside the ensemble the gates judge
         for score in ensemble.scores[:-1]:
             metrics[f"test_member_{score.name}_accuracy"] = float(score.metrics["accuracy"])
             metrics[f"test_member_{score.name}_log_loss"] = score.log_loss
         metrics["test_ensemble_log_loss"] = ensemble.ensemble.log_loss
         report["ensemble"] = ensemble.to_dict()
-    gates = check_gates(plan.evaluation.gates, metrics)
-    passed = all(g["passed"] for g in gates)
-    reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
-    profile = None
+    reference_uri = None
     if reference and dataset.split_mask("val").any():
+        reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
         val_arrays, _ = model_arrays(info, dataset, "val")
         probabilities = predicted_probabilities(model, info, model_dir, val_arrays, batch)
-        profile = write_array_reference_profile(reference_uri, plan, probabilities, info, dataset, "val")
-    report.update(
-        {
-            "split": split,
-            "classes": info.classes,
-            "gates": gates,
-            "passed": passed,
-            "dataset_version": dataset.info.version_id,
-            "reference_profile": reference_uri if profile is not None else None,
-        }
-    )
-    artifacts = write_report(plan, report, eval_dir)
-    raise_on_failed_gates(plan, report, eval_dir)
-    return EvaluateResult(metrics, report, gates, passed, artifacts)
+        write_array_reference_profile(reference_uri, plan, probabilities, info, dataset, "val")
+    return finish_evaluation(plan, report, metrics, eval_dir, split, dataset.info.version_id, reference_uri)

@@ -11,7 +11,6 @@ import torch
 from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.data.transforms import iter_model_batches
 from rooivalk.evaluation.array_evaluation import evaluate_array_model
-from rooivalk.evaluation.gates import check_gates
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.evaluation.results import (
@@ -19,8 +18,8 @@ from rooivalk.evaluation.results import (
     REFERENCE_DIR,
     REPORT_FILE,
     EvaluateResult,
-    raise_on_failed_gates,
-    write_report,
+    finish_evaluation,
+    scored_metrics,
 )
 from rooivalk.models import ModelInfo, load_trained_model
 from rooivalk.models.array_artifact import is_array_model
@@ -101,23 +100,10 @@ def evaluate_model(
     predictions = predict(
         model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size
     )
-    report = classification_metrics(labels, predictions, info.classes)
-    metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
-    metrics["test_samples"] = float(len(labels))
-    gates = check_gates(plan.evaluation.gates, metrics)
-    passed = all(g["passed"] for g in gates)
+    report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
+    metrics = scored_metrics(report, len(labels))
     reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
     profile = write_reference_profile(reference_uri, plan, model, info, dataset) if reference else None
-    report.update(
-        {
-            "split": split,
-            "classes": info.classes,
-            "gates": gates,
-            "passed": passed,
-            "dataset_version": dataset.info.version_id,
-            "reference_profile": reference_uri if profile is not None else None,
-        }
-    )
-    artifacts = write_report(plan, report, eval_dir)
-    raise_on_failed_gates(plan, report, eval_dir)
-    return EvaluateResult(metrics, report, gates, passed, artifacts)
+    version = dataset.info.version_id
+    written = reference_uri if profile is not None else None
+    return finish_evaluation(plan, report, metrics, eval_dir, split, version, written)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rooivalk import storage
-from rooivalk.evaluation.gates import GateFailure, describe_failures
+from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import plot_confusion_matrix
 from rooivalk.plan import Plan
 
@@ -24,6 +24,39 @@ class EvaluateResult:
     gates: list[dict[str, Any]]
     passed: bool
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+def scored_metrics(report: dict[str, Any], samples: int) -> dict[str, float]:
+    """`test_<name>` for every float of a classification report, and `test_samples`."""
+    metrics = {f"test_{k}": float(v) for k, v in report.items() if isinstance(v, float)}
+    metrics["test_samples"] = float(samples)
+    return metrics
+
+
+def finish_evaluation(
+    plan: Plan,
+    report: dict[str, Any],
+    metrics: dict[str, float],
+    eval_dir: str,
+    split: str,
+    dataset_version: str,
+    reference_uri: str | None,
+) -> EvaluateResult:
+    """Check the gates, complete and write the report; GateFailure (after writing) when the plan says so."""
+    gates = check_gates(plan.evaluation.gates, metrics)
+    passed = all(g["passed"] for g in gates)
+    report.update(
+        {
+            "split": split,
+            "gates": gates,
+            "passed": passed,
+            "dataset_version": dataset_version,
+            "reference_profile": reference_uri,
+        }
+    )
+    artifacts = write_report(plan, report, eval_dir)
+    raise_on_failed_gates(plan, report, eval_dir)
+    return EvaluateResult(metrics, report, gates, passed, artifacts)
 
 
 def write_report(plan: Plan, report: dict[str, Any], eval_dir: str) -> dict[str, str]:

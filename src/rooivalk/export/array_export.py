@@ -50,6 +50,7 @@ from rooivalk.export.shipping import (
     report_settings,
     seeded_subset,
     ship_bundle,
+    single_model_metrics,
     write_report,
 )
 from rooivalk.export.xgboost_onnx import export_xgboost_onnx, verify_xgboost_onnx
@@ -221,19 +222,7 @@ def export_array_model(
         shipped_session = ort_session(choice.paths[choice.chosen])
         temperature, extra = calibrate(plan, choice, logits(shipped_session, val), val_labels, bundle_dir, say)
         prune_variants(choice)
-        shipped = choice.shipped
-        metrics = {
-            "onnx_max_abs_diff": check.max_abs_diff,
-            "onnx_top1_agreement": float(check.top1_agreement or 0.0),
-            **choice.metrics(),
-            "latency_torch_fp32_ms": torch_ms,
-            "speedup_vs_torch": torch_ms / float(shipped.latency_ms or np.inf),
-            "system_fp32_test_accuracy": float(choice.scores["fp32"].test_accuracy or 0.0),
-            "system_test_accuracy": float(shipped.test_accuracy or 0.0),
-            "system_accuracy_drop": float(shipped.accuracy_drop or 0.0),
-            "end_to_end_latency_ms": float(shipped.latency_ms or 0.0),
-            "end_to_end_latency_p95_ms": float(shipped.latency_p95_ms or 0.0),
-        }
+        metrics = single_model_metrics(check, choice, torch_ms)
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
         bundle_uri = output_location(out_dir, export_dir, f"bundles/{MODEL}")

@@ -47,6 +47,7 @@ from rooivalk.export.shipping import (
     require_targets,
     seeded_subset,
     ship_bundle,
+    single_model_metrics,
     write_report,
 )
 from rooivalk.models.array_artifact import is_array_model
@@ -170,20 +171,7 @@ def export_model(
         )
         extra |= build_engines(plan, choice, bundle_dir, engine_inputs, say)
         prune_variants(choice)
-        shipped = choice.shipped
-        metrics = {
-            "onnx_max_abs_diff": check.max_abs_diff,
-            "onnx_top1_agreement": float(check.top1_agreement or 0.0),
-            **choice.metrics(),
-            "latency_torch_fp32_ms": torch_latency.median_ms,
-            "speedup_vs_torch": torch_latency.median_ms / float(shipped.latency_ms or np.inf),
-            # A single model is the whole system: the same names as multi-sensor plans, one gate fits both.
-            "system_fp32_test_accuracy": float(choice.scores["fp32"].test_accuracy or 0.0),
-            "system_test_accuracy": float(shipped.test_accuracy or 0.0),
-            "system_accuracy_drop": float(shipped.accuracy_drop or 0.0),
-            "end_to_end_latency_ms": float(shipped.latency_ms or 0.0),
-            "end_to_end_latency_p95_ms": float(shipped.latency_p95_ms or 0.0),
-        }
+        metrics = single_model_metrics(check, choice, torch_latency.median_ms)
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
         bundle_uri = output_location(out_dir, export_dir, f"bundles/{MODEL}")

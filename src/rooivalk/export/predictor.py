@@ -104,8 +104,10 @@ class Predictor:
     def preprocess(self, samples: np.ndarray) -> np.ndarray:
         """Stored samples (N, ...) -> float32 model input, by preprocessing.kind."""
         if self.kind not in PREPROCESSORS:
+            what = {"embeddings": "a dict of embeddings", "sequence": "raw sequences", "table": "raw table rows"}
             raise BundleError(
-                f"{self.uri}: preprocessing.kind {self.kind!r} is fed by predict/logits, not by preprocess"
+                f"{self.uri}: preprocessing.kind {self.kind!r} takes {what.get(self.kind, 'structured samples')} "
+                "through predict/logits, not stored samples"
             )
         return PREPROCESSORS[self.kind](self.info.preprocessing, np.asarray(samples))
 

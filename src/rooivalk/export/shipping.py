@@ -331,3 +331,22 @@ def prune_variants(choice: ModelExport) -> None:
         if precision not in keep:
             path.unlink(missing_ok=True)
             del choice.paths[precision]
+
+
+def single_model_metrics(check: Any, choice: ModelExport, torch_fp32_ms: float) -> dict[str, float]:
+    """The export metrics of a single-model plan: the FP32 check (`check`: an onnx_export.Verification),
+    every variant's scores, the PyTorch baseline, and the `system_*` / `end_to_end_*` names a multi-sensor
+    plan's export reports, since a single model is the whole system (one gate fits both)."""
+    shipped = choice.shipped
+    return {
+        "onnx_max_abs_diff": check.max_abs_diff,
+        "onnx_top1_agreement": float(check.top1_agreement or 0.0),
+        **choice.metrics(),
+        "latency_torch_fp32_ms": torch_fp32_ms,
+        "speedup_vs_torch": torch_fp32_ms / float(shipped.latency_ms or np.inf),
+        "system_fp32_test_accuracy": float(choice.scores["fp32"].test_accuracy or 0.0),
+        "system_test_accuracy": float(shipped.test_accuracy or 0.0),
+        "system_accuracy_drop": float(shipped.accuracy_drop or 0.0),
+        "end_to_end_latency_ms": float(shipped.latency_ms or 0.0),
+        "end_to_end_latency_p95_ms": float(shipped.latency_p95_ms or 0.0),
+    }

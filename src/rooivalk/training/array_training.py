@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from rooivalk import storage
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.data.sequence_dataset import SequenceDataset
 from rooivalk.data.table_dataset import TableDataset, model_input_names, model_inputs
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import ArrayModelInfo, save_array_model
+from rooivalk.models.groups import layer_groups
 from rooivalk.models.registry import create_model
 from rooivalk.models.rnn import parameter_count
 from rooivalk.plan import ModelSpec, Plan, SequenceAugmentSpec
 from rooivalk.training.engine.fitting import fit_model
+from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.ensemble_training import train_ensemble_member
-from rooivalk.training.results import HISTORY_FILE, TrainResult
+from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
 from rooivalk.training.tasks.arrays import LENGTHS, SEQUENCES, SequenceClassification, TableClassification
 from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
 from rooivalk.training.tasks.tensor import TensorClassification
@@ -103,6 +108,20 @@ def model_info(plan: Plan, spec: ModelSpec, dataset: ArrayDataset) -> ArrayModel
     )
 
 
+def array_trainer(
+    plan: Plan, dataset_dir: str, device: torch.device, progress: ProgressFn, log_metrics: MetricsFn
+) -> Trainer:
+    """A Trainer of the plan's rnn or mlp model on the dataset, saving nothing (what `rooivalk lr-find` sweeps)."""
+    dataset = load_array_dataset(dataset_dir)
+    spec = resolved_model_spec(plan.single_model, dataset)
+    model = create_model(spec, len(dataset.info.classes)).to(device)
+    groups = layer_groups(model)
+    stages = model_stages(plan.training, spec.pretrained is not None, groups)
+    return Trainer(
+        model, groups, stages, array_task(plan, dataset), plan.training, progress, log_metrics, None, device=device
+    )
+
+
 def train_array_model(
     plan: Plan,
     dataset_dir: str,
@@ -144,9 +163,6 @@ def train_array_model(
         "num_features": float(spec.num_features),
         **ensemble_metrics,
     }
-    for summary in fit.stages:
-        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
-            if key in summary:
-                metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
+    metrics |= stage_metrics(fit.stages)
     history = [({k: v for k, v in h.items() if isinstance(v, float)}, int(h["epoch"])) for h in fit.history]
     return TrainResult(metrics, fit.stages, artifacts, resumed_from=fit.resumed_from, history=history)

@@ -20,7 +20,8 @@ from torch.optim import lr_scheduler
 
 from rooivalk.data.dataset import load_dataset
 from rooivalk.events import ProgressFn
-from rooivalk.plan import Plan, SchedulerSpec
+from rooivalk.plan import ARRAY_FORMATS, Plan, SchedulerSpec
+from rooivalk.training.array_training import array_trainer
 from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.runtime import noop, seed_everything, training_device
 from rooivalk.training.engine.state import epoch_generator, step_generator
@@ -73,7 +74,11 @@ def find_lr(
     spec = plan.training
     seed_everything(spec.seed, False)
     torch.set_num_threads(spec.threads or torch.get_num_threads())
-    trainer = build_trainer(plan, load_dataset(dataset_dir), training_device(spec.precision), progress or noop, noop)
+    device = training_device(spec.precision)
+    if plan.data.format in ARRAY_FORMATS:  # an rnn or mlp model of a sequence or table plan
+        trainer = array_trainer(plan, dataset_dir, device, progress or noop, noop)
+    else:
+        trainer = build_trainer(plan, load_dataset(dataset_dir), device, progress or noop, noop)
     names = [s.name for s in trainer.stages]
     index = len(names) - 1 if stage is None else (names.index(stage) if stage in names else -1)
     if index < 0:

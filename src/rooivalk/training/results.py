@@ -27,3 +27,13 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "history": self.history,
         }
+
+
+def stage_metrics(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    """`stage_<name>_<figure>` of each stage summary the engine wrote (trainable share, best val accuracy, ...)."""
+    metrics: dict[str, float] = {}
+    for summary in summaries:
+        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
+            if key in summary:
+                metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
+    return metrics

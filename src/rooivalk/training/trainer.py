@@ -37,7 +37,7 @@ from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_
 from rooivalk.training.engine.loop import Checkpointer, Trainer
 from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
-from rooivalk.training.results import HISTORY_FILE, TrainResult
+from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
 from rooivalk.training.tasks import task_class
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,7 @@ def _finish(
         "train_seconds": sum(s["seconds"] for s in summaries),
         "num_stages": float(len(summaries)),
     }
-    for summary in summaries:
-        for key in ("trainable_params", "trainable_share", "best_val_accuracy", "seconds", "epochs"):
-            metrics[f"stage_{summary['stage']}_{key}"] = summary[key]
+    metrics |= stage_metrics(summaries)
     return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info, resumed_from=resumed)
 
 

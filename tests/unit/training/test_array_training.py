@@ -271,3 +271,16 @@ def test_the_plans_stage_probabilities_reach_the_batches_of_training(
     batches = max(dataset.info.split_sizes["train"] // 8, 1)  # full batches per epoch, one epoch per stage
     assert batches >= 2
     assert seen == [0.5] * batches + [0.25] * batches
+
+
+def test_lr_find_sweeps_a_sequence_plans_last_stage(tmp_path: Path) -> None:
+    from rooivalk.training.lr_find import find_lr
+
+    plan = signs_plan(tmp_path / "signs")
+    ingest_data(plan.data, str(tmp_path / "ds"))
+    result = find_lr(plan, str(tmp_path / "ds"), steps=12, start=1e-5, end=1.0)
+    assert result.stage == "gentle"  # the plan's last stage
+    assert result.lrs[0] == pytest.approx(1e-5)
+    assert all(later > earlier for earlier, later in zip(result.lrs, result.lrs[1:], strict=False))
+    assert len(result.losses) == len(result.lrs)
+    assert result.lrs[0] <= result.suggested_lr <= result.lrs[-1]
