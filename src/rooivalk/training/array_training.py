@@ -24,6 +24,7 @@ from rooivalk.models.rnn import parameter_count
 from rooivalk.plan import ModelSpec, Plan, SequenceAugmentSpec
 from rooivalk.training.engine.fitting import fit_model
 from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.runtime import seed_everything
 from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.ensemble_training import train_ensemble_member
 from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
@@ -114,9 +115,11 @@ def array_trainer(
     """A Trainer of the plan's rnn or mlp model on the dataset, saving nothing (what `rooivalk lr-find` sweeps)."""
     dataset = load_array_dataset(dataset_dir)
     spec = resolved_model_spec(plan.single_model, dataset)
+    seed_everything(plan.training.seed, False)  # the initial weights are the seed's
     model = create_model(spec, len(dataset.info.classes)).to(device)
     groups = layer_groups(model)
-    stages = model_stages(plan.training, spec.pretrained is not None, groups)
+    task = array_task(plan, dataset)
+    stages = model_stages(plan.training, spec.pretrained is not None, groups, task.can_cache_features(model))
     return Trainer(
         model, groups, stages, array_task(plan, dataset), plan.training, progress, log_metrics, None, device=device
     )
@@ -134,6 +137,8 @@ def train_array_model(
         raise ValueError("training.distributed: sequence and table models train in one process")
     dataset = load_array_dataset(dataset_dir)
     spec = resolved_model_spec(plan.single_model, dataset)
+    # Seeded before the model is built: its initial weights are the seed's, so a rerun trains the same model.
+    seed_everything(plan.training.seed, plan.training.deterministic)
     model = create_model(spec, len(dataset.info.classes))
     task = array_task(plan, dataset)
     fit = fit_model(

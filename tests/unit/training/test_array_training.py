@@ -284,3 +284,25 @@ def test_lr_find_sweeps_a_sequence_plans_last_stage(tmp_path: Path) -> None:
     assert all(later > earlier for earlier, later in zip(result.lrs, result.lrs[1:], strict=False))
     assert len(result.losses) == len(result.lrs)
     assert result.lrs[0] <= result.suggested_lr <= result.lrs[-1]
+
+
+def test_the_same_plan_trains_the_same_weights_and_a_pretrained_rnn_unfreezes_by_the_auto_schedule(
+    tmp_path: Path,
+) -> None:
+    plan = signs_plan(tmp_path / "signs")
+    ingest_data(plan.data, str(tmp_path / "ds"))
+    first = train_model(plan, str(tmp_path / "ds"), str(tmp_path / "m1"))
+    second = train_model(plan, str(tmp_path / "ds"), str(tmp_path / "m2"))
+    assert first.artifacts["model.pt"] == second.artifacts["model.pt"]  # initial weights and batches are the seed's
+    # From the first model's weights, no stages: schedule auto trains the head alone (through the frozen
+    # recurrent layers: an rnn has no feature cache), then every group.
+    pretrained = signs_plan(
+        tmp_path / "signs",
+        "training.stages=null",
+        f"model.pretrained={tmp_path / 'm1' / 'model.pt'}",
+        "training.auto.head_epochs=1",
+        "training.epochs=1",
+    )
+    result = train_model(pretrained, str(tmp_path / "ds"), str(tmp_path / "m3"))
+    assert [stage["stage"] for stage in result.stages] == ["head", "all"]
+    assert result.metrics["stage_head_trainable_share"] < result.metrics["stage_all_trainable_share"] == 1.0

@@ -66,7 +66,7 @@ def fit_model(
     device = training_device(spec.precision)
     model.to(device)
     groups = layer_groups(model)
-    stages = model_stages(spec, pretrained, groups)
+    stages = model_stages(spec, pretrained, groups, cache_head=task.can_cache_features(model))
     with sigterm_requests_stop() as stop, tempfile.TemporaryDirectory(prefix="rooivalk-ckpt-") as scratch:
         store = CheckpointStore(checkpoint_uri or scratch, spec.checkpoint.keep_last)
         checkpointer = RunCheckpointer(store, plan_digest)

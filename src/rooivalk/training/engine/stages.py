@@ -36,8 +36,10 @@ def reference_stages() -> list[StageSpec]:
     ]
 
 
-def auto_stages(training: TrainingSpec, num_groups: int) -> list[StageSpec]:
+def auto_stages(training: TrainingSpec, num_groups: int, cache_head: bool = True) -> list[StageSpec]:
     """`schedule: auto`: a linear probe on cached features, then all groups with gentle per-group LRs.
+    `cache_head` False (a task that cannot cache features: rnn, mlp): the probe trains the head through
+    the frozen model's forward passes instead.
 
     The per-group ratio is derived from the model's group count so that the earliest group gets
     top / lowest_ratio whatever the depth (ULMFiT's fixed 2.6 per group would give EfficientNet-Lite0's
@@ -53,14 +55,16 @@ def auto_stages(training: TrainingSpec, num_groups: int) -> list[StageSpec]:
             epochs=auto.head_epochs,
             train=[HEAD],
             lr=StageLR(head=auto.head_lr),
-            cache_features=True,
+            cache_features=cache_head,
             max_samples=auto.head_samples,
         ),
         StageSpec(name="all", train=["all"], lr=StageLR(top=auto.top, ratio=ratio), scheduler=auto.scheduler, **length),
     ]
 
 
-def default_stages(pretrained: bool, training: TrainingSpec, num_groups: int) -> list[StageSpec]:
+def default_stages(
+    pretrained: bool, training: TrainingSpec, num_groups: int, cache_head: bool = True
+) -> list[StageSpec]:
     """The stages of a plan without explicit ones: by `training.schedule` for pretrained models, one
     full stage from scratch."""
     if not pretrained:
@@ -69,7 +73,7 @@ def default_stages(pretrained: bool, training: TrainingSpec, num_groups: int) ->
         ]
     if training.schedule == "reference":
         return reference_stages()
-    return auto_stages(training, num_groups)
+    return auto_stages(training, num_groups, cache_head)
 
 
 def _geometric(low: float, high: float, count: int) -> list[float]:
@@ -150,9 +154,12 @@ def resolve_stages(
     return resolved
 
 
-def model_stages(training: TrainingSpec, pretrained: bool, groups: list[LayerGroup]) -> list[ResolvedStage]:
-    """A training section's stages (or its default schedule) resolved on a model's groups."""
-    stages = training.stages or default_stages(pretrained, training, len(groups))
+def model_stages(
+    training: TrainingSpec, pretrained: bool, groups: list[LayerGroup], cache_head: bool = True
+) -> list[ResolvedStage]:
+    """A training section's stages (or its default schedule) resolved on a model's groups; `cache_head`:
+    whether the auto schedule's head stage may train on cached features (the model's task can cache them)."""
+    stages = training.stages or default_stages(pretrained, training, len(groups), cache_head)
     return resolve_stages(stages, groups, training)
 
 
