@@ -244,6 +244,8 @@ def families() -> None:
         print_error(str(error))
         raise typer.Exit(1) from None
     reader_rows.append(["multisensor", f"{BUILT_IN} (events.parquet, rooivalk.data.ingest_multisensor)"])
+    reader_rows.append(["sequences", f"{BUILT_IN} (CSV/Parquet long form or NPZ, rooivalk.data.sequence_dataset)"])
+    reader_rows.append(["table", f"{BUILT_IN} (CSV/Parquet rows, rooivalk.data.table_dataset)"])
     tables = [
         ("model families (model.family)", ["family", "task", "origin"], family_rows),
         ("data readers (data.format)", ["format", "origin"], sorted(reader_rows)),
