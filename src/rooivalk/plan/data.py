@@ -88,17 +88,7 @@ class SimulationSpec(Strict):
     max_length: int = Field(40, ge=2, description="sign_language: longest sequence, frames")
 
     @model_validator(mode="after")
-    def _keys_of_kind(self) -> SimulationSpec:
-        own = {
-            "counter_drone": ("image_size", "optical_field_px"),
-            "sign_language": ("num_classes", "min_length", "max_length"),
-        }
-        for kind, keys in own.items():
-            if kind == self.kind:
-                continue
-            for key in keys:
-                if getattr(self, key) != type(self).model_fields[key].default:
-                    raise ValueError(f"{key} applies to kind {kind}, not {self.kind}")
+    def _lengths(self) -> SimulationSpec:
         if self.min_length > self.max_length:
             raise ValueError(f"min_length {self.min_length} is above max_length {self.max_length}")
         return self
@@ -114,7 +104,9 @@ class SequenceSpec(Strict):
         "padded with copies of their last frame; null: the longest sequence's length",
     )
     step: str | None = Field(
-        None, description="column that orders a sequence's rows (e.g. frame or timestamp); null: file order"
+        None,
+        description="column that orders a sequence's rows (e.g. frame or timestamp); null: a column named "
+        "`step` where a file has one, else file order",
     )
 
 
@@ -148,25 +140,3 @@ class DataSpec(Strict):
         None, description="table: columns to treat as categorical; null: a column's kind is read from its cells"
     )
     sequence: SequenceSpec = SequenceSpec()
-
-    @model_validator(mode="after")
-    def _keys_of_format(self) -> DataSpec:
-        """Keys that the format's reader does not take are refused (a plugin reader takes the image keys)."""
-        array = self.format in ARRAY_FORMATS
-        applies = {
-            "image_size": not array,
-            "channels": not array,
-            "max_samples_per_class": not array,
-            "label": array,
-            "features": array,
-            "categorical": self.format == "table",
-            "sequence": self.format == "sequences",
-        }
-        fields = type(self).model_fields
-        for key, ok in applies.items():
-            if not ok and getattr(self, key) != fields[key].get_default(call_default_factory=True):
-                raise ValueError(f"{key} does not apply to data.format {self.format}")
-        if self.simulate is not None and SIMULATOR_FORMATS[self.simulate.kind] != self.format:
-            wanted = SIMULATOR_FORMATS[self.simulate.kind]
-            raise ValueError(f"simulate.kind {self.simulate.kind} writes data.format {wanted}, not {self.format}")
-        return self

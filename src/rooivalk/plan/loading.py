@@ -11,14 +11,14 @@ from pydantic import ValidationError
 
 from rooivalk.plan.base import PlanError
 from rooivalk.plan.document import Plan
-from rooivalk.plan.model_keys import model_key_problems
+from rooivalk.plan.model_keys import attribution_problems, model_key_problems
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 
 
-def _format_errors(error: ValidationError, origin: str) -> str:
+def _format_errors(error: ValidationError, origin: str, prefix: str = "") -> str:
     problems = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "<root>"
+        path = prefix + ".".join(str(part) for part in item["loc"]) if item["loc"] else prefix.rstrip(".") or "<root>"
         problems.append((path, "unknown key" if item["type"] == "extra_forbidden" else item["msg"]))
     return _format_problems(problems, origin)
 
@@ -39,8 +39,9 @@ def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginR
         try:
             attribution = plan.attribution_plan()
         except ValidationError as error:
-            raise PlanError(_format_errors(error, origin)) from None
+            raise PlanError(_format_errors(error, origin, prefix="attribution.")) from None
         inner = model_key_problems(attribution) + technique_problems(attribution, resolver)
+        inner += attribution_problems(plan.attribution)
         problems += [(f"attribution.{path}", reason) for path, reason in inner]
     if problems:
         raise PlanError(_format_problems(problems, origin))

@@ -1,34 +1,103 @@
-"""Which model and data keys apply to which model: a model section's keys are honoured or refused.
+"""Which data, model and export keys apply to which format and model: honoured or refused with their path.
 
-The training keys have their rules in rooivalk.plan.techniques; this module checks what a model
-section and the data format must agree on: sequence and table models (families `rnn`, `mlp`) read
-`data.format: sequences` / `table` and take their number of inputs from the data, image models
-take `input_size`. Like the technique check it reads built-in families from
-`techniques.BUILTIN_TASKS` and never imports torch; a plugin family is checked by its own builder.
+The training keys have their rules in rooivalk.plan.techniques; this module checks what the data
+section, a model section and the export section must agree on:
+- the data keys of a format: `image_size`, `channels` and `max_samples_per_class` are the image
+  readers'; `label`, `features` and `sequence` the array readers' (and an NPZ sequence source names its
+  arrays, not columns); `categorical` the table reader's;
+- the simulator: a kind's own keys, and the format it writes;
+- sequence and table models (families `rnn`, `mlp`) read `data.format: sequences` / `table`, take
+  their number of inputs from the data and export to ONNX Runtime only;
+- an `ensemble` joins a table plan's mlp.
+Like the technique check it reads built-in families from `techniques.BUILTIN_TASKS` and never imports
+torch; a plugin family is checked by its own builder. A plan key counts as set when it differs from its
+default, as in the technique check.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rooivalk.plan.data import ARRAY_FORMATS, SIMULATOR_FORMATS, DataSpec, SimulationSpec
 from rooivalk.plan.techniques import ARRAY_TASKS, BUILTIN_TASKS, Problem
 
 # The data format each array task reads.
 TASK_FORMATS = {"sequence": "sequences", "table": "table"}
 _MODEL_DEFAULTS = {"input_size": 224, "num_features": "auto"}
+# A simulator kind's own keys: refused under another kind.
+SIMULATOR_KEYS = {
+    "counter_drone": ("image_size", "optical_field_px"),
+    "sign_language": ("num_classes", "min_length", "max_length"),
+    "attribution": (),
+}
+
+
+def _set(section: Any, key: str) -> bool:
+    """Whether `key` of a pydantic section differs from its field's default."""
+    field = type(section).model_fields[key]
+    return bool(getattr(section, key) != field.get_default(call_default_factory=True))
+
+
+def data_key_problems(data: DataSpec, path: str = "data") -> list[Problem]:
+    """The data keys the format's reader would not use, and a simulator that does not write the format."""
+    array = data.format in ARRAY_FORMATS
+    npz = data.format == "sequences" and data.source.lower().endswith(".npz")
+    applies = {
+        "image_size": (not array, f"image readers resize images; data.format {data.format} has none"),
+        "channels": (not array, f"image readers set channels; data.format {data.format} has none"),
+        "max_samples_per_class": (not array, "applies to image formats"),
+        "label": (array and not npz, "applies to sequences and table columns (an NPZ source's labels are y)"),
+        "features": (array and not npz, "applies to sequences and table columns (an NPZ source's are X)"),
+        "categorical": (data.format == "table", "applies to data.format table"),
+    }
+    problems = [(f"{path}.{key}", reason) for key, (ok, reason) in applies.items() if not ok and _set(data, key)]
+    for key in ("length", "step"):
+        fits = data.format == "sequences" and not (npz and key == "step")
+        if not fits and _set(data.sequence, key):
+            problems.append((f"{path}.sequence.{key}", "applies to data.format sequences (CSV or Parquet for step)"))
+    if data.simulate is not None:
+        problems += _simulation_problems(data.simulate, data.format, f"{path}.simulate")
+    return problems
+
+
+def _simulation_problems(simulate: SimulationSpec, data_format: str, path: str) -> list[Problem]:
+    problems = [
+        (f"{path}.{key}", f"applies to kind {kind}, not {simulate.kind}")
+        for kind, keys in SIMULATOR_KEYS.items()
+        if kind != simulate.kind
+        for key in keys
+        if _set(simulate, key)
+    ]
+    wanted = SIMULATOR_FORMATS[simulate.kind]
+    if wanted != data_format:
+        problems.append((f"{path}.kind", f"{simulate.kind} writes data.format {wanted}, not {data_format}"))
+    if simulate.kind == "sign_language" and simulate.count < simulate.num_classes:
+        problems.append((f"{path}.count", f"{simulate.count} is below num_classes {simulate.num_classes}"))
+    return problems
 
 
 def model_key_problems(plan: Any) -> list[Problem]:
-    """Every model key (and model/format pairing) the plan sets that its models would not use."""
-    problems: list[Problem] = []
+    """Every data, model and export key (and model/format pairing) the plan sets that its models would not use."""
+    problems = data_key_problems(plan.data)
     if plan.model is not None:
         problems += _single_model(plan.model, plan.data.format)
-    if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
-        problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
+        if BUILTIN_TASKS.get(plan.model.family) in ARRAY_TASKS and "tensorrt" in plan.export.targets:
+            problems.append(("export.targets", f"tensorrt builds image models; {plan.model.family} models ship ONNX"))
     for name, sensor in (plan.sensors or {}).items():
         if sensor.model.num_features != "auto":
             problems.append((f"sensors.{name}.model.num_features", "sensor models take their input from the sensor"))
+    if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
+        problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
     return problems
+
+
+def attribution_problems(attribution: Any) -> list[Problem]:
+    """What the attribution section's table plan cannot honour beyond the checks of any table plan (its
+    paths are under `attribution.`): it has no monitoring section, so no reference to calibrate on."""
+    if attribution.export.quantization.source == "reference":
+        reason = "the attribution model has no monitoring reference profile; calibrate on train"
+        return [("export.quantization.source", reason)]
+    return []
 
 
 def _single_model(model: Any, data_format: str) -> list[Problem]:

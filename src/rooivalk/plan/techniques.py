@@ -134,6 +134,18 @@ def _sequence_only(section: ModelTraining) -> str | None:
     return f"sequence augmentation applies to sequence models (family rnn), not {section.family} ({section.task} task)"
 
 
+def _stage_augment(section: ModelTraining) -> str | None:
+    if section.task == "sequence" and section.training.sequence_augment is None:
+        return "training.sequence_augment is null: there is no augmentation whose probability a stage could set"
+    return _sequence_only(section)
+
+
+def _batch_norm(section: ModelTraining) -> str | None:
+    if section.task == "sequence":
+        return f"{section.family} models have no BatchNorm"
+    return None
+
+
 def _schedule(section: ModelTraining) -> str | None:
     if section.staged:
         return "explicit stages given: schedule and auto pick the stages only when stages is null"
@@ -205,10 +217,12 @@ KEY_RULES: dict[str, Rule] = {
     "stages.*.train": _honoured,
     "stages.*.lr.*": _honoured,
     "stages.*.warmup_epochs": _honoured,
+    "stages.*.optimizer": _honoured,  # given with its defaults: the stage's own optimizer, as training.optimizer
     "stages.*.optimizer.*": _honoured,
+    "stages.*.scheduler": _honoured,
     "stages.*.scheduler.*": _honoured,
     "stages.*.cache_features": _cache_features,
-    "stages.*.sequence_augment_probability": _sequence_only,
+    "stages.*.sequence_augment_probability": _stage_augment,
     "stages.*.max_samples": _honoured,
     "stages.*.input_size": _image_only("progressive resizing is for images and does"),
     "schedule": _schedule,
@@ -230,9 +244,9 @@ KEY_RULES: dict[str, Rule] = {
     "grad_clip_norm": _honoured,
     "precision": _honoured,
     "feature_precision": _cache_features,
-    "bn_frozen": _honoured,
-    "bn_unfreeze": _honoured,
-    "bn_recalibration_batches": _honoured,
+    "bn_frozen": _batch_norm,
+    "bn_unfreeze": _batch_norm,
+    "bn_recalibration_batches": _batch_norm,
     "deterministic": _honoured,
     "seed": _honoured,
     "batch_sampling": _honoured,  # every task has training labels

@@ -42,9 +42,12 @@ def test_the_sign_language_plan_is_valid() -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"data__image_size": 32}, "data: Value error, image_size does not apply to data.format sequences"),
-        ({"data__channels": 3}, "data: Value error, channels does not apply to data.format sequences"),
-        ({"data__categorical": ["a"]}, "data: Value error, categorical does not apply to data.format sequences"),
+        ({"data__image_size": 32}, "data.image_size: image readers resize images; data.format sequences has none"),
+        ({"data__channels": 3}, "data.channels: image readers set channels"),
+        ({"data__categorical": ["a"]}, "data.categorical: applies to data.format table"),
+        ({"training__bn_frozen": "train"}, "training.bn_frozen: rnn models have no BatchNorm"),
+        ({"export__targets": ["onnxruntime", "tensorrt"]}, "export.targets: tensorrt builds image models"),
+        ({"data__simulate": {"kind": "sign_language", "count": 10}}, "data.simulate.count: 10 is below num_classes 26"),
         ({"model__input_size": 64}, "model.input_size: rnn models take the data's features, not images"),
         ({"model__family": "mlp", "model__architecture": "64-32"}, "model.family: mlp models read data.format table"),
         ({"training__channels_last": False}, "training.channels_last: channels_last sets the memory format"),
@@ -75,9 +78,8 @@ def test_sequence_keys_are_refused_for_an_image_model() -> None:
             ],
         },
     }
-    assert problems(raw) == ["data: Value error, label does not apply to data.format image_folder"]
-    del raw["data"]["label"]
     found = problems(raw)
+    assert "data.label: applies to sequences and table columns (an NPZ source's labels are y)" in found
     assert "model.num_features: timm models (image task) have a fixed input" in found
     assert any(
         line.startswith("training.sequence_augment: sequence augmentation applies to sequence models") for line in found
@@ -87,13 +89,41 @@ def test_sequence_keys_are_refused_for_an_image_model() -> None:
     )
 
 
+def test_a_stage_probability_needs_an_augmentation_and_npz_sources_take_no_column_keys() -> None:
+    raw = sequences_plan(training__sequence_augment=None)
+    assert problems(raw) == [
+        "training.stages.1.sequence_augment_probability: training.sequence_augment is null: there is no "
+        "augmentation whose probability a stage could set"
+    ]
+    npz = sequences_plan(data__source="/data/signs.npz", data__label="word", data__features=["x0"])
+    del npz["data"]["simulate"]
+    npz["data"]["sequence"] = {"length": 30, "step": "frame"}
+    assert problems(npz) == [
+        "data.label: applies to sequences and table columns (an NPZ source's labels are y)",
+        "data.features: applies to sequences and table columns (an NPZ source's are X)",
+        "data.sequence.step: applies to data.format sequences (CSV or Parquet for step)",
+    ]
+
+
+def test_a_stage_given_its_default_optimizer_or_scheduler_is_accepted() -> None:
+    """Regression: an optional section given with its defaults counts as set; a stage's optimizer is honoured."""
+    stage = {"name": "s", "epochs": 1, "train": ["all"], "lr": {"spread": [1e-3, 1e-3]}}
+    raw = {
+        "name": "p",
+        "data": {"source": "/data", "format": "image_folder"},
+        "model": {"architecture": "resnet18"},
+        "training": {"stages": [{**stage, "optimizer": {"name": "adamw"}, "scheduler": {"name": "cosine"}}]},
+    }
+    assert problems(raw) == []
+
+
 def test_an_image_family_cannot_read_sequences_and_simulators_match_formats() -> None:
     found = problems(sequences_plan(model__family="timm", model__architecture="resnet18"))
     assert "model.family: data.format sequences is read by family rnn, not timm" in found
     found = problems(sequences_plan(data__simulate={"kind": "attribution", "count": 100}))
-    assert found == ["data: Value error, simulate.kind attribution writes data.format table, not sequences"]
+    assert found == ["data.simulate.kind: attribution writes data.format table, not sequences"]
     found = problems(sequences_plan(data__simulate={"kind": "sign_language", "image_size": 64}))
-    assert found == ["data.simulate: Value error, image_size applies to kind counter_drone, not sign_language"]
+    assert found == ["data.simulate.image_size: applies to kind counter_drone, not sign_language"]
 
 
 def test_a_table_plan_with_an_mlp_is_valid() -> None:
@@ -109,3 +139,37 @@ def test_a_table_plan_with_an_mlp_is_valid() -> None:
     ]
     del raw["training"]
     assert problems(raw) == []
+
+
+COUNTER_DRONE = REPO / "pipelines" / "plans" / "counter_drone.yaml"
+
+
+def test_the_attribution_section_is_checked_as_its_table_plan_under_its_own_paths() -> None:
+    raw: dict[str, Any] = yaml.safe_load(COUNTER_DRONE.read_text())
+    assert problems(raw) == []
+    plan = validate_plan(copy.deepcopy(raw))
+    table = plan.attribution_plan()
+    assert (table.name, table.tracking.registered_model) == ("counter-drone-attribution", "counter-drone-attribution")
+    assert table.data.format == "table"
+    assert table.ensemble == plan.attribution.ensemble  # type: ignore[union-attr]
+    raw["attribution"]["training"]["augment"] = {"fog": 0.2}
+    raw["attribution"]["data"]["image_size"] = 32
+    raw["attribution"]["export"]["models"] = {"rf": {"latency_budget_ms": 5}}
+    assert problems(raw) == ["attribution: Value error, export.models: unknown model(s) ['rf']; "
+                             "this plan's models are ['model']"]  # fmt: skip
+    del raw["attribution"]["export"]["models"]
+    raw["attribution"]["export"]["quantization"] = {"source": "reference"}
+    assert problems(raw) == [
+        "attribution.data.image_size: image readers resize images; data.format table has none",
+        "attribution.training.augment.fog: image augmentation does not apply to mlp inputs (table task)",
+        "attribution.export.quantization.source: the attribution model has no monitoring reference profile; "
+        "calibrate on train",
+    ]
+
+
+def test_attribution_needs_sensors() -> None:
+    raw = sequences_plan()
+    raw["attribution"] = yaml.safe_load(COUNTER_DRONE.read_text())["attribution"]
+    assert problems(raw) == [
+        "<root>: Value error, 'attribution' is a step of the multi-sensor pipeline: it needs 'sensors'"
+    ]
