@@ -26,7 +26,9 @@ def retraining_pipeline(plan: Plan, parallelism: int = 0, on_cluster: bool = Tru
     from rooivalk_kfp.pipelines.select import pipeline_for
 
     cluster = plan.cluster if on_cluster else None
-    training = pipeline_for(plan, parallelism, on_cluster)
+    # New sensor data retrains the sensor branch; the attribution model learns from its own table, which
+    # the retraining trigger does not bring, so its steps stay out (it would retrain on unchanged data).
+    training = pipeline_for(plan.model_copy(update={"attribution": None}), parallelism, on_cluster)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

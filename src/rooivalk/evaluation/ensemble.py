@@ -12,12 +12,12 @@ import numpy as np
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.models.ensemble_weights import (
     ENSEMBLE,
-    _labels,
-    _matrices,
     combine,
     fit_weights,
+    label_indices,
     log_loss,
     normalize_weights,
+    probability_matrices,
 )
 
 Criterion = Literal["log_loss", "accuracy", "macro_f1"]
@@ -66,11 +66,11 @@ def score_ensemble(
     criterion: Criterion = "log_loss",
 ) -> EnsembleReport:
     """Score every member alone and their weighted ensemble on the same rows; say which is best."""
-    matrices = _matrices(test_probabilities)
+    matrices = probability_matrices(test_probabilities)
     rows, count = next(iter(matrices.values())).shape
     if len(classes) != count:
         raise ValueError(f"{len(classes)} class names for probabilities of {count} classes")
-    labels = _labels(test_labels, rows, count)
+    labels = label_indices(test_labels, rows, count)
     normalized = normalize_weights(weights, list(matrices))
     rows_scored: list[tuple[str, float | None, np.ndarray]] = [
         (name, normalized[name], matrix) for name, matrix in matrices.items()

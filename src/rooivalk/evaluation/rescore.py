@@ -39,7 +39,11 @@ def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str
     if model_classes != dataset_classes:
         raise RescoreUnavailable(f"its classes {model_classes} are not the dataset's {dataset_classes}")
     with tempfile.TemporaryDirectory(prefix="rooivalk-rescore-") as eval_dir:
-        return evaluate_model(_without_gate_failures(plan), model_dir, dataset_dir, eval_dir, reference=False).metrics
+        try:
+            result = evaluate_model(_without_gate_failures(plan), model_dir, dataset_dir, eval_dir, reference=False)
+        except ValueError as error:  # the dataset lacks a feature the champion takes
+            raise RescoreUnavailable(str(error)) from None
+        return result.metrics
 
 
 def system_test_metrics(plan: Plan, dataset_dir: str, sensor_dirs: list[str], fusion_dir: str) -> dict[str, float]:

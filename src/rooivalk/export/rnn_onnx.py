@@ -16,9 +16,8 @@ from torch import nn
 
 from rooivalk.export._onnx_io import atomic_output
 from rooivalk.export.onnx_export import OPSET, OUTPUT_NAME
+from rooivalk.models.array_inference import LENGTHS, SEQUENCES
 
-SEQUENCES = "sequences"
-LENGTHS = "lengths"
 _MAX = 1 << 16
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rooivalk.data.sequence_dataset import SequenceDataset
-from rooivalk.data.table_dataset import TableDataset, TableDatasetInfo, model_inputs
+from rooivalk.data.table_dataset import TableDataset, TableDatasetInfo, encode_categories, model_inputs
 from rooivalk.models.array_artifact import ArrayModelInfo
 from rooivalk.models.inference import Arrays, Batch, batched_logits
 
@@ -30,12 +30,37 @@ def standardize(info: ArrayModelInfo, sequences: np.ndarray) -> np.ndarray:
 def model_arrays(
     info: ArrayModelInfo, dataset: SequenceDataset | TableDataset, split: str
 ) -> tuple[Arrays, np.ndarray]:
-    """(the model's named input arrays, labels (n,)) of one split."""
+    """(the model's named input arrays, labels (n,)) of one split, the dataset's columns taken by name in
+    the model's order and its categories re-encoded by name (a champion re-scored on a newer dataset
+    version meets categories its own training split never had: they are unseen). Raises ValueError
+    when the dataset lacks a feature the model takes."""
     if isinstance(dataset, SequenceDataset):
         sequences, lengths, labels = dataset.subset(split)
-        return {SEQUENCES: standardize(info, sequences), LENGTHS: lengths}, labels
+        columns = _columns(info.input_names, list(dataset.info.feature_names), dataset.info.version_id)
+        return {SEQUENCES: standardize(info, sequences[:, :, columns]), LENGTHS: lengths}, labels
     numeric, codes, labels = dataset.subset(split)
-    return {INPUTS: model_inputs(table_info(info), numeric, codes)}, labels
+    own = table_info(info)
+    numeric = numeric[:, _columns(own.numeric_features, dataset.info.numeric_features, dataset.info.version_id)]
+    named = {
+        feature.name: np.asarray(feature.categories, dtype=object)[codes[:, f]]
+        for f, feature in enumerate(dataset.info.categorical_features)
+    }
+    wanted = [feature.name for feature in own.categorical_features]
+    _columns(wanted, list(named), dataset.info.version_id)
+    if wanted:  # object (n, F_cat) category names -> the model's codes
+        cells = np.stack([named[name] for name in wanted], axis=1)
+        codes, _ = encode_categories(own.categorical_features, cells)
+    else:
+        codes = np.zeros((len(labels), 0), dtype=np.int64)
+    return {INPUTS: model_inputs(own, numeric, codes)}, labels
+
+
+def _columns(wanted: list[str], present: list[str], version: str) -> np.ndarray:
+    """Indices (int64) of `wanted` among `present`; ValueError naming the missing ones."""
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ValueError(f"dataset {version} lacks the model's feature(s) {missing}")
+    return np.asarray([present.index(name) for name in wanted], dtype=np.int64)
 
 
 def table_info(info: ArrayModelInfo) -> TableDatasetInfo:

@@ -25,7 +25,7 @@ ENSEMBLE = "ensemble"  # the ensemble's row in a report; no member may take this
 EPSILON = 1e-15  # probabilities are clipped to [EPSILON, 1] before the log, as sklearn's log_loss does
 
 
-def _matrices(probabilities: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def probability_matrices(probabilities: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The members' matrices as float64 (N, K), checked to share one shape and to be probabilities."""
     if not probabilities:
         raise ValueError("an ensemble needs at least one member's probabilities")
@@ -47,7 +47,7 @@ def _matrices(probabilities: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return result
 
 
-def _labels(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
+def label_indices(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
     array = np.asarray(labels)
     if array.shape != (rows,) or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"labels must be {rows} integer class indices; got {array.dtype} {array.shape}")
@@ -79,7 +79,7 @@ def normalize_weights(weights: Mapping[str, float], members: Sequence[str]) -> d
 
 def combine(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """Soft voting: sum_m w_m p_m with the weights normalized to sum 1 -> float64 (N, K)."""
-    matrices = _matrices(probabilities)
+    matrices = probability_matrices(probabilities)
     normalized = normalize_weights(weights, list(matrices))
     mixed = np.zeros_like(next(iter(matrices.values())))
     for name, matrix in matrices.items():
@@ -110,7 +110,7 @@ def fit_weights(
     `members`: those that may get a weight (all by default); every other member of `val_probabilities`
     gets 0, so the result is a valid `combine` argument for the same members.
     """
-    matrices = _matrices(val_probabilities)
+    matrices = probability_matrices(val_probabilities)
     chosen = list(matrices) if members is None else list(members)
     unknown = [name for name in chosen if name not in matrices]
     if unknown or not chosen:
@@ -118,7 +118,7 @@ def fit_weights(
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"members to weight are named more than once: {chosen}")
     rows, classes = next(iter(matrices.values())).shape
-    labels = _labels(val_labels, rows, classes)
+    labels = label_indices(val_labels, rows, classes)
     if rows == 0:
         raise ValueError("fitting ensemble weights needs validation rows; there are none")
     # (N, M): each member's probability of the true class; the only numbers the loss depends on.

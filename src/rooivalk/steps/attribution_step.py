@@ -48,9 +48,14 @@ def train_attribution(
     from rooivalk.data import ingest_data
     from rooivalk.evaluation import evaluate_model
     from rooivalk.export import export_model
+    from rooivalk.steps.system_steps import step_checkpoint_uri
     from rooivalk.training import train_model
 
     table_plan = plan.attribution_plan()
+    if table_plan.training.checkpoint.uri is None:  # as the sensor steps: a retried pod resumes from there
+        checkpoint = table_plan.training.checkpoint.model_copy(update={"uri": step_checkpoint_uri(out_dir)})
+        training = table_plan.training.model_copy(update={"checkpoint": checkpoint})
+        table_plan = table_plan.model_copy(update={"training": training})
     say = progress or (lambda _event: None)
     folders = {name: f"{out_dir}/{name}" for name in FOLDERS}
     ingested = ingest_data(table_plan.data, folders["dataset"], quarantine_uri=f"{out_dir}/quarantine.json")

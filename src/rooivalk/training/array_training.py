@@ -18,6 +18,7 @@ from rooivalk.data.sequence_dataset import SequenceDataset
 from rooivalk.data.table_dataset import TableDataset, model_input_names, model_inputs
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import ArrayModelInfo, save_array_model
+from rooivalk.models.array_inference import LENGTHS, SEQUENCES
 from rooivalk.models.groups import layer_groups
 from rooivalk.models.registry import create_model
 from rooivalk.models.rnn import parameter_count
@@ -28,7 +29,7 @@ from rooivalk.training.engine.runtime import seed_everything
 from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.ensemble_training import train_ensemble_member
 from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
-from rooivalk.training.tasks.arrays import LENGTHS, SEQUENCES, SequenceClassification, TableClassification
+from rooivalk.training.tasks.arrays import SequenceClassification, TableClassification
 from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
 from rooivalk.training.tasks.tensor import TensorClassification
 

@@ -20,12 +20,12 @@ from rooivalk.data.simulators.sign_language import FEATURES as LANDMARK_FEATURES
 from rooivalk.evaluation.ensemble import fit_weights
 from rooivalk.models import create_model, layer_groups
 from rooivalk.models.array_artifact import XGBOOST_FILE, load_array_model, load_xgboost_member, read_array_model_info
-from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
+from rooivalk.models.array_inference import INPUTS, LENGTHS, SEQUENCES, array_logits, model_arrays
 from rooivalk.plan import Plan, load_plan
 from rooivalk.training import train_model
 from rooivalk.training.array_training import array_task, resolved_model_spec
 from rooivalk.training.engine.stages import ResolvedStage, plan_stages
-from rooivalk.training.tasks.arrays import LENGTHS, SEQUENCES, SequenceClassification
+from rooivalk.training.tasks.arrays import SequenceClassification
 from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
 from rooivalk.training.xgboost_training import predict_probabilities
 

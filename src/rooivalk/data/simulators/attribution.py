@@ -34,8 +34,6 @@ classes (sample i is class i mod 4), so every class is equally represented.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rooivalk import storage
+from rooivalk.data.simulators.table_output import table_location, write_simulated_table
 from rooivalk.data.source_tables import SIMULATION_META
 
 GENERATOR_VERSION = "attribution-sim/1"
@@ -295,15 +293,6 @@ class AttributionSimulationResult:
     rows: int
 
 
-def _table_bytes(frame: pd.DataFrame, table_uri: str) -> bytes:
-    buffer = io.BytesIO()
-    if table_uri.endswith(".csv"):
-        frame.to_csv(buffer, index=False, float_format="%.6g")
-    else:
-        frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
 def simulate_attribution(
     dest_uri: str,
     count: int,
@@ -316,8 +305,7 @@ def simulate_attribution(
         raise ValueError(f"count must be at least {len(CLASSES)} (one event per class), got {count}")
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    table_uri = dest_uri if dest_uri.endswith((".parquet", ".csv")) else f"{dest_uri.rstrip('/')}/{TABLE_FILE}"
-    folder = table_uri.rsplit("/", 1)[0] if "/" in table_uri else "."
+    table_uri, _ = table_location(dest_uri, TABLE_FILE)
     rows: list[dict[str, object]] = []
     # One child stream per event: event i does not depend on how many events follow it.
     for index, child in enumerate(np.random.SeedSequence(seed).spawn(count)):
@@ -343,10 +331,7 @@ def simulate_attribution(
             "rf_bandwidth_mhz": 0.0,
             "hop_rate_hz": 0.0,
         },
-        "table": table_uri.rsplit("/", 1)[-1],
     }
-    meta_uri = f"{folder}/{META_FILE}"
-    storage.write_text(meta_uri, json.dumps(meta, indent=2))
-    storage.write_bytes(table_uri, _table_bytes(table, table_uri))
+    meta_uri = write_simulated_table(table_uri, table, meta)
     counts = {name: count // len(CLASSES) + (k < count % len(CLASSES)) for k, name in enumerate(CLASSES)}
     return AttributionSimulationResult(table_uri, meta_uri, count, counts, len(table))

@@ -21,8 +21,6 @@ classes (sample i is class i mod num_classes), so every class is equally represe
 
 from __future__ import annotations
 
-import io
-import json
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rooivalk import storage
+from rooivalk.data.simulators.table_output import table_location, write_simulated_table
 from rooivalk.data.source_tables import SIMULATION_META
 
 GENERATOR_VERSION = "sign-language-sim/1"
@@ -207,15 +205,6 @@ class SignSimulationResult:
     rows: int
 
 
-def _table_bytes(frame: pd.DataFrame, table_uri: str) -> bytes:
-    buffer = io.BytesIO()
-    if table_uri.endswith(".csv"):
-        frame.to_csv(buffer, index=False, float_format="%.6g")
-    else:
-        frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
 def simulate_sign_language(
     dest_uri: str,
     count: int,
@@ -233,8 +222,7 @@ def simulate_sign_language(
         raise ValueError(f"count must be at least num_classes ({num_classes}, one sample per class), got {count}")
     if not 2 <= min_length <= max_length:
         raise ValueError(f"need 2 <= min_length <= max_length, got {min_length} and {max_length}")
-    table_uri = dest_uri if dest_uri.endswith((".parquet", ".csv")) else f"{dest_uri.rstrip('/')}/{TABLE_FILE}"
-    folder = table_uri.rsplit("/", 1)[0] if "/" in table_uri else "."
+    table_uri, _ = table_location(dest_uri, TABLE_FILE)
     names = class_names(num_classes)
     signs = [sign_class(k) for k in range(num_classes)]
     frames: list[pd.DataFrame] = []
@@ -255,10 +243,7 @@ def simulate_sign_language(
         "classes": names,
         "landmarks": LANDMARKS,
         "features": FEATURES,
-        "table": table_uri.rsplit("/", 1)[-1],
     }
-    meta_uri = f"{folder}/{META_FILE}"
-    storage.write_text(meta_uri, json.dumps(meta, indent=2))
-    storage.write_bytes(table_uri, _table_bytes(table, table_uri))
+    meta_uri = write_simulated_table(table_uri, table, meta)
     counts = {name: count // num_classes + (k < count % num_classes) for k, name in enumerate(names)}
     return SignSimulationResult(table_uri, meta_uri, count, counts, len(table))

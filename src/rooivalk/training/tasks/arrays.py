@@ -18,14 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from rooivalk.models.array_inference import LENGTHS, SEQUENCES
 from rooivalk.models.inference import Arrays, gather_rows
 from rooivalk.training.engine.stages import ResolvedStage
 from rooivalk.training.tasks.base import Inputs, to_device
 from rooivalk.training.tasks.sequence_augment import SequenceAugment
 from rooivalk.training.tasks.tensor import TensorClassification
-
-SEQUENCES = "sequences"
-LENGTHS = "lengths"
 
 
 class SequenceClassification(TensorClassification):
