@@ -20,7 +20,11 @@ class ModelSpec(Strict):
     num_features: int | Literal["auto"] = Field(
         "auto", description="rnn, mlp: inputs per frame or row; auto: from the dataset (its number of features)."
     )
-    pretrained: str | None = Field(None, description="URI of a timm-format state dict, or null.")
+    pretrained: str | None = Field(
+        None,
+        description="URI of pretrained weights: a timm-format state dict (timm), the family's own format (sensor "
+        "families), an earlier rooivalk model.pt (rnn, mlp: tensors matching by name and shape); null: from scratch.",
+    )
     input_size: int = Field(224, ge=8, le=1024, description="image models: pixels per side")
     drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout; rnn: between recurrent layers and in the head")
 
