@@ -103,7 +103,8 @@ def _baseline_latency(plan: Plan, model: nn.Module, booster: Any, sample: dict[s
 
 def _merge_ensemble(
     plan: Plan,
-    model_dir: str,
+    model: nn.Module,
+    booster: Any,
     info: ArrayModelInfo,
     fp32: Path,
     scratch: Path,
@@ -112,7 +113,6 @@ def _merge_ensemble(
 ) -> dict[str, Any]:
     """Replace the verified mlp graph at `fp32` by the ensemble graph, each step verified; the checks."""
     assert info.ensemble is not None
-    booster = load_xgboost_member(model_dir, info)
     rows = test[INPUT_NAME]
     trees = export_xgboost_onnx(booster, scratch / "xgboost.onnx", rows.shape[1])
     tree_check = verify_xgboost_onnx(booster, trees, rows)
@@ -120,7 +120,6 @@ def _merge_ensemble(
     mlp = scratch / "mlp.onnx"
     shutil.move(fp32, mlp)
     merge_ensemble(mlp, trees, info.ensemble.weights, fp32)
-    model, _ = load_array_model(model_dir)
     want = combine(
         {
             "model": softmax(array_logits(model, {INPUTS: rows}, info.num_classes), axis=1),
@@ -203,8 +202,9 @@ def export_array_model(
             )
         say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
         verification: dict[str, Any] = {MODEL: check.__dict__}
-        if info.ensemble is not None:  # the shipped graph is the weighted ensemble of both members
-            verification |= _merge_ensemble(plan, model_dir, info, fp32, scratch, test, say)
+        booster = load_xgboost_member(model_dir, info) if info.ensemble is not None else None
+        if booster is not None:  # the shipped graph is the weighted ensemble of both members
+            verification |= _merge_ensemble(plan, model, booster, info, fp32, scratch, test, say)
         paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
         sample = _rows(test, slice(0, 1))
 
@@ -221,7 +221,6 @@ def export_array_model(
 
         choice = score_variants(MODEL, paths, failures, test_labels, predict, time, spec, say)
         say("timing PyTorch eager FP32 at batch 1 (the baseline; with an ensemble, xgboost's predict too)")
-        booster = load_xgboost_member(model_dir, info) if info.ensemble is not None else None
         torch_ms = _baseline_latency(plan, model, booster, sample)
         bundle_dir = scratch / "bundle-files"
         bundle_dir.mkdir()

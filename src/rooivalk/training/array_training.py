@@ -56,14 +56,7 @@ def input_names(dataset: ArrayDataset) -> list[str]:
 def sequence_augment(spec: SequenceAugmentSpec | None, feature_names: list[str]) -> SequenceAugment | None:
     if spec is None:
         return None
-    settings = SequenceAugmentSettings(
-        probability=spec.probability,
-        rotation_degrees=spec.rotation_degrees,
-        scale=spec.scale,
-        translation=spec.translation,
-        noise_std=spec.noise_std,
-        time_shift=spec.time_shift,
-    )
+    settings = SequenceAugmentSettings(**spec.model_dump())  # the plan section's fields, one for one
     return SequenceAugment(settings, landmark_layout(feature_names))
 
 
