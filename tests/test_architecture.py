@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top. A module may import from its own layer and the layers below it, never above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("rooivalk", "rooivalk._compat", "rooivalk.plugins", "rooivalk.machine", "rooivalk.events"),
+    ("rooivalk", "rooivalk.plugins", "rooivalk.machine", "rooivalk.events"),
     ("rooivalk.storage", "rooivalk.plan"),
     ("rooivalk.tracking",),
     ("rooivalk.data",),

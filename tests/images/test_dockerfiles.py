@@ -206,4 +206,4 @@ def test_dockerignore_matcher_negation_and_directories() -> None:
     assert rules.dockerignored("a/b/c.txt", "a")
     assert not rules.dockerignored("a/b/c.txt", "a\n!a/b")
     assert rules.dockerignored("x/y/__pycache__/m.pyc", "**/__pycache__")
-    assert not rules.dockerignored("src/rooivalk-torchvision-fix.pth", "*.pth")  # * does not cross /
+    assert not rules.dockerignored("src/rooivalk/plugin.pth", "*.pth")  # * does not cross /

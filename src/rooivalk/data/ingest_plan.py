@@ -1,8 +1,10 @@
 """The ingest step's entry point: a plan's data section -> a versioned dataset, whatever its format.
 
 Image formats and reader plugins go through rooivalk.data.ingest; `sequences` and `table` through
-their own readers (rooivalk.data.sequence_dataset, rooivalk.data.table_dataset), after simulating the
-source when the plan asks for it and it is missing or was simulated with other settings. Every format
+their own readers (rooivalk.data.sequence_dataset, rooivalk.data.table_dataset), `yolo` and `coco`
+through the detection readers (rooivalk.data.detection_reader) into a detection dataset
+(rooivalk.data.detection_dataset), after simulating the source when the plan asks for it and it is
+missing or was simulated with other settings. Every format
 writes quarantine.json before anything can fail, class_balance.png, and dataset.json last.
 (`multisensor` has its own step, rooivalk.data.ingest_multisensor.)
 """
@@ -13,18 +15,23 @@ import json
 from typing import Any
 
 from rooivalk import storage
+from rooivalk.data.detection_dataset import DetectionIngestResult, ingest_detection
+from rooivalk.data.detection_types import DetectionFormatError
 from rooivalk.data.ingest import BALANCE_PLOT_FILE, IngestError, IngestResult, plot_class_balance
 from rooivalk.data.ingest import ingest_data as ingest_images
 from rooivalk.data.sequence_dataset import SequenceIngestResult, ingest_sequences
 from rooivalk.data.source_tables import SIMULATION_META, SourceFormatError
 from rooivalk.data.table_dataset import TableIngestResult, ingest_table
-from rooivalk.plan import ARRAY_FORMATS, DataSpec, SimulationSpec
+from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, DataSpec, SimulationSpec
 
-AnyIngestResult = IngestResult | SequenceIngestResult | TableIngestResult
+AnyIngestResult = IngestResult | SequenceIngestResult | TableIngestResult | DetectionIngestResult
+DETECTION_SIMULATORS = ("drone_frames", "shapes")
 
 
 def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = None) -> AnyIngestResult:
     """Read, validate, split and version `spec.source` into a dataset artifact at `dataset_dir`."""
+    if spec.format in DETECTION_FORMATS:
+        return _ingest_detection(spec, dataset_dir, quarantine_uri)
     if spec.format not in ARRAY_FORMATS:
         return ingest_images(spec, dataset_dir, quarantine_uri)
     if spec.simulate is not None:
@@ -37,6 +44,22 @@ def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = N
         raise IngestError(str(error)) from None
     classes = result.info.classes
     storage.write_bytes(f"{dataset_dir}/{BALANCE_PLOT_FILE}", plot_class_balance(result.info.class_balance, classes))
+    return result
+
+
+def _ingest_detection(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None) -> DetectionIngestResult:
+    from rooivalk.data.detection_reader import read_coco, read_yolo
+
+    if spec.simulate is not None:
+        simulate_source(spec.source, spec.simulate)
+    try:
+        read = read_yolo(spec.source) if spec.format == "yolo" else read_coco(spec.source)
+        result = ingest_detection(read, dataset_dir, spec.split, spec.source, quarantine_uri)
+    except (DetectionFormatError, SourceFormatError) as error:
+        raise IngestError(str(error)) from None
+    # Boxes per class and split: what a detector learns from (images per class are in dataset.json).
+    balance = result.info.box_counts
+    storage.write_bytes(f"{dataset_dir}/{BALANCE_PLOT_FILE}", plot_class_balance(balance, result.info.classes))
     return result
 
 
@@ -82,6 +105,8 @@ def _simulated_with(source: str) -> dict[str, Any] | None:
 def simulate_source(source: str, simulate: SimulationSpec) -> bool:
     """Write `source` with the plan's simulator when it is missing or was simulated with other settings;
     returns whether it simulated. (Imports on use: only simulated plans pay for the simulators.)"""
+    if simulate.kind in DETECTION_SIMULATORS:
+        return _simulate_frames(source, simulate)
     if simulate.kind == "sign_language":
         from rooivalk.data.simulators import sign_language
 
@@ -103,4 +128,40 @@ def simulate_source(source: str, simulate: SimulationSpec) -> bool:
         )
     else:
         attribution.simulate_attribution(source, simulate.count, simulate.seed)
+    return True
+
+
+def _simulate_frames(source: str, simulate: SimulationSpec) -> bool:
+    """A YOLO folder of simulated frames with boxes (rooivalk.data.simulators.detection_frames), rewritten
+    when its simulation.json records other settings; a folder without one is the user's and is kept."""
+    import shutil
+    from pathlib import Path
+
+    from rooivalk.data.simulators.detection_frames import simulate_detection_frames
+
+    if source.startswith("s3://"):
+        raise IngestError(f"data.simulate writes a local folder; data.source is {source}")
+    wanted = {
+        "kind": simulate.kind,
+        "count": simulate.count,
+        "seed": simulate.seed,
+        "frame_width": simulate.frame_width,
+        "frame_height": simulate.frame_height,
+        "max_objects": simulate.max_objects,
+    }
+    previous = _simulated_with(source) if storage.exists(source) else None
+    if storage.exists(source) and (previous is None or previous == wanted):
+        return False
+    if previous is not None:
+        shutil.rmtree(source)  # an earlier simulation of other settings, never a user's folder
+    simulate_detection_frames(
+        source,
+        "counter_drone" if simulate.kind == "drone_frames" else "shapes",
+        images=simulate.count,
+        width=simulate.frame_width,
+        height=simulate.frame_height,
+        seed=simulate.seed,
+        max_objects=simulate.max_objects,
+    )
+    (Path(source) / SIMULATION_META).write_text(json.dumps(wanted, indent=2))
     return True

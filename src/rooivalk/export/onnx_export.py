@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from rooivalk._compat import torchvision_fix
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ def _static_pad(hw: tuple[int, int], module: nn.Module) -> tuple[int, int, int, 
 
 def _dynamic_same_types() -> tuple[tuple[type[nn.Module], ...], tuple[type[nn.Module], ...]]:
     """(layers replaced by pad + a fresh plain layer, layers kept with their run-time pad switched off)."""
-    torchvision_fix.apply()  # timm imports torchvision; the CPU torch build needs the shim first
     from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
     from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
     from timm.layers.std_conv import ScaledStdConv2dSame, StdConv2dSame

@@ -3,6 +3,7 @@
 # Importing a family module registers it with the factory.
 from rooivalk.models import acoustic_crepe as _acoustic_crepe  # noqa: F401
 from rooivalk.models import array_families as _array_families  # noqa: F401
+from rooivalk.models import detector as _detector  # noqa: F401
 from rooivalk.models import radar_sequence as _radar_sequence  # noqa: F401
 from rooivalk.models import rf_cnn_transformer as _rf_cnn_transformer  # noqa: F401
 from rooivalk.models import timm_family as _timm_family  # noqa: F401

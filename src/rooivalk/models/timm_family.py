@@ -6,7 +6,6 @@ import os
 
 from torch import nn
 
-from rooivalk._compat import torchvision_fix
 from rooivalk.models.registry import register_family
 from rooivalk.models.weights import load_pretrained
 from rooivalk.plan import ModelSpec
@@ -16,7 +15,6 @@ from rooivalk.plan import ModelSpec
 def create_timm_model(spec: ModelSpec, num_classes: int) -> nn.Module:
     # A hub lookup would hang ~46 s retrying with no network; weights only ever come from spec.pretrained.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torchvision_fix.apply()
     import timm
 
     if not timm.is_model(spec.architecture):

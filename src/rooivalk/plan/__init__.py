@@ -10,6 +10,7 @@ from rooivalk.plan.cluster import RETRYABLE_KINDS, STEP_KINDS, ClusterSpec, Retr
 from rooivalk.plan.data import (
     ARRAY_FORMATS,
     BUILTIN_DATA_FORMATS,
+    DETECTION_FORMATS,
     DataFormat,
     DataSpec,
     SequenceSpec,
@@ -17,6 +18,7 @@ from rooivalk.plan.data import (
     SplitSpec,
     known_data_formats,
 )
+from rooivalk.plan.detection import DetectionAugmentSpec, DetectorSpec, LossWeightsSpec
 from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
 from rooivalk.plan.ensemble import ENSEMBLE_MEMBERS, EnsembleSpec, XGBoostSpec
 from rooivalk.plan.evaluation import EvaluationSpec, Gate
@@ -47,6 +49,10 @@ from rooivalk.plan.training import (
 __all__ = [
     "ARRAY_FORMATS",
     "BUILTIN_DATA_FORMATS",
+    "DETECTION_FORMATS",
+    "DetectionAugmentSpec",
+    "DetectorSpec",
+    "LossWeightsSpec",
     "ENSEMBLE_MEMBERS",
     "MODULE_DICT_ATTRIBUTES",
     "NULLS_KEY",

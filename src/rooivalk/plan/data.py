@@ -17,9 +17,17 @@ from rooivalk.plugins import READERS_GROUP, declared_entry_points
 # array formats: sequences (rooivalk.data.sequence_dataset) and table (rooivalk.data.table_dataset).
 IMAGE_FORMATS = ("image_folder", "idx")
 ARRAY_FORMATS = ("sequences", "table")
-BUILTIN_DATA_FORMATS = (*IMAGE_FORMATS, "multisensor", *ARRAY_FORMATS)
+# Object detection: images with boxes (rooivalk.data.detection_dataset).
+DETECTION_FORMATS = ("yolo", "coco")
+BUILTIN_DATA_FORMATS = (*IMAGE_FORMATS, "multisensor", *ARRAY_FORMATS, *DETECTION_FORMATS)
 # What each simulator writes: the format a plan must read it with.
-SIMULATOR_FORMATS = {"counter_drone": "multisensor", "sign_language": "sequences", "attribution": "table"}
+SIMULATOR_FORMATS = {
+    "counter_drone": "multisensor",
+    "sign_language": "sequences",
+    "attribution": "table",
+    "drone_frames": "yolo",
+    "shapes": "yolo",
+}
 
 
 def known_data_formats() -> list[str]:
@@ -68,10 +76,11 @@ class SimulationSpec(Strict):
     count. `kind` picks it; the keys under a kind's name apply to that kind only (rooivalk validate
     refuses the others)."""
 
-    kind: Literal["counter_drone", "sign_language", "attribution"] = Field(
+    kind: Literal["counter_drone", "sign_language", "attribution", "drone_frames", "shapes"] = Field(
         "counter_drone",
         description="counter_drone: multi-sensor events (data.format multisensor); sign_language: hand-landmark "
-        "sequences (sequences); attribution: threat-attribution features (table)",
+        "sequences (sequences); attribution: threat-attribution features (table); drone_frames: camera frames "
+        "with drone, bird and aircraft boxes (yolo); shapes: circles, squares and triangles with boxes (yolo)",
     )
     count: int = Field(4000, ge=5)
     seed: int = 0
@@ -86,6 +95,9 @@ class SimulationSpec(Strict):
     num_classes: int = Field(26, ge=2, le=26, description="sign_language: words (classes) to simulate")
     min_length: int = Field(20, ge=2, description="sign_language: shortest sequence, frames")
     max_length: int = Field(40, ge=2, description="sign_language: longest sequence, frames")
+    frame_width: int = Field(160, ge=32, le=2048, description="drone_frames, shapes: image width, pixels")
+    frame_height: int = Field(96, ge=32, le=2048, description="drone_frames, shapes: image height, pixels")
+    max_objects: int = Field(3, ge=1, le=20, description="drone_frames, shapes: most boxes in one image")
 
     @model_validator(mode="after")
     def _lengths(self) -> SimulationSpec:
@@ -118,7 +130,9 @@ class DataSpec(Strict):
         "multisensor: events.parquet linking each event's samples (rooivalk.data.ingest_multisensor); "
         "sequences: CSV/Parquet in long form (sequence_id, label, optional split and step, feature columns) or NPZ "
         "(X, lengths, y); table: CSV/Parquet, one row per sample with a label column and numeric or categorical "
-        "features; or the name of an installed reader plugin (entry-point group rooivalk.readers; `rooivalk families`)."
+        "features; yolo: a folder with images/ and labels/ (optionally train/val/test sub-folders) and data.yaml "
+        "names; coco: a COCO instances JSON file, images beside it; or the name of an installed reader plugin "
+        "(entry-point group rooivalk.readers; `rooivalk families`)."
     )
     simulate: SimulationSpec | None = Field(
         None, description="Generate the source with a simulator (simulate.kind) when it does not exist yet."

@@ -76,6 +76,10 @@ class Plan(Strict):
             raise ValueError("'attribution' is a step of the multi-sensor pipeline: it needs 'sensors'")
         if self.sensors is not None:
             _check_sensor_names(list(self.sensors))
+        if self.model is not None and self.model.family == "detector":
+            stopping = self.training.early_stopping
+            if "monitor" not in stopping.model_fields_set:  # a detector is scored by mAP, not accuracy
+                stopping.monitor = "val_map50"
         if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
             # Warm start loads the champion's weights as the model's pretrained state dict, which only the
             # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rooivalk.plan.data import ARRAY_FORMATS, SIMULATOR_FORMATS, DataSpec, SimulationSpec
-from rooivalk.plan.techniques import ARRAY_TASKS, BUILTIN_TASKS, Problem
+from rooivalk.plan.data import ARRAY_FORMATS, DETECTION_FORMATS, SIMULATOR_FORMATS, DataSpec, SimulationSpec
+from rooivalk.plan.techniques import ARRAY_TASKS, BUILTIN_TASKS, DETECTION_TASK, Problem
 
 # The data format each array task reads.
 TASK_FORMATS = {"sequence": "sequences", "table": "table"}
@@ -29,6 +29,8 @@ SIMULATOR_KEYS = {
     "counter_drone": ("image_size", "optical_field_px"),
     "sign_language": ("num_classes", "min_length", "max_length"),
     "attribution": (),
+    "drone_frames": ("frame_width", "frame_height", "max_objects"),
+    "shapes": ("frame_width", "frame_height", "max_objects"),
 }
 
 
@@ -41,11 +43,20 @@ def _set(section: Any, key: str) -> bool:
 def data_key_problems(data: DataSpec, path: str = "data") -> list[Problem]:
     """The data keys the format's reader would not use, and a simulator that does not write the format."""
     array = data.format in ARRAY_FORMATS
+    boxes = data.format in DETECTION_FORMATS
     npz = data.format == "sequences" and data.source.lower().endswith(".npz")
     applies = {
-        "image_size": (not array, f"image readers resize images; data.format {data.format} has none"),
-        "channels": (not array, f"image readers set channels; data.format {data.format} has none"),
-        "max_samples_per_class": (not array, "applies to image formats"),
+        "image_size": (
+            not array and not boxes,
+            f"image readers resize images; data.format {data.format} "
+            + ("indexes images at their own size (model.detector sets the input)" if boxes else "has none"),
+        ),
+        "channels": (
+            not array and not boxes,
+            f"image readers set channels; data.format {data.format} "
+            + ("keeps each image's own (a detector reads RGB)" if boxes else "has none"),
+        ),
+        "max_samples_per_class": (not array and not boxes, "applies to image classification formats"),
         "label": (array and not npz, "applies to sequences and table columns (an NPZ source's labels are y)"),
         "features": (array and not npz, "applies to sequences and table columns (an NPZ source's are X)"),
         "categorical": (data.format == "table", "applies to data.format table"),
@@ -61,11 +72,15 @@ def data_key_problems(data: DataSpec, path: str = "data") -> list[Problem]:
 
 
 def _simulation_problems(simulate: SimulationSpec, data_format: str, path: str) -> list[Problem]:
+    own = SIMULATOR_KEYS[simulate.kind]
+    others = {key for keys in SIMULATOR_KEYS.values() for key in keys} - set(own)
     problems = [
-        (f"{path}.{key}", f"applies to kind {kind}, not {simulate.kind}")
-        for kind, keys in SIMULATOR_KEYS.items()
-        if kind != simulate.kind
-        for key in keys
+        (
+            f"{path}.{key}",
+            f"applies to kind {' or '.join(k for k, keys in SIMULATOR_KEYS.items() if key in keys)}, "
+            f"not {simulate.kind}",
+        )
+        for key in sorted(others)
         if _set(simulate, key)
     ]
     wanted = SIMULATOR_FORMATS[simulate.kind]
@@ -105,6 +120,10 @@ def _single_model(model: Any, data_format: str) -> list[Problem]:
     if task is None:  # a plugin family: its builder checks its own spec
         return []
     problems: list[Problem] = []
+    if model.detector is not None and task != DETECTION_TASK:
+        problems.append(("model.detector", f"applies to family detector, not {model.family}"))
+    if task == DETECTION_TASK or data_format in DETECTION_FORMATS:
+        return problems + _detector_problems(model, data_format, task)
     if task in ARRAY_TASKS:
         wanted = TASK_FORMATS[task]
         if data_format != wanted:
@@ -117,4 +136,20 @@ def _single_model(model: Any, data_format: str) -> list[Problem]:
         problems.append(("model.family", f"data.format {data_format} is read by family {families}, not {model.family}"))
     if model.num_features != _MODEL_DEFAULTS["num_features"]:
         problems.append(("model.num_features", f"{model.family} models ({task} task) have a fixed input"))
+    return problems
+
+
+def _detector_problems(model: Any, data_format: str, task: str) -> list[Problem]:
+    """A detector reads boxes (yolo, coco), and only a detector does; its input size is model.detector's."""
+    if task != DETECTION_TASK:
+        return [("model.family", f"data.format {data_format} holds boxes: it is read by family detector")]
+    problems: list[Problem] = []
+    if data_format not in DETECTION_FORMATS:
+        problems.append(
+            ("model.family", f"detectors read data.format {' or '.join(DETECTION_FORMATS)}, not {data_format}")
+        )
+    if model.input_size != _MODEL_DEFAULTS["input_size"]:
+        problems.append(("model.input_size", "a detector's input is model.detector.input_height and input_width"))
+    if model.num_features != _MODEL_DEFAULTS["num_features"]:
+        problems.append(("model.num_features", "detectors take images"))
     return problems

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
+from rooivalk.plan.detection import DetectorSpec
 from rooivalk.plan.training import TrainingSpec
 
 
@@ -27,6 +28,9 @@ class ModelSpec(Strict):
     )
     input_size: int = Field(224, ge=8, le=1024, description="image models: pixels per side")
     drop_rate: float = Field(0.2, ge=0, lt=1, description="dropout; rnn: between recurrent layers and in the head")
+    detector: DetectorSpec | None = Field(
+        None, description="detector: input size, neck, loss weights and post-processing; null: the defaults"
+    )
 
 
 class SensorSpec(Strict):

@@ -60,11 +60,22 @@ BUILTIN_TASKS: dict[str, str] = {
     "acoustic_crepe": "tensor",
     "rnn": "sequence",
     "mlp": "table",
+    "detector": "detection",
 }
 ARRAY_TASKS = ("sequence", "table")  # models of data.format sequences / table
 FUSION_TASK = "fusion"
 # The metrics the engine logs after every epoch, and the direction each improves in.
 MONITORED_METRICS: dict[str, str] = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
+# A detector's validation is scored by mAP and its operating point (rooivalk.training.tasks.detection).
+DETECTION_TASK = "detection"
+DETECTION_MONITORED_METRICS: dict[str, str] = {
+    "val_map50": "max",
+    "val_map": "max",
+    "val_f1": "max",
+    "val_recall": "max",
+    "val_precision": "max",
+    "train_loss": "min",
+}
 MULTI_SENSOR_TOP_LEVEL = (
     "a multi-sensor plan's models train by sensors.<name>.training and fusion.training; "
     "the top-level training section applies to single-model plans"
@@ -123,7 +134,7 @@ def _not_fusion(section: ModelTraining) -> str | None:
 
 
 def _cache_features(section: ModelTraining) -> str | None:
-    if section.task in ARRAY_TASKS:
+    if section.task in ARRAY_TASKS or section.task == DETECTION_TASK:
         return f"{section.family} models have no frozen encoder whose features a head stage could cache"
     return _not_fusion(section)
 
@@ -132,6 +143,23 @@ def _sequence_only(section: ModelTraining) -> str | None:
     if section.task == "sequence":
         return None
     return f"sequence augmentation applies to sequence models (family rnn), not {section.family} ({section.task} task)"
+
+
+def _detection_only(section: ModelTraining) -> str | None:
+    if section.task == DETECTION_TASK:
+        return None
+    return f"box-aware augmentation applies to detectors (family detector), not {section.family} ({section.task} task)"
+
+
+def _not_detection(subject: str) -> Rule:
+    """A classification technique: `subject` reads "<technique> does"."""
+
+    def rule(section: ModelTraining) -> str | None:
+        if section.task == DETECTION_TASK:
+            return f"{subject} not apply to detectors: FCOS's own focal, GIoU and centerness losses train them"
+        return None
+
+    return rule
 
 
 def _stage_augment(section: ModelTraining) -> str | None:
@@ -198,8 +226,8 @@ def _budget_seconds(section: ModelTraining) -> str | None:
 
 
 def _distributed(section: ModelTraining) -> str | None:
-    if section.task in ARRAY_TASKS:
-        return f"{section.family} models train in one process; distributed applies to image models"
+    if section.task in ARRAY_TASKS or section.task == DETECTION_TASK:
+        return f"{section.family} models train in one process; distributed applies to image classifiers"
     if section.in_pipeline:
         return "the multi-sensor pipeline's steps train in one process; distributed applies to single-model plans"
     return None
@@ -232,11 +260,13 @@ KEY_RULES: dict[str, Rule] = {
     "lr": _lr,
     "optimizer.*": _honoured,
     "scheduler.*": _honoured,
-    "loss.*": _honoured,
+    "loss.*": _not_detection("the classification loss settings do"),
     "mix.*": _image_only("Mixup/CutMix are image techniques and do"),
     "augment.*": _image_only("image augmentation does"),
     "sequence_augment": _sequence_only,
     "sequence_augment.*": _sequence_only,
+    "detection_augment": _detection_only,
+    "detection_augment.*": _detection_only,
     "ema.*": _honoured,
     "early_stopping.*": _honoured,  # monitor and mode are also checked against the logged metrics
     "checkpoint.*": _honoured,
@@ -386,10 +416,12 @@ def _section_problems(section: ModelTraining) -> list[Problem]:
 def _monitor_problems(section: ModelTraining) -> list[Problem]:
     spec = section.training.early_stopping
     where = f"{section.path}.early_stopping"
-    if spec.monitor not in MONITORED_METRICS:
-        known = ", ".join(MONITORED_METRICS)
-        return [(f"{where}.monitor", f"unknown metric {spec.monitor!r}; the engine logs {known} after every epoch")]
-    better = MONITORED_METRICS[spec.monitor]
+    metrics = DETECTION_MONITORED_METRICS if section.task == DETECTION_TASK else MONITORED_METRICS
+    if spec.monitor not in metrics:
+        known = ", ".join(metrics)
+        reason = f"unknown metric {spec.monitor!r}; the engine logs {known} after every epoch of a {section.task} model"
+        return [(f"{where}.monitor", reason)]
+    better = metrics[spec.monitor]
     if spec.mode != better:
         direction = "higher" if better == "max" else "lower"
         reason = f"mode {spec.mode} contradicts monitor {spec.monitor} ({direction} is better): use mode {better}"

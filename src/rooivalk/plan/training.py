@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
+from rooivalk.plan.detection import DetectionAugmentSpec
 
 
 class StageLR(Strict):
@@ -278,6 +279,9 @@ class TrainingSpec(Strict):
     augment: AugmentSpec = AugmentSpec()
     sequence_augment: SequenceAugmentSpec | None = Field(
         None, description="Sequence models: augment training sequences; null: no augmentation."
+    )
+    detection_augment: DetectionAugmentSpec | None = Field(
+        None, description="Detectors: box-aware augmentation of training images; null: none (letterbox only)."
     )
     ema: EMASpec = EMASpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()

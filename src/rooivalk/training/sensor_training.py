@@ -58,7 +58,7 @@ def train_sensor(
     model = create_model(spec.model, dataset.num_classes)
     task = sensor_task(name, spec, model, dataset)
     if isinstance(task, ImageClassification) and spec.training.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     fit = fit_model(
         model,
         task,
@@ -69,7 +69,7 @@ def train_sensor(
         progress=lambda event: report({**event, "model": name}),
         log_metrics=log_metrics,
     )
-    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model = model.to(memory_format=torch.contiguous_format)
     return SensorTrainResult(
         name,
         model,

@@ -29,8 +29,9 @@ from rooivalk.models import (
     save_trained_model,
 )
 from rooivalk.models.registry import family_task
-from rooivalk.plan import ARRAY_FORMATS, Plan
+from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan
 from rooivalk.training.array_training import train_array_model
+from rooivalk.training.detection_training import train_detector
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
@@ -64,10 +65,13 @@ def train_model(
     """Train per the plan's stages and write the best model (by the monitored metric) to `model_dir`.
 
     With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it. A sequence
-    or table plan trains its rnn or mlp model (rooivalk.training.array_training).
+    or table plan trains its rnn or mlp model (rooivalk.training.array_training), a detector plan its
+    detector (rooivalk.training.detection_training).
     """
     if plan.data.format in ARRAY_FORMATS:
         return train_array_model(plan, dataset_dir, model_dir, progress, log_metrics)
+    if plan.data.format in DETECTION_FORMATS:
+        return train_detector(plan, dataset_dir, model_dir, progress, log_metrics)
     spec = plan.training
     if spec.distributed.nproc_per_node * spec.distributed.nnodes > 1 and not in_torchrun():
         record = launch(plan, dataset_dir, model_dir)
@@ -100,7 +104,7 @@ def _build_model(
     spec = plan.training
     model = create_model(plan.single_model, num_classes).to(device)
     if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     groups = layer_groups(model)
     stages = plan_stages(plan, groups)
     if spec.bn_frozen != "eval" and any(stage.cache_features for stage in stages):
@@ -201,7 +205,7 @@ def _finish(
         dataset_version=dataset_info.version_id,
         plan_digest=plan.digest(),
     )
-    model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model = model.cpu().to(memory_format=torch.contiguous_format)
     artifacts = save_trained_model(model_dir, model, info)
     summaries = pos.stage_summaries
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(summaries, indent=2))

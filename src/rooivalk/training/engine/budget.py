@@ -34,8 +34,8 @@ class StepCost:
 
 def probe_step_cost(
     model: nn.Module,
-    make_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    criterion: nn.Module,
+    make_batch: Callable[[], tuple[Any, torch.Tensor]],
+    loss_of: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor],
     optimizer_spec: OptimizerSpec,
     validation_batches: int,
     eval_batch: Any,
@@ -43,8 +43,9 @@ def probe_step_cost(
 ) -> StepCost:
     """Seconds per training step and per validation pass, measured on a deep copy of `model` (whose
     requires_grad flags and BatchNorm modes are the stage's). `make_batch` gives a training batch
-    (inputs, targets) as the stage feeds it; `eval_batch` is one validation batch; `forward(model,
-    inputs)` runs the model as its task does."""
+    (inputs, targets) as the stage feeds it, `loss_of(model, inputs, targets)` its training loss as the
+    task computes it; `eval_batch` is one validation batch; `forward(model, inputs)` runs the model as its
+    task does."""
     probe = copy.deepcopy(model)
     params = [p for p in probe.parameters() if p.requires_grad]
     optimizer = build_optimizer(optimizer_spec, [{"params": params, "lr": 0.0}])
@@ -52,9 +53,9 @@ def probe_step_cost(
     for step in range(PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS):
         started = time.perf_counter()  # batch preparation (decode, resize, normalize) is part of a step
         inputs, targets = make_batch()
-        loss = criterion(forward(probe, inputs).float(), targets)
+        loss = loss_of(probe, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         if step >= PROBE_WARMUP_STEPS:
             seconds += time.perf_counter() - started

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
 
 from rooivalk.training.engine.budget import StepCost, probe_step_cost, steps_within
 from rooivalk.training.engine.engine_view import EngineView as Trainer
@@ -48,11 +49,20 @@ def steps_for_budget(trainer: Trainer, stage: ResolvedStage) -> int:
         return task.train_batch(trainer.stage_rows(positions), stage, generator, trainer.device)
 
     eval_batch: Any
+    criterion = trainer.criterion
     if stage.cache_features:  # the head alone, on stored features
         probe_model, forward = trainer.head_on_features, _call
+
+        def loss_of(model: nn.Module, inputs: Any, target: torch.Tensor) -> torch.Tensor:
+            return criterion(model(inputs).float(), target)  # type: ignore[no-any-return]
+
         eval_batch = trainer.cached_features(stage, "val")[: spec.eval_batch_size].to(trainer.device)
     else:
         probe_model, forward = trainer.model, task.forward
+
+        def loss_of(model: nn.Module, inputs: Any, target: torch.Tensor) -> torch.Tensor:
+            return task.training_loss(model, inputs, target, criterion)
+
         eval_batch = task.eval_batch(spec.eval_batch_size, trainer.device)
     trainer.model.train()
     freeze_batchnorm_of_frozen(trainer.model, trainer.groups, set(stage.group_lrs))
@@ -60,7 +70,7 @@ def steps_for_budget(trainer: Trainer, stage: ResolvedStage) -> int:
         cost = probe_step_cost(
             probe_model,
             make_batch,
-            trainer.criterion,
+            loss_of,
             trainer.optimizer_spec or spec.optimizer,
             math.ceil(len(task.val_labels) / dist.world_size / spec.eval_batch_size),
             eval_batch,

@@ -17,12 +17,14 @@ def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen
     pos, spec = trainer.position, trainer.spec
     schedule = trainer.schedule_ready()
     val_started = time.perf_counter()
-    val_accuracy, val_loss = trainer.validate(stage)
+    score, val_loss = trainer.validate(stage)
     pos.stage_seconds += seconds + time.perf_counter() - val_started
+    task = trainer.task
     metrics = {
         "train_loss": pos.epoch_loss_sum / max(pos.epoch_seen, 1),
-        "val_accuracy": val_accuracy,
-        "val_loss": val_loss,
+        task.score_name: score,  # val_accuracy; a detector's val_map50
+        **({"val_loss": val_loss} if task.has_val_loss else {}),
+        **task.validation_metrics(),
         "epoch_seconds": seconds,
         "samples_per_second": seen / max(seconds, 1e-9),
         "lr_at_epoch_end": lr,
@@ -30,7 +32,7 @@ def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen
     }
     monitored = metrics[spec.early_stopping.monitor]
     schedule.step_epoch(monitored)
-    pos.stage_best = val_accuracy if pos.stage_best is None else max(pos.stage_best, val_accuracy)
+    pos.stage_best = score if pos.stage_best is None else max(pos.stage_best, score)
     better = pos.best_value is None or (
         monitored > pos.best_value if spec.early_stopping.mode == "max" else monitored < pos.best_value
     )

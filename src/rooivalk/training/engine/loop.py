@@ -328,26 +328,26 @@ class Trainer:
         if stage.cache_features:  # a cached head stage: dropout + classifier on stored features
             features = self.cached_features(stage)[positions].to(self.device)
             target = torch.as_tensor(self.task.train_labels[rows]).to(self.device)
-            return self._optimize(lambda: self.head_on_features(features), target)
+            return self._optimize(lambda: self.criterion(self.head_on_features(features).float(), target))
         inputs, target = self.task.train_batch(rows, stage, generator, self.device)
-        return self._optimize(lambda: self._forward(inputs), target)
+        return self._optimize(lambda: self.task.training_loss(self.forward_model, inputs, target, self.criterion))
 
     def _forward(self, inputs: Inputs) -> torch.Tensor:
         return self.task.forward(self.forward_model, inputs)
 
-    def _optimize(self, logits_of: Callable[[], torch.Tensor], target: torch.Tensor) -> float:
-        """Forward, loss, backward, clip, step: one optimizer step; returns the loss."""
+    def _optimize(self, loss_of: Callable[[], torch.Tensor]) -> float:
+        """Forward and loss (`loss_of`), backward, clip, step: one optimizer step; returns the loss."""
         optimizer, schedule = self._optimizer_ready(), self.schedule_ready()
         with self.autocast():
-            loss = self.criterion(logits_of().float(), target)
+            loss = loss_of()
         if not torch.isfinite(loss):  # before backward: the weights stay as the last good step left them
             raise _NonFiniteLoss(float(loss))
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             self.scaler.unscale_(optimizer)
         else:
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
         if self.spec.grad_clip_norm:
             nn.utils.clip_grad_norm_(self.trainable_params, self.spec.grad_clip_norm)
         if self.scaler is not None:
@@ -364,7 +364,8 @@ class Trainer:
         return self.ema.module if self.ema is not None and self.spec.ema.evaluate_with_ema else self.model
 
     def validate(self, stage: ResolvedStage) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) on the validation split; each rank scores its share."""
+        """(score, mean cross-entropy) on the validation split; each rank scores its share. The score is
+        the task's `score_name` (accuracy; a detector's mAP@0.5)."""
         shard = slice(self.dist.rank, None, self.dist.world_size)
         if stage.cache_features:  # the rest of the model is frozen: score the head on cached val features
             scores = self._head_features.score(self, self.eval_model(), stage, shard)

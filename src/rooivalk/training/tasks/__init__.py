@@ -2,7 +2,7 @@
 
 Built-in: `image` (timm-style image classifiers), `tensor` (sensor models on preprocessed arrays),
 `fusion` (the cross-modal transformer over cached embeddings), `sequence` and `table` (rnn and mlp
-models of sequence and table datasets). A model family names its task when
+models of sequence and table datasets), `detection` (detectors on images with boxes). A model family names its task when
 it registers (rooivalk.models.registry); installed packages add tasks through the `rooivalk.tasks`
 entry-point group (docs/extending.md), loaded the first time an unknown task name is looked up.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from rooivalk.plugins import TASKS_GROUP, PluginError, PluginInfo, Registry
 from rooivalk.training.tasks.arrays import SequenceClassification, TableClassification
 from rooivalk.training.tasks.base import Inputs, Task
+from rooivalk.training.tasks.detection import DetectionTraining
 from rooivalk.training.tasks.image import ImageClassification, TrainData
 from rooivalk.training.tasks.tensor import FusionClassification, TensorClassification
 
@@ -40,6 +41,7 @@ for _builtin in (
     FusionClassification,
     SequenceClassification,
     TableClassification,
+    DetectionTraining,
 ):
     register_task(_builtin)
 
@@ -71,6 +73,7 @@ def task_origin(name: str) -> str:
 
 
 __all__ = [
+    "DetectionTraining",
     "FusionClassification",
     "ImageClassification",
     "Inputs",

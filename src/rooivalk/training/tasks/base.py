@@ -47,6 +47,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     stage_input_size: ClassVar[bool] = False  # whether a stage may train at its own input_size
+    # The validation score the engine keeps the best epoch of and logs under this name: accuracy for
+    # classifiers, mAP@0.5 for detectors. `evaluate` returns it summed over samples.
+    score_name: ClassVar[str] = "val_accuracy"
+    has_val_loss: ClassVar[bool] = True  # whether `evaluate`'s loss is meaningful (logged as val_loss)
     num_classes: int
 
     @classmethod
@@ -79,11 +83,23 @@ class Task(ABC):
         """Logits (B, C) of the model on a batch made by this task."""
         return model(inputs)  # type: ignore[no-any-return]
 
+    def training_loss(
+        self, model: nn.Module, inputs: Inputs, target: torch.Tensor, criterion: nn.Module
+    ) -> torch.Tensor:
+        """The scalar loss of one training batch: the plan's loss on the logits. A task whose model
+        computes its own losses (a detector) overrides this."""
+        return criterion(self.forward(model, inputs).float(), target)  # type: ignore[no-any-return]
+
+    def validation_metrics(self) -> dict[str, float]:
+        """Metrics of the last `evaluate` beyond its score and loss (a detector's mAP@0.5:0.95, P/R/F1)."""
+        return {}
+
     @abstractmethod
     def evaluate(
         self, model: nn.Module, rows: slice, batch_size: int, device: torch.device, autocast: Autocast
     ) -> tuple[float, float, float]:
-        """(correct, summed cross-entropy, samples) over validation rows `rows` (a rank's share), in eval mode."""
+        """(summed score, summed cross-entropy, samples) over validation rows `rows` (a rank's share), in eval
+        mode; the score is `score_name`'s (classifiers: correct predictions)."""
 
     @abstractmethod
     def eval_batch(self, batch_size: int, device: torch.device) -> Inputs:

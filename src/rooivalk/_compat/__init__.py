@@ -1,1 +1,0 @@
-"""Compatibility shims for the dependency stack (see docs/dependencies.md)."""

@@ -1,0 +1,110 @@
+"""`evaluate_model` for detectors: test-split mAP, per-class AP, operating points, gates.
+
+The report holds COCO mAP@0.5 and mAP@0.5:0.95 (torchmetrics on pycocotools), AP@0.5 per class,
+precision / recall / F1 at the model's operating threshold and at the three standard operating points
+scored side by side from the same detections (recall 0.15, balanced 0.25, precision 0.40: what a
+recall-first, balanced or precision-first deployment would see), and a precision-recall plot of the
+operating points. Gates name `test_map50`, `test_map`, `test_precision`, `test_recall`, `test_f1`,
+`test_ap50_<class>` or `test_<point>_<figure>` (e.g. `test_recall_recall`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+from rooivalk import storage
+from rooivalk.data.detection_dataset import load_detection_dataset
+from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.results import REPORT_FILE, EvaluateResult
+from rooivalk.models.detection_metrics import GroundTruth, detection_metrics, operating_points
+from rooivalk.models.detector_artifact import load_detector
+from rooivalk.models.detector_inference import ImageCache, detect_images
+from rooivalk.plan import Plan
+
+OPERATING_POINTS = {"recall": 0.15, "balanced": 0.25, "precision": 0.40}
+OPERATING_PLOT = "operating_points.png"
+
+
+def evaluate_detector(
+    plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test"
+) -> EvaluateResult:
+    """Score the detector on a split; GateFailure (after writing the report) when a gate fails and the
+    plan fails on gates."""
+    torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
+    model, info = load_detector(model_dir)
+    dataset = load_detection_dataset(dataset_dir).subset(split)
+    if len(dataset) == 0:
+        raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
+    cache = ImageCache()
+    size = (info.input_height, info.input_width)
+    predictions = detect_images(
+        model, lambda i: cache.get(dataset.image_uris[i]), len(dataset), size, plan.training.eval_batch_size
+    )
+    truths = [GroundTruth(*dataset.boxes_of(row)) for row in range(len(dataset))]
+    scores = detection_metrics(predictions, truths, info.classes, info.operating_threshold)
+    points = operating_points(predictions, truths, info.classes, OPERATING_POINTS)
+    metrics = {f"test_{key.replace('/', '_')}": float(value) for key, value in scores.items()}
+    for point, figures in points.items():
+        metrics |= {f"test_{point}_{name}": float(value) for name, value in figures.items()}
+    metrics["test_images"] = float(len(dataset))
+    metrics["test_boxes"] = float(len(dataset.boxes))
+    gates = check_gates(plan.evaluation.gates, metrics)
+    passed = all(gate["passed"] for gate in gates)
+    ap50 = {name.split("/", 1)[1]: value for name, value in scores.items() if name.startswith("ap50/")}
+    report: dict[str, Any] = {
+        "kind": "detection",
+        "classes": info.classes,
+        "map50": scores["map50"],
+        "map": scores["map"],
+        "operating_threshold": info.operating_threshold,
+        "precision": scores["precision"],
+        "recall": scores["recall"],
+        "f1": scores["f1"],
+        "ap50": ap50,
+        "operating_points": points,
+        "worst_class": dict(sorted(((v, k) for k, v in ap50.items()))[:3]) if ap50 else {},
+        "images": len(dataset),
+        "boxes": len(dataset.boxes),
+        "split": split,
+        "gates": gates,
+        "passed": passed,
+        "dataset_version": dataset.info.version_id,
+        "reference_profile": None,
+    }
+    artifacts = write_detection_report(plan, report, eval_dir)
+    if not passed and plan.evaluation.fail_on_gate:
+        worst = ", ".join(f"{name!r} AP50 {value:.3f}" for value, name in report["worst_class"].items())
+        raise GateFailure(
+            f"evaluation gates failed: {describe_failures(gates)} (worst classes: {worst}; "
+            f"report: {eval_dir}/{REPORT_FILE})"
+        )
+    return EvaluateResult(metrics, report, gates, passed, artifacts)
+
+
+def write_detection_report(plan: Plan, report: dict[str, Any], eval_dir: str) -> dict[str, str]:
+    """evaluation.json and the operating points' precision/recall plot in `eval_dir`; {file: sha256}."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    os.makedirs(eval_dir, exist_ok=True)
+    figure = Figure(figsize=(5.0, 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, figures in report["operating_points"].items():
+        axes.scatter(figures["recall"], figures["precision"], s=40)
+        axes.annotate(f"{name} ({figures['score_threshold']:.2f})", (figures["recall"], figures["precision"]))
+    axes.set_xlim(0, 1.05)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_title(f"{plan.name}: {report['split']} mAP@0.5 {report['map50']:.3f}")
+    plot_path = f"{eval_dir}/{OPERATING_PLOT}"
+    figure.savefig(plot_path)
+    return {
+        REPORT_FILE: storage.write_text(f"{eval_dir}/{REPORT_FILE}", json.dumps(report, indent=2)),
+        OPERATING_PLOT: storage.sha256_file(plot_path),
+    }

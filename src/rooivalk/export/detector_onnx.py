@@ -1,0 +1,293 @@
+"""ONNX export of a `detector` (FCOS): the dense network in the graph, torchvision's post-process in numpy.
+
+Why not NMS in the graph: FCOS.postprocess_detections loops over images and levels with data-dependent
+shapes (masks, top-k of a variable count, NMS); only the TorchScript exporter takes it, as per-image
+outputs traced at one batch size, which a dynamic batch, INT8 and TensorRT all trip on. The dense
+part is one static graph per input size, exported like the classifiers (torch.export, opset 18):
+
+    images (B, 3, H, W) letterboxed in [0, 1] -> normalize (backbone mean/std), zero-pad to a multiple
+      of 32 (torchvision's batching) -> timm body -> FPN P3..P7 -> FCOS head, then
+    boxes  (B, A, 4): x1, y1, x2, y2 letterbox px, BoxLinearCoder on this size's anchors (constants),
+           clipped to (W, H) as clip_boxes_to_image
+    scores (B, A, C): sqrt(sigmoid(cls_logits) * sigmoid(centerness)), as postprocess_detections
+A: the locations of the five levels in order. `postprocess` is postprocess_detections per image: per
+level, candidates scoring > score_threshold and their `topk` best (Detector: 10 x max_detections), then
+per-class NMS and the `max_detections` best. On the PyTorch dense outputs it gives the model's eval
+detections to within an ulp (tests). Per-level top-k needs the level sizes, which the export returns
+and stores in the file's metadata (`read_level_sizes`); without them top-k runs over all levels at
+once, which differs once more than `topk` candidates pass the threshold (measured: topk 5 changes the
+detections, the default 1000 did not on random heads at 384 x 640).
+
+Deviations, at exact ties or float rounding only: NMS runs class by class (torchvision offsets the
+classes apart and runs one NMS below 4000 boxes on the CPU); equal scores keep index order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from rooivalk.export._onnx_io import atomic_output
+from rooivalk.export.onnx_export import OPSET, replace_conv2d_same
+from rooivalk.models.detection_metrics import Detections
+from rooivalk.models.detector import Detector
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ["boxes", "scores"]
+LEVEL_SIZES_KEY = "rooivalk.detector.level_sizes"
+SIZE_DIVISIBLE = 32  # torchvision's GeneralizedRCNNTransform.batch_images pads to this
+
+
+class _DenseDetector(nn.Module):
+    """A Detector's network for one input size: images -> (boxes (B, A, 4), scores (B, A, C))."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    anchors: torch.Tensor  # (A, 4) x1, y1, x2, y2: a square per location, side 8, 16, ..., 128 by level
+    limits: torch.Tensor
+
+    def __init__(self, model: Detector, height: int, width: int) -> None:
+        super().__init__()
+        from torchvision.models.detection.image_list import ImageList
+
+        fcos = model.fcos
+        self.backbone, self.head, self.box_coder = fcos.backbone, fcos.head, fcos.box_coder
+        self.register_buffer("mean", torch.tensor(model.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model.std).view(1, 3, 1, 1))
+        # Zero padding after normalization, right and bottom, as batch_images does.
+        self.pad = (0, -width % SIZE_DIVISIBLE, 0, -height % SIZE_DIVISIBLE)
+        padded = torch.zeros(1, 3, height + self.pad[3], width + self.pad[1])
+        with torch.no_grad():
+            features = list(self.backbone(padded).values())
+        # Anchors depend only on the padded size and the feature map sizes: constants of the graph.
+        anchors = fcos.anchor_generator(ImageList(padded, [(height, width)]), features)[0]  # (A, 4)
+        self.register_buffer("anchors", anchors)
+        self.register_buffer("limits", torch.tensor([width, height, width, height], dtype=torch.float32))
+        self.level_sizes = [int(f.shape[-2] * f.shape[-1]) for f in features]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images - self.mean) / self.std
+        if any(self.pad):
+            x = nn.functional.pad(x, self.pad)
+        features = list(self.backbone(x).values())  # 5 x (B, F, H_l, W_l)
+        head = self.head(features)  # cls_logits (B, A, C), bbox_regression (B, A, 4), bbox_ctrness (B, A, 1)
+        boxes = self.box_coder.decode(head["bbox_regression"], self.anchors)  # (B, A, 4)
+        boxes = torch.minimum(boxes.clamp(min=0), self.limits)
+        scores = torch.sqrt(torch.sigmoid(head["cls_logits"]) * torch.sigmoid(head["bbox_ctrness"]))
+        return boxes, scores
+
+
+class PostprocessSettings(TypedDict):
+    score_threshold: float
+    nms_iou: float
+    max_detections: int
+    topk: int
+
+
+def postprocess_settings(model: Detector) -> PostprocessSettings:
+    """The model's own post-process arguments (from model.detector), as `postprocess` takes them."""
+    fcos = model.fcos
+    return PostprocessSettings(
+        score_threshold=float(fcos.score_thresh),
+        nms_iou=float(fcos.nms_thresh),
+        max_detections=int(fcos.detections_per_img),
+        topk=int(fcos.topk_candidates),
+    )
+
+
+def _export(dense: _DenseDetector, example: torch.Tensor, target: Path, opset: int) -> None:
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": OUTPUT_NAMES, "opset_version": opset}
+    if opset < OPSET:
+        # The torch.export exporter builds opset 18 and its down-conversion fails on this graph, leaving
+        # it at 18 (measured, torch 2.14: Reshape/ReduceMean axes): the TorchScript exporter writes 17.
+        axes = {name: {0: "batch"} for name in [INPUT_NAME, *OUTPUT_NAMES]}
+        torch.onnx.export(dense, (example,), str(target), dynamo=False, dynamic_axes=axes, **names)
+        return
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    program = torch.onnx.export(dense, (example,), dynamo=True, dynamic_shapes=shapes, optimize=True, **names)
+    assert program is not None
+    program.save(str(target), external_data=False)
+
+
+def export_detector_onnx(
+    model: Detector, path: str | Path, input_height: int, input_width: int, opset: int = OPSET
+) -> dict[str, Any]:
+    """Export `model` for letterboxed (B, 3, input_height, input_width) inputs, B dynamic, atomically.
+
+    Opset 18 and up: the torch.export exporter (as rooivalk.export.onnx_export); below: TorchScript's.
+    Returns path, names, input size, num_classes, anchors, level_sizes, the post-process settings,
+    opset and export seconds; level_sizes are also in the file's metadata (`read_level_sizes`).
+    """
+    import onnx
+
+    start = time.perf_counter()
+    dense = _DenseDetector(model.eval(), input_height, input_width).eval()
+    # Constant 'SAME' pads for timm's tf_* layers (see onnx_export): a static graph that INT8 keeps intact.
+    size = (input_height + dense.pad[3], input_width + dense.pad[1])
+    dense.backbone = replace_conv2d_same(dense.backbone, size)
+    example = torch.rand(2, 3, input_height, input_width)  # batch 2: torch.export specializes size 1
+    with atomic_output(Path(path)) as tmp, torch.no_grad():
+        _export(dense, example, tmp, opset)
+        graph = onnx.load(str(tmp))
+        written = {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")}
+        if written != {opset}:
+            raise ValueError(f"ONNX export of the detector at opset {opset} wrote opset {sorted(written)}")
+        onnx.helper.set_model_props(graph, {LEVEL_SIZES_KEY: json.dumps(dense.level_sizes)})
+        onnx.save(graph, str(tmp))
+    return {
+        "path": str(path),
+        "input_name": INPUT_NAME,
+        "output_names": list(OUTPUT_NAMES),
+        "input_height": input_height,
+        "input_width": input_width,
+        "num_classes": model.num_classes,
+        "anchors": int(dense.anchors.shape[0]),
+        "level_sizes": dense.level_sizes,
+        "postprocess": postprocess_settings(model),
+        "opset": opset,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def read_level_sizes(path: str | Path) -> list[int] | None:
+    """The per-level location counts stored by `export_detector_onnx`; None for another file."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props[LEVEL_SIZES_KEY]) if LEVEL_SIZES_KEY in props else None
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS (torchvision's CPU kernel): indices kept, best score first; a box goes when its IoU
+    with a kept one is > iou_threshold (degenerate boxes, 0/0 = NaN, are never suppressed)."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        while order.size:
+            best, rest = order[0], order[1:]
+            keep.append(best)
+            width = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0)
+            height = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0)
+            inter = width * height
+            order = rest[~(inter / (areas[best] + areas[rest] - inter) > iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _postprocess_image(
+    boxes: np.ndarray, scores: np.ndarray, settings: PostprocessSettings, level_sizes: Sequence[int]
+) -> Detections:
+    classes = scores.shape[1]
+    picked: list[tuple[np.ndarray, np.ndarray]] = []  # (flat index into (A, C), score) per level
+    bounds = np.cumsum([0, *level_sizes])
+    for first, last in zip(bounds[:-1], bounds[1:], strict=True):
+        flat = scores[first:last].reshape(-1)  # anchor-major: index = anchor * C + class
+        candidates = np.flatnonzero(flat > settings["score_threshold"])
+        best = candidates[np.argsort(-flat[candidates], kind="stable")[: settings["topk"]]]
+        picked.append((best + first * classes, flat[best]))
+    index = np.concatenate([p[0] for p in picked])
+    kept_scores = np.concatenate([p[1] for p in picked]).astype(np.float32)
+    kept_boxes = boxes[index // classes].astype(np.float32)
+    labels = index % classes
+    keep = np.concatenate(
+        [
+            np.flatnonzero(labels == c)[_nms(kept_boxes[labels == c], kept_scores[labels == c], settings["nms_iou"])]
+            for c in np.unique(labels)
+        ]
+        or [np.zeros(0, np.int64)]
+    )
+    keep = keep[np.argsort(-kept_scores[keep], kind="stable")][: settings["max_detections"]]
+    return Detections(kept_boxes[keep], kept_scores[keep], labels[keep])
+
+
+def postprocess(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    nms_iou: float,
+    max_detections: int,
+    topk: int,
+    level_sizes: Sequence[int] | None = None,
+) -> list[Detections]:
+    """FCOS's postprocess_detections on the graph's outputs: boxes (B, A, 4), scores (B, A, C) ->
+    one Detections per image in letterbox pixels, best score first.
+
+    Per level (`level_sizes`, A in all; None: one level, see the module docstring): candidates scoring
+    > score_threshold, the `topk` best; then per-class NMS at nms_iou and the `max_detections` best.
+    """
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    sizes = list(level_sizes) if level_sizes is not None else [boxes.shape[1]]
+    if sum(sizes) != boxes.shape[1] or scores.shape[:2] != boxes.shape[:2]:
+        raise ValueError(f"boxes {boxes.shape}, scores {scores.shape} and level sizes {sizes} disagree")
+    settings = PostprocessSettings(
+        score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections, topk=topk
+    )
+    return [_postprocess_image(b, s, settings, sizes) for b, s in zip(boxes, scores, strict=True)]
+
+
+def _compare(want: Detections, have: Detections, cutoff: float, tolerance: float, result: dict[str, Any]) -> None:
+    """Pairs each detection of either side with a same-label box of the other within `tolerance` px on
+    every coordinate, the closest in score. One without is `unmatched` when it scores >= cutoff, else
+    `near_cutoff` (ranking ties at the score threshold or the max_detections cut). Adds to `result`."""
+    for mine, theirs in ((want, have), (have, want)):
+        for box, score, label in zip(mine.boxes, mine.scores, mine.labels, strict=True):
+            near = (theirs.labels == label) & (np.abs(theirs.boxes - box).max(axis=1) <= tolerance)
+            if not near.any():
+                result["unmatched" if score >= cutoff else "near_cutoff"] += 1
+                continue
+            # Several boxes may sit within tolerance (clipped to the same corner): the closest score pairs.
+            pair = np.flatnonzero(near)[np.abs(theirs.scores[near] - score).argmin()]
+            result["matched"] += 1
+            result["box_max_abs_diff"] = max(result["box_max_abs_diff"], float(np.abs(theirs.boxes[pair] - box).max()))
+            result["score_max_abs_diff"] = max(result["score_max_abs_diff"], abs(float(theirs.scores[pair] - score)))
+
+
+def verify_detector_onnx(
+    model: Detector, path: str | Path, images: torch.Tensor | np.ndarray, margin: float = 1e-3, tolerance: float = 0.05
+) -> dict[str, Any]:
+    """ONNX Runtime (CPU) + `postprocess` against the PyTorch model's eval detections on `images`
+    (B, 3, H, W) letterboxed in [0, 1], at the model's own post-process settings.
+
+    Raw outputs are compared with the exported network in PyTorch (max abs diffs). Detections, both
+    ways: `matched` ones give the max box and score diffs; `unmatched` counts those with no same-label
+    box within `tolerance` px on the other side that score >= score_threshold + margin (on a full list,
+    its last score + margin), where ranking is stable: it should be 0. Misses below: `near_cutoff`.
+    """
+    import onnxruntime as ort
+
+    batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    model = model.eval()
+    dense = _DenseDetector(model, int(batch.shape[-2]), int(batch.shape[-1])).eval()
+    with torch.inference_mode():
+        expected = model(batch)
+        want_boxes, want_scores = (t.numpy() for t in dense(batch))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: batch.numpy()})
+    settings = postprocess_settings(model)
+    got = postprocess(boxes, scores, **settings, level_sizes=read_level_sizes(path))
+    result: dict[str, Any] = {
+        "images": len(batch),
+        "raw_boxes_max_abs_diff": float(np.abs(boxes - want_boxes).max()),
+        "raw_scores_max_abs_diff": float(np.abs(scores - want_scores).max()),
+        "detections_pytorch": sum(len(e["boxes"]) for e in expected),
+        "detections_onnx": sum(len(g) for g in got),
+        "matched": 0,
+        "unmatched": 0,
+        "near_cutoff": 0,
+        "box_max_abs_diff": 0.0,
+        "score_max_abs_diff": 0.0,
+    }
+    for reference, mine in zip(expected, got, strict=True):
+        want = Detections(reference["boxes"].numpy(), reference["scores"].numpy(), reference["labels"].numpy())
+        full = len(want) >= settings["max_detections"]
+        cutoff = (float(want.scores.min()) if full else settings["score_threshold"]) + margin
+        _compare(want, mine, cutoff, tolerance, result)
+    return result

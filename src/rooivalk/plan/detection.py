@@ -1,0 +1,81 @@
+"""Detector plans: the `detector` family's model settings and box-aware augmentation.
+
+`model.detector` applies to `model.family: detector` only, `training.detection_augment` to detectors
+only (rooivalk.plan.model_keys and rooivalk.plan.techniques refuse them elsewhere). The field names of
+DetectionAugmentSpec are those of rooivalk.training.tasks.detection_augment.DetectionAugmentSettings,
+one for one.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from rooivalk.plan.base import Strict
+
+STRIDE = 32  # the coarsest backbone stride: input sides are multiples of it
+
+
+class LossWeightsSpec(Strict):
+    """Weights of FCOS's three losses in the training loss."""
+
+    box: float = Field(1.0, ge=0, description="GIoU box regression")
+    cls: float = Field(1.0, ge=0, description="sigmoid focal classification")
+    centerness: float = Field(1.0, ge=0, description="centerness (BCE)")
+
+
+class DetectorSpec(Strict):
+    """model.detector: the input size, neck and post-processing of a `detector` model."""
+
+    input_height: int = Field(384, ge=64, le=2048, multiple_of=STRIDE, description="pixels; images are letterboxed")
+    input_width: int = Field(640, ge=64, le=2048, multiple_of=STRIDE, description="pixels; images are letterboxed")
+    fpn_channels: int = Field(
+        64,
+        ge=32,
+        le=512,
+        multiple_of=32,
+        description="channels of the feature pyramid and the head towers (GroupNorm of 32)",
+    )
+    loss_weights: LossWeightsSpec = LossWeightsSpec()
+    score_threshold: float = Field(
+        0.05, ge=0, lt=1, description="detections below this score are dropped before NMS (mAP needs the low tail)"
+    )
+    nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU")
+    max_detections: int = Field(100, ge=1, le=1000, description="per image, after NMS")
+    operating_threshold: float = Field(
+        0.25, gt=0, lt=1, description="score at which precision, recall and F1 are reported and Predictor keeps boxes"
+    )
+
+
+class DetectionAugmentSpec(Strict):
+    """training.detection_augment: box-aware augmentation of a detector's training images (strength 1)."""
+
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    scale: tuple[float, float] = Field((0.8, 1.2), description="random zoom range of the affine")
+    rotation: float = Field(5.0, ge=0, le=45, description="max degrees either way")
+    crop_min_area: float = Field(0.7, gt=0, le=1, description="a random crop keeps at least this area share; 1: off")
+    brightness: float = Field(0.2, ge=0)
+    contrast: float = Field(0.2, ge=0)
+    saturation: float = Field(0.2, ge=0)
+    hue: float = Field(0.015, ge=0, le=0.5)
+    rain: float = Field(0.0, ge=0, le=1, description="probability of rain streaks")
+    fog: float = Field(0.0, ge=0, le=1, description="probability of fog")
+    sun_flare: float = Field(0.0, ge=0, le=1, description="probability of a sun flare")
+    glare: float = Field(0.0, ge=0, le=1, description="probability of headlight glare")
+    noise: float = Field(0.0, ge=0, le=1, description="probability of shot + read sensor noise")
+    mosaic: float = Field(0.0, ge=0, le=1, description="probability a sample is a 2x2 mosaic of 4 images")
+    mixup: float = Field(0.0, ge=0, le=1, description="probability a sample is blended with another")
+    min_box_size: float = Field(2.0, ge=0, description="pixels: smaller boxes after a transform are dropped")
+    strength: float = Field(1.0, ge=0, description="multiplies every magnitude and probability; 0: off")
+    multi_scale: tuple[float, float] | None = Field(
+        None,
+        description="multi-scale training: each batch at a random size in [low, high] x the input size "
+        "(multiples of 32, aspect kept); null: every batch at the input size",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DetectionAugmentSpec:
+        for name in ("scale", "multi_scale"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value[0] <= value[1]:
+                raise ValueError(f"{name} needs 0 < low <= high, got {list(value)}")
+        return self

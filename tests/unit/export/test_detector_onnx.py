@@ -1,0 +1,172 @@
+"""ONNX export of the FCOS detector: dense graph with a dynamic batch, numpy post-process, verified."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from rooivalk.export.detector_onnx import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    _DenseDetector,
+    export_detector_onnx,
+    postprocess,
+    postprocess_settings,
+    read_level_sizes,
+    verify_detector_onnx,
+)
+from rooivalk.models.detector import Detector
+from rooivalk.plan import DetectorSpec, ModelSpec
+
+HEIGHT, WIDTH, CLASSES = 64, 96, 3
+
+
+def _detector() -> Detector:
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        family="detector",
+        architecture="fcos_tf_efficientnet_lite0",  # the default backbone: timm 'SAME' convs included
+        pretrained=None,
+        detector=DetectorSpec(input_height=HEIGHT, input_width=WIDTH, fpn_channels=32),
+    )
+    model = Detector(spec, CLASSES).eval()
+    # A fresh head scores every location ~0.01 with zero-size boxes; spread the scores over (0, 1) and
+    # give boxes a size so that thresholds, top-k and NMS all have work to do.
+    with torch.no_grad():
+        classification, regression = model.fcos.head.classification_head, model.fcos.head.regression_head
+        torch.nn.init.normal_(classification.cls_logits.weight, std=0.5)
+        classification.cls_logits.bias.zero_()
+        torch.nn.init.normal_(regression.bbox_ctrness.weight, std=0.5)
+        torch.nn.init.normal_(regression.bbox_reg.weight, std=0.2)
+        regression.bbox_reg.bias.fill_(1.0)
+    return model
+
+
+def _images(batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core runner torch's OpenMP
+    # barriers make each forward ~100x slower (measured: 2 s against 11 ms for the backbone).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Detector, Path, dict[str, Any]]:
+    model = _detector()
+    path = tmp_path_factory.mktemp("detector") / "detector.onnx"
+    return model, path, export_detector_onnx(model, str(path), HEIGHT, WIDTH)
+
+
+def test_export_declares_dynamic_batch_and_level_sizes(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
+    model, path, info = exported
+    graph = onnx.load(str(path))
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [info["opset"]] == [18]
+    assert [i.name for i in graph.graph.input] == [INPUT_NAME]
+    assert [o.name for o in graph.graph.output] == OUTPUT_NAMES
+    for value in [*graph.graph.input, *graph.graph.output]:
+        assert not value.type.tensor_type.shape.dim[0].HasField("dim_value")  # symbolic batch
+    # P3..P7 of 64 x 96: 8 x 12, 4 x 6, 2 x 3, 1 x 2, 1 x 1 locations.
+    assert read_level_sizes(path) == info["level_sizes"] == [96, 24, 6, 2, 1]
+    assert info["anchors"] == sum(info["level_sizes"])
+    assert info["postprocess"] == postprocess_settings(model)
+
+
+def test_onnx_detections_match_pytorch(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
+    model, path, _ = exported
+    check = verify_detector_onnx(model, str(path), _images(3))
+    assert check["detections_pytorch"] == check["detections_onnx"] > 0
+    total = check["detections_pytorch"] + check["detections_onnx"]
+    assert check["unmatched"] == 0
+    assert check["matched"] + check["near_cutoff"] == total
+    assert check["matched"] >= 0.95 * total  # misses only where ranking ties at the max_detections cut
+    assert check["box_max_abs_diff"] < 1e-2  # pixels, on a 96 px wide image
+    assert check["score_max_abs_diff"] < 1e-4
+    assert check["raw_boxes_max_abs_diff"] < 1e-2
+    assert check["raw_scores_max_abs_diff"] < 1e-3
+
+
+def test_batch_of_one_matches_a_row_of_a_batch_of_three(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
+    _, path, _ = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = _images(3, seed=1).numpy()
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images})
+    assert boxes.shape == (3, 129, 4)
+    assert scores.shape == (3, 129, CLASSES)
+    for row in range(3):
+        one_boxes, one_scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images[row : row + 1]})
+        np.testing.assert_allclose(one_boxes[0], boxes[row], atol=1e-3)
+        np.testing.assert_allclose(one_scores[0], scores[row], atol=1e-4)
+
+
+def test_postprocess_honours_threshold_and_max_detections(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
+    _, path, info = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: _images(2).numpy()})
+    levels = info["level_sizes"]
+    loose = postprocess(boxes, scores, 0.05, 0.6, 100, 1000, levels)
+    strict = postprocess(boxes, scores, 0.6, 0.6, 5, 1000, levels)
+    for wide, narrow in zip(loose, strict, strict=True):
+        assert 0 < len(narrow) <= 5 < len(wide)
+        assert (narrow.scores > 0.6).all()
+        assert (np.diff(narrow.scores) <= 0).all()
+        np.testing.assert_array_equal(narrow.scores, wide.scores[: len(narrow)])  # the same best, in order
+        assert (narrow.boxes >= 0).all()
+        assert (narrow.boxes[:, [2, 3]] <= [WIDTH, HEIGHT]).all()
+    nothing = float(scores.max())  # scores must exceed the threshold
+    assert [len(d) for d in postprocess(boxes, scores, nothing, 0.6, 100, 1000, levels)] == [0, 0]
+    with pytest.raises(ValueError, match="disagree"):
+        postprocess(boxes, scores, 0.05, 0.6, 100, 1000, [96, 24])
+
+
+@pytest.mark.parametrize(("height", "width", "topk"), [(HEIGHT, WIDTH, 5), (HEIGHT, WIDTH, 1000), (70, 100, 1000)])
+def test_postprocess_is_torchvisions_with_per_level_topk(
+    exported: tuple[Detector, Path, dict[str, Any]], height: int, width: int, topk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The PyTorch dense network + postprocess against FCOS's own eval output: the same, also when
+    # top-k binds on a level (topk 5) and when the input is padded to a multiple of 32 (70 x 100);
+    # top-k over all levels at once (no level sizes) differs where it binds.
+    model = exported[0]
+    monkeypatch.setattr(model.fcos, "topk_candidates", topk)
+    images = torch.rand(3, 3, height, width, generator=torch.Generator().manual_seed(2))
+    dense = _DenseDetector(model, height, width).eval()
+    with torch.inference_mode():
+        expected = model(images)
+        boxes, scores = dense(images)
+    settings = postprocess_settings(model)
+    got = postprocess(boxes.numpy(), scores.numpy(), **settings, level_sizes=dense.level_sizes)
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(want["labels"].numpy(), have.labels)
+        # Equal up to an ulp: vectorized and scalar sigmoid/sqrt may round the last bit differently.
+        np.testing.assert_allclose(want["scores"].numpy(), have.scores, rtol=1e-6)
+        np.testing.assert_allclose(want["boxes"].numpy(), have.boxes, rtol=1e-6, atol=1e-5)
+    global_topk = postprocess(boxes.numpy(), scores.numpy(), **settings)
+    same = [len(w["boxes"]) == len(g) for w, g in zip(expected, global_topk, strict=True)]
+    assert all(same) == (topk == 1000)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # group_norm's batch-size check, traced
+def test_opset_17_goes_through_the_torchscript_exporter(
+    exported: tuple[Detector, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    model, path_18, _ = exported
+    path = tmp_path / "detector17.onnx"
+    info = export_detector_onnx(model, str(path), HEIGHT, WIDTH, opset=17)
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert read_level_sizes(path) == info["level_sizes"]
+    images = {INPUT_NAME: _images(2, seed=3).numpy()}
+    old, new = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (path_18, path))
+    for a, b in zip(old.run(OUTPUT_NAMES, images), new.run(OUTPUT_NAMES, images), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)

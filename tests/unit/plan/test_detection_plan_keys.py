@@ -1,0 +1,107 @@
+"""Detector plans: the keys that apply to a detector are honoured, the others refused by `rooivalk
+validate` with their path (rooivalk.plan.detection, model_keys, techniques)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rooivalk.plan import PlanError, validate_plan
+
+REPO = Path(__file__).resolve().parents[3]
+DETECTION = REPO / "pipelines" / "plans" / "detection.yaml"
+SIGN_LANGUAGE = REPO / "pipelines" / "plans" / "sign_language.yaml"
+
+
+def detection_plan(**changes: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load(DETECTION.read_text())
+    for path, value in changes.items():
+        node = raw
+        *parents, leaf = path.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    try:
+        validate_plan(copy.deepcopy(raw), origin="plan.yaml")
+    except PlanError as error:
+        return [line.strip() for line in str(error).splitlines()[1:]] or [str(error)]
+    return []
+
+
+def test_the_detection_plan_is_valid_and_stops_on_map50() -> None:
+    assert problems(detection_plan()) == []
+    raw = detection_plan()
+    del raw["training"]["early_stopping"]["monitor"]
+    plan = validate_plan(raw, origin="plan.yaml")
+    assert plan.training.early_stopping.monitor == "val_map50"  # a detector's default, not val_accuracy
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"data__image_size": 32}, "data.image_size: image readers resize images; data.format yolo indexes images"),
+        ({"data__channels": 3}, "data.channels:"),
+        ({"data__max_samples_per_class": 5}, "data.max_samples_per_class: applies to image classification formats"),
+        ({"data__label": "y"}, "data.label: applies to sequences and table columns"),
+        ({"model__input_size": 320}, "model.input_size: a detector's input is model.detector.input_height"),
+        ({"model__family": "timm", "model__detector": None}, "model.family: data.format yolo holds boxes"),
+        ({"training__augment": {"fog": 0.2}}, "training.augment.fog: image augmentation does not apply"),
+        ({"training__mix": {"mixup_alpha": 0.2}}, "training.mix.mixup_alpha: Mixup/CutMix are image techniques"),
+        ({"training__loss": {"label_smoothing": 0.2}}, "training.loss.label_smoothing: the classification loss"),
+        ({"training__early_stopping": {"monitor": "val_accuracy"}}, "unknown metric 'val_accuracy'"),
+        (
+            {"training__early_stopping": {"monitor": "val_map50", "mode": "min"}},
+            "training.early_stopping.mode: mode min contradicts monitor val_map50",
+        ),
+        ({"training__distributed": {"nproc_per_node": 2}}, "training.distributed.nproc_per_node: detector models"),
+        ({"training__channels_last": False}, "training.channels_last:"),
+        (
+            {"data__simulate": {"kind": "shapes", "count": 50, "num_classes": 5}},
+            "data.simulate.num_classes: applies to kind sign_language, not shapes",
+        ),
+        (
+            {"data__simulate": {"kind": "sign_language", "count": 50}},
+            "data.simulate.kind: sign_language writes data.format sequences, not yolo",
+        ),
+    ],
+)
+def test_keys_a_detector_cannot_honour_are_refused_with_their_path(changes: dict[str, Any], expected: str) -> None:
+    found = problems(detection_plan(**changes))
+    assert any(expected in line for line in found), found
+
+
+def test_detector_keys_are_refused_on_other_models() -> None:
+    raw: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
+    raw["model"]["detector"] = {"input_height": 64}
+    raw["training"]["detection_augment"] = {"mosaic": 0.5}
+    found = problems(raw)
+    assert any(line.startswith("model.detector: applies to family detector, not rnn") for line in found), found
+    assert any(line.startswith("training.detection_augment.mosaic: box-aware augmentation") for line in found), found
+
+
+@pytest.mark.parametrize(
+    ("detector", "expected"),
+    [
+        ({"input_height": 100}, "multiple of 32"),
+        ({"fpn_channels": 48}, "multiple of 32"),
+        ({"nms_iou": 0}, "greater than 0"),
+    ],
+)
+def test_detector_settings_are_checked(detector: dict[str, Any], expected: str) -> None:
+    raw = detection_plan()
+    raw["model"]["detector"] = detector
+    assert any(expected in line for line in problems(raw))
+
+
+def test_a_reversed_multi_scale_range_is_refused() -> None:
+    raw = detection_plan()
+    raw["training"]["detection_augment"]["multi_scale"] = [1.2, 0.8]
+    assert any("multi_scale needs 0 < low <= high" in line for line in problems(raw))

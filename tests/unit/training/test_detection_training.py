@@ -1,0 +1,122 @@
+"""The detector through the one engine: simulated YOLO frames -> detection dataset -> staged training on
+mAP -> model.json and weights that reload to the same detections (rooivalk.training.detection_training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rooivalk.data import ingest_data
+from rooivalk.data.detection_dataset import load_detection_dataset
+from rooivalk.models import create_model, layer_groups
+from rooivalk.models.detector_artifact import is_detector_model, load_detector
+from rooivalk.models.detector_inference import ImageCache, detect_images
+from rooivalk.plan import validate_plan
+from rooivalk.training.tasks.detection import image_strata, pack_targets, unpack_targets
+from rooivalk.training.trainer import train_model
+
+
+def tiny_plan(tmp_path: Path, **training: Any) -> dict[str, Any]:
+    return {
+        "name": "tiny-detector",
+        "data": {
+            "source": str(tmp_path / "frames"),
+            "format": "yolo",
+            "simulate": {"kind": "shapes", "count": 48, "seed": 1, "frame_width": 96, "frame_height": 64},
+            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+        },
+        "model": {
+            "family": "detector",
+            "architecture": "fcos_tf_efficientnet_lite0",
+            "detector": {"input_height": 64, "input_width": 96, "fpn_channels": 32},
+        },
+        "training": {
+            "epochs": 2,
+            "lr": 0.002,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "threads": 2,
+            "detection_augment": {"mosaic": 0.5, "multi_scale": [0.75, 1.25]},
+            **training,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    tmp_path = tmp_path_factory.mktemp("detector")
+    plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
+    ingest_data(plan.data, str(tmp_path / "dataset"))
+    events: list[dict[str, Any]] = []
+    result = train_model(plan, str(tmp_path / "dataset"), str(tmp_path / "model"), progress=events.append)
+    return tmp_path, result, events
+
+
+def test_the_detector_trains_through_the_engine_on_map(trained: tuple[Path, Any, Any]) -> None:
+    tmp_path, result, events = trained
+    epochs = [e for e in events if e["event"] == "epoch_end"]
+    assert len(epochs) == 2
+    for epoch in epochs:  # a detector's validation: mAP and its operating point, no accuracy or val loss
+        assert {"val_map50", "val_map", "val_precision", "val_recall", "val_f1", "train_loss"} <= set(epoch)
+        assert "val_accuracy" not in epoch and "val_loss" not in epoch
+        assert 0.0 <= epoch["val_map50"] <= 1.0 and np.isfinite(epoch["train_loss"])
+    assert result.metrics["best_val_map50"] == max(e["val_map50"] for e in epochs)
+    stages = json.loads((tmp_path / "model" / "stages.json").read_text())
+    assert "best_val_map50" in stages[0] and "best_val_accuracy" not in stages[0]
+    assert is_detector_model(str(tmp_path / "model"))
+
+
+def test_the_saved_detector_reloads_to_the_same_detections(trained: tuple[Path, Any, Any]) -> None:
+    tmp_path, _, _ = trained
+    model, info = load_detector(str(tmp_path / "model"))
+    assert info.classes == ["circle", "square", "triangle"] and (info.input_height, info.input_width) == (64, 96)
+    dataset = load_detection_dataset(str(tmp_path / "dataset")).subset("test")
+    cache = ImageCache()
+    first = detect_images(model, lambda i: cache.get(dataset.image_uris[i]), len(dataset), (64, 96), 4)
+    again, _ = load_detector(str(tmp_path / "model"))
+    second = detect_images(again, lambda i: cache.get(dataset.image_uris[i]), len(dataset), (64, 96), 8)
+    assert len(first) == len(dataset)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        width, height = 96, 64  # the frames' own size: boxes come back in image pixels
+        assert (a.boxes[:, [0, 2]] >= -1e-3).all() and (a.boxes[:, [0, 2]] <= width + 1e-3).all()
+        assert (a.boxes[:, [1, 3]] >= -1e-3).all() and (a.boxes[:, [1, 3]] <= height + 1e-3).all()
+
+
+def test_layer_groups_run_from_the_stem_to_the_head(tmp_path: Path) -> None:
+    plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
+    names = [g.name for g in layer_groups(create_model(plan.single_model, 3))]
+    assert names[0] == "stem" and names[-2:] == ["neck", "head"]
+    assert names[1:-2] == [f"blocks.{i}" for i in range(7)]
+
+
+def test_targets_pack_and_unpack_with_padding() -> None:
+    samples = [
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.tensor([[1.0, 2, 3, 4], [2, 2, 6, 6]]), torch.tensor([2, 0])),
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)),
+    ]
+    packed = pack_targets(samples)
+    assert packed.shape == (2, 2, 5) and (packed[1, :, 0] == -1).all()
+    targets = unpack_targets(packed)
+    torch.testing.assert_close(targets[0]["boxes"], samples[0][1])
+    assert targets[0]["labels"].tolist() == [2, 0] and targets[1]["boxes"].shape == (0, 4)
+
+
+def test_an_images_stratum_is_its_rarest_class(tmp_path: Path) -> None:
+    plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
+    ingest_data(plan.data, str(tmp_path / "dataset"))
+    dataset = load_detection_dataset(str(tmp_path / "dataset")).subset("train")
+    strata = image_strata(dataset)
+    images_holding = {c: len(set(dataset.box_images[dataset.box_labels == c].tolist())) for c in range(3)}
+    for row in range(len(dataset)):
+        _, labels = dataset.boxes_of(row)
+        if len(labels) == 0:
+            assert strata[row] == 3  # negatives: a stratum of their own
+        else:
+            assert strata[row] == min(set(labels.tolist()), key=lambda c: (images_holding[c], c))
