@@ -22,7 +22,8 @@ def evaluate_model(
     with pipeline_step("evaluate_model", plan, parent_run_id) as step:
         result = run(step.plan, model_dir=model.path, dataset_dir=dataset.path, eval_dir=report.path)
         step.record(result.metrics, {"report": report.path}, log_files=[report.path], gates=result.gates)
-    classification.log_confusion_matrix(result.report["classes"], result.report["confusion_matrix"])
+    if "confusion_matrix" in result.report:  # a detector's report has per-class AP and operating points instead
+        classification.log_confusion_matrix(result.report["classes"], result.report["confusion_matrix"])
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     return result.passed

@@ -145,9 +145,9 @@ def test_torch_and_torchvision_match_the_repo(name: str) -> None:
 
 
 def test_torchvision_rule_agrees_with_the_installed_pair() -> None:
-    # The installed torchvision's own metadata names the torch it was built for.
-    torch_pin = next(r for r in requires("torchvision") or [] if re.match(r"torch\s*\(?==", r))
-    torch_version = re.search(r"==\s*([\w.]+)", torch_pin).group(1)  # type: ignore[union-attr]
+    # The installed torchvision's own metadata names the torch it was built for (0.28: ==2.13.0; 0.29: >=2.14.0).
+    torch_pin = next(r for r in requires("torchvision") or [] if re.match(r"torch\s*\(?(==|>=)", r))
+    torch_version = re.search(r"(?:==|>=)\s*([\w.]+)", torch_pin).group(1)  # type: ignore[union-attr]
     assert rules.torchvision_matches(torch_version, version("torchvision"))
     assert not rules.torchvision_matches("2.13.0", "0.29.0")
     assert not rules.torchvision_matches("2.15.0", "0.28.0")
@@ -155,7 +155,7 @@ def test_torchvision_rule_agrees_with_the_installed_pair() -> None:
 
 def test_gpu_image_has_tensorrt_and_cuda_torch() -> None:
     gpu = rules.parse(_text("gpu"))
-    assert rules.pinned_versions(gpu, "tensorrt-cu13"), "TensorRT (CUDA 13 build, like torch 2.13) is missing"
+    assert rules.pinned_versions(gpu, "tensorrt-cu13"), "TensorRT (CUDA 13 build, like torch 2.14) is missing"
     assert "nvidia/cuda:" in gpu.final.base
     assert "-cudnn-runtime-" in gpu.final.base
     assert not rules.pinned_versions(rules.parse(_text("cpu")), "tensorrt-cu13")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rooivalk.data.dataset import Dataset, load_dataset
+from rooivalk.data.detection_dataset import DetectionDataset, is_detection_dataset, load_detection_dataset
 from rooivalk.data.sequence_dataset import SequenceDataset, is_sequence_dataset, load_sequence_dataset
 from rooivalk.data.table_dataset import TableDataset, is_table_dataset, load_table_dataset
 
@@ -23,5 +24,7 @@ def load_array_dataset(dataset_dir: str) -> ArrayDataset:
     raise ValueError(f"{dataset_dir}: not a sequence or table dataset (its dataset.json has another format)")
 
 
-def load_any_dataset(dataset_dir: str) -> Dataset | ArrayDataset:
+def load_any_dataset(dataset_dir: str) -> Dataset | ArrayDataset | DetectionDataset:
+    if is_detection_dataset(dataset_dir):
+        return load_detection_dataset(dataset_dir)
     return load_array_dataset(dataset_dir) if is_array_dataset(dataset_dir) else load_dataset(dataset_dir)

@@ -48,19 +48,31 @@ def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = N
 
 
 def _ingest_detection(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None) -> DetectionIngestResult:
-    from rooivalk.data.detection_reader import read_coco, read_yolo
+    from rooivalk.data.detection_reader import merge_sources, read_coco, read_yolo
 
     if spec.simulate is not None:
         simulate_source(spec.source, spec.simulate)
     try:
         read = read_yolo(spec.source) if spec.format == "yolo" else read_coco(spec.source)
+        if spec.extra_sources or spec.class_map:
+            named = [(source_name(spec.source), read)]
+            for extra in spec.extra_sources:
+                named.append(
+                    (extra.name, read_yolo(extra.source) if extra.format == "yolo" else read_coco(extra.source))
+                )
+            read = merge_sources(named, spec.class_map)
         result = ingest_detection(read, dataset_dir, spec.split, spec.source, quarantine_uri)
-    except (DetectionFormatError, SourceFormatError) as error:
+    except (DetectionFormatError, SourceFormatError, ValueError) as error:  # ValueError: clashing source names
         raise IngestError(str(error)) from None
     # Boxes per class and split: what a detector learns from (images per class are in dataset.json).
     balance = result.info.box_counts
     storage.write_bytes(f"{dataset_dir}/{BALANCE_PLOT_FILE}", plot_class_balance(balance, result.info.classes))
     return result
+
+
+def source_name(source: str) -> str:
+    """data.source's provenance name beside extra_sources: its last path part (`/data/fish/` -> fish)."""
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
 
 
 def _ingest_arrays(

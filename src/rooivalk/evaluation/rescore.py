@@ -30,11 +30,15 @@ def model_test_metrics(plan: Plan, dataset_dir: str, model_dir: str) -> dict[str
     from rooivalk.evaluation.evaluate import evaluate_model
     from rooivalk.models.array_artifact import is_array_model
     from rooivalk.models.array_artifact import model_classes as read_classes
+    from rooivalk.models.detector_artifact import is_detector_model
 
     model_classes = read_classes(model_dir)
     dataset = load_any_dataset(dataset_dir)
     dataset_classes = dataset.info.classes
-    if is_array_model(model_dir) != (dataset.info.format in ("sequences", "table")):
+    detector = is_detector_model(model_dir)
+    if is_array_model(model_dir) != (dataset.info.format in ("sequences", "table")) or detector != (
+        dataset.info.format == "detection"
+    ):
         raise RescoreUnavailable(f"it is a model of other data than dataset {dataset.info.version_id}")
     if model_classes != dataset_classes:
         raise RescoreUnavailable(f"its classes {model_classes} are not the dataset's {dataset_classes}")

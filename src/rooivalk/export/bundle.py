@@ -42,6 +42,8 @@ PREPROCESSING_KEYS: dict[str, tuple[str, ...]] = {
     "embeddings": ("sensors", "dims"),
     "sequence": ("features", "length", "mean", "std"),  # an rnn: inputs "sequences" and "lengths"
     "table": ("table",),  # an mlp: the table encoding (rooivalk.data.table_dataset.TableDatasetInfo)
+    # A detector: letterbox size and fill, post-process settings (with level_sizes), the kept score.
+    "detection": ("input_height", "input_width", "fill", "postprocess", "operating_threshold"),
 }
 SEQUENCE_INPUTS = ["sequences", "lengths"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 log = logging.getLogger(__name__)
 
 OPSET = 18

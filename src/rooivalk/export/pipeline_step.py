@@ -25,6 +25,7 @@ from rooivalk.data.transforms import to_model_input
 from rooivalk.evaluation.gates import check_gates
 from rooivalk.export.array_export import export_array_model
 from rooivalk.export.benchmark import measure_latency, ort_runner, ort_session, torch_runner
+from rooivalk.export.detector_export import export_detector
 from rooivalk.export.export_result import ExportResult
 from rooivalk.export.onnx_export import INPUT_NAME, export_onnx, replace_conv2d_same, run_batched, verify_module
 from rooivalk.export.selection import build_variants, score_variants
@@ -52,6 +53,7 @@ from rooivalk.export.shipping import (
 )
 from rooivalk.models.array_artifact import is_array_model
 from rooivalk.models.artifact import ModelInfo, load_trained_model
+from rooivalk.models.detector_artifact import is_detector_model
 from rooivalk.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ def export_model(
     """
     if is_array_model(model_dir):  # an rnn or mlp model of a sequence or table plan
         return export_array_model(plan, model_dir, dataset_dir, export_dir, progress)
+    if is_detector_model(model_dir):  # boxes: scored by mAP, NMS as the bundle's post-process
+        return export_detector(plan, model_dir, dataset_dir, export_dir, progress)
     say = progress or log.info
     require_targets(plan)
     model, info = load_trained_model(model_dir)

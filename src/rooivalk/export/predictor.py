@@ -2,15 +2,17 @@
 
 `Predictor` runs one bundle (a single model, a sensor encoder or the fusion model) with ONNX
 Runtime; `SystemPredictor` chains the sensor encoders into the fusion model, the way the edge
-device runs a multi-sensor system, with absent sensors masked out.
+device runs a multi-sensor system, with absent sensors masked out. A detector's bundle
+(preprocessing kind "detection") answers `Predictor.detect` instead: images of any size in, boxes in
+each image's own pixels out.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +26,11 @@ from rooivalk.export.bundle import (
     read_bundle_info,
 )
 
+if TYPE_CHECKING:
+    from rooivalk.models.detection_metrics import Detections
+
 BATCH = 256  # rows per ONNX Runtime call: bounds memory on large inputs
+DETECT_BATCH = 16  # images per ONNX Runtime call in detect(): a letterboxed 384 x 640 image is 2.9 MB
 FUSION_DIR = "fusion"
 
 
@@ -57,8 +63,9 @@ PREPROCESSORS: dict[str, Callable[[Mapping[str, Any], np.ndarray], np.ndarray]] 
 
 
 # Kinds whose feeds are built from structured samples (a dict of embeddings, ragged sequences, table
-# rows) by Predictor itself rather than by one PREPROCESSORS function.
-STRUCTURED_KINDS = ("embeddings", "sequence", "table")
+# rows, images of any size) by Predictor itself rather than by one PREPROCESSORS function.
+STRUCTURED_KINDS = ("embeddings", "sequence", "table", "detection")
+DETECTION = "detection"
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -103,6 +110,7 @@ class Predictor:
 
     def preprocess(self, samples: np.ndarray) -> np.ndarray:
         """Stored samples (N, ...) -> float32 model input, by preprocessing.kind."""
+        self._not_detection("preprocess")
         if self.kind not in PREPROCESSORS:
             what = {"embeddings": "a dict of embeddings", "sequence": "raw sequences", "table": "raw table rows"}
             raise BundleError(
@@ -179,6 +187,14 @@ class Predictor:
             )
         return {**feeds, PRESENT_INPUT: present}
 
+    def _not_detection(self, method: str) -> None:
+        """A classifier's method called on a detector's bundle: say which method a detector has."""
+        if self.kind == DETECTION:
+            raise BundleError(
+                f"{self.uri}: bundle {self.info.name!r} is a detector (preprocessing.kind 'detection'): "
+                f"{method}() is a classifier's; call detect(images) for its boxes"
+            )
+
     def _run(self, output: str, samples: Any) -> np.ndarray:
         feeds = self._feeds(samples)
         count = len(next(iter(feeds.values())))
@@ -195,23 +211,115 @@ class Predictor:
 
     def logits(self, samples: Any) -> np.ndarray:
         """Raw samples (or, for kind "embeddings", the dict of embeddings and mask) -> logits (N, K)."""
+        self._not_detection("logits")
         return self._run(self.info.logits_output, samples)
 
     def predict_proba(self, samples: Any) -> np.ndarray:
         """softmax(logits / temperature): calibrated probabilities, (N, K) float32."""
+        self._not_detection("predict_proba")
         return softmax(self.logits(samples), self.info.temperature)
 
     def predict(self, samples: Any) -> list[str]:
+        self._not_detection("predict")
         return [self.info.labels[index] for index in self.logits(samples).argmax(axis=-1)]
 
     def embed(self, samples: Any) -> np.ndarray:
         """The encoder's embedding (N, D); only sensor encoder bundles have one."""
+        self._not_detection("embed")
         if self.info.embedding_output is None:
             raise BundleError(
                 f"{self.uri}: embedding_output: bundle {self.info.name!r} has none (outputs "
                 f"{[spec.name for spec in self.info.outputs]}); only sensor encoders embed"
             )
         return self._run(self.info.embedding_output, samples)
+
+    def detect(self, images: Sequence[Any], score_threshold: float | None = None) -> list[dict[str, Any]]:
+        """A detector bundle's detections on `images` (uint8 (H, W, 3) or (H, W) arrays, or PIL images,
+        each of any size): per image {"boxes" float32 (N, 4) x1, y1, x2, y2 in the image's own pixels,
+        "scores" (N,), "labels" int64 (N,), "class_names" [N names]}, best score first.
+
+        Each image is letterboxed as training and evaluation did (rooivalk.models.letterbox), the graph's
+        dense outputs go through the model's post-process (per-level top-k, per-class NMS), and the
+        detections scoring >= the bundle's operating threshold, or `score_threshold`, are kept. A
+        `score_threshold` below the post-process's own candidate threshold lowers that one too.
+        """
+        if self.kind != DETECTION:
+            raise BundleError(
+                f"{self.uri}: bundle {self.info.name!r} has preprocessing.kind {self.kind!r}, not a detector's; "
+                "detect() needs a 'detection' bundle: call predict(samples) for its labels"
+            )
+        from rooivalk.models.letterbox import letterbox
+
+        config = self.info.preprocessing
+        size = (int(config["input_height"]), int(config["input_width"]))
+        keep = float(config["operating_threshold"] if score_threshold is None else score_threshold)
+        settings = dict(config["postprocess"])
+        level_sizes = settings.pop("level_sizes", None)
+        settings["score_threshold"] = min(float(settings["score_threshold"]), keep)
+        tensors = [_rgb_tensor(self.uri, index, image) for index, image in enumerate(images)]
+        if not tensors:
+            raise BundleError(f"{self.uri}: no images given")
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(tensors), DETECT_BATCH):
+            boxed = [letterbox(image, size, config["fill"]) for image in tensors[start : start + DETECT_BATCH]]
+            batch = np.stack([canvas.numpy() for canvas, _ in boxed]).astype(np.float32) / np.float32(255)
+            try:
+                batch_detections = detect_letterboxed(self.session, batch, settings, level_sizes)
+            except Exception as error:  # ORT's messages name neither the bundle nor the model
+                raise BundleError(f"{self.uri}: running {self.info.name!r} ({type(error).__name__}: {error})") from None
+            for detections, (_, placement) in zip(batch_detections, boxed, strict=True):
+                kept = detections.scores >= keep
+                labels = detections.labels[kept]
+                original = placement.boxes_to_original(_torch_tensor(detections.boxes[kept]))
+                found.append(
+                    {
+                        "boxes": original.numpy().astype(np.float32),
+                        "scores": detections.scores[kept],
+                        "labels": labels,
+                        "class_names": [self.info.labels[int(label)] for label in labels],
+                    }
+                )
+        return found
+
+
+def detect_letterboxed(
+    session: Any, images: np.ndarray, settings: Mapping[str, Any], level_sizes: Sequence[int] | None
+) -> list[Detections]:
+    """A detector graph's Detections, in letterbox pixels, of letterboxed float32 images (B, 3, H, W) in
+    [0, 1], post-processed with `settings` (rooivalk.export.detector_onnx.postprocess's arguments): what
+    detect() runs and the export step scores every variant with."""
+    from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, postprocess
+
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images})
+    # x1, x2 = centre -/+ a distance >= 0, so FP32 gives x2 >= x1; a quantized graph rounds the corners
+    # apart and can cross a thin box (measured: by up to 2.7 px, static INT8 of an untrained head).
+    boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2])
+    return postprocess(boxes, scores, **settings, level_sizes=level_sizes)
+
+
+def _torch_tensor(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _rgb_tensor(uri: str, index: int, image: Any) -> Any:
+    """uint8 (3, H, W) of one image for detect(): a PIL image in RGB, or a uint8 (H, W, 3) or grayscale
+    (H, W) / (H, W, 1) array, gray repeated to three channels as rooivalk.models.detector_inference.read_rgb."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image, without importing PIL here
+        image = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (1, 3) or 0 in array.shape:
+        raise BundleError(
+            f"{uri}: image {index} is {array.dtype} {array.shape}; detect() takes uint8 (H, W, 3) or (H, W) "
+            "arrays or PIL images"
+        )
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    # (H, W, 3) memory viewed as (3, H, W), as read_rgb gives it: the resize kernels see the same layout.
+    return _torch_tensor(array).permute(2, 0, 1)
 
 
 class SystemPredictor:

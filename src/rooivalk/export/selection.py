@@ -1,10 +1,13 @@
 """Which precision ships: every variant scored on the test split, the fastest within tolerance wins.
 
 A variant passes when its test accuracy is at most the model's tolerance below the FP32 ONNX
-model's (the verified source, which always passes). Among the passing variants the one with the
-lowest median batch-1 latency on this device ships: on a CPU, INT8 usually; on a GPU node FP16 can
-win. Every variant that does not ship says why (built but too inaccurate, slower, or not buildable),
-and the per-model latency budget is checked on the shipped variant's p95.
+model's (the verified source, which always passes); a model scored otherwise passes on its own
+`score` (a detector: mAP@0.5), the tolerance then in that score's units, and its metrics and report
+say `test_<metric>`, `<metric>_drop` and `agreement` for test accuracy, accuracy drop and top-1
+agreement. Among the passing variants the one with the lowest median batch-1 latency on this device
+ships: on a CPU, INT8 usually; on a GPU node FP16 can win. Every variant that does not ship says why
+(built but too inaccurate, slower, or not buildable), and the per-model latency budget is checked on
+the shipped variant's p95.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ log = logging.getLogger(__name__)
 # predict(session) -> predicted class per test sample (N,); time(session) -> batch-1 latency.
 Predict = Callable[[Any], np.ndarray]
 Time = Callable[[Any], LatencyStats]
+# With a `score`: predict(session) -> any predictions (ScoredPredict), score(predictions) -> the test
+# score (higher is better), agreement(predictions, fp32 predictions) -> a share in [0, 1].
+ScoredPredict = Callable[[Any], Any]
+Score = Callable[[Any], float]
+Agreement = Callable[[Any, Any], float]
+ACCURACY = "accuracy"
 
 
 @dataclass
@@ -58,6 +67,9 @@ class ModelExport:
     chosen: str = "fp32"
     # Measured on the shipped variant after the choice: temperature, ECE before/after, TensorRT latencies.
     measured: dict[str, float] = field(default_factory=dict)
+    # What test_accuracy, accuracy_drop and the tolerance measure: "accuracy", or a score_variants
+    # `score` (e.g. "map50"), which metrics() and report() then name test_<metric>, <metric>_drop, agreement.
+    metric: str = ACCURACY
 
     @property
     def shipped(self) -> VariantScore:
@@ -99,29 +111,37 @@ class ModelExport:
             "passed": passed,
         }
 
+    def key(self, field_name: str) -> str:
+        """A VariantScore field's name in metrics and reports: itself for accuracy, else the metric's."""
+        if self.metric == ACCURACY:
+            return field_name
+        names = {"test_accuracy": f"test_{self.metric}", "accuracy_drop": f"{self.metric}_drop"}
+        return names.get(field_name, "agreement" if field_name == "top1_agreement" else field_name)
+
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for precision, score in self.scores.items():
             for key in ("test_accuracy", "accuracy_drop", "top1_agreement", "latency_ms", "latency_p95_ms", "size_mb"):
                 value = getattr(score, key)
                 if value is not None:
-                    out[f"{self.name}_{precision}_{key}"] = float(value)
+                    out[f"{self.name}_{precision}_{self.key(key)}"] = float(value)
         shipped = self.shipped
         out[f"{self.name}_latency_ms"] = float(shipped.latency_ms or 0.0)
         out[f"{self.name}_latency_p95_ms"] = float(shipped.latency_p95_ms or 0.0)
-        out[f"{self.name}_accuracy_drop"] = float(shipped.accuracy_drop or 0.0)
+        out[f"{self.name}_{self.key('accuracy_drop')}"] = float(shipped.accuracy_drop or 0.0)
         out[f"{self.name}_size_mb"] = float(shipped.size_mb or 0.0)
         out.update({f"{self.name}_{key}": value for key, value in self.measured.items()})
         return out
 
     def report(self) -> dict[str, Any]:
-        return {
+        report = {
             "shipped": self.chosen,
             "tolerance": self.tolerance,
             "latency_budget_ms": self.budget_ms,
-            "variants": {precision: asdict(score) for precision, score in self.scores.items()},
+            "variants": {p: {self.key(k): v for k, v in asdict(score).items()} for p, score in self.scores.items()},
             "measured": self.measured,
         }
+        return report if self.metric == ACCURACY else {"metric": self.metric, **report}
 
     def summary(self) -> str:
         parts = [f"{self.name}: ships {self.chosen}"]
@@ -207,12 +227,20 @@ def score_variants(
     paths: dict[str, Path],
     failures: dict[str, str],
     labels: np.ndarray,
-    predict: Predict,
+    predict: Predict | ScoredPredict,
     time: Time,
     spec: ModelExportSpec,
     say: Callable[[str], None],
+    score: Score | None = None,
+    agreement: Agreement | None = None,
+    metric: str = ACCURACY,
 ) -> ModelExport:
-    """Score every variant on the test split (accuracy, agreement with FP32, latency, size) and choose."""
+    """Score every variant on the test split (accuracy, agreement with FP32, latency, size) and choose.
+
+    With `score`, it replaces the accuracy of `predict`'s output against `labels` (then only their count
+    is used) and `agreement` the top-1 agreement (none without it); `metric` names the score, and the
+    model's max_accuracy_drop is the largest FP32-minus-variant drop of that score that passes.
+    """
     tolerance = float(spec.max_accuracy_drop or 0.0)
     scores: dict[str, VariantScore] = {p: VariantScore(p, None, reason=why) for p, why in failures.items()}
     reference: np.ndarray | None = None
@@ -221,25 +249,32 @@ def score_variants(
         session = ort_session(path)
         say(f"{name}: scoring {precision} on {len(labels)} test samples")
         predictions = predict(session)
-        accuracy = float((predictions == labels).mean()) if len(labels) else 0.0
+        if score is None:
+            accuracy = float((predictions == labels).mean()) if len(labels) else 0.0
+        else:
+            accuracy = float(score(predictions))
         if reference is None:
             reference, base_accuracy = predictions, accuracy
         latency = time(session)
         drop = base_accuracy - accuracy
         passed = drop <= tolerance + 1e-12
+        if score is None:
+            agree: float | None = float((predictions == reference).mean()) if len(labels) else 1.0
+        else:
+            agree = None if agreement is None else float(agreement(predictions, reference))
         scores[precision] = VariantScore(
             precision=precision,
             file=path.name,
             test_accuracy=accuracy,
             accuracy_drop=drop,
-            top1_agreement=float((predictions == reference).mean()) if len(labels) else 1.0,
+            top1_agreement=agree,
             latency_ms=latency.median_ms,
             latency_p95_ms=latency.p95_ms,
             size_mb=path.stat().st_size / 1e6,
             passed=passed,
-            reason="" if passed else f"accuracy drop {100 * drop:.2f} pt > tolerance {100 * tolerance:.2f} pt",
+            reason="" if passed else f"{metric} drop {100 * drop:.2f} pt > tolerance {100 * tolerance:.2f} pt",
         )
-    result = ModelExport(name, tolerance, spec.latency_budget_ms, scores, paths)
+    result = ModelExport(name, tolerance, spec.latency_budget_ms, scores, paths, metric=metric)
     result.choose()
     say(result.summary())
     return result

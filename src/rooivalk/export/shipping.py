@@ -171,7 +171,7 @@ def calibrate(
     Returns (temperature, extra bundle files). Without validation samples or with temperature
     scaling off, the temperature is 1 and no diagram is drawn.
     """
-    if not plan.export.temperature_scaling or len(labels) == 0:
+    if plan.export.temperature_scaling is False or len(labels) == 0:  # null: on (a classifier)
         return 1.0, {}
     if len(labels) < MIN_CALIBRATION_SAMPLES or bool((logits.argmax(1) == labels).all()):
         # With every validation answer right the NLL keeps falling as T -> 0: the fit would make every
@@ -273,8 +273,10 @@ def ship_bundle(
     metadata: dict[str, Any],
     extra_files: dict[str, Path],
     embedding_output: str | None = None,
+    logits_output: str = "logits",
 ) -> dict[str, str]:
-    """Write the deployment bundle of the shipped variant to `uri` (bundle.json last)."""
+    """Write the deployment bundle of the shipped variant to `uri` (bundle.json last); `logits_output`:
+    the output whose last axis holds the classes (a detector's is "scores")."""
     import onnx
 
     graph = onnx.load(str(choice.paths[choice.chosen]), load_external_data=False).graph
@@ -297,7 +299,7 @@ def ship_bundle(
         temperature=temperature,
         inputs=io(graph.input),
         outputs=io(graph.output),
-        logits_output="logits",
+        logits_output=logits_output,
         embedding_output=embedding_output,
         files={},
         metrics={k: v for k, v in choice.metrics().items() if np.isfinite(v)},

@@ -64,9 +64,13 @@ def model_classes(model_dir: str) -> list[str]:
 
 
 def load_any_model(model_dir: str) -> nn.Module:
-    """The trained network of a single-model plan, image or array model, in eval mode."""
+    """The trained network of a single-model plan, image, array model or detector, in eval mode."""
     if is_array_model(model_dir):
         return load_array_model(model_dir)[0]
+    from rooivalk.models.detector_artifact import is_detector_model, load_detector
+
+    if is_detector_model(model_dir):
+        return load_detector(model_dir)[0]
     from rooivalk.models.artifact import load_trained_model
 
     return load_trained_model(model_dir)[0]

@@ -124,6 +124,13 @@ def tta_views(
     ]
 
 
+def keep_best(detections: Detections, count: int) -> Detections:
+    """The `count` highest-scoring detections: fusing several sets can give more boxes than one model
+    keeps (its max_detections), and COCO mAP counts only the best 100 per image."""
+    order = np.argsort(-detections.scores, kind="stable")[:count]
+    return Detections(detections.boxes[order], detections.scores[order], detections.labels[order])
+
+
 def tta_predict(
     predict: Callable[[torch.Tensor], Detections],
     image: torch.Tensor,

@@ -122,6 +122,14 @@ class SequenceSpec(Strict):
     )
 
 
+class ExtraSourceSpec(Strict):
+    """One more detection source merged into the dataset with data.source (yolo, coco)."""
+
+    name: str = Field(min_length=1, description="provenance name of its images (dataset.json counts them)")
+    source: str = Field(description="local path or s3:// URI")
+    format: Literal["yolo", "coco"]
+
+
 class DataSpec(Strict):
     source: str = Field(description="Local path or s3:// URI of the raw data.")
     format: DataFormat = Field(
@@ -154,3 +162,13 @@ class DataSpec(Strict):
         None, description="table: columns to treat as categorical; null: a column's kind is read from its cells"
     )
     sequence: SequenceSpec = SequenceSpec()
+    extra_sources: list[ExtraSourceSpec] = Field(
+        [],
+        description="yolo, coco: more sources merged with data.source into one dataset version, each image "
+        "keeping its source's name; the same image content in two sources is kept once",
+    )
+    class_map: dict[str, str | None] = Field(
+        {},
+        description="yolo, coco: rename classes across sources ({Fish: fish}; two names may map to one); null "
+        "drops a class's boxes (background). A name no source declares is an error",
+    )

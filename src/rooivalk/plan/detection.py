@@ -30,10 +30,11 @@ class DetectorSpec(Strict):
     input_width: int = Field(640, ge=64, le=2048, multiple_of=STRIDE, description="pixels; images are letterboxed")
     fpn_channels: int = Field(
         64,
-        ge=32,
+        ge=64,
         le=512,
         multiple_of=32,
-        description="channels of the feature pyramid and the head towers (GroupNorm of 32)",
+        description="channels of the feature pyramid and the head towers: their GroupNorm has 32 groups, and a "
+        "group needs more than one value at batch 1 on the 1-pixel top level",
     )
     loss_weights: LossWeightsSpec = LossWeightsSpec()
     score_threshold: float = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
@@ -19,6 +21,27 @@ class Gate(Strict):
         return self
 
 
+class DetectionTTASpec(Strict):
+    """Test-time augmentation of a detector: every view's detections mapped back and merged by weighted
+    boxes fusion (ensemble-boxes). Views: each flip x rotation x scale."""
+
+    hflip: bool = Field(True, description="also the horizontally flipped image")
+    rotations: list[Literal[0, 90, 180, 270]] = Field([0], min_length=1, description="degrees, counter-clockwise")
+    scales: list[float] = Field([1.0], min_length=1, description="image scale factors, e.g. [0.9, 1.0, 1.1]")
+    iou_threshold: float = Field(0.55, gt=0, le=1, description="boxes of one class overlapping this much are fused")
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> DetectionTTASpec:
+        if any(scale <= 0 for scale in self.scales):
+            raise ValueError(f"scales must be > 0, got {self.scales}")
+        return self
+
+
 class EvaluationSpec(Strict):
     gates: list[Gate] = []
     fail_on_gate: bool = Field(True, description="Fail the pipeline when a gate fails.")
+    tta: DetectionTTASpec | None = Field(
+        None,
+        description="detectors: also score the test split with test-time augmentation (test_tta_* metrics, which "
+        "gates may name, and the latency it costs); null: plain inference only",
+    )

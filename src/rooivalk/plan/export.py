@@ -74,7 +74,11 @@ class ExportSpec(Strict):
     end_to_end_budget_ms: float | None = Field(
         None, gt=0, description="Batch-1 p95 budget of the whole system (every encoder, then fusion)."
     )
-    temperature_scaling: bool = Field(True, description="Fit a softmax temperature on the validation split.")
+    temperature_scaling: bool | None = Field(
+        None,
+        description="Fit a softmax temperature on the validation split; null: yes for classifiers, no for detectors "
+        "(their scores are per-class sigmoids; a per-class temperature is not built: true is refused for them).",
+    )
     tensorrt: TensorRTSpec = TensorRTSpec()
     latency_runs: int = Field(100, ge=100, description="Timed batch-1 runs per model (after the warm-up).")
     latency_warmup: int = Field(10, ge=1)

@@ -60,6 +60,8 @@ def data_key_problems(data: DataSpec, path: str = "data") -> list[Problem]:
         "label": (array and not npz, "applies to sequences and table columns (an NPZ source's labels are y)"),
         "features": (array and not npz, "applies to sequences and table columns (an NPZ source's are X)"),
         "categorical": (data.format == "table", "applies to data.format table"),
+        "extra_sources": (boxes, "merging sources applies to data.format yolo and coco"),
+        "class_map": (boxes, "renaming classes across sources applies to data.format yolo and coco"),
     }
     problems = [(f"{path}.{key}", reason) for key, (ok, reason) in applies.items() if not ok and _set(data, key)]
     for key in ("length", "step"):
@@ -101,6 +103,15 @@ def model_key_problems(plan: Any) -> list[Problem]:
     for name, sensor in (plan.sensors or {}).items():
         if sensor.model.num_features != "auto":
             problems.append((f"sensors.{name}.model.num_features", "sensor models take their input from the sensor"))
+    if plan.model is not None and BUILTIN_TASKS.get(plan.model.family) == DETECTION_TASK:
+        if plan.export.temperature_scaling:
+            problems.append(("export.temperature_scaling", "a detector's scores ship uncalibrated: no temperature"))
+        if "tensorrt" in plan.export.targets:
+            problems.append(
+                ("export.targets", "detectors ship ONNX Runtime bundles; their TensorRT engines are not built")
+            )
+    if plan.evaluation.tta is not None and (plan.model is None or plan.model.family != "detector"):
+        problems.append(("evaluation.tta", "test-time augmentation with box fusion applies to detectors"))
     if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
         problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
     return problems

@@ -151,6 +151,12 @@ def _detection_only(section: ModelTraining) -> str | None:
     return f"box-aware augmentation applies to detectors (family detector), not {section.family} ({section.task} task)"
 
 
+def _stage_detection_augment(section: ModelTraining) -> str | None:
+    if section.task == DETECTION_TASK and section.training.detection_augment is None:
+        return "training.detection_augment is null: there is no augmentation whose strength a stage could set"
+    return _detection_only(section)
+
+
 def _not_detection(subject: str) -> Rule:
     """A classification technique: `subject` reads "<technique> does"."""
 
@@ -251,6 +257,7 @@ KEY_RULES: dict[str, Rule] = {
     "stages.*.scheduler.*": _honoured,
     "stages.*.cache_features": _cache_features,
     "stages.*.sequence_augment_probability": _stage_augment,
+    "stages.*.augment_strength": _stage_detection_augment,
     "stages.*.max_samples": _honoured,
     "stages.*.input_size": _image_only("progressive resizing is for images and does"),
     "schedule": _schedule,
@@ -267,6 +274,8 @@ KEY_RULES: dict[str, Rule] = {
     "sequence_augment.*": _sequence_only,
     "detection_augment": _detection_only,
     "detection_augment.*": _detection_only,
+    "oversample": _detection_only,
+    "oversample.*": _detection_only,
     "ema.*": _honoured,
     "early_stopping.*": _honoured,  # monitor and mode are also checked against the logged metrics
     "checkpoint.*": _honoured,

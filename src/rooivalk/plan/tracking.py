@@ -13,7 +13,9 @@ class PromotionSpec(Strict):
     """When a new model version (alias `challenger`) takes the alias `champion`."""
 
     metric: str | None = Field(
-        None, description="Test metric to compare; null: test_accuracy (one model) or fusion_test_accuracy (fusion)."
+        None,
+        description="Test metric to compare; null: test_accuracy (one model; a detector: test_map50) or "
+        "fusion_test_accuracy (fusion).",
     )
     mode: Literal["max", "min"] = "max"
     margin: float = Field(0.0, ge=0, description="The challenger must beat the champion by more than this.")

@@ -5,7 +5,7 @@ Split from rooivalk.plan to keep modules small; rooivalk.plan re-exports every n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -214,6 +214,12 @@ class StageSpec(Strict):
         description="Sequence models: this stage's chance of each sequence augmentation (e.g. 0.3 in a last, "
         "gentler phase); null: training.sequence_augment.probability.",
     )
+    augment_strength: float | None = Field(
+        None,
+        ge=0,
+        description="Detectors: this stage's strength of training.detection_augment (e.g. 1 heavy while the "
+        "head learns, 0.25 light at the end); null: training.detection_augment.strength.",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> StageSpec:
@@ -282,6 +288,11 @@ class TrainingSpec(Strict):
     )
     detection_augment: DetectionAugmentSpec | None = Field(
         None, description="Detectors: box-aware augmentation of training images; null: none (letterbox only)."
+    )
+    oversample: dict[str, Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        None,
+        description="Detectors: class name -> factor; a training image holding the class is seen that many times "
+        "per epoch (the highest factor of its classes), e.g. {drone: 3} for a critical class.",
     )
     ema: EMASpec = EMASpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()

@@ -85,8 +85,11 @@ def register_candidate(
 
 
 def promotion_metric(plan: Plan) -> str:
-    """The test metric promotion compares: the plan's, or test accuracy of the model or the fusion."""
+    """The test metric promotion compares: the plan's, or test accuracy of the model or the fusion (a
+    detector's test mAP@0.5)."""
     default = "fusion_test_accuracy" if plan.fusion is not None else "test_accuracy"
+    if plan.model is not None and plan.model.family == "detector":
+        default = "test_map50"
     return plan.tracking.promotion.metric or default
 
 

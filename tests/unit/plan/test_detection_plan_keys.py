@@ -91,7 +91,8 @@ def test_detector_keys_are_refused_on_other_models() -> None:
     ("detector", "expected"),
     [
         ({"input_height": 100}, "multiple of 32"),
-        ({"fpn_channels": 48}, "multiple of 32"),
+        ({"fpn_channels": 96 + 16}, "multiple of 32"),
+        ({"fpn_channels": 32}, "greater than or equal to 64"),
         ({"nms_iou": 0}, "greater than 0"),
     ],
 )
@@ -105,3 +106,32 @@ def test_a_reversed_multi_scale_range_is_refused() -> None:
     raw = detection_plan()
     raw["training"]["detection_augment"]["multi_scale"] = [1.2, 0.8]
     assert any("multi_scale needs 0 < low <= high" in line for line in problems(raw))
+
+
+def test_export_keys_a_detector_cannot_honour_are_refused() -> None:
+    raw = detection_plan()
+    raw["export"] = {"temperature_scaling": True, "targets": ["onnxruntime", "tensorrt"]}
+    found = problems(raw)
+    assert any(line.startswith("export.temperature_scaling: a detector's scores") for line in found), found
+    assert any(line.startswith("export.targets: detectors ship ONNX Runtime") for line in found), found
+    raw = detection_plan()
+    raw["evaluation"]["tta"] = {"rotations": [0, 90], "scales": [0.9, 1.0]}
+    assert problems(raw) == []
+    other: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
+    other["evaluation"] = {"tta": {"hflip": True}}
+    assert any(line.startswith("evaluation.tta: test-time augmentation") for line in problems(other))
+
+
+def test_a_stages_augment_strength_needs_a_detector_with_detection_augment() -> None:
+    stage = {"name": "all", "epochs": 2, "train": ["all"], "lr": {"head": 0.001}, "augment_strength": 0.25}
+    raw = detection_plan()
+    raw["training"]["budget_seconds"] = None
+    raw["training"]["stages"] = [stage]
+    assert problems(raw) == []
+    raw["training"]["detection_augment"] = None
+    assert any(
+        "training.stages.0.augment_strength: training.detection_augment is null" in line for line in problems(raw)
+    )
+    other: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
+    other["training"]["stages"][0]["augment_strength"] = 0.5
+    assert any(line.startswith("training.stages.0.augment_strength: box-aware") for line in problems(other))

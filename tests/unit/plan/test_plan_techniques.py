@@ -91,6 +91,8 @@ def _candidates(member: Any) -> list[Any]:
         return [(0.5, 0.9)]
     if get_origin(member) is list:
         return [["head"]]
+    if get_origin(member) is dict:
+        return [{"other": 2}]
     raise AssertionError(f"no value generator for {member!r}: extend _candidates")
 
 

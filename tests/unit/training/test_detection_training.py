@@ -33,14 +33,14 @@ def tiny_plan(tmp_path: Path, **training: Any) -> dict[str, Any]:
         "model": {
             "family": "detector",
             "architecture": "fcos_tf_efficientnet_lite0",
-            "detector": {"input_height": 64, "input_width": 96, "fpn_channels": 32},
+            "detector": {"input_height": 64, "input_width": 96, "fpn_channels": 64},
         },
         "training": {
             "epochs": 2,
             "lr": 0.002,
             "batch_size": 8,
             "eval_batch_size": 16,
-            "threads": 2,
+            "threads": 1,
             "detection_augment": {"mosaic": 0.5, "multi_scale": [0.75, 1.25]},
             **training,
         },
@@ -63,18 +63,22 @@ def test_the_detector_trains_through_the_engine_on_map(trained: tuple[Path, Any,
     assert len(epochs) == 2
     for epoch in epochs:  # a detector's validation: mAP and its operating point, no accuracy or val loss
         assert {"val_map50", "val_map", "val_precision", "val_recall", "val_f1", "train_loss"} <= set(epoch)
-        assert "val_accuracy" not in epoch and "val_loss" not in epoch
-        assert 0.0 <= epoch["val_map50"] <= 1.0 and np.isfinite(epoch["train_loss"])
+        assert "val_accuracy" not in epoch
+        assert "val_loss" not in epoch
+        assert 0.0 <= epoch["val_map50"] <= 1.0
+        assert np.isfinite(epoch["train_loss"])
     assert result.metrics["best_val_map50"] == max(e["val_map50"] for e in epochs)
     stages = json.loads((tmp_path / "model" / "stages.json").read_text())
-    assert "best_val_map50" in stages[0] and "best_val_accuracy" not in stages[0]
+    assert "best_val_map50" in stages[0]
+    assert "best_val_accuracy" not in stages[0]
     assert is_detector_model(str(tmp_path / "model"))
 
 
 def test_the_saved_detector_reloads_to_the_same_detections(trained: tuple[Path, Any, Any]) -> None:
     tmp_path, _, _ = trained
     model, info = load_detector(str(tmp_path / "model"))
-    assert info.classes == ["circle", "square", "triangle"] and (info.input_height, info.input_width) == (64, 96)
+    assert info.classes == ["circle", "square", "triangle"]
+    assert (info.input_height, info.input_width) == (64, 96)
     dataset = load_detection_dataset(str(tmp_path / "dataset")).subset("test")
     cache = ImageCache()
     first = detect_images(model, lambda i: cache.get(dataset.image_uris[i]), len(dataset), (64, 96), 4)
@@ -85,14 +89,17 @@ def test_the_saved_detector_reloads_to_the_same_detections(trained: tuple[Path, 
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
         np.testing.assert_array_equal(a.labels, b.labels)
         width, height = 96, 64  # the frames' own size: boxes come back in image pixels
-        assert (a.boxes[:, [0, 2]] >= -1e-3).all() and (a.boxes[:, [0, 2]] <= width + 1e-3).all()
-        assert (a.boxes[:, [1, 3]] >= -1e-3).all() and (a.boxes[:, [1, 3]] <= height + 1e-3).all()
+        assert (a.boxes[:, [0, 2]] >= -1e-3).all()
+        assert (a.boxes[:, [0, 2]] <= width + 1e-3).all()
+        assert (a.boxes[:, [1, 3]] >= -1e-3).all()
+        assert (a.boxes[:, [1, 3]] <= height + 1e-3).all()
 
 
 def test_layer_groups_run_from_the_stem_to_the_head(tmp_path: Path) -> None:
     plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
     names = [g.name for g in layer_groups(create_model(plan.single_model, 3))]
-    assert names[0] == "stem" and names[-2:] == ["neck", "head"]
+    assert names[0] == "stem"
+    assert names[-2:] == ["neck", "head"]
     assert names[1:-2] == [f"blocks.{i}" for i in range(7)]
 
 
@@ -102,10 +109,12 @@ def test_targets_pack_and_unpack_with_padding() -> None:
         (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)),
     ]
     packed = pack_targets(samples)
-    assert packed.shape == (2, 2, 5) and (packed[1, :, 0] == -1).all()
+    assert packed.shape == (2, 2, 5)
+    assert (packed[1, :, 0] == -1).all()
     targets = unpack_targets(packed)
     torch.testing.assert_close(targets[0]["boxes"], samples[0][1])
-    assert targets[0]["labels"].tolist() == [2, 0] and targets[1]["boxes"].shape == (0, 4)
+    assert targets[0]["labels"].tolist() == [2, 0]
+    assert targets[1]["boxes"].shape == (0, 4)
 
 
 def test_an_images_stratum_is_its_rarest_class(tmp_path: Path) -> None:
@@ -120,3 +129,69 @@ def test_an_images_stratum_is_its_rarest_class(tmp_path: Path) -> None:
             assert strata[row] == 3  # negatives: a stratum of their own
         else:
             assert strata[row] == min(set(labels.tolist()), key=lambda c: (images_holding[c], c))
+
+
+def test_evaluation_scores_map_operating_points_and_tta_and_gates_name_them(trained: tuple[Path, Any, Any]) -> None:
+    from rooivalk.evaluation.evaluate import evaluate_model
+    from rooivalk.evaluation.gates import GateFailure
+
+    tmp_path, _, _ = trained
+    raw = tiny_plan(tmp_path)
+    raw["evaluation"] = {
+        "gates": [{"metric": "test_ap50_circle", "min": 1.01}],  # impossible: the step must fail after writing
+        "tta": {"hflip": True, "rotations": [0, 180], "scales": [1.0]},
+    }
+    plan = validate_plan(raw, origin="plan.yaml")
+    with pytest.raises(GateFailure, match="test_ap50_circle"):
+        evaluate_model(plan, str(tmp_path / "model"), str(tmp_path / "dataset"), str(tmp_path / "eval"))
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["kind"] == "detection"
+    assert report["passed"] is False
+    assert set(report["operating_points"]) == {"recall", "balanced", "precision"}
+    points = report["operating_points"]  # a higher threshold keeps fewer detections
+    assert points["recall"]["detections_per_image"] >= points["precision"]["detections_per_image"]
+    assert report["tta"]["settings"]["rotations"] == [0, 180]
+    assert 0.0 <= report["tta"]["map50"] <= 1.0
+    raw["evaluation"]["gates"] = []
+    result = evaluate_model(
+        validate_plan(raw, origin="plan.yaml"), str(tmp_path / "model"), str(tmp_path / "dataset"), str(tmp_path / "e2")
+    )
+    for key in ("test_map50", "test_map", "test_f1", "test_ap50_circle", "test_tta_map50", "test_balanced_recall"):
+        assert key in result.metrics, sorted(result.metrics)
+    # 4 views (flip x 2 rotations) cost more than one
+    assert result.metrics["test_tta_latency_ms_per_image"] > result.metrics["test_latency_ms_per_image"]
+    assert (tmp_path / "e2" / "operating_points.png").stat().st_size > 0
+
+
+def test_a_stage_sets_its_own_augmentation_strength(tmp_path: Path) -> None:
+    from rooivalk.training.detection_training import detection_task
+
+    raw = tiny_plan(tmp_path)
+    raw["training"]["detection_augment"] = {"hflip": 0.5, "brightness": 0.4, "mosaic": 0.0}
+    plan = validate_plan(raw, origin="plan.yaml")
+    ingest_data(plan.data, str(tmp_path / "dataset"))
+    task = detection_task(plan, plan.single_model, load_detection_dataset(str(tmp_path / "dataset")))
+    light = task.stage_augment(0.25)
+    assert light.settings.hflip == pytest.approx(0.125)  # from the plan's amounts, not the already-scaled ones
+    assert light.settings.brightness == pytest.approx(0.1)
+    assert task.stage_augment(0.25) is light
+    assert task.stage_augment(0.0).settings.hflip == 0.0
+
+
+def test_oversampled_classes_repeat_their_images_in_every_epoch(tmp_path: Path) -> None:
+    from rooivalk.training.detection_training import detection_task
+
+    raw = tiny_plan(tmp_path)
+    raw["training"]["oversample"] = {"triangle": 3}
+    plan = validate_plan(raw, origin="plan.yaml")
+    ingest_data(plan.data, str(tmp_path / "dataset"))
+    dataset = load_detection_dataset(str(tmp_path / "dataset"))
+    task = detection_task(plan, plan.single_model, dataset)
+    train = dataset.subset("train")
+    holding = set(train.box_images[train.box_labels == 2].tolist())
+    counts = np.bincount(task.train_rows, minlength=len(train))
+    assert all(counts[row] == (3 if row in holding else 1) for row in range(len(train)))
+    assert len(task.train_labels) == len(task.train_rows)
+    raw["training"]["oversample"] = {"hexagon": 2}
+    with pytest.raises(ValueError, match=r"training.oversample: \['hexagon'\] not among"):
+        detection_task(validate_plan(raw, origin="plan.yaml"), plan.single_model, dataset)

@@ -24,6 +24,7 @@ class ResolvedStage:
     max_samples: int | None = None  # epochs cover a fixed seeded subset of the training split
     input_size: int | None = None  # training batches at this size (progressive resizing); None: the model's
     sequence_augment_probability: float | None = None  # sequence models; None: training.sequence_augment's
+    augment_strength: float | None = None  # detectors; None: training.detection_augment's
 
 
 def reference_stages() -> list[StageSpec]:
@@ -149,6 +150,7 @@ def resolve_stages(
                 spec.max_samples,
                 spec.input_size,
                 spec.sequence_augment_probability,
+                spec.augment_strength,
             )
         )
     return resolved

@@ -12,6 +12,7 @@ mAP@0.5:0.95 and precision, recall and F1 at the operating threshold, on the ori
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +44,19 @@ def image_strata(dataset: DetectionDataset) -> np.ndarray:
         first = np.unique(pairs[order, 0], return_index=True)[1]
         strata[pairs[order[first], 0]] = pairs[order[first], 1]
     return strata
+
+
+def image_repeats(dataset: DetectionDataset, oversample: dict[str, int]) -> np.ndarray:
+    """Per image (N,): the highest training.oversample factor of the classes it holds (1 for the rest)."""
+    classes = list(dataset.info.classes)
+    unknown = sorted(set(oversample) - set(classes))
+    if unknown:
+        raise ValueError(f"training.oversample: {unknown} not among the dataset's classes {classes}")
+    repeats = np.ones(len(dataset), dtype=np.int64)
+    for name, factor in oversample.items():
+        holding = np.unique(dataset.box_images[dataset.box_labels == classes.index(name)])
+        repeats[holding] = np.maximum(repeats[holding], factor)
+    return repeats
 
 
 def pack_targets(samples: list[DetectionSample]) -> torch.Tensor:
@@ -77,6 +91,7 @@ class DetectionTraining(Task):
         operating_threshold: float,
         augment: DetectionAugment | None = None,
         multi_scale: tuple[float, float] | None = None,
+        oversample: dict[str, int] | None = None,
     ) -> None:
         if len(val) == 0:
             raise ValueError("the detection dataset's val split is empty: mAP needs validation images")
@@ -88,9 +103,12 @@ class DetectionTraining(Task):
         self.augment = augment
         self.multi_scale = multi_scale
         self.cache = ImageCache()
-        self._train_strata = image_strata(train)
+        # The engine's training samples: image rows, an oversampled image repeated (its factor times).
+        self.train_rows = np.repeat(np.arange(len(train)), image_repeats(train, oversample or {}))
+        self._train_strata = image_strata(train)[self.train_rows]
         self._val_strata = image_strata(val)
         self._last_metrics: dict[str, float] = {}
+        self._stage_augments: dict[float, DetectionAugment] = {}
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -112,15 +130,26 @@ class DetectionTraining(Task):
         if self.multi_scale is not None and generator is not None:
             size = random_train_size(self.input_size, self.multi_scale, generator=generator)
         samples = []
-        for row in index.tolist():
-            if self.augment is not None and generator is not None:
-                samples.append(self.augment.sample(lambda i: self.sample(self.train, i), row, len(self.train), size))
+        augment = self.augment
+        if augment is not None and stage.augment_strength is not None:
+            augment = self.stage_augment(stage.augment_strength)
+        for row in self.train_rows[index].tolist():
+            if augment is not None and generator is not None:
+                samples.append(augment.sample(lambda i: self.sample(self.train, i), row, len(self.train), size))
             else:
                 image, boxes, labels = self.sample(self.train, row)
                 boxed, placement = letterbox(image, size)
                 samples.append((boxed, placement.boxes_to_letterbox(boxes), labels))
         images = torch.stack([image for image, _, _ in samples]).float().div_(255)  # (B, 3, h, w)
         return images.to(device), pack_targets(samples).to(device)
+
+    def stage_augment(self, strength: float) -> DetectionAugment:
+        """training.detection_augment at a stage's own strength (built once per strength)."""
+        assert self.augment is not None
+        if strength not in self._stage_augments:
+            settings = dataclasses.replace(self.augment.requested, strength=strength)
+            self._stage_augments[strength] = DetectionAugment(settings)
+        return self._stage_augments[strength]
 
     def training_loss(
         self, model: nn.Module, inputs: Inputs, target: torch.Tensor, criterion: nn.Module

@@ -131,6 +131,7 @@ class DetectionAugment:
 
     def __init__(self, settings: DetectionAugmentSettings | None = None) -> None:
         settings = settings or DetectionAugmentSettings()
+        self.requested = settings  # as given, strength not yet applied: a stage rescales from these
         self.settings = settings.scaled(settings.strength)  # the amounts this augment applies
         s = self.settings
         self._geometry: list[v2.Transform] = []
