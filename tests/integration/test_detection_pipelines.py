@@ -91,6 +91,7 @@ def test_the_counter_drone_detection_plan_runs_and_ships_a_bundle_that_returns_b
         assert boxes.ndim == 2
         assert boxes.shape[1] == 4
         height, width = image.shape[:2]
+        assert (boxes >= -1e-3).all()
         assert (boxes[:, [0, 2]] <= width + 1e-3).all()
         assert (boxes[:, [1, 3]] <= height + 1e-3).all()
 

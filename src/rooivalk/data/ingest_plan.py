@@ -55,14 +55,17 @@ def _ingest_detection(spec: DataSpec, dataset_dir: str, quarantine_uri: str | No
     try:
         read = read_yolo(spec.source) if spec.format == "yolo" else read_coco(spec.source)
         if spec.extra_sources or spec.class_map:
-            named = [(source_name(spec.source), read)]
+            names = [source_name(spec.source), *(extra.name for extra in spec.extra_sources)]
+            if len(set(names)) != len(names):
+                raise IngestError(f"data.extra_sources: source names must differ from each other and {names[0]!r}")
+            named = [(names[0], read)]
             for extra in spec.extra_sources:
                 named.append(
                     (extra.name, read_yolo(extra.source) if extra.format == "yolo" else read_coco(extra.source))
                 )
             read = merge_sources(named, spec.class_map)
         result = ingest_detection(read, dataset_dir, spec.split, spec.source, quarantine_uri)
-    except (DetectionFormatError, SourceFormatError, ValueError) as error:  # ValueError: clashing source names
+    except (DetectionFormatError, SourceFormatError) as error:
         raise IngestError(str(error)) from None
     # Boxes per class and split: what a detector learns from (images per class are in dataset.json).
     balance = result.info.box_counts

@@ -68,7 +68,10 @@ def evaluate_detector(
     plan fails on gates."""
     torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
     model, info = load_detector(model_dir)
-    dataset = load_detection_dataset(dataset_dir).subset(split)
+    everything = load_detection_dataset(dataset_dir)
+    dataset = everything.subset(split)
+    if len(dataset) == 0 and split == "test":  # a train/val layout (YOLO's usual): scored on val, as export
+        split, dataset = "val", everything.subset("val")  # does; the report's `split` says so
     if len(dataset) == 0:
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
     cache = ImageCache()

@@ -250,7 +250,10 @@ def export_detector(
         prune_variants(choice)
         metrics = detector_metrics(check, choice, torch_ms)
         shipped = measured[choice.chosen]
-        metrics |= {f"test_{key}": float(value) for key, value in shipped.items() if key != METRIC}
+        # The shipped ONNX variant's own figures, named apart from the evaluate step's PyTorch test_* ones.
+        metrics |= {
+            f"{MODEL}_shipped_{key.replace('/', '_')}": float(value) for key, value in shipped.items() if key != METRIC
+        }
         gates = check_gates(plan.export.gates, metrics, missing_fails=True)
         gates += budget_gates(plan, [choice], metrics["end_to_end_latency_p95_ms"])
         bundle_uri = output_location(out_dir, export_dir, f"bundles/{MODEL}")

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rooivalk.models.groups import NECK
 from rooivalk.models.registry import register_family
 from rooivalk.models.weights import load_state_dict
 from rooivalk.plan import DetectorSpec, ModelSpec
@@ -169,12 +170,12 @@ class Detector(nn.Module):
                 parts = name[len(body) :].split(".")
                 group = f"blocks.{parts[1]}" if parts[0] == "blocks" else "stem"
             elif name.startswith("fcos.backbone.fpn."):
-                group = "neck"
+                group = NECK
             else:
                 group = "head"
             groups.setdefault(group, []).append(name)
         blocks = sorted((g for g in groups if g.startswith("blocks.")), key=lambda g: int(g.split(".")[1]))
-        order = ["stem", *blocks, "neck", "head"]
+        order = ["stem", *blocks, NECK, "head"]
         return [(group, groups[group]) for group in order if group in groups]
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from torch import nn
 
 HEAD = "head"
+# A group a family builds new beside its head, with no pretrained weights (a detector's feature pyramid):
+# the auto schedule's first stage trains it with the head instead of leaving it random and frozen.
+NECK = "neck"
 
 
 @dataclass

@@ -104,12 +104,7 @@ def model_key_problems(plan: Any) -> list[Problem]:
         if sensor.model.num_features != "auto":
             problems.append((f"sensors.{name}.model.num_features", "sensor models take their input from the sensor"))
     if plan.model is not None and BUILTIN_TASKS.get(plan.model.family) == DETECTION_TASK:
-        if plan.export.temperature_scaling:
-            problems.append(("export.temperature_scaling", "a detector's scores ship uncalibrated: no temperature"))
-        if "tensorrt" in plan.export.targets:
-            problems.append(
-                ("export.targets", "detectors ship ONNX Runtime bundles; their TensorRT engines are not built")
-            )
+        problems += _detector_plan_problems(plan)
     if plan.evaluation.tta is not None and (plan.model is None or plan.model.family != "detector"):
         problems.append(("evaluation.tta", "test-time augmentation with box fusion applies to detectors"))
     if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
@@ -163,4 +158,23 @@ def _detector_problems(model: Any, data_format: str, task: str) -> list[Problem]
         problems.append(("model.input_size", "a detector's input is model.detector.input_height and input_width"))
     if model.num_features != _MODEL_DEFAULTS["num_features"]:
         problems.append(("model.num_features", "detectors take images"))
+    return problems
+
+
+def _detector_plan_problems(plan: Any) -> list[Problem]:
+    """What a detector plan may not set beyond its model: what its export, evaluation and monitoring lack."""
+    from rooivalk.plan.monitoring import MonitoringSpec
+    from rooivalk.plan.techniques import set_leaves
+
+    problems: list[Problem] = []
+    if plan.export.temperature_scaling:
+        problems.append(("export.temperature_scaling", "a detector's scores ship uncalibrated: no temperature"))
+    if "tensorrt" in plan.export.targets:
+        problems.append(("export.targets", "detectors ship ONNX Runtime bundles; their TensorRT engines are not built"))
+    if plan.export.quantization.source == "reference":
+        problems.append(("export.quantization.source", "a detector has no monitoring reference; calibrate on train"))
+    if _set(plan.model, "drop_rate"):
+        problems.append(("model.drop_rate", "the detector has no dropout (FCOS's towers and the backbone's own)"))
+    reason = "drift monitoring of detectors is not built (no reference profile of images and boxes)"
+    problems += [(f"monitoring.{leaf}", reason) for leaf in set_leaves(plan.monitoring, MonitoringSpec())]
     return problems

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from rooivalk import storage
 from rooivalk.data.detection_dataset import DetectionDataset, load_detection_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.detector import Detector
 from rooivalk.models.detector_artifact import DetectorInfo, save_detector
+from rooivalk.models.groups import layer_groups
 from rooivalk.models.registry import create_model
 from rooivalk.plan import DetectionAugmentSpec, DetectorSpec, ModelSpec, Plan
 from rooivalk.training.engine.fitting import fit_model
+from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.runtime import seed_everything
+from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.results import HISTORY_FILE, TrainResult
 from rooivalk.training.tasks.detection import DetectionTraining
 from rooivalk.training.tasks.detection_augment import DetectionAugment, DetectionAugmentSettings
@@ -54,6 +59,20 @@ def detection_task(plan: Plan, spec: ModelSpec, dataset: DetectionDataset) -> De
         multi_scale=augment.multi_scale if augment is not None else None,
         oversample=plan.training.oversample,
     )
+
+
+def detector_trainer(
+    plan: Plan, dataset_dir: str, device: torch.device, progress: ProgressFn, log_metrics: MetricsFn
+) -> Trainer:
+    """A Trainer of the plan's detector on the dataset, saving nothing (what `rooivalk lr-find` sweeps)."""
+    dataset = load_detection_dataset(dataset_dir)
+    spec = resolved_detector_spec(plan.single_model, dataset)
+    seed_everything(plan.training.seed, False)  # the head's initial weights are the seed's
+    model = create_model(spec, len(dataset.info.classes)).to(device)
+    groups = layer_groups(model)
+    task = detection_task(plan, spec, dataset)
+    stages = model_stages(plan.training, spec.pretrained is not None, groups, task.can_cache_features(model))
+    return Trainer(model, groups, stages, task, plan.training, progress, log_metrics, None, device=device)
 
 
 def train_detector(

@@ -20,8 +20,9 @@ from torch.optim import lr_scheduler
 
 from rooivalk.data.dataset import load_dataset
 from rooivalk.events import ProgressFn
-from rooivalk.plan import ARRAY_FORMATS, Plan, SchedulerSpec
+from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan, SchedulerSpec
 from rooivalk.training.array_training import array_trainer
+from rooivalk.training.detection_training import detector_trainer
 from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.runtime import noop, seed_everything, training_device
 from rooivalk.training.engine.state import epoch_generator, step_generator
@@ -77,6 +78,8 @@ def find_lr(
     device = training_device(spec.precision)
     if plan.data.format in ARRAY_FORMATS:  # an rnn or mlp model of a sequence or table plan
         trainer = array_trainer(plan, dataset_dir, device, progress or noop, noop)
+    elif plan.data.format in DETECTION_FORMATS:
+        trainer = detector_trainer(plan, dataset_dir, device, progress or noop, noop)
     else:
         trainer = build_trainer(plan, load_dataset(dataset_dir), device, progress or noop, noop)
     names = [s.name for s in trainer.stages]

@@ -204,9 +204,14 @@ def test_classifier_methods_refuse_a_detection_bundle_and_detect_refuses_bad_ima
 def test_tensorrt_is_refused_for_a_detector(exported: tuple[Path, str, str, ExportResult]) -> None:
     root, model_dir, dataset_dir, _ = exported
     from rooivalk.export.shipping import ExportError
+    from rooivalk.plan import PlanError
 
+    with pytest.raises(PlanError, match="export.targets: detectors ship ONNX Runtime bundles"):
+        _plan(targets=["onnxruntime", "tensorrt"])  # rooivalk validate refuses it first
+    plan = _plan()  # and a plan built past validation still cannot get an engine
+    plan.export.targets = ["onnxruntime", "tensorrt"]
     with pytest.raises(ExportError, match="export.targets: tensorrt"):
-        export_detector(_plan(targets=["onnxruntime", "tensorrt"]), model_dir, dataset_dir, str(root / "trt"))
+        export_detector(plan, model_dir, dataset_dir, str(root / "trt"))
 
 
 def test_detect_refuses_a_classifier_bundle(tmp_path: Path) -> None:

@@ -123,7 +123,13 @@ def test_export_keys_a_detector_cannot_honour_are_refused() -> None:
 
 
 def test_a_stages_augment_strength_needs_a_detector_with_detection_augment() -> None:
-    stage = {"name": "all", "epochs": 2, "train": ["all"], "lr": {"head": 0.001}, "augment_strength": 0.25}
+    stage = {
+        "name": "all",
+        "epochs": 2,
+        "train": ["all"],
+        "lr": {"head": 0.001, "backbone": 0.001},
+        "augment_strength": 0.25,
+    }
     raw = detection_plan()
     raw["training"]["budget_seconds"] = None
     raw["training"]["stages"] = [stage]
@@ -135,3 +141,19 @@ def test_a_stages_augment_strength_needs_a_detector_with_detection_augment() -> 
     other: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
     other["training"]["stages"][0]["augment_strength"] = 0.5
     assert any(line.startswith("training.stages.0.augment_strength: box-aware") for line in problems(other))
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "expected"),
+    [
+        ("model", {"drop_rate": 0.5}, "model.drop_rate: the detector has no dropout"),
+        ("monitoring", {"reference_uri": "runs/ref"}, "monitoring.reference_uri: drift monitoring of detectors"),
+        ("monitoring", {"drift_share": 0.3}, "monitoring.drift_share: drift monitoring of detectors"),
+        ("export", {"quantization": {"source": "reference"}}, "export.quantization.source: a detector has no"),
+    ],
+)
+def test_what_a_detector_plan_lacks_is_refused(section: str, values: dict[str, Any], expected: str) -> None:
+    raw = detection_plan()
+    raw.setdefault(section, {}).update(values)
+    found = problems(raw)
+    assert any(line.startswith(expected) for line in found), found

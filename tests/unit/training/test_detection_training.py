@@ -195,3 +195,66 @@ def test_oversampled_classes_repeat_their_images_in_every_epoch(tmp_path: Path) 
     raw["training"]["oversample"] = {"hexagon": 2}
     with pytest.raises(ValueError, match=r"training.oversample: \['hexagon'\] not among"):
         detection_task(validate_plan(raw, origin="plan.yaml"), plan.single_model, dataset)
+
+
+def test_the_auto_schedule_trains_the_new_pyramid_with_the_head(tmp_path: Path) -> None:
+    from rooivalk.training.engine.stages import model_stages
+
+    plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
+    groups = layer_groups(create_model(plan.single_model, 3))
+    head, full = model_stages(plan.training.model_copy(update={"stages": None}), True, groups, cache_head=False)
+    assert list(head.group_lrs) == ["neck", "head"]  # the FPN has no pretrained weights: not left random and frozen
+    assert not head.cache_features
+    assert list(full.group_lrs) == [g.name for g in groups]
+
+
+def test_lr_find_sweeps_a_detectors_stage(trained: tuple[Path, Any, Any]) -> None:
+    from rooivalk.training.lr_find import find_lr
+
+    tmp_path, _, _ = trained
+    plan = validate_plan(tiny_plan(tmp_path), origin="plan.yaml")
+    result = find_lr(plan, str(tmp_path / "dataset"), steps=10)
+    assert len(result.lrs) >= 2
+    assert result.lrs[1] > result.lrs[0]
+    assert all(np.isfinite(result.losses[:2]))
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def test_a_killed_detector_run_resumes_bit_identical(trained: tuple[Path, Any, Any]) -> None:
+    # Mosaic, mixup, flips and multi-scale sizes all draw from the RNG the engine reseeds each step: a
+    # resumed run must replay the same batches and end with the same weights.
+    from rooivalk.training.detection_training import detection_task, resolved_detector_spec
+    from rooivalk.training.engine.fitting import fit_model
+
+    tmp_path, _, _ = trained
+    raw = tiny_plan(tmp_path)
+    raw["training"] |= {"deterministic": True, "checkpoint": {"every_steps": 1, "keep_last": 2}}
+    raw["training"]["detection_augment"] = {"mosaic": 0.5, "mixup": 0.3, "multi_scale": [0.75, 1.25]}
+    plan = validate_plan(raw, origin="plan.yaml")
+    dataset = load_detection_dataset(str(tmp_path / "dataset"))
+    spec = resolved_detector_spec(plan.single_model, dataset)
+
+    def fit(folder: str, progress: Any = None) -> Any:
+        torch.manual_seed(0)
+        model = create_model(spec, 3)
+        task = detection_task(plan, spec, dataset)
+        fit_model(model, task, plan.training, False, checkpoint_uri=str(tmp_path / folder), progress=progress)
+        return model
+
+    whole = fit("whole")
+    seen = {"batches": 0}
+
+    def kill_mid_run(event: dict[str, Any]) -> None:
+        if event["event"] == "batch":
+            seen["batches"] += 1
+            if seen["batches"] == 4:  # mid-epoch 2 (3 steps an epoch)
+                raise _Killed
+
+    with pytest.raises(_Killed):
+        fit("cut", kill_mid_run)
+    resumed = fit("cut")
+    other = resumed.state_dict()
+    assert [k for k, v in whole.state_dict().items() if not torch.equal(v, other[k])] == []

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rooivalk.models.groups import HEAD, LayerGroup, resolve_selectors
+from rooivalk.models.groups import HEAD, NECK, LayerGroup, resolve_selectors
 from rooivalk.plan import OptimizerSpec, Plan, SchedulerSpec, StageLR, StageSpec, TrainingSpec
 
 
@@ -37,7 +37,9 @@ def reference_stages() -> list[StageSpec]:
     ]
 
 
-def auto_stages(training: TrainingSpec, num_groups: int, cache_head: bool = True) -> list[StageSpec]:
+def auto_stages(
+    training: TrainingSpec, num_groups: int, cache_head: bool = True, new_groups: tuple[str, ...] = ()
+) -> list[StageSpec]:
     """`schedule: auto`: a linear probe on cached features, then all groups with gentle per-group LRs.
     `cache_head` False (a task that cannot cache features: rnn, mlp): the probe trains the head through
     the frozen model's forward passes instead.
@@ -45,7 +47,8 @@ def auto_stages(training: TrainingSpec, num_groups: int, cache_head: bool = True
     The per-group ratio is derived from the model's group count so that the earliest group gets
     top / lowest_ratio whatever the depth (ULMFiT's fixed 2.6 per group would give EfficientNet-Lite0's
     stem top / 2.6^8, about 1/2000: frozen in effect). The last stage runs for what is left of
-    `budget_seconds`, or `epochs` without a budget.
+    `budget_seconds`, or `epochs` without a budget. `new_groups`: groups built new beside the head (a
+    detector's feature pyramid, NECK): without pretrained weights, they learn with the head.
     """
     auto = training.auto
     ratio = auto.lowest_ratio ** (1.0 / max(num_groups - 1, 1))
@@ -54,9 +57,9 @@ def auto_stages(training: TrainingSpec, num_groups: int, cache_head: bool = True
         StageSpec(
             name="head",
             epochs=auto.head_epochs,
-            train=[HEAD],
-            lr=StageLR(head=auto.head_lr),
-            cache_features=cache_head,
+            train=[*new_groups, HEAD],
+            lr=StageLR(head=auto.head_lr, backbone=auto.head_lr if new_groups else None),
+            cache_features=cache_head and not new_groups,
             max_samples=auto.head_samples,
         ),
         StageSpec(name="all", train=["all"], lr=StageLR(top=auto.top, ratio=ratio), scheduler=auto.scheduler, **length),
@@ -64,7 +67,11 @@ def auto_stages(training: TrainingSpec, num_groups: int, cache_head: bool = True
 
 
 def default_stages(
-    pretrained: bool, training: TrainingSpec, num_groups: int, cache_head: bool = True
+    pretrained: bool,
+    training: TrainingSpec,
+    num_groups: int,
+    cache_head: bool = True,
+    new_groups: tuple[str, ...] = (),
 ) -> list[StageSpec]:
     """The stages of a plan without explicit ones: by `training.schedule` for pretrained models, one
     full stage from scratch."""
@@ -74,7 +81,7 @@ def default_stages(
         ]
     if training.schedule == "reference":
         return reference_stages()
-    return auto_stages(training, num_groups, cache_head)
+    return auto_stages(training, num_groups, cache_head, new_groups)
 
 
 def _geometric(low: float, high: float, count: int) -> list[float]:
@@ -161,7 +168,8 @@ def model_stages(
 ) -> list[ResolvedStage]:
     """A training section's stages (or its default schedule) resolved on a model's groups; `cache_head`:
     whether the auto schedule's head stage may train on cached features (the model's task can cache them)."""
-    stages = training.stages or default_stages(pretrained, training, len(groups), cache_head)
+    new_groups = tuple(g.name for g in groups if g.name == NECK)
+    stages = training.stages or default_stages(pretrained, training, len(groups), cache_head, new_groups)
     return resolve_stages(stages, groups, training)
 
 

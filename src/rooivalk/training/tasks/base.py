@@ -43,7 +43,9 @@ def score_logits(logits: torch.Tensor, target: torch.Tensor) -> tuple[float, flo
 
 
 class Task(ABC):
-    """One kind of supervised classification input. Subclasses hold their split arrays."""
+    """One kind of supervised input (classification; a detector's images and boxes). Subclasses hold their
+    split arrays. `train_labels` are what batch sampling stratifies on: the class of a sample, or a
+    detector image's rarest class."""
 
     name: ClassVar[str]
     stage_input_size: ClassVar[bool] = False  # whether a stage may train at its own input_size
