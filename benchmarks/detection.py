@@ -39,6 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=None, help="training.budget_seconds (default: the plan's)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "detection-benchmark"), help="datasets, models, exports")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "detection"))
+    parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from --out's detection.json")
     return parser.parse_args(argv)
 
 
@@ -189,7 +190,7 @@ def readme(result: dict[str, Any], argv: list[str]) -> str:
         f"| INT8 static | {int8['latency_ms']:.2f} | {int8['test_map50']:.3f} |",
         "",
         f"INT8 is {result['ratio_to_baseline']:.2f}x the speed of FP32 and loses "
-        f"{result['int8_map50_drop']:+.3f} mAP@0.5; "
+        f"{result['int8_map50_drop']:.4f} mAP@0.5; "
         f"the export step shipped `{result['export']['chosen']}`.",
         "",
         "What test-time augmentation and an ensemble add, and cost (PyTorch, one image at a time):",
@@ -215,6 +216,10 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     args = parse_args(argv)
     work, out = Path(args.work), Path(args.out)
+    if args.readme_only:  # the page from a run's JSON, e.g. after a wording change
+        result = json.loads((out / "detection.json").read_text())
+        (out / "README.md").write_text(readme(result, result.get("argv", [])))
+        return {"readme": str(out / "README.md")}
     out.mkdir(parents=True, exist_ok=True)
     dataset_dir = work / "dataset"
     first = load_plan(args.budget, SEEDS[0], work)
@@ -244,6 +249,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "plan": str(PLAN.relative_to(ROOT)),
         "dataset": ingested.info.model_dump(include={"version_id", "split_sizes", "num_boxes"}),
         "budget_seconds": plans[0].training.budget_seconds,
+        "argv": argv,
         "runs": runs,
         "test_map50": test["test_map50"],
         "test_map": test["test_map"],

@@ -19,18 +19,25 @@ LETTERBOX_FILL = 114  # mid grey: the padding the YOLO family trains with, so pr
 class Letterbox:
     """How an image of size `original` (w, h) was placed on the letterboxed canvas.
 
-    A point (x, y) of the original lands at (x * scale + pad_x, y * scale + pad_y).
+    A point (x, y) of the original lands at (x * scale_x + pad_x, y * scale_y + pad_y). The two scales
+    are the resized sides over the original ones: the aspect-keeping scale, but for the rounding of
+    each side to whole pixels (up to half a pixel over the image, which one shared scale would put on
+    every box edge of the shorter axis).
     """
 
-    scale: float
+    scale_x: float
+    scale_y: float
     pad_x: int
     pad_y: int
     original: tuple[int, int]
 
+    def _scales(self, boxes: torch.Tensor) -> torch.Tensor:
+        return boxes.new_tensor([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
+
     def boxes_to_letterbox(self, boxes: torch.Tensor) -> torch.Tensor:
         """(N, 4) x1, y1, x2, y2 in original pixels -> letterboxed pixels."""
         offset = boxes.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
-        return boxes * self.scale + offset
+        return boxes * self._scales(boxes) + offset
 
     def boxes_to_original(self, boxes: torch.Tensor) -> torch.Tensor:
         """(N, 4) x1, y1, x2, y2 in letterboxed pixels -> original pixels, clipped to the original image.
@@ -38,7 +45,7 @@ class Letterbox:
         Boxes a detector puts on the padding clip to the image edge (possibly to zero width).
         """
         offset = boxes.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
-        original = (boxes - offset) / self.scale
+        original = (boxes - offset) / self._scales(boxes)
         width, height = self.original
         upper = boxes.new_tensor([width, height, width, height])
         return torch.minimum(original.clamp(min=0), upper)
@@ -64,7 +71,7 @@ def letterbox(
     if image.ndim != 3:
         raise ValueError(f"letterbox expects one (C, H, W) image, got shape {tuple(image.shape)}")
     height, width = image.shape[-2:]
-    scale, resized_w, resized_h = fit_scale((width, height), size)
+    _, resized_w, resized_h = fit_scale((width, height), size)
     if (resized_h, resized_w) != (height, width):
         image = TF.resize(image, [resized_h, resized_w], antialias=True)
     # Integer padding split as evenly as possible (the odd pixel goes right/bottom), so pixels stay on the grid.
@@ -72,4 +79,5 @@ def letterbox(
     pad_y = (size[0] - resized_h) // 2
     canvas = torch.full((image.shape[0], *size), fill, dtype=image.dtype, device=image.device)
     canvas[:, pad_y : pad_y + resized_h, pad_x : pad_x + resized_w] = image
-    return canvas, Letterbox(scale=scale, pad_x=pad_x, pad_y=pad_y, original=(width, height))
+    placement = Letterbox(resized_w / width, resized_h / height, pad_x, pad_y, original=(width, height))
+    return canvas, placement

@@ -38,7 +38,7 @@ def test_box_round_trip_is_exact(size: tuple[int, int], original: tuple[int, int
 
 def test_padding_is_centred_and_filled() -> None:
     canvas, placement = letterbox(torch.zeros(3, 100, 200, dtype=torch.uint8), (384, 640))
-    assert placement == Letterbox(scale=3.2, pad_x=0, pad_y=32, original=(200, 100))
+    assert placement == Letterbox(scale_x=3.2, scale_y=3.2, pad_x=0, pad_y=32, original=(200, 100))
     assert bool((canvas[:, :32] == LETTERBOX_FILL).all())
     assert bool((canvas[:, -32:] == LETTERBOX_FILL).all())
     assert bool((canvas[:, 32:-32] == 0).all())  # the resized image fills the middle band exactly
@@ -67,6 +67,17 @@ def test_same_size_is_identity_and_batches_are_refused() -> None:
     image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
     canvas, placement = letterbox(image, (64, 96))
     assert torch.equal(canvas, image)
-    assert (placement.scale, placement.pad_x, placement.pad_y) == (1.0, 0, 0)
+    assert (placement.scale_x, placement.scale_y, placement.pad_x, placement.pad_y) == (1.0, 1.0, 0, 0)
     with pytest.raises(ValueError, match="one"):
         letterbox(image[None], (64, 96))
+
+
+def test_each_axis_maps_with_its_own_rounded_scale() -> None:
+    # 333 x 101 into 64 x 96: scale 96/333 gives a height of 29.12 rows, drawn as 29: a box on the
+    # image's bottom edge must land on the resized image's bottom row, not 0.12 px below it.
+    image = torch.zeros(3, 101, 333, dtype=torch.uint8)
+    canvas, placement = letterbox(image, (64, 96))
+    assert canvas.shape == (3, 64, 96)
+    edge = placement.boxes_to_letterbox(torch.tensor([[0.0, 0.0, 333.0, 101.0]]))
+    assert edge[0, 2].item() == pytest.approx(placement.pad_x + 96)
+    assert edge[0, 3].item() == pytest.approx(placement.pad_y + 29)
