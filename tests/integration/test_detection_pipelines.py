@@ -75,6 +75,18 @@ def test_the_counter_drone_detection_plan_runs_and_ships_a_bundle_that_returns_b
     _run(COUNTER_DRONE, out, [f"data.source={source}", "data.simulate.count=80", *TINY])
     assert (source / "data.yaml").is_file()
     assert (source / "simulation.json").is_file()
+    rendered = subprocess.run(
+        [sys.executable, "-m", "rooivalk.cli.app", "report", str(out / "summary.json"), "-o", str(out / "report.md")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    text = (out / "report.md").read_text()
+    assert "| drone |" in text  # per-class AP@0.5
+    assert "ONNX Runtime FP32" in text
     report = _report(out)
     assert report["kind"] == "detection"
     assert report["classes"] == classes

@@ -1,6 +1,7 @@
 """`rooivalk report`: a Markdown report of a run, from its summary.json (used for docs/results).
 
-Two kinds of run: one image model (steps train_model, evaluate_model, export_model) and a
+Two kinds of run: one model (steps train_model, evaluate_model, export_model; a detector's has its own
+sections, rooivalk.cli.report_detection) and a
 multi-sensor system (train_sensor_<name>, cache_features, train_fusion, evaluate_system,
 export_system); the steps present decide which report is rendered.
 """
@@ -11,6 +12,7 @@ import platform
 from typing import Any
 
 from rooivalk import machine
+from rooivalk.cli.report_detection import detection_sections, is_detection_run
 
 _EXPORT_ROWS = (
     ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None, None),
@@ -53,6 +55,17 @@ def render_report(summary: dict[str, Any], command: str) -> str:
             f"summary.json of plan {summary.get('plan')!r} (status {summary.get('status')!r}): neither a "
             f"single-model run (train_model, evaluate_model) nor a multi-sensor run (evaluate_system); "
             f"its steps: {sorted(steps)}"
+        )
+    if is_detection_run(steps):
+        return "\n".join(
+            [
+                *_header_and_steps(summary, command),
+                *detection_sections(steps),
+                "## Gates",
+                "",
+                *_gate_lines(steps, ("evaluate_model", "export_model")),
+                "",
+            ]
         )
     train = steps["train_model"]
     evaluation = steps["evaluate_model"]["metrics"]

@@ -1,0 +1,69 @@
+"""`rooivalk report` for a detector's run: stages by validation mAP@0.5, the test split's mAP, per-class AP
+and operating point, the export variants by mAP@0.5 and latency (batch 1 with the NMS post-process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8_static", "INT8 static QDQ"), ("int8_dynamic", "INT8 dynamic"))
+
+
+def is_detection_run(steps: dict[str, Any]) -> bool:
+    return "test_map50" in steps.get("evaluate_model", {}).get("metrics", {})
+
+
+def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    return format(metrics[key], fmt) if key in metrics else "-"
+
+
+def detection_sections(steps: dict[str, Any]) -> list[str]:
+    """The report's body below its header (rooivalk.cli.report renders the header, steps and gates)."""
+    train = steps["train_model"]
+    evaluation = steps["evaluate_model"]["metrics"]
+    export = steps.get("export_model", {}).get("metrics", {})
+    per_class = sorted(
+        (key.removeprefix("test_ap50_"), value) for key, value in evaluation.items() if key.startswith("test_ap50_")
+    )
+    return [
+        "## Training stages",
+        "",
+        "| stage | epochs | trainable params | share of model | best val mAP@0.5 | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {s['stage']} | {s['epochs']:.0f} | {s['trainable_params']:,.0f} | {s['trainable_share']:.1%} | "
+            f"{s.get('best_val_map50', float('nan')):.4f} | {s['seconds']:.0f} |"
+            for s in train.get("stages", [])
+        ],
+        "",
+        f"Training time: {train['metrics'].get('train_seconds', 0):.0f} s.",
+        "",
+        "## Test set",
+        "",
+        f"mAP@0.5 **{evaluation['test_map50']:.4f}**, mAP@0.5:0.95 {evaluation.get('test_map', 0):.4f} on "
+        f"{evaluation.get('test_images', 0):.0f} images ({evaluation.get('test_boxes', 0):.0f} boxes); at the "
+        f"operating threshold precision {evaluation.get('test_precision', 0):.4f}, recall "
+        f"{evaluation.get('test_recall', 0):.4f}, F1 {evaluation.get('test_f1', 0):.4f}.",
+        "",
+        "| class | AP@0.5 |",
+        "| --- | ---: |",
+        *[f"| {name} | {value:.4f} |" for name, value in per_class],
+        "",
+        "## Export (batch 1, CPU, with the NMS post-process)",
+        "",
+        "| runtime | test mAP@0.5 | median latency (ms) | p95 latency (ms) | size (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| PyTorch eager FP32 | {evaluation['test_map50']:.4f} | "
+        f"{_cell(export, 'latency_torch_fp32_ms', '.3f')} | - | - |",
+        *[
+            f"| ONNX Runtime {label} | {_cell(export, f'model_{p}_test_map50', '.4f')} | "
+            f"{_cell(export, f'model_{p}_latency_ms', '.3f')} | {_cell(export, f'model_{p}_latency_p95_ms', '.3f')} | "
+            f"{_cell(export, f'model_{p}_size_mb', '.2f')} |"
+            for p, label in PRECISIONS
+            if f"model_{p}_test_map50" in export
+        ],
+        "",
+        f"Shipped variant: mAP@0.5 drop {_cell(export, 'model_map50_drop', '.4f')}, "
+        f"{export.get('speedup_vs_torch', 0):.1f}x faster than PyTorch eager FP32; ONNX vs PyTorch boxes within "
+        f"{_cell(export, 'onnx_box_max_abs_diff', '.2e')} px.",
+        "",
+    ]
