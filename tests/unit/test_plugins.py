@@ -19,7 +19,15 @@ from rooivalk.data import ingest_data
 from rooivalk.data.dataset import load_dataset, load_quarantine
 from rooivalk.data.reader_registry import list_readers, reader_origin
 from rooivalk.models import create_model, family_origin, family_task, layer_groups, list_families
-from rooivalk.plan import ARRAY_FORMATS, BUILTIN_DATA_FORMATS, DataSpec, ModelSpec, PlanError, validate_plan
+from rooivalk.plan import (
+    ARRAY_FORMATS,
+    BUILTIN_DATA_FORMATS,
+    DETECTION_FORMATS,
+    DataSpec,
+    ModelSpec,
+    PlanError,
+    validate_plan,
+)
 from rooivalk.plugins import FAMILIES_GROUP, READERS_GROUP, TASKS_GROUP, PluginError, load_entry_points
 from tests.plugin_helpers import fake_distribution, make_csv_images
 
@@ -41,8 +49,8 @@ def test_example_family_and_reader_are_listed_with_their_origin() -> None:
 
 def test_builtin_readers_and_the_plans_builtin_formats_agree() -> None:
     builtin = {name for name in list_readers() if reader_origin(name) == "built-in"}
-    # The image readers are registered; multisensor and the array formats have their own ingestion.
-    assert builtin | {"multisensor", *ARRAY_FORMATS} == set(BUILTIN_DATA_FORMATS)
+    # The image readers are registered; multisensor, the array and the detection formats have their own ingestion.
+    assert builtin | {"multisensor", *ARRAY_FORMATS, *DETECTION_FORMATS} == set(BUILTIN_DATA_FORMATS)
 
 
 def test_example_family_builds_a_model_the_image_trainer_can_use() -> None:
@@ -88,7 +96,7 @@ def test_plan_refuses_an_unknown_format_naming_the_key_and_the_known_formats() -
         validate_plan(raw, "plan.yaml")
     message = str(caught.value)
     assert "data.format: Value error, unknown data format 'csv_images'" in message
-    assert "known formats: image_folder, idx, multisensor, sequences, table, example_csv_images" in message
+    assert "known formats: image_folder, idx, multisensor, sequences, table, yolo, coco, example_csv_images" in message
     assert json.dumps(DataSpec.model_json_schema()["properties"]["format"]["type"]) == '"string"'
 
 
