@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from rooivalk import storage
-from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, save_trained_model
 from rooivalk.models.registry import create_model
 from rooivalk.plan import ModelSpec
 
@@ -78,11 +78,7 @@ def load_any_model(model_dir: str) -> nn.Module:
 
 def save_array_model(model_dir: str, model: nn.Module, info: ArrayModelInfo) -> dict[str, str]:
     """Weights, then model.json carrying their sha256; returns {file: sha256}."""
-    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
-    return {
-        WEIGHTS_FILE: info.weights_sha256,
-        INFO_FILE: storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2)),
-    }
+    return save_trained_model(model_dir, model, info)
 
 
 def read_array_model_info(model_dir: str) -> ArrayModelInfo:

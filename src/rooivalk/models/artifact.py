@@ -8,6 +8,7 @@ Layout of a model directory:
 from __future__ import annotations
 
 import io
+from typing import Protocol
 
 import torch
 from pydantic import BaseModel
@@ -59,9 +60,17 @@ def read_info_file(folder: str, name: str, what: str) -> bytes:
     return storage.read_bytes(uri)
 
 
-def save_trained_model(model_dir: str, model: nn.Module, info: ModelInfo) -> dict[str, str]:
+class WeightedInfo(Protocol):
+    """An artifact's info (ModelInfo, ArrayModelInfo, DetectorInfo): it records its weights' digest."""
+
+    weights_sha256: str | None
+
+    def model_dump_json(self, *, indent: int | None = None) -> str: ...
+
+
+def save_trained_model(model_dir: str, model: nn.Module, info: WeightedInfo) -> dict[str, str]:
     """Write the weights, then the info file carrying their sha256 (last: it marks a complete
-    artifact); returns {file: sha256}."""
+    artifact); returns {file: sha256}. Every single-model artifact kind saves through this."""
     info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
     return {
         WEIGHTS_FILE: info.weights_sha256,

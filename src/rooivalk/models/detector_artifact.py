@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from rooivalk import storage
-from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, save_trained_model
 from rooivalk.models.registry import create_model
 from rooivalk.plan import DetectorSpec, ModelSpec
 
@@ -48,11 +48,7 @@ def is_detector_model(model_dir: str) -> bool:
 
 def save_detector(model_dir: str, model: nn.Module, info: DetectorInfo) -> dict[str, str]:
     """Weights, then model.json carrying their sha256; returns {file: sha256}."""
-    info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
-    return {
-        WEIGHTS_FILE: info.weights_sha256,
-        INFO_FILE: storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2)),
-    }
+    return save_trained_model(model_dir, model, info)
 
 
 def read_detector_info(model_dir: str) -> DetectorInfo:
