@@ -1,9 +1,9 @@
 """The detector example plans through `rooivalk run` (kfp.local, MLflow on sqlite), at tiny scale:
 pipelines/plans/counter_drone_detection.yaml (the optical simulator's frames with drone, bird and
 aircraft boxes), and pipelines/plans/detection.yaml pointed at a user's own YOLO folder by changing
-data.source only, with its bad labels quarantined. (detection.yaml's own simulated shapes go through
-the same steps in tests/unit/training/test_detection_training.py; a third pipeline run here would cost
-CI a minute for no path the other two do not take.)"""
+data.source only, with its bad labels quarantined, trained as a two-member ensemble. (detection.yaml's
+own simulated shapes go through the same steps in tests/unit/training/test_detection_training.py; a third
+pipeline run here would cost CI a minute for no path the other two do not take.)"""
 
 from __future__ import annotations
 
@@ -92,6 +92,8 @@ def test_the_counter_drone_detection_plan_runs_and_ships_a_bundle_that_returns_b
     assert report["classes"] == classes
     assert 0.0 <= report["map50"] <= 1.0
     assert set(report["operating_points"]) == {"recall", "balanced", "precision"}
+    export_report = json.loads(_step_file(out, "export-model", "export_report.json").read_text())
+    assert export_report["calibration"]["validation"]["classes"].keys() == set(classes)  # the plan calibrates
     predictor = Predictor.load(str(_step_file(out, "export-model", "bundle.json").parent))
     frames = sorted((source / "images").rglob("*.png"))[:2]
     images = [np.asarray(Image.open(frame).convert("RGB")) for frame in frames]
@@ -134,7 +136,8 @@ def test_the_generic_plan_reads_a_users_yolo_folder_with_bad_labels_quarantined(
     source = tmp_path / "user-yolo"
     _write_user_folder(source)
     out = tmp_path / "run"
-    _run(DETECTION, out, [f"data.source={source}", "data.simulate=null", *TINY])
+    # ...as an ensemble of two detectors, which the bundle fuses.
+    _run(DETECTION, out, [f"data.source={source}", "data.simulate=null", "model.detector.ensemble={members: 2}", *TINY])
     quarantine = json.loads(_step_file(out, "ingest-data", "quarantine.json").read_text())
     named = json.dumps(quarantine)
     assert "img003.txt" in named
@@ -142,6 +145,7 @@ def test_the_generic_plan_reads_a_users_yolo_folder_with_bad_labels_quarantined(
     report = _report(out)
     assert report["classes"] == ["buoy", "boat"]
     assert report["images"] >= 4
+    assert [member["member"] for member in report["ensemble"]["members"]] == [0, 1]
     predictor = Predictor.load(str(_step_file(out, "export-model", "bundle.json").parent))
     image = np.asarray(Image.open(source / "images" / "img000.png").convert("RGB"))
     (found,) = predictor.detect([image], score_threshold=0.0)

@@ -1,5 +1,6 @@
 """`rooivalk report` for a detector's run: stages by validation mAP@0.5, the test split's mAP, per-class AP
-and operating point, the export variants by mAP@0.5 and latency (batch 1 with the NMS post-process)."""
+and operating point (an ensemble's members beside their fusion), the export variants by mAP@0.5 and
+latency (batch 1 with the NMS post-process), and the per-class temperatures' calibration error."""
 
 from __future__ import annotations
 
@@ -24,6 +25,26 @@ def detection_sections(steps: dict[str, Any]) -> list[str]:
     per_class = sorted(
         (key.removeprefix("test_ap50_"), value) for key, value in evaluation.items() if key.startswith("test_ap50_")
     )
+    members = sorted(
+        (int(key.removeprefix("test_member_").removesuffix("_map50")), value)
+        for key, value in evaluation.items()
+        if key.startswith("test_member_") and key.endswith("_map50")
+    )
+    ensemble = [
+        "",
+        "| ensemble member | test mAP@0.5 |",
+        "| --- | ---: |",
+        *[f"| {member} | {value:.4f} |" for member, value in members],
+        f"| **fused (weighted boxes fusion)** | **{evaluation['test_map50']:.4f}** |",
+    ]
+    calibration = [
+        f"Per-class temperatures: test D-ECE {_cell(export, 'model_ece_before', '.4f')} -> "
+        f"{_cell(export, 'model_ece_after', '.4f')}; at the operating threshold with calibrated scores "
+        f"precision {_cell(export, 'model_calibrated_precision', '.4f')}, "
+        f"recall {_cell(export, 'model_calibrated_recall', '.4f')}, "
+        f"F1 {_cell(export, 'model_calibrated_f1', '.4f')} (the bundle's reliability.png shows each class).",
+        "",
+    ]
     return [
         "## Training stages",
         "",
@@ -47,6 +68,7 @@ def detection_sections(steps: dict[str, Any]) -> list[str]:
         "| class | AP@0.5 |",
         "| --- | ---: |",
         *[f"| {name} | {value:.4f} |" for name, value in per_class],
+        *(ensemble if members else []),
         "",
         "## Export (batch 1, CPU, with the NMS post-process)",
         "",
@@ -66,4 +88,5 @@ def detection_sections(steps: dict[str, Any]) -> list[str]:
         f"{export.get('speedup_vs_torch', 0):.1f}x faster than PyTorch eager FP32; ONNX vs PyTorch boxes within "
         f"{_cell(export, 'onnx_box_max_abs_diff', '.2e')} px.",
         "",
+        *(calibration if "model_ece_after" in export else []),
     ]

@@ -7,6 +7,10 @@ recall-first, balanced or precision-first deployment would see), and a precision
 operating points. Gates name `test_map50`, `test_map`, `test_precision`, `test_recall`, `test_f1`,
 `test_ap50_<class>` or `test_<point>_<figure>` (e.g. `test_recall_recall`).
 
+With model.detector.ensemble the figures are the ensemble's (each member's detections fused by weighted
+boxes fusion, rooivalk.models.box_fusion.fuse_members) and every member is scored alone beside it:
+`test_member_<k>_map50` / `test_member_<k>_map`, and the report's `ensemble` section.
+
 With `evaluation.tta` the split is scored a second time with test-time augmentation (every flip x
 rotation x scale view, boxes mapped back and merged by weighted boxes fusion, rooivalk.models.box_fusion):
 `test_tta_*` beside the plain figures, and what it costs, in milliseconds per image at batch 1 for both.
@@ -26,9 +30,9 @@ from rooivalk import storage
 from rooivalk.data.detection_dataset import load_detection_dataset
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.results import REPORT_FILE, EvaluateResult
-from rooivalk.models.box_fusion import keep_best, tta_predict
+from rooivalk.models.box_fusion import fuse_members, keep_best, tta_predict
 from rooivalk.models.detection_metrics import Detections, GroundTruth, detection_metrics, operating_points
-from rooivalk.models.detector_artifact import load_detector
+from rooivalk.models.detector_artifact import DetectorInfo, load_detector_members
 from rooivalk.models.detector_inference import ImageCache, detect_images
 from rooivalk.plan import DetectionTTASpec, Plan
 
@@ -61,13 +65,29 @@ def _ms_per_image(run: Callable[[torch.Tensor], object], images: list[torch.Tens
     return 1000 * (time.perf_counter() - started) / len(images)
 
 
+def _ensemble(
+    per_member: list[list[Detections]], truths: list[GroundTruth], info: DetectorInfo, sizes: list[tuple[int, int]]
+) -> tuple[list[Detections], dict[str, Any]]:
+    """The members' detections fused per image (sizes: each image's (width, height)), and each member's own
+    mAP beside the ensemble's."""
+    ensemble = info.detector.ensemble
+    assert ensemble is not None
+    fused = fuse_members(per_member, sizes, ensemble.weights, ensemble.iou_threshold, info.detector.max_detections)
+    members = []
+    for member, found in enumerate(per_member):
+        scores = detection_metrics(found, truths, info.classes, info.operating_threshold)
+        members.append({"member": member, "map50": float(scores["map50"]), "map": float(scores["map"])})
+    return fused, {**ensemble.model_dump(exclude={"members"}), "members": members}
+
+
 def evaluate_detector(
     plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test"
 ) -> EvaluateResult:
     """Score the detector on a split; GateFailure (after writing the report) when a gate fails and the
     plan fails on gates."""
     torch.set_num_threads(plan.training.threads or os.cpu_count() or 1)
-    model, info = load_detector(model_dir)
+    models, info = load_detector_members(model_dir)
+    model = models[0]
     everything = load_detection_dataset(dataset_dir)
     dataset = everything.subset(split)
     if len(dataset) == 0 and split == "test":  # a train/val layout (YOLO's usual): scored on val, as export
@@ -76,15 +96,25 @@ def evaluate_detector(
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
     cache = ImageCache()
     size = (info.input_height, info.input_width)
-    predictions = detect_images(
-        model, lambda i: cache.get(dataset.image_uris[i]), len(dataset), size, plan.training.eval_batch_size
-    )
+    per_member = [
+        detect_images(
+            member, lambda i: cache.get(dataset.image_uris[i]), len(dataset), size, plan.training.eval_batch_size
+        )
+        for member in models
+    ]
     truths = [GroundTruth(*dataset.boxes_of(row)) for row in range(len(dataset))]
+    predictions, ensemble_report = per_member[0], None
+    if len(models) > 1:
+        sizes = [(int(image.shape[-1]), int(image.shape[-2])) for image in map(cache.get, dataset.image_uris)]
+        predictions, ensemble_report = _ensemble(per_member, truths, info, sizes)
     scores = detection_metrics(predictions, truths, info.classes, info.operating_threshold)
     points = operating_points(predictions, truths, info.classes, OPERATING_POINTS)
     metrics = {f"test_{key.replace('/', '_')}": float(value) for key, value in scores.items()}
     for point, figures in points.items():
         metrics |= {f"test_{point}_{name}": float(value) for name, value in figures.items()}
+    if ensemble_report is not None:
+        for member in ensemble_report["members"]:
+            metrics |= {f"test_member_{member['member']}_{key}": member[key] for key in ("map50", "map")}
     metrics["test_images"] = float(len(dataset))
     metrics["test_boxes"] = float(len(dataset.boxes))
     tta_report: dict[str, Any] | None = None
@@ -129,6 +159,7 @@ def evaluate_detector(
         "dataset_version": dataset.info.version_id,
         "reference_profile": None,
         "tta": tta_report,
+        "ensemble": ensemble_report,
     }
     artifacts = write_detection_report(plan, report, eval_dir)
     if not passed and plan.evaluation.fail_on_gate:

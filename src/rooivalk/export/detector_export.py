@@ -14,9 +14,15 @@ As the image export (rooivalk.export.pipeline_step), with a detector's measures:
   export.max_accuracy_drop) is for a detector the largest FP32-minus-variant drop of mAP@0.5 that
   passes, as a fraction: 0.005 is half a point of mAP@0.5;
 - latency is batch 1, the graph plus the post-process: what one frame costs a deployed detector. The
-  baseline is the PyTorch eager model, torchvision's post-process included.
-No softmax temperature (a detector's scores are per-class sigmoids: export.temperature_scaling does not
-apply to them) and no TensorRT engine yet (refused). Folders as pipeline_step's: variants/model/,
+  baseline is the PyTorch eager model, torchvision's post-process included;
+- with `tensorrt` in export.targets (a GPU node), FP16 / INT8 engines of the graph are built and scored
+  by test mAP@0.5 the same way, gated by the same tolerance (rooivalk.export.detector_engines); their
+  latency is the graph's alone;
+- with export.temperature_scaling, per-class temperatures are fitted on the shipped variant
+  (rooivalk.export.detector_temperature) and the bundle applies them after NMS.
+With model.detector.ensemble the graph holds every member side by side and the post-process fuses their
+detections (weighted boxes fusion, rooivalk.export.detector_onnx.detections_from_outputs); variants,
+verification and latency are the ensemble's. Folders as pipeline_step's: variants/model/,
 bundles/model/ (preprocessing kind "detection"), export_report.json.
 """
 
@@ -32,7 +38,8 @@ import torch
 
 from rooivalk.data.detection_dataset import DetectionDataset, load_detection_dataset
 from rooivalk.evaluation.gates import check_gates
-from rooivalk.export.benchmark import measure_latency, torch_runner
+from rooivalk.export.benchmark import measure_latency, ort_session, torch_runner
+from rooivalk.export.detector_engines import detector_engine_inputs
 from rooivalk.export.detector_onnx import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -40,6 +47,7 @@ from rooivalk.export.detector_onnx import (
     read_level_sizes,
     verify_detector_onnx,
 )
+from rooivalk.export.detector_temperature import DetectorCalibration, calibrate_detector
 from rooivalk.export.export_result import ExportResult
 from rooivalk.export.predictor import detect_letterboxed
 from rooivalk.export.selection import ModelExport, build_variants, score_variants
@@ -47,6 +55,7 @@ from rooivalk.export.shipping import (
     REPORT_FILE,
     ExportError,
     budget_gates,
+    build_engines,
     calibration_source,
     environment,
     export_folders,
@@ -55,13 +64,14 @@ from rooivalk.export.shipping import (
     publish_variants,
     raise_on_failed_gates,
     report_settings,
+    require_targets,
     seeded_subset,
     ship_bundle,
     write_report,
 )
 from rooivalk.models.detection_metrics import Detections, GroundTruth, detection_metrics, operating_points
 from rooivalk.models.detector import Detector
-from rooivalk.models.detector_artifact import DetectorInfo, load_detector
+from rooivalk.models.detector_artifact import DetectorInfo, load_detector_members
 from rooivalk.models.detector_inference import ImageCache, letterboxed_batch
 from rooivalk.models.letterbox import LETTERBOX_FILL, Letterbox
 from rooivalk.plan import Plan
@@ -106,8 +116,15 @@ def _test_split(dataset: DetectionDataset) -> str:
     raise ExportError(f"dataset {dataset.info.version_id}: no test or val images to measure export mAP on")
 
 
-def _verify(plan: Plan, model: Detector, fp32: Path, images: np.ndarray, say: Callable[[str], None]) -> dict[str, Any]:
-    check = verify_detector_onnx(model, fp32, images, tolerance=BOX_TOLERANCE_PX)
+def _verify(
+    plan: Plan,
+    models: list[Detector],
+    ensemble: dict[str, Any] | None,
+    fp32: Path,
+    images: np.ndarray,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    check = verify_detector_onnx(models, fp32, images, tolerance=BOX_TOLERANCE_PX, ensemble=ensemble)
     problems = []
     if check["unmatched"]:
         problems.append(f"{check['unmatched']} detection(s) without a same-label box within {BOX_TOLERANCE_PX} px")
@@ -143,6 +160,46 @@ def _agreement(classes: list[str], threshold: float) -> Callable[[Any, Any], flo
         return operating_points(found, truths, classes, {"agreement": threshold})["agreement"]["f1"]
 
     return agreement
+
+
+def _load(model_dir: str) -> tuple[list[Detector], DetectorInfo, dict[str, Any] | None]:
+    """The detector's members (one without an ensemble), its info, and the bundle's fusion settings."""
+    members, info = load_detector_members(model_dir)
+    models = [model for model in members if isinstance(model, Detector)]
+    assert len(models) == len(members)
+    ensemble = info.detector.ensemble
+    return models, info, None if ensemble is None else ensemble.model_dump()
+
+
+def _calibrate(
+    plan: Plan,
+    choice: ModelExport,
+    info: DetectorInfo,
+    val: _Images,
+    predict: Callable[[Any, _Images, Sequence[int]], list[Detections]],
+    test: tuple[list[Detections], list[GroundTruth]],
+    folder: Path,
+    say: Callable[[str], None],
+) -> DetectorCalibration:
+    """Per-class temperatures of the shipped variant, fitted on a seeded subset of the validation images
+    (export.temperature_images) and measured on its `test` detections; its figures join choice.measured.
+    None fitted without export.temperature_scaling."""
+    if not plan.export.temperature_scaling:
+        return DetectorCalibration()
+    rows = seeded_subset(len(val), plan.export.temperature_images).tolist()
+    say(f"fitting per-class temperatures of {choice.chosen} on {len(rows)} validation images")
+    truths = val.truths()
+    validation = (predict(ort_session(choice.paths[choice.chosen]), val, rows), [truths[row] for row in rows])
+    calibration = calibrate_detector(info.classes, info.operating_threshold, validation, test, folder, plan.name, say)
+    choice.measured |= calibration.metrics
+    return calibration
+
+
+def _torch_members(models: list[Detector]) -> Callable[[torch.Tensor], object]:
+    """PyTorch eager FP32 of every member with torchvision's post-process (the latency baseline; an
+    ensemble's fusion is not in it)."""
+    runners = [torch_runner(model) for model in models]
+    return lambda batch: [run(batch) for run in runners]
 
 
 def detector_metrics(check: dict[str, Any], choice: ModelExport, torch_fp32_ms: float) -> dict[str, float]:
@@ -189,10 +246,8 @@ def export_detector(
     `plan.export.fail_on_gate` is set.
     """
     say = progress or log.info
-    if "tensorrt" in plan.export.targets:
-        raise ExportError("export.targets: tensorrt engines are built for classifiers; a detector ships ONNX")
-    model, info = load_detector(model_dir)
-    assert isinstance(model, Detector)
+    require_targets(plan)  # tensorrt needs a GPU node: fail before any work
+    models, info, ensemble = _load(model_dir)
     size = (info.input_height, info.input_width)
     dataset = load_detection_dataset(dataset_dir)
     cache = ImageCache()
@@ -203,18 +258,26 @@ def export_detector(
     source = _Images(dataset.subset(calibration_from.split), size, cache)
     if not len(source):
         raise ExportError(f"{dataset_dir}: no images in the calibration split {calibration_from.split!r}")
-    calibration = {INPUT_NAME: source.batch(seeded_subset(len(source), plan.export.quantization.samples).tolist())[0]}
+
+    def int8_images() -> np.ndarray:
+        """The static INT8 calibration images (B, 3, H, W): built twice (ONNX INT8, TensorRT INT8) rather
+        than held through the whole step (512 letterboxed 384 x 640 images are 1.5 GB)."""
+        return source.batch(seeded_subset(len(source), plan.export.quantization.samples).tolist())[0]
+
     spec = plan.export.for_model(MODEL)
-    with export_folders(export_dir) as (out_dir, _scratch):
+    with export_folders(export_dir) as (out_dir, scratch):
         variants_dir = out_dir / "variants" / MODEL
         variants_dir.mkdir(parents=True, exist_ok=True)
         fp32 = variants_dir / "model_fp32.onnx"
-        say(f"exporting {info.spec.architecture} to ONNX at {info.input_height} x {info.input_width}px")
-        exported = export_detector_onnx(model, fp32, info.input_height, info.input_width)
-        check = _verify(plan, model, fp32, test.batch(range(min(VERIFY_SAMPLES, len(test))))[0], say)
-        settings, levels = dict(exported["postprocess"]), read_level_sizes(fp32) or exported["level_sizes"]
-        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
-        del calibration
+        what = f"{len(models)} x {info.spec.architecture} (an ensemble)" if ensemble else info.spec.architecture
+        say(f"exporting {what} to ONNX at {info.input_height} x {info.input_width}px")
+        exported = export_detector_onnx(models, fp32, info.input_height, info.input_width)
+        check = _verify(plan, models, ensemble, fp32, test.batch(range(min(VERIFY_SAMPLES, len(test))))[0], say)
+        levels = read_level_sizes(fp32) or exported["level_sizes"]
+        settings: dict[str, Any] = {**exported["postprocess"], **({"ensemble": ensemble} if ensemble else {})}
+        int8 = {INPUT_NAME: int8_images()}
+        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, int8, plan.export.quantization, say)
+        del int8
         sample = test.batch([0])[0]  # (1, 3, H, W)
 
         def run(session: Any, images: np.ndarray) -> list[Detections]:
@@ -224,18 +287,22 @@ def export_detector(
             runs, warmup = plan.export.latency_runs, plan.export.latency_warmup
             return measure_latency(lambda images: run(session, images), sample, runs, warmup)
 
-        def predict(session: Any) -> list[Detections]:
+        def predict(session: Any, split: _Images = test, rows: Sequence[int] | None = None) -> list[Detections]:
+            """The session's detections of the split's images (`rows`, default all) in their own pixels."""
+            rows = list(range(len(split))) if rows is None else list(rows)
             found: list[Detections] = []
-            for start in range(0, len(test), BATCH):
-                images, placements = test.batch(range(start, min(start + BATCH, len(test))))
+            for start in range(0, len(rows), BATCH):
+                images, placements = split.batch(rows[start : start + BATCH])
                 for detections, placement in zip(run(session, images), placements, strict=True):
                     boxes = placement.boxes_to_original(torch.from_numpy(detections.boxes)).numpy()
                     found.append(Detections(boxes, detections.scores, detections.labels))
             return found
 
         scored: list[dict[str, float]] = []  # per variant in `paths` order, which score_variants keeps
+        predicted: list[list[Detections]] = []  # the same variants' test detections
 
         def score(found: list[Detections]) -> float:
+            predicted.append(found)
             scored.append(detection_metrics(found, truths, info.classes, info.operating_threshold))
             return scored[-1][METRIC]
 
@@ -244,10 +311,27 @@ def export_detector(
         choice = score_variants(MODEL, paths, failures, count, predict, time, spec, say, score, agreement, METRIC)
         say("timing PyTorch eager FP32 at batch 1 with its post-process (the baseline)")
         torch_ms = measure_latency(
-            torch_runner(model), torch.from_numpy(sample), plan.export.latency_runs, plan.export.latency_warmup
+            _torch_members(models), torch.from_numpy(sample), plan.export.latency_runs, plan.export.latency_warmup
         ).median_ms
         measured = dict(zip(paths, scored, strict=True))
         prune_variants(choice)
+        engines_dir = scratch / "engines"
+        engines_dir.mkdir()
+        # Before the temperatures join `settings`: engines are scored as the ONNX variants were.
+        engine_files = build_engines(
+            plan,
+            choice,
+            engines_dir,
+            lambda: detector_engine_inputs(
+                test, truths, info.classes, info.operating_threshold, settings, levels, int8_images()
+            ),
+            say,
+        )
+        val = _Images(dataset.subset("val"), size, cache)
+        shipped_found = predicted[list(paths).index(choice.chosen)]
+        calibration = _calibrate(plan, choice, info, val, predict, (shipped_found, truths), out_dir, say)
+        if calibration.temperatures is not None:
+            settings["class_temperatures"] = calibration.temperatures
         metrics = detector_metrics(check, choice, torch_ms)
         shipped = measured[choice.chosen]
         # The shipped ONNX variant's own figures, named apart from the evaluate step's PyTorch test_* ones.
@@ -262,10 +346,18 @@ def export_detector(
             "plan_digest": plan.digest(),
             "dataset_version": info.dataset_version,
             "architecture": f"{info.spec.family} {info.spec.architecture}",
+            "ensemble_members": len(models),
             **environment(),
         }
         artifacts = ship_bundle(
-            bundle_uri, choice, info.classes, preprocessing, 1.0, metadata, {}, logits_output=OUTPUT_NAMES[1]
+            bundle_uri,
+            choice,
+            info.classes,
+            preprocessing,
+            1.0,
+            metadata,
+            {**calibration.files, **engine_files},
+            logits_output=OUTPUT_NAMES[1],
         )
         report = {
             "metrics": metrics,
@@ -277,6 +369,7 @@ def export_detector(
             "evaluation_split": split,
             "operating_threshold": info.operating_threshold,
             "postprocess": preprocessing["postprocess"],
+            "calibration": calibration.report,
             **report_settings(plan, calibration_from),
             "dataset_version": info.dataset_version,
         }

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -84,6 +84,27 @@ class _DenseDetector(nn.Module):
         return boxes, scores
 
 
+class _DenseEnsemble(nn.Module):
+    """Several Detectors' networks on the same images, their outputs side by side on the location axis:
+    boxes (B, M*A, 4), scores (B, M*A, C), member k's A locations at [k*A, (k+1)*A)."""
+
+    def __init__(self, members: Sequence[_DenseDetector]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.pad = members[0].pad
+        self.level_sizes = members[0].level_sizes
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(images) for member in self.members]
+        return torch.cat([o[0] for o in outputs], dim=1), torch.cat([o[1] for o in outputs], dim=1)
+
+
+def _dense(models: Sequence[Detector], height: int, width: int) -> _DenseDetector | _DenseEnsemble:
+    """One member's network, or an ensemble's side by side."""
+    dense = [_DenseDetector(model.eval(), height, width).eval() for model in models]
+    return dense[0] if len(dense) == 1 else _DenseEnsemble(dense).eval()
+
+
 class PostprocessSettings(TypedDict):
     score_threshold: float
     nms_iou: float
@@ -102,7 +123,7 @@ def postprocess_settings(model: Detector) -> PostprocessSettings:
     )
 
 
-def _export(dense: _DenseDetector, example: torch.Tensor, target: Path, opset: int) -> None:
+def _export(dense: nn.Module, example: torch.Tensor, target: Path, opset: int) -> None:
     names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": OUTPUT_NAMES, "opset_version": opset}
     if opset < OPSET:
         # The torch.export exporter builds opset 18 and its down-conversion fails on this graph, leaving
@@ -117,21 +138,26 @@ def _export(dense: _DenseDetector, example: torch.Tensor, target: Path, opset: i
 
 
 def export_detector_onnx(
-    model: Detector, path: str | Path, input_height: int, input_width: int, opset: int = OPSET
+    model: Detector | Sequence[Detector], path: str | Path, input_height: int, input_width: int, opset: int = OPSET
 ) -> dict[str, Any]:
-    """Export `model` for letterboxed (B, 3, input_height, input_width) inputs, B dynamic, atomically.
+    """Export `model` for letterboxed (B, 3, input_height, input_width) inputs, B dynamic, atomically; a
+    sequence of detectors (an ensemble's members) is one graph with their outputs side by side.
 
     Opset 18 and up: the torch.export exporter (as rooivalk.export.onnx_export); below: TorchScript's.
-    Returns path, names, input size, num_classes, anchors, level_sizes, the post-process settings,
-    opset and export seconds; level_sizes are also in the file's metadata (`read_level_sizes`).
+    Returns path, names, input size, num_classes, anchors (per member), level_sizes, members, the
+    post-process settings, opset and export seconds; level_sizes are also in the file's metadata
+    (`read_level_sizes`).
     """
     import onnx
 
     start = time.perf_counter()
-    dense = _DenseDetector(model.eval(), input_height, input_width).eval()
+    models = [model] if isinstance(model, Detector) else list(model)
+    dense = _dense(models, input_height, input_width)
     # Constant 'SAME' pads for timm's tf_* layers (see onnx_export): a static graph that INT8 keeps intact.
     size = (input_height + dense.pad[3], input_width + dense.pad[1])
-    dense.backbone = replace_conv2d_same(dense.backbone, size)
+    for member in dense.members if isinstance(dense, _DenseEnsemble) else [dense]:
+        assert isinstance(member, _DenseDetector)
+        member.backbone = replace_conv2d_same(member.backbone, size)
     example = torch.rand(2, 3, input_height, input_width)  # batch 2: torch.export specializes size 1
     with atomic_output(Path(path)) as tmp, torch.no_grad():
         _export(dense, example, tmp, opset)
@@ -147,10 +173,11 @@ def export_detector_onnx(
         "output_names": list(OUTPUT_NAMES),
         "input_height": input_height,
         "input_width": input_width,
-        "num_classes": model.num_classes,
-        "anchors": int(dense.anchors.shape[0]),
+        "num_classes": models[0].num_classes,
+        "anchors": sum(dense.level_sizes),
         "level_sizes": dense.level_sizes,
-        "postprocess": postprocess_settings(model),
+        "members": len(models),
+        "postprocess": postprocess_settings(models[0]),
         "opset": opset,
         "seconds": time.perf_counter() - start,
     }
@@ -233,6 +260,57 @@ def postprocess(
     return [_postprocess_image(b, s, settings, sizes) for b, s in zip(boxes, scores, strict=True)]
 
 
+def detections_from_outputs(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    settings: Mapping[str, Any],
+    level_sizes: Sequence[int] | None,
+    image_size: tuple[int, int],
+) -> list[Detections]:
+    """The bundle's post-process of the graph's outputs, what `Predictor.detect` and the export step run:
+    boxes (B, M*A, 4), scores (B, M*A, C) -> one Detections per image in letterbox pixels (image_size:
+    the letterbox's (width, height)), best score first.
+
+    `settings`: `postprocess`'s arguments, plus `ensemble` ({members, weights, iou_threshold}: member k's
+    locations are the k-th of M equal slices, each post-processed alone, then fused by weighted boxes
+    fusion and the max_detections best kept) and `class_temperatures` (one per class, applied to the
+    final scores: rooivalk.models.detection_calibration), each optional.
+    """
+    from rooivalk.models.box_fusion import fuse_members
+
+    options = dict(settings)
+    ensemble, temperatures = options.pop("ensemble", None), options.pop("class_temperatures", None)
+    boxes = np.array(boxes, dtype=np.float32)  # a copy: the corners are mended in place
+    # x1, x2 = centre -/+ a distance >= 0, so FP32 gives x2 >= x1; a quantized graph rounds the corners
+    # apart and can cross a thin box (measured: by up to 2.7 px, static INT8 of an untrained head).
+    boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2])
+    if ensemble is None:
+        found = postprocess(boxes, scores, **options, level_sizes=level_sizes)
+    else:
+        members = int(ensemble["members"])
+        if boxes.shape[1] % members:
+            raise ValueError(f"{boxes.shape[1]} locations do not split into {members} ensemble members")
+        step = boxes.shape[1] // members
+        per_member = [
+            postprocess(
+                boxes[:, k * step : (k + 1) * step],
+                scores[:, k * step : (k + 1) * step],
+                **options,
+                level_sizes=level_sizes,
+            )
+            for k in range(members)
+        ]
+        sizes = [image_size] * len(boxes)
+        found = fuse_members(
+            per_member, sizes, ensemble.get("weights"), float(ensemble["iou_threshold"]), options["max_detections"]
+        )
+    if temperatures is not None:
+        from rooivalk.models.detection_calibration import calibrate_detections
+
+        found = [calibrate_detections(detections, temperatures) for detections in found]
+    return found
+
+
 def _compare(want: Detections, have: Detections, cutoff: float, tolerance: float, result: dict[str, Any]) -> None:
     """Pairs each detection of either side with a same-label box of the other within `tolerance` px on
     every coordinate, the closest in score. One without is `unmatched` when it scores >= cutoff, else
@@ -251,10 +329,17 @@ def _compare(want: Detections, have: Detections, cutoff: float, tolerance: float
 
 
 def verify_detector_onnx(
-    model: Detector, path: str | Path, images: torch.Tensor | np.ndarray, margin: float = 1e-3, tolerance: float = 0.05
+    model: Detector | Sequence[Detector],
+    path: str | Path,
+    images: torch.Tensor | np.ndarray,
+    margin: float = 1e-3,
+    tolerance: float = 0.05,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """ONNX Runtime (CPU) + `postprocess` against the PyTorch model's eval detections on `images`
-    (B, 3, H, W) letterboxed in [0, 1], at the model's own post-process settings.
+    (B, 3, H, W) letterboxed in [0, 1], at the model's own post-process settings. For an ensemble
+    (`model` its members, `ensemble` the bundle's fusion settings) both sides are the members'
+    detections fused the same way.
 
     Raw outputs are compared with the exported network in PyTorch (max abs diffs). Detections, both
     ways: `matched` ones give the max box and score diffs; `unmatched` counts those with no same-label
@@ -263,21 +348,30 @@ def verify_detector_onnx(
     """
     import onnxruntime as ort
 
+    from rooivalk.models.box_fusion import fuse_members
+
     batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    model = model.eval()
-    dense = _DenseDetector(model, int(batch.shape[-2]), int(batch.shape[-1])).eval()
+    models = [model] if isinstance(model, Detector) else list(model)
+    height, width = int(batch.shape[-2]), int(batch.shape[-1])
+    dense = _dense(models, height, width)
     with torch.inference_mode():
-        expected = model(batch)
+        per_member = [[_detections(output) for output in member(batch)] for member in models]
         want_boxes, want_scores = (t.numpy() for t in dense(batch))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: batch.numpy()})
-    settings = postprocess_settings(model)
-    got = postprocess(boxes, scores, **settings, level_sizes=read_level_sizes(path))
+    settings = postprocess_settings(models[0])
+    options = {**settings, **({"ensemble": dict(ensemble)} if ensemble is not None else {})}
+    got = detections_from_outputs(boxes, scores, options, read_level_sizes(path), (width, height))
+    expected = per_member[0]
+    if ensemble is not None:
+        sizes = [(width, height)] * len(batch)
+        weights, iou = ensemble.get("weights"), float(ensemble["iou_threshold"])
+        expected = fuse_members(per_member, sizes, weights, iou, settings["max_detections"])
     result: dict[str, Any] = {
         "images": len(batch),
         "raw_boxes_max_abs_diff": float(np.abs(boxes - want_boxes).max()),
         "raw_scores_max_abs_diff": float(np.abs(scores - want_scores).max()),
-        "detections_pytorch": sum(len(e["boxes"]) for e in expected),
+        "detections_pytorch": sum(len(e) for e in expected),
         "detections_onnx": sum(len(g) for g in got),
         "matched": 0,
         "unmatched": 0,
@@ -285,9 +379,13 @@ def verify_detector_onnx(
         "box_max_abs_diff": 0.0,
         "score_max_abs_diff": 0.0,
     }
-    for reference, mine in zip(expected, got, strict=True):
-        want = Detections(reference["boxes"].numpy(), reference["scores"].numpy(), reference["labels"].numpy())
+    for want, mine in zip(expected, got, strict=True):
         full = len(want) >= settings["max_detections"]
         cutoff = (float(want.scores.min()) if full else settings["score_threshold"]) + margin
         _compare(want, mine, cutoff, tolerance, result)
     return result
+
+
+def _detections(output: dict[str, torch.Tensor]) -> Detections:
+    """One image's eval output of a torchvision detector as Detections."""
+    return Detections(output["boxes"].numpy(), output["scores"].numpy(), output["labels"].numpy())

@@ -286,15 +286,13 @@ def detect_letterboxed(
     session: Any, images: np.ndarray, settings: Mapping[str, Any], level_sizes: Sequence[int] | None
 ) -> list[Detections]:
     """A detector graph's Detections, in letterbox pixels, of letterboxed float32 images (B, 3, H, W) in
-    [0, 1], post-processed with `settings` (rooivalk.export.detector_onnx.postprocess's arguments): what
-    detect() runs and the export step scores every variant with."""
-    from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, postprocess
+    [0, 1], post-processed with `settings` (rooivalk.export.detector_onnx.detections_from_outputs's: NMS,
+    an ensemble's fusion, per-class temperatures): what detect() runs and the export step scores every
+    variant with."""
+    from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 
     boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images})
-    # x1, x2 = centre -/+ a distance >= 0, so FP32 gives x2 >= x1; a quantized graph rounds the corners
-    # apart and can cross a thin box (measured: by up to 2.7 px, static INT8 of an untrained head).
-    boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2])
-    return postprocess(boxes, scores, **settings, level_sizes=level_sizes)
+    return detections_from_outputs(boxes, scores, settings, level_sizes, (images.shape[-1], images.shape[-2]))
 
 
 def _torch_tensor(array: np.ndarray) -> Any:

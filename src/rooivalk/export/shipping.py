@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ from rooivalk import storage
 from rooivalk.evaluation.gates import GateFailure, describe_failures
 from rooivalk.export.bundle import BundleInfo, write_bundle
 from rooivalk.export.onnx_export import OPSET
-from rooivalk.export.selection import ModelExport
+from rooivalk.export.selection import ACCURACY, ModelExport
 from rooivalk.export.temperature import fit_temperature, reliability_diagram
 from rooivalk.plan import Plan
 
@@ -193,14 +194,55 @@ def calibrate(
     return fit.temperature, {RELIABILITY_FILE: png}
 
 
+EngineRun = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+"""Runs one engine on model-ready inputs by name (any number of rows: see `in_batches`); its outputs by name."""
+
+
 @dataclass
 class EngineInputs:
-    """What the TensorRT engines are built, scored and timed with (model-ready arrays by input name)."""
+    """What the TensorRT engines are built, scored and timed with (model-ready arrays by input name).
+
+    A classifier gives `test` and `labels`: an engine scores the accuracy of its "logits" argmax. Any
+    other model gives `score`: given an EngineRun of the engine it returns the engine's test score, on
+    the scale of the FP32 ONNX variant's (`choice.scores["fp32"].test_accuracy`), named `metric` in the
+    tensorrt_<precision>_test_<metric> and _<metric>_drop metrics (a detector: "map50").
+    """
 
     sample: dict[str, np.ndarray]  # batch 1, for latency
     calibration: dict[str, np.ndarray]  # for the TensorRT-flavoured static INT8 QDQ
-    test: dict[str, np.ndarray]  # the test split, scored against `labels`
-    labels: np.ndarray
+    test: dict[str, np.ndarray] = field(default_factory=dict)  # the test split, scored against `labels`
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: Callable[[EngineRun], float] | None = None  # None: accuracy of test's "logits" against labels
+    metric: str = ACCURACY
+
+
+def in_batches(run: EngineRun, max_batch: int) -> EngineRun:
+    """`run` on consecutive slices of at most `max_batch` rows (an engine's profile ends there), each
+    output concatenated back along axis 0: the caller may pass any number of rows (>= 1)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+
+    def batched(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(next(iter(feeds.values()))) if feeds else 0
+        if not count:
+            raise ValueError("an engine run needs at least one row of every input")
+        parts = [
+            run({k: v[start : start + max_batch] for k, v in feeds.items()}) for start in range(0, count, max_batch)
+        ]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    return batched
+
+
+def _accuracy(inputs: EngineInputs) -> Callable[[EngineRun], float]:
+    """A classifier engine's test accuracy: argmax of its "logits" against `inputs.labels` (0 without labels)."""
+
+    def score(run: EngineRun) -> float:
+        if not len(inputs.labels):
+            return 0.0
+        return float((run(inputs.test)["logits"].argmax(1) == inputs.labels).mean())
+
+    return score
 
 
 def build_engines(
@@ -210,17 +252,19 @@ def build_engines(
 
     FP16 engines come from the verified FP32 ONNX; INT8 engines from a static QDQ model in the flavour
     TensorRT's explicit quantization takes (symmetric INT8, zero points 0, FP32 biases: TENSORRT_QDQ),
-    calibrated on the same samples as the ONNX variant. Each engine is scored on the test split: its
-    accuracy drop against FP32 must be within the model's tolerance. Returns the bundle's extra files:
-    model.engine and its JSON sidecar (TensorRT/CUDA versions, GPU, input shapes).
+    calibrated on the same samples as the ONNX variant. Each engine is scored on the test split (by
+    `inputs.score`, else by accuracy), run in slices of at most tensorrt.max_batch rows (`in_batches`):
+    its drop of that score against the FP32 ONNX file's must be within the model's tolerance. Returns
+    the bundle's extra files: model.engine and its JSON sidecar (TensorRT/CUDA versions, GPU, input shapes).
     """
     if "tensorrt" not in plan.export.targets:
         return {}
+    from rooivalk.export import tensorrt
     from rooivalk.export.quantize import TENSORRT_QDQ, quantize_static_int8
-    from rooivalk.export.tensorrt import build_engine, engine_latency, engine_outputs
 
     inputs = engine_inputs()  # only now: the test split's model inputs can be large
     settings = plan.export.tensorrt
+    metric, scorer = inputs.metric, inputs.score or _accuracy(inputs)
     base = float(choice.scores["fp32"].test_accuracy or 0.0)
     best: tuple[float, Path] | None = None
     for precision in settings.precisions:
@@ -229,29 +273,21 @@ def build_engines(
             source = quantize_static_int8(source, folder / "model_int8_tensorrt.onnx", inputs.calibration, TENSORRT_QDQ)
         engine = folder / f"model_{precision}.engine"
         say(f"{choice.name}: building the TensorRT {precision} engine from {source.name}")
-        build_engine(source, engine, precision, max_batch=settings.max_batch, workspace_mb=settings.workspace_mb)
-        count = len(inputs.labels)
-        predictions = np.concatenate(
-            [
-                engine_outputs(engine, {k: v[start : start + settings.max_batch] for k, v in inputs.test.items()})[
-                    "logits"
-                ].argmax(1)
-                for start in range(0, count, settings.max_batch)
-            ]
-            or [np.zeros(0, np.int64)]
+        tensorrt.build_engine(
+            source, engine, precision, max_batch=settings.max_batch, workspace_mb=settings.workspace_mb
         )
-        accuracy = float((predictions == inputs.labels).mean()) if count else 0.0
-        latency = engine_latency(engine, inputs.sample, plan.export.latency_runs, plan.export.latency_warmup)
+        value = float(scorer(in_batches(partial(tensorrt.engine_outputs, engine), settings.max_batch)))
+        latency = tensorrt.engine_latency(engine, inputs.sample, plan.export.latency_runs, plan.export.latency_warmup)
         key = f"tensorrt_{precision}"
         choice.measured |= {
-            f"{key}_test_accuracy": accuracy,
-            f"{key}_accuracy_drop": base - accuracy,
+            f"{key}_test_{metric}": value,
+            f"{key}_{metric}_drop": base - value,
             f"{key}_latency_ms": float(latency["median_ms"]),
             f"{key}_latency_p95_ms": float(latency["p95_ms"]),
         }
-        if base - accuracy > choice.tolerance + 1e-12:
-            drop = 100 * (base - accuracy)
-            say(f"{choice.name}: TensorRT {precision} engine not shipped: accuracy drop {drop:.2f} pt")
+        if base - value > choice.tolerance + 1e-12:
+            drop = 100 * (base - value)
+            say(f"{choice.name}: TensorRT {precision} engine not shipped: {metric} drop {drop:.2f} pt")
             continue
         if best is None or latency["median_ms"] < best[0]:
             best = (float(latency["median_ms"]), engine)

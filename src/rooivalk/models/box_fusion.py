@@ -14,7 +14,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from rooivalk.models.detection_metrics import Detections
 
-__all__ = ["View", "fuse_detections", "tta_predict", "tta_views"]
+MEMBERS_CONF = "box_and_model_avg"  # an ensemble's fused score (fuse_members); TTA views keep "avg"
+
+__all__ = ["View", "fuse_detections", "fuse_members", "keep_best", "tta_predict", "tta_views"]
 
 
 def fuse_detections(
@@ -23,9 +25,13 @@ def fuse_detections(
     weights: Sequence[float] | None = None,
     iou_threshold: float = 0.55,
     skip_score: float = 0.0,
+    conf_type: str = "avg",
 ) -> Detections:
     """Weighted boxes fusion of one image's detection sets (models or TTA views); image_size is
-    (width, height). Boxes are clipped to the image; degenerate ones are dropped."""
+    (width, height). Boxes are clipped to the image; degenerate ones are dropped. conf_type is
+    ensemble-boxes' ("avg": the cluster's mean score x the share of sets that found it, which exceeds 1
+    with unequal weights; "box_and_model_avg": the weighted mean score x the weight share of the sets
+    that found it, at most 1)."""
     if weights is not None and len(weights) != len(sets):
         raise ValueError(f"{len(weights)} weights for {len(sets)} detection sets")
     width, height = image_size
@@ -42,7 +48,7 @@ def fuse_detections(
         return Detections.empty()
     listed = None if weights is None else list(weights)
     fused_boxes, fused_scores, fused_labels = weighted_boxes_fusion(
-        boxes, scores, labels, weights=listed, iou_thr=iou_threshold, skip_box_thr=skip_score
+        boxes, scores, labels, weights=listed, iou_thr=iou_threshold, skip_box_thr=skip_score, conf_type=conf_type
     )
     return Detections(np.asarray(fused_boxes) * scale, fused_scores, np.rint(fused_labels))
 
@@ -150,3 +156,27 @@ def tta_predict(
         sets.append(Detections(view.boxes_to_original(detections.boxes), detections.scores, detections.labels))
     height, width = image.shape[-2:]
     return fuse_detections(sets, (int(width), int(height)), weights, iou_threshold, skip_score)
+
+
+def fuse_members(
+    per_member: Sequence[Sequence[Detections]],
+    image_sizes: Sequence[tuple[int, int]],
+    weights: Sequence[float] | None,
+    iou_threshold: float,
+    most: int,
+) -> list[Detections]:
+    """An ensemble's detections: per image (image_sizes: (width, height) each), the members' sets fused by
+    weighted boxes fusion, the `most` best kept. per_member[k][i]: member k's detections of image i.
+
+    A fused score is the members' weighted mean score times the weight share of the members that found
+    the box ("box_and_model_avg"): a box all members find keeps their mean, one that one member of three
+    finds a third of its score; at most 1, whatever the weights."""
+    if any(len(found) != len(image_sizes) for found in per_member):
+        raise ValueError(f"members found {[len(f) for f in per_member]} images' detections for {len(image_sizes)}")
+    return [
+        keep_best(
+            fuse_detections([found[i] for found in per_member], size, weights, iou_threshold, conf_type=MEMBERS_CONF),
+            most,
+        )
+        for i, size in enumerate(image_sizes)
+    ]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["Detections", "GroundTruth", "detection_metrics", "operating_points"]
+__all__ = ["Detections", "GroundTruth", "detection_metrics", "operating_points", "true_positives"]
 
 
 def _boxes(values: object) -> np.ndarray:
@@ -191,3 +191,13 @@ def operating_points(
     _check(predictions, targets, class_names)
     matches = _match(predictions, targets, iou_threshold)
     return {name: {"score_threshold": float(t), **matches.at(t)} for name, t in thresholds.items()}
+
+
+def true_positives(
+    predictions: Sequence[Detections], targets: Sequence[GroundTruth], iou_threshold: float = 0.5
+) -> list[np.ndarray]:
+    """bool (N,) per image, in each prediction's order: True where the detection takes a same-class ground
+    truth at IoU >= iou_threshold under the greedy matching of `detection_metrics`."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} prediction sets for {len(targets)} images")
+    return [_match_image(p, t, iou_threshold) for p, t in zip(predictions, targets, strict=True)]

@@ -4,6 +4,8 @@ Layout of a model directory (as rooivalk.models.artifact, model.json written las
     model.pt    state dict (loaded with weights_only=True, digest checked)
     model.json  DetectorInfo: the resolved model spec (input size, post-processing), the classes, the
                 backbone's normalization and the operating threshold, the dataset version and plan digest
+    members/k/  with model.detector.ensemble: member k (1..M-1) as a detector of its own (model.pt,
+                model.json without an ensemble); the root holds member 0 and is written last
 """
 
 from __future__ import annotations
@@ -61,3 +63,28 @@ def load_detector(model_dir: str) -> tuple[nn.Module, DetectorInfo]:
     model = create_model(info.spec.model_copy(update={"pretrained": None}), len(info.classes))
     load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info
+
+
+def member_path(member: int) -> str:
+    """Where ensemble member `member` (>= 1) lives under a model directory."""
+    return f"members/{member}"
+
+
+def load_detector_members(model_dir: str) -> tuple[list[nn.Module], DetectorInfo]:
+    """Every member of the detector in `model_dir` (one without model.detector.ensemble), member 0 first,
+    and the root's info (its ensemble settings). A member from another dataset version or with other
+    classes or input size is a ValueError naming it."""
+    model, info = load_detector(model_dir)
+    models = [model]
+    ensemble = info.detector.ensemble
+    for member in range(1, 1 if ensemble is None else ensemble.members):
+        folder = f"{model_dir}/{member_path(member)}"
+        member_model, member_info = load_detector(folder)
+        mine = (member_info.classes, member_info.input_height, member_info.input_width, member_info.dataset_version)
+        root = (info.classes, info.input_height, info.input_width, info.dataset_version)
+        if mine != root:
+            raise ValueError(
+                f"{folder}: ensemble member {member} has classes/input size/dataset {mine}, member 0 {root}"
+            )
+        models.append(member_model)
+    return models, info

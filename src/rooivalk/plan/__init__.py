@@ -18,7 +18,7 @@ from rooivalk.plan.data import (
     SplitSpec,
     known_data_formats,
 )
-from rooivalk.plan.detection import DetectionAugmentSpec, DetectorSpec, LossWeightsSpec
+from rooivalk.plan.detection import DetectionAugmentSpec, DetectorEnsembleSpec, DetectorSpec, LossWeightsSpec
 from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
 from rooivalk.plan.ensemble import ENSEMBLE_MEMBERS, EnsembleSpec, XGBoostSpec
 from rooivalk.plan.evaluation import DetectionTTASpec, EvaluationSpec, Gate
@@ -52,6 +52,7 @@ __all__ = [
     "DETECTION_FORMATS",
     "DetectionTTASpec",
     "DetectionAugmentSpec",
+    "DetectorEnsembleSpec",
     "DetectorSpec",
     "LossWeightsSpec",
     "ENSEMBLE_MEMBERS",

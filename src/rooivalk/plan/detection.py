@@ -23,6 +23,24 @@ class LossWeightsSpec(Strict):
     centerness: float = Field(1.0, ge=0, description="centerness (BCE)")
 
 
+class DetectorEnsembleSpec(Strict):
+    """model.detector.ensemble: the plan's detector trained several times (seeds training.seed, +1, ...),
+    the members' detections merged by weighted boxes fusion in evaluation, export and the bundle."""
+
+    members: int = Field(3, ge=2, le=8, description="detectors trained; each gets training.budget_seconds / members")
+    weights: list[float] | None = Field(None, description="each member's fusion weight, in member order; null: equal")
+    iou_threshold: float = Field(0.55, gt=0, le=1, description="boxes of different members fuse at this IoU")
+
+    @model_validator(mode="after")
+    def _weights(self) -> DetectorEnsembleSpec:
+        if self.weights is not None:
+            if len(self.weights) != self.members:
+                raise ValueError(f"weights: {len(self.weights)} given for {self.members} members")
+            if any(weight < 0 for weight in self.weights) or sum(self.weights) <= 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        return self
+
+
 class DetectorSpec(Strict):
     """model.detector: the input size, neck and post-processing of a `detector` model."""
 
@@ -44,6 +62,9 @@ class DetectorSpec(Strict):
     max_detections: int = Field(100, ge=1, le=1000, description="per image, after NMS")
     operating_threshold: float = Field(
         0.25, gt=0, lt=1, description="score at which precision, recall and F1 are reported and Predictor keeps boxes"
+    )
+    ensemble: DetectorEnsembleSpec | None = Field(
+        None, description="several detectors of this plan merged by weighted boxes fusion; null: one detector"
     )
 
 

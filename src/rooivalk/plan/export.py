@@ -76,8 +76,14 @@ class ExportSpec(Strict):
     )
     temperature_scaling: bool | None = Field(
         None,
-        description="Fit a softmax temperature on the validation split; null: yes for classifiers, no for detectors "
-        "(their scores are per-class sigmoids; a per-class temperature is not built: true is refused for them).",
+        description="Fit a softmax temperature on the validation split; null: yes for classifiers, no for detectors. "
+        "true for a detector: one temperature per class on its scores, fitted so a score reads as the precision "
+        "of detections at that score (the bundle applies them after NMS; mAP does not move).",
+    )
+    temperature_images: int = Field(
+        1000,
+        ge=1,
+        description="Detectors: validation images (a seeded subset) the per-class temperatures are fitted on.",
     )
     tensorrt: TensorRTSpec = TensorRTSpec()
     latency_runs: int = Field(100, ge=100, description="Timed batch-1 runs per model (after the warm-up).")

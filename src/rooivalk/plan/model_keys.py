@@ -107,6 +107,11 @@ def model_key_problems(plan: Any) -> list[Problem]:
         problems += _detector_plan_problems(plan)
     if plan.evaluation.tta is not None and (plan.model is None or plan.model.family != "detector"):
         problems.append(("evaluation.tta", "test-time augmentation with box fusion applies to detectors"))
+    if _set(plan.export, "temperature_images") and (
+        plan.model is None or BUILTIN_TASKS.get(plan.model.family) != DETECTION_TASK
+    ):
+        reason = "a classifier's temperature is fitted on the whole validation split; this key is a detector's"
+        problems.append(("export.temperature_images", reason))
     if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
         problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
     return problems
@@ -167,10 +172,9 @@ def _detector_plan_problems(plan: Any) -> list[Problem]:
     from rooivalk.plan.techniques import set_leaves
 
     problems: list[Problem] = []
-    if plan.export.temperature_scaling:
-        problems.append(("export.temperature_scaling", "a detector's scores ship uncalibrated: no temperature"))
-    if "tensorrt" in plan.export.targets:
-        problems.append(("export.targets", "detectors ship ONNX Runtime bundles; their TensorRT engines are not built"))
+    ensemble = plan.model.detector.ensemble if plan.model.detector is not None else None
+    if ensemble is not None and plan.evaluation.tta is not None:
+        problems.append(("evaluation.tta", "test-time augmentation of a model.detector.ensemble is not built"))
     if plan.export.quantization.source == "reference":
         problems.append(("export.quantization.source", "a detector has no monitoring reference; calibrate on train"))
     if _set(plan.model, "drop_rate"):

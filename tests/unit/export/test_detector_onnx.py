@@ -16,6 +16,7 @@ from rooivalk.export.detector_onnx import (
     INPUT_NAME,
     OUTPUT_NAMES,
     _DenseDetector,
+    detections_from_outputs,
     export_detector_onnx,
     postprocess,
     postprocess_settings,
@@ -28,8 +29,8 @@ from rooivalk.plan import DetectorSpec, ModelSpec
 HEIGHT, WIDTH, CLASSES = 64, 96, 3
 
 
-def _detector() -> Detector:
-    torch.manual_seed(0)
+def _detector(seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
     spec = ModelSpec(
         family="detector",
         architecture="fcos_tf_efficientnet_lite0",  # the default backbone: timm 'SAME' convs included
@@ -176,3 +177,51 @@ def test_opset_17_goes_through_the_torchscript_exporter(
     old, new = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (path_18, path))
     for a, b in zip(old.run(OUTPUT_NAMES, images), new.run(OUTPUT_NAMES, images), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(tmp_path: Path) -> None:
+    members = [_detector(seed) for seed in (0, 1)]
+    path = tmp_path / "ensemble.onnx"
+    info = export_detector_onnx(members, str(path), HEIGHT, WIDTH)
+    assert info["members"] == 2
+    assert info["anchors"] == 129
+    assert read_level_sizes(path) == info["level_sizes"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = _images(2, seed=3)
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images.numpy()})
+    assert boxes.shape == (2, 2 * 129, 4)
+    assert scores.shape == (2, 2 * 129, CLASSES)
+    # Member k's locations are the k-th slice: each slice is that member's own graph.
+    for k, member in enumerate(members):
+        with torch.no_grad():
+            want_boxes, want_scores = _DenseDetector(member, HEIGHT, WIDTH).eval()(images)
+        np.testing.assert_allclose(boxes[:, k * 129 : (k + 1) * 129], want_boxes.numpy(), atol=1e-2)
+        np.testing.assert_allclose(scores[:, k * 129 : (k + 1) * 129], want_scores.numpy(), atol=1e-3)
+    fusion = {"members": 2, "weights": [3.0, 1.0], "iou_threshold": 0.5}
+    check = verify_detector_onnx(members, str(path), images, ensemble=fusion)
+    assert check["detections_pytorch"] > 0
+    assert check["unmatched"] == 0
+    assert check["matched"] >= 0.95 * (check["detections_pytorch"] + check["detections_onnx"])
+    # Fusing is not concatenating: the ensemble keeps fewer boxes than its members together.
+    settings = {**postprocess_settings(members[0]), "ensemble": fusion}
+    fused = detections_from_outputs(boxes, scores, settings, info["level_sizes"], (WIDTH, HEIGHT))
+    alone = [
+        postprocess(
+            boxes[:, k * 129 : (k + 1) * 129],
+            scores[:, k * 129 : (k + 1) * 129],
+            **postprocess_settings(members[0]),
+            level_sizes=info["level_sizes"],
+        )
+        for k in range(2)
+    ]
+    for image in range(2):
+        assert 0 < len(fused[image]) < len(alone[0][image]) + len(alone[1][image])
+        assert fused[image].scores.max() <= max(alone[0][image].scores.max(), alone[1][image].scores.max()) + 1e-6
+    with pytest.raises(ValueError, match="do not split into 4 ensemble members"):
+        detections_from_outputs(
+            boxes,
+            scores,
+            {**settings, "ensemble": {**fusion, "members": 4, "weights": None}},
+            info["level_sizes"],
+            (WIDTH, HEIGHT),
+        )

@@ -108,12 +108,31 @@ def test_a_reversed_multi_scale_range_is_refused() -> None:
     assert any("multi_scale needs 0 < low <= high" in line for line in problems(raw))
 
 
-def test_export_keys_a_detector_cannot_honour_are_refused() -> None:
+def test_detector_calibration_and_tensorrt_keys_are_accepted_and_temperature_images_is_a_detectors() -> None:
     raw = detection_plan()
-    raw["export"] = {"temperature_scaling": True, "targets": ["onnxruntime", "tensorrt"]}
-    found = problems(raw)
-    assert any(line.startswith("export.temperature_scaling: a detector's scores") for line in found), found
-    assert any(line.startswith("export.targets: detectors ship ONNX Runtime") for line in found), found
+    raw["export"] = {"temperature_scaling": True, "temperature_images": 200, "targets": ["onnxruntime", "tensorrt"]}
+    assert problems(raw) == []
+    other: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
+    other.setdefault("export", {})["temperature_images"] = 200
+    assert any(line.startswith("export.temperature_images: a classifier's") for line in problems(other))
+
+
+def test_an_ensemble_is_a_detectors_with_one_weight_per_member_and_no_tta() -> None:
+    raw = detection_plan()
+    raw["model"]["detector"]["ensemble"] = {"members": 2, "weights": [2.0, 1.0]}
+    assert problems(raw) == []
+    raw["model"]["detector"]["ensemble"]["weights"] = [1.0]
+    assert any("weights: 1 given for 2 members" in line for line in problems(raw))
+    raw["model"]["detector"]["ensemble"] = {"members": 1}
+    assert any("model.detector.ensemble.members" in line for line in problems(raw))
+    raw["model"]["detector"]["ensemble"] = {"members": 3}
+    raw["evaluation"]["tta"] = {"hflip": True}
+    assert any(
+        line.startswith("evaluation.tta: test-time augmentation of a model.detector.ensemble") for line in problems(raw)
+    )
+
+
+def test_tta_is_a_detectors() -> None:
     raw = detection_plan()
     raw["evaluation"]["tta"] = {"rotations": [0, 90], "scales": [0.9, 1.0]}
     assert problems(raw) == []

@@ -1,0 +1,140 @@
+"""The detector demo plan as one model and as a 3-member ensemble at the same budget, both calibrated.
+
+Runs pipelines/plans/detection.yaml through the library steps (ingest, train, evaluate, export), as
+`rooivalk run` does, twice on the same data and seed: as written (one detector within
+training.budget_seconds), and with `model.detector.ensemble: {members: 3}` (three detectors, each
+within a third of that budget, fused by weighted boxes fusion). Both exports use
+`export.temperature_scaling: true` (per-class temperatures) and ship FP32 ONNX. Measures, per run: test
+mAP@0.5 and mAP@0.5:0.95 (evaluate step), each member's test mAP@0.5, the shipped bundle's batch-1
+latency on ONNX Runtime with the post-process (fusion included), and the detection calibration error
+(D-ECE) on the test split before and after the temperatures, with precision / recall / F1 at the
+operating threshold on calibrated scores. The single model's reliability diagram is copied to --out as
+reliability.png.
+
+Writes detection_ensemble.json and reliability.png to --out; the JSON printed last has the figures and
+ratio_to_baseline: the ensemble bundle's batch-1 latency over the single model's (both measured in this
+run, on this machine).
+
+    .venv/bin/python benchmarks/detection_ensemble.py                  # the plan's budget (~12 min)
+    .venv/bin/python benchmarks/detection_ensemble.py --budget 60 --out /tmp/det-ensemble
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ROOT / "pipelines" / "plans" / "detection.yaml"
+SEED = 42
+MEMBERS = 3
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=None, help="training.budget_seconds (default: the plan's)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "detection-ensemble-benchmark"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "detection"))
+    return parser.parse_args(argv)
+
+
+def load_plan(budget: float | None, work: Path, members: int | None) -> Any:
+    import yaml
+
+    from rooivalk.plan import validate_plan
+
+    raw = yaml.safe_load(PLAN.read_text())
+    raw["data"]["source"] = str(work / "shapes")
+    raw["training"]["seed"] = SEED
+    raw["training"]["threads"] = 2
+    raw["evaluation"] = {"gates": []}
+    raw["export"] = {"precisions": ["fp32"], "temperature_scaling": True}
+    if members is not None:
+        raw["model"]["detector"]["ensemble"] = {"members": members}
+    if budget is not None:
+        raw["training"]["budget_seconds"] = budget
+    return validate_plan(raw, origin=str(PLAN))
+
+
+def run(plan: Any, dataset_dir: Path, folder: Path) -> dict[str, Any]:
+    """Train, evaluate and export one plan; the figures this benchmark reports."""
+    from rooivalk.evaluation.evaluate import evaluate_model
+    from rooivalk.export.detector_export import export_detector
+    from rooivalk.training.trainer import train_model
+
+    def progress(event: dict[str, Any]) -> None:
+        if event.get("event") == "epoch_end":
+            print(f"  {event['stage']} epoch {event['epoch']}: val mAP@0.5 {event['val_map50']:.3f}")
+
+    started = time.perf_counter()
+    train_model(plan, str(dataset_dir), str(folder / "model"), progress=progress)
+    train_seconds = time.perf_counter() - started
+    test = evaluate_model(plan, str(folder / "model"), str(dataset_dir), str(folder / "eval")).metrics
+    export = export_detector(plan, str(folder / "model"), str(dataset_dir), str(folder / "export")).metrics
+    members = sorted(key for key in test if key.startswith("test_member_") and key.endswith("_map50"))
+    return {
+        "train_seconds": train_seconds,
+        "test_map50": test["test_map50"],
+        "test_map": test["test_map"],
+        "member_map50": [test[key] for key in members],
+        "bundle_fp32_map50": export["model_fp32_test_map50"],
+        "latency_ms": export["model_fp32_latency_ms"],
+        "latency_p95_ms": export["model_fp32_latency_p95_ms"],
+        "ece_before": export.get("model_ece_before"),
+        "ece_after": export.get("model_ece_after"),
+        "calibrated_precision": export.get("model_calibrated_precision"),
+        "calibrated_recall": export.get("model_calibrated_recall"),
+        "calibrated_f1": export.get("model_calibrated_f1"),
+        "shipped_precision": export.get("model_shipped_precision"),
+        "shipped_recall": export.get("model_shipped_recall"),
+        "shipped_f1": export.get("model_shipped_f1"),
+        "temperatures": {k.removeprefix("model_temperature_"): v for k, v in export.items() if "_temperature_" in k},
+    }
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    from rooivalk import machine
+    from rooivalk.data import ingest_data
+
+    args = parse_args(argv)
+    work, out = Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    single_plan = load_plan(args.budget, work, None)
+    ensemble_plan = load_plan(args.budget, work, MEMBERS)
+    ingested = ingest_data(single_plan.data, str(work / "dataset"))
+    print(f"dataset {ingested.info.version_id}: {ingested.info.split_sizes}")
+    print(f"one detector, budget {single_plan.training.budget_seconds} s")
+    single = run(single_plan, work / "dataset", work / "single")
+    print(f"{MEMBERS} detectors, {single_plan.training.budget_seconds} s in all")
+    ensemble = run(ensemble_plan, work / "dataset", work / "ensemble")
+    reliability = work / "single" / "export" / "bundles" / "model" / "reliability.png"
+    shutil.copyfile(reliability, out / "reliability.png")
+    result = {
+        "machine": machine.describe(),
+        "plan": str(PLAN.relative_to(ROOT)),
+        "dataset": ingested.info.model_dump(include={"version_id", "split_sizes", "num_boxes"}),
+        "budget_seconds": single_plan.training.budget_seconds,
+        "seed": SEED,
+        "members": MEMBERS,
+        "argv": argv,
+        "single": single,
+        "ensemble": ensemble,
+        "ratio_to_baseline": ensemble["latency_ms"] / single["latency_ms"],
+    }
+    (out / "detection_ensemble.json").write_text(json.dumps(result, indent=2))
+    return {
+        "single_test_map50": single["test_map50"],
+        "ensemble_test_map50": ensemble["test_map50"],
+        "single_ece": [single["ece_before"], single["ece_after"]],
+        "ensemble_ece": [ensemble["ece_before"], ensemble["ece_after"]],
+        "ratio_to_baseline": result["ratio_to_baseline"],
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))
