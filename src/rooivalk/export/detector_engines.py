@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from rooivalk.export.detector_onnx import INPUT_NAME
 from rooivalk.export.predictor import detect_letterboxed
@@ -62,16 +61,12 @@ def engine_detections(
     batch: int = BATCH,
 ) -> list[Detections]:
     """Detections of every image in `images` by the dense graph behind `run`, in each image's original
-    pixels, post-processed with `settings` (detector_onnx.postprocess's arguments) as detect_letterboxed does."""
+    pixels, post-processed with `settings` (detector_onnx.detections_from_outputs's) as detect_letterboxed does."""
     session = _RunSession(run)
     found: list[Detections] = []
     for start in range(0, len(images), batch):
         pixels, placements = images.batch(range(start, min(start + batch, len(images))))
-        for detections, placement in zip(
-            detect_letterboxed(session, pixels, settings, level_sizes), placements, strict=True
-        ):
-            boxes = placement.boxes_to_original(torch.from_numpy(detections.boxes)).numpy()
-            found.append(Detections(boxes, detections.scores, detections.labels))
+        found += detect_letterboxed(session, pixels, settings, level_sizes, placements)  # in each image's pixels
     return found
 
 

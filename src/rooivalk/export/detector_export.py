@@ -162,6 +162,16 @@ def _agreement(classes: list[str], threshold: float) -> Callable[[Any, Any], flo
     return agreement
 
 
+def _check_calibration_splits(plan: Plan, dataset: DetectionDataset, split: str) -> None:
+    """Per-class temperatures are fitted on val and measured on test: both must exist and differ."""
+    if plan.export.temperature_scaling and (split != "test" or not len(dataset.subset("val"))):
+        sizes = ", ".join(f"{name} {len(dataset.subset(name))}" for name in ("train", "val", "test"))
+        raise ExportError(
+            f"export.temperature_scaling: dataset {dataset.info.version_id} needs a val split to fit the "
+            f"per-class temperatures on and a test split to measure them on (it has {sizes} images)"
+        )
+
+
 def _load(model_dir: str) -> tuple[list[Detector], DetectorInfo, dict[str, Any] | None]:
     """The detector's members (one without an ensemble), its info, and the bundle's fusion settings."""
     members, info = load_detector_members(model_dir)
@@ -252,6 +262,7 @@ def export_detector(
     dataset = load_detection_dataset(dataset_dir)
     cache = ImageCache()
     split = _test_split(dataset)
+    _check_calibration_splits(plan, dataset, split)
     test = _Images(dataset.subset(split), size, cache)
     truths = test.truths()
     calibration_from = calibration_source(plan)
@@ -280,8 +291,8 @@ def export_detector(
         del int8
         sample = test.batch([0])[0]  # (1, 3, H, W)
 
-        def run(session: Any, images: np.ndarray) -> list[Detections]:
-            return detect_letterboxed(session, images, settings, levels)
+        def run(session: Any, images: np.ndarray, placements: Sequence[Letterbox] | None = None) -> list[Detections]:
+            return detect_letterboxed(session, images, settings, levels, placements)
 
         def time(session: Any) -> Any:
             runs, warmup = plan.export.latency_runs, plan.export.latency_warmup
@@ -293,9 +304,7 @@ def export_detector(
             found: list[Detections] = []
             for start in range(0, len(rows), BATCH):
                 images, placements = split.batch(rows[start : start + BATCH])
-                for detections, placement in zip(run(session, images), placements, strict=True):
-                    boxes = placement.boxes_to_original(torch.from_numpy(detections.boxes)).numpy()
-                    found.append(Detections(boxes, detections.scores, detections.labels))
+                found += run(session, images, placements)  # in each image's own pixels
             return found
 
         scored: list[dict[str, float]] = []  # per variant in `paths` order, which score_variants keeps
@@ -314,6 +323,7 @@ def export_detector(
             _torch_members(models), torch.from_numpy(sample), plan.export.latency_runs, plan.export.latency_warmup
         ).median_ms
         measured = dict(zip(paths, scored, strict=True))
+        found_by = dict(zip(paths, predicted, strict=True))  # before prune_variants drops entries of `paths`
         prune_variants(choice)
         engines_dir = scratch / "engines"
         engines_dir.mkdir()
@@ -328,10 +338,9 @@ def export_detector(
             say,
         )
         val = _Images(dataset.subset("val"), size, cache)
-        shipped_found = predicted[list(paths).index(choice.chosen)]
-        calibration = _calibrate(plan, choice, info, val, predict, (shipped_found, truths), out_dir, say)
+        calibration = _calibrate(plan, choice, info, val, predict, (found_by[choice.chosen], truths), scratch, say)
         if calibration.temperatures is not None:
-            settings["class_temperatures"] = calibration.temperatures
+            settings |= {"class_temperatures": calibration.temperatures, "class_biases": calibration.biases}
         metrics = detector_metrics(check, choice, torch_ms)
         shipped = measured[choice.chosen]
         # The shipped ONNX variant's own figures, named apart from the evaluate step's PyTorch test_* ones.

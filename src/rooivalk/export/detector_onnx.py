@@ -38,10 +38,12 @@ from rooivalk.export._onnx_io import atomic_output
 from rooivalk.export.onnx_export import OPSET, replace_conv2d_same
 from rooivalk.models.detection_metrics import Detections
 from rooivalk.models.detector import Detector
+from rooivalk.models.letterbox import Letterbox
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ["boxes", "scores"]
-LEVEL_SIZES_KEY = "rooivalk.detector.level_sizes"
+LEVEL_SIZES_KEY = "rooivalk.detector.level_sizes"  # one member's
+MEMBERS_KEY = "rooivalk.detector.members"  # an ensemble's members side by side on the location axis
 SIZE_DIVISIBLE = 32  # torchvision's GeneralizedRCNNTransform.batch_images pads to this
 
 
@@ -165,7 +167,8 @@ def export_detector_onnx(
         written = {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")}
         if written != {opset}:
             raise ValueError(f"ONNX export of the detector at opset {opset} wrote opset {sorted(written)}")
-        onnx.helper.set_model_props(graph, {LEVEL_SIZES_KEY: json.dumps(dense.level_sizes)})
+        props = {LEVEL_SIZES_KEY: json.dumps(dense.level_sizes), MEMBERS_KEY: str(len(models))}
+        onnx.helper.set_model_props(graph, props)
         onnx.save(graph, str(tmp))
     return {
         "path": str(path),
@@ -266,48 +269,53 @@ def detections_from_outputs(
     settings: Mapping[str, Any],
     level_sizes: Sequence[int] | None,
     image_size: tuple[int, int],
+    placements: Sequence[Letterbox] | None = None,
 ) -> list[Detections]:
     """The bundle's post-process of the graph's outputs, what `Predictor.detect` and the export step run:
-    boxes (B, M*A, 4), scores (B, M*A, C) -> one Detections per image in letterbox pixels (image_size:
-    the letterbox's (width, height)), best score first.
+    boxes (B, M*A, 4), scores (B, M*A, C) -> one Detections per image, best score first: in letterbox
+    pixels (image_size: the letterbox's (width, height)), or with `placements` (each image's Letterbox)
+    in each image's own pixels, clipped to it, an ensemble's members mapped there before they are fused
+    (as the evaluate step fuses them).
 
     `settings`: `postprocess`'s arguments, plus `ensemble` ({members, weights, iou_threshold}: member k's
     locations are the k-th of M equal slices, each post-processed alone, then fused by weighted boxes
-    fusion and the max_detections best kept) and `class_temperatures` (one per class, applied to the
-    final scores: rooivalk.models.detection_calibration), each optional.
+    fusion and the max_detections best kept) and `class_temperatures` with `class_biases` (one per class,
+    applied to the final scores: rooivalk.models.detection_calibration), each optional.
     """
     from rooivalk.models.box_fusion import fuse_members
 
     options = dict(settings)
     ensemble, temperatures = options.pop("ensemble", None), options.pop("class_temperatures", None)
+    biases = options.pop("class_biases", None)
     boxes = np.array(boxes, dtype=np.float32)  # a copy: the corners are mended in place
     # x1, x2 = centre -/+ a distance >= 0, so FP32 gives x2 >= x1; a quantized graph rounds the corners
     # apart and can cross a thin box (measured: by up to 2.7 px, static INT8 of an untrained head).
     boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2])
-    if ensemble is None:
-        found = postprocess(boxes, scores, **options, level_sizes=level_sizes)
-    else:
-        members = int(ensemble["members"])
-        if boxes.shape[1] % members:
-            raise ValueError(f"{boxes.shape[1]} locations do not split into {members} ensemble members")
-        step = boxes.shape[1] // members
-        per_member = [
-            postprocess(
-                boxes[:, k * step : (k + 1) * step],
-                scores[:, k * step : (k + 1) * step],
-                **options,
-                level_sizes=level_sizes,
-            )
-            for k in range(members)
-        ]
-        sizes = [image_size] * len(boxes)
-        found = fuse_members(
-            per_member, sizes, ensemble.get("weights"), float(ensemble["iou_threshold"]), options["max_detections"]
+    members = 1 if ensemble is None else int(ensemble["members"])
+    if boxes.shape[1] % members:
+        raise ValueError(f"{boxes.shape[1]} locations do not split into {members} ensemble members")
+    step = boxes.shape[1] // members
+    per_member = [
+        postprocess(
+            boxes[:, k * step : (k + 1) * step],
+            scores[:, k * step : (k + 1) * step],
+            **options,
+            level_sizes=level_sizes,
         )
+        for k in range(members)
+    ]
+    sizes = [image_size] * len(boxes)
+    if placements is not None:
+        per_member = [[_to_original(d, p) for d, p in zip(found, placements, strict=True)] for found in per_member]
+        sizes = [placement.original for placement in placements]
+    found = per_member[0]
+    if ensemble is not None:
+        weights, iou = ensemble.get("weights"), float(ensemble["iou_threshold"])
+        found = fuse_members(per_member, sizes, weights, iou, options["max_detections"])
     if temperatures is not None:
         from rooivalk.models.detection_calibration import calibrate_detections
 
-        found = [calibrate_detections(detections, temperatures) for detections in found]
+        found = [calibrate_detections(detections, temperatures, biases) for detections in found]
     return found
 
 
@@ -389,3 +397,9 @@ def verify_detector_onnx(
 def _detections(output: dict[str, torch.Tensor]) -> Detections:
     """One image's eval output of a torchvision detector as Detections."""
     return Detections(output["boxes"].numpy(), output["scores"].numpy(), output["labels"].numpy())
+
+
+def _to_original(detections: Detections, placement: Letterbox) -> Detections:
+    """Letterbox-pixel detections in the image's own pixels, clipped to it."""
+    boxes = placement.boxes_to_original(torch.from_numpy(detections.boxes)).numpy()
+    return Detections(boxes, detections.scores, detections.labels)

@@ -28,6 +28,7 @@ from rooivalk.export.bundle import (
 
 if TYPE_CHECKING:
     from rooivalk.models.detection_metrics import Detections
+    from rooivalk.models.letterbox import Letterbox
 
 BATCH = 256  # rows per ONNX Runtime call: bounds memory on large inputs
 DETECT_BATCH = 16  # images per ONNX Runtime call in detect(): a letterboxed 384 x 640 image is 2.9 MB
@@ -239,7 +240,8 @@ class Predictor:
         "scores" (N,), "labels" int64 (N,), "class_names" [N names]}, best score first.
 
         Each image is letterboxed as training and evaluation did (rooivalk.models.letterbox), the graph's
-        dense outputs go through the model's post-process (per-level top-k, per-class NMS), and the
+        dense outputs go through the model's post-process (per-level top-k, per-class NMS; an ensemble's
+        members' boxes fused; per-class temperatures applied when the export fitted them), and the
         detections scoring >= the bundle's operating threshold, or `score_threshold`, are kept. A
         `score_threshold` below the post-process's own candidate threshold lowers that one too.
         """
@@ -255,7 +257,14 @@ class Predictor:
         keep = float(config["operating_threshold"] if score_threshold is None else score_threshold)
         settings = dict(config["postprocess"])
         level_sizes = settings.pop("level_sizes", None)
-        settings["score_threshold"] = min(float(settings["score_threshold"]), keep)
+        # The candidate threshold is on raw scores; `keep` is on the bundle's final ones, calibrated when
+        # the bundle has per-class temperatures: lowered to the raw score that calibrates to `keep`.
+        candidates = keep
+        if settings.get("class_temperatures") is not None:
+            from rooivalk.models.detection_calibration import raw_score_threshold
+
+            candidates = raw_score_threshold(keep, settings["class_temperatures"], settings.get("class_biases"))
+        settings["score_threshold"] = min(float(settings["score_threshold"]), candidates)
         tensors = [_rgb_tensor(self.uri, index, image) for index, image in enumerate(images)]
         if not tensors:
             raise BundleError(f"{self.uri}: no images given")
@@ -264,16 +273,16 @@ class Predictor:
             boxed = [letterbox(image, size, config["fill"]) for image in tensors[start : start + DETECT_BATCH]]
             batch = np.stack([canvas.numpy() for canvas, _ in boxed]).astype(np.float32) / np.float32(255)
             try:
-                batch_detections = detect_letterboxed(self.session, batch, settings, level_sizes)
+                placements = [placement for _, placement in boxed]
+                batch_detections = detect_letterboxed(self.session, batch, settings, level_sizes, placements)
             except Exception as error:  # ORT's messages name neither the bundle nor the model
                 raise BundleError(f"{self.uri}: running {self.info.name!r} ({type(error).__name__}: {error})") from None
-            for detections, (_, placement) in zip(batch_detections, boxed, strict=True):
+            for detections in batch_detections:  # in each image's own pixels
                 kept = detections.scores >= keep
                 labels = detections.labels[kept]
-                original = placement.boxes_to_original(_torch_tensor(detections.boxes[kept]))
                 found.append(
                     {
-                        "boxes": original.numpy().astype(np.float32),
+                        "boxes": detections.boxes[kept],
                         "scores": detections.scores[kept],
                         "labels": labels,
                         "class_names": [self.info.labels[int(label)] for label in labels],
@@ -283,16 +292,21 @@ class Predictor:
 
 
 def detect_letterboxed(
-    session: Any, images: np.ndarray, settings: Mapping[str, Any], level_sizes: Sequence[int] | None
+    session: Any,
+    images: np.ndarray,
+    settings: Mapping[str, Any],
+    level_sizes: Sequence[int] | None,
+    placements: Sequence[Letterbox] | None = None,
 ) -> list[Detections]:
     """A detector graph's Detections, in letterbox pixels, of letterboxed float32 images (B, 3, H, W) in
     [0, 1], post-processed with `settings` (rooivalk.export.detector_onnx.detections_from_outputs's: NMS,
     an ensemble's fusion, per-class temperatures): what detect() runs and the export step scores every
-    variant with."""
+    variant with. With `placements` (each image's Letterbox) the detections are in the images' own pixels."""
     from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 
     boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images})
-    return detections_from_outputs(boxes, scores, settings, level_sizes, (images.shape[-1], images.shape[-2]))
+    size = (int(images.shape[-1]), int(images.shape[-2]))
+    return detections_from_outputs(boxes, scores, settings, level_sizes, size, placements)
 
 
 def _torch_tensor(array: np.ndarray) -> Any:

@@ -4,8 +4,11 @@ A detector's score ranks boxes well but is no probability: at score 0.8 perhaps 
 the share differs per class. Following Küppers et al. 2020 ("Multivariate Confidence Calibration for Object
 Detection"), a detection's confidence is calibrated when it equals the precision of the detections at that
 confidence; the detection expected calibration error (D-ECE) is the share-weighted gap between per-bin precision
-and mean confidence. Each class c gets one temperature T_c > 0, s' = sigmoid(logit(s) / T_c), fitted on
-validation detections by minimizing the binary cross-entropy against "matched a ground truth at IoU 0.5". The
+and mean confidence. Each class c gets a temperature T_c > 0 and a bias b_c, s' = sigmoid(logit(s) / T_c + b_c),
+fitted on validation detections by minimizing the binary cross-entropy against "matched a ground truth at IoU
+0.5". The bias is there because a temperature alone only stretches scores about 0.5: a class whose precision
+stays under one half at every score would need T -> inf and end with every score near 0.5 (measured: raw 0.8-0.99
+at 50 % precision all became 0.50-0.51), which a threshold cannot use. With b = 0 it is temperature scaling. The
 map is monotone within a class, so each class's ranking, hence per-class AP and mAP, is untouched; only score
 thresholds gain a meaning ("keep the boxes with >= 70 % precision").
 """
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 # Bounds on log T, as in rooivalk.export.temperature: where a class's true and false positives are separated at
 # score 0.5 the loss keeps falling as T -> 0; clamping inside the objective makes it flat beyond the bounds.
 _LOG_T_BOUND = math.log(100.0)
+_BIAS_BOUND = 20.0  # sigmoid(+-20) is 1 - 2e-9: any bias beyond changes nothing a float32 score shows
 # Scores are clipped to [_EPS, 1 - _EPS] before the logit: a saturated sigmoid gives exactly 0 or 1, whose logit
 # is infinite. The D-ECE clips too, so a score of 1.0 never lands in torchmetrics' extra bin past the last edge.
 _EPS = 1e-6
@@ -133,6 +137,7 @@ def _json_float(value: float) -> float | None:
 class ClassTemperatures:
     classes: tuple[str, ...]
     temperatures: tuple[float, ...]  # one per class, > 0; 1.0 where not fitted
+    biases: tuple[float, ...]  # one per class; 0.0 where not fitted
     detections: tuple[int, ...]  # validation detections per class
     fitted: tuple[bool, ...]  # False: too few detections, or all true / all false positives (see notes)
     notes: tuple[str, ...]  # per class: '' or why the temperature was left at 1
@@ -144,10 +149,10 @@ class ClassTemperatures:
 
     def __post_init__(self) -> None:
         _check_bins(self.bins)
-        _check_temperatures(self.temperatures)
-        per_class = (self.temperatures, self.detections, self.fitted, self.notes, self.class_ece_before)
+        per_class = (self.temperatures, self.biases, self.detections, self.fitted, self.notes, self.class_ece_before)
         if any(len(values) != len(self.classes) for values in (*per_class, self.class_ece_after)):
             raise ValueError(f"every per-class field needs {len(self.classes)} entries, one per class")
+        _check_biases(self.biases, len(_check_temperatures(self.temperatures)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: bins and overall D-ECE, then one entry per class name; NaN becomes None."""
@@ -161,6 +166,7 @@ class ClassTemperatures:
     def _class_dict(self, c: int) -> dict[str, Any]:
         return {
             "temperature": self.temperatures[c],
+            "bias": self.biases[c],
             "detections": self.detections[c],
             "fitted": self.fitted[c],
             "note": self.notes[c],
@@ -169,47 +175,49 @@ class ClassTemperatures:
         }
 
 
-def _bce(logits: torch.Tensor, positives: torch.Tensor, temperature: float) -> float:
-    return float(F.binary_cross_entropy_with_logits(logits / temperature, positives))
+def _bce(logits: torch.Tensor, positives: torch.Tensor, temperature: float, bias: float) -> float:
+    return float(F.binary_cross_entropy_with_logits(logits / temperature + bias, positives))
 
 
-def _fit_log_temperature(logits: torch.Tensor, positives: torch.Tensor) -> float:
-    """argmin over log T of the BCE, by LBFGS with a strong-Wolfe line search."""
-    log_t = torch.zeros(1, dtype=logits.dtype, requires_grad=True)  # start at T = 1
+def _fit_log_temperature_and_bias(logits: torch.Tensor, positives: torch.Tensor) -> tuple[float, float]:
+    """argmin over (log T, b) of the BCE, by LBFGS with a strong-Wolfe line search, from T = 1, b = 0."""
+    params = torch.zeros(2, dtype=logits.dtype, requires_grad=True)  # (log T, b)
     optimizer = torch.optim.LBFGS(
-        [log_t], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+        [params], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        t = torch.exp(log_t.clamp(-_LOG_T_BOUND, _LOG_T_BOUND))
-        loss = F.binary_cross_entropy_with_logits(logits / t, positives)
+        t = torch.exp(params[0].clamp(-_LOG_T_BOUND, _LOG_T_BOUND))
+        loss = F.binary_cross_entropy_with_logits(logits / t + params[1].clamp(-_BIAS_BOUND, _BIAS_BOUND), positives)
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         return loss
 
     optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-    return float(log_t.detach().clamp(-_LOG_T_BOUND, _LOG_T_BOUND))
+    log_t, bias = params.detach()
+    return float(log_t.clamp(-_LOG_T_BOUND, _LOG_T_BOUND)), float(bias.clamp(-_BIAS_BOUND, _BIAS_BOUND))
 
 
-def _fit_class(logits: np.ndarray, positives: np.ndarray, min_detections: int) -> tuple[float, bool, str]:
-    """(T, fitted, note) for one class's logits (n,) float64 and flags (n,) bool."""
+def _fit_class(logits: np.ndarray, positives: np.ndarray, min_detections: int) -> tuple[float, float, bool, str]:
+    """(T, b, fitted, note) for one class's logits (n,) float64 and flags (n,) bool."""
     count, hits = len(logits), int(positives.sum())
     if count < min_detections:
-        return 1.0, False, f"{count} detections, fewer than min_detections={min_detections}"
+        return 1.0, 0.0, False, f"{count} detections, fewer than min_detections={min_detections}"
     if hits in (0, count):
-        # Precision 0 or 1 at every score: no temperature expresses it, the loss only flattens as T -> 0 or inf.
+        # Precision 0 or 1 at every score: nothing finite expresses it, the loss only flattens towards 0 or 1.
         kind = "true" if hits else "false"
-        return 1.0, False, f"all {count} detections are {kind} positives: no finite temperature fits"
+        return 1.0, 0.0, False, f"all {count} detections are {kind} positives: no finite calibration fits"
     # float64: the objective is flat near its minimum. Callers may run under no_grad or inference_mode, and
     # tensors made inside inference mode cannot be saved for backward, so they are created inside the block.
     with torch.inference_mode(False), torch.enable_grad():
         z = torch.from_numpy(logits)
         y = torch.from_numpy(positives.astype(np.float64))
-        temperature = math.exp(_fit_log_temperature(z, y))
-    before, after = _bce(z, y, 1.0), _bce(z, y, temperature)
+        log_t, bias = _fit_log_temperature_and_bias(z, y)
+    temperature = math.exp(log_t)
+    before, after = _bce(z, y, 1.0, 0.0), _bce(z, y, temperature, bias)
     if not math.isfinite(after) or after > before:
-        return 1.0, True, "no temperature found with a lower loss than T=1"  # LBFGS from T=1 should not get here
-    return temperature, True, ""
+        return 1.0, 0.0, True, "no calibration found with a lower loss than T=1, b=0"  # LBFGS starts there
+    return temperature, bias, True, ""
 
 
 def fit_class_temperatures(
@@ -227,8 +235,9 @@ def fit_class_temperatures(
     fits = [
         _fit_class(logits[labels == c], samples.true_positive[labels == c], min_detections) for c in range(len(names))
     ]
-    temperatures = tuple(t for t, _, _ in fits)
-    calibrated = calibrate_scores(samples.scores, labels, temperatures)
+    temperatures = tuple(t for t, _, _, _ in fits)
+    biases = tuple(b for _, b, _, _ in fits)
+    calibrated = calibrate_scores(samples.scores, labels, temperatures, biases)
 
     def class_ece(scores: np.ndarray, c: int) -> float:
         mask = labels == c
@@ -237,9 +246,10 @@ def fit_class_temperatures(
     return ClassTemperatures(
         classes=names,
         temperatures=temperatures,
+        biases=biases,
         detections=tuple(int((labels == c).sum()) for c in range(len(names))),
-        fitted=tuple(fitted for _, fitted, _ in fits),
-        notes=tuple(note for _, _, note in fits),
+        fitted=tuple(fitted for _, _, fitted, _ in fits),
+        notes=tuple(note for _, _, _, note in fits),
         ece_before=detection_calibration_error(samples.scores, samples.true_positive, bins),
         ece_after=detection_calibration_error(calibrated, samples.true_positive, bins),
         class_ece_before=tuple(class_ece(samples.scores, c) for c in range(len(names))),
@@ -248,27 +258,52 @@ def fit_class_temperatures(
     )
 
 
-def calibrate_scores(scores: np.ndarray, labels: np.ndarray, temperatures: Sequence[float]) -> np.ndarray:
-    """sigmoid(logit(s) / T[label]) as float32 of the scores' shape. Non-decreasing within a class; float32
-    rounding may merge scores that differ by less than its resolution, and clipping merges those beyond 1e-6
-    of 0 or 1."""
+def calibrate_scores(
+    scores: np.ndarray, labels: np.ndarray, temperatures: Sequence[float], biases: Sequence[float] | None = None
+) -> np.ndarray:
+    """sigmoid(logit(s) / T[label] + b[label]) (b: 0 when None) as float32 of the scores' shape. Non-decreasing
+    within a class; float32 rounding may merge scores that differ by less than its resolution, and clipping
+    merges those beyond 1e-6 of 0 or 1."""
     values = np.asarray(scores)
     t = _check_temperatures(temperatures)
+    b = _check_biases(biases, len(t))
     flat = _check_scores(values.reshape(-1))
     label_array = np.asarray(labels)
     if label_array.shape != values.shape:
         raise ValueError(f"labels have shape {label_array.shape} but scores have shape {values.shape}")
     index = _check_labels(label_array.reshape(-1), len(flat), len(t))
     # torch's sigmoid is stable for the large |logit / T| that small temperatures give; numpy's exp overflows.
-    calibrated = torch.sigmoid(torch.from_numpy(_logit(flat) / t[index])).numpy()  # float64 (D,)
+    calibrated = torch.sigmoid(torch.from_numpy(_logit(flat) / t[index] + b[index])).numpy()  # float64 (D,)
     return calibrated.astype(np.float32).reshape(values.shape)
 
 
-def calibrate_detections(detections: Detections, temperatures: Sequence[float]) -> Detections:
+def calibrate_detections(
+    detections: Detections, temperatures: Sequence[float], biases: Sequence[float] | None = None
+) -> Detections:
     """The same boxes and labels with calibrated scores."""
-    return Detections(
-        detections.boxes, calibrate_scores(detections.scores, detections.labels, temperatures), detections.labels
-    )
+    scores = calibrate_scores(detections.scores, detections.labels, temperatures, biases)
+    return Detections(detections.boxes, scores, detections.labels)
+
+
+def raw_score_threshold(
+    threshold: float, temperatures: Sequence[float], biases: Sequence[float] | None = None
+) -> float:
+    """The lowest raw score whose calibrated score reaches `threshold` in any class: min over c of
+    sigmoid(T_c (logit(threshold) - b_c)), the inverse of the calibration. A post-process whose candidate
+    threshold is at most this drops no box that would pass `threshold` once calibrated."""
+    t = _check_temperatures(temperatures)
+    b = _check_biases(biases, len(t))
+    level = _logit(np.asarray([min(max(float(threshold), _EPS), 1 - _EPS)], dtype=np.float64))[0]
+    return float(torch.sigmoid(torch.from_numpy(t * (level - b))).min())
+
+
+def _check_biases(biases: Sequence[float] | None, classes: int) -> np.ndarray:
+    if biases is None:
+        return np.zeros(classes, dtype=np.float64)
+    values = np.asarray(biases, dtype=np.float64).reshape(-1)
+    if values.shape != (classes,) or not np.isfinite(values).all():
+        raise ValueError(f"biases must be {classes} finite numbers, one per temperature, got {list(biases)}")
+    return values
 
 
 def detection_calibration_error(scores: np.ndarray, true_positive: np.ndarray, bins: int = 10) -> float:
@@ -325,9 +360,12 @@ def detection_reliability_diagram(
     and one for all classes, in fit.bins bins. The samples may be another split than the fit's. Written
     atomically; returns the path."""
     labels = _check_labels(samples.labels, len(samples.scores), len(fit.classes))
-    calibrated = calibrate_scores(samples.scores, labels, fit.temperatures)
+    calibrated = calibrate_scores(samples.scores, labels, fit.temperatures, fit.biases)
     panels = [
-        (f"{name}, T={fit.temperatures[c]:.3g}{'' if fit.fitted[c] else ' (not fitted)'}", labels == c)
+        (
+            f"{name}, T={fit.temperatures[c]:.3g} b={fit.biases[c]:+.2f}{'' if fit.fitted[c] else ' (not fitted)'}",
+            labels == c,
+        )
         for c, name in enumerate(fit.classes)
     ]
     panels.append(("all classes", np.ones(len(labels), dtype=bool)))

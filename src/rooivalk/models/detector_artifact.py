@@ -36,6 +36,8 @@ class DetectorInfo(BaseModel):
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None
+    # An ensemble's root: members 1..M-1's weight digests, so a member left by another run is refused.
+    member_weights_sha256: list[str] = []
 
     @property
     def detector(self) -> DetectorSpec:
@@ -72,19 +74,19 @@ def member_path(member: int) -> str:
 
 def load_detector_members(model_dir: str) -> tuple[list[nn.Module], DetectorInfo]:
     """Every member of the detector in `model_dir` (one without model.detector.ensemble), member 0 first,
-    and the root's info (its ensemble settings). A member from another dataset version or with other
-    classes or input size is a ValueError naming it."""
+    and the root's info (its ensemble settings). A member whose weights are not those the root recorded
+    is a ValueError naming it."""
     model, info = load_detector(model_dir)
     models = [model]
     ensemble = info.detector.ensemble
     for member in range(1, 1 if ensemble is None else ensemble.members):
         folder = f"{model_dir}/{member_path(member)}"
         member_model, member_info = load_detector(folder)
-        mine = (member_info.classes, member_info.input_height, member_info.input_width, member_info.dataset_version)
-        root = (info.classes, info.input_height, info.input_width, info.dataset_version)
-        if mine != root:
+        expected = info.member_weights_sha256[member - 1] if member <= len(info.member_weights_sha256) else None
+        if member_info.weights_sha256 != expected:
             raise ValueError(
-                f"{folder}: ensemble member {member} has classes/input size/dataset {mine}, member 0 {root}"
+                f"{folder}: ensemble member {member}'s weights are not the ones {model_dir}/{INFO_FILE} was "
+                "trained with (a member of another run): train the ensemble again"
             )
         models.append(member_model)
     return models, info

@@ -36,8 +36,8 @@ class DetectorEnsembleSpec(Strict):
         if self.weights is not None:
             if len(self.weights) != self.members:
                 raise ValueError(f"weights: {len(self.weights)} given for {self.members} members")
-            if any(weight < 0 for weight in self.weights) or sum(self.weights) <= 0:
-                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+            if any(not weight > 0 for weight in self.weights):  # a 0 weight divides a lone box's score by 0
+                raise ValueError(f"weights must be > 0 (leave a member out with fewer members), got {self.weights}")
         return self
 
 

@@ -107,14 +107,23 @@ def model_key_problems(plan: Any) -> list[Problem]:
         problems += _detector_plan_problems(plan)
     if plan.evaluation.tta is not None and (plan.model is None or plan.model.family != "detector"):
         problems.append(("evaluation.tta", "test-time augmentation with box fusion applies to detectors"))
-    if _set(plan.export, "temperature_images") and (
-        plan.model is None or BUILTIN_TASKS.get(plan.model.family) != DETECTION_TASK
-    ):
-        reason = "a classifier's temperature is fitted on the whole validation split; this key is a detector's"
-        problems.append(("export.temperature_images", reason))
+    problems += _temperature_images_problems(plan)
     if plan.ensemble is not None and (plan.model is None or plan.model.family != "mlp"):
         problems.append(("ensemble", "an ensemble joins a table plan's mlp model (model.family mlp) and XGBoost"))
     return problems
+
+
+def _temperature_images_problems(plan: Any) -> list[Problem]:
+    """export.temperature_images counts a detector's calibration images: refused where nothing fits on them."""
+    if not _set(plan.export, "temperature_images"):
+        return []
+    if plan.model is None or BUILTIN_TASKS.get(plan.model.family) != DETECTION_TASK:
+        reason = "a classifier's temperature is fitted on the whole validation split; this key is a detector's"
+        return [("export.temperature_images", reason)]
+    if plan.export.temperature_scaling is not True:
+        reason = "a detector fits per-class temperatures only with export.temperature_scaling: true"
+        return [("export.temperature_images", reason)]
+    return []
 
 
 def attribution_problems(attribution: Any) -> list[Problem]:

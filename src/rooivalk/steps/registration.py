@@ -39,6 +39,23 @@ def log_ensemble_member(tracking_uri: str, run_id: str, model_dir: str) -> dict[
     return {"rooivalk.ensemble": json.dumps(info.ensemble.weights), "rooivalk.ensemble_xgboost": logged.model_uri}
 
 
+def detector_ensemble_tags(model_dir: str) -> dict[str, str]:
+    """A detector ensemble's registered version is member 0's network (the pytorch flavor holds one
+    module): tags say so, with the members and fusion settings; `trained_model/` holds every member and
+    the export's bundle fuses them."""
+    from rooivalk.models.detector_artifact import is_detector_model, read_detector_info
+
+    if not is_detector_model(model_dir):
+        return {}
+    ensemble = read_detector_info(model_dir).detector.ensemble
+    if ensemble is None:
+        return {}
+    return {
+        "rooivalk.detector_ensemble": ensemble.model_dump_json(),
+        "rooivalk.detector_ensemble_note": "the registered model is member 0; trained_model/members/ holds the rest",
+    }
+
+
 def _offline_registration(args: dict[str, Any]) -> Registration:
     return buffered_registration(Plan.model_validate(args["plan_dict"]))
 
@@ -76,7 +93,7 @@ def register(
         rescore = champion_rescorer(tracking_uri, plan, name, dataset_dir, promotion_metric(plan), system)
     if not sensor_dirs:
         network = load_any_model(model_dir)  # an image model, or a sequence or table plan's rnn or mlp
-        tags = log_ensemble_member(tracking_uri, run_id, model_dir)
+        tags = log_ensemble_member(tracking_uri, run_id, model_dir) | detector_ensemble_tags(model_dir)
         return register_candidate(
             tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, tags, rescore
         )

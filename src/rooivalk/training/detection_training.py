@@ -10,7 +10,7 @@ epoch's weights are saved with model.json (rooivalk.models.detector_artifact).
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -18,10 +18,11 @@ from rooivalk import storage
 from rooivalk.data.detection_dataset import DetectionDataset, load_detection_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.detector import Detector
-from rooivalk.models.detector_artifact import DetectorInfo, member_path, save_detector
+from rooivalk.models.detector_artifact import DetectorInfo, save_detector
 from rooivalk.models.groups import layer_groups
 from rooivalk.models.registry import create_model
 from rooivalk.plan import DetectionAugmentSpec, DetectorSpec, ModelSpec, Plan
+from rooivalk.training.detector_ensemble import train_ensemble
 from rooivalk.training.engine.fitting import fit_model
 from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.runtime import seed_everything
@@ -76,33 +77,6 @@ def detector_trainer(
     return Trainer(model, groups, stages, task, plan.training, progress, log_metrics, None, device=device)
 
 
-def _member_plan(plan: Plan, member: int, members: int) -> Plan:
-    """Member `member` of an ensemble of `members`: seed + member, an equal share of the budget, and its
-    own checkpoint folder (member 0 keeps the plan's, so a one-model plan's checkpoints are unchanged)."""
-    training = plan.training
-    checkpoint = training.checkpoint
-    if member and checkpoint.uri is not None:
-        checkpoint = checkpoint.model_copy(update={"uri": f"{checkpoint.uri.rstrip('/')}/member_{member}"})
-    budget = None if training.budget_seconds is None else training.budget_seconds / members
-    update = {"seed": training.seed + member, "budget_seconds": budget, "checkpoint": checkpoint}
-    return plan.model_copy(update={"training": training.model_copy(update=update)})
-
-
-def _member_events(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
-    """Progress events of an ensemble member: tagged with `member`, its stage names prefixed so that the
-    CLI's progress says which member trains."""
-    if progress is None or members == 1:
-        return progress
-
-    def tagged(event: dict[str, Any]) -> None:
-        event = {**event, "member": member}
-        if isinstance(event.get("stage"), str):
-            event["stage"] = f"member {member + 1}/{members}: {event['stage']}"
-        progress(event)
-
-    return tagged
-
-
 def train_detector(
     plan: Plan,
     dataset_dir: str,
@@ -110,46 +84,13 @@ def train_detector(
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> TrainResult:
-    """Train the plan's detector on the detection dataset at `dataset_dir`; write it to `model_dir`.
-
-    With model.detector.ensemble, members 1..M-1 train first (seeds training.seed + k, each a 1/M share
-    of the budget) into `model_dir`/members/k, then member 0, whose model.json at the root, written last,
-    marks the whole ensemble complete. The run's metrics are member 0's, and member_k_* for the others.
-    """
+    """Train the plan's detector on the detection dataset at `dataset_dir`; write it to `model_dir`; with
+    model.detector.ensemble, every member (rooivalk.training.detector_ensemble)."""
     dataset = load_detection_dataset(dataset_dir)
     spec = resolved_detector_spec(plan.single_model, dataset)
-    ensemble = spec.detector.ensemble if spec.detector is not None else None
-    members = 1 if ensemble is None else ensemble.members
-    artifacts: dict[str, str] = {}
-    metrics: dict[str, float] = {}
-    result = None
-    for member in [*range(1, members), 0]:
-        member_plan = _member_plan(plan, member, members)
-        # A member's own model.json holds no ensemble: loaded alone, it is one detector.
-        member_spec = (
-            spec
-            if member == 0
-            else spec.model_copy(
-                update={"detector": (spec.detector or DetectorSpec()).model_copy(update={"ensemble": None})}
-            )
-        )
-        folder = model_dir if member == 0 else f"{model_dir}/{member_path(member)}"
-        # Member 0's metrics are logged as the plan's; the others' per-epoch curves would interleave with them.
-        result = _train_one(
-            member_plan,
-            member_spec,
-            dataset,
-            folder,
-            _member_events(progress, member, members),
-            log_metrics if member == 0 else None,
-        )
-        prefix = "" if member == 0 else f"member_{member}_"
-        metrics |= {f"{prefix}{key}": value for key, value in result.metrics.items()}
-        artifacts |= {
-            (f"{member_path(member)}/{name}" if member else name): sha for name, sha in result.artifacts.items()
-        }
-    assert result is not None  # member 0's, trained last
-    return TrainResult(metrics, result.stages, artifacts, resumed_from=result.resumed_from, history=result.history)
+    if spec.detector is not None and spec.detector.ensemble is not None:
+        return train_ensemble(plan, spec, dataset, model_dir, _train_one, progress, log_metrics)
+    return _train_one(plan, spec, dataset, model_dir, progress, log_metrics, plan.digest())
 
 
 def _train_one(
@@ -159,8 +100,12 @@ def _train_one(
     model_dir: str,
     progress: ProgressFn | None,
     log_metrics: MetricsFn | None,
+    lineage: str,
+    member_weights: Sequence[str] = (),
 ) -> TrainResult:
-    """One detector through the engine, saved to `model_dir` with its history."""
+    """One detector through the engine, saved to `model_dir` with its history. `lineage`: the digest of the
+    user's plan, which model.json records (an ensemble member's own plan differs in seed and budget);
+    `member_weights`: an ensemble root's members' weight digests."""
     seed_everything(plan.training.seed, plan.training.deterministic)  # the head's initial weights are the seed's
     model = create_model(spec, len(dataset.info.classes))
     assert isinstance(model, Detector)
@@ -185,7 +130,8 @@ def _train_one(
         std=model.std,
         operating_threshold=settings.operating_threshold,
         dataset_version=dataset.info.version_id,
-        plan_digest=plan.digest(),
+        plan_digest=lineage,
+        member_weights_sha256=list(member_weights),
     )
     artifacts = save_detector(model_dir, model, info)
     # The engine names its best score best_val_accuracy whatever the task; a detector's is mAP@0.5.

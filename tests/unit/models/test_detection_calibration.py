@@ -24,6 +24,7 @@ from rooivalk.models.detection_calibration import (
     detection_calibration_error,
     detection_reliability_diagram,
     fit_class_temperatures,
+    raw_score_threshold,
 )
 from rooivalk.models.detection_metrics import Detections, GroundTruth, detection_metrics, true_positives
 
@@ -130,6 +131,7 @@ def test_classes_without_a_fittable_split_stay_at_one_with_a_note() -> None:
     record = json.loads(json.dumps(fit.to_dict(), allow_nan=False))  # NaN became null, so strict JSON holds
     assert record["classes"]["heli"] == {
         "temperature": 1.0,
+        "bias": 0.0,
         "detections": 0,
         "fitted": False,
         "note": fit.notes[3],
@@ -258,6 +260,7 @@ def _ok_fit(**changes: Any) -> ClassTemperatures:
     fields: dict[str, Any] = {
         "classes": ("drone", "bird"),
         "temperatures": (1.0, 2.0),
+        "biases": (0.0, 0.5),
         "detections": (3, 4),
         "fitted": (True, True),
         "notes": ("", ""),
@@ -284,6 +287,7 @@ def _ok_fit(**changes: Any) -> ClassTemperatures:
         (lambda: detection_calibration_error(np.array([0.5]), np.array([2]), 10), "true_positive"),
         (lambda: _ok_fit(temperatures=(1.0,)), "one per class"),
         (lambda: _ok_fit(temperatures=(1.0, -2.0)), "finite and > 0"),
+        (lambda: _ok_fit(biases=(0.0, float("inf"))), "biases must be 2 finite numbers"),
         (lambda: _ok_fit(bins=0), "bins must be"),
         (lambda: calibration_samples([Detections.empty()], []), "1 prediction sets for 0 images"),
         (lambda: calibration_samples([], [], iou_threshold=0.0), "iou_threshold"),
@@ -306,3 +310,33 @@ def test_fit_refuses_labels_outside_the_classes_and_duplicate_names() -> None:
     with pytest.raises(ValueError, match="outside the 2 classes"):
         detection_reliability_diagram(samples, _ok_fit(), "unused.png", "x")
     assert fit.detections == (0, 0, 30)
+
+
+def test_a_class_below_half_precision_at_every_score_gets_a_bias_not_a_flat_half() -> None:
+    """Precision sigmoid(logit(raw) / 2 - 1.6): 0.07 at raw 0.05, 0.47 at raw 0.95, under one half at every
+    score. A temperature alone would squash every score towards 0.5; with the bias the fit recovers the
+    truth and the calibrated scores follow the precision."""
+    rng = np.random.default_rng(11)
+    raw = rng.uniform(0.05, 0.95, 4000)
+    precision = _sigmoid(np.log(raw / (1 - raw)) / 2.0 - 1.6)
+    samples = CalibrationSamples(raw.astype(np.float32), np.zeros(4000, np.int64), rng.random(4000) < precision, 400)
+    fit = fit_class_temperatures(samples, ["drone"])
+    assert fit.fitted == (True,)
+    assert fit.temperatures[0] == pytest.approx(2.0, rel=0.2)
+    assert fit.biases[0] == pytest.approx(-1.6, abs=0.2)
+    calibrated = calibrate_scores(samples.scores, samples.labels, fit.temperatures, fit.biases)
+    assert calibrated.max() < 0.55  # never claims much better than the 0.47 it achieves
+    assert calibrated.max() - calibrated.min() > 0.3  # and still ranks
+    assert fit.ece_after < 0.03 < fit.ece_before
+
+
+def test_raw_score_threshold_inverts_the_calibration() -> None:
+    temperatures, biases = [2.0, 0.5, 1.0], [-1.0, 0.3, 0.0]
+    keep = 0.3
+    raw = raw_score_threshold(keep, temperatures, biases)
+    # Each class's own inverse calibrates back to `keep`; the threshold is the lowest of them.
+    inverse = [float(_sigmoid(t * (np.log(keep / (1 - keep)) - b))) for t, b in zip(temperatures, biases, strict=True)]
+    back = calibrate_scores(np.array(inverse), np.arange(3), temperatures, biases)
+    np.testing.assert_allclose(back, keep, rtol=1e-5)
+    assert raw == pytest.approx(min(inverse))
+    assert raw_score_threshold(keep, [1.0]) == pytest.approx(keep)  # T = 1, b = 0: the identity

@@ -115,6 +115,8 @@ def test_detector_calibration_and_tensorrt_keys_are_accepted_and_temperature_ima
     other: dict[str, Any] = yaml.safe_load(SIGN_LANGUAGE.read_text())
     other.setdefault("export", {})["temperature_images"] = 200
     assert any(line.startswith("export.temperature_images: a classifier's") for line in problems(other))
+    raw["export"]["temperature_scaling"] = None  # a detector's default: no temperatures, so no image count
+    assert any(line.startswith("export.temperature_images: a detector fits") for line in problems(raw))
 
 
 def test_an_ensemble_is_a_detectors_with_one_weight_per_member_and_no_tta() -> None:
@@ -123,6 +125,8 @@ def test_an_ensemble_is_a_detectors_with_one_weight_per_member_and_no_tta() -> N
     assert problems(raw) == []
     raw["model"]["detector"]["ensemble"]["weights"] = [1.0]
     assert any("weights: 1 given for 2 members" in line for line in problems(raw))
+    raw["model"]["detector"]["ensemble"]["weights"] = [1.0, 0.0]
+    assert any("weights must be > 0" in line for line in problems(raw))
     raw["model"]["detector"]["ensemble"] = {"members": 1}
     assert any("model.detector.ensemble.members" in line for line in problems(raw))
     raw["model"]["detector"]["ensemble"] = {"members": 3}

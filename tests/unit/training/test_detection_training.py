@@ -261,19 +261,23 @@ def test_a_killed_detector_run_resumes_bit_identical(trained: tuple[Path, Any, A
 
 
 def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bundle(tmp_path: Path) -> None:
-    """model.detector.ensemble through training, evaluation and export, with per-class temperatures."""
+    """model.detector.ensemble through training (and a rerun), evaluation and export, with per-class
+    temperatures."""
     from rooivalk.evaluation.evaluate import evaluate_model
     from rooivalk.export import Predictor
     from rooivalk.export.pipeline_step import export_model
     from rooivalk.models.detection_calibration import calibrate_scores
+    from rooivalk.models.detection_metrics import GroundTruth, detection_metrics
     from rooivalk.models.detector_artifact import load_detector_members
+    from rooivalk.steps.registration import detector_ensemble_tags
 
-    raw = tiny_plan(tmp_path, epochs=3, seed=5)
+    raw = tiny_plan(tmp_path, epochs=3, seed=5, checkpoint={"uri": str(tmp_path / "checkpoints")})
     raw["model"]["detector"]["ensemble"] = {"members": 2, "weights": [2.0, 1.0]}
     raw["model"]["detector"]["score_threshold"] = 0.02  # low scores too: calibration needs misses
     raw["export"] = {"precisions": ["fp32"], "temperature_scaling": True, "latency_runs": 100, "latency_warmup": 1}
     plan = validate_plan(raw, origin="plan.yaml")
     dataset, model_dir = str(tmp_path / "dataset"), str(tmp_path / "model")
+    member_dir = tmp_path / "model" / "members" / "1"
     ingest_data(plan.data, dataset)
     result = train_model(plan, dataset, model_dir)
     assert {"best_val_map50", "member_1_best_val_map50"} <= set(result.metrics)
@@ -282,15 +286,20 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     members, info = load_detector_members(model_dir)
     assert len(members) == 2
     assert info.detector.ensemble is not None
-    assert (
-        json.loads((tmp_path / "model" / "members" / "1" / "model.json").read_text())["spec"]["detector"]["ensemble"]
-        is None
-    )
-    differ = [
-        not torch.equal(a, b)
-        for a, b in zip(members[0].state_dict().values(), members[1].state_dict().values(), strict=False)
-    ]
-    assert any(differ)  # seeds 5 and 6: different heads and batches
+    member_info = json.loads((member_dir / "model.json").read_text())
+    assert member_info["spec"]["detector"]["ensemble"] is None  # loaded alone, a member is one detector
+    weights = [member.state_dict().values() for member in members]
+    assert any(not torch.equal(a, b) for a, b in zip(*weights, strict=True))  # seeds 5 and 6
+    assert json.loads(detector_ensemble_tags(model_dir)["rooivalk.detector_ensemble"])["members"] == 2
+
+    # A rerun (a retried pod) keeps the member already trained for this plan and resumes member 0.
+    member_weights = (member_dir / "model.pt").read_bytes()
+    events: list[dict[str, Any]] = []
+    again = train_model(plan, dataset, model_dir, progress=events.append)
+    assert {event["member"] for event in events if "member" in event} == {0}
+    assert (member_dir / "model.pt").read_bytes() == member_weights
+    assert again.metrics["member_1_best_val_map50"] == result.metrics["member_1_best_val_map50"]
+    members, info = load_detector_members(model_dir)
 
     evaluated = evaluate_model(plan, model_dir, dataset, str(tmp_path / "eval"))
     report = evaluated.report
@@ -302,8 +311,6 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     cache = ImageCache()
     test = load_detection_dataset(dataset).subset("test")
     alone = detect_images(members[0], lambda i: cache.get(test.image_uris[i]), len(test), (64, 96), 16)
-    from rooivalk.models.detection_metrics import GroundTruth, detection_metrics
-
     truths = [GroundTruth(*test.boxes_of(i)) for i in range(len(test))]
     assert evaluated.metrics["test_member_0_map50"] == pytest.approx(
         detection_metrics(alone, truths, info.classes, 0.25)["map50"]
@@ -311,22 +318,30 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
 
     exported = export_model(plan, model_dir, dataset, str(tmp_path / "export"))
     export_report = json.loads((tmp_path / "export" / "export_report.json").read_text())
-    # The ensemble's graph fused in letterbox pixels scores as the evaluation's fused in image pixels.
-    assert exported.metrics["model_fp32_test_map50"] == pytest.approx(report["map50"], abs=0.02)
+    # The bundle's post-process fuses the members' boxes in image pixels, as the evaluate step does.
+    assert exported.metrics["model_fp32_test_map50"] == pytest.approx(report["map50"], abs=2e-3)
     assert export_report["postprocess"]["ensemble"]["members"] == 2
     assert export_report["calibration"]["fitted"] is True, export_report["calibration"]
     bundle = Path(exported.bundles["model"])
     assert (bundle / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "export" / "reliability.png").exists()  # drawn in scratch, shipped in the bundle
     assert {"model_ece_before", "model_ece_after", "model_calibrated_f1"} <= set(exported.metrics)
     predictor = Predictor.load(str(bundle))
-    temperatures = predictor.info.preprocessing["postprocess"]["class_temperatures"]
-    assert len(temperatures) == len(info.classes)
+    postprocess = predictor.info.preprocessing["postprocess"]
+    temperatures, biases = postprocess["class_temperatures"], postprocess["class_biases"]
+    assert len(temperatures) == len(biases) == len(info.classes)
     assert any(t != 1.0 for t in temperatures)
     image = cache.get(test.image_uris[0]).permute(1, 2, 0).numpy()
     (calibrated,) = predictor.detect([image], score_threshold=0.0)
-    del predictor.info.preprocessing["postprocess"]["class_temperatures"]
+    del postprocess["class_temperatures"], postprocess["class_biases"]
     (plain,) = predictor.detect([image], score_threshold=0.0)
     np.testing.assert_allclose(calibrated["boxes"], plain["boxes"])
     np.testing.assert_allclose(
-        calibrated["scores"], calibrate_scores(plain["scores"], plain["labels"], temperatures), rtol=1e-6
+        calibrated["scores"], calibrate_scores(plain["scores"], plain["labels"], temperatures, biases), rtol=1e-6
     )
+
+    # A member left by another run (weights other than those the root recorded) is refused rather than fused.
+    root = json.loads((tmp_path / "model" / "model.json").read_text())
+    (tmp_path / "model" / "model.json").write_text(json.dumps({**root, "member_weights_sha256": ["0" * 64]}))
+    with pytest.raises(ValueError, match="member 1's weights are not the ones"):
+        load_detector_members(model_dir)

@@ -1,0 +1,127 @@
+"""Training a `model.detector.ensemble`: the plan's detector trained once per member, through the engine.
+
+Member k trains with seed training.seed + k (its head's initial weights, batches and augmentation) and
+training.budget_seconds / M, in its own checkpoint folder (member 0 keeps the plan's). Members 1..M-1
+train first into `model_dir`/members/k (each a detector of its own, model.json without an ensemble),
+then member 0 into `model_dir`, whose model.json, written last, records the members' weight digests:
+it marks the whole ensemble complete, and a member left by another run is refused when loading
+(rooivalk.models.detector_artifact.load_detector_members). The root's model.json of an earlier run is
+removed first, so a crash never leaves an old root over new members.
+
+A rerun with checkpoint resume on (a retried pod, `rooivalk run` again) skips each member already
+saved for this plan and dataset (its model.json's plan digest and dataset version, and its
+train_result.json), and resumes the one that was cut off from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rooivalk import storage
+from rooivalk.data.detection_dataset import DetectionDataset
+from rooivalk.events import MetricsFn, ProgressFn
+from rooivalk.models.artifact import INFO_FILE
+from rooivalk.models.detector_artifact import member_path, read_detector_info
+from rooivalk.plan import DetectorSpec, ModelSpec, Plan
+from rooivalk.training.results import TrainResult
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "train_result.json"  # a member's metrics and stages: what a rerun that skips it reports
+
+# (plan, spec, dataset, model_dir, progress, log_metrics, lineage digest, member weight digests) -> result
+TrainOne = Callable[
+    [Plan, ModelSpec, DetectionDataset, str, ProgressFn | None, MetricsFn | None, str, Sequence[str]], TrainResult
+]
+
+
+def member_plan(plan: Plan, member: int, members: int) -> Plan:
+    """Member `member` of `members`: seed + member, an equal share of the budget, and its own checkpoint
+    folder (member 0 keeps the plan's)."""
+    training = plan.training
+    checkpoint = training.checkpoint
+    if member and checkpoint.uri is not None:
+        checkpoint = checkpoint.model_copy(update={"uri": f"{checkpoint.uri.rstrip('/')}/member_{member}"})
+    budget = None if training.budget_seconds is None else training.budget_seconds / members
+    update = {"seed": training.seed + member, "budget_seconds": budget, "checkpoint": checkpoint}
+    return plan.model_copy(update={"training": training.model_copy(update=update)})
+
+
+def _member_events(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
+    """A member's progress events tagged with `member`, its stage names prefixed so that the CLI's
+    progress says which member trains (numbered as its folder and metrics: 0..M-1)."""
+    if progress is None:
+        return None
+
+    def tagged(event: dict[str, Any]) -> None:
+        event = {**event, "member": member}
+        if isinstance(event.get("stage"), str):
+            event["stage"] = f"member {member} of {members}: {event['stage']}"
+        progress(event)
+
+    return tagged
+
+
+def _finished(folder: str, lineage: str, dataset_version: str) -> TrainResult | None:
+    """The saved result of a member trained for this plan and dataset, or None."""
+    try:
+        info = read_detector_info(folder)
+        if info.plan_digest != lineage or info.dataset_version != dataset_version:
+            return None
+        saved = json.loads(storage.read_bytes(f"{folder}/{RESULT_FILE}"))
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return TrainResult(saved["metrics"], saved["stages"], saved["artifacts"])
+
+
+def train_ensemble(
+    plan: Plan,
+    spec: ModelSpec,
+    dataset: DetectionDataset,
+    model_dir: str,
+    train_one: TrainOne,
+    progress: ProgressFn | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> TrainResult:
+    """Every member of the ensemble in `spec` (see the module docstring). The run's metrics are member 0's,
+    and member_<k>_* for the others; its artifacts name members' files members/<k>/..."""
+    ensemble = spec.detector.ensemble if spec.detector is not None else None
+    assert ensemble is not None
+    members = ensemble.members
+    lineage, version = plan.digest(), dataset.info.version_id
+    resume = plan.training.checkpoint.resume and plan.training.checkpoint.uri is not None
+    if storage.exists(f"{model_dir}/{INFO_FILE}"):
+        storage.delete(f"{model_dir}/{INFO_FILE}")  # complete again only when member 0 is saved, last
+    alone = spec.model_copy(
+        update={"detector": (spec.detector or DetectorSpec()).model_copy(update={"ensemble": None})}
+    )
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    weights: list[str] = []
+    for member in range(1, members):
+        folder = f"{model_dir}/{member_path(member)}"
+        result = _finished(folder, lineage, version) if resume else None
+        if result is not None:
+            log.info("ensemble member %d of %d: already trained for this plan (%s), kept", member, members, folder)
+        else:
+            events = _member_events(progress, member, members)
+            # Only member 0's per-epoch figures are logged as the run's: the others' would interleave.
+            result = train_one(member_plan(plan, member, members), alone, dataset, folder, events, None, lineage, ())
+            record = {"metrics": result.metrics, "stages": result.stages, "artifacts": result.artifacts}
+            storage.write_text(f"{folder}/{RESULT_FILE}", json.dumps(record, indent=2))
+        weights.append(read_detector_info(folder).weights_sha256 or "")
+        metrics |= {f"member_{member}_{key}": value for key, value in result.metrics.items()}
+        artifacts |= {f"{member_path(member)}/{name}": sha for name, sha in result.artifacts.items()}
+    first = member_plan(plan, 0, members)
+    events = _member_events(progress, 0, members)
+    result = train_one(first, spec, dataset, model_dir, events, log_metrics, lineage, weights)
+    return TrainResult(
+        result.metrics | metrics,
+        result.stages,
+        result.artifacts | artifacts,
+        resumed_from=result.resumed_from,
+        history=result.history,
+    )
