@@ -179,8 +179,18 @@ def test_a_new_plan_default_changes_no_golden(tmp_path: Path, monkeypatch: pytes
 
 def _example_plans() -> Iterator[tuple[str, str]]:
     for plan in sorted(PLANS.glob("*.yaml")):
+        if "search" in yaml.safe_load(plan.read_text()):
+            continue  # `rooivalk search` runs it (tests/integration/test_search_plans.py); compile refuses it
         for pipeline in PIPELINES:
             yield plan.name, pipeline
+
+
+def test_a_search_plan_is_refused_by_compile_naming_the_search_command(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.yaml"
+    result = CliRunner().invoke(app, ["compile", str(PLANS / "sign_language_search.yaml"), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "run `rooivalk search" in result.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("plan", "pipeline"), list(_example_plans()))

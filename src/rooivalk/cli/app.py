@@ -1,4 +1,5 @@
-"""Typer commands: run, compile, validate, schema, groups, families, report, lr-find, weights, drift, monitor."""
+"""Typer commands: run, search, compile, validate, schema, groups, families, report, lr-find, weights, drift,
+monitor."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def run(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
     loaded = load_cli_plan(plan, set_, check_model=True)
+    _refuse_search(loaded, plan)
     out_dir = out or Path("runs") / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     stdout_console().print(f"running plan [bold]{loaded.name}[/] -> {out_dir} (log: {out_dir / 'pipeline.log'})")
     outcome = run_local(loaded, out_dir, stdout_console(), retrain_from)
@@ -81,6 +83,57 @@ def run(
     if outcome.summary["status"] != "succeeded":
         print_error(outcome.summary["error"] or "a step failed")
         raise typer.Exit(1)
+
+
+def _refuse_search(loaded: Any, plan: Path) -> None:
+    """A plan with `search:` describes a search, which `rooivalk search` runs; its pipeline would train one
+    trial's worth and leave the section unused."""
+    if loaded.search is not None:
+        print_error(
+            f"{plan}: search: the plan describes a hyperparameter search: run `rooivalk search {plan}`, then "
+            "run or compile the best_plan.yaml it writes (or remove the search section)"
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def search(
+    plan: PlanArg,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Search folder; default runs/<plan>-search.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials in all; default search.trials.", min=1)] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel trials; default search.workers.", min=1)] = None,
+) -> None:
+    """Run the plan's `search:` (an Optuna study over plan keys): every trial trained and tracked, then
+    search.json, best_plan.yaml and search.png in the search folder."""
+    import logging
+
+    from rooivalk.plan import PlanError, apply_overrides, read_plan_file
+    from rooivalk.search import run_search
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        raw = apply_overrides(read_plan_file(plan), set_ or [])
+        out_dir = out or Path("runs") / f"{raw.get('name', 'plan')}-search"
+        report = run_search(raw, str(plan), out_dir, trials, workers, say=stdout_console().print)
+    except PlanError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    table = Table(title=f"study {report.study}: {report.metric} ({report.direction})")
+    for column in ("trial", "state", report.metric, "parameters", "seconds"):
+        table.add_column(column)
+    for trial in report.trials:
+        value = "" if trial["value"] is None else f"{trial['value']:.4g}"
+        params = ", ".join(f"{k}={v!r}" for k, v in trial["params"].items())
+        table.add_row(str(trial["number"]), trial["state"], value, params, f"{trial['seconds'] or 0:.0f}")
+    stdout_console().print(table)
+    if report.best is None:
+        print_error(f"no trial completed ({report.counts()}): see {out_dir / 'search.json'}")
+        raise typer.Exit(1)
+    stdout_console().print(
+        f"best: trial {report.best['number']}, {report.metric} {report.best['value']:.4g}; "
+        f"plan {out_dir / 'best_plan.yaml'}; plot {out_dir / 'search.png'}"
+    )
 
 
 def _number(value: float) -> str:
@@ -195,6 +248,7 @@ def compile_(
     if pipeline not in PIPELINES:
         raise typer.BadParameter(f"{pipeline!r} is not one of {', '.join(PIPELINES)}", param_hint="--pipeline")
     loaded = load_cli_plan(plan, set_)
+    _refuse_search(loaded, plan)
     compile_plan(loaded, output, tracking_uri, pipeline)
     stdout_console().print(f"[green]wrote[/] {output}")
 

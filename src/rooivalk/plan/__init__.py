@@ -27,6 +27,7 @@ from rooivalk.plan.loading import apply_overrides, load_plan, plan_json_schema, 
 from rooivalk.plan.models import FusionSpec, ModalityDropoutSpec, ModelSpec, SensorSpec
 from rooivalk.plan.monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan.parameter import NULLS_KEY
+from rooivalk.plan.search import ObjectiveSpec, ParameterSpec, PrunerSpec, SearchSpec
 from rooivalk.plan.techniques import PluginResolver
 from rooivalk.plan.tracking import PromotionSpec, TrackingSpec
 from rooivalk.plan.training import (
@@ -82,7 +83,10 @@ __all__ = [
     "ModelSpec",
     "MonitoringSpec",
     "OptimizerSpec",
+    "ObjectiveSpec",
+    "ParameterSpec",
     "Plan",
+    "PrunerSpec",
     "PlanError",
     "PluginResolver",
     "Precision",
@@ -92,6 +96,7 @@ __all__ = [
     "SchedulerSpec",
     "SensorSpec",
     "SequenceAugmentSpec",
+    "SearchSpec",
     "SequenceSpec",
     "SimulationSpec",
     "SplitSpec",

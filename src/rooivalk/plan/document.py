@@ -23,6 +23,7 @@ from rooivalk.plan.export import ExportSpec
 from rooivalk.plan.models import FusionSpec, ModelSpec, SensorSpec
 from rooivalk.plan.monitoring import MonitoringSpec
 from rooivalk.plan.parameter import NULLS_KEY, explicit_nulls, restore_nulls
+from rooivalk.plan.search import SearchSpec
 from rooivalk.plan.tracking import TrackingSpec
 from rooivalk.plan.training import TrainingSpec
 
@@ -50,6 +51,9 @@ class Plan(Strict):
     retraining: RetrainingSpec = RetrainingSpec()
     cluster: ClusterSpec | None = Field(
         None, description="Kubernetes settings of compiled pipelines (resources, GPUs, secrets); null: KFP's defaults."
+    )
+    search: SearchSpec | None = Field(
+        None, description="A hyperparameter search over plan keys, run by `rooivalk search` (rooivalk.plan.search)."
     )
     pipeline_root: str | None = Field(
         None,

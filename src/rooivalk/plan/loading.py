@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rooivalk.plan.base import PlanError
 from rooivalk.plan.document import Plan
 from rooivalk.plan.model_keys import attribution_problems, model_key_problems
+from rooivalk.plan.search import fixed_key_problems
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 
 
@@ -43,9 +44,29 @@ def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginR
         inner = model_key_problems(attribution) + technique_problems(attribution, resolver)
         inner += attribution_problems(plan.attribution)
         problems += [(f"attribution.{path}", reason) for path, reason in inner]
+    if plan.search is not None:
+        problems += _search_space_problems(raw, plan, resolver)
     if problems:
         raise PlanError(_format_problems(problems, origin))
     return plan
+
+
+def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginResolver | None) -> list[tuple[str, str]]:
+    """Each searched key must exist and take each of its choices (and both range ends) in this plan."""
+    assert plan.search is not None
+    problems = fixed_key_problems(plan.search)
+    if problems:
+        return problems
+    base = {key: value for key, value in raw.items() if key != "search"}
+    for path, parameter in plan.search.space.items():
+        values = parameter.choices if parameter.choices is not None else [parameter.low, parameter.high]
+        for value in values:
+            try:
+                validate_plan(apply_overrides(base, [f"{path}={json.dumps(value)}"]), f"search.space.{path}", resolver)
+            except PlanError as error:
+                problems.append((f"search.space.{path}", f"{value!r}: {' '.join(str(error).split())}"))
+                break
+    return problems
 
 
 def _parse_scalar(text: str) -> Any:

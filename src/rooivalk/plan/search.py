@@ -1,0 +1,134 @@
+"""The `search:` section: a hyperparameter search over any plan keys, run by `rooivalk search PLAN`.
+
+Each trial is the plan with the sampled values set at their paths (as `--set path=value` would), validated
+like any plan, trained through the one engine on the data ingested once, and scored by the best per-epoch
+validation figure `objective.metric` (the names early stopping monitors: val_accuracy, val_loss,
+val_map50 ...). The engine is Optuna (rooivalk.search); its study lives in `storage` (a database URL;
+null: sqlite in the search's output folder).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rooivalk.plan.base import Strict
+
+# Keys a trial may not change: the data are ingested once for every trial; the search owns the others.
+FIXED_PREFIXES = ("data.", "search.", "name", "tracking.", "cluster.")
+
+
+class ParameterSpec(Strict):
+    """One searched key: `choices`, or a range `low`..`high` (integers when both are, `log` for scales
+    such as learning rates, `step` for a grid)."""
+
+    choices: list[Any] | None = Field(None, min_length=1, description="the values to try")
+    # int | float: pydantic keeps a YAML integer an int, so {low: 32, high: 256} samples whole numbers and
+    # {low: 0.0, high: 0.5} (or {low: 0, high: 0.5}) real ones.
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = Field(False, description="sample the range on a log scale (low > 0)")
+    step: int | float | None = Field(None, gt=0, description="a grid step in the range; needed by sampler: grid")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParameterSpec:
+        scalars = (str, int, float, bool, type(None))
+        if self.choices is not None and not all(isinstance(choice, scalars) for choice in self.choices):
+            raise ValueError(f"choices must be numbers, strings, booleans or null, got {self.choices}")
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices or low and high")
+        if ranged:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"a range needs low < high, got low={self.low}, high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log range needs low > 0, got {self.low}")
+            if self.log and self.step is not None:
+                raise ValueError("a log range takes no step")
+        elif self.log or self.step is not None:
+            raise ValueError("log and step apply to a range, not to choices")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """A range of whole numbers: low, high (and step) written as integers."""
+        bounds = (self.low, self.high, 1 if self.step is None else self.step)
+        return self.choices is None and all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+
+    def grid(self) -> list[Any]:
+        """Every value sampler: grid tries."""
+        if self.choices is not None:
+            return list(self.choices)
+        low, high, step = self.low, self.high, self.step
+        if low is None or high is None or step is None:
+            raise ValueError("a grid over a range needs low, high and step")
+        count = int(round((high - low) / step)) + 1
+        values = [low + i * step for i in range(count) if low + i * step <= high + 1e-12]
+        return [int(round(v)) for v in values] if self.integer else values
+
+
+class ObjectiveSpec(Strict):
+    metric: str = Field(
+        "val_accuracy",
+        description="a per-epoch validation figure (as early_stopping.monitor: val_accuracy, val_loss, val_map50, "
+        "val_f1 ...); a trial scores its best epoch",
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="null: minimize a *_loss figure, maximize the others"
+    )
+
+    @property
+    def resolved_direction(self) -> Literal["maximize", "minimize"]:
+        if self.direction is not None:
+            return self.direction
+        return "minimize" if self.metric.endswith("loss") else "maximize"
+
+
+class PrunerSpec(Strict):
+    kind: Literal["median", "successive_halving", "none"] = Field(
+        "median", description="stop a trial whose per-epoch figure trails the others' (Optuna's pruners)"
+    )
+    warmup_epochs: int = Field(1, ge=0, description="epochs every trial runs before it may be pruned")
+    startup_trials: int = Field(2, ge=0, description="median: trials that finish before any is pruned")
+
+
+class SearchSpec(Strict):
+    """search: what `rooivalk search` varies and how it scores and samples trials."""
+
+    space: dict[str, ParameterSpec] = Field(
+        ..., min_length=1, description="plan key path (as --set takes it) -> its values or range"
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's TPE, random, or the full grid")
+    trials: int = Field(20, ge=1, description="trials in all (every worker together); grid: at most the grid's size")
+    objective: ObjectiveSpec = ObjectiveSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    workers: int = Field(1, ge=1, le=64, description="trials run at once, each in its own process, on one study")
+    storage: str | None = Field(
+        None, description="the study's database URL (sqlite:///..., postgresql://...); null: sqlite in the output"
+    )
+    study_name: str | None = Field(None, description="null: the plan's name; a rerun with the same name continues")
+    seed: int = Field(0, description="the sampler's seed")
+
+    @model_validator(mode="after")
+    def _grid(self) -> SearchSpec:
+        if self.sampler == "grid":
+            ungridded = [path for path, p in self.space.items() if p.choices is None and p.step is None]
+            if ungridded:
+                raise ValueError(f"sampler grid needs choices or a step for every key; {ungridded} have neither")
+        return self
+
+
+def fixed_key_problems(spec: SearchSpec) -> list[tuple[str, str]]:
+    """Space keys a trial may not change, with the reason."""
+    problems = []
+    for path in spec.space:
+        if path.startswith(FIXED_PREFIXES) or path in {p.rstrip(".") for p in FIXED_PREFIXES}:
+            problems.append(
+                (
+                    f"search.space.{path}",
+                    "the data are ingested once for every trial, and the search owns search, "
+                    "name, tracking and cluster: search other keys",
+                )
+            )
+    return problems

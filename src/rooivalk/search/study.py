@@ -1,0 +1,87 @@
+"""The Optuna study behind a plan's `search:`: sampler, pruner, storage, and what a trial samples.
+
+Optuna rather than a hand-written loop: its TPE and grid samplers, median / successive-halving pruners
+on per-epoch figures, and a study kept in a database (RDBStorage: sqlite for one machine, PostgreSQL for
+workers on several pods) so that parallel workers share one history and a rerun continues it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rooivalk.plan import ParameterSpec, SearchSpec
+
+SQLITE_TIMEOUT_SECONDS = 60  # parallel local workers wait for sqlite's write lock instead of failing
+
+
+def storage_url(spec: SearchSpec, out_dir: str | Path) -> str:
+    """The study's database: the plan's URL, or sqlite in the search's output folder."""
+    return spec.storage or f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
+
+
+def grid_size(spec: SearchSpec) -> int:
+    return math.prod(len(parameter.grid()) for parameter in spec.space.values())
+
+
+def _sampler(spec: SearchSpec, seed: int) -> Any:
+    import optuna
+
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({path: p.grid() for path, p in spec.space.items()}, seed=seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(spec: SearchSpec) -> Any:
+    import optuna
+
+    pruner = spec.pruner
+    if pruner.kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=pruner.startup_trials, n_warmup_steps=pruner.warmup_epochs)
+    if pruner.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(pruner.warmup_epochs, 1))
+    return optuna.pruners.NopPruner()
+
+
+def sampler_seed(spec: SearchSpec, worker: int, finished: int) -> int:
+    """The seed of one worker's sampler: search.seed, moved per worker and by the trials the study holds
+    already, so parallel workers and a continued study do not draw the same values again."""
+    return spec.seed + 1009 * worker + 7919 * finished
+
+
+def open_study(spec: SearchSpec, storage: str, study_name: str, seed: int | None = None) -> Any:
+    """The study named `study_name` in `storage`, created if new (a rerun with the same name continues it),
+    its sampler seeded with `seed` (default search.seed). Its direction must be the plan's: a study of
+    the other direction is refused, naming both."""
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if storage.startswith("sqlite") else {}
+    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    study = optuna.create_study(
+        storage=rdb,
+        study_name=study_name,
+        sampler=_sampler(spec, spec.seed if seed is None else seed),
+        pruner=_pruner(spec),
+        direction=spec.objective.resolved_direction,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != spec.objective.resolved_direction:
+        raise ValueError(
+            f"study {study_name!r} in {storage} {study.direction.name.lower()}s; the plan's objective "
+            f"{spec.objective.resolved_direction}s {spec.objective.metric}: use another search.study_name"
+        )
+    return study
+
+
+def suggest(trial: Any, path: str, parameter: ParameterSpec) -> Any:
+    """The trial's value of one searched key (Optuna names the parameter by its plan path)."""
+    if parameter.choices is not None:
+        return trial.suggest_categorical(path, parameter.choices)
+    low, high = float(parameter.low or 0), float(parameter.high or 0)  # both set: the spec's validator
+    if parameter.integer:
+        step = int(parameter.step or 1)
+        return trial.suggest_int(path, int(low), int(high), step=step, log=parameter.log)
+    return trial.suggest_float(path, low, high, step=parameter.step, log=parameter.log)

@@ -1,0 +1,136 @@
+"""`rooivalk search` on a tiny sequence plan: trials through the engine, pruning, MLflow runs nested under
+the search's run, the best plan written out and runnable, the grid covered once (rooivalk.search)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rooivalk.plan import PlanError, validate_plan
+from rooivalk.search import run_search
+
+
+def tiny_search_plan(tmp_path: Path, **search: Any) -> dict[str, Any]:
+    return {
+        "name": "tiny-search",
+        "data": {
+            "source": str(tmp_path / "signs.parquet"),
+            "format": "sequences",
+            "simulate": {"kind": "sign_language", "count": 300, "seed": 0, "num_classes": 6},
+            "label": "label",
+            "sequence": {"length": 16},
+            "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
+        },
+        "model": {"family": "rnn", "architecture": "gru-16x1"},
+        "training": {
+            "batch_size": 32,
+            "threads": 1,
+            "stages": [{"name": "main", "epochs": 3, "train": ["all"], "lr": {"head": 1e-3, "backbone": 1e-3}}],
+        },
+        "search": {
+            "space": {
+                "model.architecture": {"choices": ["gru-16x1", "lstm-32x1"]},
+                "training.stages.0.lr.head": {"low": 1e-4, "high": 3e-2, "log": True},
+            },
+            "sampler": "random",
+            "trials": 5,
+            **search,
+        },
+    }
+
+
+def _runs(tracking_uri: str) -> tuple[Any, list[Any]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (parent,) = client.search_runs(experiments, "tags.rooivalk.search_study = 'tiny-search'")
+    children = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, children
+
+
+def test_a_search_trains_tracks_prunes_and_writes_a_runnable_best_plan(tmp_path: Path) -> None:
+    raw = tiny_search_plan(tmp_path, pruner={"kind": "median", "warmup_epochs": 1, "startup_trials": 1})
+    out = tmp_path / "search"
+    lines: list[str] = []
+    report = run_search(raw, "plan.yaml", out, say=lines.append)
+    assert [trial["number"] for trial in report.trials] == [0, 1, 2, 3, 4]
+    assert {trial["state"] for trial in report.trials} <= {"complete", "pruned"}
+    assert report.trials[0]["state"] == "complete"  # the pruner's startup trial runs in full
+    assert all(1 <= trial["epochs"] <= 3 for trial in report.trials)
+    pruned = [trial for trial in report.trials if trial["state"] == "pruned"]
+    assert all(trial["epochs"] < 3 for trial in pruned)  # stopped early, at its last reported epoch
+    complete = [trial for trial in report.trials if trial["state"] == "complete"]
+    assert report.best is not None
+    assert report.best["value"] == max(trial["value"] for trial in complete)
+    assert any("ingesting" in line for line in lines)
+
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["best"] == report.best
+    assert saved["counts"] == report.counts()
+    assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = yaml.safe_load((out / "best_plan.yaml").read_text())
+    assert "search" not in best
+    plan = validate_plan(best, origin="best_plan.yaml")  # runnable as is
+    assert plan.single_model.architecture == report.best["params"]["model.architecture"]
+    assert plan.training.stages[0].lr.head == pytest.approx(report.best["params"]["training.stages.0.lr.head"])
+
+    parent, children = _runs(f"sqlite:///{out / 'mlflow.db'}")
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(report.best["value"])
+    assert sorted(int(run.data.tags["rooivalk.search_trial"]) for run in children) == [0, 1, 2, 3, 4]
+    for run in children:
+        assert set(run.data.params) == {"model.architecture", "training.stages.0.lr.head"}
+        state = report.trials[int(run.data.tags["rooivalk.search_trial"])]["state"]
+        assert run.info.status == ("FINISHED" if state == "complete" else "KILLED")
+        assert "val_accuracy" in run.data.metrics
+
+    # The same study again: it continues (trials 5, 6), its sampler seeded apart from the first call's.
+    again = run_search(raw, "plan.yaml", out, trials=2)
+    assert [trial["number"] for trial in again.trials] == [0, 1, 2, 3, 4, 5, 6]
+    params = [json.dumps(trial["params"], sort_keys=True) for trial in again.trials]
+    assert len(set(params)) == len(params)
+
+
+def test_grid_covers_each_point_once_and_a_refused_combination_fails_only_its_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rooivalk.search.trials as trials_module
+
+    raw = tiny_search_plan(
+        tmp_path,
+        sampler="grid",
+        trials=50,  # more than the grid: capped at its 4 points
+        space={
+            "model.architecture": {"choices": ["gru-16x1", "lstm-32x1"]},
+            "model.drop_rate": {"low": 0.0, "high": 0.2, "step": 0.2},
+        },
+    )
+    raw["training"]["stages"][0]["epochs"] = 1
+    real = trials_module.validate_plan
+
+    def refuse_one(plan: dict[str, Any], origin: str = "<plan>", resolver: Any = None) -> Any:
+        # Stands in for a combination the plan refuses (each value alone is valid, as the space check
+        # requires): the trial must fail with the refusal, and the others run.
+        if plan["model"]["architecture"] == "lstm-32x1" and plan["model"]["drop_rate"] == 0.2:
+            raise PlanError(f"{origin}: model.drop_rate: refused with lstm-32x1 (test)")
+        return real(plan, origin, resolver)
+
+    monkeypatch.setattr(trials_module, "validate_plan", refuse_one)
+    report = run_search(raw, "plan.yaml", tmp_path / "grid")
+    points = sorted((t["params"]["model.architecture"], t["params"]["model.drop_rate"]) for t in report.trials)
+    assert points == [("gru-16x1", 0.0), ("gru-16x1", 0.2), ("lstm-32x1", 0.0), ("lstm-32x1", 0.2)]
+    (failed,) = [t for t in report.trials if t["state"] == "fail"]
+    assert "refused with lstm-32x1" in failed["error"]
+    assert failed["params"] == {"model.architecture": "lstm-32x1", "model.drop_rate": 0.2}
+
+
+def test_an_objective_the_model_does_not_report_stops_the_search_naming_its_figures(tmp_path: Path) -> None:
+    raw = tiny_search_plan(tmp_path, trials=1, objective={"metric": "val_map50"})
+    with pytest.raises(ValueError, match=r"'val_map50' is not a per-epoch figure of this model: \[.*val_accuracy"):
+        run_search(raw, "plan.yaml", tmp_path / "bad")
+    with pytest.raises(PlanError, match="no search section"):
+        run_search({k: v for k, v in raw.items() if k != "search"}, "plan.yaml", tmp_path / "none")
