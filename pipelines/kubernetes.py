@@ -36,6 +36,8 @@ STEP_KIND_OF_COMPONENT = {
     "train-attribution": "train",
     "register-attribution": "register",
     "monitor-drift": "monitor",
+    "search-worker": "train",  # trial pods train: cluster.steps.train (GPUs, retries) applies to them
+    "search-report": "evaluate",  # a pure function of the study
 }
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 # Retries wait 30 s, then 60 s, ... up to 10 min: long enough for a node or S3 hiccup to pass.

@@ -56,6 +56,7 @@ GOLDENS = {
     "retraining_multisensor.yaml": ("multisensor.yaml", "retraining"),
     "drift_check_multisensor.yaml": ("multisensor.yaml", "drift-check"),
     "training_cluster.yaml": ("cluster.yaml", "training"),
+    "search_cluster.yaml": ("search.yaml", "training"),
 }
 
 Documents = list[dict[str, Any]]  # the pipeline spec [+ the Kubernetes platform spec]
@@ -180,17 +181,31 @@ def test_a_new_plan_default_changes_no_golden(tmp_path: Path, monkeypatch: pytes
 def _example_plans() -> Iterator[tuple[str, str]]:
     for plan in sorted(PLANS.glob("*.yaml")):
         if "search" in yaml.safe_load(plan.read_text()):
-            continue  # `rooivalk search` runs it (tests/integration/test_search_plans.py); compile refuses it
+            continue  # `rooivalk search` runs it (tests/integration/test_search_plans.py); sqlite: no cluster
         for pipeline in PIPELINES:
             yield plan.name, pipeline
 
 
-def test_a_search_plan_is_refused_by_compile_naming_the_search_command(tmp_path: Path) -> None:
+def test_a_search_plan_compiles_to_worker_pods_on_a_shared_study_or_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.yaml"
+    # sqlite (the example plan's default) is one machine's: worker pods need a database they all reach.
     result = CliRunner().invoke(app, ["compile", str(PLANS / "sign_language_search.yaml"), "-o", str(out)])
     assert result.exit_code == 2
-    assert "run `rooivalk search" in result.output
+    assert "search.storage: a search on a cluster needs a database every worker pod reaches" in result.output
     assert not out.exists()
+    spec = next(yaml.safe_load_all(_compile(tmp_path, GOLDEN_PLANS / "search.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "rooivalk-search"
+    dag = spec["components"][spec["root"]["dag"]["tasks"]["exit-handler-1"]["componentRef"]["name"]]["dag"]
+    loop = next(task for name, task in dag["tasks"].items() if name.startswith("for-loop"))
+    assert loop["parameterIterator"]["items"]["raw"] == "[0, 1, 2]"  # search.workers pods
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+    loop_name = next(name for name in dag["tasks"] if name.startswith("for-loop"))
+    assert loop_name in dag["tasks"]["search-report"]["dependentTasks"]  # after every worker
+    result = CliRunner().invoke(
+        app, ["compile", str(GOLDEN_PLANS / "search.yaml"), "-o", str(out), "--pipeline", "retraining"]
+    )
+    assert result.exit_code == 2
+    assert "compiles to its search pipeline" in result.output
 
 
 @pytest.mark.parametrize(("plan", "pipeline"), list(_example_plans()))

@@ -19,7 +19,7 @@ from rooivalk.cli.common import (
     print_error,
     stdout_console,
 )
-from rooivalk.plan import plan_json_schema
+from rooivalk.plan import PlanError, plan_json_schema
 
 app = typer.Typer(
     help="Rooivalk: training plans for multi-sensor models, run as Kubeflow pipelines.",
@@ -86,12 +86,12 @@ def run(
 
 
 def _refuse_search(loaded: Any, plan: Path) -> None:
-    """A plan with `search:` describes a search, which `rooivalk search` runs; its pipeline would train one
-    trial's worth and leave the section unused."""
+    """A plan with `search:` describes a search: `rooivalk search` runs it here (`rooivalk compile` on a
+    cluster); a local pipeline run would train one trial's worth and leave the section unused."""
     if loaded.search is not None:
         print_error(
             f"{plan}: search: the plan describes a hyperparameter search: run `rooivalk search {plan}`, then "
-            "run or compile the best_plan.yaml it writes (or remove the search section)"
+            "run the best_plan.yaml it writes (or remove the search section)"
         )
         raise typer.Exit(2)
 
@@ -108,7 +108,7 @@ def search(
     search.json, best_plan.yaml and search.png in the search folder."""
     import logging
 
-    from rooivalk.plan import PlanError, apply_overrides, read_plan_file
+    from rooivalk.plan import apply_overrides, read_plan_file
     from rooivalk.search import run_search
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -248,8 +248,14 @@ def compile_(
     if pipeline not in PIPELINES:
         raise typer.BadParameter(f"{pipeline!r} is not one of {', '.join(PIPELINES)}", param_hint="--pipeline")
     loaded = load_cli_plan(plan, set_)
-    _refuse_search(loaded, plan)
-    compile_plan(loaded, output, tracking_uri, pipeline)
+    if loaded.search is not None and pipeline != "training":
+        print_error(f"{plan}: search: a search plan compiles to its search pipeline (--pipeline training)")
+        raise typer.Exit(2)
+    try:
+        compile_plan(loaded, output, tracking_uri, pipeline)  # a search plan: worker pods on its study
+    except PlanError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
     stdout_console().print(f"[green]wrote[/] {output}")
 
 

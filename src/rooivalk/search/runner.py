@@ -11,6 +11,7 @@ parameter importance), also logged to the search's run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -42,12 +43,12 @@ def search_settings(spec: SearchSpec, trials: int | None = None, workers: int | 
     return SearchSettings(count, min(workers or spec.workers, count))
 
 
-def _shares(trials: int, workers: int) -> list[int]:
+def share_trials(trials: int, workers: int) -> list[int]:
     """Each worker's trial count: `trials` split as evenly as possible."""
     return [trials // workers + (1 if index < trials % workers else 0) for index in range(workers)]
 
 
-def _work(
+def work(
     context: TrialContext, storage: str, study_name: str, trials: int, threads: int | None, worker: int, finished: int
 ) -> None:
     """Worker `worker`: its share of the study's trials (a separate process with workers > 1); `finished`:
@@ -60,7 +61,10 @@ def _work(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = validate_plan(context.raw, context.origin)
     assert plan.search is not None
+    context = dataclasses.replace(context, worker=worker)
     study = open_study(plan.search, storage, study_name, sampler_seed(plan.search, worker, finished))
+    done = sum(1 for t in study.trials if t.user_attrs.get("worker") == worker and t.state.is_finished())
+    trials = max(trials - done, 0) if context.checkpoint_base is not None else trials  # a retried worker pod
     # A plan the trial's values make invalid fails that trial, not the search.
     study.optimize(objective(context, plan.search), n_trials=trials, catch=(PlanError,), callbacks=[_announce])
 
@@ -73,18 +77,41 @@ def _announce(_study: Any, trial: Any) -> None:
     print(f"trial {trial.number}: {trial.state.name.lower()}{value} [{params}]{reason}", flush=True)
 
 
-def _parent_run(plan: Plan, tracking_uri: str, study_name: str, storage: str) -> tuple[str, str]:
-    """(experiment id, run id) of the search's own MLflow run."""
+def open_search_run(plan: Plan, tracking_uri: str, study_name: str, storage: str) -> tuple[str, str]:
+    """(experiment id, run id) of the search's own MLflow run, under which every trial's run nests."""
     from rooivalk.tracking.runs import client_for
 
     client = client_for(tracking_uri)
     experiment = client.get_experiment_by_name(plan.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(plan.tracking.experiment)
     run = client.create_run(experiment_id, run_name=f"search-{study_name}", tags={"rooivalk.search_study": study_name})
-    assert plan.search is not None
-    client.log_param(run.info.run_id, "storage", storage.split("@")[-1])  # no password in the tracking server
-    client.log_param(run.info.run_id, "sampler", plan.search.sampler)
+    tag_search_run(tracking_uri, run.info.run_id, plan, study_name, storage)
     return experiment_id, run.info.run_id
+
+
+def tag_search_run(tracking_uri: str, run_id: str, plan: Plan, study_name: str, storage: str) -> None:
+    from rooivalk.tracking.runs import client_for
+
+    assert plan.search is not None
+    client = client_for(tracking_uri)
+    client.set_tag(run_id, "rooivalk.search_study", study_name)
+    client.log_param(run_id, "storage", storage.split("@")[-1])  # no password in the tracking server
+    client.log_param(run_id, "sampler", plan.search.sampler)
+
+
+def finish_search(
+    raw: dict[str, Any], spec: SearchSpec, storage: str, study_name: str, out: Path, tracking_uri: str, parent: str
+) -> SearchReport:
+    """search.json, best_plan.yaml and search.png in `out`, logged to the search's run."""
+    from rooivalk.tracking.runs import client_for
+
+    report = write_report(open_study(spec, storage, study_name), spec, raw, out)
+    client = client_for(tracking_uri)
+    for path in report.files():
+        client.log_artifact(parent, str(path))
+    if report.best is not None:
+        client.log_metric(parent, f"best_{spec.objective.metric}", report.best["value"])
+    return report
 
 
 def run_search(
@@ -100,11 +127,8 @@ def run_search(
     from rooivalk.tracking.runs import client_for, default_tracking_uri
 
     say = say or log.info
-    plan = validate_plan(raw, origin)
-    if plan.search is None:
-        raise PlanError(f"{origin}: the plan has no search section: nothing to search")
-    if plan.sensors is not None:
-        raise PlanError(f"{origin}: search: a search of a multi-sensor system is not built; search a sensor's plan")
+    plan = searchable_plan(raw, origin)
+    assert plan.search is not None
     spec, settings = plan.search, search_settings(plan.search, trials, workers)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -114,18 +138,18 @@ def run_search(
         ingest_data(plan.data, str(dataset_dir))
     storage, study_name = storage_url(spec, out), spec.study_name or plan.name
     tracking_uri = plan.tracking.uri or default_tracking_uri(out)
-    experiment_id, parent = _parent_run(plan, tracking_uri, study_name, storage)
+    experiment_id, parent = open_search_run(plan, tracking_uri, study_name, storage)
     context = TrialContext(raw, origin, str(out), str(dataset_dir), tracking_uri, experiment_id, parent)
     finished = len(open_study(spec, storage, study_name).trials)  # made here: workers never race to make it
     say(f"study {study_name!r} in {storage.split('@')[-1]}: {settings.trials} trials, {settings.workers} worker(s)")
     threads = plan.training.threads or max((os.cpu_count() or 1) // settings.workers, 1)
-    shares = _shares(settings.trials, settings.workers)
+    shares = share_trials(settings.trials, settings.workers)
     if settings.workers == 1:
-        _work(context, storage, study_name, shares[0], plan.training.threads, 0, finished)
+        work(context, storage, study_name, shares[0], plan.training.threads, 0, finished)
     else:
         spawn = multiprocessing.get_context("spawn")  # no forked torch/MLflow state in the workers
         processes = [
-            spawn.Process(target=_work, args=(context, storage, study_name, n, threads, worker, finished))
+            spawn.Process(target=work, args=(context, storage, study_name, n, threads, worker, finished))
             for worker, n in enumerate(shares)
         ]
         for process in processes:
@@ -135,11 +159,16 @@ def run_search(
         failed = [p.exitcode for p in processes if p.exitcode != 0]
         if failed:
             raise RuntimeError(f"{len(failed)} search worker(s) failed (exit codes {failed}); see the log above")
-    report = write_report(open_study(spec, storage, study_name), spec, raw, out)
-    client = client_for(tracking_uri)
-    for path in report.files():
-        client.log_artifact(parent, str(path))
-    if report.best is not None:
-        client.log_metric(parent, f"best_{spec.objective.metric}", report.best["value"])
-    client.set_terminated(parent, "FINISHED")
+    report = finish_search(raw, spec, storage, study_name, out, tracking_uri, parent)
+    client_for(tracking_uri).set_terminated(parent, "FINISHED")
     return report
+
+
+def searchable_plan(raw: dict[str, Any], origin: str) -> Plan:
+    """The validated plan, refused when it has no search section or is a multi-sensor system."""
+    plan = validate_plan(raw, origin)
+    if plan.search is None:
+        raise PlanError(f"{origin}: the plan has no search section: nothing to search")
+    if plan.sensors is not None:
+        raise PlanError(f"{origin}: search: a search of a multi-sensor system is not built; search a sensor's plan")
+    return plan

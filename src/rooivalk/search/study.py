@@ -8,12 +8,17 @@ workers on several pods) so that parallel workers share one history and a rerun 
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from rooivalk.plan import ParameterSpec, SearchSpec
 
 SQLITE_TIMEOUT_SECONDS = 60  # parallel local workers wait for sqlite's write lock instead of failing
+HEARTBEAT_SECONDS = 60  # a server study: a running trial's worker beats this often; 3 missed beats: stale
+CREATE_ATTEMPTS = 5
+MAX_RETRIES = 2  # a stale trial (its pod preempted) runs again at most this often, resuming its checkpoints
 
 
 def storage_url(spec: SearchSpec, out_dir: str | Path) -> str:
@@ -57,20 +62,46 @@ def open_study(spec: SearchSpec, storage: str, study_name: str, seed: int | None
     its sampler seeded with `seed` (default search.seed). Its direction must be the plan's: a study of
     the other direction is refused, naming both."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if storage.startswith("sqlite") else {}
-    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # rooivalk says what runs; Optuna's INFO repeats it
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return _open(spec, storage, study_name, spec.seed if seed is None else seed)
+        except SQLAlchemyError:
+            # Workers starting together race to create the study's tables (PostgreSQL: a unique violation
+            # on pg_type); whoever loses finds them made a moment later.
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _open(spec: SearchSpec, storage: str, study_name: str, seed: int) -> Any:
+    import optuna
+
+    if storage.startswith("sqlite"):
+        rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}})
+    else:  # workers on pods: a trial whose pod stopped beating is queued again with the same values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                storage,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            )
     study = optuna.create_study(
         storage=rdb,
         study_name=study_name,
-        sampler=_sampler(spec, spec.seed if seed is None else seed),
+        sampler=_sampler(spec, seed),
         pruner=_pruner(spec),
         direction=spec.objective.resolved_direction,
         load_if_exists=True,
     )
     if study.direction.name.lower() != spec.objective.resolved_direction:
         raise ValueError(
-            f"study {study_name!r} in {storage} {study.direction.name.lower()}s; the plan's objective "
+            f"study {study_name!r} in {storage.split('@')[-1]} {study.direction.name.lower()}s; the plan's objective "
             f"{spec.objective.resolved_direction}s {spec.objective.metric}: use another search.study_name"
         )
     return study

@@ -11,6 +11,7 @@ per-epoch objective, its state and its resolved plan (plan.yaml).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -43,6 +44,11 @@ class TrialContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    # Where trials checkpoint on a cluster (a pod may be preempted): <base>/trial-<key of its values>, so
+    # the retry of a stale trial (the same values) resumes from its checkpoints; None: a local folder per
+    # trial, removed when it ends.
+    checkpoint_base: str | None = None
+    worker: int = 0  # which worker ran a trial (a retried worker pod runs only what its share has left)
 
 
 class _Objective:
@@ -57,6 +63,7 @@ class _Objective:
         from rooivalk.tracking.runs import client_for
 
         params = {path: suggest(trial, path, parameter) for path, parameter in self.spec.space.items()}
+        trial.set_user_attr("worker", self.context.worker)
         folder = Path(self.context.out_dir) / "trials" / f"{trial.number:04d}"
         client = client_for(self.context.tracking_uri)
         run = client.create_run(
@@ -119,7 +126,14 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {len(seen)}: {metric} {value:.4g}")
 
-        checkpoints = plan.training.checkpoint.model_copy(update={"uri": str(folder / "checkpoints"), "resume": False})
+        if self.context.checkpoint_base is None:
+            checkpoints = plan.training.checkpoint.model_copy(
+                update={"uri": str(folder / "checkpoints"), "resume": False}
+            )
+        else:
+            key = hashlib.sha256(json.dumps(trial.params, sort_keys=True).encode()).hexdigest()[:16]
+            uri = f"{self.context.checkpoint_base.rstrip('/')}/trial-{key}"
+            checkpoints = plan.training.checkpoint.model_copy(update={"uri": uri, "resume": True})
         plan = plan.model_copy(update={"training": plan.training.model_copy(update={"checkpoint": checkpoints})})
         train_model(plan, self.context.dataset_dir, str(folder / "model"), progress=progress)
         if not seen:
