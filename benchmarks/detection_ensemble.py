@@ -11,9 +11,9 @@ latency on ONNX Runtime with the post-process (fusion included), and the detecti
 operating threshold on calibrated scores. The single model's reliability diagram is copied to --out as
 reliability.png.
 
-Writes detection_ensemble.json and reliability.png to --out; the JSON printed last has the figures and
-ratio_to_baseline: the ensemble bundle's batch-1 `Predictor.detect` latency over the single model's, both
-timed at the end of this run in alternating rounds (paired_latency).
+Writes detection_ensemble.json, ensemble_calibration.md and reliability.png to --out; the JSON printed
+last has the figures and ratio_to_baseline: the ensemble bundle's batch-1 `Predictor.detect` latency
+over the single model's, both timed at the end of this run in alternating rounds (paired_latency).
 
     .venv/bin/python benchmarks/detection_ensemble.py                  # the plan's budget (~12 min)
     .venv/bin/python benchmarks/detection_ensemble.py --budget 60 --out /tmp/det-ensemble
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "pipelines" / "plans" / "detection.yaml"
 SEED = 42
 MEMBERS = 3
+REPORT = "ensemble_calibration.md"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--time-only", action="store_true", help="re-time --work's two bundles and update --out's JSON (no training)"
     )
+    parser.add_argument("--report-only", action="store_true", help="rewrite ensemble_calibration.md from the JSON")
     return parser.parse_args(argv)
 
 
@@ -120,6 +122,60 @@ def paired_latency(bundles: dict[str, Path], rounds: int = 5, runs: int = 50) ->
     return {name: float(np.median(values)) for name, values in medians.items()}
 
 
+def report(result: dict[str, Any]) -> str:
+    """ensemble_calibration.md: the two runs side by side, from detection_ensemble.json."""
+    single, ensemble = result["single"], result["ensemble"]
+    members = ", ".join(f"{value:.3f}" for value in ensemble["member_map50"])
+    rows = [
+        ("test mAP@0.5", "test_map50", ".3f"),
+        ("test mAP@0.5:0.95", "test_map", ".3f"),
+        ("bundle (ONNX FP32) test mAP@0.5", "bundle_fp32_map50", ".3f"),
+        ("D-ECE before / after the per-class temperatures", None, ""),
+        ("precision / recall / F1 at the operating threshold, raw scores", None, ""),
+        ("precision / recall / F1 at the operating threshold, calibrated", None, ""),
+        ("training seconds (wall)", "train_seconds", ".0f"),
+    ]
+
+    def cell(run: dict[str, Any], label: str, key: str | None, fmt: str) -> str:
+        if key is not None:
+            return format(run[key], fmt)
+        if label.startswith("D-ECE"):
+            return f"{run['ece_before']:.4f} / {run['ece_after']:.4f}"
+        prefix = "shipped" if "raw" in label else "calibrated"
+        return " / ".join(f"{run[f'{prefix}_{name}']:.3f}" for name in ("precision", "recall", "f1"))
+
+    paired = result["paired_detect_ms"]
+    lines = [
+        "# Detection: one detector against a 3-member ensemble at the same budget, both calibrated",
+        "",
+        f"`{result['plan']}` ({result['dataset']['split_sizes']} images), seed {result['seed']}, "
+        f"training.budget_seconds {result['budget_seconds']:.0f} for the one detector and for the three "
+        f"members together ({result['budget_seconds'] / result['members']:.0f} s each), "
+        "`export.temperature_scaling: true`, FP32 ONNX shipped.",
+        f"Machine: {result['machine']}. Command: `.venv/bin/python benchmarks/detection_ensemble.py "
+        f"{' '.join(result['argv'])}`".rstrip()
+        + "`.",
+        "",
+        "| | one detector | 3-member ensemble (WBF) |",
+        "| --- | ---: | ---: |",
+        *[
+            f"| {label} | {cell(single, label, key, fmt)} | {cell(ensemble, label, key, fmt)} |"
+            for label, key, fmt in rows
+        ],
+        f"| `Predictor.detect` batch-1 latency, ms (paired rounds) | {paired['single']:.2f} "
+        f"| {paired['ensemble']:.2f} |",
+        "",
+        f"The members alone: test mAP@0.5 {members}. ratio_to_baseline (ensemble latency / one detector's): "
+        f"{result['ratio_to_baseline']:.2f}.",
+        "",
+        "Per-class reliability of the one detector on the test split, raw (red) and calibrated (blue):",
+        "",
+        "![reliability](reliability.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     from rooivalk import machine
     from rooivalk.data import ingest_data
@@ -128,6 +184,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bundles = {name: work / name / "export" / "bundles" / "model" for name in ("single", "ensemble")}
+    if args.report_only:
+        result = json.loads((out / "detection_ensemble.json").read_text())
+        (out / REPORT).write_text(report(result))
+        return {"report": str(out / REPORT)}
     if args.time_only:
         result = json.loads((out / "detection_ensemble.json").read_text())
         result["paired_detect_ms"] = paired_latency(bundles)
@@ -160,6 +220,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "ratio_to_baseline": latency["ensemble"] / latency["single"],
     }
     (out / "detection_ensemble.json").write_text(json.dumps(result, indent=2))
+    (out / REPORT).write_text(report(result))
     return {
         "single_test_map50": single["test_map50"],
         "ensemble_test_map50": ensemble["test_map50"],

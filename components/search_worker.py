@@ -12,4 +12,4 @@ def search_worker(plan: dict, parent_run_id: str, dataset: dsl.Input[dsl.Dataset
     from rooivalk.steps.search_steps import search_worker as run
 
     with pipeline_step("search_worker", plan, parent_run_id) as step:
-        step.record(run(plan, step.run_id, dataset.path, worker), {}, worker=worker)
+        step.record(run(plan, step.run_id, dataset.path, worker, run_key=parent_run_id), {}, worker=worker)

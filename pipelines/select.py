@@ -19,13 +19,15 @@ def pipeline_for(plan: Plan, parallelism: int = 0, on_cluster: bool = True) -> P
     apply the plan's `cluster` settings (local runs leave them out: kfp.local has no pods)."""
     cluster = plan.cluster if on_cluster else None
     if plan.search is not None:
+        from rooivalk.search.runner import search_settings
         from rooivalk.steps.search_steps import cluster_storage
         from rooivalk_kfp.pipelines.search import PIPELINE_NAME as SEARCH
         from rooivalk_kfp.pipelines.search import STEPS as SEARCH_STEPS
         from rooivalk_kfp.pipelines.search import build_search_pipeline
 
         cluster_storage(plan.search)  # refused here, at compile time, rather than in every worker pod
-        return PipelineChoice(SEARCH, build_search_pipeline(plan.search.workers, cluster), SEARCH_STEPS)
+        workers = search_settings(plan.search).workers  # no more pods than trials (or grid points)
+        return PipelineChoice(SEARCH, build_search_pipeline(workers, cluster), SEARCH_STEPS)
     if plan.sensors:
         from rooivalk_kfp.pipelines.multisensor import PIPELINE_NAME, multisensor_pipeline, multisensor_steps
 

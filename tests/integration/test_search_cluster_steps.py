@@ -43,21 +43,22 @@ def test_worker_pods_share_the_study_a_retried_pod_adds_nothing_and_the_report_h
         ingest_data(plan.data, dataset)
         parent = _open_parent(raw)
         spawn = multiprocessing.get_context("spawn")
-        pods = [spawn.Process(target=search_worker, args=(raw, parent, dataset, worker)) for worker in (0, 1)]
+        pods = [spawn.Process(target=search_worker, args=(raw, parent, dataset, worker, parent)) for worker in (0, 1)]
         for pod in pods:
             pod.start()
         for pod in pods:
             pod.join()
         assert [pod.exitcode for pod in pods] == [0, 0]
-        assert search_worker(raw, parent, dataset, 0) == {"trials": 3.0}  # a retried pod: its 3 ran already
+        assert search_worker(raw, parent, dataset, 0, parent) == {"trials": 0.0}  # a retried pod: its 3 ran
+        assert search_worker(raw, parent, dataset, 1, "another-run") == {"trials": 2.0}  # a new pipeline run
         report = search_report(raw, parent, str(tmp_path / "report"))
-        assert sorted(trial["number"] for trial in report.trials) == [0, 1, 2, 3, 4]  # none lost, none twice
+        assert sorted(trial["number"] for trial in report.trials) == list(range(7))  # none lost, none twice
         assert report.best is not None
         best = yaml.safe_load((tmp_path / "report" / "best_plan.yaml").read_text())
         assert validate_plan(best, origin="best_plan.yaml").search is None
         assert json.loads((tmp_path / "report" / "search.json").read_text())["counts"] == report.counts()
-        assert any((tmp_path / "checkpoints").glob("search-tiny-search/trial-*"))  # trials checkpoint there
+        assert not any((tmp_path / "checkpoints").glob("search-tiny-search/trial-*/*"))  # removed when done
         with pytest.raises(ValueError, match="worker 2: the search has 2 workers"):
-            search_worker(raw, parent, dataset, 2)
+            search_worker(raw, parent, dataset, 2, parent)
     finally:
         server.stop()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rooivalk.plan import Plan
+from rooivalk.plan import Plan, PlanError
 
 PIPELINES = ("training", "retraining", "drift-check")
 
@@ -16,6 +16,8 @@ PIPELINES = ("training", "retraining", "drift-check")
 def _pipeline_function(plan: Plan, pipeline: str) -> Callable[..., Any]:
     # The KFP layer is untyped (mypy checks src/ only), so each result is typed on assignment.
     function: Callable[..., Any]
+    if plan.search is not None and pipeline != "training":
+        raise PlanError(f"search: a search plan compiles to its search pipeline (training), not {pipeline}")
     if pipeline == "training":
         from rooivalk_kfp.pipelines.select import pipeline_for
 

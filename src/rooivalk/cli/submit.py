@@ -24,7 +24,7 @@ import yaml
 
 from rooivalk import __version__
 from rooivalk.cli.compile import PIPELINES, compile_plan, with_tracking_default
-from rooivalk.plan import Plan
+from rooivalk.plan import Plan, PlanError
 
 # kfp.client.KF_PIPELINES_SA_TOKEN_ENV / KF_PIPELINES_SA_TOKEN_PATH, repeated here because the help
 # text needs them before kfp is imported (a test checks they still match kfp's).
@@ -358,6 +358,9 @@ def submit(
     except SubmitError as error:
         print_error(str(error))
         raise typer.Exit(error.exit_code) from None
+    except PlanError as error:  # what compiling refuses (a search plan's storage, its pipeline kind)
+        print_error(f"{plan}: {error}")
+        raise typer.Exit(2) from None
     if result.state is not None:
         if result.state.upper() != "SUCCEEDED":
             print_error(f"run {result.run_id} ended {result.state}: {result.run_url}")

@@ -80,10 +80,7 @@ class Plan(Strict):
             raise ValueError("'attribution' is a step of the multi-sensor pipeline: it needs 'sensors'")
         if self.sensors is not None:
             _check_sensor_names(list(self.sensors))
-        if self.model is not None and self.model.family == "detector":
-            stopping = self.training.early_stopping
-            if "monitor" not in stopping.model_fields_set:  # a detector is scored by mAP, not accuracy
-                stopping.monitor = "val_map50"
+        self._resolve_monitors()
         if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
             # Warm start loads the champion's weights as the model's pretrained state dict, which only the
             # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
@@ -132,6 +129,15 @@ class Plan(Strict):
         if self.model is None:
             raise PlanError(f"plan {self.name!r} is a multi-sensor plan: its models are under 'sensors'")
         return self.model
+
+    def _resolve_monitors(self) -> None:
+        if self.model is not None and self.model.family == "detector":
+            stopping = self.training.early_stopping
+            if "monitor" not in stopping.model_fields_set:  # a detector is scored by mAP, not accuracy
+                stopping.monitor = "val_map50"
+        if self.search is not None and self.search.objective.metric is None:
+            # A search scores trials by what the engine keeps the best epoch by, unless told otherwise.
+            self.search.objective.metric = self.training.early_stopping.monitor
 
     @model_validator(mode="before")
     @classmethod

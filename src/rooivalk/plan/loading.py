@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from rooivalk.plan.base import PlanError
 from rooivalk.plan.document import Plan
 from rooivalk.plan.model_keys import attribution_problems, model_key_problems
-from rooivalk.plan.search import fixed_key_problems
+from rooivalk.plan.parameter import restore_nulls
+from rooivalk.plan.search import search_section_problems
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 
 
@@ -54,7 +55,7 @@ def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginR
 def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginResolver | None) -> list[tuple[str, str]]:
     """Each searched key must exist and take each of its choices (and both range ends) in this plan."""
     assert plan.search is not None
-    problems = fixed_key_problems(plan.search)
+    problems = search_section_problems(plan)
     if problems:
         return problems
     base = {key: value for key, value in raw.items() if key != "search"}
@@ -62,7 +63,7 @@ def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginReso
         values = parameter.choices if parameter.choices is not None else [parameter.low, parameter.high]
         for value in values:
             try:
-                validate_plan(apply_overrides(base, [f"{path}={json.dumps(value)}"]), f"search.space.{path}", resolver)
+                validate_plan(set_values(base, {path: value}), f"search.space.{path}", resolver)
             except PlanError as error:
                 problems.append((f"search.space.{path}", f"{value!r}: {' '.join(str(error).split())}"))
                 break
@@ -89,6 +90,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node[_list_index(node, keys[-1], path)] = _parse_scalar(value)
         else:
             node[keys[-1]] = _parse_scalar(value)
+    return result
+
+
+def set_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a raw plan (a parameter dict's NULLS_KEY applied first) with each value set at its dotted
+    path as it is (no YAML re-parsing: 1e-05 stays a float), as `--set path=value` reaches it."""
+    result: dict[str, Any] = json.loads(json.dumps(restore_nulls(raw)))
+    for path, value in values.items():
+        keys = path.split(".")
+        node: Any = result
+        for key in keys[:-1]:
+            node = _child(node, key, path)
+        if isinstance(node, list):
+            node[_list_index(node, keys[-1], path)] = value
+        else:
+            node[keys[-1]] = value
     return result
 
 

@@ -15,9 +15,6 @@ from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
 
-# Keys a trial may not change: the data are ingested once for every trial; the search owns the others.
-FIXED_PREFIXES = ("data.", "search.", "name", "tracking.", "cluster.")
-
 
 class ParameterSpec(Strict):
     """One searched key: `choices`, or a range `low`..`high` (integers when both are, `log` for scales
@@ -69,20 +66,26 @@ class ParameterSpec(Strict):
 
 
 class ObjectiveSpec(Strict):
-    metric: str = Field(
-        "val_accuracy",
+    metric: str | None = Field(
+        None,
         description="a per-epoch validation figure (as early_stopping.monitor: val_accuracy, val_loss, val_map50, "
-        "val_f1 ...); a trial scores its best epoch",
+        "val_f1 ...); a trial scores its best epoch; null: training.early_stopping.monitor (what the engine keeps "
+        "the best epoch by)",
     )
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="null: minimize a *_loss figure, maximize the others"
     )
 
     @property
+    def name(self) -> str:
+        """The metric, resolved by the Plan's validator (a bare SearchSpec: val_accuracy)."""
+        return self.metric or "val_accuracy"
+
+    @property
     def resolved_direction(self) -> Literal["maximize", "minimize"]:
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.metric.endswith("loss") else "maximize"
+        return "minimize" if self.name.endswith("loss") else "maximize"
 
 
 class PrunerSpec(Strict):
@@ -119,16 +122,76 @@ class SearchSpec(Strict):
         return self
 
 
-def fixed_key_problems(spec: SearchSpec) -> list[tuple[str, str]]:
-    """Space keys a trial may not change, with the reason."""
-    problems = []
-    for path in spec.space:
-        if path.startswith(FIXED_PREFIXES) or path in {p.rstrip(".") for p in FIXED_PREFIXES}:
-            problems.append(
-                (
-                    f"search.space.{path}",
-                    "the data are ingested once for every trial, and the search owns search, "
-                    "name, tracking and cluster: search other keys",
-                )
+# Trials only train, on the data ingested once, under the search's own tracking, checkpoints and pods: keys
+# under these would be set and then not used (or overwritten), so a search may not vary them.
+NOT_SEARCHED = (
+    "data",
+    "search",
+    "name",
+    "description",
+    "tracking",
+    "cluster",
+    "pipeline_root",
+    "evaluation",
+    "export",
+    "monitoring",
+    "retraining",
+    "training.checkpoint",
+    "training.distributed",
+)
+
+
+def search_section_problems(plan: Any) -> list[tuple[str, str]]:
+    """What a plan's search section sets that its trials would not honour, with the path and the reason."""
+    spec = plan.search
+    problems = [
+        (
+            f"search.space.{path}",
+            "trials only train, on data ingested once, under the search's own tracking, checkpoints and pods: "
+            f"keys under {', '.join(NOT_SEARCHED)} are not searched",
+        )
+        for path in spec.space
+        if any(path == key or path.startswith(f"{key}.") for key in NOT_SEARCHED)
+    ]
+    if plan.sensors is not None:
+        problems.append(("search", "a search of a multi-sensor system is not built: search a sensor's own plan"))
+    detector = plan.model.detector if plan.model is not None else None
+    if plan.ensemble is not None or (detector is not None and detector.ensemble is not None):
+        problems.append(("search", "an ensemble's members report their epochs one after another: search one model"))
+    if plan.training.distributed.nproc_per_node > 1:
+        problems.append(("search", "distributed (DDP) trials report no per-epoch figures to the pruner"))
+    pruner = spec.pruner
+    if "startup_trials" in pruner.model_fields_set and pruner.kind != "median":
+        problems.append(("search.pruner.startup_trials", f"applies to kind median, not {pruner.kind}"))
+    if "warmup_epochs" in pruner.model_fields_set and pruner.kind == "none":
+        problems.append(("search.pruner.warmup_epochs", "applies to a pruner; kind is none"))
+    if spec.storage is not None and _has_password(spec.storage):
+        problems.append(
+            (
+                "search.storage",
+                "holds a password, which would travel in plan parameters, MLflow and the compiled pipeline: give "
+                "the URL without it and the password as PGPASSWORD (a cluster.secrets entry; libpq reads it)",
             )
+        )
     return problems
+
+
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False
+
+
+def hide_password(url: str) -> str:
+    """A database URL fit for logs and reports."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]

@@ -122,12 +122,12 @@ def write_report(study: Any, spec: SearchSpec, raw: dict[str, Any], out_dir: Pat
         best = {"number": top.number, "value": top.value, "params": top.params, "plan": BEST_PLAN_FILE}
         header = (
             f"# Written by `rooivalk search`: trial {top.number} of study {study.study_name!r}, "
-            f"{spec.objective.metric} {top.value:.6g}.\n"
+            f"{spec.objective.name} {top.value:.6g}.\n"
         )
         text = yaml.safe_dump(trial_raw_plan(raw, top.params), sort_keys=False)
         (out_dir / BEST_PLAN_FILE).write_text(header + text)
     report = SearchReport(
-        study.study_name, spec.objective.metric, spec.objective.resolved_direction, trials, best, out_dir
+        study.study_name, spec.objective.name, spec.objective.resolved_direction, trials, best, out_dir
     )
     report.importance = _importance(study)
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2))

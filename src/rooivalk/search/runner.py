@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rooivalk.plan import Plan, PlanError, SearchSpec, validate_plan
+from rooivalk.plan.search import hide_password
 from rooivalk.search.report import SearchReport, write_report
-from rooivalk.search.study import grid_size, open_study, sampler_seed, storage_url
+from rooivalk.search.study import claim_study, grid_size, open_study, sampler_seed, storage_url
 from rooivalk.search.trials import TrialContext, objective
 
 log = logging.getLogger(__name__)
@@ -49,24 +50,54 @@ def share_trials(trials: int, workers: int) -> list[int]:
 
 
 def work(
-    context: TrialContext, storage: str, study_name: str, trials: int, threads: int | None, worker: int, finished: int
-) -> None:
+    context: TrialContext,
+    storage: str,
+    study_name: str,
+    trials: int,
+    threads: int | None,
+    worker: int,
+    finished: int | None = None,
+) -> int:
     """Worker `worker`: its share of the study's trials (a separate process with workers > 1); `finished`:
-    the trials the study held before this search started (they move the sampler's seed)."""
-    import optuna
+    the trials the study held before this search started (they move the sampler's seed; None: counted
+    now). On a cluster (context.run_key) a retried worker pod first queues again the trials it left
+    running, then runs only what its share has left. Returns the trials it ran."""
     import torch
+
+    from rooivalk.training.engine.errors import TrainingError
 
     if threads:
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = validate_plan(context.raw, context.origin)
     assert plan.search is not None
-    context = dataclasses.replace(context, worker=worker)
+    if finished is None:
+        finished = len(open_study(plan.search, storage, study_name).trials)
+    context = dataclasses.replace(context, worker=worker, threads=threads)
     study = open_study(plan.search, storage, study_name, sampler_seed(plan.search, worker, finished))
-    done = sum(1 for t in study.trials if t.user_attrs.get("worker") == worker and t.state.is_finished())
-    trials = max(trials - done, 0) if context.checkpoint_base is not None else trials  # a retried worker pod
-    # A plan the trial's values make invalid fails that trial, not the search.
-    study.optimize(objective(context, plan.search), n_trials=trials, catch=(PlanError,), callbacks=[_announce])
+    if context.run_key is not None:
+        trials = max(trials - _requeue_and_count(study, worker, context.run_key), 0)
+    # A trial whose plan the values make invalid, or whose training fails (a non-finite loss, out of memory),
+    # fails alone: the search goes on. Preempted propagates: the pod is going away.
+    catch = (PlanError, TrainingError, torch.cuda.OutOfMemoryError)
+    study.optimize(objective(context, plan.search), n_trials=trials, catch=catch, callbacks=[_announce])
+    return trials
+
+
+def _requeue_and_count(study: Any, worker: int, run_key: str) -> int:
+    """This worker's trials of this pipeline run: those still RUNNING belong to its dead predecessor (one
+    pod per worker index is alive) and are failed and queued again with their values; returns how many
+    of its share are done (complete, pruned, or failed with an error; a preempted trial was requeued)."""
+    import optuna
+
+    State = optuna.trial.TrialState  # noqa: N806
+    mine = [t for t in study.trials if t.user_attrs.get("worker") == worker and t.user_attrs.get("run_key") == run_key]
+    for trial in (t for t in mine if t.state == State.RUNNING):
+        # Optuna has no public call to fail another process's trial; its storage API is what fail_stale_trials uses.
+        study._storage.set_trial_state_values(trial._trial_id, State.FAIL)
+        first = trial.user_attrs.get("retry_of", trial.number)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": first}, skip_if_exists=False)
+    done = (State.COMPLETE, State.PRUNED)
+    return sum(1 for t in mine if t.state in done or (t.state == State.FAIL and "error" in t.user_attrs))
 
 
 def _announce(_study: Any, trial: Any) -> None:
@@ -79,11 +110,10 @@ def _announce(_study: Any, trial: Any) -> None:
 
 def open_search_run(plan: Plan, tracking_uri: str, study_name: str, storage: str) -> tuple[str, str]:
     """(experiment id, run id) of the search's own MLflow run, under which every trial's run nests."""
-    from rooivalk.tracking.runs import client_for
+    from rooivalk.tracking.runs import client_for, ensure_experiment
 
     client = client_for(tracking_uri)
-    experiment = client.get_experiment_by_name(plan.tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(plan.tracking.experiment)
+    experiment_id = ensure_experiment(client, plan.tracking.experiment, tracking_uri)  # artifacts beside the db
     run = client.create_run(experiment_id, run_name=f"search-{study_name}", tags={"rooivalk.search_study": study_name})
     tag_search_run(tracking_uri, run.info.run_id, plan, study_name, storage)
     return experiment_id, run.info.run_id
@@ -95,7 +125,7 @@ def tag_search_run(tracking_uri: str, run_id: str, plan: Plan, study_name: str, 
     assert plan.search is not None
     client = client_for(tracking_uri)
     client.set_tag(run_id, "rooivalk.search_study", study_name)
-    client.log_param(run_id, "storage", storage.split("@")[-1])  # no password in the tracking server
+    client.log_param(run_id, "storage", hide_password(storage))
     client.log_param(run_id, "sampler", plan.search.sampler)
 
 
@@ -110,7 +140,7 @@ def finish_search(
     for path in report.files():
         client.log_artifact(parent, str(path))
     if report.best is not None:
-        client.log_metric(parent, f"best_{spec.objective.metric}", report.best["value"])
+        client.log_metric(parent, f"best_{spec.objective.name}", report.best["value"])
     return report
 
 
@@ -123,7 +153,6 @@ def run_search(
     say: Callable[[str], None] | None = None,
 ) -> SearchReport:
     """Run the search of the plan `raw` (validated here; errors name `origin`), writing to `out_dir`."""
-    from rooivalk.data import ingest_data
     from rooivalk.tracking.runs import client_for, default_tracking_uri
 
     say = say or log.info
@@ -132,36 +161,64 @@ def run_search(
     spec, settings = plan.search, search_settings(plan.search, trials, workers)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    dataset_dir = out / "dataset"
-    if not (dataset_dir / "dataset.json").is_file():
-        say(f"ingesting {plan.data.source} -> {dataset_dir} (once, for every trial)")
-        ingest_data(plan.data, str(dataset_dir))
+    dataset_dir = _ingested(plan, out / "dataset", say)
     storage, study_name = storage_url(spec, out), spec.study_name or plan.name
     tracking_uri = plan.tracking.uri or default_tracking_uri(out)
     experiment_id, parent = open_search_run(plan, tracking_uri, study_name, storage)
-    context = TrialContext(raw, origin, str(out), str(dataset_dir), tracking_uri, experiment_id, parent)
-    finished = len(open_study(spec, storage, study_name).trials)  # made here: workers never race to make it
-    say(f"study {study_name!r} in {storage.split('@')[-1]}: {settings.trials} trials, {settings.workers} worker(s)")
-    threads = plan.training.threads or max((os.cpu_count() or 1) // settings.workers, 1)
+    status = "FAILED"
+    try:
+        study = open_study(spec, storage, study_name)  # made here: workers never race to make it
+        claim_study(study, plan)
+        finished = len(study.trials)
+        context = TrialContext(raw, origin, str(out), str(dataset_dir), tracking_uri, experiment_id, parent)
+        say(f"study {study_name!r} in {hide_password(storage)}: {settings.trials} trials, {settings.workers} worker(s)")
+        _run_workers(context, storage, study_name, settings, plan.training.threads, finished)
+        status = "FINISHED"
+    finally:  # whatever happened, the run is closed and the trials so far are reported
+        client_for(tracking_uri).set_terminated(parent, status)
+        if status == "FAILED":
+            try:
+                finish_search(raw, spec, storage, study_name, out, tracking_uri, parent)
+            except Exception as error:  # the search's own error is the one to raise
+                log.warning("no report of the failed search: %s", error)
+    return finish_search(raw, spec, storage, study_name, out, tracking_uri, parent)
+
+
+def _run_workers(
+    context: TrialContext, storage: str, study_name: str, settings: SearchSettings, threads: int | None, finished: int
+) -> None:
+    """The trials in this process (one worker) or in `settings.workers` processes on the study."""
     shares = share_trials(settings.trials, settings.workers)
     if settings.workers == 1:
-        work(context, storage, study_name, shares[0], plan.training.threads, 0, finished)
-    else:
-        spawn = multiprocessing.get_context("spawn")  # no forked torch/MLflow state in the workers
-        processes = [
-            spawn.Process(target=work, args=(context, storage, study_name, n, threads, worker, finished))
-            for worker, n in enumerate(shares)
-        ]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-        failed = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"{len(failed)} search worker(s) failed (exit codes {failed}); see the log above")
-    report = finish_search(raw, spec, storage, study_name, out, tracking_uri, parent)
-    client_for(tracking_uri).set_terminated(parent, "FINISHED")
-    return report
+        work(context, storage, study_name, shares[0], threads, 0, finished)
+        return
+    per_worker = threads or max((os.cpu_count() or 1) // settings.workers, 1)  # N workers share the cores
+    spawn = multiprocessing.get_context("spawn")  # no forked torch/MLflow state in the workers
+    processes = [
+        spawn.Process(target=work, args=(context, storage, study_name, n, per_worker, worker, finished))
+        for worker, n in enumerate(shares)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} search worker(s) failed (exit codes {failed}); see the log above")
+
+
+def _ingested(plan: Plan, dataset_dir: Path, say: Callable[[str], None]) -> Path:
+    """The plan's data ingested once for every trial; again when the data section changed since."""
+    from rooivalk import storage
+    from rooivalk.data import ingest_data
+
+    spec_file = dataset_dir.parent / "dataset.spec.json"
+    spec = plan.data.model_dump_json()
+    if not (dataset_dir / "dataset.json").is_file() or not spec_file.is_file() or spec_file.read_text() != spec:
+        say(f"ingesting {plan.data.source} -> {dataset_dir} (once, for every trial)")
+        ingest_data(plan.data, str(dataset_dir))
+        storage.write_text(spec_file, spec)
+    return dataset_dir
 
 
 def searchable_plan(raw: dict[str, Any], origin: str) -> Plan:

@@ -7,13 +7,17 @@ workers on several pods) so that parallel workers share one history and a rerun 
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import math
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from rooivalk.plan import ParameterSpec, SearchSpec
+from rooivalk.plan import ParameterSpec, Plan, SearchSpec
+from rooivalk.plan.search import hide_password
 
 SQLITE_TIMEOUT_SECONDS = 60  # parallel local workers wait for sqlite's write lock instead of failing
 HEARTBEAT_SECONDS = 60  # a server study: a running trial's worker beats this often; 3 missed beats: stale
@@ -33,11 +37,15 @@ def grid_size(spec: SearchSpec) -> int:
 def _sampler(spec: SearchSpec, seed: int) -> Any:
     import optuna
 
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({path: p.grid() for path, p in spec.space.items()}, seed=seed)
-    if spec.sampler == "random":
+    if spec.sampler == "random" or spec.sampler == "grid":
+        # A grid's points are queued when the study is claimed (claim_study) and every trial runs a queued
+        # point; GridSampler itself would let two workers pick one point at once (measured), and it stops a
+        # study early while queued points wait. The sampler only draws beyond the queue, which no trial does.
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # constant_liar: running trials count as bad results, so parallel workers do not all sample one point.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=spec.workers > 1)
 
 
 def _pruner(spec: SearchSpec) -> Any:
@@ -101,10 +109,56 @@ def _open(spec: SearchSpec, storage: str, study_name: str, seed: int) -> Any:
     )
     if study.direction.name.lower() != spec.objective.resolved_direction:
         raise ValueError(
-            f"study {study_name!r} in {storage.split('@')[-1]} {study.direction.name.lower()}s; the plan's objective "
-            f"{spec.objective.resolved_direction}s {spec.objective.metric}: use another search.study_name"
+            f"study {study_name!r} in {hide_password(storage)} {study.direction.name.lower()}s; the plan's objective "
+            f"{spec.objective.resolved_direction}s {spec.objective.name}: use another search.study_name"
         )
     return study
+
+
+DIGEST_ATTR = "rooivalk.search_digest"
+
+
+def claim_study(study: Any, plan: Plan) -> None:
+    """A study holds the trials of one search: the same space, objective and plan (search, tracking and
+    cluster settings aside). A new study records their digest; a continued one of another digest is
+    refused, naming search.study_name, rather than mixing figures of different searches."""
+    assert plan.search is not None
+    what = {
+        "space": {path: p.model_dump(mode="json") for path, p in plan.search.space.items()},
+        "objective": [plan.search.objective.name, plan.search.objective.resolved_direction],
+        "plan": plan.model_dump(mode="json", exclude={"search", "tracking", "cluster", "pipeline_root"}),
+    }
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    recorded = study.user_attrs.get(DIGEST_ATTR)
+    if recorded is None:
+        if plan.search.sampler == "grid" and not study.trials:
+            # Every point queued once, up front: workers pop queued trials atomically, whereas GridSampler
+            # picking among unvisited points in two workers at once can pick one point twice (measured).
+            for point in grid_points(plan.search):
+                study.enqueue_trial(point, skip_if_exists=False)
+        study.set_user_attr(DIGEST_ATTR, digest)  # last: other workers wait for it (wait_for_claim)
+    elif recorded != digest:
+        raise ValueError(
+            f"study {study.study_name!r} holds trials of another search (its space, objective or plan differ): "
+            "give this one its own search.study_name (or remove the study)"
+        )
+
+
+def grid_points(spec: SearchSpec) -> list[dict[str, Any]]:
+    """Every combination of the grid, in order."""
+    paths = list(spec.space)
+    return [
+        dict(zip(paths, values, strict=True)) for values in itertools.product(*(spec.space[p].grid() for p in paths))
+    ]
+
+
+def wait_for_claim(study: Any, timeout: float = 300.0) -> None:
+    """Block until the first worker has claimed the study (queued a grid's points): the others start then."""
+    deadline = time.monotonic() + timeout
+    while DIGEST_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"study {study.study_name!r}: worker 0 did not claim it within {timeout:.0f} s")
+        time.sleep(2.0)
 
 
 def suggest(trial: Any, path: str, parameter: ParameterSpec) -> Any:

@@ -11,8 +11,6 @@ per-epoch objective, its state and its resolved plan (plan.yaml).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,16 +19,33 @@ from typing import Any
 
 import yaml
 
-from rooivalk.plan import Plan, PlanError, SearchSpec, apply_overrides, validate_plan
+from rooivalk.plan import Plan, PlanError, SearchSpec, validate_plan
+from rooivalk.plan.loading import set_values
 from rooivalk.search.study import suggest
 
 PLAN_FILE = "plan.yaml"
 
 
 def trial_raw_plan(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The searched plan without its search section, each value set at its path."""
-    base = {key: value for key, value in raw.items() if key != "search"}
-    return apply_overrides(base, [f"{path}={json.dumps(value)}" for path, value in params.items()])
+    """The searched plan (a file's dict or a pipeline's parameter dict) with each value set at its path,
+    as it is (no YAML re-parsing), and without its search section."""
+    plan = set_values(raw, params)
+    plan.pop("search", None)
+    return plan
+
+
+def _validated(raw: dict[str, Any], origin: str) -> Plan:
+    """The trial's plan validated as `rooivalk run` validates one (plugins, the stages on the model's
+    layer groups): a refusal is a PlanError, which fails this trial only."""
+    from rooivalk.cli.common import plugin_task_info
+    from rooivalk.training.trainer import check_stages_against_model
+
+    plan = validate_plan(raw, origin, resolver=plugin_task_info)
+    try:
+        check_stages_against_model(plan)
+    except ValueError as error:
+        raise PlanError(f"{origin}: {error}") from None
+    return plan
 
 
 @dataclass
@@ -49,6 +64,8 @@ class TrialContext:
     # trial, removed when it ends.
     checkpoint_base: str | None = None
     worker: int = 0  # which worker ran a trial (a retried worker pod runs only what its share has left)
+    run_key: str | None = None  # a cluster search: the pipeline run's id, which its workers' trials carry
+    threads: int | None = None  # torch threads of each trial when the plan sets none (parallel local workers)
 
 
 class _Objective:
@@ -60,10 +77,14 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
+        from rooivalk import storage
         from rooivalk.tracking.runs import client_for
+        from rooivalk.training.engine.errors import Preempted
 
         params = {path: suggest(trial, path, parameter) for path, parameter in self.spec.space.items()}
         trial.set_user_attr("worker", self.context.worker)
+        if self.context.run_key is not None:
+            trial.set_user_attr("run_key", self.context.run_key)
         folder = Path(self.context.out_dir) / "trials" / f"{trial.number:04d}"
         client = client_for(self.context.tracking_uri)
         run = client.create_run(
@@ -75,32 +96,45 @@ class _Objective:
         for path, value in params.items():
             client.log_param(run_id, path, value)
         started = time.perf_counter()
-        status = "FAILED"
+        status, preempted = "FAILED", False
         try:
-            try:
-                plan = validate_plan(
-                    trial_raw_plan(self.context.raw, params), f"{self.context.origin} trial {trial.number}"
-                )
-            except PlanError as error:
-                trial.set_user_attr("error", str(error))
-                client.set_tag(run_id, "rooivalk.search_error", str(error)[:5000])
-                raise
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / PLAN_FILE).write_text(yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
+            plan = _validated(trial_raw_plan(self.context.raw, params), f"{self.context.origin} trial {trial.number}")
+            storage.write_text(folder / PLAN_FILE, yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
             client.log_artifact(run_id, str(folder / PLAN_FILE))
             value = self._train(trial, plan, folder, client, run_id)
             status = "FINISHED"
-            client.log_metric(run_id, f"best_{self.spec.objective.metric}", value)
+            client.log_metric(run_id, f"best_{self.spec.objective.name}", value)
             return value
         except optuna.TrialPruned:
             status = "KILLED"
             client.set_tag(run_id, "rooivalk.search_state", "pruned")
             raise
+        except Preempted:
+            # The pod is going away: the same values run again (any worker, or this one's retry), resuming
+            # from this trial's checkpoints (keyed by the first trial of these values).
+            status, preempted = "KILLED", True
+            first = trial.user_attrs.get("retry_of", trial.number)
+            trial.study.enqueue_trial(params, user_attrs={"retry_of": first}, skip_if_exists=False)
+            client.set_tag(run_id, "rooivalk.search_state", f"preempted; queued again as a retry of trial {first}")
+            raise
+        except Exception as error:  # this trial failed; the search records why and goes on (or stops)
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:5000])
+            client.set_tag(run_id, "rooivalk.search_error", f"{type(error).__name__}: {error}"[:5000])
+            raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
             client.log_metric(run_id, "trial_seconds", time.perf_counter() - started)
             client.set_terminated(run_id, status)
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the model stays; its checkpoints go
+            if not preempted:  # the trial is over: its model stays, its checkpoints go
+                _remove_tree(self._checkpoint_uri(trial, folder))
+
+    def _checkpoint_uri(self, trial: Any, folder: Path) -> str:
+        """Locally the trial's own folder; on a cluster <base>/trial-<first trial of these values>, so the
+        retry of a preempted trial resumes from its checkpoints."""
+        if self.context.checkpoint_base is None:
+            return str(folder / "checkpoints")
+        first = int(trial.user_attrs.get("retry_of", trial.number))
+        return f"{self.context.checkpoint_base.rstrip('/')}/trial-{first:04d}"
 
     def _train(self, trial: Any, plan: Plan, folder: Path, client: Any, run_id: str) -> float:
         """Train the trial's plan; report each epoch's figure to the pruner; the best epoch's figure."""
@@ -108,7 +142,7 @@ class _Objective:
 
         from rooivalk.training.trainer import train_model
 
-        metric, maximize = self.spec.objective.metric, self.spec.objective.resolved_direction == "maximize"
+        metric, maximize = self.spec.objective.name, self.spec.objective.resolved_direction == "maximize"
         seen: list[float] = []
 
         def progress(event: dict[str, Any]) -> None:
@@ -126,15 +160,14 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {len(seen)}: {metric} {value:.4g}")
 
-        if self.context.checkpoint_base is None:
-            checkpoints = plan.training.checkpoint.model_copy(
-                update={"uri": str(folder / "checkpoints"), "resume": False}
-            )
-        else:
-            key = hashlib.sha256(json.dumps(trial.params, sort_keys=True).encode()).hexdigest()[:16]
-            uri = f"{self.context.checkpoint_base.rstrip('/')}/trial-{key}"
-            checkpoints = plan.training.checkpoint.model_copy(update={"uri": uri, "resume": True})
-        plan = plan.model_copy(update={"training": plan.training.model_copy(update={"checkpoint": checkpoints})})
+        resume = self.context.checkpoint_base is not None  # a retry on a cluster resumes; locally each is new
+        checkpoints = plan.training.checkpoint.model_copy(
+            update={"uri": self._checkpoint_uri(trial, folder), "resume": resume}
+        )
+        update: dict[str, Any] = {"checkpoint": checkpoints}
+        if plan.training.threads is None and self.context.threads is not None:
+            update["threads"] = self.context.threads  # N parallel workers share the cores
+        plan = plan.model_copy(update={"training": plan.training.model_copy(update=update)})
         train_model(plan, self.context.dataset_dir, str(folder / "model"), progress=progress)
         if not seen:
             raise ValueError(f"trial {trial.number} trained no epoch: no {metric} to score")
@@ -143,3 +176,14 @@ class _Objective:
 
 def objective(context: TrialContext, spec: SearchSpec) -> _Objective:
     return _Objective(context, spec)
+
+
+def _remove_tree(uri: str) -> None:
+    """Delete every file under `uri` (a local folder or an s3:// prefix); nothing there is fine."""
+    from rooivalk import storage
+
+    if "://" not in uri:
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    for found in storage.list_uris(uri):
+        storage.delete(found)

@@ -29,6 +29,7 @@ from rooivalk.search.runner import (
     work,
 )
 from rooivalk.search.trials import TrialContext
+from rooivalk.tracking.runs import required_uri
 
 
 def cluster_storage(spec: SearchSpec, origin: str = "plan") -> str:
@@ -42,46 +43,49 @@ def cluster_storage(spec: SearchSpec, origin: str = "plan") -> str:
     return spec.storage
 
 
-def _tracking(plan: Plan) -> str:
-    if not plan.tracking.uri:
-        raise ValueError("tracking.uri must be resolved before a pipeline runs (rooivalk compile does this)")
-    return plan.tracking.uri
-
-
 def _study_name(plan: Plan) -> str:
     assert plan.search is not None
     return plan.search.study_name or plan.name
 
 
-def search_worker(plan_dict: dict[str, Any], parent_run_id: str, dataset_dir: str, worker: int) -> dict[str, float]:
+def search_worker(
+    plan_dict: dict[str, Any], parent_run_id: str, dataset_dir: str, worker: int, run_key: str
+) -> dict[str, float]:
     """Worker `worker` of the plan's search: its share of the trials, each an MLflow run nested under
-    `parent_run_id`; returns {"trials": its share}."""
+    `parent_run_id`; `run_key` (the pipeline run's id) tells this run's trials from a rerun's on the same
+    study. Returns {"trials": the trials it ran} (a retried pod runs what its share has left)."""
+    from rooivalk.search.study import claim_study, open_study, wait_for_claim
     from rooivalk.tracking.runs import client_for
 
     plan = searchable_plan(plan_dict, f"search worker {worker}")
     assert plan.search is not None
-    storage, tracking_uri = cluster_storage(plan.search), _tracking(plan)
+    storage, tracking_uri = cluster_storage(plan.search), required_uri(plan)
     settings = search_settings(plan.search)
     shares = share_trials(settings.trials, settings.workers)
     if not 0 <= worker < len(shares):
         raise ValueError(f"worker {worker}: the search has {len(shares)} workers (0..{len(shares) - 1})")
+    study = open_study(plan.search, storage, _study_name(plan))
+    if worker:
+        wait_for_claim(study)  # worker 0 claims the study (and queues a grid) before any worker samples
+    claim_study(study, plan)
     experiment_id = client_for(tracking_uri).get_run(parent_run_id).info.experiment_id
     base = plan.training.checkpoint.uri
     checkpoints = f"{base.rstrip('/')}/search-{_study_name(plan)}" if base else None
-    scratch = tempfile.mkdtemp(prefix=f"search-worker-{worker}-")  # trial models: the pod's; plans go to MLflow
-    context = TrialContext(
-        plan_dict,
-        f"search worker {worker}",
-        scratch,
-        dataset_dir,
-        tracking_uri,
-        experiment_id,
-        parent_run_id,
-        checkpoints,
-        worker,
-    )
-    work(context, storage, _study_name(plan), shares[worker], plan.training.threads, worker, 0)
-    return {"trials": float(shares[worker])}
+    with tempfile.TemporaryDirectory(prefix=f"search-worker-{worker}-") as scratch:  # trial models: the pod's
+        context = TrialContext(
+            plan_dict,
+            f"search worker {worker}",
+            scratch,
+            dataset_dir,
+            tracking_uri,
+            experiment_id,
+            parent_run_id,
+            checkpoints,
+            worker,
+            run_key,
+        )
+        ran = work(context, storage, _study_name(plan), shares[worker], plan.training.threads, worker)
+    return {"trials": float(ran)}
 
 
 def search_report(plan_dict: dict[str, Any], parent_run_id: str, out_dir: str) -> SearchReport:
@@ -89,7 +93,7 @@ def search_report(plan_dict: dict[str, Any], parent_run_id: str, out_dir: str) -
     study in which no trial completed is an error naming its counts."""
     plan = searchable_plan(plan_dict, "search report")
     assert plan.search is not None
-    storage, tracking_uri, study = cluster_storage(plan.search), _tracking(plan), _study_name(plan)
+    storage, tracking_uri, study = cluster_storage(plan.search), required_uri(plan), _study_name(plan)
     tag_search_run(tracking_uri, parent_run_id, plan, study, storage)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     report = finish_search(plan_dict, plan.search, storage, study, Path(out_dir), tracking_uri, parent_run_id)

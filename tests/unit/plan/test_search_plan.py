@@ -69,6 +69,45 @@ def test_each_searched_key_must_exist_take_its_values_and_not_be_fixed() -> None
     too_high = _problems(_plan(space={"model.drop_rate": {"choices": [0.2, 1.5]}}))
     assert "search.space.model.drop_rate: 1.5" in too_high  # drop_rate < 1: the plan refuses it
     fixed = _problems(_plan(space={"data.sequence.length": {"choices": [8, 16]}}))
-    assert "search.space.data.sequence.length: the data are ingested once" in fixed
+    assert "search.space.data.sequence.length: trials only train, on data ingested once" in fixed
     stage = validate_plan(_plan(space={"training.stages.0.lr.head": {"low": 1e-4, "high": 1e-2, "log": True}}))
     assert stage.search is not None
+
+
+def test_keys_trials_would_not_honour_are_refused_with_their_paths() -> None:
+    for path in ("export.max_accuracy_drop", "training.checkpoint.every_epochs", "evaluation.fail_on_gate"):
+        assert f"search.space.{path}: trials only train" in _problems(_plan(space={path: {"choices": [1]}}))
+    raw = _plan(pruner={"kind": "none", "startup_trials": 3})
+    assert "search.pruner.startup_trials: applies to kind median" in _problems(raw)
+    raw = _plan()
+    raw["training"]["distributed"] = {"nproc_per_node": 2}
+    assert "search: distributed (DDP) trials" in _problems(raw)
+
+
+def test_a_password_in_the_storage_url_is_refused_and_hidden_from_reports() -> None:
+    from rooivalk.plan.search import hide_password
+
+    refused = _problems(_plan(storage="postgresql+psycopg://optuna:hunter2@db:5432/optuna"))
+    assert "search.storage: holds a password" in refused
+    assert "hunter2" not in refused.replace("optuna:hunter2@db", "")  # only the given URL itself names it
+    validate_plan(_plan(storage="postgresql+psycopg://optuna@db:5432/optuna"))
+    assert "hunter2" not in hide_password("postgresql+psycopg://optuna:hunter2@db:5432/optuna")
+
+
+def test_the_objective_defaults_to_what_early_stopping_monitors() -> None:
+    raw = _plan()
+    raw["training"]["early_stopping"] = {"enabled": True, "monitor": "val_loss", "mode": "min"}
+    plan = validate_plan(raw)
+    assert plan.search is not None
+    assert (plan.search.objective.name, plan.search.objective.resolved_direction) == ("val_loss", "minimize")
+
+
+def test_a_trials_values_are_set_as_they_are_even_on_a_pipeline_parameter_with_nulls() -> None:
+    from rooivalk.search.trials import trial_raw_plan
+
+    raw = _plan(space={"training.grad_clip_norm": {"low": 1e-05, "high": 1.0, "log": True}})
+    raw["training"]["grad_clip_norm"] = None
+    parameter = validate_plan(raw).to_parameter()  # what pipeline pods get: nulls listed under _nulls
+    trial = validate_plan(trial_raw_plan(parameter, {"training.grad_clip_norm": 1e-05}))
+    assert trial.training.grad_clip_norm == 1e-05  # a float, not the string YAML would read '1e-05' as
+    assert trial.search is None

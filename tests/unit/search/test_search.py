@@ -4,6 +4,7 @@ the search's run, the best plan written out and runnable, the grid covered once 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,74 @@ def test_an_objective_the_model_does_not_report_stops_the_search_naming_its_figu
         run_search(raw, "plan.yaml", tmp_path / "bad")
     with pytest.raises(PlanError, match="no search section"):
         run_search({k: v for k, v in raw.items() if k != "search"}, "plan.yaml", tmp_path / "none")
+
+
+def _fake_training(fail: Callable[[int], BaseException | None]) -> Callable[..., Any]:
+    """Stands in for rooivalk.training.trainer.train_model (the engine's own failures are tested with it):
+    three epoch_end events, unless `fail(call)` gives the error the engine would raise on that call."""
+    calls: list[int] = []
+
+    def train_model(plan: Any, dataset_dir: str, model_dir: str, progress: Any = None, **_: Any) -> None:
+        calls.append(len(calls))
+        error = fail(calls[-1])
+        if error is not None:
+            raise error
+        for epoch in (1, 2, 3):
+            progress(
+                {"event": "epoch_end", "epoch": epoch, "val_accuracy": 0.1 * epoch + plan.training.stages[0].lr.head}
+            )
+
+    return train_model
+
+
+def test_a_preempted_trial_is_queued_again_with_its_values_and_a_failing_one_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    import rooivalk.training.trainer as trainer
+    from rooivalk.training.engine.errors import Preempted, TrainingError
+
+    raw = tiny_search_plan(tmp_path, trials=2, pruner={"kind": "none"})
+    monkeypatch.setattr(
+        trainer, "train_model", _fake_training(lambda call: Preempted("SIGTERM") if call == 0 else None)
+    )
+    with pytest.raises(Preempted):
+        run_search(raw, "plan.yaml", tmp_path / "s")  # the worker stops: its pod is going away
+    study = optuna.load_study(study_name="tiny-search", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    first, queued = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert queued.state == optuna.trial.TrialState.WAITING
+    assert queued.system_attrs["fixed_params"] == first.params  # the same values, run first when the worker returns
+    assert queued.user_attrs["retry_of"] == 0
+    # The rerun (the retried pod) runs the queued values first, then the rest of its share.
+    report = run_search(raw, "plan.yaml", tmp_path / "s", trials=2)
+    assert [t["state"] for t in report.trials] == ["fail", "complete", "complete"]
+    assert report.trials[1]["params"] == report.trials[0]["params"]
+
+    def diverge(call: int) -> BaseException | None:
+        return TrainingError("non-finite loss at epoch 1") if call == 1 else None
+
+    monkeypatch.setattr(trainer, "train_model", _fake_training(diverge))
+    report = run_search(raw, "plan.yaml", tmp_path / "d", trials=3)
+    assert [t["state"] for t in report.trials] == ["complete", "fail", "complete"]
+    assert "TrainingError: non-finite loss" in report.trials[1]["error"]
+
+
+def test_two_workers_on_a_grid_cover_every_point_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = tiny_search_plan(
+        tmp_path,
+        sampler="grid",
+        workers=2,
+        trials=50,  # capped at the grid's 6 points
+        space={
+            "model.architecture": {"choices": ["gru-16x1", "lstm-32x1"]},
+            "model.drop_rate": {"low": 0.0, "high": 0.2, "step": 0.1},
+        },
+    )
+    raw["training"]["stages"][0]["epochs"] = 1
+    report = run_search(raw, "plan.yaml", tmp_path / "grid2")
+    points = sorted(
+        (t["params"]["model.architecture"], round(t["params"]["model.drop_rate"], 6)) for t in report.trials
+    )
+    assert points == sorted((a, d) for a in ("gru-16x1", "lstm-32x1") for d in (0.0, 0.1, 0.2))
