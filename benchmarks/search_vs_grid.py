@@ -121,9 +121,8 @@ def readme(result: dict[str, Any]) -> str:
         f"`{result['plan']}` at {result['count']} sequences, one stage of {result['epochs']} epochs, over "
         "model.architecture (gru-32x1, gru-64x1, gru-128x2) and the learning rate (grid 3e-4 / 1e-3 / 3e-3; "
         "TPE log-uniform in [3e-4, 3e-3]), objective the best epoch's validation accuracy.",
-        f"Machine: {result['machine']}. Command: `.venv/bin/python benchmarks/search_vs_grid.py "
-        f"{' '.join(result['argv'])}`".rstrip()
-        + "`.",
+        f"Machine: {result['machine']}. Command: "
+        f"`{' '.join(['.venv/bin/python benchmarks/search_vs_grid.py', *result['argv']])}`.",
         "",
         "| seed | grid best val acc | grid s | TPE best val acc | TPE s | TPE pruned | TPE epochs trained |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
