@@ -28,6 +28,7 @@ GPU_STEPS = frozenset(
         "cache_features",
         "export_model",
         "export_system",
+        "search_worker",  # its trials train
     }
 )
 

@@ -2,10 +2,10 @@
 
 from kfp import dsl
 
-from rooivalk_kfp.components.images import TRAIN_IMAGE
+from rooivalk_kfp.components.images import EVAL_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=EVAL_IMAGE, install_kfp_package=False)
 def search_report(plan: dict, parent_run_id: str, report: dsl.Output[dsl.Artifact]):
     """search.json, best_plan.yaml (the plan to run) and search.png of the study, logged to MLflow."""
     from rooivalk.steps import pipeline_step

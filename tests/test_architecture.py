@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rooivalk.evaluation",),
     ("rooivalk.export",),
     ("rooivalk.monitoring",),
+    ("rooivalk.search",),
     ("rooivalk.steps",),
     ("rooivalk._dev",),
     ("rooivalk.cli",),

@@ -18,6 +18,7 @@ from rooivalk._dev.servers import start_postgres
 from rooivalk.plan import validate_plan
 from rooivalk.search import run_search
 from rooivalk.tracking.runs import default_tracking_uri
+from tests.unit.search.test_search import tiny_search_plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,37 +34,9 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
         server.stop()
 
 
-def tiny_search_plan(source: Path, storage: str, trials: int, workers: int) -> dict[str, Any]:
-    """A sign-language GRU/LSTM search of ~2 s per trial on one thread."""
-    return {
-        "name": STUDY,
-        "data": {
-            "source": str(source),
-            "format": "sequences",
-            "simulate": {"kind": "sign_language", "count": 300, "seed": 0, "num_classes": 6},
-            "label": "label",
-            "sequence": {"length": 16},
-            "split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0},
-        },
-        "model": {"family": "rnn", "architecture": "gru-16x1"},
-        "training": {
-            "batch_size": 32,
-            "threads": 1,
-            "stages": [{"name": "main", "epochs": 4, "train": ["all"], "lr": {"head": 1.0e-3, "backbone": 1.0e-3}}],
-        },
-        "search": {
-            "space": {
-                "model.architecture": {"choices": ["gru-16x1", "lstm-32x1"]},
-                "training.stages.0.lr.head": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
-                "model.drop_rate": {"low": 0.0, "high": 0.5},
-            },
-            "sampler": "random",
-            "trials": trials,
-            "workers": workers,
-            "pruner": {"kind": "none"},
-            "storage": storage,
-        },
-    }
+def _plan(tmp_path: Path, storage: str, trials: int, workers: int) -> dict[str, Any]:
+    """The unit tests' tiny sign-language search (~1 s a trial on one thread), on `storage`."""
+    return tiny_search_plan(tmp_path, trials=trials, workers=workers, storage=storage, pruner={"kind": "none"})
 
 
 def _check_trials(out: Path, url: str, count: int) -> None:
@@ -102,7 +75,7 @@ def test_parallel_workers_share_a_postgres_study_without_losing_or_repeating_a_t
     tmp_path: Path, postgres_url: str
 ) -> None:
     out = tmp_path / "search"
-    plan = tiny_search_plan(tmp_path / "signs.parquet", postgres_url, trials=6, workers=2)
+    plan = _plan(tmp_path, postgres_url, trials=6, workers=2)
     report = run_search(plan, "tiny-search.yaml", out)
     assert sorted(t["number"] for t in report.trials) == list(range(6))
     _check_trials(out, postgres_url, 6)

@@ -37,7 +37,7 @@ def trial_raw_plan(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 def _validated(raw: dict[str, Any], origin: str) -> Plan:
     """The trial's plan validated as `rooivalk run` validates one (plugins, the stages on the model's
     layer groups): a refusal is a PlanError, which fails this trial only."""
-    from rooivalk.cli.common import plugin_task_info
+    from rooivalk.training.tasks import plugin_task_info
     from rooivalk.training.trainer import check_stages_against_model
 
     plan = validate_plan(raw, origin, resolver=plugin_task_info)
