@@ -75,7 +75,7 @@ def work(
     context = dataclasses.replace(context, worker=worker, threads=threads)
     study = open_study(plan.search, storage, study_name, sampler_seed(plan.search, worker, finished))
     if context.run_key is not None:
-        trials = max(trials - _requeue_and_count(study, worker, context.run_key), 0)
+        trials = max(trials - _requeue_and_count(study, worker, context.run_key, context.tracking_uri), 0)
     # A trial whose plan the values make invalid, or whose training fails (a non-finite loss, out of memory),
     # fails alone: the search goes on. Preempted propagates: the pod is going away.
     catch = (PlanError, TrainingError, torch.cuda.OutOfMemoryError)
@@ -83,17 +83,22 @@ def work(
     return trials
 
 
-def _requeue_and_count(study: Any, worker: int, run_key: str) -> int:
+def _requeue_and_count(study: Any, worker: int, run_key: str, tracking_uri: str) -> int:
     """This worker's trials of this pipeline run: those still RUNNING belong to its dead predecessor (one
-    pod per worker index is alive) and are failed and queued again with their values; returns how many
-    of its share are done (complete, pruned, or failed with an error; a preempted trial was requeued)."""
+    pod per worker index is alive) and are failed, their MLflow runs marked KILLED, and queued again with
+    their values; returns how many of its share are done (complete, pruned, or failed with an error; a
+    preempted trial was requeued)."""
     import optuna
+
+    from rooivalk.tracking.runs import client_for
 
     State = optuna.trial.TrialState  # noqa: N806
     mine = [t for t in study.trials if t.user_attrs.get("worker") == worker and t.user_attrs.get("run_key") == run_key]
     for trial in (t for t in mine if t.state == State.RUNNING):
         # Optuna has no public call to fail another process's trial; its storage API is what fail_stale_trials uses.
         study._storage.set_trial_state_values(trial._trial_id, State.FAIL)
+        if "mlflow_run_id" in trial.user_attrs:
+            client_for(tracking_uri).set_terminated(trial.user_attrs["mlflow_run_id"], "KILLED")
         first = trial.user_attrs.get("retry_of", trial.number)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": first}, skip_if_exists=False)
     done = (State.COMPLETE, State.PRUNED)

@@ -93,6 +93,7 @@ class _Objective:
             tags={"mlflow.parentRunId": self.context.parent_run_id, "rooivalk.search_trial": str(trial.number)},
         )
         run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)  # a retried worker pod closes it if this pod dies
         for path, value in params.items():
             client.log_param(run_id, path, value)
         started = time.perf_counter()
@@ -155,10 +156,11 @@ class _Objective:
                 )
             value = float(event[metric])
             seen.append(value)
-            client.log_metric(run_id, metric, value, step=len(seen))
-            trial.report(value, step=len(seen))
+            step = int(event.get("global_epoch", len(seen)))  # the engine's count: a resumed trial goes on
+            client.log_metric(run_id, metric, value, step=step)
+            trial.report(value, step=step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {len(seen)}: {metric} {value:.4g}")
+                raise optuna.TrialPruned(f"epoch {step}: {metric} {value:.4g}")
 
         resume = self.context.checkpoint_base is not None  # a retry on a cluster resumes; locally each is new
         checkpoints = plan.training.checkpoint.model_copy(

@@ -206,3 +206,37 @@ def test_two_workers_on_a_grid_cover_every_point_once(tmp_path: Path, monkeypatc
         (t["params"]["model.architecture"], round(t["params"]["model.drop_rate"], 6)) for t in report.trials
     )
     assert points == sorted((a, d) for a in ("gru-16x1", "lstm-32x1") for d in (0.0, 0.1, 0.2))
+
+
+def test_a_retried_worker_pod_requeues_what_its_killed_predecessor_left_running(tmp_path: Path) -> None:
+    """What a hard-killed pod leaves: a RUNNING trial and its RUNNING MLflow run (made here by hand; the
+    kill itself needs a pod)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from rooivalk.search.runner import _requeue_and_count
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking)
+    run_id = client.create_run(client.create_experiment("s")).info.run_id
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", direction="maximize")
+    done = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    done.set_user_attr("worker", 0)
+    done.set_user_attr("run_key", "run-1")
+    study.tell(done, 0.5)
+    left = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    for key, value in {"worker": 0, "run_key": "run-1", "mlflow_run_id": run_id}.items():
+        left.set_user_attr(key, value)
+    other = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # another worker's: left alone
+    other.set_user_attr("worker", 1)
+    other.set_user_attr("run_key", "run-1")
+
+    assert _requeue_and_count(study, 0, "run-1", tracking) == 1  # one of its share is done
+    states = [t.state for t in study.trials]
+    State = optuna.trial.TrialState  # noqa: N806
+    assert states == [State.COMPLETE, State.FAIL, State.RUNNING, State.WAITING]
+    queued = study.trials[3]
+    assert queued.system_attrs["fixed_params"] == {"x": left.params["x"]}
+    assert queued.user_attrs["retry_of"] == left.number
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert _requeue_and_count(study, 0, "run-2", tracking) == 0  # another pipeline run's share starts afresh

@@ -52,6 +52,7 @@ def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen
             "event": "epoch_end",
             "stage": stage.name,
             "epoch": pos.epoch_in_stage,
+            "global_epoch": pos.global_epoch,  # counted across stages and resumes (a search's pruning step)
             "epochs": trainer.stage_epochs(),
             **metrics,
             "improved": better,
