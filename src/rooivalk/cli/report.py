@@ -13,6 +13,7 @@ from typing import Any
 
 from rooivalk import machine
 from rooivalk.cli.report_detection import detection_sections, is_detection_run
+from rooivalk.cli.report_tables import training_section
 
 _EXPORT_ROWS = (
     ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None, None),
@@ -73,18 +74,7 @@ def render_report(summary: dict[str, Any], command: str) -> str:
     export = {**_with_legacy_names(steps["export_model"]["metrics"]), "test_accuracy": evaluation.get("test_accuracy")}
     lines = [
         *_header_and_steps(summary, command),
-        "## Training stages",
-        "",
-        "| stage | epochs | trainable params | share of model | best val accuracy | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *[
-            f"| {s['stage']} | {s['epochs']:.0f} | {s['trainable_params']:,.0f} | {s['trainable_share']:.1%} | "
-            f"{s['best_val_accuracy']:.4f} | {s['seconds']:.0f} |"
-            for s in train.get("stages", [])
-        ],
-        "",
-        f"Training time: {train['metrics'].get('train_seconds', 0):.0f} s.",
-        "",
+        *training_section(train, "best_val_accuracy", "val accuracy"),
         "## Test set",
         "",
         f"Accuracy **{evaluation.get('test_accuracy', 0):.4f}** on {evaluation.get('test_samples', 0):.0f} images; "

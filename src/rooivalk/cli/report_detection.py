@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rooivalk.cli.report_tables import training_section
+
 PRECISIONS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8_static", "INT8 static QDQ"), ("int8_dynamic", "INT8 dynamic"))
 
 
@@ -46,18 +48,7 @@ def detection_sections(steps: dict[str, Any]) -> list[str]:
         "",
     ]
     return [
-        "## Training stages",
-        "",
-        "| stage | epochs | trainable params | share of model | best val mAP@0.5 | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *[
-            f"| {s['stage']} | {s['epochs']:.0f} | {s['trainable_params']:,.0f} | {s['trainable_share']:.1%} | "
-            f"{s.get('best_val_map50', float('nan')):.4f} | {s['seconds']:.0f} |"
-            for s in train.get("stages", [])
-        ],
-        "",
-        f"Training time: {train['metrics'].get('train_seconds', 0):.0f} s.",
-        "",
+        *training_section(train, "best_val_map50", "val mAP@0.5"),
         "## Test set",
         "",
         f"mAP@0.5 **{evaluation['test_map50']:.4f}**, mAP@0.5:0.95 {evaluation.get('test_map', 0):.4f} on "

@@ -13,7 +13,7 @@ sits well inside (0, 1) and falls when a box is misplaced (e.g. left in letterbo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -225,16 +225,9 @@ def _choice(fp32: Path, base: float, tolerance: float, metric: str) -> ModelExpo
     return ModelExport("model", tolerance, None, scores, {"fp32": fp32}, metric=metric)
 
 
-def test_build_engines_scores_a_detector_by_map50_and_refuses_a_drop_past_tolerance(
-    detector: _Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The INT8 engine is the faster, but its (mocked) scores are lost: its mAP drop is past tolerance.
-    mock = _MockTensorRT(max_batch=4, latency_ms={"fp16": 2.0, "int8": 1.0}, broken=["int8"])
-    mock.install(monkeypatch)
-    plan = _tensorrt_plan(["fp16", "int8"], max_batch=4)
-    choice = _choice(detector.fp32, detector.base, tolerance=0.005, metric=METRIC)
-    calibration = detector.images.batch(range(4))[0]
-    inputs = partial(
+def _engine_inputs(detector: _Detector, calibration: np.ndarray) -> Callable[[], EngineInputs]:
+    """build_engines' engine_inputs for the test detector: its test images scored by mAP@0.5."""
+    return partial(
         detector_engine_inputs,
         detector.images,
         detector.truths,
@@ -244,6 +237,18 @@ def test_build_engines_scores_a_detector_by_map50_and_refuses_a_drop_past_tolera
         detector.levels,
         calibration,
     )
+
+
+def test_build_engines_scores_a_detector_by_map50_and_refuses_a_drop_past_tolerance(
+    detector: _Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The INT8 engine is the faster, but its (mocked) scores are lost: its mAP drop is past tolerance.
+    mock = _MockTensorRT(max_batch=4, latency_ms={"fp16": 2.0, "int8": 1.0}, broken=["int8"])
+    mock.install(monkeypatch)
+    plan = _tensorrt_plan(["fp16", "int8"], max_batch=4)
+    choice = _choice(detector.fp32, detector.base, tolerance=0.005, metric=METRIC)
+    calibration = detector.images.batch(range(4))[0]
+    inputs = _engine_inputs(detector, calibration)
     said: list[str] = []
     files = build_engines(plan, choice, tmp_path, inputs, said.append)
     # INT8 is built from the TensorRT-flavoured QDQ file, which passes the engine source checks.
@@ -270,16 +275,7 @@ def test_build_engines_ships_nothing_when_every_engine_drops_too_much(
 ) -> None:
     _MockTensorRT(max_batch=8, latency_ms={"fp16": 2.0}, broken=["fp16"]).install(monkeypatch)
     choice = _choice(detector.fp32, detector.base, tolerance=detector.base - 0.01, metric=METRIC)
-    inputs = partial(
-        detector_engine_inputs,
-        detector.images,
-        detector.truths,
-        CLASSES,
-        THRESHOLD,
-        detector.settings,
-        detector.levels,
-        detector.images.batch([0])[0],
-    )
+    inputs = _engine_inputs(detector, detector.images.batch([0])[0])
     assert build_engines(_tensorrt_plan(["fp16"], 8), choice, tmp_path, inputs, lambda _: None) == {}
     assert choice.measured["tensorrt_fp16_map50_drop"] == detector.base
     assert "tensorrt_latency_ms" not in choice.measured
