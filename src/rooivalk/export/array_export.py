@@ -205,7 +205,16 @@ def export_array_model(
         booster = load_xgboost_member(model_dir, info) if info.ensemble is not None else None
         if booster is not None:  # the shipped graph is the weighted ensemble of both members
             verification |= _merge_ensemble(plan, model, booster, info, fp32, scratch, test, say)
-        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
+        paths, failures = build_variants(
+            MODEL,
+            fp32,
+            variants_dir,
+            spec,
+            calibration,
+            plan.export.quantization,
+            say,
+            qat=plan.training.qat is not None,
+        )
         sample = _rows(test, slice(0, 1))
 
         def time(session: Any) -> Any:

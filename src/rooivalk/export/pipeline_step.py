@@ -146,7 +146,16 @@ def export_model(
             )
         say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
         calibration = {INPUT_NAME: _preprocess(splits.calibration, info)}
-        paths, failures = build_variants(MODEL, fp32, variants_dir, spec, calibration, plan.export.quantization, say)
+        paths, failures = build_variants(
+            MODEL,
+            fp32,
+            variants_dir,
+            spec,
+            calibration,
+            plan.export.quantization,
+            say,
+            qat=plan.training.qat is not None,
+        )
         sample = _preprocess(test_images[:1], info)  # (1, C, S, S)
 
         def time(session: Any) -> Any:

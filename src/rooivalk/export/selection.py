@@ -151,8 +151,13 @@ class ModelExport:
         return "; ".join(parts)
 
 
-def quantize_config(spec: QuantizationSpec) -> QuantizeConfig:
-    return QuantizeConfig(method=spec.method, per_channel=spec.per_channel, percentile=spec.percentile)
+def quantize_config(spec: QuantizationSpec, qat: bool = False) -> QuantizeConfig:
+    """The static INT8 settings of a model; `qat`: it was fine-tuned with training.qat (operators: auto
+    then quantizes what that simulated, the weighted nodes)."""
+    operators = spec.operators if spec.operators != "auto" else ("weighted" if qat else "all")
+    return QuantizeConfig(
+        method=spec.method, per_channel=spec.per_channel, percentile=spec.percentile, operators=operators
+    )
 
 
 def build_variants(
@@ -163,11 +168,13 @@ def build_variants(
     calibration: dict[str, np.ndarray] | None,
     quantization: QuantizationSpec,
     say: Callable[[str], None],
+    qat: bool = False,
 ) -> tuple[dict[str, Path], dict[str, str]]:
-    """(built variant paths by precision, reasons of the ones that could not be built)."""
+    """(built variant paths by precision, reasons of the ones that could not be built); `qat`: the model
+    was fine-tuned with training.qat."""
     paths: dict[str, Path] = {"fp32": fp32_path}
     failures: dict[str, str] = {}
-    config = quantize_config(quantization)
+    config = quantize_config(quantization, qat)
     for precision in spec.precisions or ["fp32"]:
         if precision == "fp32":
             continue

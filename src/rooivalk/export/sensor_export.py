@@ -107,7 +107,16 @@ class SensorExport:
         metrics[f"{name}_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
         spec = self.plan.export.for_model(name)
         calibration = {SAMPLES: self.inputs(rows.calibration)}
-        paths, failures = build_variants(name, fp32, self.folder, spec, calibration, self.plan.export.quantization, say)
+        paths, failures = build_variants(
+            name,
+            fp32,
+            self.folder,
+            spec,
+            calibration,
+            self.plan.export.quantization,
+            say,
+            qat=self.plan.sensors is not None and self.plan.sensors[name].training.qat is not None,
+        )
         sample = test_inputs[:1]
 
         def predict(session: Any) -> np.ndarray:

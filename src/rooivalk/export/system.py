@@ -115,7 +115,16 @@ def _fusion_export(
     metrics["fusion_onnx_top1_agreement"] = float(check.top1_agreement or 0.0)
     spec = plan.export.for_model(FUSION)
     calibration = _fusion_calibration(plan, source, calibration_scorer, fp32_inputs)
-    paths, failures = build_variants(FUSION, fp32, folder, spec, calibration, plan.export.quantization, say)
+    paths, failures = build_variants(
+        FUSION,
+        fp32,
+        folder,
+        spec,
+        calibration,
+        plan.export.quantization,
+        say,
+        qat=plan.fusion is not None and plan.fusion.training.qat is not None,
+    )
     sample = {name: array[:1] for name, array in test_feeds.items()}
 
     def predict(session: Any) -> np.ndarray:

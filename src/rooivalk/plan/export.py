@@ -34,6 +34,13 @@ class QuantizationSpec(Strict):
         "was built on; the fusion model calibrates on the profile's stored embeddings).",
     )
     samples: int = Field(512, ge=1, description="How many calibration samples (a seeded random subset).")
+    operators: Literal["auto", "all", "weighted"] = Field(
+        "auto",
+        description="Which ONNX nodes run in INT8. all: every op type ONNX Runtime can quantize (sums, products, "
+        "concatenations and activations too: fastest where convolutions then chain in INT8); weighted: only "
+        "Conv, MatMul and Gemm nodes with a weight (what training.qat simulates; the rest stays float); auto: "
+        "weighted for a model trained with training.qat, all otherwise.",
+    )
 
 
 class ModelExportSpec(Strict):

@@ -239,6 +239,21 @@ def _distributed(section: ModelTraining) -> str | None:
     return None
 
 
+def _compression(subject: str) -> Rule:
+    """A phase after the stages (rooivalk.training.engine.phases): `subject` reads "<technique> runs"."""
+
+    def rule(section: ModelTraining) -> str | None:
+        if section.task == DETECTION_TASK:
+            return (
+                f"{subject} on classifiers; detectors export through their own path (rooivalk.export.detector_export)"
+            )
+        if section.training.distributed.nproc_per_node * section.training.distributed.nnodes > 1:
+            return f"{subject} in one process after the stages; training.distributed launches several"
+        return None
+
+    return rule
+
+
 # Every leaf of TrainingSpec, by path with list indices as `*`; `group.*` covers a whole sub-section.
 # A new key needs a line here (tests/unit/plan/test_plan_techniques.py checks that every leaf has one).
 KEY_RULES: dict[str, Rule] = {
@@ -292,6 +307,10 @@ KEY_RULES: dict[str, Rule] = {
     "threads": _honoured,
     "channels_last": _image_only("channels_last sets the memory format of image batches and does"),
     "max_train_batches": _honoured,
+    "pruning": _compression("pruning"),
+    "pruning.*": _compression("pruning"),
+    "qat": _compression("quantization-aware training"),
+    "qat.*": _compression("quantization-aware training"),
 }
 
 

@@ -255,6 +255,32 @@ class AutoScheduleSpec(Strict):
     scheduler: SchedulerSpec = SchedulerSpec(name="cosine", warmup_fraction=0.05, new_group_warmup_fraction=0.1)
 
 
+class PruningSpec(Strict):
+    """Prune the trained model, then fine-tune it (a phase after the plan's stages; see docs/training.md)."""
+
+    method: Literal["magnitude", "channels"] = Field(
+        "magnitude",
+        description="magnitude: zero the smallest weights of every conv and linear layer (unstructured; the "
+        "tensors keep their shapes); channels: remove whole output channels by their norm (structured; the "
+        "layers get smaller).",
+    )
+    amount: float = Field(0.5, gt=0, lt=1, description="share of weights (magnitude) or channels (channels) removed")
+    epochs: int = Field(3, ge=1, description="fine-tuning epochs after pruning")
+    lr: float = Field(1e-4, gt=0, description="LR of every group while fine-tuning")
+
+
+class QATSpec(Strict):
+    """Quantization-aware fine-tuning: the trained model trains on with fake quantization of what ONNX
+    Runtime's static INT8 (QDQ) runs in 8 bits: the inputs (uint8, per tensor) and weights (int8, per
+    output channel) of every conv and linear layer. A phase after the plan's stages (and after pruning)."""
+
+    epochs: int = Field(3, ge=1, description="fine-tuning epochs with fake quantization")
+    lr: float = Field(1e-4, gt=0, description="LR of every group while fine-tuning")
+    observer_momentum: float = Field(
+        0.01, gt=0, le=1, description="moving-average weight of a batch's min/max in each activation range"
+    )
+
+
 class TrainingSpec(Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
@@ -328,3 +354,7 @@ class TrainingSpec(Strict):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; null: all cores.")
     channels_last: bool = True
     max_train_batches: int | None = Field(None, ge=1, description="Cap per epoch, for smoke runs.")
+    pruning: PruningSpec | None = Field(None, description="Prune and fine-tune after the stages; null: no pruning.")
+    qat: QATSpec | None = Field(
+        None, description="Quantization-aware fine-tuning after the stages (and pruning); null: none."
+    )

@@ -161,6 +161,7 @@ def train_array_model(
         "parameters": float(parameter_count(model)),
         "num_features": float(spec.num_features),
         **ensemble_metrics,
+        **fit.compression,
     }
     metrics |= stage_metrics(fit.stages)
     history = [({k: v for k, v in h.items() if isinstance(v, float)}, int(h["epoch"])) for h in fit.history]

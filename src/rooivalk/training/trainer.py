@@ -36,6 +36,7 @@ from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.distributed import DistContext, in_torchrun, init_process_group, launch, shutdown
 from rooivalk.training.engine.loop import Checkpointer, Trainer
+from rooivalk.training.engine.phases import PhaseResult, compression_phases, run_phases
 from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
 from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
@@ -173,11 +174,26 @@ def _train(
         if spec.checkpoint.resume and spec.checkpoint.uri is not None:
             resumed = checkpointer.resume(trainer, progress)
         trainer.fit()
+        compressed = None
+        if compression_phases(spec):  # validate refuses them with distributed training: one process here
+            trainer.model.load_state_dict(trainer.best_state or trainer.model.state_dict())
+            compressed = run_phases(
+                trainer.model,
+                trainer.task,
+                spec,
+                trainer.position,
+                device,
+                spec.checkpoint.uri or scratch,
+                plan.digest(),
+                progress or noop,
+                record_metrics,
+                stop.is_set,
+            )
     if not context.is_main:  # rank 0 writes the model
         return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)
     mean, std = normalization(trainer.model)
     in_chans = input_channels(trainer.model)
-    result = _finish(plan, trainer, trainer.model, dataset.info, in_chans, mean, std, model_dir, resumed)
+    result = _finish(plan, trainer, trainer.model, dataset.info, in_chans, mean, std, model_dir, resumed, compressed)
     result.history = history
     return result
 
@@ -192,9 +208,12 @@ def _finish(
     std: tuple[float, ...],
     model_dir: str,
     resumed: str | None,
+    compressed: PhaseResult | None = None,
 ) -> TrainResult:
+    """Save the model at its best epoch (the compression phases' best: they left it loaded) and its metrics."""
     pos = trainer.position
-    model.load_state_dict(trainer.best_state or model.state_dict())
+    if compressed is None:
+        model.load_state_dict(trainer.best_state or model.state_dict())
     info = ModelInfo(
         spec=plan.single_model,
         classes=dataset_info.classes,
@@ -207,17 +226,19 @@ def _finish(
     )
     model = model.cpu().to(memory_format=torch.contiguous_format)
     artifacts = save_trained_model(model_dir, model, info)
-    summaries = pos.stage_summaries
+    summaries = pos.stage_summaries + (compressed.summaries if compressed else [])
     artifacts[HISTORY_FILE] = storage.write_text(f"{model_dir}/{HISTORY_FILE}", json.dumps(summaries, indent=2))
     metrics = {
         "best_val_accuracy": max((s["best_val_accuracy"] for s in summaries), default=float("nan")),
         "best_monitored": pos.best_value if pos.best_value is not None else float("nan"),
-        "best_epoch": float(pos.best_epoch),
+        "best_epoch": float(compressed.best_epoch if compressed else pos.best_epoch),
         "global_steps": float(pos.global_step),
         "train_seconds": sum(s["seconds"] for s in summaries),
         "num_stages": float(len(summaries)),
     }
-    metrics |= stage_metrics(summaries)
+    metrics |= stage_metrics(summaries) | (compressed.metrics if compressed else {})
+    if compressed is not None:  # the compressed model ships: its best monitored value, not the stages'
+        metrics["best_monitored"] = compressed.best_value
     return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info, resumed_from=resumed)
 
 

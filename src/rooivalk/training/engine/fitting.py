@@ -24,6 +24,7 @@ from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
 from rooivalk.training.engine.freezing import set_trainable
 from rooivalk.training.engine.loop import Trainer
+from rooivalk.training.engine.phases import run_phases
 from rooivalk.training.engine.runtime import seed_everything, sigterm_requests_stop, training_device
 from rooivalk.training.engine.stages import model_stages
 from rooivalk.training.tasks.base import Task
@@ -37,6 +38,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # this process's epochs (metrics + stage)
     seconds: float = 0.0
     resumed_from: str | None = None
+    compression: dict[str, float] = field(default_factory=dict)  # the phases' metrics (qat_layers, prune_sparsity)
 
 
 def fit_model(
@@ -77,9 +79,18 @@ def fit_model(
         if spec.checkpoint.resume and checkpoint_uri is not None:
             resumed = checkpointer.resume(trainer, report)
         trainer.fit()
-    model.load_state_dict(trainer.best_state or model.state_dict())
-    set_trainable(model, groups, {g.name for g in groups})
+        model.load_state_dict(trainer.best_state or model.state_dict())
+        set_trainable(model, groups, {g.name for g in groups})
+        pos = trainer.position
+        summaries, best_epoch = list(pos.stage_summaries), pos.best_epoch
+        best = max((s["best_val_accuracy"] for s in summaries), default=float("nan"))
+        compressed = run_phases(
+            model, task, spec, pos, device, checkpoint_uri or scratch, plan_digest, report, record, stop.is_set
+        )
     model.cpu()
-    pos = trainer.position
-    best = max((s["best_val_accuracy"] for s in pos.stage_summaries), default=float("nan"))
-    return FitResult(float(best), pos.best_epoch, pos.stage_summaries, history, time.perf_counter() - started, resumed)
+    if compressed.summaries:  # what ships is the compressed model: its best epoch and score
+        summaries += compressed.summaries
+        best_epoch, best = compressed.best_epoch, compressed.best_val_accuracy
+    return FitResult(
+        float(best), best_epoch, summaries, history, time.perf_counter() - started, resumed, compressed.metrics
+    )
