@@ -21,4 +21,33 @@ def training_section(train: dict[str, Any], score_key: str, score_label: str) ->
         "",
         f"Training time: {train['metrics'].get('train_seconds', 0):.0f} s.",
         "",
+        *cross_validation_section(train["metrics"]),
     ]
+
+
+# Held-out figures a cross-validation reports per fold (rooivalk.training.cross_validation), as labelled.
+_CV_ROWS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("min_class_recall", "lowest class recall"),
+            ("log_loss", "log loss"), ("best_epoch", "best epoch"))  # fmt: skip
+
+
+def cross_validation_section(metrics: dict[str, Any]) -> list[str]:
+    """'## Cross-validation': each fold's held-out figures, their mean and std; nothing without one."""
+    folds = int(metrics.get("cv_folds", 0))
+    if not folds:
+        return []
+    header = " | ".join(f"fold {j + 1}" for j in range(folds))
+    lines = [
+        "## Cross-validation",
+        "",
+        f"{folds} folds of the training split; each fold model scored on the fold it did not train on.",
+        "",
+        f"| held-out | {header} | mean | std |",
+        "| --- |" + " ---: |" * (folds + 2),
+    ]
+    for key, label in _CV_ROWS:
+        cells = " | ".join(f"{metrics.get(f'fold{j}_{key}', float('nan')):.4f}" for j in range(folds))
+        lines.append(
+            f"| {label} | {cells} | {metrics.get(f'cv_{key}_mean', float('nan')):.4f} "
+            f"| {metrics.get(f'cv_{key}_std', float('nan')):.4f} |"
+        )
+    return [*lines, ""]

@@ -18,8 +18,9 @@ cells, attention's fused projections) stays in float, as the `weighted` ORT expo
 `prepare` works in place without changing what the model computes in float beyond the rounding: the
 input rounding is a forward pre-hook and the weight rounding a parametrization, so the layer's own
 forward (padding and all) runs unchanged. Its state dict gains `parametrizations.weight.original`
-and a `qat_range` buffer (input and output ranges) per layer while prepared; `strip` removes both, leaving the trained float
-weights under their usual names (the export quantizes them exactly as the parametrization did).
+and a `qat_range` buffer (input and output ranges) per layer while prepared; `strip` removes both,
+leaving the trained float weights under their usual names (the export quantizes them exactly as the
+parametrization did).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from rooivalk.plan.data import (
 from rooivalk.plan.detection import DetectionAugmentSpec, DetectorEnsembleSpec, DetectorSpec, LossWeightsSpec
 from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
 from rooivalk.plan.ensemble import ENSEMBLE_MEMBERS, EnsembleSpec, XGBoostSpec
-from rooivalk.plan.evaluation import DetectionTTASpec, EvaluationSpec, Gate
+from rooivalk.plan.evaluation import CrossValidationSpec, DetectionTTASpec, EvaluationSpec, Gate
 from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan.loading import apply_overrides, load_plan, plan_json_schema, read_plan_file, validate_plan
 from rooivalk.plan.models import FusionSpec, ModalityDropoutSpec, ModelSpec, SensorSpec
@@ -53,6 +53,7 @@ __all__ = [
     "ARRAY_FORMATS",
     "BUILTIN_DATA_FORMATS",
     "DETECTION_FORMATS",
+    "CrossValidationSpec",
     "DetectionTTASpec",
     "DetectionAugmentSpec",
     "DetectorEnsembleSpec",

@@ -136,8 +136,12 @@ class Plan(Strict):
             if "monitor" not in stopping.model_fields_set:  # a detector is scored by mAP, not accuracy
                 stopping.monitor = "val_map50"
         if self.search is not None and self.search.objective.metric is None:
-            # A search scores trials by what the engine keeps the best epoch by, unless told otherwise.
-            self.search.objective.metric = self.training.early_stopping.monitor
+            # A search scores trials by what the engine keeps the best epoch by, unless told otherwise; with
+            # cross-validation, by the folds' mean of the held-out figure that matches it.
+            monitor = self.training.early_stopping.monitor
+            if self.evaluation.cross_validation is not None:
+                monitor = "cv_log_loss_mean" if monitor == "val_loss" else "cv_accuracy_mean"
+            self.search.objective.metric = monitor
 
     @model_validator(mode="before")
     @classmethod

@@ -37,6 +37,24 @@ class DetectionTTASpec(Strict):
         return self
 
 
+# What a cross-validation scores each fold model on (its held-out fold); cv_<name>_mean/_std of each.
+CV_METRICS = ("accuracy", "macro_f1", "min_class_recall", "log_loss", "best_epoch")
+
+
+class CrossValidationSpec(Strict):
+    """k-fold cross-validation of a sequence or table plan's model over its training split
+    (rooivalk.training.cross_validation)."""
+
+    folds: int = Field(5, ge=2, le=50)
+    stratified: bool = Field(True, description="every fold holds the classes in their training-split proportions")
+    seed: int | None = Field(None, description="seed of the fold assignment; null: training.seed")
+    refit: Literal["all", "best_fold"] = Field(
+        "all",
+        description="the model that ships: all trains once more on the whole training split (the validation split "
+        "picks its best epoch); best_fold ships the fold model with the highest held-out accuracy",
+    )
+
+
 class EvaluationSpec(Strict):
     gates: list[Gate] = []
     fail_on_gate: bool = Field(True, description="Fail the pipeline when a gate fails.")
@@ -44,4 +62,9 @@ class EvaluationSpec(Strict):
         None,
         description="detectors: also score the test split with test-time augmentation (test_tta_* metrics, which "
         "gates may name, and the latency it costs); null: plain inference only",
+    )
+    cross_validation: CrossValidationSpec | None = Field(
+        None,
+        description="sequence and table plans: k fold models first, their held-out metrics' mean and std "
+        "(cv_<metric>_mean/_std, a search objective), then the model that ships (refit); null: none",
     )

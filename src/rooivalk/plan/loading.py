@@ -14,6 +14,11 @@ from rooivalk.plan.document import Plan
 from rooivalk.plan.model_keys import attribution_problems, model_key_problems
 from rooivalk.plan.parameter import restore_nulls
 from rooivalk.plan.search import search_section_problems
+from rooivalk.plan.section_checks import (
+    cross_validation_objective_problems,
+    cross_validation_problems,
+    qat_export_problems,
+)
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 
 
@@ -36,13 +41,15 @@ def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginR
         plan = Plan.model_validate(raw)
     except ValidationError as error:
         raise PlanError(_format_errors(error, origin)) from None
-    problems = model_key_problems(plan) + technique_problems(plan, resolver)
+    problems = model_key_problems(plan) + technique_problems(plan, resolver) + qat_export_problems(plan)
+    problems += cross_validation_problems(plan) + cross_validation_objective_problems(plan)
     if plan.attribution is not None:  # checked as the table plan its step runs, its paths under attribution.
         try:
             attribution = plan.attribution_plan()
         except ValidationError as error:
             raise PlanError(_format_errors(error, origin, prefix="attribution.")) from None
         inner = model_key_problems(attribution) + technique_problems(attribution, resolver)
+        inner += qat_export_problems(attribution)
         inner += attribution_problems(plan.attribution)
         problems += [(f"attribution.{path}", reason) for path, reason in inner]
     if plan.search is not None:

@@ -70,7 +70,8 @@ class ObjectiveSpec(Strict):
         None,
         description="a per-epoch validation figure (as early_stopping.monitor: val_accuracy, val_loss, val_map50, "
         "val_f1 ...); a trial scores its best epoch; null: training.early_stopping.monitor (what the engine keeps "
-        "the best epoch by)",
+        "the best epoch by). With evaluation.cross_validation: a fold mean, cv_<m>_mean with m accuracy, macro_f1, "
+        "min_class_recall or log_loss (null: cv_accuracy_mean, or cv_log_loss_mean where val_loss is monitored)",
     )
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="null: minimize a *_loss figure, maximize the others"
@@ -85,7 +86,7 @@ class ObjectiveSpec(Strict):
     def resolved_direction(self) -> Literal["maximize", "minimize"]:
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.name.endswith("loss") else "maximize"
+        return "minimize" if "loss" in self.name.split("_") else "maximize"  # val_loss, cv_log_loss_mean
 
 
 class PrunerSpec(Strict):

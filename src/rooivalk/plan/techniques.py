@@ -240,7 +240,7 @@ def _distributed(section: ModelTraining) -> str | None:
 
 
 def _compression(subject: str) -> Rule:
-    """A phase after the stages (rooivalk.training.engine.phases): `subject` reads "<technique> runs"."""
+    """A phase after the stages (rooivalk.training.engine.phases), of classifiers trained in one process."""
 
     def rule(section: ModelTraining) -> str | None:
         if section.task == DETECTION_TASK:
@@ -248,7 +248,7 @@ def _compression(subject: str) -> Rule:
                 f"{subject} on classifiers; detectors export through their own path (rooivalk.export.detector_export)"
             )
         if section.training.distributed.nproc_per_node * section.training.distributed.nnodes > 1:
-            return f"{subject} in one process after the stages; training.distributed launches several"
+            return f"{subject} runs in one process after the stages; training.distributed launches several"
         return None
 
     return rule

@@ -146,8 +146,20 @@ class _Objective:
         metric, maximize = self.spec.objective.name, self.spec.objective.resolved_direction == "maximize"
         seen: list[float] = []
 
+        # A cross-validated trial is scored, and pruned, after each fold by the folds' running mean; else
+        # after each epoch.
+        scored_event = "fold_end" if plan.evaluation.cross_validation is not None else "epoch_end"
+
         def progress(event: dict[str, Any]) -> None:
-            if event.get("event") != "epoch_end":
+            if event.get("event") != scored_event:
+                return
+            if scored_event == "fold_end":
+                value = float(event[metric])  # validate made sure it is a cv_<m>_mean
+                seen.append(value)
+                client.log_metric(run_id, metric, value, step=int(event["fold"]))
+                trial.report(value, step=int(event["fold"]))
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"fold {int(event['fold']) + 1}: {metric} {value:.4g}")
                 return
             if metric not in event:
                 figures = sorted(k for k, v in event.items() if k.startswith("val_") and isinstance(v, float))
@@ -173,6 +185,8 @@ class _Objective:
         train_model(plan, self.context.dataset_dir, str(folder / "model"), progress=progress)
         if not seen:
             raise ValueError(f"trial {trial.number} trained no epoch: no {metric} to score")
+        if scored_event == "fold_end":
+            return seen[-1]  # the mean over every fold
         return max(seen) if maximize else min(seen)
 
 

@@ -126,10 +126,24 @@ def train_array_model(
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
 ) -> TrainResult:
-    """Train the plan's rnn or mlp model on the array dataset at `dataset_dir`; write it to `model_dir`."""
+    """Train the plan's rnn or mlp model on the array dataset at `dataset_dir`; write it to `model_dir`.
+    (With `evaluation.cross_validation`, rooivalk.training.trainer.train_model runs the folds first.)"""
     if plan.training.distributed.nproc_per_node * plan.training.distributed.nnodes > 1:
         raise ValueError("training.distributed: sequence and table models train in one process")
     dataset = load_array_dataset(dataset_dir)
+    return train_array_on(plan, dataset, model_dir, progress, log_metrics, plan.training.checkpoint.uri)
+
+
+def train_array_on(
+    plan: Plan,
+    dataset: ArrayDataset,
+    model_dir: str,
+    progress: ProgressFn | None,
+    log_metrics: MetricsFn | None,
+    checkpoint_uri: str | None,
+) -> TrainResult:
+    """Train on the dataset's train split, choosing the best epoch on its val split; write the model to
+    `model_dir` (a fold of a cross-validation passes a dataset whose splits are the fold's)."""
     spec = resolved_model_spec(plan.single_model, dataset)
     # Seeded before the model is built: its initial weights are the seed's, so a rerun trains the same model.
     seed_everything(plan.training.seed, plan.training.deterministic)
@@ -140,7 +154,7 @@ def train_array_model(
         task,
         plan.training,
         pretrained=spec.pretrained is not None,
-        checkpoint_uri=plan.training.checkpoint.uri,
+        checkpoint_uri=checkpoint_uri,
         plan_digest=plan.digest(),
         progress=progress,
         log_metrics=log_metrics,

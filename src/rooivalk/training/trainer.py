@@ -17,6 +17,7 @@ import torch
 
 from rooivalk import storage
 from rooivalk.data.dataset import Dataset, load_dataset
+from rooivalk.data.datasets import load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models import (
     LayerGroup,
@@ -31,6 +32,7 @@ from rooivalk.models import (
 from rooivalk.models.registry import family_task
 from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan
 from rooivalk.training.array_training import train_array_model
+from rooivalk.training.cross_validation import cross_validate
 from rooivalk.training.detection_training import train_detector
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
@@ -67,8 +69,11 @@ def train_model(
 
     With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it. A sequence
     or table plan trains its rnn or mlp model (rooivalk.training.array_training), a detector plan its
-    detector (rooivalk.training.detection_training).
+    detector (rooivalk.training.detection_training); with `evaluation.cross_validation`, its k fold models
+    first (rooivalk.training.cross_validation).
     """
+    if plan.data.format in ARRAY_FORMATS and plan.evaluation.cross_validation is not None:
+        return cross_validate(plan, load_array_dataset(dataset_dir), model_dir, progress, log_metrics)
     if plan.data.format in ARRAY_FORMATS:
         return train_array_model(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in DETECTION_FORMATS:

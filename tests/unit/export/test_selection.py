@@ -138,3 +138,13 @@ def test_a_variant_onnx_runtime_cannot_run_is_dropped_with_the_reason(
     assert paths == {"fp32": fp32}
     assert failures["fp16"].startswith("not shipped: ONNX Runtime cannot run model_fp16.onnx")
     assert not broken.exists()
+
+
+def test_static_int8_quantizes_what_qat_simulated_unless_the_plan_says_otherwise() -> None:
+    from rooivalk.export.selection import quantize_config
+    from rooivalk.plan import QuantizationSpec
+
+    assert quantize_config(QuantizationSpec()).operators == "all"
+    assert quantize_config(QuantizationSpec(), qat=True).operators == "weighted"
+    assert quantize_config(QuantizationSpec(operators="all"), qat=True).operators == "all"
+    assert quantize_config(QuantizationSpec(operators="weighted")).operators == "weighted"

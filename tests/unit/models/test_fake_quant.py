@@ -37,7 +37,8 @@ def test_prepare_and_strip_keep_the_state_dict_and_the_float_weights() -> None:
     with pytest.raises(ValueError, match="already"):
         fake_quant.prepare(model)
     keys = set(model.state_dict())
-    assert "0.parametrizations.weight.original" in keys and "0.qat_range" in keys
+    assert "0.parametrizations.weight.original" in keys
+    assert "0.qat_range" in keys
     assert fake_quant.strip(model) == 3
     assert not fake_quant.is_prepared(model)
     after = model.state_dict()
@@ -53,7 +54,9 @@ def test_training_rounds_weights_per_channel_and_inputs_to_observed_ranges() -> 
     model(x)  # observes the ranges
     conv = model[0]
     low, high, seen = conv.qat_range[0].tolist()
-    assert seen == 1 and low == pytest.approx(float(x.min())) and high == pytest.approx(float(x.max()))
+    assert seen == 1
+    assert low == pytest.approx(float(x.min()))
+    assert high == pytest.approx(float(x.max()))
     weight = conv.weight  # the parametrized (rounded) weight
     scale = conv.parametrizations.weight.original.detach().abs().flatten(1).amax(1) / 127
     steps = weight.detach() / scale[:, None, None]
@@ -61,7 +64,7 @@ def test_training_rounds_weights_per_channel_and_inputs_to_observed_ranges() -> 
     assert steps.abs().max() <= 127 + 1e-4
     model.eval()
     model(x * 10)
-    assert conv.qat_range[0, 2] == 1 and conv.qat_range[1, 2] == 1  # eval does not move the ranges
+    assert conv.qat_range[:, 2].tolist() == [1, 1]  # eval does not move the ranges
 
 
 def test_fake_quantized_model_matches_onnx_runtime_weighted_int8(tmp_path: Path) -> None:
@@ -100,6 +103,7 @@ def test_fake_quantized_model_matches_onnx_runtime_weighted_int8(tmp_path: Path)
         init.name for init in graph.initializer
     }
     assert len([name for name in weights if name.endswith("weight_quantized")]) == 3
-    assert len(rounded) == 2 * 3 and "x" in rounded
+    assert len(rounded) == 2 * 3
+    assert "x" in rounded
     with torch.no_grad():
         assert not np.allclose(plain, simulated)

@@ -240,3 +240,17 @@ def test_a_retried_worker_pod_requeues_what_its_killed_predecessor_left_running(
     assert queued.user_attrs["retry_of"] == left.number
     assert client.get_run(run_id).info.status == "KILLED"
     assert _requeue_and_count(study, 0, "run-2", tracking) == 0  # another pipeline run's share starts afresh
+
+
+def test_a_cross_validated_search_scores_each_trial_by_its_fold_mean(tmp_path: Path) -> None:
+    raw = tiny_search_plan(tmp_path, trials=2, pruner={"kind": "none"})
+    raw["evaluation"] = {"cross_validation": {"folds": 2}}
+    raw["training"]["stages"][0]["epochs"] = 1
+    out = tmp_path / "search"
+    report = run_search(raw, "plan.yaml", out)
+    assert report.best is not None
+    for trial in report.trials:
+        saved = json.loads((out / "trials" / f"{trial['number']:04d}" / "model" / "cross_validation.json").read_text())
+        assert trial["value"] == pytest.approx(saved["summary"]["cv_accuracy_mean"])
+    parent, _ = _runs(f"sqlite:///{out / 'mlflow.db'}")
+    assert parent.data.metrics["best_cv_accuracy_mean"] == pytest.approx(report.best["value"])

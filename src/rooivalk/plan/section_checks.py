@@ -1,0 +1,60 @@
+"""Checks of keys against another section of the plan: a key one section sets that another makes void.
+
+`rooivalk validate` refuses these with the key's path, like the per-model checks of
+rooivalk.plan.model_keys and rooivalk.plan.techniques.
+"""
+
+from __future__ import annotations
+
+from rooivalk.plan.data import ARRAY_FORMATS
+from rooivalk.plan.document import Plan
+from rooivalk.plan.evaluation import CV_METRICS
+
+
+def qat_export_problems(plan: Plan) -> list[tuple[str, str]]:
+    """training.qat fine-tunes a model for static INT8: refused where the export builds no int8_static variant
+    of that model, since the QAT weights would then ship as plain FP32 for nothing."""
+    sections = (
+        [("training", "model", plan.training)]
+        if plan.sensors is None
+        else [(f"sensors.{name}.training", name, sensor.training) for name, sensor in plan.sensors.items()]
+        + ([("fusion.training", "fusion", plan.fusion.training)] if plan.fusion is not None else [])
+    )
+    return [
+        (
+            f"{path}.qat",
+            f"the export builds no int8_static variant of {name!r} (export.precisions, export.models.{name}."
+            "precisions), and QAT trains a model for static INT8",
+        )
+        for path, name, training in sections
+        if training.qat is not None and "int8_static" not in (plan.export.for_model(name).precisions or [])
+    ]
+
+
+def cross_validation_problems(plan: Plan) -> list[tuple[str, str]]:
+    """evaluation.cross_validation trains the fold models of sequence and table plans only."""
+    if plan.evaluation.cross_validation is None or plan.data.format in ARRAY_FORMATS:
+        return []
+    return [
+        (
+            "evaluation.cross_validation",
+            f"applies to sequence and table plans (data.format {' or '.join(ARRAY_FORMATS)}), not data.format "
+            f"{plan.data.format}: image, detection and multi-sensor models train once on their splits",
+        )
+    ]
+
+
+def cross_validation_objective_problems(plan: Plan) -> list[tuple[str, str]]:
+    """A search over a cross-validated plan scores each trial by a fold mean (cv_<m>_mean)."""
+    if plan.search is None or plan.evaluation.cross_validation is None:
+        return []
+    allowed = [f"cv_{name}_mean" for name in CV_METRICS if name != "best_epoch"]
+    if plan.search.objective.name in allowed:
+        return []
+    return [
+        (
+            "search.objective.metric",
+            f"{plan.search.objective.name!r}: with evaluation.cross_validation a trial is scored by its folds' mean "
+            f"held-out figure, one of {allowed}",
+        )
+    ]
