@@ -225,3 +225,15 @@ def test_cache_features_needs_a_head_only_stage(tiny_dataset_dir: str, tmp_path:
     }
     with pytest.raises(ValueError, match="cache_features needs a head-only stage"):
         train_model(_plan(tiny_dataset_dir, stages=[stage]), tiny_dataset_dir, str(tmp_path / "m"))
+
+
+def test_an_image_model_fine_tunes_quantization_aware_after_its_stages(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    plan = _plan(tiny_dataset_dir, epochs=2, lr=3e-3, qat={"epochs": 1, "lr": 1e-4})
+    logged: list[tuple[dict, int]] = []
+    result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"), None, lambda m, s: logged.append((m, s)))
+    assert [stage["stage"] for stage in result.stages] == ["full", "qat"]
+    assert [s for _, s in logged] == [1, 2, 3]  # the QAT epoch goes on from the stages' count
+    assert result.metrics["best_epoch"] == 3.0  # the QAT epoch ships
+    assert result.metrics["qat_layers"] > 0
+    model, _ = load_trained_model(str(tmp_path / "model"))  # a plain model: no fake quantization left
+    assert not any("parametrizations" in key or "qat_range" in key for key in model.state_dict())
