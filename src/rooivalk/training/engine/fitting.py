@@ -22,6 +22,7 @@ from rooivalk.models.groups import layer_groups
 from rooivalk.plan import TrainingSpec
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
+from rooivalk.training.engine.distillation import Teacher
 from rooivalk.training.engine.freezing import set_trainable
 from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.runtime import seed_everything, sigterm_requests_stop, training_device
@@ -48,9 +49,11 @@ def fit_model(
     plan_digest: str = "",
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train `model` in place through the training section's stages; returns it on the CPU at its
-    best epoch. `checkpoint_uri` None: checkpoints go to a scratch folder (no resume)."""
+    best epoch. `checkpoint_uri` None: checkpoints go to a scratch folder (no resume). `teacher`: the
+    section's training.distillation teacher (rooivalk.training.teachers), moved to the training device."""
     started = time.perf_counter()
     report = progress or (lambda _event: None)
     history: list[dict[str, Any]] = []
@@ -71,7 +74,17 @@ def fit_model(
         store = CheckpointStore(checkpoint_uri or scratch, spec.checkpoint.keep_last)
         checkpointer = RunCheckpointer(store, plan_digest)
         trainer = Trainer(
-            model, groups, stages, task, spec, report, record, checkpointer, device=device, stop_requested=stop.is_set
+            model,
+            groups,
+            stages,
+            task,
+            spec,
+            report,
+            record,
+            checkpointer,
+            device=device,
+            stop_requested=stop.is_set,
+            teacher=teacher,
         )
         resumed = None
         if spec.checkpoint.resume and checkpoint_uri is not None:
