@@ -244,14 +244,26 @@ def _compression(subject: str) -> Rule:
 
     def rule(section: ModelTraining) -> str | None:
         if section.task == DETECTION_TASK:
-            return (
-                f"{subject} on classifiers; detectors export through their own path (rooivalk.export.detector_export)"
-            )
+            return f"{subject} applies to classifiers; detectors export through their own path (export.detector_export)"
         if section.training.distributed.nproc_per_node * section.training.distributed.nnodes > 1:
             return f"{subject} runs in one process after the stages; training.distributed launches several"
         return None
 
     return rule
+
+
+def _distillation(section: ModelTraining) -> str | None:
+    if section.task == DETECTION_TASK:
+        return "a detector trains on its own losses (FCOS's focal, GIoU and centerness), not on class logits to distill"
+    if section.task == FUSION_TASK:
+        return "the fusion model trains on this run's cached sensor embeddings, which no teacher model takes as inputs"
+    cached = [f"stages.{index}" for index, stage in enumerate(section.training.stages or []) if stage.cache_features]
+    if cached:
+        return (
+            f"{', '.join(cached)} sets cache_features: a cached head stage never runs the full input through the "
+            "model, so the teacher has nothing to compare with (drop cache_features to distill)"
+        )
+    return None
 
 
 # Every leaf of TrainingSpec, by path with list indices as `*`; `group.*` covers a whole sub-section.
@@ -291,6 +303,7 @@ KEY_RULES: dict[str, Rule] = {
     "detection_augment.*": _detection_only,
     "oversample": _detection_only,
     "oversample.*": _detection_only,
+    "distillation.*": _distillation,  # schedule auto's head stage then runs uncached (engine.stages)
     "ema.*": _honoured,
     "early_stopping.*": _honoured,  # monitor and mode are also checked against the logged metrics
     "checkpoint.*": _honoured,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rooivalk.plan.base import Strict
 from rooivalk.plan.detection import DetectionAugmentSpec
@@ -139,6 +139,32 @@ class SequenceAugmentSpec(Strict):
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {list(self.scale)}")
         return self
+
+
+class DistillationSpec(Strict):
+    """Knowledge distillation (Hinton et al. 2015): the student also learns the teacher's class
+    probabilities softened by `temperature`. The training loss is
+    `(1 - weight) * plan loss + weight * temperature^2 * KL(p_teacher || p_student)`, with
+    p = softmax(logits / temperature); an ensemble teacher's p is the mean of its members'."""
+
+    teacher: str | list[str] = Field(
+        description="A trained rooivalk classifier (model folder: local path, file:// or s3:// URI) whose classes and "
+        "inputs are the student's, or a list of them: an ensemble whose softened probabilities are averaged."
+    )
+    temperature: float = Field(4.0, gt=0, description="softens both distributions; the KD term is scaled by its square")
+    weight: float = Field(0.5, ge=0, le=1, description="weight of the KD term; 1 - weight goes to the plan's loss")
+
+    @field_validator("teacher")
+    @classmethod
+    def _some_teacher(cls, teacher: str | list[str]) -> str | list[str]:
+        uris = [teacher] if isinstance(teacher, str) else teacher
+        if not uris or not all(uri.strip() for uri in uris):
+            raise ValueError("give a model folder or URI, or a non-empty list of them")
+        return teacher
+
+    @property
+    def teachers(self) -> list[str]:
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
 
 class EMASpec(Strict):
@@ -319,6 +345,11 @@ class TrainingSpec(Strict):
         None,
         description="Detectors: class name -> factor; a training image holding the class is seen that many times "
         "per epoch (the highest factor of its classes), e.g. {drone: 3} for a critical class.",
+    )
+    distillation: DistillationSpec | None = Field(
+        None,
+        description="Classifiers: also learn a trained teacher's softened class probabilities on each training batch "
+        "(see DistillationSpec); null: no teacher.",
     )
     ema: EMASpec = EMASpec()
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()

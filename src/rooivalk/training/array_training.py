@@ -23,6 +23,7 @@ from rooivalk.models.groups import layer_groups
 from rooivalk.models.registry import create_model
 from rooivalk.models.rnn import parameter_count
 from rooivalk.plan import ModelSpec, Plan, SequenceAugmentSpec
+from rooivalk.training.engine.distillation import Teacher
 from rooivalk.training.engine.fitting import fit_model
 from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.runtime import seed_everything
@@ -32,6 +33,7 @@ from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
 from rooivalk.training.tasks.arrays import SequenceClassification, TableClassification
 from rooivalk.training.tasks.sequence_augment import SequenceAugment, SequenceAugmentSettings, landmark_layout
 from rooivalk.training.tasks.tensor import TensorClassification
+from rooivalk.training.teachers import array_teacher
 
 
 def resolved_model_spec(spec: ModelSpec, dataset: ArrayDataset) -> ModelSpec:
@@ -114,9 +116,25 @@ def array_trainer(
     groups = layer_groups(model)
     task = array_task(plan, dataset)
     stages = model_stages(plan.training, spec.pretrained is not None, groups, task.can_cache_features(model))
+    teacher = _teacher(plan, model_info(plan, spec, dataset))
     return Trainer(
-        model, groups, stages, array_task(plan, dataset), plan.training, progress, log_metrics, None, device=device
+        model,
+        groups,
+        stages,
+        array_task(plan, dataset),
+        plan.training,
+        progress,
+        log_metrics,
+        None,
+        device=device,
+        teacher=teacher,
     )
+
+
+def _teacher(plan: Plan, student: ArrayModelInfo) -> Teacher | None:
+    """training.distillation's teacher, checked against the student's classes and inputs."""
+    distillation = plan.training.distillation
+    return None if distillation is None else array_teacher(distillation, student)
 
 
 def train_array_model(
@@ -149,6 +167,7 @@ def train_array_on(
     seed_everything(plan.training.seed, plan.training.deterministic)
     model = create_model(spec, len(dataset.info.classes))
     task = array_task(plan, dataset)
+    info = model_info(plan, spec, dataset)
     fit = fit_model(
         model,
         task,
@@ -158,8 +177,8 @@ def train_array_on(
         plan_digest=plan.digest(),
         progress=progress,
         log_metrics=log_metrics,
+        teacher=_teacher(plan, info),
     )
-    info = model_info(plan, spec, dataset)
     ensemble_metrics: dict[str, float] = {}
     if plan.ensemble is not None:
         if not isinstance(dataset, TableDataset):

@@ -24,6 +24,7 @@ from rooivalk.models.sensor_encoding import sensor_encoding, sensor_split
 from rooivalk.plan import SensorSpec
 from rooivalk.training.engine.fitting import fit_model
 from rooivalk.training.tasks import ImageClassification, Task, TensorClassification
+from rooivalk.training.teachers import sensor_teacher
 
 
 def sensor_task(name: str, spec: SensorSpec, model: nn.Module, dataset: MultiSensorDataset) -> Task:
@@ -59,6 +60,11 @@ def train_sensor(
     task = sensor_task(name, spec, model, dataset)
     if isinstance(task, ImageClassification) and spec.training.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    distillation = spec.training.distillation
+    teacher = None
+    if distillation is not None:
+        preprocessing = sensor_encoding(model, spec.model).preprocessing
+        teacher = sensor_teacher(distillation, name, list(dataset.info.classes), preprocessing)
     fit = fit_model(
         model,
         task,
@@ -68,6 +74,7 @@ def train_sensor(
         plan_digest=hashlib.sha256(spec.model_dump_json().encode()).hexdigest(),
         progress=lambda event: report({**event, "model": name}),
         log_metrics=log_metrics,
+        teacher=teacher,
     )
     model = model.to(memory_format=torch.contiguous_format)
     return SensorTrainResult(

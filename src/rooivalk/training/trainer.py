@@ -43,6 +43,7 @@ from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requ
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
 from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
 from rooivalk.training.tasks import task_class
+from rooivalk.training.teachers import ImageInputs, image_teacher
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,10 @@ def build_trainer(
     num_classes = _num_classes(plan, dataset.info.classes)
     model, groups, stages = _build_model(plan, num_classes, device)
     task = task_class(family_task(plan.single_model.family)).for_plan(plan, dataset, model)
+    teacher = None
+    if spec.distillation is not None:  # checked against the student's classes and image preparation
+        inputs = ImageInputs(plan.single_model.input_size, input_channels(model), *normalization(model))
+        teacher = image_teacher(spec.distillation, list(dataset.info.classes), inputs)
     return Trainer(
         model,
         groups,
@@ -146,6 +151,7 @@ def build_trainer(
         device=device,
         stop_requested=stop_requested,
         dist=context or DistContext(),
+        teacher=teacher,
     )
 
 
@@ -193,6 +199,7 @@ def _train(
                 progress or noop,
                 record_metrics,
                 stop.is_set,
+                trainer.teacher,
             )
     if not context.is_main:  # rank 0 writes the model
         return TrainResult(metrics={}, stages=trainer.position.stage_summaries, resumed_from=resumed)

@@ -64,6 +64,10 @@ def test_the_detection_plan_is_valid_and_stops_on_map50() -> None:
         ({"training__distributed": {"nproc_per_node": 2}}, "training.distributed.nproc_per_node: detector models"),
         ({"training__channels_last": False}, "training.channels_last:"),
         (
+            {"training__distillation": {"teacher": "runs/teacher/model"}},
+            "training.distillation.teacher: a detector trains on its own losses",
+        ),
+        (
             {"data__simulate": {"kind": "shapes", "count": 50, "num_classes": 5}},
             "data.simulate.num_classes: applies to kind sign_language, not shapes",
         ),

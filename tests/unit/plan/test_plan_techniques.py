@@ -108,6 +108,9 @@ def other_value(field: FieldInfo, avoid: list[Any]) -> Any:
 COMPANIONS: dict[str, dict[str, Any]] = {
     "early_stopping.monitor": {"early_stopping": {"monitor": "val_loss", "mode": "min"}},
     "early_stopping.mode": {"early_stopping": {"monitor": "val_loss", "mode": "min"}},
+    # a distillation section needs its teacher
+    "distillation.temperature": {"distillation": {"teacher": "runs/teacher/model", "temperature": 2.0}},
+    "distillation.weight": {"distillation": {"teacher": "runs/teacher/model", "weight": 0.9}},
 }
 
 
@@ -371,6 +374,28 @@ def test_distributed_is_for_single_model_plans() -> None:
             f"{path}.distributed.backend: the multi-sensor pipeline's steps train in one process; "
             "distributed applies to single-model plans"
         )
+
+
+def test_distillation_is_refused_for_fusion_and_cached_head_stages() -> None:
+    teacher = {"teacher": "runs/teacher/model"}
+    for context in ("image-pretrained", "image-scratch", "tensor-scratch", "sequence-scratch", "table-scratch"):
+        assert problems(plan_with(context, {"distillation": teacher})) == [], context
+    assert problems(plan_with("fusion", {"distillation": {**teacher, "weight": 0.9}})) == [
+        f"fusion.training.distillation.{leaf}: the fusion model trains on this run's cached sensor embeddings, "
+        "which no teacher model takes as inputs"
+        for leaf in ("teacher", "weight")
+    ]
+    cached = {**BASE_STAGE, "train": ["head"], "cache_features": True}
+    (line,) = problems(plan_with("tensor-pretrained", {"stages": [BASE_STAGE, cached], "distillation": teacher}))
+    assert line == (
+        "sensors.acoustic.training.distillation.teacher: stages.1 sets cache_features: a cached head stage never "
+        "runs the full input through the model, so the teacher has nothing to compare with (drop cache_features "
+        "to distill)"
+    )
+    with pytest.raises(PlanError, match=r"distillation\.teacher: .*give a model folder"):
+        validate_plan(plan_with("image-scratch", {"distillation": {"teacher": []}}))
+    with pytest.raises(PlanError, match=r"distillation\.weight"):
+        validate_plan(plan_with("image-scratch", {"distillation": {**teacher, "weight": 1.5}}))
 
 
 def test_a_multi_sensor_plans_top_level_training_is_refused_key_by_key() -> None:

@@ -22,6 +22,8 @@ def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen
     task = trainer.task
     metrics = {
         "train_loss": pos.epoch_loss_sum / max(pos.epoch_seen, 1),
+        # the terms of a composite loss: distillation's train_kd_loss and train_hard_loss
+        **{f"train_{name}": total / max(pos.epoch_seen, 1) for name, total in pos.epoch_term_sums.items()},
         task.score_name: score,  # val_accuracy; a detector's val_map50
         **({"val_loss": val_loss} if task.has_val_loss else {}),
         **task.validation_metrics(),

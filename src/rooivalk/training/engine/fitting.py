@@ -22,6 +22,7 @@ from rooivalk.models.groups import layer_groups
 from rooivalk.plan import TrainingSpec
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
+from rooivalk.training.engine.distillation import Teacher
 from rooivalk.training.engine.freezing import set_trainable
 from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.phases import run_phases
@@ -50,9 +51,11 @@ def fit_model(
     plan_digest: str = "",
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train `model` in place through the training section's stages; returns it on the CPU at its
-    best epoch. `checkpoint_uri` None: checkpoints go to a scratch folder (no resume)."""
+    best epoch. `checkpoint_uri` None: checkpoints go to a scratch folder (no resume). `teacher`: the
+    section's training.distillation teacher (rooivalk.training.teachers), moved to the training device."""
     started = time.perf_counter()
     report = progress or (lambda _event: None)
     history: list[dict[str, Any]] = []
@@ -73,7 +76,17 @@ def fit_model(
         store = CheckpointStore(checkpoint_uri or scratch, spec.checkpoint.keep_last)
         checkpointer = RunCheckpointer(store, plan_digest)
         trainer = Trainer(
-            model, groups, stages, task, spec, report, record, checkpointer, device=device, stop_requested=stop.is_set
+            model,
+            groups,
+            stages,
+            task,
+            spec,
+            report,
+            record,
+            checkpointer,
+            device=device,
+            stop_requested=stop.is_set,
+            teacher=teacher,
         )
         resumed = None
         if spec.checkpoint.resume and checkpoint_uri is not None:
@@ -85,7 +98,7 @@ def fit_model(
         summaries, best_epoch = list(pos.stage_summaries), pos.best_epoch
         best = max((s["best_val_accuracy"] for s in summaries), default=float("nan"))
         compressed = run_phases(
-            model, task, spec, pos, device, checkpoint_uri or scratch, plan_digest, report, record, stop.is_set
+            model, task, spec, pos, device, checkpoint_uri or scratch, plan_digest, report, record, stop.is_set, teacher
         )
     model.cpu()
     if compressed.summaries:  # what ships is the compressed model: its best epoch and score

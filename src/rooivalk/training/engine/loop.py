@@ -32,6 +32,7 @@ from rooivalk.training.engine.batchnorm import recalibrate_before_training
 from rooivalk.training.engine.budget_planning import replan_budget, replan_interval, steps_for_budget
 from rooivalk.training.engine.cached_head import HeadFeatureCache
 from rooivalk.training.engine.checkpointing import restore_trainer, trainer_state
+from rooivalk.training.engine.distillation import Teacher
 from rooivalk.training.engine.distributed import DistContext
 from rooivalk.training.engine.early_stopping import EarlyStopping
 from rooivalk.training.engine.ema import ModelEMA
@@ -76,6 +77,7 @@ class Trainer:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     stop_requested: Callable[[], bool] = lambda: False
     dist: DistContext = field(default_factory=DistContext)
+    teacher: Teacher | None = None  # training.distillation: not trained, not in the checkpoint
 
     def __post_init__(self) -> None:
         counts = np.bincount(self.task.train_labels, minlength=self.task.num_classes)
@@ -108,6 +110,8 @@ class Trainer:
         self._entered: int | None = None  # the stage whose optimizer and schedule are built
         self._head_features = HeadFeatureCache()
         self.sampling = StageSampling(np.asarray(self.task.train_labels), self.stages, self.spec, self.dist)
+        if self.teacher is not None:
+            self.teacher.to(self.device).check(self.task, self.task.eval_batch(2, self.device))
 
     # -- sizes and orders (rooivalk.training.engine.sampling) ---------------------------------------
     @property
@@ -282,9 +286,15 @@ class Trainer:
                     f"non-finite loss {bad} in stage {stage.name!r}, epoch {pos.epoch_in_stage + 1}, "
                     f"step {step + 1}; the last good checkpoint is kept"
                 ) from None
-            loss_sum, seen, stop = self.dist.sum(
-                loss * len(positions), float(len(positions)), float(self.stop_requested())
+            terms = self.teacher.last_terms if self.teacher is not None else {}  # the KD and plan loss terms
+            loss_sum, seen, stop, *term_sums = self.dist.sum(
+                loss * len(positions),
+                float(len(positions)),
+                float(self.stop_requested()),
+                *(value * len(positions) for value in terms.values()),
             )
+            for name, total in zip(terms, term_sums, strict=True):
+                pos.epoch_term_sums[name] = pos.epoch_term_sums.get(name, 0.0) + total
             pos.step_in_epoch += 1
             pos.global_step += 1
             pos.epoch_loss_sum += loss_sum
@@ -330,6 +340,11 @@ class Trainer:
             target = torch.as_tensor(self.task.train_labels[rows]).to(self.device)
             return self._optimize(lambda: self.criterion(self.head_on_features(features).float(), target))
         inputs, target = self.task.train_batch(rows, stage, generator, self.device)
+        if self.teacher is not None:  # the plan's loss on the student's logits plus the KD term
+            teacher = self.teacher
+            return self._optimize(
+                lambda: teacher.training_loss(self.task, self.forward_model, inputs, target, self.criterion)
+            )
         return self._optimize(lambda: self.task.training_loss(self.forward_model, inputs, target, self.criterion))
 
     def _forward(self, inputs: Inputs) -> torch.Tensor:

@@ -28,6 +28,7 @@ from rooivalk.models.groups import layer_groups
 from rooivalk.plan import PruningSpec, QATSpec, SchedulerSpec, TrainingSpec
 from rooivalk.training.engine.checkpoint import CheckpointStore
 from rooivalk.training.engine.checkpointing import RunCheckpointer
+from rooivalk.training.engine.distillation import Teacher
 from rooivalk.training.engine.freezing import set_trainable
 from rooivalk.training.engine.loop import Trainer
 from rooivalk.training.engine.stages import ResolvedStage
@@ -117,9 +118,11 @@ def run_phases(
     progress: ProgressFn,
     log_metrics: MetricsFn,
     stop_requested: Callable[[], bool] = lambda: False,
+    teacher: Teacher | None = None,
 ) -> PhaseResult:
     """Run the section's phases on `model` (on `device`, at its best weights), continuing the epoch and
-    step counts of the stages' run `after`; leaves the model on `device` at the last phase's best epoch."""
+    step counts of the stages' run `after`; leaves the model on `device` at the last phase's best epoch.
+    `teacher`: training.distillation's, so a phase fine-tunes on the same loss as the stages."""
     result = PhaseResult([], {}, after.best_epoch, float("nan"), float("nan"))
     position = after
     for phase in compression_phases(spec):
@@ -131,7 +134,17 @@ def run_phases(
         store = CheckpointStore(f"{checkpoint_uri.rstrip('/')}/{phase.name}", spec.checkpoint.keep_last)
         checkpointer = RunCheckpointer(store, f"{plan_digest}:{phase.name}")
         trainer = Trainer(
-            model, groups, [stage], task, spec, progress, log_metrics, checkpointer, device, stop_requested
+            model,
+            groups,
+            [stage],
+            task,
+            spec,
+            progress,
+            log_metrics,
+            checkpointer,
+            device,
+            stop_requested,
+            teacher=teacher,
         )
         # Epochs and steps go on from the stages' count: metrics of a phase never overwrite a stage's.
         trainer.position.global_epoch, trainer.position.global_step = position.global_epoch, position.global_step

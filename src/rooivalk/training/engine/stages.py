@@ -168,6 +168,9 @@ def model_stages(
 ) -> list[ResolvedStage]:
     """A training section's stages (or its default schedule) resolved on a model's groups; `cache_head`:
     whether the auto schedule's head stage may train on cached features (the model's task can cache them)."""
+    # A teacher compares the student's logits on every full training batch, which a cached head stage never
+    # makes: with distillation the auto head stage trains through the frozen model's forward passes instead.
+    cache_head = cache_head and training.distillation is None
     new_groups = tuple(g.name for g in groups if g.name == NECK)
     stages = training.stages or default_stages(pretrained, training, len(groups), cache_head, new_groups)
     return resolve_stages(stages, groups, training)

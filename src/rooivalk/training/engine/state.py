@@ -24,6 +24,7 @@ class RunPosition:
     global_step: int = 0
     epoch_loss_sum: float = 0.0  # running sums of the current epoch, so a resumed epoch reports the same loss
     epoch_seen: int = 0
+    epoch_term_sums: dict[str, float] = field(default_factory=dict)  # loss terms (distillation's) x samples
     stage_best: float | None = None
     stage_seconds: float = 0.0  # training + validation seconds of the current stage, across resumes
     stage_summaries: list[dict[str, Any]] = field(default_factory=list)
@@ -46,6 +47,7 @@ class RunPosition:
         self.global_epoch += 1
         self.step_in_epoch = 0
         self.epoch_loss_sum, self.epoch_seen = 0.0, 0
+        self.epoch_term_sums = {}
 
     def next_stage(self) -> None:
         self.stage_index += 1
