@@ -6,7 +6,7 @@ rooivalk.plan.model_keys and rooivalk.plan.techniques.
 
 from __future__ import annotations
 
-from rooivalk.plan.data import ARRAY_FORMATS
+from rooivalk.plan.data import DETECTION_FORMATS
 from rooivalk.plan.document import Plan
 from rooivalk.plan.evaluation import CV_METRICS
 
@@ -32,16 +32,28 @@ def qat_export_problems(plan: Plan) -> list[tuple[str, str]]:
 
 
 def cross_validation_problems(plan: Plan) -> list[tuple[str, str]]:
-    """evaluation.cross_validation trains the fold models of sequence and table plans only."""
-    if plan.evaluation.cross_validation is None or plan.data.format in ARRAY_FORMATS:
+    """evaluation.cross_validation trains the fold models of sequence, table and image plans, in one process."""
+    cv = plan.evaluation.cross_validation
+    if cv is None:
         return []
-    return [
-        (
-            "evaluation.cross_validation",
-            f"applies to sequence and table plans (data.format {' or '.join(ARRAY_FORMATS)}), not data.format "
-            f"{plan.data.format}: image, detection and multi-sensor models train once on their splits",
-        )
-    ]
+    if plan.sensors is not None or plan.data.format in DETECTION_FORMATS:
+        kind = "multi-sensor" if plan.sensors is not None else "detection"
+        return [
+            (
+                "evaluation.cross_validation",
+                f"applies to sequence, table and image classifier plans, not {kind} plans (they train once on "
+                "their splits)",
+            )
+        ]
+    distributed = plan.training.distributed
+    if distributed.nproc_per_node * distributed.nnodes > 1:
+        return [
+            (
+                "evaluation.cross_validation",
+                "its fold models train in one process; training.distributed asks for several",
+            )
+        ]
+    return []
 
 
 def cross_validation_objective_problems(plan: Plan) -> list[tuple[str, str]]:

@@ -1,12 +1,13 @@
-"""k-fold cross-validation of a sequence or table plan (`evaluation.cross_validation`), on the one engine.
+"""k-fold cross-validation of a sequence, table or image plan (`evaluation.cross_validation`), on the one engine.
 
 The training split is cut into k folds (stratified by class unless the plan says otherwise, seeded);
 fold model j trains on the other k - 1 folds through the same path as a plain run (engine, stages,
-early stopping, ensemble member, compression phases) and picks its best epoch on fold j, which it
-is then scored on. The validation and test splits take no part in the folds: the test split stays
-untouched for evaluation, and the refit below keeps its usual validation split. Per-feature
-standardization was computed at ingest on the whole training split, so each fold's held-out rows
-were seen by those statistics (the usual small leak of dataset-level preprocessing; the labels never).
+early stopping, an ensemble's XGBoost member, distillation, compression phases) and picks its best
+epoch on fold j, which it is then scored on. The validation and test splits take no part in the
+folds: the test split stays untouched for evaluation, and the refit below keeps its usual validation
+split. A sequence or table dataset's per-feature standardization was computed at ingest on the whole
+training split, so each fold's held-out rows took part in those statistics (the usual small leak of
+dataset-level preprocessing; never their labels). Image plans train in one process here.
 
 The result carries, for each held-out metric m (accuracy, macro_f1, min_class_recall, log_loss,
 best_epoch): `cv_m_mean`, `cv_m_std` (population std over folds) and `fold<j>_m`. The model the
@@ -24,24 +25,27 @@ import json
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import softmax
 from sklearn.metrics import f1_score, log_loss, recall_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from rooivalk import storage
-from rooivalk.data.dataset import SPLIT_CODES
-from rooivalk.data.datasets import ArrayDataset
+from rooivalk.data.dataset import SPLIT_CODES, Dataset, load_dataset
+from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import load_array_model, load_xgboost_member
 from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
-from rooivalk.plan import Plan
+from rooivalk.plan import ARRAY_FORMATS, Plan
 from rooivalk.plan.evaluation import CV_METRICS
 from rooivalk.training.array_training import train_array_on
+from rooivalk.training.image_training import train_image_on
 from rooivalk.training.results import TrainResult
 from rooivalk.training.xgboost_training import predict_probabilities
 
 FOLDS_DIR = "folds"
 CV_FILE = "cross_validation.json"
+FoldedDataset = ArrayDataset | Dataset  # sequences, tables, images: each keeps its split codes in `splits`
 HELD_OUT_METRICS = CV_METRICS
 
 
@@ -49,7 +53,7 @@ class CrossValidationError(ValueError):
     pass
 
 
-def fold_splits(dataset: ArrayDataset, folds: int, stratified: bool, seed: int) -> list[np.ndarray]:
+def fold_splits(dataset: FoldedDataset, folds: int, stratified: bool, seed: int) -> list[np.ndarray]:
     """Per fold, split codes (N,) int8: the fold's training rows "train", its held-out rows "val", and
     every row outside the training split "test" (seen by no fold)."""
     train_rows = np.flatnonzero(dataset.splits == SPLIT_CODES["train"])
@@ -81,9 +85,9 @@ def fold_splits(dataset: ArrayDataset, folds: int, stratified: bool, seed: int) 
     return codes
 
 
-def held_out_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> dict[str, float]:
-    """The fold model at `model_dir` (and its XGBoost member, weighted, for a table ensemble) on the
-    dataset's "val" rows, the fold's held-out rows."""
+def array_held_out(model_dir: str, dataset: ArrayDataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (n, K), labels (n,)) of the fold model at `model_dir` (its XGBoost member weighted in,
+    for a table ensemble) on the dataset's "val" rows, the fold's held-out rows."""
     model, info = load_array_model(model_dir)
     arrays, labels = model_arrays(info, dataset, "val")
     probabilities = softmax(array_logits(model, arrays, info.num_classes, batch_size), axis=1)  # (n, K)
@@ -91,8 +95,13 @@ def held_out_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> 
         booster = load_xgboost_member(model_dir, info)
         trees = predict_probabilities(booster, np.asarray(arrays[INPUTS]))
         probabilities = info.ensemble.weights["model"] * probabilities + info.ensemble.weights["xgboost"] * trees
+    return probabilities, labels
+
+
+def held_out_metrics(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Accuracy, macro F1, the lowest recall of a class present, log loss of (n, K) probabilities."""
     predictions = probabilities.argmax(1)
-    classes = list(range(info.num_classes))
+    classes = list(range(num_classes))
     present = np.unique(labels)  # a class absent from a small fold has no recall to take the minimum of
     return {
         "accuracy": float((predictions == labels).mean()),
@@ -100,6 +109,28 @@ def held_out_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> 
         "min_class_recall": float(recall_score(labels, predictions, labels=present, average=None).min()),
         "log_loss": float(log_loss(labels, np.clip(probabilities, 1e-12, 1.0), labels=classes)),
     }
+
+
+def _train_fold(
+    plan: Plan,
+    dataset: FoldedDataset,
+    model_dir: str,
+    progress: ProgressFn | None,
+    log_metrics: MetricsFn | None,
+    checkpoint_uri: str | None,
+) -> tuple[TrainResult, dict[str, float]]:
+    """Train on the dataset's train split (picking the best epoch on its val split) into `model_dir`; the
+    result and the model's metrics on the val split."""
+    batch = plan.training.eval_batch_size
+    if isinstance(dataset, Dataset):  # images: the trainer's task holds the val split, preprocessed
+        result, trainer = train_image_on(plan, dataset, model_dir, progress, log_metrics, checkpoint_uri)
+        logits = trainer.task.val_logits(trainer.model, batch, torch.device("cpu"))  # type: ignore[attr-defined]
+        probabilities, labels = softmax(logits.numpy(), axis=1), np.asarray(trainer.task.val_labels)
+    else:
+        result = train_array_on(plan, dataset, model_dir, progress, log_metrics, checkpoint_uri)
+        probabilities, labels = array_held_out(model_dir, dataset, batch)
+    scores = held_out_metrics(probabilities, labels, len(dataset.info.classes))
+    return result, scores | {"best_epoch": result.metrics["best_epoch"]}
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
@@ -114,7 +145,7 @@ def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
 
 def cross_validate(
     plan: Plan,
-    dataset: ArrayDataset,
+    dataset_dir: str,
     model_dir: str,
     progress: ProgressFn | None = None,
     log_metrics: MetricsFn | None = None,
@@ -122,14 +153,15 @@ def cross_validate(
     """Train and score the k fold models, then the model that ships (refit); metrics as the module says."""
     spec = plan.evaluation.cross_validation
     assert spec is not None
+    dataset: FoldedDataset = (
+        load_array_dataset(dataset_dir) if plan.data.format in ARRAY_FORMATS else load_dataset(dataset_dir)
+    )
     report = progress or (lambda _event: None)
     checkpoint_uri = plan.training.checkpoint.uri
     seed = plan.training.seed if spec.seed is None else spec.seed
     folds: list[dict[str, float]] = []
     results: list[TrainResult] = []
     for j, codes in enumerate(fold_splits(dataset, spec.folds, spec.stratified, seed)):
-        fold_dataset = dataclasses.replace(dataset, splits=codes)
-        fold_dir = f"{model_dir}/{FOLDS_DIR}/{j}"
         report({"event": "message", "text": f"cross-validation fold {j + 1}/{spec.folds}"})
 
         def fold_metrics(metrics: dict[str, float], step: int, fold: int = j) -> None:
@@ -139,16 +171,14 @@ def cross_validate(
         def fold_progress(event: dict[str, Any], fold: int = j) -> None:
             report({**event, "fold": fold})
 
-        trained = train_array_on(
+        trained, scores = _train_fold(
             plan,
-            fold_dataset,
-            fold_dir,
+            dataclasses.replace(dataset, splits=codes),
+            f"{model_dir}/{FOLDS_DIR}/{j}",
             fold_progress,
             fold_metrics,
             None if checkpoint_uri is None else f"{checkpoint_uri.rstrip('/')}/fold-{j}",
         )
-        scores = held_out_metrics(fold_dir, fold_dataset, plan.training.eval_batch_size)
-        scores["best_epoch"] = trained.metrics["best_epoch"]
         folds.append(scores)
         results.append(trained)
         running = {f"cv_{name}_mean": float(np.mean([f[name] for f in folds])) for name in HELD_OUT_METRICS}
@@ -164,6 +194,6 @@ def cross_validate(
     else:
         report({"event": "message", "text": "refit all: training on the whole training split"})
         refit_uri = None if checkpoint_uri is None else f"{checkpoint_uri.rstrip('/')}/refit"
-        result = train_array_on(plan, dataset, model_dir, progress, log_metrics, refit_uri)
+        result, _ = _train_fold(plan, dataset, model_dir, progress, log_metrics, refit_uri)
     result.metrics |= summary | {"cv_best_fold": float(best)}
     return result

@@ -26,7 +26,7 @@ from rooivalk.training.detection_training import detector_trainer
 from rooivalk.training.engine.optim import StageSchedule
 from rooivalk.training.engine.runtime import noop, seed_everything, training_device
 from rooivalk.training.engine.state import epoch_generator, step_generator
-from rooivalk.training.trainer import build_trainer
+from rooivalk.training.image_training import build_trainer
 
 SMOOTHING = 0.98
 DIVERGENCE = 4.0

@@ -91,9 +91,14 @@ def test_a_table_ensemble_cross_validates_with_its_xgboost_member(tmp_path: Path
 
 
 def test_validate_refuses_cross_validation_where_it_does_not_apply() -> None:
+    raw = read_plan_file(PLANS / "detection.yaml")
+    raw.setdefault("evaluation", {})["cross_validation"] = {"folds": 3}
+    with pytest.raises(PlanError, match="evaluation.cross_validation: applies to sequence, table and image"):
+        validate_plan(raw)
     raw = read_plan_file(PLANS / "fashion_finetune.yaml")
     raw.setdefault("evaluation", {})["cross_validation"] = {"folds": 3}
-    with pytest.raises(PlanError, match="evaluation.cross_validation: applies to sequence and table plans"):
+    raw["training"]["distributed"] = {"nproc_per_node": 2}
+    with pytest.raises(PlanError, match="fold models train in one process"):
         validate_plan(raw)
     raw = read_plan_file(PLANS / "sign_language_search.yaml")
     raw["evaluation"]["cross_validation"] = {"folds": 3}
@@ -113,3 +118,26 @@ def test_the_run_report_shows_each_fold_and_the_mean() -> None:
     assert "## Cross-validation" in lines
     assert "| accuracy | 0.7000 | 0.8000 | 0.7500 | 0.0500 |" in lines
     assert "## Cross-validation" not in training_section({"stages": [], "metrics": {}}, "x", "x")
+
+
+def test_an_image_plan_cross_validates_its_classifier(tiny_dataset_dir: str, tmp_path: Path) -> None:
+    from rooivalk.plan import Plan
+
+    plan = Plan.model_validate(
+        {
+            "name": "t",
+            "data": {"source": tiny_dataset_dir, "format": "image_folder"},
+            "model": {"architecture": "test_efficientnet", "input_size": 32, "drop_rate": 0.0},
+            "training": {"batch_size": 8, "threads": 1, "epochs": 1, "lr": 3e-3},
+            "evaluation": {"cross_validation": {"folds": 2, "refit": "best_fold"}},
+        }
+    )
+    events: list[dict[str, object]] = []
+    result = train_model(plan, tiny_dataset_dir, str(tmp_path / "model"), progress=events.append)
+    assert [event["fold"] for event in events if event.get("event") == "fold_end"] == [0, 1]
+    assert 0 <= result.metrics["cv_accuracy_mean"] <= 1
+    assert result.metrics["cv_folds"] == 2
+    best = int(result.metrics["cv_best_fold"])
+    assert (tmp_path / "model" / "model.pt").read_bytes() == (
+        tmp_path / "model" / "folds" / str(best) / "model.pt"
+    ).read_bytes()

@@ -149,6 +149,16 @@ class ImageClassification(Task):
             correct, loss_sum = correct + batch_correct, loss_sum + batch_loss
         return correct, loss_sum, float(len(images))
 
+    @torch.inference_mode()
+    def val_logits(self, model: nn.Module, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Logits (M, C), float32 on the CPU, of every validation image, preprocessed as `evaluate` does."""
+        model.eval()
+        chunks = [
+            model(batch.to(device)).float().cpu()
+            for _, batch in iter_model_batches(self.data.val[0], batch_size, *self.inputs.preprocessing())
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.num_classes)
+
     def eval_batch(self, batch_size: int, device: torch.device) -> Inputs:
         images = self.data.val[0][:batch_size]
         return self.normalized(
