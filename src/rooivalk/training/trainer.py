@@ -30,7 +30,7 @@ from rooivalk.models import (
     save_trained_model,
 )
 from rooivalk.models.registry import family_task
-from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan
+from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan, variant_plans
 from rooivalk.training.array_training import train_array_model
 from rooivalk.training.cross_validation import cross_validate
 from rooivalk.training.detection_training import train_detector
@@ -43,6 +43,7 @@ from rooivalk.training.engine.runtime import noop, seed_everything, sigterm_requ
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
 from rooivalk.training.results import HISTORY_FILE, TrainResult, stage_metrics
 from rooivalk.training.tasks import task_class
+from rooivalk.training.variant_training import train_variants
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,13 @@ def train_model(
     With `training.distributed.nproc_per_node > 1` this launches torchrun and waits for it. A sequence
     or table plan trains its rnn or mlp model (rooivalk.training.array_training), a detector plan its
     detector (rooivalk.training.detection_training); with `evaluation.cross_validation`, its k fold models
-    first (rooivalk.training.cross_validation).
+    first (rooivalk.training.cross_validation); with `variants`, each member plan's model
+    (rooivalk.training.variant_training).
     """
     if plan.data.format in ARRAY_FORMATS and plan.evaluation.cross_validation is not None:
         return cross_validate(plan, load_array_dataset(dataset_dir), model_dir, progress, log_metrics)
+    if plan.data.format in ARRAY_FORMATS and plan.variants is not None:
+        return train_variants(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in ARRAY_FORMATS:
         return train_array_model(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in DETECTION_FORMATS:
@@ -250,6 +254,14 @@ def _finish(
 def check_stages_against_model(plan: Plan) -> list[ResolvedStage]:
     """Resolve the plan's stages on its model (built without weights): an unknown group name fails
     here, at validation, with the model's groups listed, instead of minutes into a pipeline."""
+    if plan.variants is not None:  # each member's own model and stages, its errors naming it
+        resolved = []
+        for k, member in enumerate(variant_plans(plan)):
+            try:
+                resolved += check_stages_against_model(member)
+            except ValueError as error:
+                raise ValueError(f"variants.members[{k}]: {error}") from None
+        return resolved
     if plan.sensors is None:
         return plan_stages(plan, layer_groups(create_unweighted_model(plan.single_model)))
     resolved = []
