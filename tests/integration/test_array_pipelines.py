@@ -133,6 +133,30 @@ def test_attribution_plan_scores_each_member_and_ships_one_ensemble_graph(tmp_pa
     assert booster.num_boosted_rounds() == train["xgboost_best_iteration"] + 1
 
 
+def test_a_variant_ensemble_of_the_sign_language_plan_runs_and_ships_one_graph(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "signs.parquet"
+    out = tmp_path / "run"
+    members = "variants.members=[{}, {training.seed: 1, model.architecture: gru-8x1}]"
+    overrides = [f"data.source={source}", *SIGN_TINY, "export.precisions=[fp32]", members]
+    summary = _run(SIGN_LANGUAGE, out, overrides)
+    train = summary["steps"]["train_model"]["metrics"]
+    assert train["variant_members"] == 2
+    assert train["best_val_accuracy"] == train["ensemble_val_accuracy"]
+    report = json.loads(_step_file(out, "evaluate-model", "evaluation.json").read_text())
+    assert list(report["ensemble"]["scores"]) == ["0", "1", "ensemble"]
+    assert {"test_member_0_accuracy", "test_member_1_log_loss"} <= set(summary["steps"]["evaluate_model"]["metrics"])
+    export = json.loads(_step_file(out, "export-model", "export_report.json").read_text())
+    assert export["verification"]["variants"]["ensemble"]["max_abs_diff"] < 1e-5
+    predictor = _bundle(out)
+    frame = pd.read_parquet(source)
+    raw = [group[predictor.info.preprocessing["features"]].to_numpy() for _, group in frame.groupby("sequence_id")]
+    np.testing.assert_allclose(predictor.predict_proba(raw[:10]).sum(1), 1.0, atol=1e-5)
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    (version,) = client.search_model_versions("name='sign-language'")
+    recorded = json.loads(version.tags["rooivalk.variants"])
+    assert [member["overrides"] for member in recorded] == [{}, {"training.seed": 1, "model.architecture": "gru-8x1"}]
+
+
 def test_changing_data_source_alone_points_each_plan_at_a_users_own_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = []

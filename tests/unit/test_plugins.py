@@ -253,8 +253,8 @@ def test_the_example_task_plugin_trains_the_example_family(tmp_path: Path) -> No
     from rooivalk.data.dataset import load_dataset
     from rooivalk.data.ingest import ingest_data
     from rooivalk.plan import Plan
-    from rooivalk.training.tasks import task_class, task_origin
     from rooivalk.training.image_training import build_trainer
+    from rooivalk.training.tasks import task_class, task_origin
     from tests.plugin_helpers import make_csv_images
 
     assert task_class("example_noisy_images") is NoisyImages

@@ -13,7 +13,7 @@ from typing import Any
 
 from rooivalk import machine
 from rooivalk.cli.report_detection import detection_sections, is_detection_run
-from rooivalk.cli.report_tables import training_section
+from rooivalk.cli.report_tables import ensemble_section, training_section
 
 _EXPORT_ROWS = (
     ("PyTorch eager FP32", "test_accuracy", "latency_torch_fp32_ms", None, None),
@@ -81,6 +81,7 @@ def render_report(summary: dict[str, Any], command: str) -> str:
         f"macro F1 {evaluation.get('test_macro_f1', 0):.4f}; mean false-positive rate "
         f"{evaluation.get('test_false_positive_rate', 0):.4f}.",
         "",
+        *ensemble_section(evaluation),
         "## Export (batch 1, CPU)",
         "",
         "| runtime | test accuracy | median latency (ms) | p95 latency (ms) | size (MB) |",

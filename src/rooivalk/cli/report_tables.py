@@ -1,7 +1,9 @@
-"""Sections every `rooivalk report` shares, whatever the model: the training stages and time."""
+"""Sections every `rooivalk report` shares, whatever the model: the training stages and time; and an
+ensemble's members beside the ensemble on the test split."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -51,3 +53,34 @@ def cross_validation_section(metrics: dict[str, Any]) -> list[str]:
             f"| {metrics.get(f'cv_{key}_std', float('nan')):.4f} |"
         )
     return [*lines, ""]
+
+
+_MEMBER = re.compile(r"^test_member_(.+)_accuracy$")
+
+
+def ensemble_section(evaluation: dict[str, Any]) -> list[str]:
+    """'## Ensemble': each member alone and the ensemble on the test split, from the evaluation step's
+    test_member_<name>_* (a table plan's mlp and XGBoost, a variant ensemble's members 0..M-1); nothing
+    for a single model."""
+    names = [match.group(1) for key in evaluation if (match := _MEMBER.match(key))]
+    if not names:
+        return []
+    nan = float("nan")
+    rows = [
+        f"| {'member ' + name if name.isdigit() else name} | {evaluation[f'test_member_{name}_accuracy']:.4f} "
+        f"| {evaluation.get(f'test_member_{name}_log_loss', nan):.4f} |"
+        for name in names
+    ]
+    return [
+        "## Ensemble",
+        "",
+        "Each member alone and the weighted average of their probabilities, on the test split (the gates judge "
+        "the ensemble).",
+        "",
+        "| model | test accuracy | test log loss |",
+        "| --- | ---: | ---: |",
+        *rows,
+        f"| **ensemble** | {evaluation.get('test_accuracy', nan):.4f} "
+        f"| {evaluation.get('test_ensemble_log_loss', nan):.4f} |",
+        "",
+    ]

@@ -22,6 +22,7 @@ from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, finish_ev
 from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
 from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
 from rooivalk.models.inference import Arrays
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import Plan
 from rooivalk.training.xgboost_training import predict_probabilities
 
@@ -60,7 +61,13 @@ def write_array_reference_profile(
 def member_probabilities(
     model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities (N, K) of the model, and with an ensemble of its XGBoost member too."""
+    """Softmax probabilities (N, K) of the model; with an ensemble of its XGBoost member too; of a variant
+    ensemble, each member's, named by its index ("0", "1", ...)."""
+    if isinstance(model, VariantEnsemble):
+        return {
+            str(k): softmax(array_logits(member, arrays, info.num_classes, batch), axis=1)
+            for k, member in enumerate(model.members)
+        }
     probabilities = {"model": softmax(array_logits(model, arrays, info.num_classes, batch), axis=1)}
     if info.ensemble is not None:
         booster = load_xgboost_member(model_dir, info)
@@ -68,12 +75,22 @@ def member_probabilities(
     return probabilities
 
 
+def ensemble_weights(info: ArrayModelInfo) -> dict[str, float] | None:
+    """The members' weights by name (as member_probabilities names them), or None for a single model."""
+    if info.ensemble is not None:
+        return info.ensemble.weights
+    if info.variants is not None:
+        return {str(k): member.weight for k, member in enumerate(info.variants)}
+    return None
+
+
 def predicted_probabilities(
     model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
 ) -> np.ndarray:
     """(N, K): the model's, or its ensemble's weighted, probabilities."""
     members = member_probabilities(model, info, model_dir, arrays, batch)
-    return members["model"] if info.ensemble is None else combine(members, info.ensemble.weights)
+    weights = ensemble_weights(info)
+    return members["model"] if weights is None else combine(members, weights)
 
 
 def evaluate_array_model(
@@ -87,15 +104,16 @@ def evaluate_array_model(
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
     batch = plan.training.eval_batch_size
     members = member_probabilities(model, info, model_dir, arrays, batch)
+    weights = ensemble_weights(info)
     ensemble = None
-    probabilities = members["model"]
-    if info.ensemble is not None:
-        ensemble = score_ensemble(members, labels, info.ensemble.weights, info.classes, criterion="accuracy")
-        probabilities = combine(members, info.ensemble.weights)
+    probabilities = members["model"] if weights is None else combine(members, weights)
+    if weights is not None:
+        ensemble = score_ensemble(members, labels, weights, info.classes, criterion="accuracy")
     predictions = probabilities.argmax(1)
     report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
     metrics = scored_metrics(report, len(labels))
     if ensemble is not None:  # each member alone on the same rows, beside the ensemble the gates judge
+        # (a variant ensemble's members are named by index: test_member_0_accuracy, ...)
         for score in ensemble.scores[:-1]:
             metrics[f"test_member_{score.name}_accuracy"] = float(score.metrics["accuracy"])
             metrics[f"test_member_{score.name}_log_loss"] = score.log_loss

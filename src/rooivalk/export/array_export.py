@@ -10,6 +10,8 @@ accuracy tolerance ships with its softmax temperature and the dataset's encoding
   the stored length and the standardization;
 - mlp: input "input" float32 (batch, F); the bundle's preprocessing (kind "table") holds the table
   encoding (numeric features and their standardization, categorical features and their categories).
+A variant ensemble (rooivalk.plan.variants) ships one graph of its members' weighted probabilities, built
+and checked member by member (rooivalk.export.variant_export); its PyTorch baseline runs every member.
 Latency is batch 1: one sequence of the stored length, or one row.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +56,12 @@ from rooivalk.export.shipping import (
     single_model_metrics,
     write_report,
 )
+from rooivalk.export.variant_export import describe_variants, export_variant_graph
 from rooivalk.export.xgboost_onnx import export_xgboost_onnx, verify_xgboost_onnx
 from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
 from rooivalk.models.array_inference import INPUTS, LENGTHS, SEQUENCES, array_logits, model_arrays
 from rooivalk.models.inference import Arrays
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import Plan
 from rooivalk.training.xgboost_training import predict_probabilities
 
@@ -77,7 +82,11 @@ def _rows(feeds: dict[str, np.ndarray], rows: np.ndarray | slice) -> dict[str, n
     return {name: array[rows] for name, array in feeds.items()}
 
 
-def _export_fp32(model: nn.Module, info: ArrayModelInfo, path: Any) -> None:
+def _describe(info: ArrayModelInfo) -> str:
+    return describe_variants(info) if info.variants is not None else f"{info.spec.family} {info.spec.architecture}"
+
+
+def _export_fp32(model: nn.Module, path: Any, info: ArrayModelInfo) -> None:
     features = len(info.input_names)
     if info.kind == "sequences":
         export_rnn_onnx(model, path, features)
@@ -191,8 +200,14 @@ def export_array_model(
         variants_dir = out_dir / "variants" / MODEL
         variants_dir.mkdir(parents=True, exist_ok=True)
         fp32 = variants_dir / "model_fp32.onnx"
-        say(f"exporting {info.spec.family} {info.spec.architecture} to ONNX ({len(info.input_names)} features)")
-        _export_fp32(model, info, fp32)
+        say(f"exporting {_describe(info)} to ONNX ({len(info.input_names)} features)")
+        members: dict[str, Any] = {}
+        if isinstance(model, VariantEnsemble):  # the members' graphs, merged into one of their probabilities
+            export = partial(_export_fp32, info=info)
+            members = export_variant_graph(plan, model, info, fp32, scratch, test, VERIFY_SAMPLES, export, say)
+        else:
+            _export_fp32(model, fp32, info)
+        # A variant ensemble's graph against its PyTorch network: both give log of the weighted probabilities.
         check = verify_module(model, fp32, list(_rows(test, slice(0, VERIFY_SAMPLES)).values()))
         if not check.max_abs_diff <= plan.export.max_abs_diff:  # `not <=` also catches NaN
             fp32.unlink()
@@ -201,7 +216,7 @@ def export_array_model(
                 f"export.max_abs_diff {plan.export.max_abs_diff:.3g} ({fp32.name})"
             )
         say(f"ONNX FP32 verified: max |logit diff| {check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement}")
-        verification: dict[str, Any] = {MODEL: check.__dict__}
+        verification: dict[str, Any] = {MODEL: check.__dict__, **({"variants": members} if members else {})}
         booster = load_xgboost_member(model_dir, info) if info.ensemble is not None else None
         if booster is not None:  # the shipped graph is the weighted ensemble of both members
             verification |= _merge_ensemble(plan, model, booster, info, fp32, scratch, test, say)
@@ -243,7 +258,7 @@ def export_array_model(
         metadata = {
             "plan_digest": plan.digest(),
             "dataset_version": info.dataset_version,
-            "architecture": f"{info.spec.family} {info.spec.architecture}",
+            "architecture": _describe(info),
             **environment(),
         }
         artifacts = ship_bundle(bundle_uri, choice, info.classes, preprocessing(info), temperature, metadata, extra)

@@ -21,6 +21,18 @@ from rooivalk.models.array_inference import LENGTHS, SEQUENCES
 _MAX = 1 << 16
 
 
+def _clear_rnn_dispatch_caches() -> None:
+    """Forget which kernel aten.gru / aten.lstm resolved to. For dynamic shapes torch.onnx swaps in a
+    while_loop decomposition of both ops (their py_kernels) for the export, but an op's dispatch cache
+    keeps the kernel an earlier call resolved: without this, every rnn export after the first in a
+    process unrolls the recurrence and fixes the time axis to the example's length (torch 2.14). Cleared
+    after the export too, so that eager calls do not keep the export's kernel."""
+    for op in (torch.ops.aten.gru.input, torch.ops.aten.lstm.input):
+        cache = getattr(op, "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
 def export_rnn_onnx(model: nn.Module, path: str | Path, num_features: int) -> Path:
     """Export `model` (put in eval mode; forward(sequences, lengths)) to ONNX at `path`; returns the path."""
     target = Path(path)
@@ -29,18 +41,22 @@ def export_rnn_onnx(model: nn.Module, path: str | Path, num_features: int) -> Pa
     # torch.export specializes dimensions of size 0 or 1 to constants: the example has >= 2 of each.
     sequences = torch.randn(3, 5, num_features)
     lengths = torch.tensor([5, 4, 2], dtype=torch.long)  # ragged, as the data is
-    with atomic_output(target) as tmp:
-        program = torch.onnx.export(
-            model.eval(),
-            (sequences, lengths),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=[SEQUENCES, LENGTHS],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch, 1: steps}, {0: batch}),
-            optimize=True,
-        )
-        assert program is not None
-        # external_data=False: one self-contained file, so the atomic rename moves the whole model.
-        program.save(str(tmp), external_data=False)
+    _clear_rnn_dispatch_caches()
+    try:
+        with atomic_output(target) as tmp:
+            program = torch.onnx.export(
+                model.eval(),
+                (sequences, lengths),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=[SEQUENCES, LENGTHS],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch, 1: steps}, {0: batch}),
+                optimize=True,
+            )
+            assert program is not None
+            # external_data=False: one self-contained file, so the atomic rename moves the whole model.
+            program.save(str(tmp), external_data=False)
+    finally:
+        _clear_rnn_dispatch_caches()
     return target

@@ -19,9 +19,16 @@ from torch import nn
 from rooivalk import storage
 from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, save_trained_model
 from rooivalk.models.registry import create_model
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import ModelSpec
 
 XGBOOST_FILE = "xgboost.ubj"  # the ensemble's XGBoost member (xgboost's UBJSON model format)
+VARIANTS_DIR = "members"  # a variant ensemble's members: <model dir>/members/<k>
+
+
+def variant_member_path(member: int) -> str:
+    """Where variant member `member` (0..M-1) lives under a model directory."""
+    return f"{VARIANTS_DIR}/{member}"
 
 
 class EnsembleInfo(BaseModel):
@@ -30,6 +37,16 @@ class EnsembleInfo(BaseModel):
     weights: dict[str, float]  # member ("model", "xgboost") -> weight, summing to 1
     fitted: bool  # fitted on the validation split, or as the plan gave them
     xgboost_sha256: str
+
+
+class VariantMemberInfo(BaseModel):
+    """One member of a variant ensemble, as the root's model.json records it."""
+
+    overrides: dict[str, Any]  # the member's plan overrides (variants.members[k])
+    weight: float  # normalized: the members' sum to 1
+    architecture: str
+    plan_digest: str  # the member's resolved plan
+    weights_sha256: str  # its model.pt: a member of another run is refused when loading
 
 
 class ArrayModelInfo(BaseModel):
@@ -42,6 +59,7 @@ class ArrayModelInfo(BaseModel):
     std: list[float] = []
     table: dict[str, Any] | None = None  # table: TableDatasetInfo as JSON (rooivalk.data.table_dataset)
     ensemble: EnsembleInfo | None = None  # with an XGBoost member at XGBOOST_FILE
+    variants: list[VariantMemberInfo] | None = None  # a variant ensemble: its members under members/<k>
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None
@@ -99,8 +117,30 @@ def load_xgboost_member(model_dir: str, info: ArrayModelInfo) -> Any:
 
 
 def load_array_model(model_dir: str) -> tuple[nn.Module, ArrayModelInfo]:
-    """Rebuild the architecture (no pretrained weights) and load the trained ones, in eval mode."""
+    """Rebuild the architecture (no pretrained weights) and load the trained ones, in eval mode; a variant
+    ensemble as one VariantEnsemble network of its members."""
     info = read_array_model_info(model_dir)
+    if info.variants is not None:
+        members = [model for model, _ in load_variant_members(model_dir, info)]
+        return VariantEnsemble(members, [member.weight for member in info.variants]).eval(), info
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
     load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
     return model.eval(), info
+
+
+def load_variant_members(model_dir: str, info: ArrayModelInfo) -> list[tuple[nn.Module, ArrayModelInfo]]:
+    """Every member of the variant ensemble in `model_dir`, in order; a member whose weights are not those
+    the root recorded is a ValueError naming it."""
+    if info.variants is None:
+        raise ValueError(f"{model_dir}: the model is not a variant ensemble")
+    members = []
+    for k, recorded in enumerate(info.variants):
+        folder = f"{model_dir}/{variant_member_path(k)}"
+        member, member_info = load_array_model(folder)
+        if member_info.weights_sha256 != recorded.weights_sha256 or member_info.classes != info.classes:
+            raise ValueError(
+                f"{folder}: variant member {k} is not the one {model_dir}/{INFO_FILE} was trained with (a member "
+                "of another run): train the ensemble again"
+            )
+        members.append((member, member_info))
+    return members

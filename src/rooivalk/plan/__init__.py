@@ -23,7 +23,14 @@ from rooivalk.plan.document import MODULE_DICT_ATTRIBUTES, Plan
 from rooivalk.plan.ensemble import ENSEMBLE_MEMBERS, EnsembleSpec, XGBoostSpec
 from rooivalk.plan.evaluation import CrossValidationSpec, DetectionTTASpec, EvaluationSpec, Gate
 from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
-from rooivalk.plan.loading import apply_overrides, load_plan, plan_json_schema, read_plan_file, validate_plan
+from rooivalk.plan.loading import (
+    apply_overrides,
+    load_plan,
+    plan_json_schema,
+    read_plan_file,
+    validate_plan,
+    variant_plans,
+)
 from rooivalk.plan.models import FusionSpec, ModalityDropoutSpec, ModelSpec, SensorSpec
 from rooivalk.plan.monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan.parameter import NULLS_KEY
@@ -49,6 +56,7 @@ from rooivalk.plan.training import (
     StageSpec,
     TrainingSpec,
 )
+from rooivalk.plan.variants import VariantsSpec
 
 __all__ = [
     "ARRAY_FORMATS",
@@ -116,6 +124,7 @@ __all__ = [
     "TensorRTSpec",
     "TrackingSpec",
     "TrainingSpec",
+    "VariantsSpec",
     "WebhookSpec",
     "XGBoostSpec",
     "apply_overrides",
@@ -124,4 +133,5 @@ __all__ = [
     "plan_json_schema",
     "read_plan_file",
     "validate_plan",
+    "variant_plans",
 ]

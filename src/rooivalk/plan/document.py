@@ -26,6 +26,7 @@ from rooivalk.plan.parameter import NULLS_KEY, explicit_nulls, restore_nulls
 from rooivalk.plan.search import SearchSpec
 from rooivalk.plan.tracking import TrackingSpec
 from rooivalk.plan.training import TrainingSpec
+from rooivalk.plan.variants import VariantsSpec
 
 
 class Plan(Strict):
@@ -39,6 +40,11 @@ class Plan(Strict):
     fusion: FusionSpec | None = None
     ensemble: EnsembleSpec | None = Field(
         None, description="Table plans: the mlp model and an XGBoost model, weighted (rooivalk.plan.ensemble)."
+    )
+    variants: VariantsSpec | None = Field(
+        None,
+        description="Sequence and table plans: an ensemble of the plan's variants, each member the plan with its "
+        "own overrides, class probabilities averaged (rooivalk.plan.variants).",
     )
     attribution: AttributionSpec | None = Field(
         None, description="Multi-sensor plans: the threat-attribution model, trained by a step of its own."

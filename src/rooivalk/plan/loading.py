@@ -20,46 +20,103 @@ from rooivalk.plan.section_checks import (
     qat_export_problems,
 )
 from rooivalk.plan.techniques import PluginResolver, technique_problems
+from rooivalk.plan.variants import override_problems
+from rooivalk.plan.variants import section_problems as variant_section_problems
+
+Problem = tuple[str, str]  # (key path, reason)
 
 
-def _format_errors(error: ValidationError, origin: str, prefix: str = "") -> str:
+def _error_problems(error: ValidationError, prefix: str = "") -> list[Problem]:
     problems = []
     for item in error.errors():
         path = prefix + ".".join(str(part) for part in item["loc"]) if item["loc"] else prefix.rstrip(".") or "<root>"
         problems.append((path, "unknown key" if item["type"] == "extra_forbidden" else item["msg"]))
-    return _format_problems(problems, origin)
+    return problems
 
 
-def _format_problems(problems: list[tuple[str, str]], origin: str) -> str:
+def _format_problems(problems: list[Problem], origin: str) -> str:
     return "\n".join([f"{origin}: {len(problems)} problem(s) in the plan", *(f"  {p}: {m}" for p, m in problems)])
 
 
 def validate_plan(raw: dict[str, Any], origin: str = "<plan>", resolver: PluginResolver | None = None) -> Plan:
     """Validate a raw plan, then refuse every model and training key its model would not use
     (rooivalk.plan.model_keys, rooivalk.plan.techniques)."""
+    plan, problems = _plan_problems(raw, origin, resolver)
+    if plan is None or problems:
+        raise PlanError(_format_problems(problems, origin))
+    return plan
+
+
+def _plan_problems(
+    raw: dict[str, Any], origin: str, resolver: PluginResolver | None
+) -> tuple[Plan | None, list[Problem]]:
+    """(the plan, or None when its types do not validate; every problem with its key path)."""
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as error:
-        raise PlanError(_format_errors(error, origin)) from None
+        return None, _error_problems(error)
     problems = model_key_problems(plan) + technique_problems(plan, resolver) + qat_export_problems(plan)
     problems += cross_validation_problems(plan) + cross_validation_objective_problems(plan)
     if plan.attribution is not None:  # checked as the table plan its step runs, its paths under attribution.
         try:
             attribution = plan.attribution_plan()
         except ValidationError as error:
-            raise PlanError(_format_errors(error, origin, prefix="attribution.")) from None
+            return None, _error_problems(error, prefix="attribution.")
         inner = model_key_problems(attribution) + technique_problems(attribution, resolver)
         inner += qat_export_problems(attribution)
         inner += attribution_problems(plan.attribution)
         problems += [(f"attribution.{path}", reason) for path, reason in inner]
     if plan.search is not None:
         problems += _search_space_problems(raw, plan, resolver)
+    if plan.variants is not None:
+        problems += _variant_problems(plan, origin, resolver)
+    return plan, problems
+
+
+def _variant_raw_plan(plan: Plan, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The raw plan of a variant: the resolved plan without `variants`, with the member's overrides set as
+    `--set` sets them (a Plan, not its file, so that a training step rebuilds the members from its
+    parameter alone)."""
+    base = plan.to_parameter()
+    base.pop("variants")
+    return set_values(base, overrides)
+
+
+def _variant_problems(plan: Plan, origin: str, resolver: PluginResolver | None) -> list[Problem]:
+    """Each member must validate as a plan of its own, and differ from the others; paths under
+    variants.members[k]."""
+    assert plan.variants is not None
+    problems = variant_section_problems(plan) + override_problems(plan.variants.members)
     if problems:
-        raise PlanError(_format_problems(problems, origin))
-    return plan
+        return problems
+    digests: dict[str, int] = {}
+    for k, overrides in enumerate(plan.variants.members):
+        where = f"variants.members[{k}]"
+        try:
+            member, inner = _plan_problems(_variant_raw_plan(plan, overrides), f"{origin} {where}", resolver)
+        except PlanError as error:  # a path that does not lead anywhere (a list index out of range)
+            problems.append((where, str(error)))
+            continue
+        problems += [(f"{where}.{path}", reason) for path, reason in inner]
+        if member is None or inner:
+            continue
+        first = digests.setdefault(member.digest(), k)
+        if first != k:
+            problems.append((where, f"the same plan as member {first}: it would train the same model"))
+    return problems
 
 
-def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginResolver | None) -> list[tuple[str, str]]:
+def variant_plans(plan: Plan, resolver: PluginResolver | None = None) -> list[Plan]:
+    """The member plans of a plan's `variants`, in order, each validated (PlanError naming the member)."""
+    if plan.variants is None:
+        raise PlanError(f"plan {plan.name!r} has no 'variants' section")
+    return [
+        validate_plan(_variant_raw_plan(plan, overrides), f"{plan.name} variants.members[{k}]", resolver)
+        for k, overrides in enumerate(plan.variants.members)
+    ]
+
+
+def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginResolver | None) -> list[Problem]:
     """Each searched key must exist and take each of its choices (and both range ends) in this plan."""
     assert plan.search is not None
     problems = search_section_problems(plan)

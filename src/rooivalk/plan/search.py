@@ -159,6 +159,14 @@ def search_section_problems(plan: Any) -> list[tuple[str, str]]:
     detector = plan.model.detector if plan.model is not None else None
     if plan.ensemble is not None or (detector is not None and detector.ensemble is not None):
         problems.append(("search", "an ensemble's members report their epochs one after another: search one model"))
+    if plan.variants is not None:
+        problems.append(
+            (
+                "search",
+                "a variant ensemble's members train one after another: search one model, then list the values "
+                "chosen as variants.members",
+            )
+        )
     if plan.training.distributed.nproc_per_node > 1:
         problems.append(("search", "distributed (DDP) trials report no per-epoch figures to the pruner"))
     pruner = spec.pruner

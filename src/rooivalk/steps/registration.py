@@ -39,6 +39,26 @@ def log_ensemble_member(tracking_uri: str, run_id: str, model_dir: str) -> dict[
     return {"rooivalk.ensemble": json.dumps(info.ensemble.weights), "rooivalk.ensemble_xgboost": logged.model_uri}
 
 
+def variant_ensemble_tags(model_dir: str) -> dict[str, str]:
+    """A variant ensemble's registered version is the whole ensemble (one VariantEnsemble network, every
+    member inside): tags give each member's overrides, weight and lineage (its plan digest and weights
+    digest); `trained_model/members/<k>` holds each member's own folder."""
+    import json
+
+    from rooivalk.models.array_artifact import is_array_model, read_array_model_info
+
+    if not is_array_model(model_dir):
+        return {}
+    variants = read_array_model_info(model_dir).variants
+    if variants is None:
+        return {}
+    members = [member.model_dump(mode="json") for member in variants]
+    return {
+        "rooivalk.variants": json.dumps(members, separators=(",", ":")),
+        "rooivalk.variants_note": "the registered model averages every member; trained_model/members/<k> holds each",
+    }
+
+
 def detector_ensemble_tags(model_dir: str) -> dict[str, str]:
     """A detector ensemble's registered version is member 0's network (the pytorch flavor holds one
     module): tags say so, with the members and fusion settings; `trained_model/` holds every member and
@@ -94,6 +114,7 @@ def register(
     if not sensor_dirs:
         network = load_any_model(model_dir)  # an image model, or a sequence or table plan's rnn or mlp
         tags = log_ensemble_member(tracking_uri, run_id, model_dir) | detector_ensemble_tags(model_dir)
+        tags |= variant_ensemble_tags(model_dir)
         return register_candidate(
             tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, tags, rescore
         )

@@ -50,7 +50,7 @@ def member_plan(plan: Plan, member: int, members: int) -> Plan:
     return plan.model_copy(update={"training": training.model_copy(update=update)})
 
 
-def _member_events(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
+def member_events(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
     """A member's progress events tagged with `member`, its stage names prefixed so that the CLI's
     progress says which member trains (numbered as its folder and metrics: 0..M-1)."""
     if progress is None:
@@ -107,7 +107,7 @@ def train_ensemble(
         if result is not None:
             log.info("ensemble member %d of %d: already trained for this plan (%s), kept", member, members, folder)
         else:
-            events = _member_events(progress, member, members)
+            events = member_events(progress, member, members)
             # Only member 0's per-epoch figures are logged as the run's: the others' would interleave.
             result = train_one(member_plan(plan, member, members), alone, dataset, folder, events, None, lineage, ())
             record = {"metrics": result.metrics, "stages": result.stages, "artifacts": result.artifacts}
@@ -116,7 +116,7 @@ def train_ensemble(
         metrics |= {f"member_{member}_{key}": value for key, value in result.metrics.items()}
         artifacts |= {f"{member_path(member)}/{name}": sha for name, sha in result.artifacts.items()}
     first = member_plan(plan, 0, members)
-    events = _member_events(progress, 0, members)
+    events = member_events(progress, 0, members)
     result = train_one(first, spec, dataset, model_dir, events, log_metrics, lineage, weights)
     return TrainResult(
         result.metrics | metrics,

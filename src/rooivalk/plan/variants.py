@@ -1,0 +1,101 @@
+"""`variants`: an ensemble of a sequence or table plan's variants (seeds, augmentation strengths,
+architectures), their class probabilities averaged.
+
+Each member is the plan with its own overrides, given as `--set` takes them (dotted path -> value; `{}`
+is the plan as it is), validated as a plan of its own (rooivalk.plan.loading.variant_plans). Members
+take the same data, inputs and classes and are evaluated, exported and tracked as one model, so an
+override may touch `model` and `training` keys only, and not those that fix the inputs, the classes or
+where checkpoints go. Training: rooivalk.training.variant_training; one ONNX graph of the weighted
+probabilities: rooivalk.export.ensemble_onnx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PositiveFloat
+
+from rooivalk.plan.base import Strict
+from rooivalk.plan.data import ARRAY_FORMATS
+
+VARIANT_FAMILIES = ("rnn", "mlp")
+_ROOTS = ("model", "training")  # what an override may reach
+# Keys under those roots that members must share, with the reason an override is refused.
+_SHARED = {
+    "model.family": "members are one family: the ensemble's graph and bundle take one kind of input",
+    "model.num_features": "members take the same inputs (the dataset's features)",
+    "model.num_classes": "members predict the same classes (the dataset's)",
+    "training.checkpoint": "members checkpoint under the plan's training.checkpoint.uri, in member_<k>",
+    "training.distributed": "sequence and table models train in one process",
+    "training.qat": "the export quantizes the merged graph once, with one setting: set training.qat for all",
+}
+
+
+class VariantsSpec(Strict):
+    members: list[dict[str, Any]] = Field(
+        min_length=2,
+        description="each member's plan overrides as --set takes them (dotted path -> value); {}: the plan as is",
+    )
+    weights: list[PositiveFloat] | None = Field(
+        None, description="one positive weight per member (normalized to sum 1); null: equal weights"
+    )
+
+    def normalized_weights(self) -> list[float]:
+        """One weight per member, summing to 1."""
+        given = self.weights or [1.0] * len(self.members)
+        total = float(sum(given))
+        return [float(weight) / total for weight in given]
+
+
+def override_problems(members: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Overrides that reach outside a member's own model and training keys, with their path."""
+    problems = []
+    for k, overrides in enumerate(members):
+        for path in overrides:
+            where = f"variants.members[{k}].{path}"
+            root = path.split(".")[0]
+            if root not in _ROOTS or path in _ROOTS:
+                problems.append(
+                    (
+                        where,
+                        "a member overrides keys under model. and training. only: members share the data, "
+                        "inputs and classes, and are evaluated, exported and tracked as one model",
+                    )
+                )
+                continue
+            shared = next((key for key in _SHARED if path == key or path.startswith(f"{key}.")), None)
+            if shared is not None:
+                problems.append((where, f"members share {shared}: {_SHARED[shared]}"))
+    return problems
+
+
+def section_problems(plan: Any) -> list[tuple[str, str]]:
+    """What the rest of the plan sets that a variant ensemble would not honour (plan: a Plan)."""
+    spec: VariantsSpec = plan.variants
+    problems = []
+    if spec.weights is not None and len(spec.weights) != len(spec.members):
+        problems.append(
+            ("variants.weights", f"{len(spec.weights)} weights for {len(spec.members)} members: give one per member")
+        )
+    if plan.data.format not in ARRAY_FORMATS:
+        problems.append(
+            (
+                "variants",
+                f"applies to sequence and table plans (data.format {' or '.join(ARRAY_FORMATS)}), not data.format "
+                f"{plan.data.format}: image variants would need the image export path (not built yet), a detector "
+                "has model.detector.ensemble, a multi-sensor system its fusion",
+            )
+        )
+    elif plan.model is not None and plan.model.family not in VARIANT_FAMILIES:
+        problems.append(("variants", f"members are rnn or mlp models, not model.family {plan.model.family}"))
+    if plan.ensemble is not None:
+        problems.append(
+            (
+                "variants",
+                "not together with ensemble (the table plan's mlp + XGBoost): each member would carry its own "
+                "XGBoost model; use one of the two",
+            )
+        )
+    if plan.evaluation.cross_validation is not None:
+        problems.append(("variants", "not together with evaluation.cross_validation: cross-validate one member's plan"))
+    return problems

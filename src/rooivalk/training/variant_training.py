@@ -1,0 +1,161 @@
+"""Training a `variants` ensemble: each member plan of a sequence or table plan trained through the engine.
+
+Member k is the plan with its overrides (rooivalk.plan.variant_plans), trained by the usual path
+(rooivalk.training.array_training.train_array_on) into `model_dir`/members/k, checkpointing under
+`<training.checkpoint.uri>/member_<k>`. The root's model.json, written last, records each member's
+overrides, weight, plan digest and weights digest: it marks the whole ensemble complete, and a member
+left by another run is refused when loading (rooivalk.models.array_artifact.load_variant_members). The
+root's model.json of an earlier run is removed first, so a crash never leaves an old root over new
+members.
+
+A rerun with checkpoint resume on (a retried pod, `rooivalk run` again) skips each member already saved
+for its plan and this dataset (its model.json's plan digest and dataset version, and its
+train_result.json), and resumes the one that was cut off from its checkpoints, as a detector ensemble
+does (rooivalk.training.detector_ensemble).
+
+Metrics: each member's as member_<k>_<metric> (its per-epoch figures logged under the same prefix), and
+the ensemble's on the validation split (ensemble_val_accuracy, ensemble_val_log_loss), which is also the
+run's best_val_accuracy: the validation accuracy of the model that ships, as for a single model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from scipy.special import softmax
+
+from rooivalk import storage
+from rooivalk.data.datasets import ArrayDataset, load_array_dataset
+from rooivalk.events import MetricsFn, ProgressFn
+from rooivalk.models.array_artifact import (
+    ArrayModelInfo,
+    VariantMemberInfo,
+    load_variant_members,
+    read_array_model_info,
+    variant_member_path,
+)
+from rooivalk.models.array_inference import array_logits, model_arrays
+from rooivalk.models.artifact import INFO_FILE
+from rooivalk.models.ensemble_weights import combine, log_loss
+from rooivalk.plan import Plan, variant_plans
+from rooivalk.training.array_training import model_info, resolved_model_spec, train_array_on
+from rooivalk.training.detector_ensemble import RESULT_FILE, member_events
+from rooivalk.training.results import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def _finished(folder: str, lineage: str, dataset_version: str) -> TrainResult | None:
+    """The saved result of a member trained for this member plan and dataset, or None."""
+    try:
+        info = read_array_model_info(folder)
+        if info.plan_digest != lineage or info.dataset_version != dataset_version:
+            return None
+        saved = json.loads(storage.read_bytes(f"{folder}/{RESULT_FILE}"))
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return TrainResult(saved["metrics"], saved["stages"], saved["artifacts"])
+
+
+def _member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
+    """Per-epoch figures of member k logged as member_<k>_<name>: members train one after another, each
+    from epoch 0, so unprefixed they would interleave in one MLflow series."""
+    if log_metrics is None:
+        return None
+
+    def prefixed(metrics: dict[str, float], step: int) -> None:
+        log_metrics({f"member_{member}_{name}": value for name, value in metrics.items()}, step)
+
+    return prefixed
+
+
+def _ensemble_val_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> dict[str, float]:
+    """The weighted average of the members' probabilities on the validation split: accuracy, log loss."""
+    info = read_array_model_info(model_dir)
+    assert info.variants is not None
+    arrays, labels = model_arrays(info, dataset, "val")
+    if len(labels) == 0:
+        return {}
+    probabilities = {
+        str(k): softmax(array_logits(member, arrays, info.num_classes, batch_size), axis=1)  # (n, K)
+        for k, (member, _) in enumerate(load_variant_members(model_dir, info))
+    }
+    mixed = combine(probabilities, {str(k): member.weight for k, member in enumerate(info.variants)})
+    return {
+        "ensemble_val_accuracy": float((mixed.argmax(1) == labels).mean()),
+        "ensemble_val_log_loss": log_loss(mixed, labels),
+    }
+
+
+def train_variants(
+    plan: Plan,
+    dataset_dir: str,
+    model_dir: str,
+    progress: ProgressFn | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> TrainResult:
+    """Train every member of the plan's `variants` (see the module docstring); write the root last."""
+    assert plan.variants is not None
+    dataset = load_array_dataset(dataset_dir)
+    members = variant_plans(plan)
+    count = len(members)
+    weights = plan.variants.normalized_weights()
+    uri = plan.training.checkpoint.uri
+    resume = plan.training.checkpoint.resume and uri is not None
+    version = dataset.info.version_id
+    root_info = f"{model_dir}/{INFO_FILE}"
+    if storage.exists(root_info):
+        storage.delete(root_info)  # complete again only when every member is saved
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    stages: list[dict[str, Any]] = []
+    records: list[VariantMemberInfo] = []
+    for k, member in enumerate(members):
+        if member.training.distributed.nproc_per_node * member.training.distributed.nnodes > 1:
+            raise ValueError("training.distributed: sequence and table models train in one process")
+        folder = f"{model_dir}/{variant_member_path(k)}"
+        result = _finished(folder, member.digest(), version) if resume else None
+        if result is not None:
+            log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
+            if progress is not None:
+                progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
+        else:
+            checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
+            events, epochs = member_events(progress, k, count), _member_metrics(log_metrics, k)
+            result = train_array_on(member, dataset, folder, events, epochs, checkpoint)
+            record = {"metrics": result.metrics, "stages": result.stages, "artifacts": result.artifacts}
+            storage.write_text(f"{folder}/{RESULT_FILE}", json.dumps(record, indent=2))
+        info = read_array_model_info(folder)
+        records.append(
+            VariantMemberInfo(
+                overrides=plan.variants.members[k],
+                weight=weights[k],
+                architecture=info.spec.architecture,
+                plan_digest=info.plan_digest,
+                weights_sha256=info.weights_sha256 or "",
+            )
+        )
+        metrics |= {f"member_{k}_{key}": value for key, value in result.metrics.items()}
+        artifacts |= {f"{variant_member_path(k)}/{name}": sha for name, sha in result.artifacts.items()}
+        stages += [{**stage, "stage": f"member {k}: {stage['stage']}"} for stage in result.stages]
+    root = model_info(plan, resolved_model_spec(plan.single_model, dataset), dataset)
+    root.variants = records
+    artifacts[INFO_FILE] = _write_root(model_dir, root)
+    ensemble = _ensemble_val_metrics(model_dir, dataset, plan.training.eval_batch_size)
+    metrics |= ensemble | {f"ensemble_weight_{k}": weight for k, weight in enumerate(weights)}
+    metrics |= {
+        "best_val_accuracy": ensemble.get("ensemble_val_accuracy", float("nan")),
+        "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
+        "parameters": sum(metrics.get(f"member_{k}_parameters", 0.0) for k in range(count)),
+        "num_features": metrics["member_0_num_features"],
+        "num_stages": float(len(stages)),
+        "variant_members": float(count),
+    }
+    return TrainResult(metrics, stages, artifacts)
+
+
+def _write_root(model_dir: str, info: ArrayModelInfo) -> str:
+    """The root's model.json (no weights of its own: the members'); its sha256."""
+    return storage.write_text(f"{model_dir}/{INFO_FILE}", info.model_dump_json(indent=2))
