@@ -45,6 +45,7 @@ class ArrayModelInfo(BaseModel):
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None
+    structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes; None: the spec's
 
     @property
     def num_classes(self) -> int:
@@ -102,5 +103,5 @@ def load_array_model(model_dir: str) -> tuple[nn.Module, ArrayModelInfo]:
     """Rebuild the architecture (no pretrained weights) and load the trained ones, in eval mode."""
     info = read_array_model_info(model_dir)
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     return model.eval(), info
