@@ -63,6 +63,7 @@ class ArrayModelInfo(BaseModel):
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None
+    structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes; None: the spec's
 
     @property
     def num_classes(self) -> int:
@@ -124,7 +125,7 @@ def load_array_model(model_dir: str) -> tuple[nn.Module, ArrayModelInfo]:
         members = [model for model, _ in load_variant_members(model_dir, info)]
         return VariantEnsemble(members, [member.weight for member in info.variants]).eval(), info
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     return model.eval(), info
 
 

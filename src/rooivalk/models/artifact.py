@@ -2,19 +2,21 @@
 
 Layout of a model directory:
     model.pt    state dict (loaded with weights_only=True)
-    model.json  ModelInfo: spec, classes, input size, normalization, lineage
+    model.json  ModelInfo: spec, classes, input size, normalization, lineage, and the layer sizes of a
+                channel-pruned model (rooivalk.models.pruning), which its family would not build from the spec
 """
 
 from __future__ import annotations
 
 import io
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
 from rooivalk import storage
+from rooivalk.models.pruning import pruned_structure, restore_structure
 from rooivalk.models.registry import create_model
 from rooivalk.plan import ModelSpec
 
@@ -32,6 +34,7 @@ class ModelInfo(BaseModel):
     dataset_version: str
     plan_digest: str
     weights_sha256: str | None = None  # checked on load (None in artifacts older than the check)
+    structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes; None: the spec's
 
     @property
     def num_classes(self) -> int:
@@ -45,10 +48,15 @@ def state_dict_bytes(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def load_state_dict_into(model: nn.Module, uri: str, sha256: str | None = None) -> None:
+def load_state_dict_into(
+    model: nn.Module, uri: str, sha256: str | None = None, structure: dict[str, dict[str, Any]] | None = None
+) -> None:
     """Load the state dict at `uri` (weights_only=True, strict) into `model`; `sha256`: the digest
-    the artifact's info file recorded (a mismatch raises storage.IntegrityError)."""
+    the artifact's info file recorded (a mismatch raises storage.IntegrityError); `structure`: the
+    layer sizes of a channel-pruned model, applied to the freshly built `model` first."""
     state = torch.load(io.BytesIO(storage.read_bytes(uri, sha256=sha256)), map_location="cpu", weights_only=True)
+    if structure:
+        restore_structure(model, structure)
     model.load_state_dict(state, strict=True)
 
 
@@ -61,9 +69,11 @@ def read_info_file(folder: str, name: str, what: str) -> bytes:
 
 
 class WeightedInfo(Protocol):
-    """An artifact's info (ModelInfo, ArrayModelInfo, DetectorInfo): it records its weights' digest."""
+    """An artifact's info (ModelInfo, ArrayModelInfo, DetectorInfo): it records its weights' digest and
+    the layer sizes of a channel-pruned model."""
 
     weights_sha256: str | None
+    structure: dict[str, dict[str, Any]] | None
 
     def model_dump_json(self, *, indent: int | None = None) -> str: ...
 
@@ -71,6 +81,7 @@ class WeightedInfo(Protocol):
 def save_trained_model(model_dir: str, model: nn.Module, info: WeightedInfo) -> dict[str, str]:
     """Write the weights, then the info file carrying their sha256 (last: it marks a complete
     artifact); returns {file: sha256}. Every single-model artifact kind saves through this."""
+    info.structure = pruned_structure(model)
     info.weights_sha256 = storage.write_bytes(f"{model_dir}/{WEIGHTS_FILE}", state_dict_bytes(model))
     return {
         WEIGHTS_FILE: info.weights_sha256,
@@ -86,5 +97,5 @@ def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode."""
     info = read_model_info(model_dir)
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     return model.eval(), info

@@ -11,7 +11,7 @@ Layout of a model directory (as rooivalk.models.artifact, model.json written las
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from torch import nn
@@ -38,6 +38,7 @@ class DetectorInfo(BaseModel):
     weights_sha256: str | None = None
     # An ensemble's root: members 1..M-1's weight digests, so a member left by another run is refused.
     member_weights_sha256: list[str] = []
+    structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes (plans refuse pruning detectors)
 
     @property
     def detector(self) -> DetectorSpec:
@@ -63,7 +64,7 @@ def load_detector(model_dir: str) -> tuple[nn.Module, DetectorInfo]:
     """Rebuild the architecture (no pretrained weights) and load the trained ones, in eval mode."""
     info = read_detector_info(model_dir)
     model = create_model(info.spec.model_copy(update={"pretrained": None}), len(info.classes))
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     return model.eval(), info
 
 

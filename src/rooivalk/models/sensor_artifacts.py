@@ -21,6 +21,7 @@ from torch import nn
 from rooivalk import storage
 from rooivalk.data.multisensor_dataset import MultiSensorDataset
 from rooivalk.models.artifact import WEIGHTS_FILE, load_state_dict_into, read_info_file, state_dict_bytes
+from rooivalk.models.pruning import pruned_structure
 from rooivalk.models.registry import create_model
 from rooivalk.models.sensor_encoding import SensorEncoding, sensor_encoding
 from rooivalk.plan import ModelSpec
@@ -52,6 +53,7 @@ class SensorModelInfo(BaseModel):
     seconds: float
     stages: list[dict[str, Any]] = []
     weights_sha256: str | None = None  # checked on load
+    structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes; None: the spec's
 
 
 def save_sensor_model(
@@ -67,6 +69,7 @@ def save_sensor_model(
         val_accuracy=result.val_accuracy,
         seconds=result.seconds,
         stages=result.stages,
+        structure=pruned_structure(result.model),
     )
     storage.write_text(f"{model_dir}/{SENSOR_INFO}", info.model_dump_json(indent=2))
 
@@ -79,7 +82,7 @@ def load_sensor_model(model_dir: str) -> tuple[SensorTrainResult, SensorModelInf
     info = read_sensor_info(model_dir)
     spec = info.spec.model_copy(update={"pretrained": None})
     model = create_model(spec, len(info.classes))
-    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256)
+    load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     model.eval()
     result = SensorTrainResult(
         info.sensor, model, sensor_encoding(model, spec), info.val_accuracy, info.seconds, info.stages

@@ -266,6 +266,42 @@ def _distillation(section: ModelTraining) -> str | None:
     return None
 
 
+# Families whose channels torch-pruning cannot remove (rooivalk.models.pruning): method channels is refused.
+CHANNEL_PRUNING_REFUSED: dict[str, str] = {
+    "rnn": "torch-pruning cannot trace the GRU/LSTM layers of rnn models (method magnitude prunes their dense head)",
+    "radar_sequence": (
+        "torch-pruning cannot trace radar_sequence's GRU, and every channel group of its state-space blocks "
+        "runs through LayerNorm or the scan's own parameters, which cannot be pruned exactly; use method magnitude"
+    ),
+}
+
+
+def _pruning(section: ModelTraining) -> str | None:
+    reason = _compression("pruning")(section)
+    spec = section.training.pruning
+    if reason is not None or spec is None or spec.method != "channels":
+        return reason
+    if section.family in CHANNEL_PRUNING_REFUSED:
+        return CHANNEL_PRUNING_REFUSED[section.family]
+    if section.warm_start:
+        return (
+            "retraining.warm_start loads the champion's weights into the architecture the plan builds; a "
+            "channel-pruned champion's smaller layers do not fit it (use method magnitude)"
+        )
+    return None
+
+
+def _qat(section: ModelTraining) -> str | None:
+    reason = _compression("quantization-aware training")(section)
+    pruning = section.training.pruning
+    if reason is None and pruning is not None and pruning.method == "magnitude":
+        return (
+            "QAT fine-tunes every weight without magnitude pruning's masks, so the weights pruning zeroed would "
+            "grow back; QAT follows pruning.method channels"
+        )
+    return reason
+
+
 # Every leaf of TrainingSpec, by path with list indices as `*`; `group.*` covers a whole sub-section.
 # A new key needs a line here (tests/unit/plan/test_plan_techniques.py checks that every leaf has one).
 KEY_RULES: dict[str, Rule] = {
@@ -320,10 +356,10 @@ KEY_RULES: dict[str, Rule] = {
     "threads": _honoured,
     "channels_last": _image_only("channels_last sets the memory format of image batches and does"),
     "max_train_batches": _honoured,
-    "pruning": _compression("pruning"),
-    "pruning.*": _compression("pruning"),
-    "qat": _compression("quantization-aware training"),
-    "qat.*": _compression("quantization-aware training"),
+    "pruning": _pruning,
+    "pruning.*": _pruning,
+    "qat": _qat,
+    "qat.*": _qat,
 }
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rooivalk.events import MetricsFn, ProgressFn
-from rooivalk.models import fake_quant
+from rooivalk.models import fake_quant, pruning
 from rooivalk.models.groups import layer_groups
 from rooivalk.plan import PruningSpec, QATSpec, SchedulerSpec, TrainingSpec
 from rooivalk.training.engine.checkpoint import CheckpointStore
@@ -86,14 +86,12 @@ class PruningPhase:
         self.spec, self.epochs, self.lr = spec, spec.epochs, spec.lr
 
     def prepare(self, model: nn.Module, task: Task) -> None:
-        from rooivalk.models import pruning  # noqa: PLC0415  (torch-pruning loads only where a plan prunes)
-
         device = next(model.parameters()).device
-        pruning.prune(model, self.spec.method, self.spec.amount, task.eval_batch(2, device))
+        # Channel pruning traces the model on this batch, run as the task runs it (torch-pruning itself
+        # is imported only there, where a plan prunes channels).
+        pruning.prune(model, self.spec.method, self.spec.amount, task.eval_batch(2, device), forward=task.forward)
 
     def finish(self, model: nn.Module) -> dict[str, float]:
-        from rooivalk.models import pruning  # noqa: PLC0415
-
         return pruning.make_permanent(model)
 
 
