@@ -90,9 +90,15 @@ def resolve_plan(plan: Plan, out_dir: Path) -> Plan:
 
 
 def _with_checkpoint(training: TrainingSpec, default_dir: Path) -> TrainingSpec:
-    """The training section with an absolute checkpoint URI: its own, or `default_dir`."""
+    """The training section with an absolute checkpoint URI: its own, or `default_dir`; and an absolute
+    distillation teacher (steps run as subprocesses, in other folders)."""
     uri = _absolute(training.checkpoint.uri or str(default_dir))
-    return training.model_copy(update={"checkpoint": training.checkpoint.model_copy(update={"uri": uri})})
+    update: dict[str, Any] = {"checkpoint": training.checkpoint.model_copy(update={"uri": uri})}
+    if training.distillation is not None:
+        teacher = training.distillation.teacher
+        teachers = [_absolute(t) for t in teacher] if isinstance(teacher, list) else _absolute(teacher)
+        update["distillation"] = training.distillation.model_copy(update={"teacher": teachers})
+    return training.model_copy(update=update)
 
 
 def _absolute_weights(spec: ModelSpec) -> ModelSpec:

@@ -12,8 +12,15 @@ weighted`) runs in 8 bits, and so what is simulated here, for every Conv1d, Conv
 - the layer's weight: int8, symmetric, one scale per output channel: scale = max |w| / 127 over the
   channel, quantized values in [-127, 127] (ORT's symmetric INT8 weights).
 The rounding is torch's fake_quantize (straight-through gradients inside the range), so the model
-learns weights whose quantized form keeps its accuracy. Everything else (activations, sums, the RNN
-cells, attention's fused projections) stays in float, as the `weighted` ORT export leaves it.
+learns weights whose quantized form keeps its accuracy. Sums, products and the RNN cells stay in
+float, as the `weighted` ORT export leaves them. Where the two differ (what to expect of the export):
+- attention (nn.MultiheadAttention) reads its projection weights directly, not through these layers'
+  forward: ORT quantizes its QKV and output MatMuls, training does not round them;
+- ORT's preprocessing folds a BatchNorm into the conv before it, so ORT rounds the conv's output after
+  the BatchNorm, training before it; a linear layer on 3-D inputs is rounded by ORT before its bias;
+- the export keeps its first `fp32_leading_convs` convs and a spectrogram front end's nodes in float
+  (less rounding than trained for, which costs nothing), and calibrates every range again with
+  `export.quantization.method` (MinMax, the default, is what the training ranges observe).
 
 `prepare` works in place without changing what the model computes in float beyond the rounding: the
 input rounding is a forward pre-hook and the weight rounding a parametrization, so the layer's own
@@ -31,6 +38,7 @@ from torch.nn.utils import parametrize
 
 QUANTIZED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 UINT8_MAX, INT8_MAX = 255, 127
+RANGE_BUFFER = "qat_range"  # per prepared layer: (2, 3) input and output ranges (low, high, batches seen)
 _HOOK = "_qat_input_hook"
 _ORDER = "_qat_parameter_order"
 

@@ -18,6 +18,7 @@ from rooivalk.plan.section_checks import (
     cross_validation_objective_problems,
     cross_validation_problems,
     qat_export_problems,
+    quantization_operators_problems,
 )
 from rooivalk.plan.techniques import PluginResolver, technique_problems
 from rooivalk.plan.variants import override_problems
@@ -57,6 +58,7 @@ def _plan_problems(
         return None, _error_problems(error)
     problems = model_key_problems(plan) + technique_problems(plan, resolver) + qat_export_problems(plan)
     problems += cross_validation_problems(plan) + cross_validation_objective_problems(plan)
+    problems += quantization_operators_problems(plan)
     if plan.attribution is not None:  # checked as the table plan its step runs, its paths under attribution.
         try:
             attribution = plan.attribution_plan()

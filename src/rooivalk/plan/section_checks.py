@@ -70,3 +70,19 @@ def cross_validation_objective_problems(plan: Plan) -> list[tuple[str, str]]:
             f"held-out figure, one of {allowed}",
         )
     ]
+
+
+def quantization_operators_problems(plan: Plan) -> list[tuple[str, str]]:
+    """export.quantization.operators picks the nodes of ONNX Runtime's static INT8 variants: set where no
+    model builds one, it would change nothing. (TensorRT INT8 engines take their own QDQ flavour.)"""
+    if plan.export.quantization.operators == "auto":
+        return []
+    if any("int8_static" in (plan.export.for_model(name).precisions or []) for name in plan.export_model_names()):
+        return []
+    return [
+        (
+            "export.quantization.operators",
+            "no model builds an int8_static variant (export.precisions, export.models.<m>.precisions), the only "
+            "variant it applies to",
+        )
+    ]

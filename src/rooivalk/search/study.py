@@ -85,11 +85,33 @@ def open_study(spec: SearchSpec, storage: str, study_name: str, seed: int | None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _immediate_transactions(engine: Any) -> None:
+    """Every SQLite transaction of `engine` takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna claims a queued trial by reading it WAITING and writing it RUNNING in one transaction, with a
+    SELECT ... FOR UPDATE that SQLite ignores: two local workers could both read it WAITING and both run
+    it (seen with two workers on a grid: the second to finish fails with "Cannot tell a COMPLETE trial").
+    Begun IMMEDIATE, the second transaction waits until the first committed, then reads RUNNING. The
+    SQLAlchemy recipe for SQLite's own transaction control: pysqlite's implicit BEGIN is turned off."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(connection: Any, _: Any) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners (table creation) would keep the old begin
+
+
 def _open(spec: SearchSpec, storage: str, study_name: str, seed: int) -> Any:
     import optuna
 
     if storage.startswith("sqlite"):
         rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}})
+        _immediate_transactions(rdb.engine)
     else:  # workers on pods: a trial whose pod stopped beating is queued again with the same values
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -138,42 +138,12 @@ class _Objective:
         return f"{self.context.checkpoint_base.rstrip('/')}/trial-{first:04d}"
 
     def _train(self, trial: Any, plan: Plan, folder: Path, client: Any, run_id: str) -> float:
-        """Train the trial's plan; report each epoch's figure to the pruner; the best epoch's figure."""
-        import optuna
-
+        """Train the trial's plan; report each figure to the pruner; the figure of what ships."""
+        from rooivalk.training.engine.phases import compression_phases
         from rooivalk.training.trainer import train_model
 
-        metric, maximize = self.spec.objective.name, self.spec.objective.resolved_direction == "maximize"
-        seen: list[float] = []
-
-        # A cross-validated trial is scored, and pruned, after each fold by the folds' running mean; else
-        # after each epoch.
-        scored_event = "fold_end" if plan.evaluation.cross_validation is not None else "epoch_end"
-
-        def progress(event: dict[str, Any]) -> None:
-            if event.get("event") != scored_event:
-                return
-            if scored_event == "fold_end":
-                value = float(event[metric])  # validate made sure it is a cv_<m>_mean
-                seen.append(value)
-                client.log_metric(run_id, metric, value, step=int(event["fold"]))
-                trial.report(value, step=int(event["fold"]))
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"fold {int(event['fold']) + 1}: {metric} {value:.4g}")
-                return
-            if metric not in event:
-                figures = sorted(k for k, v in event.items() if k.startswith("val_") and isinstance(v, float))
-                raise ValueError(
-                    f"search.objective.metric {metric!r} is not a per-epoch figure of this model: {figures}"
-                )
-            value = float(event[metric])
-            seen.append(value)
-            step = int(event.get("global_epoch", len(seen)))  # the engine's count: a resumed trial goes on
-            client.log_metric(run_id, metric, value, step=step)
-            trial.report(value, step=step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {step}: {metric} {value:.4g}")
-
+        phases = [phase.name for phase in compression_phases(plan.training)]
+        score = _TrialScore(self.spec, trial, client, run_id, plan.evaluation.cross_validation is not None, phases)
         resume = self.context.checkpoint_base is not None  # a retry on a cluster resumes; locally each is new
         checkpoints = plan.training.checkpoint.model_copy(
             update={"uri": self._checkpoint_uri(trial, folder), "resume": resume}
@@ -182,12 +152,55 @@ class _Objective:
         if plan.training.threads is None and self.context.threads is not None:
             update["threads"] = self.context.threads  # N parallel workers share the cores
         plan = plan.model_copy(update={"training": plan.training.model_copy(update=update)})
-        train_model(plan, self.context.dataset_dir, str(folder / "model"), progress=progress)
-        if not seen:
-            raise ValueError(f"trial {trial.number} trained no epoch: no {metric} to score")
-        if scored_event == "fold_end":
-            return seen[-1]  # the mean over every fold
-        return max(seen) if maximize else min(seen)
+        train_model(plan, self.context.dataset_dir, str(folder / "model"), progress=score.progress)
+        return score.value(trial.number)
+
+
+class _TrialScore:
+    """A trial's objective from the training's events. A cross-validated trial is scored, and pruned, after
+    each fold by the folds' running mean, and scores their mean over every fold; else after each epoch,
+    scoring its best epoch, and with compression phases (pruning, QAT) only the last phase's epochs,
+    since its best epoch is what ships."""
+
+    def __init__(self, spec: SearchSpec, trial: Any, client: Any, run_id: str, folds: bool, phases: list[str]) -> None:
+        self.metric, self.maximize = spec.objective.name, spec.objective.resolved_direction == "maximize"
+        self.trial, self.client, self.run_id = trial, client, run_id
+        self.event, self.phases = ("fold_end" if folds else "epoch_end"), phases
+        self.seen: list[float] = []
+        self.scored: list[float] = []
+
+    def progress(self, event: dict[str, Any]) -> None:
+        if event.get("event") != self.event:
+            return
+        if self.metric not in event:  # a fold_end always has it: validate allows only cv_<m>_mean then
+            figures = sorted(k for k, v in event.items() if k.startswith("val_") and isinstance(v, float))
+            raise ValueError(
+                f"search.objective.metric {self.metric!r} is not a per-epoch figure of this model: {figures}"
+            )
+        value = float(event[self.metric])
+        self.seen.append(value)
+        if self.event == "fold_end":
+            step, where = int(event["fold"]), f"fold {int(event['fold']) + 1}"
+        else:
+            step = int(event.get("global_epoch", len(self.seen)))  # the engine's count: a resumed trial goes on
+            where = f"epoch {step}"
+        if self.event == "fold_end" or not self.phases or event.get("stage") == self.phases[-1]:
+            self.scored.append(value)
+        self.client.log_metric(self.run_id, self.metric, value, step=step)
+        self.trial.report(value, step=step)
+        if self.trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"{where}: {self.metric} {value:.4g}")
+
+    def value(self, number: int) -> float:
+        if not self.seen:
+            raise ValueError(f"trial {number} trained no epoch: no {self.metric} to score")
+        if self.event == "fold_end":
+            return self.scored[-1]  # the mean over every fold
+        if not self.scored:
+            raise ValueError(f"trial {number} ended before its {self.phases[-1]} phase: no {self.metric} of what ships")
+        return max(self.scored) if self.maximize else min(self.scored)
 
 
 def objective(context: TrialContext, spec: SearchSpec) -> _Objective:

@@ -7,7 +7,11 @@ epoch on fold j, which it is then scored on. The validation and test splits take
 folds: the test split stays untouched for evaluation, and the refit below keeps its usual validation
 split. A sequence or table dataset's per-feature standardization was computed at ingest on the whole
 training split, so each fold's held-out rows took part in those statistics (the usual small leak of
-dataset-level preprocessing; never their labels). Image plans train in one process here.
+dataset-level preprocessing; never their labels). The held-out fold is also each fold model's
+validation split, so it picks the fold's best epoch (and stops it early): the fold figures lean
+slightly optimistic, as any score of the split that chose the epoch; with fixed epochs they do not.
+A distillation teacher trained on the whole training split has seen every held-out fold. Image
+plans train in one process here.
 
 The result carries, for each held-out metric m (accuracy, macro_f1, min_class_recall, log_loss,
 best_epoch): `cv_m_mean`, `cv_m_std` (population std over folds) and `fold<j>_m`. The model the
@@ -36,6 +40,7 @@ from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import load_array_model, load_xgboost_member
 from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
+from rooivalk.models.artifact import INFO_FILE
 from rooivalk.plan import ARRAY_FORMATS, Plan
 from rooivalk.plan.evaluation import CV_METRICS
 from rooivalk.training.array_training import train_array_on
@@ -186,10 +191,9 @@ def cross_validate(
     summary = summarize(folds)
     storage.write_text(f"{model_dir}/{CV_FILE}", json.dumps({"folds": folds, "summary": summary}, indent=2))
     best = int(np.argmax([fold["accuracy"] for fold in folds]))
-    if spec.refit == "best_fold":  # its files are the model's: the same bytes, so the same digests
+    if spec.refit == "best_fold":  # its files are the model's (an XGBoost member's too): the same bytes and digests
         report({"event": "message", "text": f"refit best_fold: fold {best + 1} of {spec.folds} ships"})
-        for name in results[best].artifacts:
-            storage.write_bytes(f"{model_dir}/{name}", storage.read_bytes(f"{model_dir}/{FOLDS_DIR}/{best}/{name}"))
+        storage.copy_folder(f"{model_dir}/{FOLDS_DIR}/{best}", model_dir, last=INFO_FILE)
         result = results[best]
     else:
         report({"event": "message", "text": "refit all: training on the whole training split"})

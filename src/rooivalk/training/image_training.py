@@ -253,6 +253,8 @@ def _finish(
         "num_stages": float(len(summaries)),
     }
     metrics |= stage_metrics(summaries) | (compressed.metrics if compressed else {})
-    if compressed is not None:  # the compressed model ships: its best monitored value, not the stages'
+    if compressed is not None:  # the compressed model ships: its best figures and steps, not the stages'
         metrics["best_monitored"] = compressed.best_value
+        metrics["best_val_accuracy"] = compressed.best_val_accuracy
+        metrics["global_steps"] = float(compressed.global_steps)
     return TrainResult(metrics=metrics, stages=summaries, artifacts=artifacts, info=info, resumed_from=resumed)

@@ -72,6 +72,8 @@ def find_lr(
         raise ValueError(f"lr-find: need 0 < start < end, got start={start}, end={end}")
     if steps < 10:
         raise ValueError(f"lr-find: steps must be >= 10, got {steps}")
+    if plan.variants is not None:  # members may override the architecture or the LRs the test would pick
+        raise ValueError("lr-find: a variants plan trains several models; run it on a member's plan instead")
     spec = plan.training
     seed_everything(spec.seed, False)
     torch.set_num_threads(spec.threads or torch.get_num_threads())

@@ -254,3 +254,14 @@ def test_a_cross_validated_search_scores_each_trial_by_its_fold_mean(tmp_path: P
         assert trial["value"] == pytest.approx(saved["summary"]["cv_accuracy_mean"])
     parent, _ = _runs(f"sqlite:///{out / 'mlflow.db'}")
     assert parent.data.metrics["best_cv_accuracy_mean"] == pytest.approx(report.best["value"])
+
+
+def test_a_trial_with_qat_is_scored_by_its_qat_epochs_only(tmp_path: Path) -> None:
+    raw = tiny_search_plan(tmp_path, trials=1, pruner={"kind": "none"})
+    raw["training"]["qat"] = {"epochs": 1, "lr": 1e-4}
+    raw["export"] = {"precisions": ["fp32", "int8_static"]}
+    report = run_search(raw, "plan.yaml", tmp_path / "search")
+    (trial,) = report.trials
+    history = json.loads((tmp_path / "search" / "trials" / "0000" / "model" / "stages.json").read_text())
+    assert [stage["stage"] for stage in history] == ["main", "qat"]
+    assert trial["value"] == pytest.approx(history[-1]["best_val_accuracy"])

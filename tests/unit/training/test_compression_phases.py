@@ -77,3 +77,45 @@ def test_qat_is_refused_where_the_export_builds_no_static_int8() -> None:
         validate_plan(raw)
     raw["export"]["precisions"].append("int8_static")
     assert validate_plan(raw).training.qat == QATSpec(epochs=1)
+
+
+def test_an_ema_copy_takes_the_live_activation_ranges_of_qat() -> None:
+    from rooivalk.training.engine.ema import ModelEMA
+
+    torch.manual_seed(0)
+    model = create_model(SSM, 2)
+    fake_quant.prepare(model)
+    ema = ModelEMA(model, 0.999)  # built before any range is observed, as the phase's Trainer builds it
+    model.train()
+    model(torch.randn(8, 16, 8) * 5)
+    ema.update(model)
+    live = {name: b for name, b in model.named_buffers() if name.endswith("qat_range")}
+    copied = {name: b for name, b in ema.module.named_buffers() if name.endswith("qat_range")}
+    assert live
+    # Averaged from the zeros they started at, the copy's ranges would be 0.1% of the live ones.
+    assert all(torch.equal(copied[name], live[name]) for name in live)
+
+
+def test_a_rerun_does_not_train_a_stage_early_stopping_ended(tmp_path: Path) -> None:
+    uri = str(tmp_path / "ckpt")
+    stopping = {"enabled": True, "monitor": "val_loss", "mode": "min", "patience": 1, "min_delta": 100.0}
+    spec = TrainingSpec(epochs=5, lr=3e-3, batch_size=32, threads=1, early_stopping=stopping)
+    torch.manual_seed(0)
+    first = fit_model(create_model(SSM, 2), _task(), spec, pretrained=False, checkpoint_uri=uri)
+    assert first.stages[0]["epochs"] < 5  # stopped early
+    events: list[dict[str, object]] = []
+    again = fit_model(create_model(SSM, 2), _task(), spec, pretrained=False, checkpoint_uri=uri, progress=events.append)
+    assert not [event for event in events if event.get("event") == "batch"]
+    assert again.stages[0]["epochs"] == first.stages[0]["epochs"]
+
+
+def test_quantization_operators_are_refused_where_no_static_int8_is_built() -> None:
+    from rooivalk.plan import PlanError
+    from rooivalk.plan.loading import read_plan_file, validate_plan
+
+    raw = read_plan_file("pipelines/plans/sign_language.yaml")
+    raw["export"]["quantization"] = {"operators": "weighted"}
+    with pytest.raises(PlanError, match="export.quantization.operators: no model builds an int8_static variant"):
+        validate_plan(raw)
+    raw["export"]["models"]["model"]["precisions"] = ["fp32", "int8_static"]
+    assert validate_plan(raw).export.quantization.operators == "weighted"

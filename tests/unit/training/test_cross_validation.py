@@ -11,7 +11,7 @@ import pytest
 from rooivalk.data import ingest_data
 from rooivalk.data.dataset import SPLIT_CODES
 from rooivalk.data.datasets import load_array_dataset
-from rooivalk.models.array_artifact import load_array_model
+from rooivalk.models.array_artifact import load_array_model, load_xgboost_member
 from rooivalk.plan import PlanError
 from rooivalk.plan.loading import read_plan_file, validate_plan
 from rooivalk.training import train_model
@@ -65,10 +65,11 @@ def test_a_cross_validated_plan_reports_fold_means_and_refits_on_the_whole_train
         assert f"fold2_{name}" in result.metrics
     for j in range(3):
         assert (tmp_path / "model" / "folds" / str(j) / "model.json").is_file()
-    # refit all: the shipped model trained on the whole training split, picked on the validation split
-    assert result.metrics["best_val_accuracy"] == pytest.approx(
-        max(stage["best_val_accuracy"] for stage in result.stages)
-    )
+    # refit all: one more model, trained on the whole training split: not any fold's
+    shipped = (tmp_path / "model" / "model.pt").read_bytes()
+    assert all(shipped != (tmp_path / "model" / "folds" / str(j) / "model.pt").read_bytes() for j in range(3))
+    refit_events = [event for event in events if event.get("event") == "epoch_end" and "fold" not in event]
+    assert refit_events  # its epochs are not tagged with a fold
     load_array_model(str(tmp_path / "model"))
 
 
@@ -82,12 +83,13 @@ def test_refit_best_fold_ships_that_fold_model(signs: tuple[Path, str], tmp_path
 
 
 def test_a_table_ensemble_cross_validates_with_its_xgboost_member(tmp_path: Path) -> None:
-    plan = attribution_plan(tmp_path, "evaluation.cross_validation={folds: 2}")
+    plan = attribution_plan(tmp_path, "evaluation.cross_validation={folds: 2, refit: best_fold}")
     dataset_dir = str(tmp_path / "dataset")
     ingest_data(plan.data, dataset_dir)
     result = train_model(plan, dataset_dir, str(tmp_path / "model"))
     assert 0 <= result.metrics["cv_accuracy_mean"] <= 1
     assert (tmp_path / "model" / "folds" / "1" / "xgboost.ubj").is_file()
+    load_xgboost_member(str(tmp_path / "model"), load_array_model(str(tmp_path / "model"))[1])  # shipped whole
 
 
 def test_validate_refuses_cross_validation_where_it_does_not_apply() -> None:

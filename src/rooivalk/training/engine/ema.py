@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from rooivalk.models import fake_quant
+
 
 class ModelEMA:
     """ema = decay * ema + (1 - decay) * weights after every `update`; buffers (BatchNorm statistics)
@@ -34,6 +36,12 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self._averaged.update_parameters(model)
+        # QAT's observed activation ranges are not weights: an average that starts at the zeros of a freshly
+        # prepared layer would clip every activation of the averaged copy. It takes the live ranges.
+        averaged = dict(self.module.named_buffers())
+        for name, buffer in model.named_buffers():
+            if name.rsplit(".", 1)[-1] == fake_quant.RANGE_BUFFER:
+                averaged[name].copy_(buffer)
 
     def state_dict(self) -> dict[str, Any]:
         # "n_averaged" plus the module's weights under "module."; tensors only, weights_only-safe.

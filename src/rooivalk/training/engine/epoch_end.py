@@ -46,6 +46,7 @@ def finish_epoch(trainer: EngineView, stage: ResolvedStage, seconds: float, seen
         pos.best_value, pos.best_epoch, pos.best_stage = monitored, pos.global_epoch, stage.name
         trainer.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in trainer.eval_model().state_dict().items()})
     stop = trainer.early_stopping.update(metrics) if trainer.early_stopping is not None else False
+    pos.stage_stopped = stop  # saved below: a run resumed from this checkpoint does not train the stage on
     if trainer.early_stopping is not None and trainer.early_stopping.improved:
         trainer.stage_best_state = copy.deepcopy({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()})
     trainer.log_metrics(metrics, pos.global_epoch)

@@ -231,7 +231,7 @@ class Trainer:
                     "groups": list(stage.group_lrs),
                 }
             )
-            stop_stage = False
+            stop_stage = pos.stage_stopped  # a checkpoint written as early stopping ended the stage
             while pos.epoch_in_stage < self.stage_epochs() and not stop_stage:
                 stop_stage = self.run_epoch(stage)
             if self.early_stopping is not None and self.spec.early_stopping.restore_best and self.stage_best_state:

@@ -7,10 +7,11 @@ the monitored metric, and makes the change permanent. What ships is the compress
 best epoch is chosen among the phase's epochs only: a pruned model is never swapped back for the
 unpruned one because the latter scored higher.
 
-Phases run in a fixed order, pruning then QAT: QAT's ranges and weights are what the export
-quantizes, so nothing may change the weights after it. Each phase checkpoints under
-`<checkpoint uri>/<phase name>`; a rerun first restores the finished stages (their last checkpoint),
-redoes the phase's deterministic change on the same best weights, then resumes the phase.
+Phases run in a fixed order, pruning then QAT: QAT fits the weights to the INT8 grid the export
+quantizes them onto (ONNX Runtime calibrates the ranges again), so nothing may change them after it.
+Each phase checkpoints under `<checkpoint uri>/<phase name>`; a rerun first restores the finished
+stages (their last checkpoint), redoes the phase's deterministic change on the same best weights,
+then resumes the phase.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class PhaseResult:
     best_epoch: int  # 1-based over the stages and phases: the last phase's best (what ships)
     best_val_accuracy: float
     best_value: float  # the monitored metric at that epoch
+    global_steps: int = 0  # optimizer steps of the stages and every phase
 
 
 class QATPhase:
@@ -155,7 +157,7 @@ def run_phases(
         result.metrics |= {f"{phase.name}_{key}": value for key, value in phase.finish(model).items()}
         position = trainer.position
         result.summaries += position.stage_summaries
-        result.best_epoch = position.best_epoch
+        result.best_epoch, result.global_steps = position.best_epoch, position.global_step
         result.best_value = float("nan") if position.best_value is None else position.best_value
         result.best_val_accuracy = max((s["best_val_accuracy"] for s in position.stage_summaries), default=float("nan"))
     return result

@@ -34,6 +34,7 @@ class RunPosition:
     stage_steps: int = 0  # optimizer steps of the current stage (fixed at its start; a budget decides it)
     elapsed_seconds: float = 0.0  # wall clock of training so far, across resumes (what a budget counts)
     bn_recalibrated: bool = False
+    stage_stopped: bool = False  # early stopping ended the current stage: a resumed run goes to the next
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +52,7 @@ class RunPosition:
 
     def next_stage(self) -> None:
         self.stage_index += 1
+        self.stage_stopped = False
         self.epoch_in_stage = 0
         self.stage_best = None
         self.stage_seconds = 0.0
