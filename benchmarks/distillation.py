@@ -18,7 +18,6 @@ prints the JSON object last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -33,6 +32,10 @@ import numpy as np
 import torch
 import yaml
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file: helpers import from benchmarks
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness.results import write_result  # noqa: E402
 from rooivalk import machine
 from rooivalk.data import ingest_data
 from rooivalk.data.datasets import load_array_dataset
@@ -217,13 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "torch": torch.__version__,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = report(record)
-    (out / "distillation.md").write_text("\n".join(lines) + "\n")
-    (out / "distillation.json").write_text(json.dumps(record, indent=2) + "\n")
-    print("\n".join(lines))
-    print(json.dumps(record))
+    write_result(args.out, "distillation", report(record), record)
     return 0
 
 

@@ -21,7 +21,6 @@ and prints the JSON object last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -36,6 +35,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file: helpers import from benchmarks
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness.results import write_result  # noqa: E402
 from rooivalk import machine
 from rooivalk.data.dataset import load_dataset
 from rooivalk.data.ingest import ingest_data
@@ -247,13 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = report(record)
-    (out / "pruning.md").write_text("\n".join(lines) + "\n")
-    (out / "pruning.json").write_text(json.dumps(record, indent=2) + "\n")
-    print("\n".join(lines))
-    print(json.dumps(record))
+    write_result(args.out, "pruning", report(record), record)
     return 0
 
 

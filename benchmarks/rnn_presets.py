@@ -15,7 +15,6 @@ how each figure is taken) and prints the JSON object last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -30,6 +29,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a file: helpers import from benchmarks
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness.results import write_result  # noqa: E402
 from rooivalk import machine
 from rooivalk.export.benchmark import measure_latency, ort_session
 from rooivalk.export.rnn_onnx import LENGTHS, SEQUENCES, export_rnn_onnx
@@ -214,13 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = report(record)
-    (out / "rnn_presets.md").write_text("\n".join(lines) + "\n")
-    (out / "rnn_presets.json").write_text(json.dumps(record, indent=2) + "\n")
-    print("\n".join(lines))
-    print(json.dumps(record))
+    write_result(args.out, "rnn_presets", report(record), record)
     return 0
 
 

@@ -15,10 +15,8 @@ train_result.json), and resumes the one that was cut off from its checkpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from rooivalk import storage
 from rooivalk.data.detection_dataset import DetectionDataset
@@ -26,11 +24,11 @@ from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.artifact import INFO_FILE
 from rooivalk.models.detector_artifact import member_path, read_detector_info
 from rooivalk.plan import DetectorSpec, ModelSpec, Plan
+from rooivalk.training.members import finished_member, member_events, save_member_result
 from rooivalk.training.results import TrainResult
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "train_result.json"  # a member's metrics and stages: what a rerun that skips it reports
 
 # (plan, spec, dataset, model_dir, progress, log_metrics, lineage digest, member weight digests) -> result
 TrainOne = Callable[
@@ -48,33 +46,6 @@ def member_plan(plan: Plan, member: int, members: int) -> Plan:
     budget = None if training.budget_seconds is None else training.budget_seconds / members
     update = {"seed": training.seed + member, "budget_seconds": budget, "checkpoint": checkpoint}
     return plan.model_copy(update={"training": training.model_copy(update=update)})
-
-
-def member_events(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
-    """A member's progress events tagged with `member`, its stage names prefixed so that the CLI's
-    progress says which member trains (numbered as its folder and metrics: 0..M-1)."""
-    if progress is None:
-        return None
-
-    def tagged(event: dict[str, Any]) -> None:
-        event = {**event, "member": member}
-        if isinstance(event.get("stage"), str):
-            event["stage"] = f"member {member} of {members}: {event['stage']}"
-        progress(event)
-
-    return tagged
-
-
-def _finished(folder: str, lineage: str, dataset_version: str) -> TrainResult | None:
-    """The saved result of a member trained for this plan and dataset, or None."""
-    try:
-        info = read_detector_info(folder)
-        if info.plan_digest != lineage or info.dataset_version != dataset_version:
-            return None
-        saved = json.loads(storage.read_bytes(f"{folder}/{RESULT_FILE}"))
-    except (FileNotFoundError, ValueError, OSError):
-        return None
-    return TrainResult(saved["metrics"], saved["stages"], saved["artifacts"])
 
 
 def train_ensemble(
@@ -103,15 +74,14 @@ def train_ensemble(
     weights: list[str] = []
     for member in range(1, members):
         folder = f"{model_dir}/{member_path(member)}"
-        result = _finished(folder, lineage, version) if resume else None
+        result = finished_member(folder, lineage, version, read_detector_info) if resume else None
         if result is not None:
             log.info("ensemble member %d of %d: already trained for this plan (%s), kept", member, members, folder)
         else:
             events = member_events(progress, member, members)
             # Only member 0's per-epoch figures are logged as the run's: the others' would interleave.
             result = train_one(member_plan(plan, member, members), alone, dataset, folder, events, None, lineage, ())
-            record = {"metrics": result.metrics, "stages": result.stages, "artifacts": result.artifacts}
-            storage.write_text(f"{folder}/{RESULT_FILE}", json.dumps(record, indent=2))
+            save_member_result(folder, result)
         weights.append(read_detector_info(folder).weights_sha256 or "")
         metrics |= {f"member_{member}_{key}": value for key, value in result.metrics.items()}
         artifacts |= {f"{member_path(member)}/{name}": sha for name, sha in result.artifacts.items()}

@@ -20,7 +20,6 @@ run's best_val_accuracy: the validation accuracy of the model that ships, as for
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -41,22 +40,10 @@ from rooivalk.models.artifact import INFO_FILE
 from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan, variant_plans
 from rooivalk.training.array_training import model_info, resolved_model_spec, train_array_on
-from rooivalk.training.detector_ensemble import RESULT_FILE, member_events
+from rooivalk.training.members import finished_member, member_events, save_member_result
 from rooivalk.training.results import TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def _finished(folder: str, lineage: str, dataset_version: str) -> TrainResult | None:
-    """The saved result of a member trained for this member plan and dataset, or None."""
-    try:
-        info = read_array_model_info(folder)
-        if info.plan_digest != lineage or info.dataset_version != dataset_version:
-            return None
-        saved = json.loads(storage.read_bytes(f"{folder}/{RESULT_FILE}"))
-    except (FileNotFoundError, ValueError, OSError):
-        return None
-    return TrainResult(saved["metrics"], saved["stages"], saved["artifacts"])
 
 
 def _member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
@@ -116,7 +103,7 @@ def train_variants(
         if member.training.distributed.nproc_per_node * member.training.distributed.nnodes > 1:
             raise ValueError("training.distributed: sequence and table models train in one process")
         folder = f"{model_dir}/{variant_member_path(k)}"
-        result = _finished(folder, member.digest(), version) if resume else None
+        result = finished_member(folder, member.digest(), version, read_array_model_info) if resume else None
         if result is not None:
             log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
             if progress is not None:
@@ -125,8 +112,7 @@ def train_variants(
             checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
             events, epochs = member_events(progress, k, count), _member_metrics(log_metrics, k)
             result = train_array_on(member, dataset, folder, events, epochs, checkpoint)
-            record = {"metrics": result.metrics, "stages": result.stages, "artifacts": result.artifacts}
-            storage.write_text(f"{folder}/{RESULT_FILE}", json.dumps(record, indent=2))
+            save_member_result(folder, result)
         info = read_array_model_info(folder)
         records.append(
             VariantMemberInfo(
