@@ -61,6 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--weight", type=float, default=0.7, help="weight of the KD term")
     # One thread: on cores shared with other work, 2-thread GRU steps spin in OpenMP barriers (50x slower here).
     parser.add_argument("--threads", type=int, default=1, help="training.threads")
+    parser.add_argument("--name", default="distillation", help="file name of the report and record in --out")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "compression"))
     return parser.parse_args(argv)
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "torch": torch.__version__,
     }
-    write_result(args.out, "distillation", report(record), record)
+    write_result(args.out, args.name, report(record), record)
     return 0
 
 

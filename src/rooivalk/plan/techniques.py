@@ -14,102 +14,45 @@ a plugin family asks the model registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, cast
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from rooivalk.plan.compression_rules import distillation_rule, pruning_rule, qat_rule
 from rooivalk.plan.training import TrainingSpec
-
-
-class ModelView(Protocol):
-    """What the check reads of a plan's model section (rooivalk.plan.ModelSpec)."""
-
-    @property
-    def family(self) -> str: ...
-    @property
-    def pretrained(self) -> str | None: ...
-
-
-class PlanView(Protocol):
-    """What the check reads of a plan (rooivalk.plan.Plan); a Protocol, so that rooivalk.plan, which runs
-    the check, is the only one of the two modules that imports the other."""
-
-    @property
-    def model(self) -> Any: ...
-    @property
-    def sensors(self) -> dict[str, Any] | None: ...
-    @property
-    def fusion(self) -> Any: ...
-    @property
-    def training(self) -> TrainingSpec: ...
-    @property
-    def retraining(self) -> Any: ...
-
-
-# A model family outside BUILTIN_TASKS (a plugin) -> (its task, whether that task takes image batches).
-# Layers above the plan supply it (rooivalk.training.tasks.plugin_task_info): resolving a plugin loads it.
-PluginResolver = Callable[[str], tuple[str, bool]]
-
-BUILTIN_TASKS: dict[str, str] = {
-    "timm": "image",
-    "rf_cnn_transformer": "tensor",
-    "radar_sequence": "tensor",
-    "acoustic_crepe": "tensor",
-    "rnn": "sequence",
-    "mlp": "table",
-    "detector": "detection",
-}
-ARRAY_TASKS = ("sequence", "table")  # models of data.format sequences / table
-FUSION_TASK = "fusion"
-# The metrics the engine logs after every epoch, and the direction each improves in.
-MONITORED_METRICS: dict[str, str] = {"val_accuracy": "max", "val_loss": "min", "train_loss": "min"}
-# A detector's validation is scored by mAP and its operating point (rooivalk.training.tasks.detection).
-DETECTION_TASK = "detection"
-DETECTION_MONITORED_METRICS: dict[str, str] = {
-    "val_map50": "max",
-    "val_map": "max",
-    "val_f1": "max",
-    "val_recall": "max",
-    "val_precision": "max",
-    "train_loss": "min",
-}
-MULTI_SENSOR_TOP_LEVEL = (
-    "a multi-sensor plan's models train by sensors.<name>.training and fusion.training; "
-    "the top-level training section applies to single-model plans"
+from rooivalk.plan.training_sections import (
+    ARRAY_TASKS,
+    BUILTIN_TASKS,
+    DETECTION_MONITORED_METRICS,
+    DETECTION_TASK,
+    FUSION_TASK,
+    MONITORED_METRICS,
+    MULTI_SENSOR_TOP_LEVEL,
+    ModelTraining,
+    ModelView,
+    PlanView,
+    PluginResolver,
+    Problem,
+    Rule,
 )
 
-Problem = tuple[str, str]  # (key path, reason)
-
-
-@dataclass(frozen=True)
-class ModelTraining:
-    """One training section and what it trains."""
-
-    path: str  # "training", "sensors.rf.training", "fusion.training"
-    model_path: str  # "model", "sensors.rf.model", "fusion"
-    family: str  # the model family; "fusion" for the fusion section
-    task: str
-    pretrained: bool
-    in_pipeline: bool  # a step of the multi-sensor pipeline (one process)
-    training: TrainingSpec
-    default: TrainingSpec  # the section's default: a key is set when it differs from it
-    warm_start: bool = False  # retraining runs start from the champion's weights (retraining.warm_start)
-
-    @property
-    def staged(self) -> bool:
-        return bool(self.training.stages)
-
-    @property
-    def from_scratch(self) -> str:
-        if self.task == FUSION_TASK:
-            return "the fusion model trains from scratch"
-        return f"{self.family} trains from scratch ({self.model_path}.pretrained is null)"
-
-
-Rule = Callable[[ModelTraining], str | None]
+# Imported from here by the rest of rooivalk.plan (model_keys, loading) and by tests.
+__all__ = [
+    "ARRAY_TASKS",
+    "BUILTIN_TASKS",
+    "DETECTION_TASK",
+    "KEY_RULES",
+    "ModelTraining",
+    "PluginResolver",
+    "Problem",
+    "rule_for",
+    "set_leaves",
+    "technique_problems",
+    "training_sections",
+]
 
 
 def _honoured(_: ModelTraining) -> None:
@@ -239,69 +182,6 @@ def _distributed(section: ModelTraining) -> str | None:
     return None
 
 
-def _compression(subject: str) -> Rule:
-    """A phase after the stages (rooivalk.training.engine.phases), of classifiers trained in one process."""
-
-    def rule(section: ModelTraining) -> str | None:
-        if section.task == DETECTION_TASK:
-            return f"{subject} applies to classifiers; detectors export through their own path (export.detector_export)"
-        if section.training.distributed.nproc_per_node * section.training.distributed.nnodes > 1:
-            return f"{subject} runs in one process after the stages; training.distributed launches several"
-        return None
-
-    return rule
-
-
-def _distillation(section: ModelTraining) -> str | None:
-    if section.task == DETECTION_TASK:
-        return "a detector trains on its own losses (FCOS's focal, GIoU and centerness), not on class logits to distill"
-    if section.task == FUSION_TASK:
-        return "the fusion model trains on this run's cached sensor embeddings, which no teacher model takes as inputs"
-    cached = [f"stages.{index}" for index, stage in enumerate(section.training.stages or []) if stage.cache_features]
-    if cached:
-        return (
-            f"{', '.join(cached)} sets cache_features: a cached head stage never runs the full input through the "
-            "model, so the teacher has nothing to compare with (drop cache_features to distill)"
-        )
-    return None
-
-
-# Families whose channels torch-pruning cannot remove (rooivalk.models.pruning): method channels is refused.
-CHANNEL_PRUNING_REFUSED: dict[str, str] = {
-    "rnn": "torch-pruning cannot trace the GRU/LSTM layers of rnn models (method magnitude prunes their dense head)",
-    "radar_sequence": (
-        "torch-pruning cannot trace radar_sequence's GRU, and every channel group of its state-space blocks "
-        "runs through LayerNorm or the scan's own parameters, which cannot be pruned exactly; use method magnitude"
-    ),
-}
-
-
-def _pruning(section: ModelTraining) -> str | None:
-    reason = _compression("pruning")(section)
-    spec = section.training.pruning
-    if reason is not None or spec is None or spec.method != "channels":
-        return reason
-    if section.family in CHANNEL_PRUNING_REFUSED:
-        return CHANNEL_PRUNING_REFUSED[section.family]
-    if section.warm_start:
-        return (
-            "retraining.warm_start loads the champion's weights into the architecture the plan builds; a "
-            "channel-pruned champion's smaller layers do not fit it (use method magnitude)"
-        )
-    return None
-
-
-def _qat(section: ModelTraining) -> str | None:
-    reason = _compression("quantization-aware training")(section)
-    pruning = section.training.pruning
-    if reason is None and pruning is not None and pruning.method == "magnitude":
-        return (
-            "QAT fine-tunes every weight without magnitude pruning's masks, so the weights pruning zeroed would "
-            "grow back; QAT follows pruning.method channels"
-        )
-    return reason
-
-
 # Every leaf of TrainingSpec, by path with list indices as `*`; `group.*` covers a whole sub-section.
 # A new key needs a line here (tests/unit/plan/test_plan_techniques.py checks that every leaf has one).
 KEY_RULES: dict[str, Rule] = {
@@ -339,7 +219,7 @@ KEY_RULES: dict[str, Rule] = {
     "detection_augment.*": _detection_only,
     "oversample": _detection_only,
     "oversample.*": _detection_only,
-    "distillation.*": _distillation,  # schedule auto's head stage then runs uncached (engine.stages)
+    "distillation.*": distillation_rule,  # schedule auto's head stage then runs uncached (engine.stages)
     "ema.*": _honoured,
     "early_stopping.*": _honoured,  # monitor and mode are also checked against the logged metrics
     "checkpoint.*": _honoured,
@@ -356,10 +236,10 @@ KEY_RULES: dict[str, Rule] = {
     "threads": _honoured,
     "channels_last": _image_only("channels_last sets the memory format of image batches and does"),
     "max_train_batches": _honoured,
-    "pruning": _pruning,
-    "pruning.*": _pruning,
-    "qat": _qat,
-    "qat.*": _qat,
+    "pruning": pruning_rule,
+    "pruning.*": pruning_rule,
+    "qat": qat_rule,
+    "qat.*": qat_rule,
 }
 
 
