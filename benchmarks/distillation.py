@@ -131,7 +131,7 @@ def met(retention: float) -> str:
 def report(record: dict[str, Any]) -> list[str]:
     s = record["settings"]
     lines = [
-        "# Knowledge distillation: a GRU 64 x 1 student of a GRU 256 x 2 teacher, sign-language plan",
+        f"# Knowledge distillation: a {s['student']} student of a {s['teacher']} teacher, sign-language plan",
         "",
         f"Reproduce ({record['seconds']:.0f} s; {record['date']}; {record['machine']}, {s['threads']} torch threads, "
         f"load average {record['load_average']} at the start; torch {record['torch']}):",
