@@ -12,6 +12,7 @@ from rooivalk.data.dataset import Dataset, load_dataset
 from rooivalk.data.transforms import iter_model_batches
 from rooivalk.evaluation.array_evaluation import evaluate_array_model
 from rooivalk.evaluation.detection_evaluation import evaluate_detector
+from rooivalk.evaluation.ensemble import combine, score_ensemble
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
 from rooivalk.evaluation.results import (
@@ -25,6 +26,7 @@ from rooivalk.evaluation.results import (
 from rooivalk.models import ModelInfo, load_trained_model
 from rooivalk.models.array_artifact import is_array_model
 from rooivalk.models.detector_artifact import is_detector_model
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import Plan
 
 __all__ = ["CONFUSION_PNG", "REFERENCE_DIR", "REPORT_FILE", "EvaluateResult", "evaluate_model"]
@@ -84,6 +86,27 @@ def write_reference_profile(
     return save_profile(uri, frame, profile)
 
 
+def _score_variants(
+    model: VariantEnsemble, info: ModelInfo, images: np.ndarray, labels: np.ndarray, batch: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """A variant ensemble's report (the weighted average of its members' probabilities, which the gates judge)
+    and metrics, with each member's as test_member_<k>_accuracy / _log_loss, as the sequence and table path."""
+    assert info.variants is not None
+    preprocessing = (info.input_size, info.mean, info.std, info.in_chans, batch)
+    members = {str(k): predict_probabilities(member, images, *preprocessing) for k, member in enumerate(model.members)}
+    weights = {str(k): member.weight for k, member in enumerate(info.variants)}
+    predictions = combine(members, weights).argmax(1)
+    report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
+    metrics = scored_metrics(report, len(labels))
+    ensemble = score_ensemble(members, labels, weights, info.classes, criterion="accuracy")
+    for score in ensemble.scores[:-1]:
+        metrics[f"test_member_{score.name}_accuracy"] = float(score.metrics["accuracy"])
+        metrics[f"test_member_{score.name}_log_loss"] = score.log_loss
+    metrics["test_ensemble_log_loss"] = ensemble.ensemble.log_loss
+    report["ensemble"] = ensemble.to_dict()
+    return report, metrics
+
+
 def evaluate_model(
     plan: Plan, model_dir: str, dataset_dir: str, eval_dir: str, split: str = "test", reference: bool = True
 ) -> EvaluateResult:
@@ -101,11 +124,13 @@ def evaluate_model(
     images, labels = dataset.subset(split)
     if len(images) == 0:
         raise ValueError(f"{dataset_dir}: the {split!r} split is empty; nothing to evaluate")
-    predictions = predict(
-        model, images, info.input_size, info.mean, info.std, info.in_chans, plan.training.eval_batch_size
-    )
-    report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
-    metrics = scored_metrics(report, len(labels))
+    batch = plan.training.eval_batch_size
+    if isinstance(model, VariantEnsemble):  # each member alone on the same images, beside the ensemble
+        report, metrics = _score_variants(model, info, images, labels, batch)
+    else:
+        predictions = predict(model, images, info.input_size, info.mean, info.std, info.in_chans, batch)
+        report = {**classification_metrics(labels, predictions, info.classes), "classes": info.classes}
+        metrics = scored_metrics(report, len(labels))
     reference_uri = f"{eval_dir}/{REFERENCE_DIR}"
     profile = write_reference_profile(reference_uri, plan, model, info, dataset) if reference else None
     version = dataset.info.version_id

@@ -4,7 +4,10 @@ Order matters: the FP32 ONNX model is checked against PyTorch before anything is
 variant (FP16, static INT8 calibrated on the plan's calibration source, dynamic INT8) is built from
 that verified file and scored on the test split with the same preprocessing as training
 (`to_model_input`); the fastest variant within the plan's tolerance ships in a deployment bundle
-with its softmax temperature (rooivalk.export.shipping). Layout of the export folder:
+with its softmax temperature (rooivalk.export.shipping). A variant ensemble (rooivalk.plan.variants) ships
+one graph of its members' weighted probabilities, built and checked member by member
+(rooivalk.export.variant_export), then checked against its PyTorch network as a single model is.
+Layout of the export folder:
     variants/model/model_<precision>.onnx   FP32 and the shipped variant (and engine sources)
     bundles/model/                          the deployment bundle (rooivalk.export.Predictor loads it)
     export_report.json                      every variant's scores, the choice, gates, environment
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,9 +55,11 @@ from rooivalk.export.shipping import (
     single_model_metrics,
     write_report,
 )
+from rooivalk.export.variant_export import describe_variants, export_variant_graph
 from rooivalk.models.array_artifact import is_array_model
 from rooivalk.models.artifact import ModelInfo, load_trained_model
 from rooivalk.models.detector_artifact import is_detector_model
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,12 @@ def _logits(session: Any, images: np.ndarray, info: ModelInfo) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, info.num_classes), np.float32)
 
 
+def _export_fp32(model: torch.nn.Module, info: ModelInfo, path: Path) -> None:
+    """The FP32 graph of one image model, its TF-"SAME" convolutions padded statically for the export."""
+    static = replace_conv2d_same(model, info.input_size, info.in_chans)
+    export_onnx(static, info.input_size, info.in_chans, path)
+
+
 def export_model(
     plan: Plan,
     model_dir: str,
@@ -132,10 +144,16 @@ def export_model(
     with export_folders(export_dir) as (out_dir, scratch):
         variants_dir = out_dir / "variants" / MODEL
         variants_dir.mkdir(parents=True, exist_ok=True)
-        say(f"exporting {info.spec.architecture} to ONNX at {info.input_size}px")
+        what = describe_variants(info) if info.variants is not None else info.spec.architecture
+        say(f"exporting {what} to ONNX at {info.input_size}px")
         fp32 = variants_dir / "model_fp32.onnx"
-        static = replace_conv2d_same(model, info.input_size, info.in_chans)
-        export_onnx(static, info.input_size, info.in_chans, fp32)
+        members: dict[str, Any] = {}
+        if isinstance(model, VariantEnsemble):  # the members' graphs, merged into one of their probabilities
+            feeds = {INPUT_NAME: _preprocess(test_images[:BATCH], info)}
+            export = lambda member, path: _export_fp32(member, info, path)  # noqa: E731
+            members = export_variant_graph(plan, model, info, fp32, scratch, feeds, VERIFY_SAMPLES, export, say)
+        else:
+            _export_fp32(model, info, fp32)
         # Compared with the original model, so the padding replacement is verified too.
         check = verify_module(model, fp32, [_preprocess(test_images[:VERIFY_SAMPLES], info)])
         if not check.max_abs_diff <= plan.export.max_abs_diff:  # `not <=` also catches NaN
@@ -198,7 +216,7 @@ def export_model(
         metadata = {
             "plan_digest": plan.digest(),
             "dataset_version": info.dataset_version,
-            "architecture": info.spec.architecture,
+            "architecture": what,
             **environment(),
         }
         artifacts = ship_bundle(bundle_uri, choice, info.classes, preprocessing, temperature, metadata, extra)
@@ -207,7 +225,7 @@ def export_model(
             "gates": gates,
             "passed": all(gate["passed"] for gate in gates),
             "models": {MODEL: choice.report()},
-            "verification": {MODEL: check.__dict__},
+            "verification": {MODEL: check.__dict__, **({"variants": members} if members else {})},
             "evaluation_split": splits.test_split,
             **report_settings(plan, calibration_from),
             "dataset_version": info.dataset_version,

@@ -2,14 +2,14 @@
 against PyTorch on its own, then merged into one graph of the weighted probabilities
 (rooivalk.export.ensemble_onnx.merge_members), which is checked against the members' PyTorch
 probabilities averaged. What is built on the graph afterwards (precision variants, temperature, bundle)
-is the single model's path (rooivalk.export.array_export).
+is the single model's path (rooivalk.export.array_export; an image plan's: rooivalk.export.pipeline_step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,12 +20,22 @@ from rooivalk.export.benchmark import ort_session
 from rooivalk.export.ensemble_onnx import GraphMember, merge_members
 from rooivalk.export.onnx_export import run_batched, verify_module
 from rooivalk.export.shipping import ExportError
-from rooivalk.models.array_artifact import ArrayModelInfo
+from rooivalk.models.artifact import VariantMemberInfo
 from rooivalk.models.variant_ensemble import VariantEnsemble
-from rooivalk.plan import Plan
+from rooivalk.plan import ModelSpec, Plan
 
 
-def describe_variants(info: ArrayModelInfo) -> str:
+class VariantInfo(Protocol):
+    """A variant ensemble's root info: an image model's ModelInfo or an rnn or mlp model's ArrayModelInfo."""
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def variants(self) -> list[VariantMemberInfo] | None: ...
+
+
+def describe_variants(info: VariantInfo) -> str:
     """e.g. "variant ensemble of 3 rnn models (gru-8x1, gru-8x1, gru-16x1)"."""
     members = info.variants or []
     return (
@@ -49,7 +59,7 @@ def _torch_probabilities(model: VariantEnsemble, feeds: dict[str, np.ndarray]) -
 def export_variant_graph(
     plan: Plan,
     model: VariantEnsemble,
-    info: ArrayModelInfo,
+    info: VariantInfo,
     fp32: Path,
     scratch: Path,
     feeds: dict[str, np.ndarray],

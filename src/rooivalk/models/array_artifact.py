@@ -18,17 +18,14 @@ from torch import nn
 
 from rooivalk import storage
 from rooivalk.models.artifact import INFO_FILE, WEIGHTS_FILE, load_state_dict_into, read_info_file, save_trained_model
+from rooivalk.models.artifact import VARIANTS_DIR as VARIANTS_DIR
+from rooivalk.models.artifact import VariantMemberInfo as VariantMemberInfo
+from rooivalk.models.artifact import variant_member_path as variant_member_path
 from rooivalk.models.registry import create_model
 from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import ModelSpec
 
 XGBOOST_FILE = "xgboost.ubj"  # the ensemble's XGBoost member (xgboost's UBJSON model format)
-VARIANTS_DIR = "members"  # a variant ensemble's members: <model dir>/members/<k>
-
-
-def variant_member_path(member: int) -> str:
-    """Where variant member `member` (0..M-1) lives under a model directory."""
-    return f"{VARIANTS_DIR}/{member}"
 
 
 class EnsembleInfo(BaseModel):
@@ -37,16 +34,6 @@ class EnsembleInfo(BaseModel):
     weights: dict[str, float]  # member ("model", "xgboost") -> weight, summing to 1
     fitted: bool  # fitted on the validation split, or as the plan gave them
     xgboost_sha256: str
-
-
-class VariantMemberInfo(BaseModel):
-    """One member of a variant ensemble, as the root's model.json records it."""
-
-    overrides: dict[str, Any]  # the member's plan overrides (variants.members[k])
-    weight: float  # normalized: the members' sum to 1
-    architecture: str
-    plan_digest: str  # the member's resolved plan
-    weights_sha256: str  # its model.pt: a member of another run is refused when loading
 
 
 class ArrayModelInfo(BaseModel):

@@ -4,6 +4,9 @@ Layout of a model directory:
     model.pt    state dict (loaded with weights_only=True)
     model.json  ModelInfo: spec, classes, input size, normalization, lineage, and the layer sizes of a
                 channel-pruned model (rooivalk.models.pruning), which its family would not build from the spec
+A variant ensemble (rooivalk.plan.variants) has no model.pt: its members are model folders of their own under
+members/<k>, which the root's model.json (written last) lists with their weights' digests; it loads as one
+VariantEnsemble network.
 """
 
 from __future__ import annotations
@@ -18,10 +21,27 @@ from torch import nn
 from rooivalk import storage
 from rooivalk.models.pruning import pruned_structure, restore_structure
 from rooivalk.models.registry import create_model
+from rooivalk.models.variant_ensemble import VariantEnsemble
 from rooivalk.plan import ModelSpec
 
 WEIGHTS_FILE = "model.pt"
 INFO_FILE = "model.json"
+VARIANTS_DIR = "members"  # a variant ensemble's members: <model dir>/members/<k>
+
+
+def variant_member_path(member: int) -> str:
+    """Where variant member `member` (0..M-1) lives under a model directory."""
+    return f"{VARIANTS_DIR}/{member}"
+
+
+class VariantMemberInfo(BaseModel):
+    """One member of a variant ensemble, as the root's model.json records it."""
+
+    overrides: dict[str, Any]  # the member's plan overrides (variants.members[k])
+    weight: float  # normalized: the members' sum to 1
+    architecture: str
+    plan_digest: str  # the member's resolved plan
+    weights_sha256: str  # its model.pt: a member of another run is refused when loading
 
 
 class ModelInfo(BaseModel):
@@ -35,6 +55,7 @@ class ModelInfo(BaseModel):
     plan_digest: str
     weights_sha256: str | None = None  # checked on load (None in artifacts older than the check)
     structure: dict[str, dict[str, Any]] | None = None  # channel pruning's layer sizes; None: the spec's
+    variants: list[VariantMemberInfo] | None = None  # a variant ensemble: its members under members/<k>
 
     @property
     def num_classes(self) -> int:
@@ -94,8 +115,33 @@ def read_model_info(model_dir: str) -> ModelInfo:
 
 
 def load_trained_model(model_dir: str) -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode."""
+    """Rebuild the architecture (no pretrained download) and load the trained weights, in eval mode; a variant
+    ensemble as one VariantEnsemble network of its members."""
     info = read_model_info(model_dir)
+    if info.variants is not None:
+        members = [model for model, _ in load_image_members(model_dir, info)]
+        return VariantEnsemble(members, [member.weight for member in info.variants]).eval(), info
     model = create_model(info.spec.model_copy(update={"pretrained": None}), info.num_classes)
     load_state_dict_into(model, f"{model_dir}/{WEIGHTS_FILE}", info.weights_sha256, info.structure)
     return model.eval(), info
+
+
+def load_image_members(model_dir: str, info: ModelInfo) -> list[tuple[nn.Module, ModelInfo]]:
+    """Every member of the image variant ensemble in `model_dir`, in order; a member whose weights, classes or
+    image input are not those the root recorded is a ValueError naming it."""
+    if info.variants is None:
+        raise ValueError(f"{model_dir}: the model is not a variant ensemble")
+    members = []
+    for k, recorded in enumerate(info.variants):
+        folder = f"{model_dir}/{variant_member_path(k)}"
+        member, member_info = load_trained_model(folder)
+        contract = ("classes", "input_size", "in_chans", "mean", "std")
+        if member_info.weights_sha256 != recorded.weights_sha256 or any(
+            getattr(member_info, name) != getattr(info, name) for name in contract
+        ):
+            raise ValueError(
+                f"{folder}: variant member {k} is not the one {model_dir}/{INFO_FILE} was trained with (a member "
+                "of another run): train the ensemble again"
+            )
+        members.append((member, member_info))
+    return members

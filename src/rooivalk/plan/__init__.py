@@ -56,7 +56,7 @@ from rooivalk.plan.training import (
     StageSpec,
     TrainingSpec,
 )
-from rooivalk.plan.variants import VariantsSpec
+from rooivalk.plan.variants import VariantsSpec, is_image_plan
 
 __all__ = [
     "ARRAY_FORMATS",
@@ -125,6 +125,7 @@ __all__ = [
     "TrackingSpec",
     "TrainingSpec",
     "VariantsSpec",
+    "is_image_plan",
     "WebhookSpec",
     "XGBoostSpec",
     "apply_overrides",

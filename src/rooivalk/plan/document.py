@@ -43,8 +43,8 @@ class Plan(Strict):
     )
     variants: VariantsSpec | None = Field(
         None,
-        description="Sequence and table plans: an ensemble of the plan's variants, each member the plan with its "
-        "own overrides, class probabilities averaged (rooivalk.plan.variants).",
+        description="Sequence, table and image classifier plans: an ensemble of the plan's variants, each member "
+        "the plan with its own overrides, class probabilities averaged (rooivalk.plan.variants).",
     )
     attribution: AttributionSpec | None = Field(
         None, description="Multi-sensor plans: the threat-attribution model, trained by a step of its own."

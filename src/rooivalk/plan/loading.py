@@ -21,7 +21,7 @@ from rooivalk.plan.section_checks import (
     quantization_operators_problems,
 )
 from rooivalk.plan.techniques import PluginResolver, technique_problems
-from rooivalk.plan.variants import override_problems
+from rooivalk.plan.variants import is_image_plan, override_problems
 from rooivalk.plan.variants import section_problems as variant_section_problems
 
 Problem = tuple[str, str]  # (key path, reason)
@@ -88,7 +88,7 @@ def _variant_problems(plan: Plan, origin: str, resolver: PluginResolver | None) 
     """Each member must validate as a plan of its own, and differ from the others; paths under
     variants.members[k]."""
     assert plan.variants is not None
-    problems = variant_section_problems(plan) + override_problems(plan.variants.members)
+    problems = variant_section_problems(plan) + override_problems(plan.variants.members, is_image_plan(plan))
     if problems:
         return problems
     digests: dict[str, int] = {}

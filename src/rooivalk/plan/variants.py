@@ -1,12 +1,15 @@
-"""`variants`: an ensemble of a sequence or table plan's variants (seeds, augmentation strengths,
-architectures), their class probabilities averaged.
+"""`variants`: an ensemble of a sequence, table or image classifier plan's variants (seeds, augmentation
+strengths, learning rates; architectures for sequence and table plans), their class probabilities averaged.
 
 Each member is the plan with its own overrides, given as `--set` takes them (dotted path -> value; `{}`
 is the plan as it is), validated as a plan of its own (rooivalk.plan.loading.variant_plans). Members
 take the same data, inputs and classes and are evaluated, exported and tracked as one model, so an
 override may touch `model` and `training` keys only, and not those that fix the inputs, the classes or
-where checkpoints go. Training: rooivalk.training.variant_training; one ONNX graph of the weighted
-probabilities: rooivalk.export.ensemble_onnx.
+where checkpoints go. An image plan's members also share model.architecture and model.pretrained: the
+ensemble's one graph takes one image input (size, channels, normalization), and those come with the
+architecture and its weights. Training: rooivalk.training.variant_training (image plans:
+rooivalk.training.image_variant_training); one ONNX graph of the weighted probabilities:
+rooivalk.export.ensemble_onnx.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 from pydantic import Field, PositiveFloat
 
 from rooivalk.plan.base import Strict
-from rooivalk.plan.data import ARRAY_FORMATS
+from rooivalk.plan.data import ARRAY_FORMATS, DETECTION_FORMATS
 
 VARIANT_FAMILIES = ("rnn", "mlp")
+ARRAY_ONLY_FAMILIES = ("rnn", "mlp")  # not image families
 _ROOTS = ("model", "training")  # what an override may reach
 # Keys under those roots that members must share, with the reason an override is refused.
 _SHARED = {
@@ -26,9 +30,27 @@ _SHARED = {
     "model.num_features": "members take the same inputs (the dataset's features)",
     "model.num_classes": "members predict the same classes (the dataset's)",
     "training.checkpoint": "members checkpoint under the plan's training.checkpoint.uri, in member_<k>",
-    "training.distributed": "sequence and table models train in one process",
+    "training.distributed": "members train one after another in one process",
     "training.qat": "the export quantizes the merged graph once, with one setting: set training.qat for all",
 }
+# What an image plan's members share besides: the one graph's image input comes with the architecture.
+_IMAGE_SHARED = {
+    "model.architecture": "an image ensemble is one graph of one image input (size, channels, mean/std), which "
+    "come with the architecture: members vary seeds and training keys",
+    "model.pretrained": "an image ensemble is one graph of one image input, whose channels and normalization "
+    "come with the architecture and its pretrained weights: members vary seeds and training keys",
+    "model.input_size": "an image ensemble is one graph of one image input size",
+}
+
+
+def is_image_plan(plan: Any) -> bool:
+    """A single-model image classifier plan (not a sequence, table, detector or multi-sensor plan)."""
+    return (
+        plan.model is not None
+        and plan.sensors is None
+        and plan.data.format not in (*ARRAY_FORMATS, *DETECTION_FORMATS, "multisensor")
+        and plan.model.family not in ARRAY_ONLY_FAMILIES
+    )
 
 
 class VariantsSpec(Strict):
@@ -47,9 +69,11 @@ class VariantsSpec(Strict):
         return [float(weight) / total for weight in given]
 
 
-def override_problems(members: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Overrides that reach outside a member's own model and training keys, with their path."""
+def override_problems(members: list[dict[str, Any]], image: bool = False) -> list[tuple[str, str]]:
+    """Overrides that reach outside a member's own model and training keys, with their path (`image`: of an
+    image classifier plan, whose members also share its architecture and input)."""
     problems = []
+    shared_keys = {**_SHARED, **(_IMAGE_SHARED if image else {})}
     for k, overrides in enumerate(members):
         for path in overrides:
             where = f"variants.members[{k}].{path}"
@@ -63,9 +87,9 @@ def override_problems(members: list[dict[str, Any]]) -> list[tuple[str, str]]:
                     )
                 )
                 continue
-            shared = next((key for key in _SHARED if path == key or path.startswith(f"{key}.")), None)
+            shared = next((key for key in shared_keys if path == key or path.startswith(f"{key}.")), None)
             if shared is not None:
-                problems.append((where, f"members share {shared}: {_SHARED[shared]}"))
+                problems.append((where, f"members share {shared}: {shared_keys[shared]}"))
     return problems
 
 
@@ -77,13 +101,30 @@ def section_problems(plan: Any) -> list[tuple[str, str]]:
         problems.append(
             ("variants.weights", f"{len(spec.weights)} weights for {len(spec.members)} members: give one per member")
         )
-    if plan.data.format not in ARRAY_FORMATS:
+    if is_image_plan(plan):
+        distributed = plan.training.distributed
+        if distributed.nproc_per_node * distributed.nnodes > 1:
+            problems.append(
+                (
+                    "training.distributed",
+                    "an image plan's variant members train one after another in one process: set "
+                    "nproc_per_node and nnodes to 1, or train one member's plan distributed",
+                )
+            )
+        if plan.retraining.warm_start:
+            problems.append(
+                (
+                    "retraining.warm_start",
+                    "loads the champion's one model.pt into the plan's model; a variant ensemble's champion has "
+                    "one per member (members/<k>): turn warm_start off",
+                )
+            )
+    elif plan.data.format not in ARRAY_FORMATS:
         problems.append(
             (
                 "variants",
-                f"applies to sequence and table plans (data.format {' or '.join(ARRAY_FORMATS)}), not data.format "
-                f"{plan.data.format}: image variants would need the image export path (not built yet), a detector "
-                "has model.detector.ensemble, a multi-sensor system its fusion",
+                f"applies to sequence, table and image classifier plans, not data.format {plan.data.format}: a "
+                "detector has model.detector.ensemble, a multi-sensor system its fusion",
             )
         )
     elif plan.model is not None and plan.model.family not in VARIANT_FAMILIES:

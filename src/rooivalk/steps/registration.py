@@ -46,10 +46,12 @@ def variant_ensemble_tags(model_dir: str) -> dict[str, str]:
     import json
 
     from rooivalk.models.array_artifact import is_array_model, read_array_model_info
+    from rooivalk.models.artifact import read_model_info
+    from rooivalk.models.detector_artifact import is_detector_model
 
-    if not is_array_model(model_dir):
+    if is_detector_model(model_dir):
         return {}
-    variants = read_array_model_info(model_dir).variants
+    variants = (read_array_model_info if is_array_model(model_dir) else read_model_info)(model_dir).variants
     if variants is None:
         return {}
     members = [member.model_dump(mode="json") for member in variants]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models import create_unweighted_model, layer_groups
-from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan, variant_plans
+from rooivalk.plan import ARRAY_FORMATS, DETECTION_FORMATS, Plan, is_image_plan, variant_plans
 from rooivalk.training.array_training import train_array_model
 from rooivalk.training.cross_validation import cross_validate
 from rooivalk.training.detection_training import train_detector
 from rooivalk.training.engine.stages import ResolvedStage, model_stages, plan_stages
 from rooivalk.training.image_training import train_image_model
+from rooivalk.training.image_variant_training import train_image_variants
 from rooivalk.training.results import TrainResult
 from rooivalk.training.variant_training import train_variants
 
@@ -33,12 +34,14 @@ def train_model(
     > 1` under torchrun), a sequence or table plan its rnn or mlp model (rooivalk.training.array_training),
     a detector plan its detector (rooivalk.training.detection_training); with `evaluation.cross_validation`,
     its k fold models first (rooivalk.training.cross_validation); with `variants`, each member plan's model
-    (rooivalk.training.variant_training).
+    (rooivalk.training.variant_training; image plans: rooivalk.training.image_variant_training).
     """
     if plan.evaluation.cross_validation is not None:  # validate allows it on sequence, table and image plans
         return cross_validate(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in ARRAY_FORMATS and plan.variants is not None:
         return train_variants(plan, dataset_dir, model_dir, progress, log_metrics)
+    if plan.variants is not None and is_image_plan(plan):
+        return train_image_variants(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in ARRAY_FORMATS:
         return train_array_model(plan, dataset_dir, model_dir, progress, log_metrics)
     if plan.data.format in DETECTION_FORMATS:

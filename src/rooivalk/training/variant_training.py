@@ -46,7 +46,7 @@ from rooivalk.training.results import TrainResult
 log = logging.getLogger(__name__)
 
 
-def _member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
+def member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
     """Per-epoch figures of member k logged as member_<k>_<name>: members train one after another, each
     from epoch 0, so unprefixed they would interleave in one MLflow series."""
     if log_metrics is None:
@@ -110,7 +110,7 @@ def train_variants(
                 progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
         else:
             checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
-            events, epochs = member_events(progress, k, count), _member_metrics(log_metrics, k)
+            events, epochs = member_events(progress, k, count), member_metrics(log_metrics, k)
             result = train_array_on(member, dataset, folder, events, epochs, checkpoint)
             save_member_result(folder, result)
         info = read_array_model_info(folder)

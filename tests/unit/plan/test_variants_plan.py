@@ -1,7 +1,8 @@
 """`variants` (rooivalk.plan.variants): each member is the plan with its overrides, validated as a plan of its
 own, its problems named under variants.members[k]; members may override model and training keys only, and
 not those the members share (family, inputs, classes, checkpoints); weights one per member; refused with a
-table ensemble, a search, cross-validation, and outside sequence and table plans."""
+table ensemble, a search, cross-validation, and outside sequence, table and image classifier plans (an image
+plan's members share its architecture and image input too)."""
 
 from __future__ import annotations
 
@@ -95,11 +96,19 @@ def test_refused_with_sections_it_does_not_compose_with() -> None:
     assert "search: a variant ensemble's members train one after another" in problems(raw)
 
 
-@pytest.mark.parametrize("plan_file", ["fashion_finetune.yaml", "detection.yaml", "counter_drone.yaml"])
-def test_refused_outside_sequence_and_table_plans(plan_file: str) -> None:
+@pytest.mark.parametrize("plan_file", ["detection.yaml", "counter_drone.yaml"])
+def test_refused_outside_sequence_table_and_image_classifier_plans(plan_file: str) -> None:
     raw = read_plan_file(PLANS / plan_file)
     raw["variants"] = {"members": [{}, {"training.seed": 1}]}
-    assert "variants: applies to sequence and table plans" in problems(raw)
+    assert "variants: applies to sequence, table and image classifier plans" in problems(raw)
+
+
+def test_an_image_plans_members_share_its_architecture() -> None:
+    raw = read_plan_file(PLANS / "fashion_finetune.yaml")
+    raw["variants"] = {"members": [{}, {"training.seed": 1}]}
+    validate_plan(raw)
+    raw["variants"] = {"members": [{}, {"model.architecture": "resnet18"}]}
+    assert "variants.members[1].model.architecture: members share model.architecture" in problems(raw)
 
 
 def test_each_members_stages_are_resolved_on_its_own_model() -> None:

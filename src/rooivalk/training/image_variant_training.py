@@ -1,0 +1,143 @@
+"""Training a `variants` ensemble of an image classifier plan: each member plan trained through the engine.
+
+Member k is the plan with its overrides (rooivalk.plan.variant_plans: seeds, augmentation strengths,
+learning rates, epochs; never the architecture or the image input, which the ensemble's one graph shares),
+trained in this process by the usual path (rooivalk.training.image_training.train_image_on) into
+`model_dir`/members/k, checkpointing under `<training.checkpoint.uri>/member_<k>`. The root's model.json
+(rooivalk.models.artifact.ModelInfo with `variants`), written last, records each member's overrides,
+weight, plan digest and weights digest; the root's model.json of an earlier run is removed first, so a
+crash never leaves an old root over new members. A rerun with checkpoint resume on skips each member
+already saved for its plan and this dataset (rooivalk.training.members), as the sequence and table path
+does (rooivalk.training.variant_training).
+
+Metrics: each member's as member_<k>_<metric> (per-epoch figures under the same prefix), and the
+ensemble's on the validation split (ensemble_val_accuracy, ensemble_val_log_loss: the members' softmax
+probabilities weighted and averaged), which is also the run's best_val_accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from rooivalk import storage
+from rooivalk.data.dataset import Dataset, load_dataset
+from rooivalk.data.transforms import iter_model_batches
+from rooivalk.events import MetricsFn, ProgressFn
+from rooivalk.models.artifact import (
+    INFO_FILE,
+    ModelInfo,
+    VariantMemberInfo,
+    load_image_members,
+    read_model_info,
+    variant_member_path,
+)
+from rooivalk.models.ensemble_weights import combine, log_loss
+from rooivalk.plan import Plan, variant_plans
+from rooivalk.training.image_training import train_image_on
+from rooivalk.training.members import finished_member, member_events, save_member_result
+from rooivalk.training.results import TrainResult
+from rooivalk.training.variant_training import member_metrics
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def _probabilities(model: torch.nn.Module, info: ModelInfo, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Softmax probabilities (N, K) of uint8 images (N, H, W, C), preprocessed as evaluation does."""
+    preprocessing = (info.input_size, info.mean, info.std, info.in_chans)
+    chunks = [
+        model(batch).float().softmax(1).numpy() for _, batch in iter_model_batches(images, batch_size, *preprocessing)
+    ]
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def _ensemble_val_metrics(model_dir: str, dataset: Dataset, batch_size: int) -> dict[str, float]:
+    """The weighted average of the members' probabilities on the validation split: accuracy, log loss."""
+    info = read_model_info(model_dir)
+    assert info.variants is not None
+    images, labels = dataset.subset("val")
+    if len(labels) == 0:
+        return {}
+    probabilities = {
+        str(k): _probabilities(member.eval(), info, images, batch_size)
+        for k, (member, _) in enumerate(load_image_members(model_dir, info))
+    }
+    mixed = combine(probabilities, {str(k): member.weight for k, member in enumerate(info.variants)})
+    return {
+        "ensemble_val_accuracy": float((mixed.argmax(1) == labels).mean()),
+        "ensemble_val_log_loss": log_loss(mixed, np.asarray(labels)),
+    }
+
+
+def train_image_variants(
+    plan: Plan,
+    dataset_dir: str,
+    model_dir: str,
+    progress: ProgressFn | None = None,
+    log_metrics: MetricsFn | None = None,
+) -> TrainResult:
+    """Train every member of the image plan's `variants` (see the module docstring); write the root last."""
+    assert plan.variants is not None
+    dataset = load_dataset(dataset_dir)
+    members = variant_plans(plan)
+    count = len(members)
+    weights = plan.variants.normalized_weights()
+    uri = plan.training.checkpoint.uri
+    resume = plan.training.checkpoint.resume and uri is not None
+    version = dataset.info.version_id
+    root_info = f"{model_dir}/{INFO_FILE}"
+    if storage.exists(root_info):
+        storage.delete(root_info)  # complete again only when every member is saved
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    stages: list[dict[str, Any]] = []
+    records: list[VariantMemberInfo] = []
+    for k, member in enumerate(members):
+        folder = f"{model_dir}/{variant_member_path(k)}"
+        result = finished_member(folder, member.digest(), version, read_model_info) if resume else None
+        if result is not None:
+            log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
+            if progress is not None:
+                progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
+        else:
+            checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
+            events, epochs = member_events(progress, k, count), member_metrics(log_metrics, k)
+            result, _ = train_image_on(member, dataset, folder, events, epochs, checkpoint)
+            save_member_result(folder, result)
+        info = read_model_info(folder)
+        records.append(
+            VariantMemberInfo(
+                overrides=plan.variants.members[k],
+                weight=weights[k],
+                architecture=info.spec.architecture,
+                plan_digest=info.plan_digest,
+                weights_sha256=info.weights_sha256 or "",
+            )
+        )
+        metrics |= {f"member_{k}_{key}": value for key, value in result.metrics.items()}
+        artifacts |= {f"{variant_member_path(k)}/{name}": sha for name, sha in result.artifacts.items()}
+        stages += [{**stage, "stage": f"member {k}: {stage['stage']}"} for stage in result.stages]
+    first = read_model_info(f"{model_dir}/{variant_member_path(0)}")
+    root = first.model_copy(
+        update={
+            "spec": plan.single_model,
+            "plan_digest": plan.digest(),
+            "weights_sha256": None,  # no weights of its own: the members'
+            "structure": None,
+            "variants": records,
+        }
+    )
+    artifacts[INFO_FILE] = storage.write_text(root_info, root.model_dump_json(indent=2))
+    ensemble = _ensemble_val_metrics(model_dir, dataset, plan.training.eval_batch_size)
+    metrics |= ensemble | {f"ensemble_weight_{k}": weight for k, weight in enumerate(weights)}
+    metrics |= {
+        "best_val_accuracy": ensemble.get("ensemble_val_accuracy", float("nan")),
+        "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
+        "num_stages": float(len(stages)),
+        "variant_members": float(count),
+    }
+    return TrainResult(metrics, stages, artifacts, info=root)
