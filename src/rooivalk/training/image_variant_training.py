@@ -18,7 +18,6 @@ probabilities weighted and averaged), which is also the run's best_val_accuracy.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,6 @@ from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.artifact import (
     INFO_FILE,
     ModelInfo,
-    VariantMemberInfo,
     load_image_members,
     read_model_info,
     variant_member_path,
@@ -38,9 +36,8 @@ from rooivalk.models.artifact import (
 from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan, variant_plans
 from rooivalk.training.image_training import train_image_on
-from rooivalk.training.members import finished_member, member_events, save_member_result
+from rooivalk.training.members import ensemble_metrics, train_variant_members
 from rooivalk.training.results import TrainResult
-from rooivalk.training.variant_training import member_metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,43 +81,18 @@ def train_image_variants(
     assert plan.variants is not None
     dataset = load_dataset(dataset_dir)
     members = variant_plans(plan)
-    count = len(members)
-    weights = plan.variants.normalized_weights()
-    uri = plan.training.checkpoint.uri
-    resume = plan.training.checkpoint.resume and uri is not None
-    version = dataset.info.version_id
     root_info = f"{model_dir}/{INFO_FILE}"
     if storage.exists(root_info):
         storage.delete(root_info)  # complete again only when every member is saved
-    metrics: dict[str, float] = {}
-    artifacts: dict[str, str] = {}
-    stages: list[dict[str, Any]] = []
-    records: list[VariantMemberInfo] = []
-    for k, member in enumerate(members):
-        folder = f"{model_dir}/{variant_member_path(k)}"
-        result = finished_member(folder, member.digest(), version, read_model_info) if resume else None
-        if result is not None:
-            log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
-            if progress is not None:
-                progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
-        else:
-            checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
-            events, epochs = member_events(progress, k, count), member_metrics(log_metrics, k)
-            result, _ = train_image_on(member, dataset, folder, events, epochs, checkpoint)
-            save_member_result(folder, result)
-        info = read_model_info(folder)
-        records.append(
-            VariantMemberInfo(
-                overrides=plan.variants.members[k],
-                weight=weights[k],
-                architecture=info.spec.architecture,
-                plan_digest=info.plan_digest,
-                weights_sha256=info.weights_sha256 or "",
-            )
-        )
-        metrics |= {f"member_{k}_{key}": value for key, value in result.metrics.items()}
-        artifacts |= {f"{variant_member_path(k)}/{name}": sha for name, sha in result.artifacts.items()}
-        stages += [{**stage, "stage": f"member {k}: {stage['stage']}"} for stage in result.stages]
+
+    def train_member(
+        member: Plan, folder: str, events: ProgressFn | None, epochs: MetricsFn | None, checkpoint: str | None
+    ) -> TrainResult:
+        return train_image_on(member, dataset, folder, events, epochs, checkpoint)[0]
+
+    trained = train_variant_members(
+        plan, members, model_dir, dataset.info.version_id, train_member, read_model_info, progress, log_metrics
+    )
     first = read_model_info(f"{model_dir}/{variant_member_path(0)}")
     root = first.model_copy(
         update={
@@ -128,16 +100,10 @@ def train_image_variants(
             "plan_digest": plan.digest(),
             "weights_sha256": None,  # no weights of its own: the members'
             "structure": None,
-            "variants": records,
+            "variants": trained.records,
         }
     )
-    artifacts[INFO_FILE] = storage.write_text(root_info, root.model_dump_json(indent=2))
+    artifacts = trained.artifacts | {INFO_FILE: storage.write_text(root_info, root.model_dump_json(indent=2))}
     ensemble = _ensemble_val_metrics(model_dir, dataset, plan.training.eval_batch_size)
-    metrics |= ensemble | {f"ensemble_weight_{k}": weight for k, weight in enumerate(weights)}
-    metrics |= {
-        "best_val_accuracy": ensemble.get("ensemble_val_accuracy", float("nan")),
-        "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
-        "num_stages": float(len(stages)),
-        "variant_members": float(count),
-    }
-    return TrainResult(metrics, stages, artifacts, info=root)
+    metrics = ensemble_metrics(trained, ensemble, plan.variants.normalized_weights())
+    return TrainResult(metrics, trained.stages, artifacts, info=root)

@@ -4,12 +4,18 @@ progress events tagged with the member, and the saved result that lets a rerun s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rooivalk import storage
-from rooivalk.events import ProgressFn
+from rooivalk.events import MetricsFn, ProgressFn
+from rooivalk.models.artifact import VariantMemberInfo, variant_member_path
+from rooivalk.plan import Plan
 from rooivalk.training.results import TrainResult
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "train_result.json"  # a member's metrics and stages: what a rerun that skips it reports
 
@@ -47,3 +53,88 @@ def finished_member(
     except (FileNotFoundError, ValueError, OSError):
         return None
     return TrainResult(saved["metrics"], saved["stages"], saved["artifacts"])
+
+
+def member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
+    """Per-epoch figures of member k logged as member_<k>_<name>: members train one after another, each
+    from epoch 0, so unprefixed they would interleave in one MLflow series."""
+    if log_metrics is None:
+        return None
+
+    def prefixed(metrics: dict[str, float], step: int) -> None:
+        log_metrics({f"member_{member}_{name}": value for name, value in metrics.items()}, step)
+
+    return prefixed
+
+
+# (member plan, folder, progress, log_metrics, checkpoint uri) -> its result, the member trained into `folder`
+TrainMember = Callable[[Plan, str, ProgressFn | None, MetricsFn | None, str | None], TrainResult]
+
+
+@dataclass
+class TrainedMembers:
+    """What a plan's `variants` members left: their records for the root model.json, the run's metrics,
+    artifacts (members/<k>/<file> -> sha256) and stage summaries (named by member)."""
+
+    records: list[VariantMemberInfo] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_variant_members(
+    plan: Plan,
+    members: list[Plan],
+    model_dir: str,
+    dataset_version: str,
+    train_member: TrainMember,
+    read_info: Callable[[str], Any],
+    progress: ProgressFn | None,
+    log_metrics: MetricsFn | None,
+) -> TrainedMembers:
+    """Train each member plan into `<model_dir>/members/<k>` (checkpoints under `<uri>/member_<k>`); with
+    checkpoint resume, a member already saved for its plan and the dataset is kept, not trained again."""
+    assert plan.variants is not None
+    count, weights = len(members), plan.variants.normalized_weights()
+    uri = plan.training.checkpoint.uri
+    resume = plan.training.checkpoint.resume and uri is not None
+    out = TrainedMembers()
+    for k, member in enumerate(members):
+        folder = f"{model_dir}/{variant_member_path(k)}"
+        result = finished_member(folder, member.digest(), dataset_version, read_info) if resume else None
+        if result is not None:
+            log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
+            if progress is not None:
+                progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
+        else:
+            checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
+            result = train_member(
+                member, folder, member_events(progress, k, count), member_metrics(log_metrics, k), checkpoint
+            )
+            save_member_result(folder, result)
+        info = read_info(folder)
+        out.records.append(
+            VariantMemberInfo(
+                overrides=plan.variants.members[k],
+                weight=weights[k],
+                architecture=info.spec.architecture,
+                plan_digest=info.plan_digest,
+                weights_sha256=info.weights_sha256 or "",
+            )
+        )
+        out.metrics |= {f"member_{k}_{key}": value for key, value in result.metrics.items()}
+        out.artifacts |= {f"{variant_member_path(k)}/{name}": sha for name, sha in result.artifacts.items()}
+        out.stages += [{**stage, "stage": f"member {k}: {stage['stage']}"} for stage in result.stages]
+    return out
+
+
+def ensemble_metrics(trained: TrainedMembers, ensemble: dict[str, float], weights: list[float]) -> dict[str, float]:
+    """The run's metrics: the members', the ensemble's on the validation split (its accuracy is the run's best)."""
+    count = len(weights)
+    metrics = trained.metrics | ensemble | {f"ensemble_weight_{k}": weight for k, weight in enumerate(weights)}
+    return metrics | {
+        "best_val_accuracy": ensemble.get("ensemble_val_accuracy", float("nan")),
+        "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
+        "num_stages": float(len(trained.stages)),
+        "variant_members": float(count),
+    }

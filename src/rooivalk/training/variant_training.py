@@ -21,7 +21,6 @@ run's best_val_accuracy: the validation accuracy of the model that ships, as for
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from scipy.special import softmax
 
@@ -30,32 +29,18 @@ from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.array_artifact import (
     ArrayModelInfo,
-    VariantMemberInfo,
     load_variant_members,
     read_array_model_info,
-    variant_member_path,
 )
 from rooivalk.models.array_inference import array_logits, model_arrays
 from rooivalk.models.artifact import INFO_FILE
 from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan, variant_plans
 from rooivalk.training.array_training import model_info, resolved_model_spec, train_array_on
-from rooivalk.training.members import finished_member, member_events, save_member_result
+from rooivalk.training.members import ensemble_metrics, train_variant_members
 from rooivalk.training.results import TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def member_metrics(log_metrics: MetricsFn | None, member: int) -> MetricsFn | None:
-    """Per-epoch figures of member k logged as member_<k>_<name>: members train one after another, each
-    from epoch 0, so unprefixed they would interleave in one MLflow series."""
-    if log_metrics is None:
-        return None
-
-    def prefixed(metrics: dict[str, float], step: int) -> None:
-        log_metrics({f"member_{member}_{name}": value for name, value in metrics.items()}, step)
-
-    return prefixed
 
 
 def _ensemble_val_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> dict[str, float]:
@@ -87,59 +72,31 @@ def train_variants(
     assert plan.variants is not None
     dataset = load_array_dataset(dataset_dir)
     members = variant_plans(plan)
-    count = len(members)
-    weights = plan.variants.normalized_weights()
-    uri = plan.training.checkpoint.uri
-    resume = plan.training.checkpoint.resume and uri is not None
-    version = dataset.info.version_id
-    root_info = f"{model_dir}/{INFO_FILE}"
-    if storage.exists(root_info):
-        storage.delete(root_info)  # complete again only when every member is saved
-    metrics: dict[str, float] = {}
-    artifacts: dict[str, str] = {}
-    stages: list[dict[str, Any]] = []
-    records: list[VariantMemberInfo] = []
-    for k, member in enumerate(members):
+    for member in members:
         if member.training.distributed.nproc_per_node * member.training.distributed.nnodes > 1:
             raise ValueError("training.distributed: sequence and table models train in one process")
-        folder = f"{model_dir}/{variant_member_path(k)}"
-        result = finished_member(folder, member.digest(), version, read_array_model_info) if resume else None
-        if result is not None:
-            log.info("variant member %d of %d: already trained for its plan (%s), kept", k, count, folder)
-            if progress is not None:
-                progress({"event": "message", "text": f"variant member {k} of {count}: already trained, kept"})
-        else:
-            checkpoint = None if uri is None else f"{uri.rstrip('/')}/member_{k}"
-            events, epochs = member_events(progress, k, count), member_metrics(log_metrics, k)
-            result = train_array_on(member, dataset, folder, events, epochs, checkpoint)
-            save_member_result(folder, result)
-        info = read_array_model_info(folder)
-        records.append(
-            VariantMemberInfo(
-                overrides=plan.variants.members[k],
-                weight=weights[k],
-                architecture=info.spec.architecture,
-                plan_digest=info.plan_digest,
-                weights_sha256=info.weights_sha256 or "",
-            )
-        )
-        metrics |= {f"member_{k}_{key}": value for key, value in result.metrics.items()}
-        artifacts |= {f"{variant_member_path(k)}/{name}": sha for name, sha in result.artifacts.items()}
-        stages += [{**stage, "stage": f"member {k}: {stage['stage']}"} for stage in result.stages]
+    if storage.exists(f"{model_dir}/{INFO_FILE}"):
+        storage.delete(f"{model_dir}/{INFO_FILE}")  # complete again only when every member is saved
+
+    def train_member(
+        member: Plan, folder: str, events: ProgressFn | None, epochs: MetricsFn | None, checkpoint: str | None
+    ) -> TrainResult:
+        return train_array_on(member, dataset, folder, events, epochs, checkpoint)
+
+    trained = train_variant_members(
+        plan, members, model_dir, dataset.info.version_id, train_member, read_array_model_info, progress, log_metrics
+    )
     root = model_info(plan, resolved_model_spec(plan.single_model, dataset), dataset)
-    root.variants = records
-    artifacts[INFO_FILE] = _write_root(model_dir, root)
+    root.variants = trained.records
+    artifacts = trained.artifacts | {INFO_FILE: _write_root(model_dir, root)}
     ensemble = _ensemble_val_metrics(model_dir, dataset, plan.training.eval_batch_size)
-    metrics |= ensemble | {f"ensemble_weight_{k}": weight for k, weight in enumerate(weights)}
+    metrics = ensemble_metrics(trained, ensemble, plan.variants.normalized_weights())
+    count = len(members)
     metrics |= {
-        "best_val_accuracy": ensemble.get("ensemble_val_accuracy", float("nan")),
-        "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
         "parameters": sum(metrics.get(f"member_{k}_parameters", 0.0) for k in range(count)),
         "num_features": metrics["member_0_num_features"],
-        "num_stages": float(len(stages)),
-        "variant_members": float(count),
     }
-    return TrainResult(metrics, stages, artifacts)
+    return TrainResult(metrics, trained.stages, artifacts)
 
 
 def _write_root(model_dir: str, info: ArrayModelInfo) -> str:
