@@ -13,7 +13,7 @@ def compression_rule(subject: str) -> Rule:
     def rule(section: ModelTraining) -> str | None:
         if section.task == DETECTION_TASK:
             return f"{subject} applies to classifiers; detectors export through their own path (export.detector_export)"
-        if section.training.distributed.nproc_per_node * section.training.distributed.nnodes > 1:
+        if section.training.distributed.processes > 1:
             return f"{subject} runs in one process after the stages; training.distributed launches several"
         return None
 

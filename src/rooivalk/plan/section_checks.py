@@ -46,7 +46,7 @@ def cross_validation_problems(plan: Plan) -> list[tuple[str, str]]:
             )
         ]
     distributed = plan.training.distributed
-    if distributed.nproc_per_node * distributed.nnodes > 1:
+    if distributed.processes > 1:
         return [
             (
                 "evaluation.cross_validation",

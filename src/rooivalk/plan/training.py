@@ -199,6 +199,11 @@ class DistributedSpec(Strict):
     nnodes: int = Field(1, ge=1)
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
+    @property
+    def processes(self) -> int:
+        """Training processes in all (every node's): more than 1 is distributed training."""
+        return self.nproc_per_node * self.nnodes
+
 
 class StageSpec(Strict):
     """One stage. Its length is `epochs`, or `seconds` of wall-clock training (converted to a step

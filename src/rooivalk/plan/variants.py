@@ -103,7 +103,7 @@ def section_problems(plan: Any) -> list[tuple[str, str]]:
         )
     if is_image_plan(plan):
         distributed = plan.training.distributed
-        if distributed.nproc_per_node * distributed.nnodes > 1:
+        if distributed.processes > 1:
             problems.append(
                 (
                     "training.distributed",

@@ -146,7 +146,7 @@ def train_array_model(
 ) -> TrainResult:
     """Train the plan's rnn or mlp model on the array dataset at `dataset_dir`; write it to `model_dir`.
     (With `evaluation.cross_validation`, rooivalk.training.trainer.train_model runs the folds first.)"""
-    if plan.training.distributed.nproc_per_node * plan.training.distributed.nnodes > 1:
+    if plan.training.distributed.processes > 1:
         raise ValueError("training.distributed: sequence and table models train in one process")
     dataset = load_array_dataset(dataset_dir)
     return train_array_on(plan, dataset, model_dir, progress, log_metrics, plan.training.checkpoint.uri)

@@ -64,7 +64,7 @@ def train_image_model(
     """Train an image plan's model on the dataset at `dataset_dir`; with `training.distributed.nproc_per_node
     > 1` this launches torchrun and waits for it (each rank runs train_model again, inside torchrun)."""
     spec = plan.training
-    if spec.distributed.nproc_per_node * spec.distributed.nnodes > 1 and not in_torchrun():
+    if spec.distributed.processes > 1 and not in_torchrun():
         record = launch(plan, dataset_dir, model_dir)
         for metrics, step in record["history"]:  # rank 0 could not reach this process's logger
             (log_metrics or noop)(metrics, step)

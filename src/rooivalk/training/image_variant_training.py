@@ -33,10 +33,9 @@ from rooivalk.models.artifact import (
     read_model_info,
     variant_member_path,
 )
-from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan, variant_plans
 from rooivalk.training.image_training import train_image_on
-from rooivalk.training.members import ensemble_metrics, train_variant_members
+from rooivalk.training.members import ensemble_metrics, ensemble_val_figures, train_variant_members
 from rooivalk.training.results import TrainResult
 
 log = logging.getLogger(__name__)
@@ -63,11 +62,7 @@ def _ensemble_val_metrics(model_dir: str, dataset: Dataset, batch_size: int) -> 
         str(k): _probabilities(member.eval(), info, images, batch_size)
         for k, (member, _) in enumerate(load_image_members(model_dir, info))
     }
-    mixed = combine(probabilities, {str(k): member.weight for k, member in enumerate(info.variants)})
-    return {
-        "ensemble_val_accuracy": float((mixed.argmax(1) == labels).mean()),
-        "ensemble_val_log_loss": log_loss(mixed, np.asarray(labels)),
-    }
+    return ensemble_val_figures(probabilities, {str(k): m.weight for k, m in enumerate(info.variants)}, labels)
 
 
 def train_image_variants(

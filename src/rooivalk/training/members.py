@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from rooivalk import storage
 from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.models.artifact import VariantMemberInfo, variant_member_path
+from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan
 from rooivalk.training.results import TrainResult
 
@@ -137,4 +140,16 @@ def ensemble_metrics(trained: TrainedMembers, ensemble: dict[str, float], weight
         "train_seconds": sum(metrics.get(f"member_{k}_train_seconds", 0.0) for k in range(count)),
         "num_stages": float(len(trained.stages)),
         "variant_members": float(count),
+    }
+
+
+def ensemble_val_figures(probabilities: dict[str, Any], weights: dict[str, float], labels: Any) -> dict[str, float]:
+    """Accuracy and log loss of the weighted average of members' probabilities {member: (n, K)} on the
+    validation split's labels (n,); nothing when the split is empty."""
+    if len(labels) == 0:
+        return {}
+    mixed = combine(probabilities, weights)
+    return {
+        "ensemble_val_accuracy": float((mixed.argmax(1) == np.asarray(labels)).mean()),
+        "ensemble_val_log_loss": log_loss(mixed, np.asarray(labels)),
     }

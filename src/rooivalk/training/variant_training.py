@@ -34,10 +34,9 @@ from rooivalk.models.array_artifact import (
 )
 from rooivalk.models.array_inference import array_logits, model_arrays
 from rooivalk.models.artifact import INFO_FILE
-from rooivalk.models.ensemble_weights import combine, log_loss
 from rooivalk.plan import Plan, variant_plans
 from rooivalk.training.array_training import model_info, resolved_model_spec, train_array_on
-from rooivalk.training.members import ensemble_metrics, train_variant_members
+from rooivalk.training.members import ensemble_metrics, ensemble_val_figures, train_variant_members
 from rooivalk.training.results import TrainResult
 
 log = logging.getLogger(__name__)
@@ -54,11 +53,7 @@ def _ensemble_val_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int
         str(k): softmax(array_logits(member, arrays, info.num_classes, batch_size), axis=1)  # (n, K)
         for k, (member, _) in enumerate(load_variant_members(model_dir, info))
     }
-    mixed = combine(probabilities, {str(k): member.weight for k, member in enumerate(info.variants)})
-    return {
-        "ensemble_val_accuracy": float((mixed.argmax(1) == labels).mean()),
-        "ensemble_val_log_loss": log_loss(mixed, labels),
-    }
+    return ensemble_val_figures(probabilities, {str(k): m.weight for k, m in enumerate(info.variants)}, labels)
 
 
 def train_variants(
@@ -73,7 +68,7 @@ def train_variants(
     dataset = load_array_dataset(dataset_dir)
     members = variant_plans(plan)
     for member in members:
-        if member.training.distributed.nproc_per_node * member.training.distributed.nnodes > 1:
+        if member.training.distributed.processes > 1:
             raise ValueError("training.distributed: sequence and table models train in one process")
     if storage.exists(f"{model_dir}/{INFO_FILE}"):
         storage.delete(f"{model_dir}/{INFO_FILE}")  # complete again only when every member is saved
