@@ -1,16 +1,19 @@
-"""TPE with median pruning against a 3 x 3 grid, the same number of trainings, on the sign-language plan.
+"""TPE with median pruning against a 3 x 3 grid, for the same trainings and for the same epochs, on signs.
 
 Both searches run `rooivalk search` (rooivalk.search.run_search) on pipelines/plans/sign_language.yaml at
 a reduced scale (--count sequences, one stage of --epochs epochs) over the GRU's size and the learning
 rate: the grid tries model.architecture in {gru-32x1, gru-64x1, gru-128x2} x lr in {3e-4, 1e-3, 3e-3};
 TPE samples the same architectures and lr log-uniformly in [3e-4, 3e-3], 9 trials, pruning a trial that
-trails the median after 3 epochs. Each repetition (--repeats, default 3) uses its own seed for the data
-order and initial weights (training.seed) and for TPE's sampler; both searches of a repetition share it.
-Measured per repetition: the best validation accuracy each reached, its wall time, and TPE's pruned
-trials. Writes search_vs_grid.json, search_vs_grid.png and README.md to --out; the JSON printed last has
-the means and ratio_to_baseline: TPE's mean best validation accuracy over the grid's (> 1: TPE better).
+trails the median after 3 epochs; a third search is that TPE given the grid's epochs instead
+(search.epoch_budget = 9 x --epochs, at most 40 trials): the epochs pruning saves buy more trials. Each
+repetition (--repeats, default 3) uses its own seed for the data order and initial weights
+(training.seed) and for TPE's sampler; the searches of a repetition share it.
+Measured per repetition: the best validation accuracy each reached, its wall time, TPE's trials, pruned
+trials and epochs. Writes search_vs_grid.json, search_vs_grid.png and README.md to --out; the JSON printed
+last has the means, ratio_to_baseline: TPE's (9 trainings) mean best validation accuracy over the grid's
+(> 1: TPE better), and budget_ratio_to_baseline: the same for TPE with the grid's epochs.
 
-    .venv/bin/python benchmarks/search_vs_grid.py                        # ~10 min on 2 cores
+    .venv/bin/python benchmarks/search_vs_grid.py                        # ~15 min on 2 cores
     .venv/bin/python benchmarks/search_vs_grid.py --count 520 --epochs 4 --repeats 1 --out /tmp/svg
 """
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "pipelines" / "plans" / "sign_language.yaml"
 ARCHITECTURES = ["gru-32x1", "gru-64x1", "gru-128x2"]
 LRS = [3e-4, 1e-3, 3e-3]
+SEARCHES = {"grid": "grid", "tpe": "TPE, 9 trainings", "tpe_budget": "TPE, the grid's epochs"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,12 +56,20 @@ def plan(count: int, epochs: int, seed: int, data: Path, search: dict[str, Any])
         {"name": "main", "epochs": epochs, "train": ["all"], "lr": {"top": 1e-3, "ratio": 1.0}}  # one LR for all
     ]
     raw["evaluation"] = {"gates": []}
-    raw["search"] = {"trials": 9, "seed": seed, **search}
+    raw["search"] = {"trials": 9, "seed": seed, **search}  # search may set its own trials
     return raw
 
 
-def searches(seed: int) -> dict[str, dict[str, Any]]:
+def searches(epochs: int) -> dict[str, dict[str, Any]]:
     lr_choices = {"choices": LRS}  # one LR for every layer group (top with ratio 1)
+    tpe = {
+        "sampler": "tpe",
+        "pruner": {"kind": "median", "warmup_epochs": 3, "startup_trials": 3},
+        "space": {
+            "model.architecture": {"choices": ARCHITECTURES},
+            "training.stages.0.lr.top": {"low": LRS[0], "high": LRS[-1], "log": True},
+        },
+    }
     return {
         "grid": {
             "sampler": "grid",
@@ -67,14 +79,8 @@ def searches(seed: int) -> dict[str, dict[str, Any]]:
                 "training.stages.0.lr.top": lr_choices,
             },
         },
-        "tpe": {
-            "sampler": "tpe",
-            "pruner": {"kind": "median", "warmup_epochs": 3, "startup_trials": 3},
-            "space": {
-                "model.architecture": {"choices": ARCHITECTURES},
-                "training.stages.0.lr.top": {"low": LRS[0], "high": LRS[-1], "log": True},
-            },
-        },
+        "tpe": tpe,
+        "tpe_budget": {**tpe, "trials": 40, "epoch_budget": 9 * epochs},  # the grid's 9 x epochs
     }
 
 
@@ -89,6 +95,7 @@ def run(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         "best_params": report.best["params"],
         "seconds": time.perf_counter() - started,
         "counts": report.counts(),
+        "trials": len(report.trials),
         "epochs_trained": sum(trial["epochs"] for trial in report.trials),
     }
 
@@ -101,44 +108,52 @@ def plot(result: dict[str, Any], path: Path) -> None:
     FigureCanvasAgg(figure)
     accuracy, seconds = figure.subplots(1, 2)
     seeds = [str(r["seed"]) for r in result["repeats"]]
-    for offset, name in ((-0.2, "grid"), (0.2, "tpe")):
+    for offset, (name, label) in zip((-0.27, 0.0, 0.27), SEARCHES.items(), strict=True):
         xs = [i + offset for i in range(len(seeds))]
-        accuracy.bar(xs, [r[name]["best_val_accuracy"] for r in result["repeats"]], width=0.4, label=name)
-        seconds.bar(xs, [r[name]["seconds"] for r in result["repeats"]], width=0.4, label=name)
+        accuracy.bar(xs, [r[name]["best_val_accuracy"] for r in result["repeats"]], width=0.27, label=label)
+        seconds.bar(xs, [r[name]["seconds"] for r in result["repeats"]], width=0.27, label=label)
     for axes, label in ((accuracy, "best validation accuracy"), (seconds, "wall seconds")):
         axes.set_xticks(range(len(seeds)), seeds)
         axes.set(xlabel="seed", ylabel=label)
-        axes.legend()
-    low = min(min(r["grid"]["best_val_accuracy"], r["tpe"]["best_val_accuracy"]) for r in result["repeats"])
+        axes.legend(fontsize="small")
+    low = min(r[name]["best_val_accuracy"] for r in result["repeats"] for name in SEARCHES)
     accuracy.set_ylim(max(low - 0.05, 0.0), 1.0)
     figure.savefig(path)
 
 
 def readme(result: dict[str, Any]) -> str:
+    grid_epochs = 9 * result["epochs"]
     lines = [
-        "# Search: TPE with median pruning against a 3 x 3 grid (9 trainings each)",
+        "# Search: TPE with median pruning against a 3 x 3 grid, for the same trainings and the same epochs",
         "",
         f"`{result['plan']}` at {result['count']} sequences, one stage of {result['epochs']} epochs, over "
         "model.architecture (gru-32x1, gru-64x1, gru-128x2) and the learning rate (grid 3e-4 / 1e-3 / 3e-3; "
-        "TPE log-uniform in [3e-4, 3e-3]), objective the best epoch's validation accuracy.",
+        "TPE log-uniform in [3e-4, 3e-3]), objective the best epoch's validation accuracy. TPE prunes a trial "
+        "that trails the median after 3 epochs; it runs once with the grid's 9 trainings and once with the "
+        f"grid's {grid_epochs} epochs (`search.epoch_budget: {grid_epochs}`), where pruned epochs buy more trials.",
         f"Machine: {result['machine']}. Command: "
         f"`{' '.join(['.venv/bin/python benchmarks/search_vs_grid.py', *result['argv']])}`.",
         "",
-        "| seed | grid best val acc | grid s | TPE best val acc | TPE s | TPE pruned | TPE epochs trained |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| seed | grid best val acc | grid s | TPE 9 trainings | s | pruned | epochs | TPE grid's epochs | s | "
+        "trials | pruned | epochs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["repeats"]:
-        grid, tpe = r["grid"], r["tpe"]
+        grid, tpe, budget = r["grid"], r["tpe"], r["tpe_budget"]
         lines.append(
             f"| {r['seed']} | {grid['best_val_accuracy']:.4f} | {grid['seconds']:.0f} | "
             f"{tpe['best_val_accuracy']:.4f} | {tpe['seconds']:.0f} | {tpe['counts'].get('pruned', 0)} | "
-            f"{tpe['epochs_trained']} of {9 * result['epochs']} |"
+            f"{tpe['epochs_trained']} | {budget['best_val_accuracy']:.4f} | {budget['seconds']:.0f} | "
+            f"{budget['trials']} | {budget['counts'].get('pruned', 0)} | {budget['epochs_trained']} |"
         )
     lines += [
         "",
-        f"Mean best validation accuracy: grid {result['grid_mean']:.4f}, TPE {result['tpe_mean']:.4f} "
-        f"(ratio_to_baseline {result['ratio_to_baseline']:.4f}); mean wall time: grid "
-        f"{result['grid_seconds_mean']:.0f} s, TPE {result['tpe_seconds_mean']:.0f} s.",
+        f"Mean best validation accuracy: grid {result['grid_mean']:.4f}, TPE with 9 trainings "
+        f"{result['tpe_mean']:.4f} (ratio_to_baseline {result['ratio_to_baseline']:.4f}), TPE with the grid's "
+        f"epochs {result['tpe_budget_mean']:.4f} (budget_ratio_to_baseline {result['budget_ratio_to_baseline']:.4f}); "
+        f"mean wall time: grid {result['grid_seconds_mean']:.0f} s, TPE {result['tpe_seconds_mean']:.0f} s, "
+        f"TPE with the grid's epochs {result['tpe_budget_seconds_mean']:.0f} s. One validation sequence is "
+        f"{1 / result['val_size']:.4f} of accuracy ({result['val_size']} sequences).",
         "",
         "![search vs grid](search_vs_grid.png)",
         "",
@@ -157,32 +172,39 @@ def main(argv: list[str]) -> dict[str, Any]:
         work = Path(scratch)
         for seed in range(args.repeats):
             row: dict[str, Any] = {"seed": seed}
-            for name, search in searches(seed).items():
+            for name, search in searches(args.epochs).items():
                 print(f"seed {seed}: {name}")
                 raw = plan(args.count, args.epochs, seed, work / "signs.parquet", search)
                 row[name] = run(raw, work / f"{name}-{seed}")
             repeats.append(row)
-    grid_mean = sum(r["grid"]["best_val_accuracy"] for r in repeats) / len(repeats)
-    tpe_mean = sum(r["tpe"]["best_val_accuracy"] for r in repeats) / len(repeats)
+    means = {name: sum(r[name]["best_val_accuracy"] for r in repeats) / len(repeats) for name in SEARCHES}
     result = {
         "benchmark": "search_vs_grid",
         "machine": machine.describe(),
         "plan": str(PLAN.relative_to(ROOT)),
         "count": args.count,
+        "val_size": round(args.count * 0.15),  # the plan's split: 70 / 15 / 15
         "epochs": args.epochs,
         "argv": argv,
         "repeats": repeats,
-        "grid_mean": grid_mean,
-        "tpe_mean": tpe_mean,
-        "grid_seconds_mean": sum(r["grid"]["seconds"] for r in repeats) / len(repeats),
-        "tpe_seconds_mean": sum(r["tpe"]["seconds"] for r in repeats) / len(repeats),
+        **{f"{name}_mean": means[name] for name in SEARCHES},
+        **{f"{name}_seconds_mean": sum(r[name]["seconds"] for r in repeats) / len(repeats) for name in SEARCHES},
         "tpe_wins": sum(r["tpe"]["best_val_accuracy"] > r["grid"]["best_val_accuracy"] for r in repeats),
-        "ratio_to_baseline": tpe_mean / grid_mean,
+        "tpe_budget_wins": sum(r["tpe_budget"]["best_val_accuracy"] > r["grid"]["best_val_accuracy"] for r in repeats),
+        "ratio_to_baseline": means["tpe"] / means["grid"],
+        "budget_ratio_to_baseline": means["tpe_budget"] / means["grid"],
     }
     (out / "search_vs_grid.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "search_vs_grid.png")
     (out / "README.md").write_text(readme(result))
-    keys = ("grid_mean", "tpe_mean", "grid_seconds_mean", "tpe_seconds_mean", "tpe_wins", "ratio_to_baseline")
+    keys = (
+        *(f"{name}_mean" for name in SEARCHES),
+        *(f"{name}_seconds_mean" for name in SEARCHES),
+        "tpe_wins",
+        "tpe_budget_wins",
+        "ratio_to_baseline",
+        "budget_ratio_to_baseline",
+    )
     return {"benchmark": "search_vs_grid", **{key: result[key] for key in keys}}
 
 

@@ -10,8 +10,6 @@ prediction and confidence.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import softmax
-from torch import nn
 
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.data.sequence_dataset import SequenceDataset
@@ -19,12 +17,10 @@ from rooivalk.evaluation.ensemble import combine, score_ensemble
 from rooivalk.evaluation.metrics import classification_metrics
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile
 from rooivalk.evaluation.results import REFERENCE_DIR, EvaluateResult, finish_evaluation, scored_metrics
-from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, load_xgboost_member
-from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
-from rooivalk.models.inference import Arrays
-from rooivalk.models.variant_ensemble import VariantEnsemble
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model
+from rooivalk.models.array_inference import model_arrays
 from rooivalk.plan import Plan
-from rooivalk.training.xgboost_training import predict_probabilities
+from rooivalk.training.array_probabilities import ensemble_weights, member_probabilities, predicted_probabilities
 
 
 def _profile_columns(dataset: ArrayDataset, split: str) -> dict[str, np.ndarray]:
@@ -56,41 +52,6 @@ def write_array_reference_profile(
     model_name = plan.tracking.registered_model or plan.name
     frame, profile = build_profile(columns, {}, dataset.info.version_id, model_name, split)
     return save_profile(uri, frame, profile)
-
-
-def member_probabilities(
-    model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
-) -> dict[str, np.ndarray]:
-    """Softmax probabilities (N, K) of the model; with an ensemble of its XGBoost member too; of a variant
-    ensemble, each member's, named by its index ("0", "1", ...)."""
-    if isinstance(model, VariantEnsemble):
-        return {
-            str(k): softmax(array_logits(member, arrays, info.num_classes, batch), axis=1)
-            for k, member in enumerate(model.members)
-        }
-    probabilities = {"model": softmax(array_logits(model, arrays, info.num_classes, batch), axis=1)}
-    if info.ensemble is not None:
-        booster = load_xgboost_member(model_dir, info)
-        probabilities["xgboost"] = predict_probabilities(booster, np.asarray(arrays[INPUTS]))
-    return probabilities
-
-
-def ensemble_weights(info: ArrayModelInfo) -> dict[str, float] | None:
-    """The members' weights by name (as member_probabilities names them), or None for a single model."""
-    if info.ensemble is not None:
-        return info.ensemble.weights
-    if info.variants is not None:
-        return {str(k): member.weight for k, member in enumerate(info.variants)}
-    return None
-
-
-def predicted_probabilities(
-    model: nn.Module, info: ArrayModelInfo, model_dir: str, arrays: Arrays, batch: int
-) -> np.ndarray:
-    """(N, K): the model's, or its ensemble's weighted, probabilities."""
-    members = member_probabilities(model, info, model_dir, arrays, batch)
-    weights = ensemble_weights(info)
-    return members["model"] if weights is None else combine(members, weights)
 
 
 def evaluate_array_model(

@@ -105,6 +105,13 @@ class SearchSpec(Strict):
     )
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's TPE, random, or the full grid")
     trials: int = Field(20, ge=1, description="trials in all (every worker together); grid: at most the grid's size")
+    epoch_budget: int | None = Field(
+        None,
+        ge=1,
+        description="stop starting trials once the study's trials together trained this many epochs (a pruned "
+        "trial counts the epochs it ran, so what pruning saves buys more trials); trials stays the most that run; "
+        "null: no budget",
+    )
     objective: ObjectiveSpec = ObjectiveSpec()
     pruner: PrunerSpec = PrunerSpec()
     workers: int = Field(1, ge=1, le=64, description="trials run at once, each in its own process, on one study")
@@ -174,6 +181,13 @@ def search_section_problems(plan: Any) -> list[tuple[str, str]]:
         problems.append(("search.pruner.startup_trials", f"applies to kind median, not {pruner.kind}"))
     if "warmup_epochs" in pruner.model_fields_set and pruner.kind == "none":
         problems.append(("search.pruner.warmup_epochs", "applies to a pruner; kind is none"))
+    if spec.epoch_budget is not None and plan.evaluation.cross_validation is not None:
+        problems.append(
+            (
+                "search.epoch_budget",
+                "a cross-validated trial reports per fold, not per epoch: budget it by search.trials",
+            )
+        )
     if spec.storage is not None and _has_password(spec.storage):
         problems.append(
             (

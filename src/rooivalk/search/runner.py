@@ -59,9 +59,10 @@ def work(
     finished: int | None = None,
 ) -> int:
     """Worker `worker`: its share of the study's trials (a separate process with workers > 1); `finished`:
-    the trials the study held before this search started (they move the sampler's seed; None: counted
-    now). On a cluster (context.run_key) a retried worker pod first queues again the trials it left
-    running, then runs only what its share has left. Returns the trials it ran."""
+        the trials the study held before this search started (they move the sampler's seed; None: counted
+        now). On a cluster (context.run_key) a retried worker pod first queues again the trials it left
+        running, then runs only what its share has left; with search.epoch_budget it stops once the study spent
+    it. Returns the trials it ran."""
     import torch
 
     from rooivalk.training.engine.errors import TrainingError
@@ -79,8 +80,33 @@ def work(
     # A trial whose plan the values make invalid, or whose training fails (a non-finite loss, out of memory),
     # fails alone: the search goes on. Preempted propagates: the pod is going away.
     catch = (PlanError, TrainingError, torch.cuda.OutOfMemoryError)
-    study.optimize(objective(context, plan.search), n_trials=trials, catch=catch, callbacks=[_announce])
-    return trials
+    ran: list[int] = []
+    callbacks = [_announce, lambda _study, trial: ran.append(trial.number)]
+    if plan.search.epoch_budget is not None:
+        if epochs_trained(study) >= plan.search.epoch_budget:  # a continued study that spent it already
+            print(f"epoch budget of {plan.search.epoch_budget} spent already: no trial", flush=True)
+            return 0
+        callbacks.append(_stop_at_budget(plan.search.epoch_budget))
+    study.optimize(objective(context, plan.search), n_trials=trials, catch=catch, callbacks=callbacks)
+    return len(ran)
+
+
+def epochs_trained(study: Any) -> int:
+    """The epochs every trial of the study reported so far, running ones included (one figure per epoch)."""
+    return sum(len(trial.intermediate_values) for trial in study.get_trials(deepcopy=False))
+
+
+def _stop_at_budget(budget: int) -> Callable[[Any, Any], None]:
+    """An Optuna callback: this worker starts no further trial once the study trained `budget` epochs (with N
+    workers, the others' running trials still finish: the study may pass it by up to N - 1 trials)."""
+
+    def stop(study: Any, _trial: Any) -> None:
+        spent = epochs_trained(study)
+        if spent >= budget:
+            print(f"epoch budget reached: {spent} of {budget} epochs trained; no further trial", flush=True)
+            study.stop()
+
+    return stop
 
 
 def _requeue_and_count(study: Any, worker: int, run_key: str, tracking_uri: str) -> int:

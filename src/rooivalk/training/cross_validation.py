@@ -38,15 +38,15 @@ from rooivalk import storage
 from rooivalk.data.dataset import SPLIT_CODES, Dataset, load_dataset
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
-from rooivalk.models.array_artifact import load_array_model, load_xgboost_member
-from rooivalk.models.array_inference import INPUTS, array_logits, model_arrays
+from rooivalk.models.array_artifact import load_array_model
+from rooivalk.models.array_inference import model_arrays
 from rooivalk.models.artifact import INFO_FILE
 from rooivalk.plan import ARRAY_FORMATS, Plan
 from rooivalk.plan.evaluation import CV_METRICS
+from rooivalk.training.array_probabilities import predicted_probabilities
 from rooivalk.training.array_training import train_array_on
 from rooivalk.training.image_training import train_image_on
 from rooivalk.training.results import TrainResult
-from rooivalk.training.xgboost_training import predict_probabilities
 
 FOLDS_DIR = "folds"
 CV_FILE = "cross_validation.json"
@@ -95,12 +95,7 @@ def array_held_out(model_dir: str, dataset: ArrayDataset, batch_size: int) -> tu
     for a table ensemble) on the dataset's "val" rows, the fold's held-out rows."""
     model, info = load_array_model(model_dir)
     arrays, labels = model_arrays(info, dataset, "val")
-    probabilities = softmax(array_logits(model, arrays, info.num_classes, batch_size), axis=1)  # (n, K)
-    if info.ensemble is not None:
-        booster = load_xgboost_member(model_dir, info)
-        trees = predict_probabilities(booster, np.asarray(arrays[INPUTS]))
-        probabilities = info.ensemble.weights["model"] * probabilities + info.ensemble.weights["xgboost"] * trees
-    return probabilities, labels
+    return predicted_probabilities(model, info, model_dir, arrays, batch_size), labels
 
 
 def held_out_metrics(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:

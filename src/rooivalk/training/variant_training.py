@@ -22,19 +22,14 @@ from __future__ import annotations
 
 import logging
 
-from scipy.special import softmax
-
 from rooivalk import storage
 from rooivalk.data.datasets import ArrayDataset, load_array_dataset
 from rooivalk.events import MetricsFn, ProgressFn
-from rooivalk.models.array_artifact import (
-    ArrayModelInfo,
-    load_variant_members,
-    read_array_model_info,
-)
-from rooivalk.models.array_inference import array_logits, model_arrays
+from rooivalk.models.array_artifact import ArrayModelInfo, load_array_model, read_array_model_info
+from rooivalk.models.array_inference import model_arrays
 from rooivalk.models.artifact import INFO_FILE
 from rooivalk.plan import Plan, variant_plans
+from rooivalk.training.array_probabilities import ensemble_weights, member_probabilities
 from rooivalk.training.array_training import model_info, resolved_model_spec, train_array_on
 from rooivalk.training.members import ensemble_metrics, ensemble_val_figures, train_variant_members
 from rooivalk.training.results import TrainResult
@@ -44,16 +39,13 @@ log = logging.getLogger(__name__)
 
 def _ensemble_val_metrics(model_dir: str, dataset: ArrayDataset, batch_size: int) -> dict[str, float]:
     """The weighted average of the members' probabilities on the validation split: accuracy, log loss."""
-    info = read_array_model_info(model_dir)
-    assert info.variants is not None
+    model, info = load_array_model(model_dir)
+    weights = ensemble_weights(info)
+    assert weights is not None, "a variant ensemble has its members' weights"
     arrays, labels = model_arrays(info, dataset, "val")
     if len(labels) == 0:
         return {}
-    probabilities = {
-        str(k): softmax(array_logits(member, arrays, info.num_classes, batch_size), axis=1)  # (n, K)
-        for k, (member, _) in enumerate(load_variant_members(model_dir, info))
-    }
-    return ensemble_val_figures(probabilities, {str(k): m.weight for k, m in enumerate(info.variants)}, labels)
+    return ensemble_val_figures(member_probabilities(model, info, model_dir, arrays, batch_size), weights, labels)
 
 
 def train_variants(

@@ -22,7 +22,6 @@ from rooivalk.data.sequence_dataset import SequenceDataset
 from rooivalk.data.sequence_reader import pad_or_truncate
 from rooivalk.data.simulators.sign_language import FEATURES as LANDMARK_FEATURES
 from rooivalk.data.table_dataset import TableDataset, TableDatasetInfo, encode_rows, model_inputs
-from rooivalk.evaluation.array_evaluation import predicted_probabilities
 from rooivalk.export import Predictor, export_model
 from rooivalk.export.array_export import onnx_feeds
 from rooivalk.export.bundle import BundleError
@@ -30,6 +29,7 @@ from rooivalk.models.array_artifact import load_array_model
 from rooivalk.models.array_inference import array_logits, model_arrays
 from rooivalk.plan import Plan, load_plan
 from rooivalk.training import train_model
+from rooivalk.training.array_probabilities import predicted_probabilities
 
 REPO = Path(__file__).resolve().parents[3]
 PLANS = REPO / "pipelines" / "plans"

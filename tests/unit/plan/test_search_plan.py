@@ -82,6 +82,9 @@ def test_keys_trials_would_not_honour_are_refused_with_their_paths() -> None:
     raw = _plan()
     raw["training"]["distributed"] = {"nproc_per_node": 2}
     assert "search: distributed (DDP) trials" in _problems(raw)
+    raw = _plan(epoch_budget=40)
+    raw["evaluation"] = {"cross_validation": {"folds": 3}}
+    assert "search.epoch_budget: a cross-validated trial reports per fold" in _problems(raw)
 
 
 def test_a_password_in_the_storage_url_is_refused_and_hidden_from_reports() -> None:

@@ -265,3 +265,15 @@ def test_a_trial_with_qat_is_scored_by_its_qat_epochs_only(tmp_path: Path) -> No
     history = json.loads((tmp_path / "search" / "trials" / "0000" / "model" / "stages.json").read_text())
     assert [stage["stage"] for stage in history] == ["main", "qat"]
     assert trial["value"] == pytest.approx(history[-1]["best_val_accuracy"])
+
+
+def test_an_epoch_budget_stops_starting_trials_once_the_study_trained_that_many_epochs(tmp_path: Path) -> None:
+    raw = tiny_search_plan(tmp_path, trials=10, epoch_budget=5, pruner={"kind": "none"})
+    raw["training"]["stages"][0]["epochs"] = 2
+    out = tmp_path / "search"
+    lines: list[str] = []
+    report = run_search(raw, "plan.yaml", out, say=lines.append)
+    # 2 + 2 epochs leave the budget unspent, the third trial spends it: no fourth of the ten trials starts.
+    assert [trial["epochs"] for trial in report.trials] == [2, 2, 2]
+    again = run_search(raw, "plan.yaml", out)  # the study continued: its budget is spent, nothing runs
+    assert len(again.trials) == 3
