@@ -60,7 +60,10 @@ def train_attribution(
     folders = {name: f"{out_dir}/{name}" for name in FOLDERS}
     ingested = ingest_data(table_plan.data, folders["dataset"], quarantine_uri=f"{out_dir}/quarantine.json")
     say({"event": "message", "text": f"attribution data {ingested.info.version_id}: {ingested.metrics}"})
-    trained = train_model(table_plan, folders["dataset"], folders["model"], progress, log_metrics)
+    try:
+        trained = train_model(table_plan, folders["dataset"], folders["model"], progress, log_metrics)
+    except ValueError as error:  # a refusal naming a key of the table plan names it where the user set it
+        raise ValueError(_under_attribution(str(error))) from error
     evaluated = evaluate_model(table_plan, folders["model"], folders["dataset"], folders["evaluation"])
     exported = export_model(
         table_plan,
@@ -76,6 +79,16 @@ def train_attribution(
         dataset_version=ingested.info.version_id,
         gates=[*evaluated.gates, *exported.gates],
     )
+
+
+# The table plan's sections that come from the plan's attribution section (Plan.attribution_plan).
+_ATTRIBUTION_SECTIONS = ("data.", "model.", "training.", "ensemble.", "evaluation.", "export.")
+
+
+def _under_attribution(message: str) -> str:
+    """A training error that names a key of the attribution's table plan (`training.distillation.teacher:
+    ...`), with the key as the user wrote it in the plan (`attribution.training.distillation.teacher`)."""
+    return f"attribution.{message}" if message.startswith(_ATTRIBUTION_SECTIONS) else message
 
 
 def register_attribution(
