@@ -29,6 +29,7 @@ import torch
 from rooivalk import storage
 from rooivalk.data.detection_dataset import load_detection_dataset
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
+from rooivalk.evaluation.requirements import measure_requirements, per_class_figures
 from rooivalk.evaluation.results import REPORT_FILE, EvaluateResult
 from rooivalk.models.box_fusion import fuse_members, keep_best, tta_predict
 from rooivalk.models.detection_metrics import Detections, GroundTruth, detection_metrics, operating_points
@@ -136,9 +137,11 @@ def evaluate_detector(
             lambda image: _tta_detections(model, [image], size, tta, info.detector.max_detections), timed
         )
         tta_report = {"settings": tta.model_dump(), "map50": tta_scores["map50"], "map": tta_scores["map"]}
+    ap50 = {name.split("/", 1)[1]: value for name, value in scores.items() if name.startswith("ap50/")}
+    per_class = {name: {"ap50": value} for name, value in ap50.items()}
+    metrics |= per_class_figures(plan.requirements, per_class, "test_", "the detector")
     gates = check_gates(plan.evaluation.gates, metrics)
     passed = all(gate["passed"] for gate in gates)
-    ap50 = {name.split("/", 1)[1]: value for name, value in scores.items() if name.startswith("ap50/")}
     report: dict[str, Any] = {
         "kind": "detection",
         "classes": info.classes,
@@ -155,6 +158,7 @@ def evaluate_detector(
         "boxes": len(dataset.boxes),
         "split": split,
         "gates": gates,
+        "requirements": measure_requirements(plan.requirements, metrics),
         "passed": passed,
         "dataset_version": dataset.info.version_id,
         "reference_profile": None,

@@ -19,6 +19,7 @@ from rooivalk.evaluation.evaluate import EvaluateResult
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import worst_classes
 from rooivalk.evaluation.profile import ProfileInfo, build_profile, prediction_columns, save_profile, signal_statistics
+from rooivalk.evaluation.requirements import measure_requirements, per_class_figures
 from rooivalk.features.fusion_features import load_fusion_features
 from rooivalk.models.fusion_artifacts import load_fusion_model
 from rooivalk.models.fusion_inference import FusionFeatures, predict_fusion, predict_fusion_probabilities
@@ -171,6 +172,7 @@ def evaluate_fusion_step(
         )
     results = evaluate_system(dataset, sensors, features, fusion)
     metrics = flat_metrics(results)
+    metrics |= per_class_figures(plan.requirements, results["fusion"]["per_class"], "fusion_test_", "the fusion")
     gates = check_gates(plan.evaluation.gates, metrics, missing_fails=True)
     reference_uri = f"{report_dir}/{REFERENCE_DIR}"
     model_name = plan.tracking.registered_model or plan.name
@@ -179,6 +181,7 @@ def evaluate_fusion_step(
         "results": results,
         "metrics": metrics,
         "gates": gates,
+        "requirements": measure_requirements(plan.requirements, metrics),
         "dataset_version": dataset.info.version_id,
         "features_key": fusion_info.features_key,
         "plan_digest": plan.digest(),

@@ -10,6 +10,7 @@ from typing import Any
 from rooivalk import storage
 from rooivalk.evaluation.gates import GateFailure, check_gates, describe_failures
 from rooivalk.evaluation.metrics import plot_confusion_matrix
+from rooivalk.evaluation.requirements import measure_requirements, per_class_figures
 from rooivalk.plan import Plan
 
 REPORT_FILE = "evaluation.json"
@@ -42,13 +43,16 @@ def finish_evaluation(
     dataset_version: str,
     reference_uri: str | None,
 ) -> EvaluateResult:
-    """Check the gates, complete and write the report; GateFailure (after writing) when the plan says so."""
+    """Check the gates, measure the requirements, complete and write the report; GateFailure (after
+    writing) when the plan says so."""
+    metrics.update(per_class_figures(plan.requirements, report["per_class"], "test_", "the model"))
     gates = check_gates(plan.evaluation.gates, metrics)
     passed = all(g["passed"] for g in gates)
     report.update(
         {
             "split": split,
             "gates": gates,
+            "requirements": measure_requirements(plan.requirements, metrics),
             "passed": passed,
             "dataset_version": dataset_version,
             "reference_profile": reference_uri,

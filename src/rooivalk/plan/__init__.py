@@ -34,6 +34,7 @@ from rooivalk.plan.loading import (
 from rooivalk.plan.models import FusionSpec, ModalityDropoutSpec, ModelSpec, SensorSpec
 from rooivalk.plan.monitoring import MonitoringSpec, WebhookSpec
 from rooivalk.plan.parameter import NULLS_KEY
+from rooivalk.plan.requirements import RequirementSpec
 from rooivalk.plan.search import ObjectiveSpec, ParameterSpec, PrunerSpec, SearchSpec
 from rooivalk.plan.techniques import PluginResolver
 from rooivalk.plan.tracking import PromotionSpec, TrackingSpec
@@ -107,6 +108,7 @@ __all__ = [
     "PruningSpec",
     "QATSpec",
     "QuantizationSpec",
+    "RequirementSpec",
     "RetrainingSpec",
     "SchedulerSpec",
     "SensorSpec",

@@ -23,6 +23,7 @@ from rooivalk.plan.export import ExportSpec
 from rooivalk.plan.models import FusionSpec, ModelSpec, SensorSpec
 from rooivalk.plan.monitoring import MonitoringSpec
 from rooivalk.plan.parameter import NULLS_KEY, explicit_nulls, restore_nulls
+from rooivalk.plan.requirements import RequirementSpec, requirement_problems
 from rooivalk.plan.search import SearchSpec
 from rooivalk.plan.tracking import TrackingSpec
 from rooivalk.plan.training import TrainingSpec
@@ -45,6 +46,11 @@ class Plan(Strict):
         None,
         description="Sequence, table and image classifier plans: an ensemble of the plan's variants, each member "
         "the plan with its own overrides, class probabilities averaged (rooivalk.plan.variants).",
+    )
+    requirements: list[RequirementSpec] = Field(
+        [],
+        description="The ML requirements the model must meet, each an id, a text and a measurable criterion; "
+        "evaluations and model versions record each one's figure and verdict (rooivalk.plan.requirements).",
     )
     attribution: AttributionSpec | None = Field(
         None, description="Multi-sensor plans: the threat-attribution model, trained by a step of its own."
@@ -87,6 +93,7 @@ class Plan(Strict):
         if self.sensors is not None:
             _check_sensor_names(list(self.sensors))
         self._resolve_monitors()
+        self._resolve_requirement_gates()
         if self.retraining.warm_start and (self.model is None or self.model.family != "timm"):
             # Warm start loads the champion's weights as the model's pretrained state dict, which only the
             # timm family takes whole; sensor families load their own pretrained formats (e.g. CREPE).
@@ -96,6 +103,31 @@ class Plan(Strict):
         if unknown:
             raise ValueError(f"export.models: unknown model(s) {unknown}; this plan's models are {known}")
         return self
+
+    def _resolve_requirement_gates(self) -> None:
+        """A gate that names a requirement checks its criterion: its metric and bounds are filled in here.
+        A gate that also gives them must give the requirement's own (a plan dumped and read again does)."""
+        problems = requirement_problems(self.requirements)
+        if problems:
+            raise ValueError("; ".join(f"{path}: {reason}" for path, reason in problems))
+        known = {requirement.id: requirement for requirement in self.requirements}
+        for section, gates in (("evaluation.gates", self.evaluation.gates), ("export.gates", self.export.gates)):
+            for index, gate in enumerate(gates):
+                if gate.requirement is None:
+                    continue
+                requirement = known.get(gate.requirement)
+                if requirement is None:
+                    raise ValueError(
+                        f"{section}[{index}].requirement: unknown requirement id {gate.requirement!r}; the plan's "
+                        f"requirements: {sorted(known) or 'none'}"
+                    )
+                criterion = (requirement.key, requirement.min, requirement.max)
+                if gate.metric and (gate.metric, gate.min, gate.max) != criterion:
+                    raise ValueError(
+                        f"{section}[{index}]: names requirement {requirement.id} and its own metric or bounds: give "
+                        f"only the requirement (its criterion, {requirement.criterion()}, is the gate's)"
+                    )
+                gate.metric, gate.min, gate.max = criterion
 
     def export_model_names(self) -> list[str]:
         """The names export settings and reports use: `model`, or each sensor then `fusion`."""

@@ -10,12 +10,20 @@ from rooivalk.plan.base import Strict
 
 
 class Gate(Strict):
-    metric: str
+    """A bound on a figure, or a requirement's criterion (`requirement: ID`; the plan fills in its metric
+    and bounds, rooivalk.plan.document)."""
+
+    metric: str = ""
     min: float | None = None
     max: float | None = None
+    requirement: str | None = Field(None, description="a requirements[].id: the gate checks that requirement")
 
     @model_validator(mode="after")
     def _has_bound(self) -> Gate:
+        if self.requirement is not None:
+            return self
+        if not self.metric:
+            raise ValueError("a gate needs a metric with 'min' or 'max', or a requirement id")
         if self.min is None and self.max is None:
             raise ValueError(f"gate on {self.metric!r} needs 'min' or 'max'")
         return self

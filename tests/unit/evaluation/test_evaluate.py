@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,13 @@ def test_gates_pass_fail_and_unknown_metric() -> None:
         check_gates([Gate(metric="nope", min=1)], {"acc": 1.0})
 
 
-def _trained(tiny_dataset_dir: str, tmp_path: Path, gates: list[dict], fail_on_gate: bool = True) -> tuple[Plan, str]:
+def _trained(
+    tiny_dataset_dir: str,
+    tmp_path: Path,
+    gates: list[dict],
+    fail_on_gate: bool = True,
+    requirements: list[dict[str, Any]] | None = None,
+) -> tuple[Plan, str]:
     plan = Plan.model_validate(
         {
             "name": "t",
@@ -52,6 +59,7 @@ def _trained(tiny_dataset_dir: str, tmp_path: Path, gates: list[dict], fail_on_g
             "model": {"architecture": "test_efficientnet", "input_size": 32},
             "training": {"batch_size": 8, "epochs": 1, "threads": 1},
             "evaluation": {"gates": gates, "fail_on_gate": fail_on_gate},
+            "requirements": requirements or [],
         }
     )
     model_dir = str(tmp_path / "model")
@@ -113,3 +121,38 @@ def test_failed_gate_can_be_recorded_without_failing(tiny_dataset_dir: str, tmp_
         tiny_dataset_dir, tmp_path, [{"metric": "test_accuracy", "min": 1.01}], fail_on_gate=False
     )
     assert not evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval")).passed
+
+
+def test_every_requirement_is_measured_and_a_gate_on_a_per_class_requirement_checks_that_class(
+    tiny_dataset_dir: str, tmp_path: Path
+) -> None:
+    requirements = [
+        {"id": "REQ-ACC", "text": "the model is right on most images", "metric": "test_accuracy", "min": 0.0},
+        {"id": "REQ-REC", "text": "circles are found", "metric": "test_recall", "class_name": "circle", "min": 1.01},
+        {"id": "REQ-LAT", "text": "fast enough", "metric": "model_fp32_latency_p95_ms", "max": 50.0},
+    ]
+    gates = [{"requirement": "REQ-REC"}]
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, gates, fail_on_gate=False, requirements=requirements)
+    result = evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    recall = report["per_class"]["circle"]["recall"]
+    assert result.metrics["test_recall.circle"] == recall  # logged with the step's metrics
+    gate = {"metric": "test_recall.circle", "value": recall, "min": 1.01, "max": None, "passed": False}
+    assert report["gates"] == [gate]
+    verdicts = {record["id"]: (record["value"], record["passed"]) for record in report["requirements"]}
+    assert verdicts == {
+        "REQ-ACC": (report["accuracy"], True),
+        "REQ-REC": (recall, False),
+        "REQ-LAT": (None, None),  # not an evaluation figure: the export measures it
+    }
+    assert [record["split"] for record in report["requirements"]] == ["test", "test", None]
+    assert not result.passed
+
+
+def test_a_requirement_on_a_class_the_model_does_not_know_names_the_requirement(
+    tiny_dataset_dir: str, tmp_path: Path
+) -> None:
+    requirements = [{"id": "R1", "text": "t", "metric": "test_recall", "class_name": "hexagon", "min": 0.5}]
+    plan, model_dir = _trained(tiny_dataset_dir, tmp_path, [], requirements=requirements)
+    with pytest.raises(ValueError, match=r"requirements\[0\]\.class_name: 'hexagon' is not a class of the model"):
+        evaluate_model(plan, model_dir, tiny_dataset_dir, str(tmp_path / "eval"))
