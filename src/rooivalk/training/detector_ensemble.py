@@ -11,9 +11,11 @@ run is refused when loading (rooivalk.models.detector_artifact.load_detector_mem
 model.json of an earlier run is removed first, so a crash never leaves an old root over new members.
 
 A rerun with checkpoint resume on (a retried pod, `rooivalk run` again) skips each member already
-saved for this plan and dataset (its model.json's plan digest, the whole plan's with every member's
-overrides, and dataset version, and its train_result.json), and resumes the one that was cut off from its
-checkpoints: a changed override trains every member again.
+saved for its own plan and the dataset (its model.json's plan digest, that of the member's plan, and
+dataset version, and its train_result.json), and resumes the one that was cut off from its checkpoints:
+a member whose override changed trains again, the others are kept (member 0, the root, always goes
+through the engine, resuming from its checkpoints). The root's model.json records the whole plan's
+digest, the ensemble's lineage.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def train_ensemble(
     ensemble = spec.detector.ensemble if spec.detector is not None else None
     assert ensemble is not None
     members = ensemble.members
-    lineage, version = plan.digest(), dataset.info.version_id
+    version = dataset.info.version_id
     resume = plan.training.checkpoint.resume and plan.training.checkpoint.uri is not None
     if storage.exists(f"{model_dir}/{INFO_FILE}"):
         storage.delete(f"{model_dir}/{INFO_FILE}")  # complete again only when member 0 is saved, last
@@ -79,9 +81,12 @@ def train_ensemble(
     weights: list[str] = []
     for member in range(1, members):
         folder = f"{model_dir}/{member_path(member)}"
+        # A member's model.json records its own plan's digest: it is kept while that plan (the ensemble's
+        # minus the fusion settings and the other members' overrides) and the dataset stay the same.
+        lineage = plans[member].digest()
         result = finished_member(folder, lineage, version, read_detector_info) if resume else None
         if result is not None:
-            log.info("ensemble member %d of %d: already trained for this plan (%s), kept", member, members, folder)
+            log.info("ensemble member %d of %d: already trained for its plan (%s), kept", member, members, folder)
         else:
             events = member_events(progress, member, members)
             # Only member 0's per-epoch figures are logged as the run's: the others' would interleave.
@@ -91,7 +96,7 @@ def train_ensemble(
         metrics |= {f"member_{member}_{key}": value for key, value in result.metrics.items()}
         artifacts |= {f"{member_path(member)}/{name}": sha for name, sha in result.artifacts.items()}
     events = member_events(progress, 0, members)
-    result = train_one(plans[0], spec, dataset, model_dir, events, log_metrics, lineage, weights)
+    result = train_one(plans[0], spec, dataset, model_dir, events, log_metrics, plan.digest(), weights)
     return TrainResult(
         result.metrics | metrics,
         result.stages,

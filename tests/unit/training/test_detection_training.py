@@ -273,6 +273,7 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     from rooivalk.models.detector_artifact import load_detector_members, read_detector_info
     from rooivalk.steps.registration import detector_ensemble_tags
     from rooivalk.training import detection_training
+    from rooivalk.training.detector_ensemble import member_plan
     from rooivalk.training.members import finished_member
 
     strengths: list[float] = []  # each member's augmentation, as its training builds it (members 1.., then 0)
@@ -314,12 +315,18 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     assert (member_dir / "model.pt").read_bytes() == member_weights
     assert again.metrics["member_1_best_val_map50"] == result.metrics["member_1_best_val_map50"]
     members, info = load_detector_members(model_dir)
-    # ...but not for a plan whose member overrides changed: that member trains again.
+    # A member is kept for its own plan: new fusion weights keep it, a changed override of it trains it again.
     version = load_detection_dataset(dataset).info.version_id
-    assert finished_member(str(member_dir), plan.digest(), version, read_detector_info) is not None
-    raw["model"]["detector"]["ensemble"]["overrides"] = [{}, {"training.detection_augment.strength": 0.25}]
-    changed = validate_plan(raw, origin="plan.yaml")
-    assert finished_member(str(member_dir), changed.digest(), version, read_detector_info) is None
+
+    def kept(**ensemble: Any) -> bool:  # whether member 1 of the plan with these ensemble settings is kept
+        changed = json.loads(json.dumps(raw))
+        changed["model"]["detector"]["ensemble"] |= ensemble
+        digest = member_plan(validate_plan(changed), 1).digest()
+        return finished_member(str(member_dir), digest, version, read_detector_info) is not None
+
+    assert kept()
+    assert kept(weights=[1.0, 1.0], overrides=[{"training.detection_augment.strength": 0.9}, overrides[1]])
+    assert not kept(overrides=[{}, {"training.detection_augment.strength": 0.25}])
 
     evaluated = evaluate_model(plan, model_dir, dataset, str(tmp_path / "eval"))
     report = evaluated.report
