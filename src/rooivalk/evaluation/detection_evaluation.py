@@ -9,7 +9,8 @@ operating points. Gates name `test_map50`, `test_map`, `test_precision`, `test_r
 
 With model.detector.ensemble the figures are the ensemble's (each member's detections fused by weighted
 boxes fusion, rooivalk.models.box_fusion.fuse_members) and every member is scored alone beside it:
-`test_member_<k>_map50` / `test_member_<k>_map`, and the report's `ensemble` section.
+`test_member_<k>_map50` / `test_member_<k>_map`, and the report's `ensemble` section (each member with
+the overrides it trained with).
 
 With `evaluation.tta` the split is scored a second time with test-time augmentation (every flip x
 rotation x scale view, boxes mapped back and merged by weighted boxes fusion, rooivalk.models.box_fusion):
@@ -70,14 +71,16 @@ def _ensemble(
     per_member: list[list[Detections]], truths: list[GroundTruth], info: DetectorInfo, sizes: list[tuple[int, int]]
 ) -> tuple[list[Detections], dict[str, Any]]:
     """The members' detections fused per image (sizes: each image's (width, height)), and each member's own
-    mAP beside the ensemble's."""
+    mAP beside the ensemble's, with the overrides it trained with ({}: the plan's keys, its own seed)."""
     ensemble = info.detector.ensemble
     assert ensemble is not None
     fused = fuse_members(per_member, sizes, ensemble.weights, ensemble.iou_threshold, info.detector.max_detections)
+    overrides = ensemble.overrides or [{} for _ in per_member]
     members = []
     for member, found in enumerate(per_member):
         scores = detection_metrics(found, truths, info.classes, info.operating_threshold)
-        members.append({"member": member, "map50": float(scores["map50"]), "map": float(scores["map"])})
+        figures = {"map50": float(scores["map50"]), "map": float(scores["map"])}
+        members.append({"member": member, **figures, "overrides": overrides[member]})
     return fused, {**ensemble.model_dump(exclude={"members"}), "members": members}
 
 

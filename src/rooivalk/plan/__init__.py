@@ -25,6 +25,7 @@ from rooivalk.plan.evaluation import CrossValidationSpec, DetectionTTASpec, Eval
 from rooivalk.plan.export import ExportSpec, ModelExportSpec, Precision, QuantizationSpec, Target, TensorRTSpec
 from rooivalk.plan.loading import (
     apply_overrides,
+    detector_member_plan,
     load_plan,
     plan_json_schema,
     read_plan_file,
@@ -131,6 +132,7 @@ __all__ = [
     "WebhookSpec",
     "XGBoostSpec",
     "apply_overrides",
+    "detector_member_plan",
     "known_data_formats",
     "load_plan",
     "plan_json_schema",

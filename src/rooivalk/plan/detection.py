@@ -8,6 +8,8 @@ one for one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
@@ -24,15 +26,24 @@ class LossWeightsSpec(Strict):
 
 
 class DetectorEnsembleSpec(Strict):
-    """model.detector.ensemble: the plan's detector trained several times (seeds training.seed, +1, ...),
-    the members' detections merged by weighted boxes fusion in evaluation, export and the bundle."""
+    """model.detector.ensemble: the plan's detector trained several times (seeds training.seed, +1, ...,
+    each member with its own training overrides), the members' detections merged by weighted boxes fusion
+    in evaluation, export and the bundle (members: rooivalk.plan.detector_members)."""
 
     members: int = Field(3, ge=2, le=8, description="detectors trained; each gets training.budget_seconds / members")
     weights: list[float] | None = Field(None, description="each member's fusion weight, in member order; null: equal")
     iou_threshold: float = Field(0.55, gt=0, le=1, description="boxes of different members fuse at this IoU")
+    overrides: list[dict[str, Any]] | None = Field(
+        None,
+        description="one per member, in member order: its training keys as --set takes them (dotted path -> "
+        "value, e.g. training.detection_augment.strength: 0.5); {}: the plan as is (seed training.seed + k "
+        "unless it sets training.seed); null: every member {}",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> DetectorEnsembleSpec:
+        if self.overrides is not None and len(self.overrides) != self.members:
+            raise ValueError(f"overrides: {len(self.overrides)} given for {self.members} members: give one per member")
         if self.weights is not None:
             if len(self.weights) != self.members:
                 raise ValueError(f"weights: {len(self.weights)} given for {self.members} members")

@@ -10,6 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from rooivalk.plan.base import PlanError
+from rooivalk.plan.detector_members import OVERRIDES_PATH, member_values
+from rooivalk.plan.detector_members import override_problems as detector_override_problems
 from rooivalk.plan.document import Plan
 from rooivalk.plan.model_keys import attribution_problems, model_key_problems
 from rooivalk.plan.parameter import restore_nulls
@@ -72,6 +74,8 @@ def _plan_problems(
         problems += _search_space_problems(raw, plan, resolver)
     if plan.variants is not None:
         problems += _variant_problems(plan, origin, resolver)
+    if _detector_ensemble_overrides(plan) is not None:
+        problems += _detector_member_problems(plan, origin, resolver, set(problems))
     return plan, problems
 
 
@@ -116,6 +120,50 @@ def variant_plans(plan: Plan, resolver: PluginResolver | None = None) -> list[Pl
         validate_plan(_variant_raw_plan(plan, overrides), f"{plan.name} variants.members[{k}]", resolver)
         for k, overrides in enumerate(plan.variants.members)
     ]
+
+
+def _detector_ensemble_overrides(plan: Plan) -> list[dict[str, Any]] | None:
+    detector = plan.model.detector if plan.model is not None else None
+    return None if detector is None or detector.ensemble is None else detector.ensemble.overrides
+
+
+def _detector_member_problems(
+    plan: Plan, origin: str, resolver: PluginResolver | None, known: set[Problem]
+) -> list[Problem]:
+    """Each member of model.detector.ensemble must validate as a plan of its own and differ from the others
+    (an overridden training.seed can make two alike); paths under model.detector.ensemble.overrides[k].
+    `known`: the plan's own problems, which every member has too (not repeated)."""
+    overrides = _detector_ensemble_overrides(plan)
+    assert overrides is not None
+    problems = detector_override_problems(overrides)
+    if problems:
+        return problems
+    digests: dict[str, int] = {}
+    for k in range(len(overrides)):
+        where = f"{OVERRIDES_PATH}[{k}]"
+        try:
+            raw = set_values(plan.to_parameter(), member_values(plan, k))
+            member, inner = _plan_problems(raw, f"{origin} {where}", resolver)
+        except PlanError as error:  # a path that does not lead anywhere (a list index out of range)
+            problems.append((where, str(error)))
+            continue
+        problems += [(f"{where}.{path}", reason) for path, reason in inner if (path, reason) not in known]
+        if member is None or inner:
+            continue
+        first = digests.setdefault(member.digest(), k)
+        if first != k:
+            problems.append((where, f"the same plan as member {first} (seed included): it would train the same model"))
+    return problems
+
+
+def detector_member_plan(plan: Plan, member: int, resolver: PluginResolver | None = None) -> Plan:
+    """Member `member` of the plan's model.detector.ensemble as a plan of its own, validated (PlanError
+    naming model.detector.ensemble.overrides[k]): rooivalk.plan.detector_members."""
+    detector = plan.single_model.detector
+    if detector is None or detector.ensemble is None:
+        raise PlanError(f"plan {plan.name!r} has no model.detector.ensemble")
+    raw = set_values(plan.to_parameter(), member_values(plan, member))
+    return validate_plan(raw, f"{plan.name} {OVERRIDES_PATH}[{member}]", resolver)
 
 
 def _search_space_problems(raw: dict[str, Any], plan: Plan, resolver: PluginResolver | None) -> list[Problem]:

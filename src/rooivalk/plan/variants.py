@@ -72,24 +72,30 @@ class VariantsSpec(Strict):
 def override_problems(members: list[dict[str, Any]], image: bool = False) -> list[tuple[str, str]]:
     """Overrides that reach outside a member's own model and training keys, with their path (`image`: of an
     image classifier plan, whose members also share its architecture and input)."""
+    outside = (
+        "a member overrides keys under model. and training. only: members share the data, inputs and classes, "
+        "and are evaluated, exported and tracked as one model"
+    )
+    shared = {**_SHARED, **(_IMAGE_SHARED if image else {})}
+    return member_path_problems(members, "variants.members", _ROOTS, outside, shared)
+
+
+def member_path_problems(
+    members: list[dict[str, Any]], where: str, roots: tuple[str, ...], outside: str, shared: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Each override path of each member (`where`[k].path) that is not under one of `roots` (`outside`: why),
+    or that is, or lies under, a key of `shared` (key -> why members share it). Shared by a plan's variants
+    and a detector ensemble's member overrides (rooivalk.plan.detector_members)."""
     problems = []
-    shared_keys = {**_SHARED, **(_IMAGE_SHARED if image else {})}
     for k, overrides in enumerate(members):
         for path in overrides:
-            where = f"variants.members[{k}].{path}"
-            root = path.split(".")[0]
-            if root not in _ROOTS or path in _ROOTS:
-                problems.append(
-                    (
-                        where,
-                        "a member overrides keys under model. and training. only: members share the data, "
-                        "inputs and classes, and are evaluated, exported and tracked as one model",
-                    )
-                )
+            at = f"{where}[{k}].{path}"
+            if path.split(".")[0] not in roots or path in roots:
+                problems.append((at, outside))
                 continue
-            shared = next((key for key in shared_keys if path == key or path.startswith(f"{key}.")), None)
-            if shared is not None:
-                problems.append((where, f"members share {shared}: {shared_keys[shared]}"))
+            key = next((key for key in shared if path == key or path.startswith(f"{key}.")), None)
+            if key is not None:
+                problems.append((at, f"members share {key}: {shared[key]}"))
     return problems
 
 
@@ -124,7 +130,8 @@ def section_problems(plan: Any) -> list[tuple[str, str]]:
             (
                 "variants",
                 f"applies to sequence, table and image classifier plans, not data.format {plan.data.format}: a "
-                "detector has model.detector.ensemble, a multi-sensor system its fusion",
+                "detector's members are model.detector.ensemble, each with its own training keys in "
+                "model.detector.ensemble.overrides; a multi-sensor system has its fusion",
             )
         )
     elif plan.model is not None and plan.model.family not in VARIANT_FAMILIES:

@@ -103,9 +103,10 @@ def _train_one(
     lineage: str,
     member_weights: Sequence[str] = (),
 ) -> TrainResult:
-    """One detector through the engine, saved to `model_dir` with its history. `lineage`: the digest of the
-    user's plan, which model.json records (an ensemble member's own plan differs in seed and budget);
-    `member_weights`: an ensemble root's members' weight digests."""
+    """One detector through the engine, saved to `model_dir` with its history. `lineage`: the plan digest
+    model.json records, the user's plan's (an ensemble member 1.. records its own plan's, which differs in
+    seed, budget and overrides: rooivalk.training.detector_ensemble); `member_weights`: an ensemble root's
+    members' weight digests."""
     seed_everything(plan.training.seed, plan.training.deterministic)  # the head's initial weights are the seed's
     model = create_model(spec, len(dataset.info.classes))
     assert isinstance(model, Detector)

@@ -260,19 +260,30 @@ def test_a_killed_detector_run_resumes_bit_identical(trained: tuple[Path, Any, A
     assert [k for k, v in whole.state_dict().items() if not torch.equal(v, other[k])] == []
 
 
-def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bundle(tmp_path: Path) -> None:
-    """model.detector.ensemble through training (and a rerun), evaluation and export, with per-class
-    temperatures."""
+def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.detector.ensemble, its members differing in seed and augmentation strength, through training
+    (and a rerun), evaluation and export, with per-class temperatures."""
     from rooivalk.evaluation.evaluate import evaluate_model
     from rooivalk.export import Predictor
     from rooivalk.export.pipeline_step import export_model
     from rooivalk.models.detection_calibration import calibrate_scores
     from rooivalk.models.detection_metrics import GroundTruth, detection_metrics
-    from rooivalk.models.detector_artifact import load_detector_members
+    from rooivalk.models.detector_artifact import load_detector_members, read_detector_info
     from rooivalk.steps.registration import detector_ensemble_tags
+    from rooivalk.training import detection_training
+    from rooivalk.training.detector_ensemble import member_plan
+    from rooivalk.training.members import finished_member
 
+    strengths: list[float] = []  # each member's augmentation, as its training builds it (members 1.., then 0)
+    build = detection_training.detection_augment
+    monkeypatch.setattr(
+        detection_training, "detection_augment", lambda spec: strengths.append(spec.strength) or build(spec)
+    )
     raw = tiny_plan(tmp_path, epochs=3, seed=5, checkpoint={"uri": str(tmp_path / "checkpoints")})
-    raw["model"]["detector"]["ensemble"] = {"members": 2, "weights": [2.0, 1.0]}
+    overrides = [{}, {"training.detection_augment.strength": 0.5}]
+    raw["model"]["detector"]["ensemble"] = {"members": 2, "weights": [2.0, 1.0], "overrides": overrides}
     raw["model"]["detector"]["score_threshold"] = 0.02  # low scores too: calibration needs misses
     raw["export"] = {"precisions": ["fp32"], "temperature_scaling": True, "latency_runs": 100, "latency_warmup": 1}
     plan = validate_plan(raw, origin="plan.yaml")
@@ -280,17 +291,21 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     member_dir = tmp_path / "model" / "members" / "1"
     ingest_data(plan.data, dataset)
     result = train_model(plan, dataset, model_dir)
+    assert strengths == [0.5, 1.0]
+    assert (tmp_path / "checkpoints" / "member_1").is_dir()  # member 0 checkpoints in the plan's folder
     assert {"best_val_map50", "member_1_best_val_map50"} <= set(result.metrics)
     assert "members/1/model.pt" in result.artifacts
     assert "model.json" in result.artifacts
     members, info = load_detector_members(model_dir)
     assert len(members) == 2
     assert info.detector.ensemble is not None
+    assert info.detector.ensemble.overrides == overrides  # the root's model.json records every member's
     member_info = json.loads((member_dir / "model.json").read_text())
     assert member_info["spec"]["detector"]["ensemble"] is None  # loaded alone, a member is one detector
     weights = [member.state_dict().values() for member in members]
     assert any(not torch.equal(a, b) for a, b in zip(*weights, strict=True))  # seeds 5 and 6
-    assert json.loads(detector_ensemble_tags(model_dir)["rooivalk.detector_ensemble"])["members"] == 2
+    tag = json.loads(detector_ensemble_tags(model_dir)["rooivalk.detector_ensemble"])
+    assert (tag["members"], tag["overrides"]) == (2, overrides)
 
     # A rerun (a retried pod) keeps the member already trained for this plan and resumes member 0.
     member_weights = (member_dir / "model.pt").read_bytes()
@@ -300,10 +315,23 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     assert (member_dir / "model.pt").read_bytes() == member_weights
     assert again.metrics["member_1_best_val_map50"] == result.metrics["member_1_best_val_map50"]
     members, info = load_detector_members(model_dir)
+    # A member is kept for its own plan: new fusion weights keep it, a changed override of it trains it again.
+    version = load_detection_dataset(dataset).info.version_id
+
+    def kept(**ensemble: Any) -> bool:  # whether member 1 of the plan with these ensemble settings is kept
+        changed = json.loads(json.dumps(raw))
+        changed["model"]["detector"]["ensemble"] |= ensemble
+        digest = member_plan(validate_plan(changed), 1).digest()
+        return finished_member(str(member_dir), digest, version, read_detector_info) is not None
+
+    assert kept()
+    assert kept(weights=[1.0, 1.0], overrides=[{"training.detection_augment.strength": 0.9}, overrides[1]])
+    assert not kept(overrides=[{}, {"training.detection_augment.strength": 0.25}])
 
     evaluated = evaluate_model(plan, model_dir, dataset, str(tmp_path / "eval"))
     report = evaluated.report
     assert [m["member"] for m in report["ensemble"]["members"]] == [0, 1]
+    assert [m["overrides"] for m in report["ensemble"]["members"]] == overrides
     assert report["ensemble"]["weights"] == [2.0, 1.0]
     for member in (0, 1):
         assert 0 <= evaluated.metrics[f"test_member_{member}_map50"] <= 1
@@ -321,6 +349,7 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     # The bundle's post-process fuses the members' boxes in image pixels, as the evaluate step does.
     assert exported.metrics["model_fp32_test_map50"] == pytest.approx(report["map50"], abs=2e-3)
     assert export_report["postprocess"]["ensemble"]["members"] == 2
+    assert export_report["postprocess"]["ensemble"]["overrides"] == overrides
     assert export_report["calibration"]["fitted"] is True, export_report["calibration"]
     bundle = Path(exported.bundles["model"])
     assert (bundle / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

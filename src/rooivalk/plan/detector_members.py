@@ -1,0 +1,54 @@
+"""The members of a `model.detector.ensemble`: each the plan's detector with its own seed, budget share and
+`overrides` (training keys as `--set` takes them: augmentation strengths, learning rates, epochs, seeds).
+
+Member k is the plan without the ensemble (a detector of its own), with training.seed + k (unless its
+overrides set training.seed), training.budget_seconds / members, and then its overrides; it is validated
+as a plan of its own (rooivalk.plan.loading.detector_member_plans), its problems named under
+model.detector.ensemble.overrides[k]. The members are one ONNX graph side by side on one letterboxed input,
+each post-processed by the bundle with one setting before their boxes fuse, so an override reaches
+training keys only: everything under `model` (architecture, pretrained weights, input size, pyramid,
+classes, the score / NMS / max_detections post-process and the operating threshold after fusion) and
+outside `training` (data, evaluation, export) is the ensemble's, shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rooivalk.plan.variants import member_path_problems
+
+OVERRIDES_PATH = "model.detector.ensemble.overrides"
+_ROOTS = ("training",)
+_OUTSIDE = (
+    "a detector ensemble's member overrides training. keys only: the members are one graph side by side on "
+    "one letterboxed input (model.architecture, model.pretrained, model.detector's input size and pyramid), "
+    "predict the data's classes, and the bundle post-processes every member with one model.detector "
+    "score_threshold, nms_iou and max_detections before their boxes fuse (operating_threshold applies after "
+    "fusion); data, evaluation and export are the ensemble's"
+)
+# Training keys members share, with the reason an override is refused.
+_SHARED = {
+    "training.checkpoint": "members checkpoint under the plan's training.checkpoint.uri, in member_<k>",
+    "training.budget_seconds": "each member trains an equal share, training.budget_seconds / members: give a "
+    "member more or fewer epochs or stages instead",
+    "training.distributed": "members train one after another in one process",
+    "training.qat": "the export quantizes the members' one graph once, with one setting",
+}
+
+
+def override_problems(overrides: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Override paths a member may not set, named model.detector.ensemble.overrides[k].<path>."""
+    return member_path_problems(overrides, OVERRIDES_PATH, _ROOTS, _OUTSIDE, _SHARED)
+
+
+def member_values(plan: Any, member: int) -> dict[str, Any]:
+    """What member `member` of the plan's (a Plan's) ensemble sets on the plan, as `--set` sets it: no
+    ensemble, its seed and budget share, then its overrides (an overridden training.seed wins)."""
+    ensemble = plan.model.detector.ensemble
+    budget = plan.training.budget_seconds
+    values: dict[str, Any] = {
+        "model.detector.ensemble": None,
+        "training.seed": plan.training.seed + member,
+        "training.budget_seconds": None if budget is None else budget / ensemble.members,
+    }
+    return values | (ensemble.overrides[member] if ensemble.overrides is not None else {})

@@ -1,0 +1,107 @@
+"""model.detector.ensemble.overrides (rooivalk.plan.detector_members): each member is the plan's detector
+with its seed, budget share and training overrides, validated as a plan of its own, its problems named
+under model.detector.ensemble.overrides[k]; keys the members share (model, data, checkpoints, the budget)
+are refused with their path; one override per member."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rooivalk.plan import Plan, PlanError, detector_member_plan, read_plan_file, validate_plan
+
+PLANS = Path(__file__).resolve().parents[3] / "pipelines" / "plans"
+WHERE = "model.detector.ensemble.overrides"
+
+
+def detection(overrides: list[dict[str, Any]] | None, **ensemble: Any) -> dict[str, Any]:
+    raw = read_plan_file(PLANS / "detection.yaml")  # seed 42, budget_seconds 240, pretrained (schedule auto)
+    raw["model"]["detector"]["ensemble"] = {"members": len(overrides or [{}, {}]), "overrides": overrides, **ensemble}
+    return raw
+
+
+def problems(raw: dict[str, Any]) -> str:
+    with pytest.raises(PlanError) as caught:
+        validate_plan(raw)
+    return str(caught.value)
+
+
+def test_members_are_the_plan_with_their_seed_budget_share_and_overrides() -> None:
+    plan = validate_plan(detection([{}, {"training.detection_augment.strength": 0.5}, {"training.seed": 7}]))
+    first, second, third = (detector_member_plan(plan, k) for k in range(3))
+    assert [m.training.seed for m in (first, second, third)] == [42, 43, 7]  # an overridden seed wins
+    assert {m.training.budget_seconds for m in (first, second, third)} == {80.0}
+    assert [m.training.detection_augment.strength for m in (first, second, third) if m.training.detection_augment] == [
+        1.0,
+        0.5,
+        1.0,
+    ]
+    # Each member is a detector of its own: no ensemble (its model.json says so).
+    assert all(m.single_model.detector and m.single_model.detector.ensemble is None for m in (first, second, third))
+    # Member 0 without overrides is the plan's detector, but for the budget share.
+    assert first.training.model_dump(exclude={"budget_seconds"}) == plan.training.model_dump(exclude={"budget_seconds"})
+    # Without overrides the members still differ by seed.
+    seeds = validate_plan(detection(None))
+    assert [detector_member_plan(seeds, k).training.seed for k in range(2)] == [42, 43]
+
+
+def test_the_overrides_survive_the_pipeline_parameter() -> None:
+    plan = validate_plan(detection([{}, {"training.detection_augment.strength": 0.5}]))
+    again = Plan.model_validate(plan.to_parameter())
+    assert again.digest() == plan.digest()
+    member = detector_member_plan(again, 1)
+    assert member.training.detection_augment is not None
+    assert member.training.detection_augment.strength == 0.5
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reason"),
+    [
+        ("data.source", "other", "member overrides training. keys only"),
+        ("export.precisions", ["fp32"], "member overrides training. keys only"),
+        ("model.architecture", "fcos_resnet18", "member overrides training. keys only"),
+        ("model.pretrained", None, "member overrides training. keys only"),
+        ("model.detector.input_height", 320, "member overrides training. keys only"),
+        ("model.detector.score_threshold", 0.1, "post-processes every member with one model.detector score_threshold"),
+        ("model.detector.operating_threshold", 0.3, "operating_threshold applies after fusion"),
+        ("model.num_classes", 3, "member overrides training. keys only"),
+        ("training", {"lr": 0.1}, "member overrides training. keys only"),
+        ("training.checkpoint.uri", "/tmp/x", "members share training.checkpoint"),
+        ("training.budget_seconds", 60, "members share training.budget_seconds"),
+        ("training.distributed.nproc_per_node", 2, "members share training.distributed"),
+    ],
+)
+def test_an_override_of_what_members_share_is_refused_with_its_path(path: str, value: Any, reason: str) -> None:
+    message = problems(detection([{}, {path: value}]))
+    assert f"{WHERE}[1].{path}: " in message
+    assert reason in message
+
+
+def test_a_members_bad_value_is_named_by_its_member_and_path() -> None:
+    message = problems(detection([{}, {"training.detection_augment.strength": -1}]))
+    assert f"{WHERE}[1].training.detection_augment.strength: Input should be greater than or equal to 0" in message
+    message = problems(detection([{"training.detection_augment.hflip": 0.2}, {"training.optimizer.nmae": "adam"}]))
+    assert f"{WHERE}[1].training.optimizer.nmae: unknown key" in message
+    assert f"{WHERE}[0]" not in message
+    # A key the member's own plan refuses (pretrained: schedule auto sets the LRs), named by the member.
+    assert f"{WHERE}[1].training.lr: model.pretrained is set" in problems(detection([{}, {"training.lr": 0.01}]))
+    message = problems(detection([{}, {"training.auto.head_epochs": 0}]))
+    assert f"{WHERE}[1].training.auto.head_epochs: Input should be greater than or equal to 1" in message
+    # A member that does not validate is refused, named, when training builds it from a plan parameter.
+    plan = Plan.model_validate(detection([{}, {"training.detection_augment.strength": -1}]))
+    with pytest.raises(PlanError, match=r"overrides\[1\]"):
+        detector_member_plan(plan, 1)
+
+
+def test_one_override_per_member_and_no_two_members_alike() -> None:
+    assert "overrides: 3 given for 2 members" in problems(detection([{}, {}, {}], members=2))
+    message = problems(detection([{}, {"training.seed": 42}]))  # member 0's seed: the same detector twice
+    assert f"{WHERE}[1]: the same plan as member 0" in message
+    # The plan's own problems are its, not repeated for every member.
+    raw = detection([{}, {"training.detection_augment.strength": 0.5}])
+    raw["training"]["mix"] = {"mixup_alpha": 0.2}
+    message = problems(raw)
+    assert "training.mix.mixup_alpha" in message
+    assert WHERE not in message
