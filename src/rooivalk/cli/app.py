@@ -1,5 +1,5 @@
 """Typer commands: run, search, compile, validate, schema, groups, families, report, lr-find, weights, drift,
-monitor."""
+monitor, approve, deprecate."""
 
 from __future__ import annotations
 
@@ -376,6 +376,16 @@ def _register_submit_command() -> None:
 
 
 _register_submit_command()
+
+
+def _register_lifecycle_commands() -> None:
+    from rooivalk.cli.lifecycle_commands import approve, deprecate
+
+    app.command("approve")(approve)
+    app.command("deprecate")(deprecate)
+
+
+_register_lifecycle_commands()
 
 if __name__ == "__main__":
     app()

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rooivalk.plan import RequirementSpec
-from rooivalk.plan.requirements import PER_CLASS_FIGURES
+from rooivalk.plan.requirements import PER_CLASS_FIGURES, measure_requirements
+
+__all__ = ["measure_requirements", "per_class_figures"]
 
 
 def per_class_figures(
@@ -39,25 +41,3 @@ def per_class_figures(
         if isinstance(value, int | float):
             figures[requirement.key] = float(value)
     return figures
-
-
-def measure_requirements(requirements: list[RequirementSpec], metrics: Mapping[str, float]) -> list[dict[str, Any]]:
-    """One record per requirement: what it asks, its figure among `metrics` and whether it passes (value and
-    passed null when these metrics do not hold its figure)."""
-    records = []
-    for requirement in requirements:
-        value = metrics.get(requirement.key)
-        records.append(
-            {
-                "id": requirement.id,
-                "text": requirement.text,
-                "metric": requirement.metric,
-                "class_name": requirement.class_name,
-                "split": requirement.split,
-                "min": requirement.min,
-                "max": requirement.max,
-                "value": None if value is None else float(value),
-                "passed": None if value is None else requirement.passes(float(value)),
-            }
-        )
-    return records

@@ -13,6 +13,9 @@ and bounds are the requirement's (rooivalk.plan.document resolves them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from rooivalk.plan.base import Strict
@@ -81,3 +84,25 @@ def requirement_problems(requirements: list[RequirementSpec]) -> list[tuple[str,
             )
         seen.setdefault(requirement.id, index)
     return problems
+
+
+def measure_requirements(requirements: list[RequirementSpec], metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One record per requirement: what it asks, its figure among `metrics` and whether it passes (value and
+    passed null when these metrics do not hold its figure)."""
+    records = []
+    for requirement in requirements:
+        value = metrics.get(requirement.key)
+        records.append(
+            {
+                "id": requirement.id,
+                "text": requirement.text,
+                "metric": requirement.metric,
+                "class_name": requirement.class_name,
+                "split": requirement.split,
+                "min": requirement.min,
+                "max": requirement.max,
+                "value": None if value is None else float(value),
+                "passed": None if value is None else requirement.passes(float(value)),
+            }
+        )
+    return records

@@ -19,6 +19,11 @@ class PromotionSpec(Strict):
     )
     mode: Literal["max", "min"] = "max"
     margin: float = Field(0.0, ge=0, description="The challenger must beat the champion by more than this.")
+    require_approval: bool = Field(
+        False,
+        description="A challenger that beats the champion waits, validated, for `rooivalk approve NAME VERSION --by "
+        "WHO`, which releases it and makes it champion; false: it becomes champion when registered.",
+    )
 
 
 class TrackingSpec(Strict):

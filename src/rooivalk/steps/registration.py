@@ -125,5 +125,5 @@ def register(
         artifacts[f"{SENSORS_ARTIFACT}/{read_sensor_info(folder).sensor}"] = folder
     tags = {"rooivalk.features_key": info.features_key, "rooivalk.sensors": ",".join(fusion.sensors)}
     return register_candidate(
-        tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags, rescore
+        tracking_uri, plan, run_id, parent_run_id, fusion, dataset_version, artifacts, tags, rescore, "fusion"
     )

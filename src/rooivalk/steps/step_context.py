@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,6 +83,15 @@ def _plugin_task_info(family: str) -> tuple[str, bool]:
     return plugin_task_info(family)
 
 
+def _cuda_device() -> str | None:
+    """The CUDA device the step ran on, when it used torch with a GPU (a step that never imported torch
+    is not made to import it)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return str(torch.cuda.get_device_name(torch.cuda.current_device()))
+
+
 @contextmanager
 def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> Iterator[StepContext]:
     # The techniques check too (no key silently ignored), plugin families included.
@@ -116,6 +126,9 @@ def pipeline_step(step: str, plan_dict: dict[str, Any], parent_run_id: str) -> I
         raise
     seconds = time.perf_counter() - started
     tracking.log_metrics(tracking_uri, run_id, {"step_seconds": seconds})
+    gpu = _cuda_device()
+    if gpu is not None:  # what the model version record names as the training GPU
+        tracking.set_tags(tracking_uri, run_id, {"rooivalk.gpu": gpu})
     context.close_loggers(parent_run_id)
     tracking.finish_run(tracking_uri, run_id, failed=False)
     events.emit(

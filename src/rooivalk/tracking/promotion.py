@@ -26,6 +26,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "rooivalk.score"
 DATASET_TAG = "rooivalk.dataset_version"
 DECISION_TAG = "rooivalk.promotion"
+AWAITING_TAG = "rooivalk.awaiting_approval"  # "champion": takes the alias when approved (rooivalk.tracking.lifecycle)
 
 
 class RescoreUnavailable(RuntimeError):
@@ -112,7 +113,9 @@ def promote_challenger(
     default_metric: str,
     rescore: Callable[[str], float] | None = None,
 ) -> PromotionDecision:
-    """Alias `version` as challenger, then decide whether it becomes champion (see module doc)."""
+    """Alias `version` as challenger, then decide whether it becomes champion (see module doc); with
+    `spec.require_approval` a winning challenger waits for `rooivalk approve` (tag rooivalk.awaiting_approval)
+    instead of taking the alias now."""
     metric = spec.metric or default_metric
     if metric not in metrics:
         raise KeyError(f"tracking.promotion.metric: {metric!r} is not in the evaluation report's {sorted(metrics)}")
@@ -151,6 +154,10 @@ def promote_challenger(
                 f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f}{where} "
                 f"by more than the margin {spec.margin}"
             )
+    if promoted and spec.require_approval and reason != "already champion":
+        promoted = False
+        reason += f"; awaiting approval (promotion.require_approval): rooivalk approve {name} {version} --by NAME"
+        client.set_model_version_tag(name, version, AWAITING_TAG, CHAMPION)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = PromotionDecision(

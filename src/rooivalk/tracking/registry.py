@@ -15,7 +15,15 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from rooivalk.plan import Plan
-from rooivalk.tracking.promotion import Registration, RescoreUnavailable, promote_challenger, report_metrics
+from rooivalk.tracking import lifecycle
+from rooivalk.tracking.model_record import RECORD_FILE, build_record, describe, onnx_signature, record_tags
+from rooivalk.tracking.promotion import (
+    Registration,
+    RescoreUnavailable,
+    champion_version,
+    promote_challenger,
+    report_metrics,
+)
 from rooivalk.tracking.runs import client_for, lineage_tags, log_artifact
 
 # Artifact folders of a registration run: the trained model folder (re-scored by a later promotion)
@@ -31,8 +39,10 @@ def register_model(
     name: str,
     tags: dict[str, str],
     extra_artifacts: dict[str, str] | None = None,
+    signature: Any | None = None,
 ) -> tuple[str, str]:
-    """Log the PyTorch model under the step run and register it; returns (name, version).
+    """Log the PyTorch model under the step run (with its input/output `signature`) and register it;
+    returns (name, version).
 
     Pickle serialization, not torch.export: an exported program freezes the example's batch size.
     """
@@ -40,7 +50,9 @@ def register_model(
 
     client_for(tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=[])
+        info = mlflow.pytorch.log_model(
+            model, name="model", serialization_format="pickle", pip_requirements=[], signature=signature
+        )
         for artifact_path, local_path in (extra_artifacts or {}).items():
             log_artifact(tracking_uri, run_id, local_path, artifact_path)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
@@ -57,19 +69,36 @@ def register_candidate(
     extra_artifacts: dict[str, str],
     extra_tags: dict[str, str] | None = None,
     rescore: Callable[[str], float] | None = None,
+    model_name: str = "model",
 ) -> Registration:
     """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
-    and export gates to get here), alias it `challenger`, and let promotion decide whether it becomes
-    `champion` by the scores in its evaluation report (`extra_artifacts["evaluation"]`); `rescore`
-    scores a champion of another dataset version on this registration's test split."""
+    and export gates to get here) and its record (rooivalk.tracking.model_record), move its status
+    draft -> training -> validated (when every requirement passed; rooivalk.tracking.lifecycle), alias it
+    `challenger`, and let promotion decide whether it becomes `champion` by the scores in its evaluation
+    report (`extra_artifacts["evaluation"]`); `rescore` scores a champion of another dataset version on this
+    registration's test split. `model_name`: the export's name of the network (its ONNX graph gives the
+    version's signature)."""
     tags = {
         **lineage_tags(plan, dataset_version),
-        "rooivalk.status": "validated",
         "rooivalk.parent_run_id": parent_run_id,
         **(extra_tags or {}),
     }
     name = plan.tracking.registered_model or plan.name
-    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts=extra_artifacts)
+    client = client_for(tracking_uri)
+    champion = champion_version(client, name)
+    previous = None if champion is None else str(champion.version)
+    signature = onnx_signature(extra_artifacts.get("onnx"), model_name)
+    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts, signature)
+    by = f"rooivalk (pipeline run {parent_run_id})"
+    lifecycle.move(client, name, version, "draft", by, "registered")
+    record = build_record(
+        client, plan, name, version, run_id, parent_run_id, dataset_version, extra_artifacts, previous
+    )
+    for key, value in record_tags(record).items():
+        client.set_model_version_tag(name, version, key, value)
+    lifecycle.move(client, name, version, "training", by, "trained; record written")
+    if record["requirements_passed"]:
+        lifecycle.move(client, name, version, "validated", by, "every requirement passed")
     report = json.loads(Path(extra_artifacts["evaluation"], "evaluation.json").read_text())
     decision = promote_challenger(
         tracking_uri,
@@ -81,7 +110,38 @@ def register_candidate(
         promotion_metric(plan),
         rescore,
     )
+    record["promotion"] = decision.reason
+    refresh_record(client, name, version, record)
     return Registration(name, version, decision)
+
+
+def refresh_record(client: Any, name: str, version: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the version's record again with its current status, history and approval (into the
+    registration run's model_record.json) and its MLflow description; returns the record."""
+    found = client.get_model_version(name, version)
+    if record is None:
+        record = read_record(client, found)
+    record["status"] = lifecycle.status_of(found)
+    record["status_history"] = lifecycle.history_of(found)
+    by, at, note = (found.tags.get(tag) for tag in lifecycle.APPROVAL_TAGS)
+    record["approval"] = None if by is None else {"by": by, "at": at, "note": note or ""}
+    client.log_dict(found.run_id, record, RECORD_FILE)
+    client.update_model_version(name, version, description=describe(record, record.get("promotion")))
+    return record
+
+
+def read_record(client: Any, version: Any) -> dict[str, Any]:
+    """The record a version's registration run holds (model_record.json)."""
+    import mlflow.artifacts
+
+    uri = f"runs:/{version.run_id}/{RECORD_FILE}"
+    try:
+        text = mlflow.artifacts.load_text(uri)
+    except (MlflowException, OSError) as error:
+        raise lifecycle.LifecycleError(
+            f"{version.name} version {version.version} has no {RECORD_FILE} (registered before model records?): {error}"
+        ) from error
+    return dict(json.loads(text))
 
 
 def promotion_metric(plan: Plan) -> str:

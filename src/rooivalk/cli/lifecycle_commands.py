@@ -1,0 +1,81 @@
+"""`rooivalk approve` and `rooivalk deprecate`: the people's steps of a model version's lifecycle
+(rooivalk.tracking.lifecycle). A refused step is one line on stderr, exit 2, and nothing changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rooivalk.cli.common import print_error, stdout_console
+
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI, or a run folder holding mlflow.db (as `rooivalk run` writes); "
+        "default: $MLFLOW_TRACKING_URI.",
+    ),
+]
+NameArg = Annotated[str, typer.Argument(help="Registered model name.")]
+VersionArg = Annotated[str, typer.Argument(help="Model version number.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who approves (recorded with the date).")]
+NoteOpt = Annotated[str, typer.Option("--note", help="Why, or what was reviewed (recorded).")]
+
+
+def resolve_tracking_uri(given: str | None) -> str:
+    """The URI to use: a run folder's sqlite database, the given URI, or $MLFLOW_TRACKING_URI."""
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        print_error("no tracking URI: give --tracking-uri (a URI or a run folder) or set MLFLOW_TRACKING_URI")
+        raise typer.Exit(2)
+    if "://" not in uri and Path(uri, "mlflow.db").is_file():
+        return f"sqlite:///{Path(uri, 'mlflow.db').resolve()}"
+    return uri
+
+
+def approve(
+    name: NameArg, version: VersionArg, by: ByOpt = "", note: NoteOpt = "", tracking_uri: TrackingOpt = None
+) -> None:
+    """Release a validated model version: record the approver and date, move the alias `released` (and
+    `champion` where promotion.require_approval held it back); the release it replaces is deprecated."""
+    from rooivalk.tracking.lifecycle import LifecycleError
+    from rooivalk.tracking.lifecycle import approve as approve_version
+    from rooivalk.tracking.registry import refresh_record
+    from rooivalk.tracking.runs import client_for
+
+    client = client_for(resolve_tracking_uri(tracking_uri))
+    try:
+        result = approve_version(client, name, version, by, note, lambda v: refresh_record(client, name, version))
+    except LifecycleError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    if result["deprecated"] is not None:
+        refresh_record(client, name, result["deprecated"])
+    said = [f"[green]released[/] {name} version {version}, approved by {by} at {result['approved_at']}"]
+    if result["champion"]:
+        said.append("it is now champion (promotion waited for this approval)")
+    if result["deprecated"] is not None:
+        said.append(f"version {result['deprecated']} deprecated")
+    stdout_console().print("; ".join(said), highlight=False)
+
+
+def deprecate(
+    name: NameArg, version: VersionArg, by: ByOpt = "", note: NoteOpt = "", tracking_uri: TrackingOpt = None
+) -> None:
+    """Withdraw a model version (the alias `released` leaves it)."""
+    from rooivalk.tracking.lifecycle import LifecycleError
+    from rooivalk.tracking.lifecycle import deprecate as deprecate_version
+    from rooivalk.tracking.registry import refresh_record
+    from rooivalk.tracking.runs import client_for
+
+    client = client_for(resolve_tracking_uri(tracking_uri))
+    try:
+        deprecate_version(client, name, version, by, note)
+    except LifecycleError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+    refresh_record(client, name, version)
+    stdout_console().print(f"[yellow]deprecated[/] {name} version {version} by {by}", highlight=False)

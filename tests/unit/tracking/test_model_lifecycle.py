@@ -1,0 +1,151 @@
+"""A registered version's record and lifecycle on a real MLflow store (sqlite): registration writes the
+record (tags, model_record.json, description, ONNX signature) and moves draft -> training -> validated
+only when every requirement passed; `rooivalk approve` releases a validated version, refuses one that
+failed a requirement or has no approver (nothing changed), deprecates the release it replaces, and
+gives the champion alias where promotion.require_approval held it back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from rooivalk.cli.app import app
+from rooivalk.plan import Plan
+from rooivalk.tracking import lifecycle
+from rooivalk.tracking.model_record import RECORD_FILE
+from rooivalk.tracking.registry import register_candidate
+from rooivalk.tracking.runs import create_pipeline_run, log_metrics, open_step_run, set_tags
+
+RECALL = {"id": "REQ-REC", "text": "drones are found", "metric": "test_recall", "class_name": "drone", "min": 0.9}
+LATENCY = {"id": "REQ-LAT", "text": "fast", "metric": "model_fp32_latency_p95_ms", "max": 20.0}
+
+
+def _plan(tracking_uri: str, *, recall_min: float = 0.9, require_approval: bool = False) -> Plan:
+    return Plan.model_validate(
+        {
+            "name": "lifecycle",
+            "description": "a tiny classifier",
+            "data": {"source": "unused", "format": "image_folder"},
+            "model": {"architecture": "test_efficientnet", "input_size": 32},
+            "requirements": [{**RECALL, "min": recall_min}, LATENCY],
+            "tracking": {"uri": tracking_uri, "promotion": {"require_approval": require_approval}},
+        }
+    )
+
+
+def _register(tmp_path: Path, plan: Plan, accuracy: float, tag: str) -> tuple[str, str]:
+    """A pipeline run with the steps' figures as the real steps log them, then registration; (name, version)."""
+    uri = plan.tracking.uri
+    assert uri is not None
+    parent = create_pipeline_run(uri, plan.model_dump(mode="json"), f"key-{tag}", "rooivalk-training")
+    figures = {
+        "ingest_data": {"train_size": 60.0, "val_size": 20.0, "test_size": 20.0, "num_quarantined": 1.0},
+        "train_model": {"stage_head_epochs": 2.0, "stage_all_epochs": 3.0, "best_epoch": 4.0, "train_seconds": 9.5},
+        "evaluate_model": {"test_accuracy": accuracy, "test_recall.drone": 0.95},
+        "export_model": {"model_fp32_latency_p95_ms": 3.2},
+    }
+    for step, metrics in figures.items():
+        log_metrics(uri, open_step_run(uri, parent, step), metrics)
+    run_id = open_step_run(uri, parent, "register_model")
+    set_tags(uri, run_id, {"note": "registration"})
+    evaluation = tmp_path / f"evaluation-{tag}"
+    evaluation.mkdir()
+    (evaluation / "evaluation.json").write_text(json.dumps({"accuracy": accuracy}))
+    export = tmp_path / f"export-{tag}" / "variants" / "model"
+    export.mkdir(parents=True)
+    network = torch.nn.Linear(4, 3)
+    torch.onnx.export(
+        network, (torch.zeros(1, 4),), str(export / "model_fp32.onnx"), input_names=["inputs"],
+        output_names=["logits"], dynamic_axes={"inputs": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+    artifacts = {"evaluation": str(evaluation), "onnx": str(tmp_path / f"export-{tag}")}
+    registration = register_candidate(uri, plan, run_id, parent, network, "ds-1", artifacts)
+    return registration.name, registration.version
+
+
+def _approve(uri: str, *args: str) -> Any:
+    return CliRunner().invoke(app, ["approve", *args, "--tracking-uri", uri])
+
+
+def test_registration_records_the_version_and_approval_releases_it(tmp_path: Path) -> None:
+    import mlflow.models
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name, version = _register(tmp_path, _plan(uri), 0.9, "a")
+    client = MlflowClient(uri)
+    found = client.get_model_version(name, version)
+    assert [step["status"] for step in lifecycle.history_of(found)] == ["draft", "training", "validated"]
+    assert found.tags["rooivalk.status"] == "validated"
+    assert found.tags["rooivalk.requirement.REQ-REC"] == "pass 0.95"
+    assert found.tags["rooivalk.requirement.REQ-LAT"] == "pass 3.2"  # an export figure, measured at registration
+    assert (found.tags["rooivalk.samples.train"], found.tags["rooivalk.previous_version"]) == ("60", "none")
+    assert "REQ-REC: drones are found | test_recall[drone] >= 0.9 | 0.9500 | pass" in found.description
+    signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    assert signature.inputs.input_names() == ["inputs"]
+    assert signature.inputs.inputs[0].shape == (-1, 4)
+    record = json.loads((Path(client.download_artifacts(found.run_id, RECORD_FILE))).read_text())
+    assert record["training"]["train_model"]["epochs"] == 5
+    assert record["training"]["train_model"]["gpu"] == "none"
+    assert record["data"]["samples"] == {"train": 60, "val": 20, "test": 20}
+    assert record["artifacts"]["onnx_files"] == [f"runs:/{found.run_id}/onnx/variants/model/model_fp32.onnx"]
+
+    refused = _approve(uri, name, version, "--by", " ")
+    assert refused.exit_code == 2
+    assert "needs the approver's name" in refused.output
+    assert client.get_model_version(name, version).tags["rooivalk.status"] == "validated"  # nothing changed
+
+    done = _approve(uri, name, version, "--by", "A. Engineer", "--note", "reviewed the report")
+    assert done.exit_code == 0, done.output
+    released = client.get_model_version_by_alias(name, "released")
+    assert str(released.version) == version
+    assert (released.tags["rooivalk.status"], released.tags["rooivalk.approved_by"]) == ("released", "A. Engineer")
+    record = json.loads((Path(client.download_artifacts(found.run_id, RECORD_FILE))).read_text())
+    assert record["status"] == "released"
+    assert record["approval"]["by"] == "A. Engineer"
+    assert "approved by A. Engineer" in released.description
+
+    # A second version, approved, takes the release; the first is deprecated; approving a released one is refused.
+    name, second = _register(tmp_path, _plan(uri), 0.95, "b")
+    assert client.get_model_version(name, second).tags["rooivalk.previous_version"] == version
+    assert _approve(uri, name, second, "--by", "B. Lead").exit_code == 0
+    assert client.get_model_version(name, version).tags["rooivalk.status"] == "deprecated"
+    again = _approve(uri, name, version, "--by", "B. Lead")
+    assert again.exit_code == 2
+    assert "is deprecated: only a validated version can be approved" in again.output
+
+
+def test_a_failed_requirement_leaves_the_version_unvalidated_and_unapprovable(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name, version = _register(tmp_path, _plan(uri, recall_min=0.99), 0.9, "a")
+    client = MlflowClient(uri)
+    found = client.get_model_version(name, version)
+    assert found.tags["rooivalk.status"] == "training"
+    assert found.tags["rooivalk.requirement.REQ-REC"] == "fail 0.95"
+    refused = _approve(uri, name, version, "--by", "A. Engineer")
+    assert refused.exit_code == 2
+    assert "did not pass its requirements (REQ-REC): it cannot be approved" in refused.output
+    after = client.get_model_version(name, version)
+    assert after.tags == found.tags  # nothing changed in the registry
+    with pytest.raises(lifecycle.LifecycleError, match="is training: it may move to validated, deprecated, not"):
+        lifecycle.move(client, name, version, "released", "someone")
+
+
+def test_promotion_that_requires_approval_waits_for_it(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name, first = _register(tmp_path, _plan(uri, require_approval=True), 0.8, "a")
+    client = MlflowClient(uri)
+    aliases = client.get_registered_model(name).aliases
+    assert {alias: str(v) for alias, v in aliases.items()} == {"challenger": first}  # no champion until approved
+    assert _approve(uri, name, first, "--by", "A. Engineer").exit_code == 0
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first
+    name, second = _register(tmp_path, _plan(uri, require_approval=True), 0.9, "b")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first  # beats it, but waits
+    assert "awaiting approval" in client.get_model_version(name, second).tags["rooivalk.promotion"]
+    assert _approve(uri, name, second, "--by", "A. Engineer").exit_code == 0
+    assert str(client.get_model_version_by_alias(name, "champion").version) == second
