@@ -17,15 +17,11 @@ def ingest_data(
     # KFP ships only this function's source, so imports live in the body.
     from rooivalk.data import ingest_data as run
     from rooivalk.steps import pipeline_step
+    from rooivalk.steps.ingest_step import record_ingest
 
     with pipeline_step("ingest_data", plan, parent_run_id) as step:
         result = run(step.plan.data, dataset.path, quarantine_uri=quarantine.path)
-        step.record(
-            result.metrics,
-            {"dataset": dataset.path, "quarantine": quarantine.path},
-            log_files=[f"{dataset.path}/{name}" for name in ("dataset.json", "quarantine.json", "class_balance.png")],
-            dataset_version=result.info.version_id,
-        )
+        record_ingest(step, result.metrics, result.info.version_id, dataset.path, quarantine.path)
     dataset.metadata["version_id"] = result.info.version_id
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -17,16 +17,12 @@ def ingest_events(
     version the events; returns the dataset version id."""
     from rooivalk.data.ingest_multisensor import ingest_events as run
     from rooivalk.steps import pipeline_step
+    from rooivalk.steps.ingest_step import record_ingest
 
     with pipeline_step("ingest_events", plan, parent_run_id) as step:
         result = run(step.plan, dataset.path, quarantine_uri=quarantine.path, progress=step.progress)
-        step.record(
-            result.metrics,
-            {"dataset": dataset.path, "quarantine": quarantine.path},
-            log_files=[f"{dataset.path}/{name}" for name in ("dataset.json", "quarantine.json")],
-            dataset_version=result.info.version_id,
-            missing=result.missing,
-        )
+        version = result.info.version_id
+        record_ingest(step, result.metrics, version, dataset.path, quarantine.path, missing=result.missing)
     dataset.metadata["version_id"] = result.info.version_id
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -85,6 +85,9 @@ def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tm
     assert all(c.info.status == "FINISHED" for c in children)
     train_run = next(c for c in children if c.info.run_name == "train_model")
     assert len(client.get_metric_history(train_run.info.run_id, "val_accuracy")) == 2  # one per epoch
+    ingest_run = next(c for c in children if c.info.run_name == "ingest_data")  # the dataset card and version
+    assert ingest_run.data.tags["rooivalk.dataset_version"] == summary["dataset_version"]
+    assert {"dataset_card.json", "dataset_card.md"} <= {a.path for a in client.list_artifacts(ingest_run.info.run_id)}
     version = client.get_model_version_by_alias("tiny", "champion")
     assert version.tags["rooivalk.dataset_version"] == summary["dataset_version"]
     assert version.tags["rooivalk.plan_digest"]

@@ -1,5 +1,5 @@
 """Typer commands: run, search, compile, validate, schema, groups, families, report, lr-find, weights, drift,
-monitor, approve, deprecate."""
+monitor, dataset, approve, deprecate."""
 
 from __future__ import annotations
 
@@ -365,6 +365,15 @@ def _register_monitoring_commands() -> None:
 
 
 _register_monitoring_commands()
+
+
+def _register_dataset_commands() -> None:
+    from rooivalk.cli.dataset import dataset_app
+
+    app.add_typer(dataset_app, name="dataset")
+
+
+_register_dataset_commands()
 
 
 def _register_submit_command() -> None:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from rooivalk import storage
 from rooivalk.data.dataset import QUARANTINE_FILE, SPLIT_CODES
+from rooivalk.data.dataset_card import write_dataset_card
 from rooivalk.data.ingest import IngestError, class_balance, split_samples
 from rooivalk.data.multisensor_dataset import MultiSensorDataset, MultiSensorInfo, SensorInfo, save_multisensor
 from rooivalk.data.readers import decode_image
@@ -251,6 +252,7 @@ def ingest_multisensor(
         f"{dataset_dir}/{EVENTS_TABLE}", frame[["event_id", "label", *sensors]].to_csv(index_label="index")
     )
     save_multisensor(dataset_dir, MultiSensorDataset(info, arrays, present, labels, codes))  # dataset.json last
+    write_dataset_card(dataset_dir, spec)  # read from the finished dataset
     metrics: dict[str, Any] = {
         "num_events": float(info.num_events),
         "num_quarantined": float(len(quarantined)),

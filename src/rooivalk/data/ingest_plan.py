@@ -5,7 +5,8 @@ their own readers (rooivalk.data.sequence_dataset, rooivalk.data.table_dataset),
 through the detection readers (rooivalk.data.detection_reader) into a detection dataset
 (rooivalk.data.detection_dataset), after simulating the source when the plan asks for it and it is
 missing or was simulated with other settings. Every format
-writes quarantine.json before anything can fail, class_balance.png, and dataset.json last.
+writes quarantine.json before anything can fail, class_balance.png, and dataset.json, then the dataset
+card (data_spec.json, dataset_card.json, dataset_card.md), which is read from the finished dataset.
 (`multisensor` has its own step, rooivalk.data.ingest_multisensor.)
 """
 
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 from rooivalk import storage
+from rooivalk.data.dataset_card import write_dataset_card
 from rooivalk.data.detection_dataset import DetectionIngestResult, ingest_detection
 from rooivalk.data.detection_types import DetectionFormatError
 from rooivalk.data.ingest import BALANCE_PLOT_FILE, IngestError, IngestResult, plot_class_balance
@@ -29,7 +31,14 @@ DETECTION_SIMULATORS = ("drone_frames", "shapes")
 
 
 def ingest_data(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None = None) -> AnyIngestResult:
-    """Read, validate, split and version `spec.source` into a dataset artifact at `dataset_dir`."""
+    """Read, validate, split and version `spec.source` into a dataset artifact at `dataset_dir`, with
+    its dataset card (rooivalk.data.dataset_card) beside dataset.json."""
+    result = _ingest(spec, dataset_dir, quarantine_uri)
+    write_dataset_card(dataset_dir, spec)
+    return result
+
+
+def _ingest(spec: DataSpec, dataset_dir: str, quarantine_uri: str | None) -> AnyIngestResult:
     if spec.format in DETECTION_FORMATS:
         return _ingest_detection(spec, dataset_dir, quarantine_uri)
     if spec.format not in ARRAY_FORMATS:

@@ -20,7 +20,14 @@ from rooivalk.events import MetricsFn, ProgressFn
 from rooivalk.plan import Plan
 
 # What the step logs of its folders (paths under its output).
-LOGGED_FILES = ("dataset/dataset.json", "quarantine.json", "evaluation/evaluation.json", "export/export_report.json")
+LOGGED_FILES = (
+    "dataset/dataset.json",
+    "dataset/dataset_card.json",
+    "dataset/dataset_card.md",
+    "quarantine.json",
+    "evaluation/evaluation.json",
+    "export/export_report.json",
+)
 
 
 FOLDERS = ("dataset", "model", "evaluation", "export")

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rooivalk.data.dataset_card import CARD_FILE
+from rooivalk.data.dataset_card_schema import DatasetCard
 from rooivalk.data.ingest import IngestError
 from rooivalk.data.ingest_multisensor import ingest_multisensor
 from rooivalk.data.multisensor_dataset import is_multisensor, load_multisensor
@@ -89,6 +91,10 @@ def test_missing_sample_is_masked_and_wrong_shape_is_quarantined_with_its_path(s
     assert dataset.present.sum(axis=0).tolist() == [58, 58, 58, 58]
     saved = json.loads((tmp_path / "ds" / "quarantine.json").read_text())
     assert len(saved) == 3
+    card = DatasetCard.model_validate_json((tmp_path / "ds" / CARD_FILE).read_text())
+    assert (card.kind, card.counts.unit, card.counts.total, card.quarantine.count) == ("multisensor", "events", 59, 3)
+    assert card.missing_modalities is not None  # of the 59 kept events (event 4 is quarantined whole)
+    assert {sensor: sum(per.values()) for sensor, per in card.missing_modalities.items()} == dict.fromkeys(SENSORS, 1)
 
 
 def test_bad_index_errors_name_the_file(tmp_path):
