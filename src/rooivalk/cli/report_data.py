@@ -40,6 +40,7 @@ class Curve:
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    score_label: str = "val accuracy"  # a detector's curves carry val mAP@0.5 instead
 
 
 @dataclass
@@ -136,7 +137,9 @@ def read_curves(events_path: Path) -> list[Curve]:
         curve.stages.append(str(event.get("stage", "")))
         curve.train_loss.append(_number(event.get("train_loss")))
         curve.val_loss.append(_number(event.get("val_loss")))
-        curve.val_accuracy.append(_number(event.get("val_accuracy")))
+        if "val_accuracy" not in event and "val_map50" in event:
+            curve.score_label = "val mAP@0.5"
+        curve.val_accuracy.append(_number(event.get("val_accuracy", event.get("val_map50"))))
         curve.lr.append(_number(event.get("lr_at_epoch_end", event.get("lr"))))
     return list(curves.values())
 

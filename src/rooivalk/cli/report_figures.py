@@ -50,8 +50,8 @@ def training_curves(curve: Curve) -> bytes:
     top.plot(epochs, curve.val_loss, "s-", ms=3, label="val loss", color="tab:orange")
     top.set_ylabel("loss")
     accuracy = top.twinx()
-    accuracy.plot(epochs, curve.val_accuracy, "^-", ms=3, label="val accuracy", color="tab:green")
-    accuracy.set_ylabel("val accuracy")
+    accuracy.plot(epochs, curve.val_accuracy, "^-", ms=3, label=curve.score_label, color="tab:green")
+    accuracy.set_ylabel(curve.score_label)
     lines = top.get_lines() + accuracy.get_lines()
     top.legend(lines, [str(line.get_label()) for line in lines], loc="center right", fontsize=8)
     top.set_title(f"{curve.model}: training curves")
@@ -136,7 +136,9 @@ def degraded_bars(degraded: list[dict[str, Any]], title: str) -> bytes:
     """Fusion accuracy with each set of sensors removed (full system first)."""
     labels = [" + ".join(row.get("removed") or []) or "none" for row in degraded]
     figure, (axis,) = _figure(max(6.0, 0.55 * len(labels) + 2), 3.4)
-    colours = ["tab:green" if not row.get("removed") else f"C{len(row['removed'])}" for row in degraded]
+    # colour by how many sensors are gone: none, one, two, three or more
+    palette = ("tab:green", "tab:orange", "tab:red", "tab:purple")
+    colours = [palette[min(len(row.get("removed") or []), 3)] for row in degraded]
     axis.bar(np.arange(len(labels)), [row.get("accuracy", np.nan) for row in degraded], color=colours)
     axis.set_xticks(np.arange(len(labels)), labels, rotation=35, ha="right", fontsize=8)
     axis.set_ylabel("test accuracy")
