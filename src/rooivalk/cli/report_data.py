@@ -94,6 +94,7 @@ class RunFolder:
     reliability: Reliability | None
     lineage: dict[str, str]
     notes: list[str]  # what could not be read, and why
+    summary_path: Path
 
     @property
     def steps(self) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def load_run_folder(run_dir: Path, tracking: bool = True, summary_path: Path | N
     """The run folder's report data; `summary_path` when the summary is not <run_dir>/summary.json (a copy
     kept in docs/results); `tracking=False` skips the MLflow look-up (lineage then comes from the
     evaluation and export reports only)."""
-    summary = json.loads((summary_path or run_dir / "summary.json").read_text())
+    summary_path = summary_path or run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
     notes: list[str] = []
     evaluation = _step_json(run_dir, summary, EVALUATION_STEPS, "evaluation.json", notes)
     export = _step_json(run_dir, summary, EXPORT_STEPS, "export_report.json", notes)
@@ -117,7 +119,7 @@ def load_run_folder(run_dir: Path, tracking: bool = True, summary_path: Path | N
     curves = read_curves(events_path) if events_path.is_file() else []
     if not curves:
         notes.append(f"no epoch_end events in {events_path}: no training curves")
-    folder = RunFolder(run_dir, summary, curves, evaluation, export, None, {}, notes)
+    folder = RunFolder(run_dir, summary, curves, evaluation, export, None, {}, notes, summary_path)
     folder.reliability = _reliability(folder)
     folder.lineage = _lineage(folder, tracking)
     return folder

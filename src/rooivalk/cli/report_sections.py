@@ -78,8 +78,7 @@ def build_sections(folder: RunFolder) -> list[Section]:
 
 
 def _when(folder: RunFolder) -> str:
-    path = folder.run_dir / "summary.json"
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(folder.summary_path.stat().st_mtime))
 
 
 def _overview(folder: RunFolder) -> Section:

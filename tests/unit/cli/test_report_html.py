@@ -110,3 +110,16 @@ def test_a_report_that_cannot_render_warns_and_does_not_raise(tmp_path: Path, ca
     with caplog.at_level(logging.WARNING, logger="rooivalk.cli.local_run"):
         assert write_run_report(tmp_path, {}, Console(quiet=True)) is None
     assert "report.html not written: JSONDecodeError" in caplog.text
+
+
+def test_a_summary_kept_without_its_run_folder_renders_with_notes(tmp_path: Path) -> None:
+    summary = Path(__file__).resolve().parents[3] / "docs" / "results" / "fashion_finetune"
+    out = tmp_path / "kept.html"
+    result = CliRunner().invoke(
+        app, ["report", str(summary / "fashion_finetune_summary.json"), "--html", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert _figure_keys(text) == []
+    assert "<h2>Notes</h2>" in text
+    assert "no training curves" in text
