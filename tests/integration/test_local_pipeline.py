@@ -78,6 +78,10 @@ def test_tiny_pipeline_end_to_end_with_quarantine_then_retraining_on_new_data(tm
     parent = client.get_run(summary["tracking"]["run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.params["model.architecture"] == "test_efficientnet"
+    # The training report, beside the summary and on the parent run (tests/unit/cli/test_report_html.py
+    # checks its figures in Chromium).
+    assert 'data-figure="training-model"' in (out / "report.html").read_text()
+    assert "report.html" in [artifact.path for artifact in client.list_artifacts(parent.info.run_id)]
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )

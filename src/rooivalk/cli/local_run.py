@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -200,7 +201,36 @@ def run_local(plan: Plan, out_dir: Path, console: Console, retrain_from: str | N
     summary["seconds"] = time.perf_counter() - started
     summary_path = out_dir / SUMMARY_FILE
     storage.write_text(summary_path, json.dumps(summary, indent=2, default=str))
+    if summary["status"] == "succeeded":
+        write_run_report(out_dir, summary, console)
     return RunOutcome(summary, summary_path)
+
+
+def write_run_report(out_dir: Path, summary: dict[str, Any], console: Console) -> Path | None:
+    """<out>/report.html (rooivalk.cli.report_html), logged beside the run on its MLflow parent run. The
+    pipeline has finished by now: a report that cannot be rendered or logged is a warning naming why, never
+    a failed run."""
+    from rooivalk.cli.report_html import REPORT_HTML, write_html_report
+    from rooivalk.tracking.runs import log_artifact
+
+    try:
+        path = write_html_report(out_dir)
+    except Exception as error:  # whatever broke the report, the trained and exported models stand
+        _warn(console, f"{out_dir / REPORT_HTML} not written: {type(error).__name__}: {error}")
+        return None
+    tracking = summary.get("tracking") or {}
+    if tracking.get("uri") and tracking.get("run_id"):
+        try:  # buffered like every tracking call: an unreachable server keeps it for `rooivalk sync`
+            log_artifact(tracking["uri"], tracking["run_id"], str(path))
+        except Exception as error:
+            _warn(console, f"{path} not logged to MLflow run {tracking['run_id']}: {type(error).__name__}: {error}")
+    console.print(f"report: {path}")
+    return path
+
+
+def _warn(console: Console, text: str) -> None:
+    logging.getLogger(__name__).warning(text)
+    console.print(f"[yellow]warning:[/] {text}")
 
 
 def _short_error(error: BaseException, collected: list[dict[str, Any]]) -> str:
