@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,6 +57,9 @@ def approve(
     said = [f"[green]released[/] {name} version {version}, approved by {by} at {result['approved_at']}"]
     if result["champion"]:
         said.append("it is now champion (promotion waited for this approval)")
+        reference = _refresh_monitoring_reference(client, name, version)
+        if reference is not None:
+            said.append(f"the drift monitor's reference is now its validation profile ({reference})")
     if result["deprecated"] is not None:
         said.append(f"version {result['deprecated']} deprecated")
     stdout_console().print("; ".join(said), highlight=False)
@@ -79,3 +82,23 @@ def deprecate(
         raise typer.Exit(2) from None
     refresh_record(client, name, version)
     stdout_console().print(f"[yellow]deprecated[/] {name} version {version} by {by}", highlight=False)
+
+
+def _refresh_monitoring_reference(client: Any, name: str, version: str) -> str | None:
+    """What the register step does for a champion, done at approval when promotion waited for it: the
+    version's evaluation reference profile becomes `monitoring.reference_uri` of the plan it was trained
+    by (the pipeline run's plan.json), so the drift monitor compares production data with what the
+    serving model was validated on. None when the plan names no reference URI."""
+    import json
+    import tempfile
+
+    from rooivalk.plan import Plan
+    from rooivalk.steps.retraining import refresh_reference
+
+    found = client.get_model_version(name, version)
+    with tempfile.TemporaryDirectory(prefix="rooivalk-approve-") as scratch:
+        plan_file = client.download_artifacts(found.tags["rooivalk.parent_run_id"], "plan.json", scratch)
+        plan = Plan.model_validate(json.loads(Path(plan_file).read_text()))
+        if not plan.monitoring.reference_uri:
+            return None
+        return refresh_reference(plan, client.download_artifacts(found.run_id, "evaluation", scratch), promoted=True)

@@ -26,7 +26,9 @@ RECALL = {"id": "REQ-REC", "text": "drones are found", "metric": "test_recall", 
 LATENCY = {"id": "REQ-LAT", "text": "fast", "metric": "model_fp32_latency_p95_ms", "max": 20.0}
 
 
-def _plan(tracking_uri: str, *, recall_min: float = 0.9, require_approval: bool = False) -> Plan:
+def _plan(
+    tracking_uri: str, *, recall_min: float = 0.9, require_approval: bool = False, reference_uri: str | None = None
+) -> Plan:
     return Plan.model_validate(
         {
             "name": "lifecycle",
@@ -35,6 +37,7 @@ def _plan(tracking_uri: str, *, recall_min: float = 0.9, require_approval: bool 
             "model": {"architecture": "test_efficientnet", "input_size": 32},
             "requirements": [{**RECALL, "min": recall_min}, LATENCY],
             "tracking": {"uri": tracking_uri, "promotion": {"require_approval": require_approval}},
+            "monitoring": {"reference_uri": reference_uri},
         }
     )
 
@@ -57,6 +60,8 @@ def _register(tmp_path: Path, plan: Plan, accuracy: float, tag: str) -> tuple[st
     evaluation = tmp_path / f"evaluation-{tag}"
     evaluation.mkdir()
     (evaluation / "evaluation.json").write_text(json.dumps({"accuracy": accuracy}))
+    (evaluation / "reference").mkdir()
+    (evaluation / "reference" / "profile.json").write_text(json.dumps({"registered": tag}))  # the drift reference
     export = tmp_path / f"export-{tag}" / "variants" / "model"
     export.mkdir(parents=True)
     network = torch.nn.Linear(4, 3)
@@ -138,14 +143,21 @@ def test_a_failed_requirement_leaves_the_version_unvalidated_and_unapprovable(tm
 
 def test_promotion_that_requires_approval_waits_for_it(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    name, first = _register(tmp_path, _plan(uri, require_approval=True), 0.8, "a")
+    reference = tmp_path / "monitoring" / "reference"
+    plan = _plan(uri, require_approval=True, reference_uri=str(reference))
+    name, first = _register(tmp_path, plan, 0.8, "a")
     client = MlflowClient(uri)
     aliases = client.get_registered_model(name).aliases
     assert {alias: str(v) for alias, v in aliases.items()} == {"challenger": first}  # no champion until approved
     assert _approve(uri, name, first, "--by", "A. Engineer").exit_code == 0
     assert str(client.get_model_version_by_alias(name, "champion").version) == first
-    name, second = _register(tmp_path, _plan(uri, require_approval=True), 0.9, "b")
+    assert json.loads((reference / "profile.json").read_text()) == {"registered": "a"}
+    name, second = _register(tmp_path, plan, 0.9, "b")
     assert str(client.get_model_version_by_alias(name, "champion").version) == first  # beats it, but waits
     assert "awaiting approval" in client.get_model_version(name, second).tags["rooivalk.promotion"]
-    assert _approve(uri, name, second, "--by", "A. Engineer").exit_code == 0
+    assert json.loads((reference / "profile.json").read_text()) == {"registered": "a"}  # the monitor's too
+    approved = _approve(uri, name, second, "--by", "A. Engineer")
+    assert approved.exit_code == 0, approved.output
+    assert "it is now champion" in approved.output
     assert str(client.get_model_version_by_alias(name, "champion").version) == second
+    assert json.loads((reference / "profile.json").read_text()) == {"registered": "b"}
