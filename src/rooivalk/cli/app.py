@@ -422,9 +422,11 @@ _register_submit_command()
 
 def _register_lifecycle_commands() -> None:
     from rooivalk.cli.lifecycle_commands import approve, deprecate
+    from rooivalk.cli.trace_commands import trace_app
 
     app.command("approve")(approve)
     app.command("deprecate")(deprecate)
+    app.add_typer(trace_app, name="trace")
 
 
 _register_lifecycle_commands()

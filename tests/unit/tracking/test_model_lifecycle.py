@@ -11,67 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from rooivalk.cli.app import app
-from rooivalk.plan import Plan
 from rooivalk.tracking import lifecycle
 from rooivalk.tracking.model_record import RECORD_FILE
-from rooivalk.tracking.registry import register_candidate
-from rooivalk.tracking.runs import create_pipeline_run, log_metrics, open_step_run, set_tags
-
-RECALL = {"id": "REQ-REC", "text": "drones are found", "metric": "test_recall", "class_name": "drone", "min": 0.9}
-LATENCY = {"id": "REQ-LAT", "text": "fast", "metric": "model_fp32_latency_p95_ms", "max": 20.0}
-
-
-def _plan(
-    tracking_uri: str, *, recall_min: float = 0.9, require_approval: bool = False, reference_uri: str | None = None
-) -> Plan:
-    return Plan.model_validate(
-        {
-            "name": "lifecycle",
-            "description": "a tiny classifier",
-            "data": {"source": "unused", "format": "image_folder"},
-            "model": {"architecture": "test_efficientnet", "input_size": 32},
-            "requirements": [{**RECALL, "min": recall_min}, LATENCY],
-            "tracking": {"uri": tracking_uri, "promotion": {"require_approval": require_approval}},
-            "monitoring": {"reference_uri": reference_uri},
-        }
-    )
-
-
-def _register(tmp_path: Path, plan: Plan, accuracy: float, tag: str) -> tuple[str, str]:
-    """A pipeline run with the steps' figures as the real steps log them, then registration; (name, version)."""
-    uri = plan.tracking.uri
-    assert uri is not None
-    parent = create_pipeline_run(uri, plan.model_dump(mode="json"), f"key-{tag}", "rooivalk-training")
-    figures = {
-        "ingest_data": {"train_size": 60.0, "val_size": 20.0, "test_size": 20.0, "num_quarantined": 1.0},
-        "train_model": {"stage_head_epochs": 2.0, "stage_all_epochs": 3.0, "best_epoch": 4.0, "train_seconds": 9.5},
-        "evaluate_model": {"test_accuracy": accuracy, "test_recall.drone": 0.95},
-        "export_model": {"model_fp32_latency_p95_ms": 3.2},
-    }
-    for step, metrics in figures.items():
-        log_metrics(uri, open_step_run(uri, parent, step), metrics)
-    run_id = open_step_run(uri, parent, "register_model")
-    set_tags(uri, run_id, {"note": "registration"})
-    evaluation = tmp_path / f"evaluation-{tag}"
-    evaluation.mkdir()
-    (evaluation / "evaluation.json").write_text(json.dumps({"accuracy": accuracy}))
-    (evaluation / "reference").mkdir()
-    (evaluation / "reference" / "profile.json").write_text(json.dumps({"registered": tag}))  # the drift reference
-    export = tmp_path / f"export-{tag}" / "variants" / "model"
-    export.mkdir(parents=True)
-    network = torch.nn.Linear(4, 3)
-    torch.onnx.export(
-        network, (torch.zeros(1, 4),), str(export / "model_fp32.onnx"), input_names=["inputs"],
-        output_names=["logits"], dynamic_axes={"inputs": {0: "batch"}}, dynamo=False,
-    )  # fmt: skip
-    artifacts = {"evaluation": str(evaluation), "onnx": str(tmp_path / f"export-{tag}")}
-    registration = register_candidate(uri, plan, run_id, parent, network, "ds-1", artifacts)
-    return registration.name, registration.version
+from tests.unit.tracking.registered_versions import lifecycle_plan as _plan
+from tests.unit.tracking.registered_versions import register_version as _register
 
 
 def _approve(uri: str, *args: str) -> Any:
