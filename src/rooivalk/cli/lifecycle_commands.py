@@ -36,6 +36,16 @@ def resolve_tracking_uri(given: str | None) -> str:
     return uri
 
 
+def registry_client(given: str | None) -> Any:
+    """An MLflow client on the tracking URI (resolve_tracking_uri). These commands download a few small
+    JSON files (record, plan, card): MLflow's progress bar per download would bury their answer on a
+    terminal, so it is off unless MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR says otherwise."""
+    from rooivalk.tracking.runs import client_for
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return client_for(resolve_tracking_uri(given))
+
+
 def approve(
     name: NameArg, version: VersionArg, by: ByOpt = "", note: NoteOpt = "", tracking_uri: TrackingOpt = None
 ) -> None:
@@ -44,9 +54,8 @@ def approve(
     from rooivalk.tracking.lifecycle import LifecycleError
     from rooivalk.tracking.lifecycle import approve as approve_version
     from rooivalk.tracking.registry import refresh_record
-    from rooivalk.tracking.runs import client_for
 
-    client = client_for(resolve_tracking_uri(tracking_uri))
+    client = registry_client(tracking_uri)
     try:
         result = approve_version(client, name, version, by, note, lambda v: refresh_record(client, name, version))
     except LifecycleError as error:
@@ -72,9 +81,8 @@ def deprecate(
     from rooivalk.tracking.lifecycle import LifecycleError
     from rooivalk.tracking.lifecycle import deprecate as deprecate_version
     from rooivalk.tracking.registry import refresh_record
-    from rooivalk.tracking.runs import client_for
 
-    client = client_for(resolve_tracking_uri(tracking_uri))
+    client = registry_client(tracking_uri)
     try:
         deprecate_version(client, name, version, by, note)
     except LifecycleError as error:

@@ -58,7 +58,13 @@ def training_curves(curve: Curve) -> bytes:
     lr = np.asarray(curve.lr, dtype=float)
     bottom.plot(epochs, lr, ".-", color="tab:purple")
     if np.all(lr[np.isfinite(lr)] > 0) and np.isfinite(lr).any():
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
         bottom.set_yscale("log")
+        # Plain 1e-03 labels: the log axis' default 10^x labels go through mathtext, whose display font
+        # is not on every machine (matplotlib then logs a warning per label, after the run's own log closed).
+        bottom.yaxis.set_major_formatter(FormatStrFormatter("%.0e"))
+        bottom.yaxis.set_minor_formatter(NullFormatter())
     bottom.set_ylabel("LR (epoch end)")
     bottom.set_xlabel("epoch (counted across stages)")
     for stage, first, _ in stage_spans(curve.stages):

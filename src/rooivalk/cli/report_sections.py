@@ -363,25 +363,42 @@ def _degraded(folder: RunFolder) -> Section:
 
 
 def _requirements(folder: RunFolder) -> Section:
-    requirements = (folder.evaluation or {}).get("requirements")
-    if not requirements:
+    """Each requirement's figure and verdict: the evaluation's, and for a figure the evaluation does not
+    produce (an export latency) the export step's, as the registered version's record measures them."""
+    from rooivalk.plan import RequirementSpec
+    from rooivalk.plan.requirements import measure_requirements
+
+    recorded = (folder.evaluation or {}).get("requirements")
+    if not recorded:
         return Section("Requirements", ["No requirements in the plan."])
+    fields = ("id", "text", "metric", "min", "max", "class_name")
+    requirements = [RequirementSpec.model_validate({k: r.get(k) for k in fields}) for r in recorded]
+    figures = {
+        key: value
+        for name, step in folder.steps.items()
+        if name.startswith("export")
+        for key, value in (step.get("metrics") or {}).items()
+    }
+    figures |= {
+        req.key: r["value"] for req, r in zip(requirements, recorded, strict=True) if r.get("value") is not None
+    }
+    verdicts = {True: "pass", False: "FAIL", None: "not measured"}
     return Section(
         "Requirements",
         [
             Table(
-                ["id", "requirement", "metric", "min", "max", "value", "result"],
+                ["id", "requirement", "figure", "min", "max", "value", "result"],
                 [
                     [
-                        str(r.get("id")),
-                        str(r.get("text", "")),
-                        str(r.get("metric")),
-                        _f(r.get("min"), ".4g"),
-                        _f(r.get("max"), ".4g"),
-                        _f(r.get("value"), ".4f"),
-                        "pass" if r.get("passed") else "FAIL",
+                        str(r["id"]),
+                        str(r["text"]),
+                        req.key + (f" ({r['split']} split)" if r["split"] else ""),
+                        _f(r["min"], ".4g"),
+                        _f(r["max"], ".4g"),
+                        _f(r["value"], ".4f"),
+                        verdicts[r["passed"]],
                     ]
-                    for r in requirements
+                    for req, r in zip(requirements, measure_requirements(requirements, figures), strict=True)
                 ],
             )
         ],

@@ -4,7 +4,6 @@ tables for people, `--json` for tools. Something not found is one line on stderr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rooivalk.cli.common import print_error, stdout_console
-from rooivalk.cli.lifecycle_commands import NameArg, TrackingOpt, VersionArg, resolve_tracking_uri
+from rooivalk.cli.lifecycle_commands import NameArg, TrackingOpt, VersionArg, registry_client
 
 trace_app = typer.Typer(
     help="Traceability: a model version to its data, plan and requirements, and back.", no_args_is_help=True
@@ -24,13 +23,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the lookup as JSON 
 
 def _lookup(tracking_uri: str | None, query: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """Run a lookup on the store; TraceError -> one line, exit 2."""
-    from rooivalk.tracking.runs import client_for
     from rooivalk.tracking.trace import TraceError
 
-    # A lookup downloads a few small JSON files (record, card): MLflow's progress bar per download would
-    # bury the answer on a terminal. An explicit setting of the variable wins.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = client_for(resolve_tracking_uri(tracking_uri))
+    client = registry_client(tracking_uri)
     try:
         return query(client)
     except TraceError as error:
@@ -108,8 +103,8 @@ def trace_model(name: NameArg, version: VersionArg, as_json: JsonOpt = False, tr
         f"dataset {dataset['version']} (" + ", ".join(f"{s} {n}" for s, n in dataset["samples"].items()) + ")"
         f"; ingest run {dataset['ingest_run_id'] or '-'}",
         *(
-            f"training {step}: {t.get('epochs')} epochs, best {t.get('best_epoch')}, {t.get('seconds')} s, "
-            f"GPU {t.get('gpu')}"
+            f"training {step}: {t.get('epochs')} epochs, best {_whole(t.get('best_epoch'))}, "
+            f"{_seconds(t.get('seconds'))}, GPU {t.get('gpu')}"
             for step, t in found["training"].items()
         ),
         f"pipeline run {found['runs'].get('pipeline')}; record {found['record']}",
@@ -186,3 +181,11 @@ def trace_requirement(
         for v in found["versions"]
     ]
     console.print(_table("model versions", ["model", "version", "measured", "verdict", "status", "dataset"], rows))
+
+
+def _whole(value: Any) -> str:
+    return str(int(value)) if isinstance(value, int | float) else "-"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "- s"
