@@ -66,11 +66,13 @@ class RequirementSpec(Strict):
 
     def criterion(self) -> str:
         """`test_recall.drone >= 0.95` (and `<= ...`)."""
-        bounds = [
-            f">= {self.min:g}" if self.min is not None else "",
-            f"<= {self.max:g}" if self.max is not None else "",
-        ]
-        return f"{self.key} {' and '.join(b for b in bounds if b)}"
+        return f"{self.key} {bounds_text(self.min, self.max)}"
+
+
+def bounds_text(low: float | None, high: float | None) -> str:
+    """`>= 0.9`, `<= 20`, or both joined by `and`."""
+    parts = [f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
+    return " and ".join(part for part in parts if part)
 
 
 def requirement_problems(requirements: list[RequirementSpec]) -> list[tuple[str, str]]:

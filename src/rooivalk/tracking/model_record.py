@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rooivalk.plan import Plan
-from rooivalk.plan.requirements import measure_requirements
+from rooivalk.plan.requirements import bounds_text, measure_requirements
 from rooivalk.tracking.runs import PARENT_TAG, STEP_TAG, git_commit, package_versions
 
 RECORD_FILE = "model_record.json"
@@ -189,14 +189,7 @@ def describe(record: dict[str, Any], promotion: str | None = None) -> str:
         lines.append(f"Promotion: {promotion}")
     lines += ["", "| requirement | criterion | measured | verdict |", "| --- | --- | --- | --- |"]
     for r in trace["requirements"]:
-        bounds = " and ".join(
-            part
-            for part in (
-                f">= {r['min']:g}" if r["min"] is not None else "",
-                f"<= {r['max']:g}" if r["max"] is not None else "",
-            )
-            if part
-        )
+        bounds = bounds_text(r["min"], r["max"])
         what = r["metric"] + (f"[{r['class_name']}]" if r["class_name"] else "")
         value = "-" if r["value"] is None else f"{r['value']:.4f}"
         verdict = {True: "pass", False: "FAIL", None: "not measured"}[r["passed"]]
