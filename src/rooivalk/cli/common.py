@@ -54,3 +54,10 @@ def print_error(message: str) -> None:
     # No wrapping: off a terminal rich wraps at 80 columns, which splits the paths and URIs errors name
     # (pod logs, CI, grep).
     Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    """One line on stderr, as print_error, for what went wrong after the command's own change was made."""
+    Console(file=sys.stderr).print(
+        Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True
+    )

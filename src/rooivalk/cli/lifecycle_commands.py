@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from rooivalk.cli.common import print_error, stdout_console
+from rooivalk.cli.common import print_error, print_warning, stdout_console
+
+T = TypeVar("T")
 
 TrackingOpt = Annotated[
     str | None,
@@ -57,19 +60,21 @@ def approve(
 
     client = registry_client(tracking_uri)
     try:
-        result = approve_version(client, name, version, by, note, lambda v: refresh_record(client, name, version))
+        result = approve_version(client, name, version, by, note)
     except LifecycleError as error:
         print_error(str(error))
         raise typer.Exit(2) from None
-    if result["deprecated"] is not None:
-        refresh_record(client, name, result["deprecated"])
     said = [f"[green]released[/] {name} version {version}, approved by {by} at {result['approved_at']}"]
+    promotion = None
     if result["champion"]:
+        promotion = f"champion since its approval by {by} at {result['approved_at']}"
         said.append("it is now champion (promotion waited for this approval)")
-        reference = _refresh_monitoring_reference(client, name, version)
+        reference = _after_the_change(lambda: _refresh_monitoring_reference(client, name, version), "monitoring")
         if reference is not None:
             said.append(f"the drift monitor's reference is now its validation profile ({reference})")
+    _after_the_change(lambda: refresh_record(client, name, version, promotion=promotion), "record")
     if result["deprecated"] is not None:
+        _after_the_change(lambda: refresh_record(client, name, result["deprecated"]), "record")
         said.append(f"version {result['deprecated']} deprecated")
     stdout_console().print("; ".join(said), highlight=False)
 
@@ -77,19 +82,30 @@ def approve(
 def deprecate(
     name: NameArg, version: VersionArg, by: ByOpt = "", note: NoteOpt = "", tracking_uri: TrackingOpt = None
 ) -> None:
-    """Withdraw a model version (the alias `released` leaves it)."""
+    """Withdraw a model version: it leaves the aliases `released` and `champion`."""
     from rooivalk.tracking.lifecycle import LifecycleError
     from rooivalk.tracking.lifecycle import deprecate as deprecate_version
     from rooivalk.tracking.registry import refresh_record
 
     client = registry_client(tracking_uri)
     try:
-        deprecate_version(client, name, version, by, note)
+        lost = deprecate_version(client, name, version, by, note)
     except LifecycleError as error:
         print_error(str(error))
         raise typer.Exit(2) from None
-    refresh_record(client, name, version)
-    stdout_console().print(f"[yellow]deprecated[/] {name} version {version} by {by}", highlight=False)
+    _after_the_change(lambda: refresh_record(client, name, version), "record")
+    left = f"; it is no longer {' or '.join(lost)}" if lost else ""
+    stdout_console().print(f"[yellow]deprecated[/] {name} version {version} by {by}{left}", highlight=False)
+
+
+def _after_the_change(step: Callable[[], T], what: str) -> T | None:
+    """A step after the registry changed (the record rewritten, the monitor's reference refreshed): its
+    failure is a warning that says the change stands, not an error that reads as if nothing changed."""
+    try:
+        return step()
+    except Exception as error:  # noqa: BLE001 (the change is made; say what did not follow it)
+        print_warning(f"the change is recorded in the registry, but its {what} was not updated: {error}")
+        return None
 
 
 def _refresh_monitoring_reference(client: Any, name: str, version: str) -> str | None:

@@ -105,8 +105,8 @@ class Plan(Strict):
         return self
 
     def _resolve_requirement_gates(self) -> None:
-        """A gate that names a requirement checks its criterion: its metric and bounds are filled in here.
-        A gate that also gives them must give the requirement's own (a plan dumped and read again does)."""
+        """A gate that names a requirement checks its criterion: its metric and bounds are filled in here
+        (the gate gives none of its own, and dumps as `{requirement: ID}`: rooivalk.plan.evaluation.Gate)."""
         problems = requirement_problems(self.requirements)
         if problems:
             raise ValueError("; ".join(f"{path}: {reason}" for path, reason in problems))
@@ -122,11 +122,6 @@ class Plan(Strict):
                         f"requirements: {sorted(known) or 'none'}"
                     )
                 criterion = (requirement.key, requirement.min, requirement.max)
-                if gate.metric and (gate.metric, gate.min, gate.max) != criterion:
-                    raise ValueError(
-                        f"{section}[{index}]: names requirement {requirement.id} and its own metric or bounds: give "
-                        f"only the requirement (its criterion, {requirement.criterion()}, is the gate's)"
-                    )
                 gate.metric, gate.min, gate.max = criterion
 
     def export_model_names(self) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from rooivalk.plan.base import Strict
 
@@ -21,12 +21,27 @@ class Gate(Strict):
     @model_validator(mode="after")
     def _has_bound(self) -> Gate:
         if self.requirement is not None:
+            given = sorted({"metric", "min", "max"} & self.model_fields_set)
+            if given:
+                raise ValueError(
+                    f"a gate naming requirement {self.requirement} takes its criterion from it: leave out {given}"
+                )
             return self
         if not self.metric:
             raise ValueError("a gate needs a metric with 'min' or 'max', or a requirement id")
         if self.min is None and self.max is None:
             raise ValueError(f"gate on {self.metric!r} needs 'min' or 'max'")
         return self
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """A requirement's gate dumps as the user wrote it, `{requirement: ID}`: the metric and bounds the
+        plan filled in from the requirement are not the gate's own (a dumped plan, edited and read again,
+        takes them from the requirement again)."""
+        if self.requirement is not None:
+            return {"requirement": self.requirement}
+        dumped: dict[str, Any] = handler(self)
+        return dumped
 
 
 class DetectionTTASpec(Strict):

@@ -35,7 +35,13 @@ class RequirementSpec(Strict):
     )
     min: float | None = Field(None, description="the figure must be at least this")
     max: float | None = Field(None, description="the figure must be at most this")
-    class_name: str | None = Field(None, description="the class whose figure is meant; null: the whole split")
+    # The figure is logged to MLflow as <metric>.<class>: MLflow takes letters, digits, _ - . space : / in a
+    # metric name, and a class name that is not a plain path segment would make the evaluate step fail.
+    class_name: str | None = Field(
+        None,
+        pattern=r"^[\w\-. :]+$",
+        description="the class whose figure is meant (letters, digits, _ - . : and spaces); null: the whole split",
+    )
 
     @model_validator(mode="after")
     def _criterion(self) -> RequirementSpec:
@@ -43,6 +49,8 @@ class RequirementSpec(Strict):
             raise ValueError(f"requirement {self.id}: give min or max (its measurable criterion)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"requirement {self.id}: min {self.min} > max {self.max}")
+        if self.class_name in (".", ".."):
+            raise ValueError(f"requirement {self.id}: class_name {self.class_name!r} is not a class name")
         if self.class_name is not None and not self.metric.endswith(PER_CLASS_FIGURES):
             raise ValueError(
                 f"requirement {self.id}: class_name needs a per-class figure ({', '.join(PER_CLASS_FIGURES)}), "

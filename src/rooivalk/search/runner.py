@@ -59,10 +59,10 @@ def work(
     finished: int | None = None,
 ) -> int:
     """Worker `worker`: its share of the study's trials (a separate process with workers > 1); `finished`:
-        the trials the study held before this search started (they move the sampler's seed; None: counted
-        now). On a cluster (context.run_key) a retried worker pod first queues again the trials it left
-        running, then runs only what its share has left; with search.epoch_budget it stops once the study spent
-    it. Returns the trials it ran."""
+    the trials the study held before this search started (they move the sampler's seed; None: counted
+    now). On a cluster (context.run_key) a retried worker pod first queues again the trials it left
+    running, then runs only what its share has left; with search.epoch_budget it stops once the study
+    spent it. Returns the trials it ran."""
     import torch
 
     from rooivalk.training.engine.errors import TrainingError
@@ -97,8 +97,8 @@ def epochs_trained(study: Any) -> int:
 
 
 def _stop_at_budget(budget: int) -> Callable[[Any, Any], None]:
-    """An Optuna callback: this worker starts no further trial once the study trained `budget` epochs (with N
-    workers, the others' running trials still finish: the study may pass it by up to N - 1 trials)."""
+    """An Optuna callback: this worker starts no further trial once the study trained `budget` epochs (the
+    trial that crossed it and the other workers' running ones finish: up to one trial per worker more)."""
 
     def stop(study: Any, _trial: Any) -> None:
         spent = epochs_trained(study)

@@ -113,5 +113,6 @@ def register_attribution(
         dataset_version,
         {"evaluation": f"{out_dir}/evaluation", "onnx": f"{out_dir}/export"},
         dataset_dir=f"{out_dir}/dataset",
+        own_steps=["train_attribution", "register_attribution"],  # not the sensors' and fusion's steps
     )
     return registration.ref, _prefixed(registration.step_metrics())

@@ -93,12 +93,14 @@ def register(
     extra_artifacts: dict[str, str],
     sensor_dirs: list[str] | None = None,
     dataset_dir: str | None = None,
+    own_steps: list[str] | None = None,
 ) -> Registration:
     """Register a trained model, or with `sensor_dirs` a multi-sensor system (the fusion model at
     `model_dir` as the MLflow model, its sensor models as `sensors/<name>` artifacts, tagged with the
     features key and the sensor list); `extra_artifacts` (evaluation, ONNX export) go to the same run,
     and so does the model folder itself (`trained_model/`), which a later promotion re-scores on new
-    data (`dataset_dir`: the test set of this registration). Folders, not objects, so that a
+    data (`dataset_dir`: the test set of this registration); `own_steps`: the pipeline steps that made
+    this model when not all did (its version record reads only theirs). Folders, not objects, so that a
     registration buffered while the server is down can be replayed."""
     # Here, not at the top: `rooivalk sync` imports this module for the op, and these load torch.
     from rooivalk.evaluation.rescore import champion_rescorer
@@ -118,8 +120,9 @@ def register(
         tags = log_ensemble_member(tracking_uri, run_id, model_dir) | detector_ensemble_tags(model_dir)
         tags |= variant_ensemble_tags(model_dir)
         return register_candidate(
-            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, tags, rescore
-        )
+            tracking_uri, plan, run_id, parent_run_id, network, dataset_version, artifacts, tags, rescore,
+            own_steps=own_steps,
+        )  # fmt: skip
     fusion, info = load_fusion_model(model_dir)
     for folder in sensor_dirs:
         artifacts[f"{SENSORS_ARTIFACT}/{read_sensor_info(folder).sensor}"] = folder

@@ -2,10 +2,12 @@
 
 The status is the version's tag `rooivalk.status`; every change is appended to `rooivalk.status_history`
 (JSON: status, when, by whom, note) and checked against the allowed transitions, so that a version is
-`validated` only when every requirement of its plan passed (rooivalk.tracking.model_record) and
-`released` only through `rooivalk approve`, which records the approver and the date and moves the alias
-`released` (and `champion`, where promotion waited for the approval). A refused change raises
-LifecycleError before anything is written.
+`validated` only when every requirement of its plan passed (rooivalk.tracking.model_record; a plan that
+lists none: once its gates passed, as they must for it to be registered) and `released` only through
+`rooivalk approve`, which records the approver and the date and moves the alias `released` (and
+`champion`, where promotion waited for the approval). A refused change raises LifecycleError before
+anything is written. Changes are not transactions: two people approving versions of one model at the
+same moment may interleave (each re-reads before it writes, which narrows, not closes, the window).
 
   draft      registered; its record (training run, artifacts, figures) is being written
   training   trained and recorded, not validated: a requirement failed or was not measured
@@ -17,7 +19,6 @@ LifecycleError before anything is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,17 +87,20 @@ def _version(client: Any, name: str, version: str) -> Any:
         raise LifecycleError(f"no version {version} of registered model {name!r} ({error.message})") from error
 
 
-def approve(
-    client: Any, name: str, version: str, by: str, note: str = "", on_change: Callable[[Any], object] | None = None
-) -> dict[str, Any]:
+def approve(client: Any, name: str, version: str, by: str, note: str = "") -> dict[str, Any]:
     """Release a validated version: approver, date and note recorded, alias `released` moved to it (the
-    version it leaves is deprecated), and `champion` too where promotion waited for this approval.
-    `on_change(version)` rewrites what else describes the version (its record, its description).
-    Returns {"approved_by", "approved_at", "note", "deprecated", "champion"}."""
+    version it leaves is deprecated), and `champion` too where promotion waited for this approval. Every
+    check is made before the first write. Returns {"approved_by", "approved_at", "note", "deprecated",
+    "champion"}."""
     if not by.strip():
         raise LifecycleError(f"{name} version {version}: an approval needs the approver's name (--by)")
     found = _version(client, name, version)
     status = status_of(found)
+    if REQUIREMENTS_PASSED_TAG not in found.tags:
+        raise LifecycleError(
+            f"{name} version {version} has no model record (registered before records and lifecycles): nothing "
+            "says it met its requirements; register it again to approve it"
+        )
     if found.tags.get(REQUIREMENTS_PASSED_TAG) == "false":
         failing = [
             key.removeprefix("rooivalk.requirement.")
@@ -116,6 +120,7 @@ def approve(
         client.set_model_version_tag(name, version, tag, value)
     client.set_registered_model_alias(name, RELEASED, version)
     deprecated = None
+    previous = None if previous is None else client.get_model_version(name, str(previous.version))  # read again
     if previous is not None and str(previous.version) != str(version) and status_of(previous) == RELEASED:
         move(client, name, str(previous.version), "deprecated", by, f"replaced by version {version}")
         deprecated = str(previous.version)
@@ -123,20 +128,21 @@ def approve(
     if champion:
         client.set_registered_model_alias(name, CHAMPION, version)
         client.delete_model_version_tag(name, version, AWAITING_TAG)
-    if on_change is not None:
-        on_change(client.get_model_version(name, version))
     return {"approved_by": by, "approved_at": at, "note": note, "deprecated": deprecated, "champion": champion}
 
 
-def deprecate(client: Any, name: str, version: str, by: str, note: str = "") -> None:
-    """Withdraw a version (any status but deprecated); the alias `released` leaves it."""
+def deprecate(client: Any, name: str, version: str, by: str, note: str = "") -> list[str]:
+    """Withdraw a version (any status but deprecated): the aliases `released` and `champion` leave it (a
+    deprecated model is served by nobody; promote another); returns the aliases it lost."""
     if not by.strip():
         raise LifecycleError(f"{name} version {version}: deprecating needs a name (--by)")
-    _version(client, name, version)
+    found = _version(client, name, version)
+    check_transition(name, version, status_of(found), "deprecated")
+    aliases = [alias for alias in (RELEASED, CHAMPION) if alias in (found.aliases or [])]
     move(client, name, version, "deprecated", by, note)
-    released = _released_version(client, name)
-    if released is not None and str(released.version) == str(version):
-        client.delete_registered_model_alias(name, RELEASED)
+    for alias in aliases:
+        client.delete_registered_model_alias(name, alias)
+    return aliases
 
 
 def _released_version(client: Any, name: str) -> Any | None:

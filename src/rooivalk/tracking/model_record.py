@@ -13,6 +13,7 @@ change, so it always holds the status history and the approval).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,13 @@ def build_record(
     dataset_version: str,
     artifacts: dict[str, str],
     previous_version: str | None,
+    own_steps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The record of a just-registered version (see the module docstring); status and history are added
-    by whoever moves its status."""
+    by whoever moves its status. `own_steps`: only these step runs made the model (None: every step)."""
     runs = step_runs(client, parent_run_id)
+    if own_steps is not None:
+        runs = {step: run for step, run in runs.items() if step in own_steps}
     measured = {**_figures(runs, "evaluate"), **_figures(runs, "export")}
     requirements = measure_requirements(plan.requirements, measured)
     counts = _figures(runs, "ingest", ("train_size", "val_size", "test_size", "num_", "test_"))

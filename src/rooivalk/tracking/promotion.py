@@ -103,6 +103,42 @@ def _better(score: float, other: float, spec: PromotionSpec) -> bool:
     return score > other + spec.margin if spec.mode == "max" else score < other - spec.margin
 
 
+def _against_champion(
+    champion: Any,
+    metric: str,
+    score: float,
+    dataset_version: str,
+    spec: PromotionSpec,
+    rescore: Callable[[str], float] | None,
+) -> tuple[bool, str, float | None]:
+    """(promoted, reason, the champion's comparable score or None) of a challenger scoring `score`."""
+    same_test_set = champion.tags.get(DATASET_TAG) == dataset_version
+    recorded = champion.tags.get(f"{SCORE_TAG}.{metric}")
+    why_not = "no re-scorer given"
+    champion_score: float | None = None
+    if same_test_set and recorded is not None:
+        champion_score = float(recorded)
+    elif rescore is not None:
+        try:
+            champion_score = rescore(str(champion.version))
+        except RescoreUnavailable as error:
+            why_not = str(error)
+    if champion_score is None:
+        reason = (
+            f"champion v{champion.version} was scored on dataset {champion.tags.get(DATASET_TAG)}, "
+            f"not {dataset_version}, and cannot be re-scored here ({why_not}): champion kept"
+        )
+        return False, reason, None
+    promoted = _better(score, champion_score, spec)
+    relation = "beats" if promoted else "does not beat"
+    where = "" if same_test_set else f" (re-scored on dataset {dataset_version})"
+    reason = (
+        f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f}{where} "
+        f"by more than the margin {spec.margin}"
+    )
+    return promoted, reason, champion_score
+
+
 def promote_challenger(
     tracking_uri: str,
     name: str,
@@ -112,8 +148,10 @@ def promote_challenger(
     spec: PromotionSpec,
     default_metric: str,
     rescore: Callable[[str], float] | None = None,
+    not_eligible: str | None = None,
 ) -> PromotionDecision:
-    """Alias `version` as challenger, then decide whether it becomes champion (see module doc); with
+    """Alias `version` as challenger, then decide whether it becomes champion (see module doc); a version
+    `not_eligible` (the reason: it failed a requirement) stays challenger whatever it scores; with
     `spec.require_approval` a winning challenger waits for `rooivalk approve` (tag rooivalk.awaiting_approval)
     instead of taking the alias now."""
     metric = spec.metric or default_metric
@@ -130,30 +168,9 @@ def promote_challenger(
     elif str(champion.version) == str(version):
         promoted, reason = True, "already champion"
     else:
-        same_test_set = champion.tags.get(DATASET_TAG) == dataset_version
-        recorded = champion.tags.get(f"{SCORE_TAG}.{metric}")
-        why_not = "no re-scorer given"
-        if same_test_set and recorded is not None:
-            champion_score = float(recorded)
-        elif rescore is not None:
-            try:
-                champion_score = rescore(str(champion.version))
-            except RescoreUnavailable as error:
-                why_not = str(error)
-        if champion_score is None:
-            promoted = False
-            reason = (
-                f"champion v{champion.version} was scored on dataset {champion.tags.get(DATASET_TAG)}, "
-                f"not {dataset_version}, and cannot be re-scored here ({why_not}): champion kept"
-            )
-        else:
-            promoted = _better(score, champion_score, spec)
-            relation = "beats" if promoted else "does not beat"
-            where = "" if same_test_set else f" (re-scored on dataset {dataset_version})"
-            reason = (
-                f"{metric} {score:.4f} {relation} champion v{champion.version}'s {champion_score:.4f}{where} "
-                f"by more than the margin {spec.margin}"
-            )
+        promoted, reason, champion_score = _against_champion(champion, metric, score, dataset_version, spec, rescore)
+    if not_eligible is not None:
+        promoted, reason = False, f"{reason}; not promoted: {not_eligible}"
     if promoted and spec.require_approval and reason != "already champion":
         promoted = False
         reason += f"; awaiting approval (promotion.require_approval): rooivalk approve {name} {version} --by NAME"

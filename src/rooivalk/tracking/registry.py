@@ -8,7 +8,7 @@ for a champion scored on another dataset version, hands in the function that re-
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from rooivalk.plan import Plan
 from rooivalk.tracking import lifecycle
 from rooivalk.tracking.model_record import RECORD_FILE, build_record, describe, onnx_signature, record_tags
 from rooivalk.tracking.promotion import (
+    DECISION_TAG,
     Registration,
     RescoreUnavailable,
     champion_version,
@@ -70,6 +71,7 @@ def register_candidate(
     extra_tags: dict[str, str] | None = None,
     rescore: Callable[[str], float] | None = None,
     model_name: str = "model",
+    own_steps: Sequence[str] | None = None,
 ) -> Registration:
     """Register `network` under the plan's registry name with lineage tags (it passed the evaluation
     and export gates to get here) and its record (rooivalk.tracking.model_record), move its status
@@ -77,7 +79,10 @@ def register_candidate(
     `challenger`, and let promotion decide whether it becomes `champion` by the scores in its evaluation
     report (`extra_artifacts["evaluation"]`); `rescore` scores a champion of another dataset version on this
     registration's test split. `model_name`: the export's name of the network (its ONNX graph gives the
-    version's signature)."""
+    version's signature); `own_steps`: the pipeline steps that made this model, when not all of them did
+    (the attribution model of a multi-sensor run: its own step). A version that did not pass every
+    requirement stays challenger. A version an earlier attempt of this step left unfinished (a retried
+    pod) is deprecated first, naming this one's registration."""
     tags = {
         **lineage_tags(plan, dataset_version),
         "rooivalk.parent_run_id": parent_run_id,
@@ -88,11 +93,14 @@ def register_candidate(
     champion = champion_version(client, name)
     previous = None if champion is None else str(champion.version)
     signature = onnx_signature(extra_artifacts.get("onnx"), model_name)
-    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts, signature)
     by = f"rooivalk (pipeline run {parent_run_id})"
+    unfinished = _unfinished_versions(client, name, parent_run_id)
+    name, version = register_model(tracking_uri, run_id, network, name, tags, extra_artifacts, signature)
+    for left in unfinished:
+        lifecycle.move(client, name, left, "deprecated", by, f"registration retried: version {version} replaces it")
     lifecycle.move(client, name, version, "draft", by, "registered")
     record = build_record(
-        client, plan, name, version, run_id, parent_run_id, dataset_version, extra_artifacts, previous
+        client, plan, name, version, run_id, parent_run_id, dataset_version, extra_artifacts, previous, own_steps
     )
     for key, value in record_tags(record).items():
         client.set_model_version_tag(name, version, key, value)
@@ -109,18 +117,47 @@ def register_candidate(
         plan.tracking.promotion,
         promotion_metric(plan),
         rescore,
+        None if record["requirements_passed"] else f"not validated: {failed_requirements(record)}",
     )
     record["promotion"] = decision.reason
     refresh_record(client, name, version, record)
     return Registration(name, version, decision)
 
 
-def refresh_record(client: Any, name: str, version: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+def _unfinished_versions(client: Any, name: str, parent_run_id: str) -> list[str]:
+    """Versions of `name` an earlier attempt of this pipeline run's registration left in draft or training
+    with no promotion decision (its pod died mid-way)."""
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        return []
+    found = client.search_model_versions(f"name = '{name}'")
+    return [
+        str(v.version)
+        for v in found
+        if v.tags.get("rooivalk.parent_run_id") == parent_run_id
+        and lifecycle.status_of(v) in ("draft", "training")
+        and DECISION_TAG not in v.tags
+    ]
+
+
+def failed_requirements(record: dict[str, Any]) -> str:
+    """`CD-ML-004 failed, CD-ML-005 not measured`."""
+    said = {False: "failed", None: "not measured"}
+    return ", ".join(
+        f"{r['id']} {said[r['passed']]}" for r in record["traceability"]["requirements"] if r["passed"] is not True
+    )
+
+
+def refresh_record(
+    client: Any, name: str, version: str, record: dict[str, Any] | None = None, promotion: str | None = None
+) -> dict[str, Any]:
     """Write the version's record again with its current status, history and approval (into the
-    registration run's model_record.json) and its MLflow description; returns the record."""
+    registration run's model_record.json) and its MLflow description (`promotion`: what promotion now
+    says of it); returns the record."""
     found = client.get_model_version(name, version)
     if record is None:
         record = read_record(client, found)
+    if promotion is not None:
+        record["promotion"] = promotion
     record["status"] = lifecycle.status_of(found)
     record["status_history"] = lifecycle.history_of(found)
     by, at, note = (found.tags.get(tag) for tag in lifecycle.APPROVAL_TAGS)

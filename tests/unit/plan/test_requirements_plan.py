@@ -36,8 +36,11 @@ def test_a_gate_naming_a_requirement_checks_its_criterion_and_the_plan_reads_bac
     assert (gate.metric, gate.min, gate.max, gate.requirement) == ("test_recall.hello", 0.95, None, "REQ-ML-002")
     assert plan.requirements[1].criterion() == "test_recall.hello >= 0.95"
     assert plan.requirements[0].split == "test"
-    again = validate_plan(plan.model_dump(mode="json"))  # a dumped plan (pipeline parameter) reads the same
-    assert again.digest() == plan.digest()
+    dumped = plan.model_dump(mode="json")  # a pipeline parameter, plan.json: the gate as the user wrote it
+    assert dumped["evaluation"]["gates"] == [{"requirement": "REQ-ML-002"}]
+    assert validate_plan(dumped).digest() == plan.digest()
+    dumped["requirements"][1]["min"] = 0.8  # edited and read again: the gate follows its requirement
+    assert validate_plan(dumped).evaluation.gates[0].min == 0.8
 
 
 def test_bad_requirements_and_gates_are_refused_naming_their_path() -> None:
@@ -45,8 +48,11 @@ def test_bad_requirements_and_gates_are_refused_naming_their_path() -> None:
         _plan([ACCURACY], [{"requirement": "REQ-9"}])
     )
     assert "requirements[1].id: 'REQ-ML-001' is also requirements[0]" in _refusal(_plan([ACCURACY, ACCURACY]))
-    conflicting = _plan([ACCURACY], [{"requirement": "REQ-ML-001", "metric": "test_accuracy", "min": 0.5}])
-    assert "evaluation.gates[0]: names requirement REQ-ML-001 and its own metric or bounds" in _refusal(conflicting)
+    conflicting = _plan([ACCURACY], [{"requirement": "REQ-ML-001", "min": 0.5}])
+    assert "evaluation.gates.0: Value error, a gate naming requirement REQ-ML-001 takes its criterion from it" in (
+        _refusal(conflicting)
+    )
+    assert "requirements.0.class_name" in _refusal(_plan([{**RECALL, "class_name": "drone (fixed/wing)"}]))
     assert "give min or max" in _refusal(_plan([{**ACCURACY, "min": None}]))
     assert "class_name needs a per-class figure" in _refusal(_plan([{**RECALL, "metric": "test_accuracy"}]))
     assert "requirements.0.id" in _refusal(_plan([{**ACCURACY, "id": "has space"}]))

@@ -78,11 +78,13 @@ def register_version(
     dataset_version: str = "ds-1",
     recall: float = 0.95,
     rescore: Callable[[str], float] | None = None,
+    parent: str | None = None,
 ) -> tuple[str, str]:
-    """A pipeline run with the steps' figures as the real steps log them, then registration; (name, version)."""
+    """A pipeline run (or more steps of `parent`'s) with the steps' figures as the real steps log them, then
+    registration; (name, version)."""
     uri = plan.tracking.uri
     assert uri is not None
-    parent = create_pipeline_run(uri, plan.model_dump(mode="json"), f"key-{tag}", "rooivalk-training")
+    parent = parent or create_pipeline_run(uri, plan.model_dump(mode="json"), f"key-{tag}", "rooivalk-training")
     figures = {
         "ingest_data": {"train_size": 60.0, "val_size": 20.0, "test_size": 20.0, "num_quarantined": 1.0},
         "train_model": {"stage_head_epochs": 2.0, "stage_all_epochs": 3.0, "best_epoch": 4.0, "train_seconds": 9.5},

@@ -2,7 +2,8 @@
 record (tags, model_record.json, description, ONNX signature) and moves draft -> training -> validated
 only when every requirement passed; `rooivalk approve` releases a validated version, refuses one that
 failed a requirement or has no approver (nothing changed), deprecates the release it replaces, and
-gives the champion alias where promotion.require_approval held it back."""
+gives the champion alias where promotion.require_approval held it back; a version that failed a
+requirement never becomes champion; a retried registration deprecates what its dead attempt left."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from rooivalk.cli.app import app
 from rooivalk.tracking import lifecycle
 from rooivalk.tracking.model_record import RECORD_FILE
+from rooivalk.tracking.registry import register_model
 from tests.unit.tracking.registered_versions import lifecycle_plan as _plan
 from tests.unit.tracking.registered_versions import register_version as _register
 
@@ -86,6 +89,41 @@ def test_a_failed_requirement_leaves_the_version_unvalidated_and_unapprovable(tm
     assert after.tags == found.tags  # nothing changed in the registry
     with pytest.raises(lifecycle.LifecycleError, match="is training: it may move to validated, deprecated, not"):
         lifecycle.move(client, name, version, "released", "someone")
+    assert after.aliases == ["challenger"]  # not validated: never champion, whatever it scores
+    assert after.tags["rooivalk.promotion"].count("not promoted: not validated: REQ-REC failed") == 1
+
+
+def test_what_approval_refuses_and_what_deprecation_and_a_retried_registration_leave(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = _plan(uri)
+    name, version = _register(tmp_path, plan, 0.9, "a")
+    client = MlflowClient(uri)
+    # A version registered before records and lifecycles (tagged validated, as registration used to): refused.
+    run = client.create_run(client.get_experiment_by_name("rooivalk").experiment_id)
+    _, old = register_model(uri, run.info.run_id, torch.nn.Linear(4, 3), name, {"rooivalk.status": "validated"})
+    refused = _approve(uri, name, old, "--by", "A. Engineer")
+    assert refused.exit_code == 2
+    assert "has no model record" in refused.output
+    assert client.get_model_version(name, old).tags == {"rooivalk.status": "validated"}  # nothing changed
+    # Deprecating the champion takes its aliases away.
+    gone = CliRunner().invoke(app, ["deprecate", name, version, "--by", "A. Engineer", "--tracking-uri", uri])
+    assert gone.exit_code == 0, gone.output
+    assert "it is no longer champion" in gone.output
+    assert client.get_model_version(name, version).aliases == ["challenger"]
+    # A registration retried in the same pipeline run deprecates what the dead attempt left unfinished.
+    left = client.get_model_version(name, version)
+    parent = left.tags["rooivalk.parent_run_id"]
+    _, stuck = register_model(uri, run.info.run_id, torch.nn.Linear(4, 3), name, {"rooivalk.parent_run_id": parent})
+    lifecycle.move(client, name, stuck, "draft", "test", "a pod that died here")
+    _, again = _register(tmp_path, plan, 0.9, "b", parent=parent)
+    history = lifecycle.history_of(client.get_model_version(name, stuck))
+    assert (history[-1]["status"], history[-1]["note"]) == (
+        "deprecated",
+        f"registration retried: version {again} replaces it",
+    )
+    assert (
+        client.get_model_version(name, version).tags["rooivalk.status"] == "deprecated"
+    )  # finished: not touched again
 
 
 def test_promotion_that_requires_approval_waits_for_it(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from tests.unit.tracking.registered_versions import lifecycle_plan, register_ver
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(run folder holding mlflow.db, model name): version 1 on ds-1, approved; version 2 on ds-2, recall
-    0.85 (fails REQ-REC), promoted over version 1 re-scored on ds-2 at 0.7."""
+    0.85 (fails REQ-REC): it beats version 1 re-scored on ds-2 at 0.7, but is not promoted."""
     folder = tmp_path_factory.mktemp("trace")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     plan = lifecycle_plan(uri)
@@ -45,7 +45,8 @@ def _trace(store: tuple[Path, str], *args: str) -> Any:
 def test_trace_model_goes_down_to_data_requirements_and_code(store: tuple[Path, str]) -> None:
     client = MlflowClient(_uri(store))
     first = trace_model(client, store[1], "1")
-    assert (first["status"], first["aliases"], first["previous_version"]) == ("released", ["released"], None)
+    assert (first["status"], first["previous_version"]) == ("released", None)
+    assert first["aliases"] == ["champion", "released"]
     assert first["approval"]["by"] == "A. Engineer"
     assert [h["status"] for h in first["status_history"]] == ["draft", "training", "validated", "released"]
     dataset = first["dataset"]
@@ -68,6 +69,7 @@ def test_trace_model_goes_down_to_data_requirements_and_code(store: tuple[Path, 
     assert (second["status"], second["previous_version"], second["dataset"]["version"]) == ("training", "1", "ds-2")
     assert (second["requirements"][0]["verdict"], second["requirements"][0]["value"]) == ("fail", 0.85)
     assert "re-scored on dataset ds-2" in second["promotion"]["reason"]
+    assert second["promotion"]["reason"].endswith("not promoted: not validated: REQ-REC failed")
 
 
 def test_trace_dataset_goes_up_to_runs_and_versions(store: tuple[Path, str]) -> None:
@@ -79,7 +81,7 @@ def test_trace_dataset_goes_up_to_runs_and_versions(store: tuple[Path, str]) -> 
         "ingest_data", "train_model", "evaluate_model", "export_model", "register_model"
     ]  # fmt: skip
     assert [(v["version"], v["status"], v["aliases"]) for v in first["model_versions"]] == [
-        ("1", "released", ["released"])
+        ("1", "released", ["champion", "released"])
     ]
     assert first["rescored"] == []
     assert first["card"]["manifest_digest"] == "d" * 64
@@ -88,7 +90,7 @@ def test_trace_dataset_goes_up_to_runs_and_versions(store: tuple[Path, str]) -> 
     assert [v["version"] for v in second["model_versions"]] == ["2"]
     assert second["rescored"] == [
         {"name": store[1], "version": "1", "metric": "test_accuracy", "score": 0.7, "challenger_version": "2",
-         "challenger_score": 0.9, "promoted": True}
+         "challenger_score": 0.9, "promoted": False}
     ]  # fmt: skip
 
 
