@@ -47,7 +47,10 @@ def _training(runs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for step, run in runs.items():
         if not step.startswith("train"):
             continue
-        metrics = run.data.metrics
+        # A step that trains one model among several prefixes its figures with the model (train_attribution:
+        # attribution_best_epoch ...); read them under their plain names.
+        prefix = f"{step.removeprefix('train_')}_"
+        metrics = {key.removeprefix(prefix): value for key, value in run.data.metrics.items()}
         stage_epochs = [v for k, v in metrics.items() if k.startswith("stage_") and k.endswith("_epochs")]
         training[step] = {
             "epochs": int(sum(stage_epochs)) if stage_epochs else metrics.get("epochs"),
