@@ -66,11 +66,12 @@ def _projections(
         groups = [(q, slice(0, embed)), (k, slice(embed, 3 * embed))]
     else:
         groups = [(q, slice(0, embed)), (k, slice(embed, 2 * embed)), (v, slice(2 * embed, 3 * embed))]
-    outputs = []
+    projections: list[torch.Tensor] = []
     for index, (x, rows) in enumerate(groups):
         part_bias = None if bias is None else bias[rows]
-        outputs.append(rounded_linear(attention, x, weight[rows], part_bias, (2 * index, 2 * index + 1)))
-    return list(torch.split(torch.cat(outputs, dim=-1), embed, dim=-1))  # q, k, v projections
+        output = rounded_linear(attention, x, weight[rows], part_bias, (2 * index, 2 * index + 1))
+        projections.extend(torch.split(output, embed, dim=-1))  # (L, N, E) each; q's and k's L may differ
+    return projections  # q, k, v
 
 
 def _rounded_attention(attention: nn.Module, arguments: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,49 @@ def test_ort_weighted_int8_rounds_exactly_what_training_rounded(make: type[nn.Mo
     logits = next(node for node in graph.node if node.output[0] == "logits")
     output_step = float(values[logits.input[1]])
     assert np.abs(ran - simulated).max() <= 3 * output_step
+
+
+@pytest.mark.parametrize("make", [_ConvBatchNorm, _Attention])
+def test_strip_restores_folded_and_attention_models(make: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(8, 3, 16)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    count = fake_quant.prepare(model, example=lambda: model(x[:2]))
+    assert count == len(fake_quant.quantized_layers(model))
+    model.train()
+    model(x).sum().backward()  # gradients reach the original weights through the rounding
+    originals = [p for name, p in model.named_parameters() if name.endswith("original")]
+    assert originals
+    assert all(p.grad is not None for p in originals)
+    averaged = copy.deepcopy(model)  # what the EMA holds: its hooks round at its own layers' ranges
+    averaged(x)
+    assert all(
+        hook.layer in list(averaged.modules())
+        for module in averaged.modules()
+        for hook in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        if hasattr(hook, "layer")
+    )
+    assert fake_quant.strip(model) == count
+    after = model.state_dict()
+    assert list(after) == list(before)
+    moved = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics of the training forward
+    assert all(torch.equal(after[key], before[key]) for key in before if not key.endswith(moved))
+
+
+def test_cross_attention_rounds_each_in_projection_on_its_own_range() -> None:
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
+    fake_quant.prepare(attention, momentum=1.0)
+    query, memory = torch.randn(4, 3, 8), torch.randn(4, 5, 8)
+    attention.train()
+    attention(query, memory, memory)  # q, then k = v: two MatMuls
+    assert attention.qat_range[:, 2].tolist() == [1, 1, 1, 1, 0, 0]
+    assert attention.out_proj.qat_range[:, 2].tolist() == [1, 1]
+    attention.eval()
+    with torch.no_grad():  # eval without gradients: torch's fused fast path must not bypass the rounding
+        rounded = attention(query, query, query, need_weights=False)[0]
+    fake_quant.strip(attention)
+    with torch.no_grad():
+        plain = attention(query, query, query, need_weights=False)[0]
+    assert not torch.allclose(rounded, plain)
