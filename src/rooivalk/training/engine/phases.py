@@ -73,7 +73,9 @@ class QATPhase:
         self.spec, self.epochs, self.lr = spec, spec.epochs, spec.lr
 
     def prepare(self, model: nn.Module, task: Task) -> None:
-        fake_quant.prepare(model, self.spec.observer_momentum)
+        # One batch, run as the task runs it, finds the layers whose BatchNorm the export folds into them.
+        batch = task.eval_batch(2, next(model.parameters()).device)
+        fake_quant.prepare(model, self.spec.observer_momentum, example=lambda: task.forward(model, batch))
 
     def finish(self, model: nn.Module) -> dict[str, float]:
         return {"layers": float(fake_quant.strip(model))}
