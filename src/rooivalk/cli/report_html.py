@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rooivalk import storage
 from rooivalk.cli.report_data import RunFolder, load_run_folder
-from rooivalk.cli.report_sections import Figure, Section, Table, build_sections
+from rooivalk.cli.report_parts import Figure, Section, Table
+from rooivalk.cli.report_sections import build_sections
 
 REPORT_HTML = "report.html"
 

@@ -12,10 +12,10 @@ import functools
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from rooivalk import machine
+from rooivalk.cli.report_checks import gates_section, requirements_section
 from rooivalk.cli.report_data import RunFolder
 from rooivalk.cli.report_figures import (
     confusion_matrix,
@@ -25,32 +25,7 @@ from rooivalk.cli.report_figures import (
     stage_spans,
     training_curves,
 )
-
-Row = list[str]
-
-
-@dataclass
-class Figure:
-    key: str  # the stable data-figure attribute, e.g. "training-optical"
-    caption: str
-    alt: str
-    png: bytes
-
-
-@dataclass
-class Table:
-    header: Row
-    rows: list[Row]
-
-
-@dataclass
-class Section:
-    title: str
-    parts: list[str | Table | Figure] = field(default_factory=list)
-
-
-def _f(value: Any, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, int | float) else "-"
+from rooivalk.cli.report_parts import Figure, Section, Table, cell
 
 
 def _draw(folder: RunFolder, key: str, caption: str, alt: str, draw: Callable[[], bytes]) -> Figure | str:
@@ -71,8 +46,8 @@ def build_sections(folder: RunFolder) -> list[Section]:
         _calibration(folder),
         _export(folder),
         *([_degraded(folder)] if folder.is_system else []),
-        _requirements(folder),
-        _gates(folder),
+        requirements_section(folder),
+        gates_section(folder),
         *([Section("Notes", [Table(["what is missing"], [[n] for n in folder.notes])])] if folder.notes else []),
     ]
 
@@ -143,11 +118,11 @@ def _training(folder: RunFolder) -> Section:
         [
             model,
             str(s.get("stage") or s.get("name")),
-            _f(s.get("epochs"), ".0f"),
-            _f(s.get("steps"), ".0f"),
+            cell(s.get("epochs"), ".0f"),
+            cell(s.get("steps"), ".0f"),
             ", ".join(s.get("groups") or []),
-            _f(s.get("best_val_accuracy", s.get("best_val_map50")), ".4f"),
-            _f(s.get("seconds"), ".0f"),
+            cell(s.get("best_val_accuracy", s.get("best_val_map50")), ".4f"),
+            cell(s.get("seconds"), ".0f"),
         ]
         for model, step in _training_steps(folder)
         for s in step.get("stages", [])
@@ -174,7 +149,7 @@ def _evaluation(folder: RunFolder) -> list[Section]:
         for name in ("evaluate_model", "evaluate_system")
         for key, value in folder.steps.get(name, {}).get("metrics", {}).items()
     }
-    section = Section("Test set", [Table(["metric", "value"], [[k, _f(v, ".4f")] for k, v in metrics.items()])])
+    section = Section("Test set", [Table(["metric", "value"], [[k, cell(v, ".4f")] for k, v in metrics.items()])])
     if evaluation is None:
         section.parts.append("No evaluation report could be read: no confusion matrix or per-class figures.")
         return [section]
@@ -186,8 +161,8 @@ def _evaluation(folder: RunFolder) -> list[Section]:
             Table(
                 ["model", f"{split} accuracy"],
                 [
-                    *[[f"{name} alone", _f(r.get("accuracy"), ".4f")] for name, r in results["sensors"].items()],
-                    ["fusion", _f(results.get("fusion", {}).get("accuracy"), ".4f")],
+                    *[[f"{name} alone", cell(r.get("accuracy"), ".4f")] for name, r in results["sensors"].items()],
+                    ["fusion", cell(results.get("fusion", {}).get("accuracy"), ".4f")],
                 ],
             )
         )
@@ -198,7 +173,7 @@ def _evaluation(folder: RunFolder) -> list[Section]:
             Table(
                 ["class", "precision", "recall", "F1", "FPR", "support"],
                 [
-                    [name, *[_f(v.get(c), ".4f") for c in columns], _f(v.get("support"), ".0f")]
+                    [name, *[cell(v.get(c), ".4f") for c in columns], cell(v.get("support"), ".0f")]
                     for name, v in per_class.items()
                 ],
             )
@@ -256,7 +231,7 @@ def _calibration(folder: RunFolder) -> Section:
             )
         )
     measured = [
-        [name, _f(m.get("temperature"), ".3f"), _f(m.get("ece_before"), ".4f"), _f(m.get("ece_after"), ".4f")]
+        [name, cell(m.get("temperature"), ".3f"), cell(m.get("ece_before"), ".4f"), cell(m.get("ece_after"), ".4f")]
         for name, model in ((folder.export or {}).get("models") or {}).items()
         if (m := model.get("measured") or {})
     ]
@@ -274,12 +249,12 @@ def _export(folder: RunFolder) -> Section:
         [
             name,
             precision,
-            _f(v.get("test_accuracy"), ".4f"),
-            _f(100 * v["accuracy_drop"], "+.2f") if isinstance(v.get("accuracy_drop"), int | float) else "-",
-            _f(v.get("top1_agreement"), ".4f"),
-            _f(v.get("latency_ms"), ".3f"),
-            _f(v.get("latency_p95_ms"), ".3f"),
-            _f(v.get("size_mb"), ".2f"),
+            cell(v.get("test_accuracy"), ".4f"),
+            cell(100 * v["accuracy_drop"], "+.2f") if isinstance(v.get("accuracy_drop"), int | float) else "-",
+            cell(v.get("top1_agreement"), ".4f"),
+            cell(v.get("latency_ms"), ".3f"),
+            cell(v.get("latency_p95_ms"), ".3f"),
+            cell(v.get("size_mb"), ".2f"),
             "yes" if model.get("shipped") == precision else "",
             str(v.get("reason", "")),
         ]
@@ -321,16 +296,16 @@ def _degraded(folder: RunFolder) -> Section:
             Table(
                 ["sensors missing", "mean accuracy", "worst accuracy"],
                 [
-                    ["none", _f(summary.get("full", metrics.get("fusion_test_accuracy")), ".4f"), ""],
+                    ["none", cell(summary.get("full", metrics.get("fusion_test_accuracy")), ".4f"), ""],
                     [
                         "one",
-                        _f(metrics.get("fusion_one_missing_mean"), ".4f"),
-                        _f(metrics.get("fusion_one_missing_worst"), ".4f"),
+                        cell(metrics.get("fusion_one_missing_mean"), ".4f"),
+                        cell(metrics.get("fusion_one_missing_worst"), ".4f"),
                     ],
                     [
                         "two",
-                        _f(metrics.get("fusion_two_missing_mean"), ".4f"),
-                        _f(metrics.get("fusion_two_missing_worst"), ".4f"),
+                        cell(metrics.get("fusion_two_missing_mean"), ".4f"),
+                        cell(metrics.get("fusion_two_missing_worst"), ".4f"),
                     ],
                 ],
             )
@@ -343,8 +318,8 @@ def _degraded(folder: RunFolder) -> Section:
                 [
                     [
                         " + ".join(r.get("removed") or []) or "none",
-                        _f(r.get("accuracy"), ".4f"),
-                        _f(r.get("events_without_any_sensor"), ".0f"),
+                        cell(r.get("accuracy"), ".4f"),
+                        cell(r.get("events_without_any_sensor"), ".0f"),
                     ]
                     for r in degraded
                 ],
@@ -360,64 +335,3 @@ def _degraded(folder: RunFolder) -> Section:
             )
         )
     return section
-
-
-def _requirements(folder: RunFolder) -> Section:
-    """Each requirement's figure and verdict: the evaluation's, and for a figure the evaluation does not
-    produce (an export latency) the export step's, as the registered version's record measures them."""
-    from rooivalk.plan import RequirementSpec
-    from rooivalk.plan.requirements import measure_requirements
-
-    recorded = (folder.evaluation or {}).get("requirements")
-    if not recorded:
-        return Section("Requirements", ["No requirements in the plan."])
-    fields = ("id", "text", "metric", "min", "max", "class_name")
-    requirements = [RequirementSpec.model_validate({k: r.get(k) for k in fields}) for r in recorded]
-    figures = {
-        key: value
-        for name, step in folder.steps.items()
-        if name.startswith("export")
-        for key, value in (step.get("metrics") or {}).items()
-    }
-    figures |= {
-        req.key: r["value"] for req, r in zip(requirements, recorded, strict=True) if r.get("value") is not None
-    }
-    verdicts = {True: "pass", False: "FAIL", None: "not measured"}
-    return Section(
-        "Requirements",
-        [
-            Table(
-                ["id", "requirement", "figure", "min", "max", "value", "result"],
-                [
-                    [
-                        str(r["id"]),
-                        str(r["text"]),
-                        req.key + (f" ({r['split']} split)" if r["split"] else ""),
-                        _f(r["min"], ".4g"),
-                        _f(r["max"], ".4g"),
-                        _f(r["value"], ".4f"),
-                        verdicts[r["passed"]],
-                    ]
-                    for req, r in zip(requirements, measure_requirements(requirements, figures), strict=True)
-                ],
-            )
-        ],
-    )
-
-
-def _gates(folder: RunFolder) -> Section:
-    rows = [
-        [
-            name,
-            str(g.get("metric")),
-            _f(g.get("min"), ".4g"),
-            _f(g.get("max"), ".4g"),
-            _f(g.get("value"), ".4f"),
-            "pass" if g.get("passed") else "FAIL",
-        ]
-        for name, step in folder.steps.items()
-        for g in step.get("gates") or []
-    ]
-    if not rows:
-        return Section("Gates", ["The run recorded no gates."])
-    return Section("Gates", [Table(["step", "metric", "min", "max", "value", "result"], rows)])
