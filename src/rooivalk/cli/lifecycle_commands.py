@@ -54,16 +54,11 @@ def approve(
 ) -> None:
     """Release a validated model version: record the approver and date, move the alias `released` (and
     `champion` where promotion.require_approval held it back); the release it replaces is deprecated."""
-    from rooivalk.tracking.lifecycle import LifecycleError
     from rooivalk.tracking.lifecycle import approve as approve_version
     from rooivalk.tracking.registry import refresh_record
 
     client = registry_client(tracking_uri)
-    try:
-        result = approve_version(client, name, version, by, note)
-    except LifecycleError as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+    result = _refused_as_exit(lambda: approve_version(client, name, version, by, note))
     said = [f"[green]released[/] {name} version {version}, approved by {by} at {result['approved_at']}"]
     promotion = None
     if result["champion"]:
@@ -83,19 +78,25 @@ def deprecate(
     name: NameArg, version: VersionArg, by: ByOpt = "", note: NoteOpt = "", tracking_uri: TrackingOpt = None
 ) -> None:
     """Withdraw a model version: it leaves the aliases `released` and `champion`."""
-    from rooivalk.tracking.lifecycle import LifecycleError
     from rooivalk.tracking.lifecycle import deprecate as deprecate_version
     from rooivalk.tracking.registry import refresh_record
 
     client = registry_client(tracking_uri)
-    try:
-        lost = deprecate_version(client, name, version, by, note)
-    except LifecycleError as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+    lost = _refused_as_exit(lambda: deprecate_version(client, name, version, by, note))
     _after_the_change(lambda: refresh_record(client, name, version), "record")
     left = f"; it is no longer {' or '.join(lost)}" if lost else ""
     stdout_console().print(f"[yellow]deprecated[/] {name} version {version} by {by}{left}", highlight=False)
+
+
+def _refused_as_exit(change: Callable[[], T]) -> T:
+    """The lifecycle change, or its refusal as one line on stderr and exit 2 (nothing was changed)."""
+    from rooivalk.tracking.lifecycle import LifecycleError
+
+    try:
+        return change()
+    except LifecycleError as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
 
 
 def _after_the_change(step: Callable[[], T], what: str) -> T | None:

@@ -127,9 +127,7 @@ def register_candidate(
 def _unfinished_versions(client: Any, name: str, parent_run_id: str) -> list[str]:
     """Versions of `name` an earlier attempt of this pipeline run's registration left in draft or training
     with no promotion decision (its pod died mid-way)."""
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        return []
-    found = client.search_model_versions(f"name = '{name}'")
+    found = client.search_model_versions(f"name = '{name}'")  # none yet for a new name
     return [
         str(v.version)
         for v in found
