@@ -61,7 +61,8 @@ def engine_detections(
     batch: int = BATCH,
 ) -> list[Detections]:
     """Detections of every image in `images` by the dense graph behind `run`, in each image's original
-    pixels, post-processed with `settings` (detector_onnx.detections_from_outputs's) as detect_letterboxed does."""
+    pixels, post-processed with `settings` (detector_postprocess.detections_from_outputs's) as
+    detect_letterboxed does."""
     session = _RunSession(run)
     found: list[Detections] = []
     for start in range(0, len(images), batch):

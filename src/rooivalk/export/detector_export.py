@@ -21,7 +21,7 @@ As the image export (rooivalk.export.pipeline_step), with a detector's measures:
 - with export.temperature_scaling, per-class temperatures are fitted on the shipped variant
   (rooivalk.export.detector_temperature) and the bundle applies them after NMS.
 With model.detector.ensemble the graph holds every member side by side and the post-process fuses their
-detections (weighted boxes fusion, rooivalk.export.detector_onnx.detections_from_outputs); variants,
+detections (weighted boxes fusion, rooivalk.export.detector_postprocess.detections_from_outputs); variants,
 verification and latency are the ensemble's. Folders as pipeline_step's: variants/model/,
 bundles/model/ (preprocessing kind "detection"), export_report.json.
 """
@@ -47,6 +47,7 @@ from rooivalk.export.detector_onnx import (
     read_level_sizes,
     verify_detector_onnx,
 )
+from rooivalk.export.detector_postprocess import bundle_postprocess
 from rooivalk.export.detector_temperature import DetectorCalibration, calibrate_detector
 from rooivalk.export.export_result import ExportResult
 from rooivalk.export.predictor import detect_letterboxed
@@ -119,12 +120,12 @@ def _test_split(dataset: DetectionDataset) -> str:
 def _verify(
     plan: Plan,
     models: list[Detector],
-    ensemble: dict[str, Any] | None,
+    settings: dict[str, Any],
     fp32: Path,
     images: np.ndarray,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    check = verify_detector_onnx(models, fp32, images, tolerance=BOX_TOLERANCE_PX, ensemble=ensemble)
+    check = verify_detector_onnx(models, fp32, images, tolerance=BOX_TOLERANCE_PX, settings=settings)
     problems = []
     if check["unmatched"]:
         problems.append(f"{check['unmatched']} detection(s) without a same-label box within {BOX_TOLERANCE_PX} px")
@@ -172,13 +173,12 @@ def _check_calibration_splits(plan: Plan, dataset: DetectionDataset, split: str)
         )
 
 
-def _load(model_dir: str) -> tuple[list[Detector], DetectorInfo, dict[str, Any] | None]:
-    """The detector's members (one without an ensemble), its info, and the bundle's fusion settings."""
+def _load(model_dir: str) -> tuple[list[Detector], DetectorInfo]:
+    """The detector's members (one without an ensemble) and its info."""
     members, info = load_detector_members(model_dir)
     models = [model for model in members if isinstance(model, Detector)]
     assert len(models) == len(members)
-    ensemble = info.detector.ensemble
-    return models, info, None if ensemble is None else ensemble.model_dump()
+    return models, info
 
 
 def _calibrate(
@@ -257,7 +257,7 @@ def export_detector(
     """
     say = progress or log.info
     require_targets(plan)  # tensorrt needs a GPU node: fail before any work
-    models, info, ensemble = _load(model_dir)
+    models, info = _load(model_dir)
     size = (info.input_height, info.input_width)
     dataset = load_detection_dataset(dataset_dir)
     cache = ImageCache()
@@ -280,12 +280,14 @@ def export_detector(
         variants_dir = out_dir / "variants" / MODEL
         variants_dir.mkdir(parents=True, exist_ok=True)
         fp32 = variants_dir / "model_fp32.onnx"
+        ensemble = info.detector.ensemble is not None
         what = f"{len(models)} x {info.spec.architecture} (an ensemble)" if ensemble else info.spec.architecture
         say(f"exporting {what} to ONNX at {info.input_height} x {info.input_width}px")
         exported = export_detector_onnx(models, fp32, info.input_height, info.input_width)
-        check = _verify(plan, models, ensemble, fp32, test.batch(range(min(VERIFY_SAMPLES, len(test))))[0], say)
+        # Each member's own post-process and the fusion for an ensemble; what the bundle runs is verified.
+        settings = bundle_postprocess(models, info.detector)
+        check = _verify(plan, models, settings, fp32, test.batch(range(min(VERIFY_SAMPLES, len(test))))[0], say)
         levels = read_level_sizes(fp32) or exported["level_sizes"]
-        settings: dict[str, Any] = {**exported["postprocess"], **({"ensemble": ensemble} if ensemble else {})}
         int8 = {INPUT_NAME: int8_images()}
         paths, failures = build_variants(MODEL, fp32, variants_dir, spec, int8, plan.export.quantization, say)
         del int8

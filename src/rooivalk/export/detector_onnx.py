@@ -10,16 +10,9 @@ part is one static graph per input size, exported like the classifiers (torch.ex
     boxes  (B, A, 4): x1, y1, x2, y2 letterbox px, BoxLinearCoder on this size's anchors (constants),
            clipped to (W, H) as clip_boxes_to_image
     scores (B, A, C): sqrt(sigmoid(cls_logits) * sigmoid(centerness)), as postprocess_detections
-A: the locations of the five levels in order. `postprocess` is postprocess_detections per image: per
-level, candidates scoring > score_threshold and their `topk` best (Detector: 10 x max_detections), then
-per-class NMS and the `max_detections` best. On the PyTorch dense outputs it gives the model's eval
-detections to within an ulp (tests). Per-level top-k needs the level sizes, which the export returns
-and stores in the file's metadata (`read_level_sizes`); without them top-k runs over all levels at
-once, which differs once more than `topk` candidates pass the threshold (measured: topk 5 changes the
-detections, the default 1000 did not on random heads at 384 x 640).
-
-Deviations, at exact ties or float rounding only: NMS runs class by class (torchvision offsets the
-classes apart and runs one NMS below 4000 boxes on the CPU); equal scores keep index order.
+A: the locations of the five levels in order; an ensemble's members side by side (M*A). The export
+stores the level sizes in the file's metadata (`read_level_sizes`) for the numpy post-process
+(rooivalk.export.detector_postprocess), which `verify_detector_onnx` checks against PyTorch's own.
 """
 
 from __future__ import annotations
@@ -28,17 +21,17 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from rooivalk.export._onnx_io import atomic_output
+from rooivalk.export.detector_postprocess import detections_from_outputs, member_postprocess, postprocess_settings
 from rooivalk.export.onnx_export import OPSET, replace_conv2d_same
 from rooivalk.models.detection_metrics import Detections
 from rooivalk.models.detector import Detector
-from rooivalk.models.letterbox import Letterbox
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ["boxes", "scores"]
@@ -107,24 +100,6 @@ def _dense(models: Sequence[Detector], height: int, width: int) -> _DenseDetecto
     return dense[0] if len(dense) == 1 else _DenseEnsemble(dense).eval()
 
 
-class PostprocessSettings(TypedDict):
-    score_threshold: float
-    nms_iou: float
-    max_detections: int
-    topk: int
-
-
-def postprocess_settings(model: Detector) -> PostprocessSettings:
-    """The model's own post-process arguments (from model.detector), as `postprocess` takes them."""
-    fcos = model.fcos
-    return PostprocessSettings(
-        score_threshold=float(fcos.score_thresh),
-        nms_iou=float(fcos.nms_thresh),
-        max_detections=int(fcos.detections_per_img),
-        topk=int(fcos.topk_candidates),
-    )
-
-
 def _export(dense: nn.Module, example: torch.Tensor, target: Path, opset: int) -> None:
     names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": OUTPUT_NAMES, "opset_version": opset}
     if opset < OPSET:
@@ -146,9 +121,9 @@ def export_detector_onnx(
     sequence of detectors (an ensemble's members) is one graph with their outputs side by side.
 
     Opset 18 and up: the torch.export exporter (as rooivalk.export.onnx_export); below: TorchScript's.
-    Returns path, names, input size, num_classes, anchors (per member), level_sizes, members, the
-    post-process settings, opset and export seconds; level_sizes are also in the file's metadata
-    (`read_level_sizes`).
+    Returns path, names, input size, num_classes, anchors (per member), level_sizes, members, opset and
+    export seconds; level_sizes are also in the file's metadata (`read_level_sizes`). The bundle's
+    post-process settings: rooivalk.export.detector_postprocess.bundle_postprocess.
     """
     import onnx
 
@@ -180,7 +155,6 @@ def export_detector_onnx(
         "anchors": sum(dense.level_sizes),
         "level_sizes": dense.level_sizes,
         "members": len(models),
-        "postprocess": postprocess_settings(models[0]),
         "opset": opset,
         "seconds": time.perf_counter() - start,
     }
@@ -192,131 +166,6 @@ def read_level_sizes(path: str | Path) -> list[int] | None:
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     return json.loads(props[LEVEL_SIZES_KEY]) if LEVEL_SIZES_KEY in props else None
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS (torchvision's CPU kernel): indices kept, best score first; a box goes when its IoU
-    with a kept one is > iou_threshold (degenerate boxes, 0/0 = NaN, are never suppressed)."""
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        while order.size:
-            best, rest = order[0], order[1:]
-            keep.append(best)
-            width = np.maximum(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0)
-            height = np.maximum(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0)
-            inter = width * height
-            order = rest[~(inter / (areas[best] + areas[rest] - inter) > iou_threshold)]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _postprocess_image(
-    boxes: np.ndarray, scores: np.ndarray, settings: PostprocessSettings, level_sizes: Sequence[int]
-) -> Detections:
-    classes = scores.shape[1]
-    picked: list[tuple[np.ndarray, np.ndarray]] = []  # (flat index into (A, C), score) per level
-    bounds = np.cumsum([0, *level_sizes])
-    for first, last in zip(bounds[:-1], bounds[1:], strict=True):
-        flat = scores[first:last].reshape(-1)  # anchor-major: index = anchor * C + class
-        candidates = np.flatnonzero(flat > settings["score_threshold"])
-        best = candidates[np.argsort(-flat[candidates], kind="stable")[: settings["topk"]]]
-        picked.append((best + first * classes, flat[best]))
-    index = np.concatenate([p[0] for p in picked])
-    kept_scores = np.concatenate([p[1] for p in picked]).astype(np.float32)
-    kept_boxes = boxes[index // classes].astype(np.float32)
-    labels = index % classes
-    keep = np.concatenate(
-        [
-            np.flatnonzero(labels == c)[_nms(kept_boxes[labels == c], kept_scores[labels == c], settings["nms_iou"])]
-            for c in np.unique(labels)
-        ]
-        or [np.zeros(0, np.int64)]
-    )
-    keep = keep[np.argsort(-kept_scores[keep], kind="stable")][: settings["max_detections"]]
-    return Detections(kept_boxes[keep], kept_scores[keep], labels[keep])
-
-
-def postprocess(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    score_threshold: float,
-    nms_iou: float,
-    max_detections: int,
-    topk: int,
-    level_sizes: Sequence[int] | None = None,
-) -> list[Detections]:
-    """FCOS's postprocess_detections on the graph's outputs: boxes (B, A, 4), scores (B, A, C) ->
-    one Detections per image in letterbox pixels, best score first.
-
-    Per level (`level_sizes`, A in all; None: one level, see the module docstring): candidates scoring
-    > score_threshold, the `topk` best; then per-class NMS at nms_iou and the `max_detections` best.
-    """
-    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
-    sizes = list(level_sizes) if level_sizes is not None else [boxes.shape[1]]
-    if sum(sizes) != boxes.shape[1] or scores.shape[:2] != boxes.shape[:2]:
-        raise ValueError(f"boxes {boxes.shape}, scores {scores.shape} and level sizes {sizes} disagree")
-    settings = PostprocessSettings(
-        score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections, topk=topk
-    )
-    return [_postprocess_image(b, s, settings, sizes) for b, s in zip(boxes, scores, strict=True)]
-
-
-def detections_from_outputs(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    settings: Mapping[str, Any],
-    level_sizes: Sequence[int] | None,
-    image_size: tuple[int, int],
-    placements: Sequence[Letterbox] | None = None,
-) -> list[Detections]:
-    """The bundle's post-process of the graph's outputs, what `Predictor.detect` and the export step run:
-    boxes (B, M*A, 4), scores (B, M*A, C) -> one Detections per image, best score first: in letterbox
-    pixels (image_size: the letterbox's (width, height)), or with `placements` (each image's Letterbox)
-    in each image's own pixels, clipped to it, an ensemble's members mapped there before they are fused
-    (as the evaluate step fuses them).
-
-    `settings`: `postprocess`'s arguments, plus `ensemble` ({members, weights, iou_threshold}: member k's
-    locations are the k-th of M equal slices, each post-processed alone, then fused by weighted boxes
-    fusion and the max_detections best kept) and `class_temperatures` with `class_biases` (one per class,
-    applied to the final scores: rooivalk.models.detection_calibration), each optional.
-    """
-    from rooivalk.models.box_fusion import fuse_members
-
-    options = dict(settings)
-    ensemble, temperatures = options.pop("ensemble", None), options.pop("class_temperatures", None)
-    biases = options.pop("class_biases", None)
-    boxes = np.array(boxes, dtype=np.float32)  # a copy: the corners are mended in place
-    # x1, x2 = centre -/+ a distance >= 0, so FP32 gives x2 >= x1; a quantized graph rounds the corners
-    # apart and can cross a thin box (measured: by up to 2.7 px, static INT8 of an untrained head).
-    boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2])
-    members = 1 if ensemble is None else int(ensemble["members"])
-    if boxes.shape[1] % members:
-        raise ValueError(f"{boxes.shape[1]} locations do not split into {members} ensemble members")
-    step = boxes.shape[1] // members
-    per_member = [
-        postprocess(
-            boxes[:, k * step : (k + 1) * step],
-            scores[:, k * step : (k + 1) * step],
-            **options,
-            level_sizes=level_sizes,
-        )
-        for k in range(members)
-    ]
-    sizes = [image_size] * len(boxes)
-    if placements is not None:
-        per_member = [[_to_original(d, p) for d, p in zip(found, placements, strict=True)] for found in per_member]
-        sizes = [placement.original for placement in placements]
-    found = per_member[0]
-    if ensemble is not None:
-        weights, iou = ensemble.get("weights"), float(ensemble["iou_threshold"])
-        found = fuse_members(per_member, sizes, weights, iou, options["max_detections"])
-    if temperatures is not None:
-        from rooivalk.models.detection_calibration import calibrate_detections
-
-        found = [calibrate_detections(detections, temperatures, biases) for detections in found]
-    return found
 
 
 def _compare(want: Detections, have: Detections, cutoff: float, tolerance: float, result: dict[str, Any]) -> None:
@@ -342,17 +191,20 @@ def verify_detector_onnx(
     images: torch.Tensor | np.ndarray,
     margin: float = 1e-3,
     tolerance: float = 0.05,
-    ensemble: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """ONNX Runtime (CPU) + `postprocess` against the PyTorch model's eval detections on `images`
-    (B, 3, H, W) letterboxed in [0, 1], at the model's own post-process settings. For an ensemble
-    (`model` its members, `ensemble` the bundle's fusion settings) both sides are the members'
-    detections fused the same way.
+    """ONNX Runtime (CPU) + the bundle's post-process against the PyTorch model's eval detections on
+    `images` (B, 3, H, W) letterboxed in [0, 1]. `settings`: the bundle's post-process before calibration
+    (rooivalk.export.detector_postprocess.bundle_postprocess); None: one detector's own. For an ensemble
+    (`model` its members, `settings` with their fusion and each member's post-process) PyTorch runs each
+    member with its own post-process and both sides are fused the same way: a bundle that post-processes a
+    member with other settings than the member's shows as unmatched detections.
 
     Raw outputs are compared with the exported network in PyTorch (max abs diffs). Detections, both
     ways: `matched` ones give the max box and score diffs; `unmatched` counts those with no same-label
-    box within `tolerance` px on the other side that score >= score_threshold + margin (on a full list,
-    its last score + margin), where ranking is stable: it should be 0. Misses below: `near_cutoff`.
+    box within `tolerance` px on the other side that score >= score_threshold + margin (an ensemble's:
+    its members' highest; on a full list, its last score + margin), where ranking is stable: it should
+    be 0. Misses below: `near_cutoff`.
     """
     import onnxruntime as ort
 
@@ -360,6 +212,10 @@ def verify_detector_onnx(
 
     batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
     models = [model] if isinstance(model, Detector) else list(model)
+    settings = dict(postprocess_settings(models[0]) if settings is None else settings)
+    ensemble = settings.get("ensemble")
+    if len(models) != (1 if ensemble is None else int(ensemble["members"])):
+        raise ValueError(f"{len(models)} detectors to verify against settings for {ensemble or 'one'} member(s)")
     height, width = int(batch.shape[-2]), int(batch.shape[-1])
     dense = _dense(models, height, width)
     with torch.inference_mode():
@@ -367,14 +223,13 @@ def verify_detector_onnx(
         want_boxes, want_scores = (t.numpy() for t in dense(batch))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: batch.numpy()})
-    settings = postprocess_settings(models[0])
-    options = {**settings, **({"ensemble": dict(ensemble)} if ensemble is not None else {})}
-    got = detections_from_outputs(boxes, scores, options, read_level_sizes(path), (width, height))
+    got = detections_from_outputs(boxes, scores, settings, read_level_sizes(path), (width, height))
+    most = int(settings["max_detections"])  # one detector's, or the fused boxes kept
     expected = per_member[0]
     if ensemble is not None:
         sizes = [(width, height)] * len(batch)
-        weights, iou = ensemble.get("weights"), float(ensemble["iou_threshold"])
-        expected = fuse_members(per_member, sizes, weights, iou, settings["max_detections"])
+        expected = fuse_members(per_member, sizes, ensemble.get("weights"), float(ensemble["iou_threshold"]), most)
+    candidates = max(float(own["score_threshold"]) for own in member_postprocess(settings))
     result: dict[str, Any] = {
         "images": len(batch),
         "raw_boxes_max_abs_diff": float(np.abs(boxes - want_boxes).max()),
@@ -388,8 +243,7 @@ def verify_detector_onnx(
         "score_max_abs_diff": 0.0,
     }
     for want, mine in zip(expected, got, strict=True):
-        full = len(want) >= settings["max_detections"]
-        cutoff = (float(want.scores.min()) if full else settings["score_threshold"]) + margin
+        cutoff = (float(want.scores.min()) if len(want) >= most else candidates) + margin
         _compare(want, mine, cutoff, tolerance, result)
     return result
 
@@ -397,9 +251,3 @@ def verify_detector_onnx(
 def _detections(output: dict[str, torch.Tensor]) -> Detections:
     """One image's eval output of a torchvision detector as Detections."""
     return Detections(output["boxes"].numpy(), output["scores"].numpy(), output["labels"].numpy())
-
-
-def _to_original(detections: Detections, placement: Letterbox) -> Detections:
-    """Letterbox-pixel detections in the image's own pixels, clipped to it."""
-    boxes = placement.boxes_to_original(torch.from_numpy(detections.boxes)).numpy()
-    return Detections(boxes, detections.scores, detections.labels)

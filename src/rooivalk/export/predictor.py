@@ -241,9 +241,10 @@ class Predictor:
 
         Each image is letterboxed as training and evaluation did (rooivalk.models.letterbox), the graph's
         dense outputs go through the model's post-process (per-level top-k, per-class NMS; an ensemble's
-        members' boxes fused; per-class temperatures applied when the export fitted them), and the
-        detections scoring >= the bundle's operating threshold, or `score_threshold`, are kept. A
-        `score_threshold` below the post-process's own candidate threshold lowers that one too.
+        members each with its own, then their boxes fused; per-class temperatures applied when the export
+        fitted them), and the detections scoring >= the bundle's operating threshold, or `score_threshold`,
+        are kept. A `score_threshold` below the post-process's own candidate threshold lowers that one too
+        (every member's, in an ensemble).
         """
         if self.kind != DETECTION:
             raise BundleError(
@@ -264,7 +265,9 @@ class Predictor:
             from rooivalk.models.detection_calibration import raw_score_threshold
 
             candidates = raw_score_threshold(keep, settings["class_temperatures"], settings.get("class_biases"))
-        settings["score_threshold"] = min(float(settings["score_threshold"]), candidates)
+        from rooivalk.export.detector_postprocess import with_candidate_threshold
+
+        settings = with_candidate_threshold(settings, candidates)  # an ensemble's members' thresholds too
         tensors = [_rgb_tensor(self.uri, index, image) for index, image in enumerate(images)]
         if not tensors:
             raise BundleError(f"{self.uri}: no images given")
@@ -299,10 +302,11 @@ def detect_letterboxed(
     placements: Sequence[Letterbox] | None = None,
 ) -> list[Detections]:
     """A detector graph's Detections, in letterbox pixels, of letterboxed float32 images (B, 3, H, W) in
-    [0, 1], post-processed with `settings` (rooivalk.export.detector_onnx.detections_from_outputs's: NMS,
+    [0, 1], post-processed with `settings` (rooivalk.export.detector_postprocess.detections_from_outputs's: NMS,
     an ensemble's fusion, per-class temperatures): what detect() runs and the export step scores every
     variant with. With `placements` (each image's Letterbox) the detections are in the images' own pixels."""
-    from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
+    from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES
+    from rooivalk.export.detector_postprocess import detections_from_outputs
 
     boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images})
     size = (int(images.shape[-1]), int(images.shape[-2]))

@@ -99,8 +99,14 @@ def _softplus_regression_head(in_channels: int) -> nn.Module:
     return _Head(in_channels, 1)
 
 
+# Candidates per level kept before NMS, per detection kept after it (torchvision's fcos default: 1000 for 100).
+TOPK_PER_DETECTION = 10
+
+
 class Detector(nn.Module):
-    """FCOS on a timm pyramid; `loss_weights` weight FCOS's three losses in `training_loss`."""
+    """FCOS on a timm pyramid; `loss_weights` weight FCOS's three losses in `training_loss`. Built from a
+    spec with model.detector.ensemble it is member 0 (the root of an ensemble's model directory), with
+    that member's own score / NMS / max_detections post-process (DetectorSpec.member)."""
 
     def __init__(self, spec: ModelSpec, num_classes: int) -> None:
         super().__init__()
@@ -132,14 +138,15 @@ class Detector(nn.Module):
         anchors = AnchorGenerator(sizes=((8,), (16,), (32,), (64,), (128,)), aspect_ratios=((1.0,),) * 5)
         # Labels are class indices 0..C-1: FCOS scores each class with its own sigmoid, so no
         # background channel is needed (an unmatched location is all zeros).
+        own = settings.member(0)  # this spec's post-process, or an ensemble's member 0's
         self.fcos = FCOS(
             backbone,
             num_classes,
             anchor_generator=anchors,
-            score_thresh=settings.score_threshold,
-            nms_thresh=settings.nms_iou,
-            detections_per_img=settings.max_detections,
-            topk_candidates=settings.max_detections * 10,
+            score_thresh=own.score_threshold,
+            nms_thresh=own.nms_iou,
+            detections_per_img=own.max_detections,
+            topk_candidates=own.max_detections * TOPK_PER_DETECTION,
         )
         self.fcos.head.regression_head = _softplus_regression_head(settings.fpn_channels)
         self.fcos.transform = _transform_without_resize(self.mean, self.std, self.input_height, self.input_width)

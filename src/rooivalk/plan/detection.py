@@ -15,6 +15,9 @@ from pydantic import Field, model_validator
 from rooivalk.plan.base import Strict
 
 STRIDE = 32  # the coarsest backbone stride: input sides are multiples of it
+# The model.detector keys an ensemble member may set for itself: the post-process of its own boxes,
+# before they are fused (rooivalk.plan.detector_members).
+MEMBER_POSTPROCESS = ("score_threshold", "nms_iou", "max_detections")
 
 
 class LossWeightsSpec(Strict):
@@ -27,17 +30,18 @@ class LossWeightsSpec(Strict):
 
 class DetectorEnsembleSpec(Strict):
     """model.detector.ensemble: the plan's detector trained several times (seeds training.seed, +1, ...,
-    each member with its own training overrides), the members' detections merged by weighted boxes fusion
-    in evaluation, export and the bundle (members: rooivalk.plan.detector_members)."""
+    each member with its own training overrides and post-process), the members' detections merged by
+    weighted boxes fusion in evaluation, export and the bundle (members: rooivalk.plan.detector_members)."""
 
     members: int = Field(3, ge=2, le=8, description="detectors trained; each gets training.budget_seconds / members")
     weights: list[float] | None = Field(None, description="each member's fusion weight, in member order; null: equal")
     iou_threshold: float = Field(0.55, gt=0, le=1, description="boxes of different members fuse at this IoU")
     overrides: list[dict[str, Any]] | None = Field(
         None,
-        description="one per member, in member order: its training keys as --set takes them (dotted path -> "
-        "value, e.g. training.detection_augment.strength: 0.5); {}: the plan as is (seed training.seed + k "
-        "unless it sets training.seed); null: every member {}",
+        description="one per member, in member order: its training keys and its own model.detector "
+        "score_threshold / nms_iou / max_detections, as --set takes them (dotted path -> value, e.g. "
+        "training.detection_augment.strength: 0.5); {}: the plan as is (seed training.seed + k unless it sets "
+        "training.seed); null: every member {}",
     )
 
     @model_validator(mode="after")
@@ -77,6 +81,20 @@ class DetectorSpec(Strict):
     ensemble: DetectorEnsembleSpec | None = Field(
         None, description="several detectors of this plan merged by weighted boxes fusion; null: one detector"
     )
+
+    def member(self, member: int) -> DetectorSpec:
+        """Member `member` of this detector's ensemble as a detector of its own: no ensemble, and the
+        post-process (MEMBER_POSTPROCESS) its overrides set, model.detector.<key>; the fused boxes keep this
+        spec's max_detections and operating_threshold. Without an ensemble, this spec."""
+        if self.ensemble is None:
+            return self
+        overrides = self.ensemble.overrides[member] if self.ensemble.overrides is not None else {}
+        own = {
+            key: overrides[f"model.detector.{key}"]
+            for key in MEMBER_POSTPROCESS
+            if f"model.detector.{key}" in overrides
+        }
+        return DetectorSpec.model_validate({**self.model_dump(), "ensemble": None, **own})
 
 
 class DetectionAugmentSpec(Strict):

@@ -1,30 +1,34 @@
 """The members of a `model.detector.ensemble`: each the plan's detector with its own seed, budget share and
-`overrides` (training keys as `--set` takes them: augmentation strengths, learning rates, epochs, seeds).
+`overrides` (training keys as `--set` takes them: augmentation strengths, learning rates, epochs, seeds;
+and its own post-process: model.detector.score_threshold, nms_iou, max_detections).
 
 Member k is the plan without the ensemble (a detector of its own), with training.seed + k (unless its
 overrides set training.seed), training.budget_seconds / members, and then its overrides; it is validated
 as a plan of its own (rooivalk.plan.loading.detector_member_plans), its problems named under
 model.detector.ensemble.overrides[k]. The members are one ONNX graph side by side on one letterboxed input,
-each post-processed by the bundle with one setting before their boxes fuse, so an override reaches
-training keys only: everything under `model` (architecture, pretrained weights, input size, pyramid,
-classes, the score / NMS / max_detections post-process and the operating threshold after fusion) and
-outside `training` (data, evaluation, export) is the ensemble's, shared.
+each slice post-processed by the bundle with that member's score / NMS / max_detections settings
+(DetectorSpec.member) before their boxes fuse. So an override reaches training keys and those three:
+everything else under `model` (architecture, pretrained weights, input size, pyramid, classes, and the
+operating threshold and max_detections after fusion) and outside `training` (data, evaluation, export) is
+the ensemble's, shared.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rooivalk.plan.detection import MEMBER_POSTPROCESS
 from rooivalk.plan.variants import member_path_problems
 
 OVERRIDES_PATH = "model.detector.ensemble.overrides"
 _ROOTS = ("training",)
+_OWN_POSTPROCESS = tuple(f"model.detector.{key}" for key in MEMBER_POSTPROCESS)
 _OUTSIDE = (
-    "a detector ensemble's member overrides training. keys only: the members are one graph side by side on "
-    "one letterboxed input (model.architecture, model.pretrained, model.detector's input size and pyramid), "
-    "predict the data's classes, and the bundle post-processes every member with one model.detector "
-    "score_threshold, nms_iou and max_detections before their boxes fuse (operating_threshold applies after "
-    "fusion); data, evaluation and export are the ensemble's"
+    "a detector ensemble's member overrides training. keys and its own post-process (model.detector."
+    "score_threshold, nms_iou, max_detections) only: the members are one graph side by side on one letterboxed "
+    "input (model.architecture, model.pretrained, model.detector's input size and pyramid), predict the data's "
+    "classes, and their fused boxes are the ensemble's (model.detector.operating_threshold and max_detections "
+    "apply to them); data, evaluation and export are the ensemble's"
 )
 # Training keys members share, with the reason an override is refused.
 _SHARED = {
@@ -38,7 +42,8 @@ _SHARED = {
 
 def override_problems(overrides: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Override paths a member may not set, named model.detector.ensemble.overrides[k].<path>."""
-    return member_path_problems(overrides, OVERRIDES_PATH, _ROOTS, _OUTSIDE, _SHARED)
+    training = [{path: value for path, value in member.items() if path not in _OWN_POSTPROCESS} for member in overrides]
+    return member_path_problems(training, OVERRIDES_PATH, _ROOTS, _OUTSIDE, _SHARED)
 
 
 def member_values(plan: Any, member: int) -> dict[str, Any]:

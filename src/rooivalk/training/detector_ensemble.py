@@ -3,7 +3,8 @@
 Member k trains as a plan of its own (rooivalk.plan.detector_members): seed training.seed + k (its
 head's initial weights, batches and augmentation) unless its overrides set training.seed,
 training.budget_seconds / M, then its `overrides` (training keys: augmentation strengths, learning rates,
-epochs), in its own checkpoint folder (member 0 keeps the plan's). Members 1..M-1 train first into
+epochs) and its own score / NMS / max_detections post-process (validation mAP is scored with it), in its
+own checkpoint folder (member 0 keeps the plan's). Members 1..M-1 train first into
 `model_dir`/members/k (each a detector of its own, model.json without an ensemble), then member 0 into
 `model_dir`, whose model.json, written last, records the members' weight digests and, in its spec's
 ensemble, every member's overrides: it marks the whole ensemble complete, and a member left by another
@@ -71,9 +72,7 @@ def train_ensemble(
     resume = plan.training.checkpoint.resume and plan.training.checkpoint.uri is not None
     if storage.exists(f"{model_dir}/{INFO_FILE}"):
         storage.delete(f"{model_dir}/{INFO_FILE}")  # complete again only when member 0 is saved, last
-    alone = spec.model_copy(
-        update={"detector": (spec.detector or DetectorSpec()).model_copy(update={"ensemble": None})}
-    )
+    detector = spec.detector or DetectorSpec()
     # Every member's plan first: an override that does not validate fails before any member trains.
     plans = [member_plan(plan, member) for member in range(members)]
     metrics: dict[str, float] = {}
@@ -90,6 +89,8 @@ def train_ensemble(
         else:
             events = member_events(progress, member, members)
             # Only member 0's per-epoch figures are logged as the run's: the others' would interleave.
+            # A detector of its own (no ensemble) with its own post-process: its model.json says so.
+            alone = spec.model_copy(update={"detector": detector.member(member)})
             result = train_one(plans[member], alone, dataset, folder, events, None, lineage, ())
             save_member_result(folder, result)
         weights.append(read_detector_info(folder).weights_sha256 or "")

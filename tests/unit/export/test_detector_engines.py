@@ -27,7 +27,8 @@ from rooivalk.data.simulators.detection_frames import simulate_detection_frames
 from rooivalk.export import tensorrt
 from rooivalk.export.benchmark import ort_session
 from rooivalk.export.detector_engines import METRIC, detector_engine_inputs, map50_scorer
-from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, export_detector_onnx, postprocess_settings
+from rooivalk.export.detector_onnx import INPUT_NAME, OUTPUT_NAMES, export_detector_onnx
+from rooivalk.export.detector_postprocess import postprocess_settings
 from rooivalk.export.predictor import detect_letterboxed
 from rooivalk.export.selection import ModelExport, VariantScore
 from rooivalk.export.shipping import ENGINE_FILE, EngineInputs, EngineRun, build_engines, in_batches

@@ -1,7 +1,9 @@
-"""ONNX export of the FCOS detector: dense graph with a dynamic batch, numpy post-process, verified."""
+"""ONNX export of the FCOS detector: dense graph with a dynamic batch, numpy post-process, verified; an
+ensemble's members side by side, each post-processed with its own settings before their boxes fuse."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +18,31 @@ from rooivalk.export.detector_onnx import (
     INPUT_NAME,
     OUTPUT_NAMES,
     _DenseDetector,
-    detections_from_outputs,
     export_detector_onnx,
-    postprocess,
-    postprocess_settings,
     read_level_sizes,
     verify_detector_onnx,
 )
+from rooivalk.export.detector_postprocess import (
+    bundle_postprocess,
+    detections_from_outputs,
+    postprocess,
+    postprocess_settings,
+    with_candidate_threshold,
+)
+from rooivalk.models.box_fusion import fuse_members
 from rooivalk.models.detector import Detector
 from rooivalk.plan import DetectorSpec, ModelSpec
 
 HEIGHT, WIDTH, CLASSES = 64, 96, 3
 
 
-def _detector(seed: int = 0) -> Detector:
+def _detector(seed: int = 0, **detector: Any) -> Detector:
     torch.manual_seed(seed)
     spec = ModelSpec(
         family="detector",
         architecture="fcos_tf_efficientnet_lite0",  # the default backbone: timm 'SAME' convs included
         pretrained=None,
-        detector=DetectorSpec(input_height=HEIGHT, input_width=WIDTH, fpn_channels=64),
+        detector=DetectorSpec(input_height=HEIGHT, input_width=WIDTH, fpn_channels=64, **detector),
     )
     model = Detector(spec, CLASSES).eval()
     # A fresh head scores every location ~0.01 with zero-size boxes; spread the scores over (0, 1) and
@@ -82,7 +89,7 @@ def test_export_declares_dynamic_batch_and_level_sizes(exported: tuple[Detector,
     # P3..P7 of 64 x 96: 8 x 12, 4 x 6, 2 x 3, 1 x 2, 1 x 1 locations.
     assert read_level_sizes(path) == info["level_sizes"] == [96, 24, 6, 2, 1]
     assert info["anchors"] == sum(info["level_sizes"])
-    assert info["postprocess"] == postprocess_settings(model)
+    assert bundle_postprocess([model], DetectorSpec()) == postprocess_settings(model)  # one detector: its own
 
 
 def test_onnx_detections_match_pytorch(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
@@ -179,10 +186,17 @@ def test_opset_17_goes_through_the_torchscript_exporter(
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 
-def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Detector], Path, dict[str, Any]]:
     members = [_detector(seed) for seed in (0, 1)]
-    path = tmp_path / "ensemble.onnx"
-    info = export_detector_onnx(members, str(path), HEIGHT, WIDTH)
+    path = tmp_path_factory.mktemp("ensemble") / "ensemble.onnx"
+    return members, path, export_detector_onnx(members, str(path), HEIGHT, WIDTH)
+
+
+def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(
+    ensemble: tuple[list[Detector], Path, dict[str, Any]],
+) -> None:
+    members, path, info = ensemble
     assert info["members"] == 2
     assert info["anchors"] == 129
     assert read_level_sizes(path) == info["level_sizes"]
@@ -197,13 +211,15 @@ def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(tmp_path
             want_boxes, want_scores = _DenseDetector(member, HEIGHT, WIDTH).eval()(images)
         np.testing.assert_allclose(boxes[:, k * 129 : (k + 1) * 129], want_boxes.numpy(), atol=1e-2)
         np.testing.assert_allclose(scores[:, k * 129 : (k + 1) * 129], want_scores.numpy(), atol=1e-3)
+    # Settings without member_postprocess (a bundle written before members had their own): every member
+    # runs the top-level post-process, here the members' shared one.
     fusion = {"members": 2, "weights": [3.0, 1.0], "iou_threshold": 0.5}
-    check = verify_detector_onnx(members, str(path), images, ensemble=fusion)
+    settings = {**postprocess_settings(members[0]), "ensemble": fusion}
+    check = verify_detector_onnx(members, str(path), images, settings=settings)
     assert check["detections_pytorch"] > 0
     assert check["unmatched"] == 0
     assert check["matched"] >= 0.95 * (check["detections_pytorch"] + check["detections_onnx"])
     # Fusing is not concatenating: the ensemble keeps fewer boxes than its members together.
-    settings = {**postprocess_settings(members[0]), "ensemble": fusion}
     fused = detections_from_outputs(boxes, scores, settings, info["level_sizes"], (WIDTH, HEIGHT))
     alone = [
         postprocess(
@@ -225,3 +241,69 @@ def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(tmp_path
             info["level_sizes"],
             (WIDTH, HEIGHT),
         )
+
+
+def _strict(member: Detector) -> Detector:
+    """`member`'s network with a post-process of its own (as an ensemble member whose overrides set
+    model.detector.score_threshold 0.4, nms_iou 0.3, max_detections 8 is built): the graph is the same."""
+    strict = copy.deepcopy(member)
+    fcos = strict.fcos
+    fcos.score_thresh, fcos.nms_thresh, fcos.detections_per_img, fcos.topk_candidates = 0.4, 0.3, 8, 80
+    return strict
+
+
+def test_each_member_is_post_processed_with_its_own_settings_before_fusion(
+    ensemble: tuple[list[Detector], Path, dict[str, Any]],
+) -> None:
+    members, path, info = ensemble
+    own = [members[0], _strict(members[1])]
+    detector = DetectorSpec(ensemble={"members": 2, "weights": [1.0, 3.0], "iou_threshold": 0.5}, max_detections=50)
+    settings = bundle_postprocess(own, detector)
+    assert settings["ensemble"]["member_postprocess"] == [postprocess_settings(m) for m in own]
+    assert settings["ensemble"]["member_postprocess"][1] == {
+        "score_threshold": 0.4,
+        "nms_iou": 0.3,
+        "max_detections": 8,
+        "topk": 80,
+    }
+    assert settings["max_detections"] == 50  # the fused boxes kept: the ensemble's model.detector
+    images = _images(2, seed=3)
+    check = verify_detector_onnx(own, str(path), images, settings=settings)
+    assert check["detections_pytorch"] == check["detections_onnx"] > 0
+    assert check["unmatched"] == 0
+    # The bundle's post-process is each member's own, then fusion at the ensemble's max_detections.
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(OUTPUT_NAMES, {INPUT_NAME: images.numpy()})
+    levels = info["level_sizes"]
+    fused = detections_from_outputs(boxes, scores, settings, levels, (WIDTH, HEIGHT))
+    alone = [
+        postprocess(
+            boxes[:, k * 129 : (k + 1) * 129], scores[:, k * 129 : (k + 1) * 129], **own_settings, level_sizes=levels
+        )
+        for k, own_settings in enumerate(settings["ensemble"]["member_postprocess"])
+    ]
+    assert all(len(found) <= 8 and (found.scores > 0.4).all() for found in alone[1])
+    expected = fuse_members(alone, [(WIDTH, HEIGHT)] * 2, [1.0, 3.0], 0.5, 50)
+    for want, have in zip(expected, fused, strict=True):
+        np.testing.assert_array_equal(want.scores, have.scores)
+        np.testing.assert_array_equal(want.boxes, have.boxes)
+    # Post-processing member 1 with the shared settings (what bundles did before) is not what its
+    # PyTorch model does: the verification says so.
+    shared = {**settings, "ensemble": {**settings["ensemble"], "member_postprocess": None}}
+    assert verify_detector_onnx(own, str(path), images, settings=shared)["unmatched"] > 0
+    mismatched = {
+        **settings,
+        "ensemble": {**settings["ensemble"], "member_postprocess": [postprocess_settings(own[0])]},
+    }
+    with pytest.raises(ValueError, match="1 member post-process settings for an ensemble of 2"):
+        detections_from_outputs(boxes, scores, mismatched, levels, (WIDTH, HEIGHT))
+
+
+def test_a_lower_asked_threshold_lowers_every_members_candidates() -> None:
+    member = {"score_threshold": 0.4, "nms_iou": 0.3, "max_detections": 8, "topk": 80}
+    settings = {**member, "score_threshold": 0.05, "ensemble": {"members": 2, "member_postprocess": [member, member]}}
+    lowered = with_candidate_threshold(settings, 0.2)
+    assert lowered["score_threshold"] == 0.05  # already lower: kept
+    assert [m["score_threshold"] for m in lowered["ensemble"]["member_postprocess"]] == [0.2, 0.2]
+    assert settings["ensemble"]["member_postprocess"][0]["score_threshold"] == 0.4  # the bundle's own: untouched
+    assert with_candidate_threshold({**member, "ensemble": {"members": 2}}, 0.1)["score_threshold"] == 0.1

@@ -1,7 +1,8 @@
 """model.detector.ensemble.overrides (rooivalk.plan.detector_members): each member is the plan's detector
-with its seed, budget share and training overrides, validated as a plan of its own, its problems named
-under model.detector.ensemble.overrides[k]; keys the members share (model, data, checkpoints, the budget)
-are refused with their path; one override per member."""
+with its seed, budget share, training overrides and own score / NMS / max_detections post-process,
+validated as a plan of its own, its problems named under model.detector.ensemble.overrides[k]; keys the
+members share (the rest of model, data, checkpoints, the budget) are refused with their path; one
+override per member."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from rooivalk.plan import Plan, PlanError, detector_member_plan, read_plan_file, validate_plan
+from rooivalk.plan import DetectorSpec, Plan, PlanError, detector_member_plan, read_plan_file, validate_plan
 
 PLANS = Path(__file__).resolve().parents[3] / "pipelines" / "plans"
 WHERE = "model.detector.ensemble.overrides"
+ONLY = (
+    "member overrides training. keys and its own post-process (model.detector.score_threshold, nms_iou, "
+    "max_detections) only"
+)
 
 
 def detection(overrides: list[dict[str, Any]] | None, **ensemble: Any) -> dict[str, Any]:
@@ -47,6 +52,23 @@ def test_members_are_the_plan_with_their_seed_budget_share_and_overrides() -> No
     assert [detector_member_plan(seeds, k).training.seed for k in range(2)] == [42, 43]
 
 
+def test_a_member_may_post_process_its_own_boxes() -> None:
+    own = {"model.detector.score_threshold": 0.2, "model.detector.nms_iou": 0.45, "model.detector.max_detections": 30}
+    plan = validate_plan(detection([{"model.detector.nms_iou": 0.5}, own, {}]))
+    detector = plan.single_model.detector
+    assert detector is not None
+    for k in range(3):
+        member = detector_member_plan(plan, k).single_model.detector
+        assert member == detector.member(k)  # what the member's plan says is what its Detector is built with
+    settings = [(d.score_threshold, d.nms_iou, d.max_detections) for d in map(detector.member, range(3))]
+    assert settings == [(0.05, 0.5, 100), (0.2, 0.45, 30), (0.05, 0.6, 100)]
+    assert (detector.score_threshold, detector.nms_iou, detector.max_detections) == (0.05, 0.6, 100)  # the fused
+    assert detector.member(1).ensemble is None
+    assert DetectorSpec().member(0) == DetectorSpec()  # no ensemble: the spec itself
+    message = problems(detection([{}, {"model.detector.score_threshold": 1.5}]))
+    assert f"{WHERE}[1].model.detector.score_threshold: Input should be less than 1" in message
+
+
 def test_the_overrides_survive_the_pipeline_parameter() -> None:
     plan = validate_plan(detection([{}, {"training.detection_augment.strength": 0.5}]))
     again = Plan.model_validate(plan.to_parameter())
@@ -59,15 +81,16 @@ def test_the_overrides_survive_the_pipeline_parameter() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "reason"),
     [
-        ("data.source", "other", "member overrides training. keys only"),
-        ("export.precisions", ["fp32"], "member overrides training. keys only"),
-        ("model.architecture", "fcos_resnet18", "member overrides training. keys only"),
-        ("model.pretrained", None, "member overrides training. keys only"),
-        ("model.detector.input_height", 320, "member overrides training. keys only"),
-        ("model.detector.score_threshold", 0.1, "post-processes every member with one model.detector score_threshold"),
-        ("model.detector.operating_threshold", 0.3, "operating_threshold applies after fusion"),
-        ("model.num_classes", 3, "member overrides training. keys only"),
-        ("training", {"lr": 0.1}, "member overrides training. keys only"),
+        ("data.source", "other", ONLY),
+        ("export.precisions", ["fp32"], ONLY),
+        ("model.architecture", "fcos_resnet18", ONLY),
+        ("model.pretrained", None, ONLY),
+        ("model.detector.input_height", 320, ONLY),
+        ("model.detector", {"score_threshold": 0.1}, ONLY),  # the three keys by their own paths only
+        ("model.detector.operating_threshold", 0.3, "model.detector.operating_threshold and max_detections apply"),
+        ("model.detector.ensemble.members", 2, ONLY),
+        ("model.num_classes", 3, ONLY),
+        ("training", {"lr": 0.1}, ONLY),
         ("training.checkpoint.uri", "/tmp/x", "members share training.checkpoint"),
         ("training.budget_seconds", 60, "members share training.budget_seconds"),
         ("training.distributed.nproc_per_node", 2, "members share training.distributed"),

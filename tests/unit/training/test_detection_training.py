@@ -263,8 +263,8 @@ def test_a_killed_detector_run_resumes_bit_identical(trained: tuple[Path, Any, A
 def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bundle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """model.detector.ensemble, its members differing in seed and augmentation strength, through training
-    (and a rerun), evaluation and export, with per-class temperatures."""
+    """model.detector.ensemble, its members differing in seed, augmentation strength and post-process,
+    through training (and a rerun), evaluation and export, with per-class temperatures."""
     from rooivalk.evaluation.evaluate import evaluate_model
     from rooivalk.export import Predictor
     from rooivalk.export.pipeline_step import export_model
@@ -282,7 +282,8 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
         detection_training, "detection_augment", lambda spec: strengths.append(spec.strength) or build(spec)
     )
     raw = tiny_plan(tmp_path, epochs=3, seed=5, checkpoint={"uri": str(tmp_path / "checkpoints")})
-    overrides = [{}, {"training.detection_augment.strength": 0.5}]
+    own = {"model.detector.score_threshold": 0.1, "model.detector.nms_iou": 0.5}  # member 1's post-process
+    overrides = [{"model.detector.max_detections": 40}, {"training.detection_augment.strength": 0.5, **own}]
     raw["model"]["detector"]["ensemble"] = {"members": 2, "weights": [2.0, 1.0], "overrides": overrides}
     raw["model"]["detector"]["score_threshold"] = 0.02  # low scores too: calibration needs misses
     raw["export"] = {"precisions": ["fp32"], "temperature_scaling": True, "latency_runs": 100, "latency_warmup": 1}
@@ -302,6 +303,14 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     assert info.detector.ensemble.overrides == overrides  # the root's model.json records every member's
     member_info = json.loads((member_dir / "model.json").read_text())
     assert member_info["spec"]["detector"]["ensemble"] is None  # loaded alone, a member is one detector
+    # Each member runs its own post-process; the fused boxes keep the plan's max_detections.
+    assert (member_info["spec"]["detector"]["score_threshold"], member_info["spec"]["detector"]["nms_iou"]) == (
+        0.1,
+        0.5,
+    )
+    post = [(m.fcos.score_thresh, m.fcos.nms_thresh, m.fcos.detections_per_img) for m in members]  # type: ignore[union-attr]
+    assert post == [(0.02, 0.6, 40), (0.1, 0.5, 100)]
+    assert info.detector.max_detections == 100
     weights = [member.state_dict().values() for member in members]
     assert any(not torch.equal(a, b) for a, b in zip(*weights, strict=True))  # seeds 5 and 6
     tag = json.loads(detector_ensemble_tags(model_dir)["rooivalk.detector_ensemble"])
@@ -350,6 +359,8 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
     assert exported.metrics["model_fp32_test_map50"] == pytest.approx(report["map50"], abs=2e-3)
     assert export_report["postprocess"]["ensemble"]["members"] == 2
     assert export_report["postprocess"]["ensemble"]["overrides"] == overrides
+    member_postprocess = export_report["postprocess"]["ensemble"]["member_postprocess"]
+    assert [(m["score_threshold"], m["nms_iou"], m["max_detections"]) for m in member_postprocess] == post
     assert export_report["calibration"]["fitted"] is True, export_report["calibration"]
     bundle = Path(exported.bundles["model"])
     assert (bundle / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
