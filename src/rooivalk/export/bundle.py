@@ -49,6 +49,14 @@ SEQUENCE_INPUTS = ["sequences", "lengths"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def bundle_format(preprocessing: dict[str, Any]) -> Literal[1, 2]:
+    """The oldest bundle format that runs `preprocessing` as written: 2 for a detector ensemble whose members
+    post-process with their own settings (postprocess.ensemble.member_postprocess: a reader of format 1
+    would not see them and run every member with the top-level ones), else 1."""
+    ensemble = (preprocessing.get("postprocess") or {}).get("ensemble") or {}
+    return 2 if ensemble.get("member_postprocess") is not None else 1
+
+
 class BundleError(ValueError):
     """A bundle that cannot be written, read or run; the message names the bundle URI and the field."""
 
@@ -68,7 +76,7 @@ class BundleInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format_version: Literal[1] = 1
+    format_version: Literal[1, 2] = 1  # bundle_format: what the preprocessing needs of its reader
     name: str = Field(min_length=1)
     precision: Precision
     labels: list[str] = Field(min_length=1)
@@ -100,6 +108,13 @@ class BundleInfo(BaseModel):
         if bad:
             raise ValueError(f"not a sha256 hex digest for {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _format(self) -> BundleInfo:
+        needed = bundle_format(self.preprocessing)
+        if self.format_version < needed:
+            raise ValueError(f"format_version: {self.format_version}, but its preprocessing needs format {needed}")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleInfo:

@@ -215,7 +215,8 @@ def verify_detector_onnx(
     settings = dict(postprocess_settings(models[0]) if settings is None else settings)
     ensemble = settings.get("ensemble")
     if len(models) != (1 if ensemble is None else int(ensemble["members"])):
-        raise ValueError(f"{len(models)} detectors to verify against settings for {ensemble or 'one'} member(s)")
+        members = 1 if ensemble is None else ensemble["members"]
+        raise ValueError(f"{len(models)} detector(s) to verify against post-process settings of {members} member(s)")
     height, width = int(batch.shape[-2]), int(batch.shape[-1])
     dense = _dense(models, height, width)
     with torch.inference_mode():

@@ -69,7 +69,7 @@ def bundle_postprocess(models: Sequence[Detector], detector: DetectorSpec) -> di
     if ensemble is None:
         return dict(postprocess_settings(models[0]))
     if len(models) != ensemble.members:
-        raise ValueError(f"{len(models)} detectors given for an ensemble of {ensemble.members} members")
+        raise ValueError(f"{len(models)} detector(s) given for an ensemble of {ensemble.members} members")
     shared = PostprocessSettings(
         score_threshold=detector.score_threshold,
         nms_iou=detector.nms_iou,

@@ -20,7 +20,7 @@ import numpy as np
 
 from rooivalk import storage
 from rooivalk.evaluation.gates import GateFailure, describe_failures
-from rooivalk.export.bundle import BundleInfo, write_bundle
+from rooivalk.export.bundle import BundleInfo, bundle_format, write_bundle
 from rooivalk.export.onnx_export import OPSET
 from rooivalk.export.selection import ACCURACY, ModelExport
 from rooivalk.export.temperature import fit_temperature, reliability_diagram
@@ -328,6 +328,7 @@ def ship_bundle(
         ]
 
     info = BundleInfo(
+        format_version=bundle_format(preprocessing),
         name=choice.name,
         precision=choice.chosen,
         labels=labels,

@@ -18,6 +18,7 @@ STRIDE = 32  # the coarsest backbone stride: input sides are multiples of it
 # The model.detector keys an ensemble member may set for itself: the post-process of its own boxes,
 # before they are fused (rooivalk.plan.detector_members).
 MEMBER_POSTPROCESS = ("score_threshold", "nms_iou", "max_detections")
+MEMBER_POSTPROCESS_PATHS = {f"model.detector.{key}": key for key in MEMBER_POSTPROCESS}  # override path -> key
 
 
 class LossWeightsSpec(Strict):

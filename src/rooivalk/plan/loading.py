@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from rooivalk.plan.base import PlanError
-from rooivalk.plan.detector_members import OVERRIDES_PATH, member_values
+from rooivalk.plan.detector_members import OVERRIDES_PATH, member_values, postprocess_problems, trained_digest
 from rooivalk.plan.detector_members import override_problems as detector_override_problems
 from rooivalk.plan.document import Plan
 from rooivalk.plan.model_keys import attribution_problems, model_key_problems
@@ -130,14 +130,18 @@ def _detector_ensemble_overrides(plan: Plan) -> list[dict[str, Any]] | None:
 def _detector_member_problems(
     plan: Plan, origin: str, resolver: PluginResolver | None, known: set[Problem]
 ) -> list[Problem]:
-    """Each member of model.detector.ensemble must validate as a plan of its own and differ from the others
-    (an overridden training.seed can make two alike); paths under model.detector.ensemble.overrides[k].
+    """Each member of model.detector.ensemble must validate as a plan of its own and train a model the others
+    do not (an overridden training.seed can make two alike); paths under model.detector.ensemble.overrides[k].
+    The plan's own score_threshold / nms_iou may not be set where every member overrides them.
     `known`: the plan's own problems, which every member has too (not repeated)."""
     overrides = _detector_ensemble_overrides(plan)
+    detector = plan.single_model.detector
     assert overrides is not None
+    assert detector is not None
     problems = detector_override_problems(overrides)
     if problems:
         return problems
+    problems = postprocess_problems(detector)
     digests: dict[str, int] = {}
     for k in range(len(overrides)):
         where = f"{OVERRIDES_PATH}[{k}]"
@@ -150,9 +154,16 @@ def _detector_member_problems(
         problems += [(f"{where}.{path}", reason) for path, reason in inner if (path, reason) not in known]
         if member is None or inner:
             continue
-        first = digests.setdefault(member.digest(), k)
+        # Members that differ only in their post-process would train the same network twice.
+        first = digests.setdefault(trained_digest(member, detector), k)
         if first != k:
-            problems.append((where, f"the same plan as member {first} (seed included): it would train the same model"))
+            problems.append(
+                (
+                    where,
+                    f"the same plan as member {first} (seed included, post-process aside): it would train the "
+                    "same model",
+                )
+            )
     return problems
 
 

@@ -45,12 +45,15 @@ TrainOne = Callable[
 def member_plan(plan: Plan, member: int) -> Plan:
     """Member `member` of the plan's ensemble as the plan it trains: its seed, budget share and overrides
     (rooivalk.plan.detector_members; PlanError naming its overrides when they do not validate), and its own
-    checkpoint folder (member 0 keeps the plan's)."""
+    checkpoint folder (member 0 keeps the plan's): member_<k>/<its plan's digest>, so that a member cut off
+    resumes and one whose plan changed trains afresh (the engine resumes whatever checkpoint it finds;
+    the old member's stay where they were)."""
     alone = detector_member_plan(plan, member)
     checkpoint = alone.training.checkpoint
     if not member or checkpoint.uri is None:
         return alone
-    checkpoint = checkpoint.model_copy(update={"uri": f"{checkpoint.uri.rstrip('/')}/member_{member}"})
+    folder = f"{checkpoint.uri.rstrip('/')}/member_{member}/{alone.digest()[:16]}"
+    checkpoint = checkpoint.model_copy(update={"uri": folder})
     return alone.model_copy(update={"training": alone.training.model_copy(update={"checkpoint": checkpoint})})
 
 

@@ -89,7 +89,8 @@ def test_export_declares_dynamic_batch_and_level_sizes(exported: tuple[Detector,
     # P3..P7 of 64 x 96: 8 x 12, 4 x 6, 2 x 3, 1 x 2, 1 x 1 locations.
     assert read_level_sizes(path) == info["level_sizes"] == [96, 24, 6, 2, 1]
     assert info["anchors"] == sum(info["level_sizes"])
-    assert bundle_postprocess([model], DetectorSpec()) == postprocess_settings(model)  # one detector: its own
+    with pytest.raises(ValueError, match=r"1 detector\(s\) given for an ensemble of 2 members"):
+        bundle_postprocess([model], DetectorSpec(ensemble={"members": 2}))
 
 
 def test_onnx_detections_match_pytorch(exported: tuple[Detector, Path, dict[str, Any]]) -> None:
@@ -243,12 +244,12 @@ def test_an_ensemble_is_one_graph_whose_fused_detections_match_pytorchs(
         )
 
 
-def _strict(member: Detector) -> Detector:
+def _strict(member: Detector, most: int = 8) -> Detector:
     """`member`'s network with a post-process of its own (as an ensemble member whose overrides set
-    model.detector.score_threshold 0.4, nms_iou 0.3, max_detections 8 is built): the graph is the same."""
+    model.detector.score_threshold 0.4, nms_iou 0.3, max_detections `most` is built): the same graph."""
     strict = copy.deepcopy(member)
     fcos = strict.fcos
-    fcos.score_thresh, fcos.nms_thresh, fcos.detections_per_img, fcos.topk_candidates = 0.4, 0.3, 8, 80
+    fcos.score_thresh, fcos.nms_thresh, fcos.detections_per_img, fcos.topk_candidates = 0.4, 0.3, most, 10 * most
     return strict
 
 
@@ -307,3 +308,69 @@ def test_a_lower_asked_threshold_lowers_every_members_candidates() -> None:
     assert [m["score_threshold"] for m in lowered["ensemble"]["member_postprocess"]] == [0.2, 0.2]
     assert settings["ensemble"]["member_postprocess"][0]["score_threshold"] == 0.4  # the bundle's own: untouched
     assert with_candidate_threshold({**member, "ensemble": {"members": 2}}, 0.1)["score_threshold"] == 0.1
+
+
+def _bundle(path: Path, where: Path, settings: dict[str, Any], levels: list[int], version: int) -> str:
+    """A detection bundle of the graph at `path` with these post-process settings, as the export ships it."""
+    from rooivalk.export.bundle import BundleInfo, io_specs, write_bundle
+    from rooivalk.models.letterbox import LETTERBOX_FILL
+
+    inputs, outputs = io_specs(path)
+    preprocessing = {
+        "kind": "detection",
+        "input_height": HEIGHT,
+        "input_width": WIDTH,
+        "fill": LETTERBOX_FILL,
+        "postprocess": {**settings, "level_sizes": levels},
+        "operating_threshold": 0.25,
+    }
+    info = BundleInfo(
+        format_version=version,  # type: ignore[arg-type]
+        name="model",
+        precision="fp32",
+        labels=["a", "b", "c"],
+        preprocessing=preprocessing,
+        inputs=inputs,
+        outputs=outputs,
+        logits_output="scores",
+    )
+    write_bundle(str(where), info, path)
+    return str(where)
+
+
+def test_the_predictor_runs_each_members_post_process_and_lowers_every_candidate_threshold(
+    ensemble: tuple[list[Detector], Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from pydantic import ValidationError
+
+    from rooivalk.export import Predictor
+    from rooivalk.export.bundle import BundleInfo, bundle_format
+
+    members, path, info = ensemble
+    own = [members[0], _strict(members[1], most=100)]  # no cap: a lower threshold adds member 1's boxes
+    detector = DetectorSpec(ensemble={"members": 2, "weights": [1.0, 3.0], "iou_threshold": 0.5})
+    settings, levels = bundle_postprocess(own, detector), info["level_sizes"]
+    predictor = Predictor.load(
+        _bundle(path, tmp_path / "bundle", settings, levels, bundle_format({"postprocess": settings}))
+    )
+    assert predictor.info.format_version == 2  # a format-1 reader would run every member alike: it refuses
+    image = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    batch = image.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)  # letterboxed: the input's size
+    boxes, scores = ort.InferenceSession(str(path)).run(OUTPUT_NAMES, {INPUT_NAME: batch})
+
+    def expected(used: dict[str, Any], keep: float) -> tuple[np.ndarray, np.ndarray]:
+        (found,) = detections_from_outputs(boxes, scores, used, levels, (WIDTH, HEIGHT))
+        return found.boxes[found.scores >= keep], found.scores[found.scores >= keep]
+
+    (low,) = predictor.detect([image], score_threshold=0.1)
+    want_boxes, want_scores = expected(with_candidate_threshold(settings, 0.1), 0.1)
+    np.testing.assert_allclose(low["scores"], want_scores, rtol=1e-5)
+    np.testing.assert_allclose(low["boxes"], want_boxes, atol=1e-3)
+    # Lowering only the top-level threshold (member 1 still at 0.4) gives other boxes.
+    assert not np.array_equal(expected({**settings, "score_threshold": 0.05}, 0.1)[1], want_scores)
+    # A bundle exported before members had their own post-process: every member runs the top-level one.
+    old = {**settings, "ensemble": {k: v for k, v in settings["ensemble"].items() if k != "member_postprocess"}}
+    (alike,) = Predictor.load(_bundle(path, tmp_path / "old", old, levels, 1)).detect([image], score_threshold=0.1)
+    np.testing.assert_allclose(alike["scores"], expected(with_candidate_threshold(old, 0.1), 0.1)[1], rtol=1e-5)
+    with pytest.raises(ValidationError, match="format_version: 1, but its preprocessing needs format 2"):
+        BundleInfo.model_validate({**predictor.info.model_dump(), "format_version": 1})

@@ -67,6 +67,18 @@ def test_a_member_may_post_process_its_own_boxes() -> None:
     assert DetectorSpec().member(0) == DetectorSpec()  # no ensemble: the spec itself
     message = problems(detection([{}, {"model.detector.score_threshold": 1.5}]))
     assert f"{WHERE}[1].model.detector.score_threshold: Input should be less than 1" in message
+    # Two members that differ only in their post-process would train the same network twice.
+    message = problems(detection([{"training.seed": 1}, {"training.seed": 1, "model.detector.score_threshold": 0.2}]))
+    assert f"{WHERE}[1]: the same plan as member 0 (seed included, post-process aside)" in message
+    # The plan's own threshold, set where every member sets its own, would apply to none.
+    raw = detection([{"model.detector.nms_iou": 0.5}, {"model.detector.nms_iou": 0.4}])
+    raw["model"]["detector"]["nms_iou"] = 0.7
+    assert "model.detector.nms_iou: every member of model.detector.ensemble sets its own" in problems(raw)
+    raw["model"]["detector"]["nms_iou"] = 0.6  # the default: the plan sets nothing the members replace
+    validate_plan(raw)
+    raw["model"]["detector"] |= {"max_detections": 40, "nms_iou": 0.7}  # max_detections caps the fused boxes
+    raw["model"]["detector"]["ensemble"]["overrides"] = [{"model.detector.max_detections": 50}] * 2
+    validate_plan(raw)
 
 
 def test_the_overrides_survive_the_pipeline_parameter() -> None:
@@ -87,7 +99,7 @@ def test_the_overrides_survive_the_pipeline_parameter() -> None:
         ("model.pretrained", None, ONLY),
         ("model.detector.input_height", 320, ONLY),
         ("model.detector", {"score_threshold": 0.1}, ONLY),  # the three keys by their own paths only
-        ("model.detector.operating_threshold", 0.3, "model.detector.operating_threshold and max_detections apply"),
+        ("model.detector.operating_threshold", 0.3, "model.detector.operating_threshold applies to them"),
         ("model.detector.ensemble.members", 2, ONLY),
         ("model.num_classes", 3, ONLY),
         ("training", {"lr": 0.1}, ONLY),

@@ -380,6 +380,18 @@ def test_an_ensemble_trains_its_members_scores_each_and_ships_one_calibrated_bun
         calibrated["scores"], calibrate_scores(plain["scores"], plain["labels"], temperatures, biases), rtol=1e-6
     )
 
+    # A member whose override changed trains again from its first epoch, in a checkpoint folder of its own
+    # plan (the engine would resume the old member's finished checkpoint), and runs its new post-process.
+    changed = json.loads(json.dumps(raw))
+    changed["model"]["detector"]["ensemble"]["overrides"][1]["model.detector.nms_iou"] = 0.45
+    events = []
+    train_model(validate_plan(changed), dataset, model_dir, progress=events.append)
+    epochs = [e["epoch"] for e in events if e.get("member") == 1 and e.get("event") == "epoch_end"]
+    assert epochs == [1, 2, 3]
+    assert len(list((tmp_path / "checkpoints" / "member_1").iterdir())) == 2  # the old plan's folder kept
+    members, _ = load_detector_members(model_dir)
+    assert members[1].fcos.nms_thresh == 0.45  # type: ignore[union-attr]
+
     # A member left by another run (weights other than those the root recorded) is refused rather than fused.
     root = json.loads((tmp_path / "model" / "model.json").read_text())
     (tmp_path / "model" / "model.json").write_text(json.dumps({**root, "member_weights_sha256": ["0" * 64]}))
