@@ -214,8 +214,8 @@ def verify_detector_onnx(
     models = [model] if isinstance(model, Detector) else list(model)
     settings = dict(postprocess_settings(models[0]) if settings is None else settings)
     ensemble = settings.get("ensemble")
-    if len(models) != (1 if ensemble is None else int(ensemble["members"])):
-        members = 1 if ensemble is None else ensemble["members"]
+    members = 1 if ensemble is None else int(ensemble["members"])
+    if len(models) != members:
         raise ValueError(f"{len(models)} detector(s) to verify against post-process settings of {members} member(s)")
     height, width = int(batch.shape[-2]), int(batch.shape[-1])
     dense = _dense(models, height, width)

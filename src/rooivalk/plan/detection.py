@@ -90,11 +90,7 @@ class DetectorSpec(Strict):
         if self.ensemble is None:
             return self
         overrides = self.ensemble.overrides[member] if self.ensemble.overrides is not None else {}
-        own = {
-            key: overrides[f"model.detector.{key}"]
-            for key in MEMBER_POSTPROCESS
-            if f"model.detector.{key}" in overrides
-        }
+        own = {key: overrides[path] for path, key in MEMBER_POSTPROCESS_PATHS.items() if path in overrides}
         return DetectorSpec.model_validate({**self.model_dump(), "ensemble": None, **own})
 
 
