@@ -123,3 +123,31 @@ def test_a_summary_kept_without_its_run_folder_renders_with_notes(tmp_path: Path
     assert _figure_keys(text) == []
     assert "<h2>Notes</h2>" in text
     assert "no training curves" in text
+
+
+@pytest.mark.parametrize("run_id", ["offline-3f2a", "0123abcd"])
+def test_lineage_from_a_tracking_server_that_is_down_costs_a_note_not_mlflows_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_id: str
+) -> None:
+    # Asked of a dead server, MLflow's client retries for minutes: the report must not ask it at all.
+    import json
+    import socket
+
+    from rooivalk.cli.report_data import load_run_folder
+    from rooivalk.tracking import runs
+
+    def no_client(uri: str) -> None:
+        raise AssertionError(f"MLflow asked at {uri}")
+
+    monkeypatch.setattr(runs, "client_for", no_client)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    run_dir = make_run_folder(tmp_path / "run")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["tracking"] = {"uri": dead, "run_id": run_id}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    folder = load_run_folder(run_dir, tracking=True)
+    reason = "was buffered while" if run_id.startswith("offline-") else "does not answer /health"
+    assert any("lineage tags not read from MLflow (TrackingOffline" in n and reason in n for n in folder.notes)
+    assert folder.lineage["mlflow_run"] == f"{run_id} at {dead}"
