@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "pipelines" / "plans" / "detection.yaml"
-SEED = 42
-MEMBERS = 3
+if str(ROOT) not in sys.path:  # run as a file: the plan comes from the ensemble benchmark's helper
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.detection_ensemble import MEMBERS, PLAN, SEED, load_plan  # noqa: E402
+
 GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 BATCH = 16
 NAME = "member_postprocess"
@@ -49,21 +51,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--from-run", action="store_true", help="score --work's trained ensemble (no training)")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite {NAME}.md from --out's {NAME}.json")
     return parser.parse_args(argv)
-
-
-def load_plan(budget: float | None, work: Path) -> Any:
-    import yaml
-
-    from rooivalk.plan import validate_plan
-
-    raw = yaml.safe_load(PLAN.read_text())
-    raw["data"]["source"] = str(work / "shapes")
-    raw["training"]["seed"] = SEED
-    raw["training"]["threads"] = 2
-    raw["model"]["detector"]["ensemble"] = {"members": MEMBERS}
-    if budget is not None:
-        raw["training"]["budget_seconds"] = budget
-    return validate_plan(raw, origin=str(PLAN))
 
 
 class Split:
@@ -118,7 +105,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     if args.report_only:
         (out / f"{NAME}.md").write_text(report(json.loads((out / f"{NAME}.json").read_text())))
         return {"report": str(out / f"{NAME}.md")}
-    plan = load_plan(args.budget, work)
+    plan = load_plan(args.budget, work, MEMBERS)  # the detection demo as a 3-member ensemble, seed 42
     dataset_dir, model_dir = work / "dataset", work / "model"
     train_seconds = None
     if not args.from_run:
