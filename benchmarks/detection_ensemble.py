@@ -37,11 +37,18 @@ MEMBERS = 3
 REPORT = "ensemble_calibration.md"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_arguments(description: str, work: str) -> argparse.ArgumentParser:
+    """What the detection-ensemble benchmarks all take: the training budget, their work folder (under
+    runs/) and the results folder."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--budget", type=float, default=None, help="training.budget_seconds (default: the plan's)")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "detection-ensemble-benchmark"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / work))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "detection"))
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = run_arguments(__doc__.splitlines()[0], "detection-ensemble-benchmark")
     parser.add_argument(
         "--time-only", action="store_true", help="re-time --work's two bundles and update --out's JSON (no training)"
     )

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: the plan comes from the ensemble benchmark's helper
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.detection_ensemble import MEMBERS, PLAN, SEED, load_plan  # noqa: E402
+from benchmarks.detection_ensemble import MEMBERS, PLAN, SEED, load_plan, run_arguments  # noqa: E402
 
 GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 BATCH = 16
@@ -44,10 +44,7 @@ NAME = "member_postprocess"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=None, help="training.budget_seconds (default: the plan's)")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "detector-member-postprocess"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "detection"))
+    parser = run_arguments(__doc__.splitlines()[0], "detector-member-postprocess")
     parser.add_argument("--from-run", action="store_true", help="score --work's trained ensemble (no training)")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite {NAME}.md from --out's {NAME}.json")
     return parser.parse_args(argv)

@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
                 "ptq_drop": base - ptq["int8_test_accuracy"],
                 "qat_drop": base - qat["int8_test_accuracy"],
             }
-    test_size = round(args.count * 0.15)
+    test_size = round(args.count * yaml.safe_load(PLAN.read_text())["data"]["split"]["test"])
     lines = [
         "# QAT for the RNN presets: post-training static INT8 against QAT + static INT8 (sign language)",
         "",

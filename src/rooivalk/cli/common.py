@@ -49,15 +49,17 @@ def load_cli_plan(plan_path: Path, overrides: list[str] | None, check_model: boo
         raise typer.Exit(2) from None
 
 
-def print_error(message: str) -> None:
+def _print_line(label: str, style: str, message: str) -> None:
     # Text, not markup: messages hold key paths like stages[head] that markup would eat.
     # No wrapping: off a terminal rich wraps at 80 columns, which splits the paths and URIs errors name
     # (pod logs, CI, grep).
-    Console(file=sys.stderr).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    Console(file=sys.stderr).print(Text.assemble((label, style), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    _print_line("error:", "bold red", message)
 
 
 def print_warning(message: str) -> None:
     """One line on stderr, as print_error, for what went wrong after the command's own change was made."""
-    Console(file=sys.stderr).print(
-        Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True
-    )
+    _print_line("warning:", "bold yellow", message)

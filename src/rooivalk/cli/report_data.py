@@ -264,13 +264,12 @@ def _read_tags(uri: str, run_id: str) -> dict[str, str]:
             raise FileNotFoundError(path)
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             return dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
-    from rooivalk.tracking.buffer import TrackingOffline, is_offline_id, reachable
-    from rooivalk.tracking.runs import client_for
+    from rooivalk.tracking.buffer import TrackingOffline, is_offline_id
+    from rooivalk.tracking.runs import run_tags
 
-    # Asked of a server that is down, MLflow retries for minutes (measured: 4 min at the end of a
-    # `rooivalk run` whose tracking was buffered): one /health probe first, and no call for a buffered run.
-    if is_offline_id(run_id):
-        raise TrackingOffline(f"run {run_id} was buffered while {uri} was unreachable: `rooivalk sync` it first")
-    if not reachable(uri):
+    tags = run_tags(uri, run_id)  # None, without MLflow's minutes of retries, when it cannot answer
+    if tags is None:
+        if is_offline_id(run_id):
+            raise TrackingOffline(f"run {run_id} was buffered while {uri} was unreachable: `rooivalk sync` it first")
         raise TrackingOffline(f"{uri} does not answer /health")
-    return dict(client_for(uri).get_run(run_id).data.tags)
+    return tags

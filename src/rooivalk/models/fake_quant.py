@@ -28,8 +28,8 @@ differ (what to expect of the export):
   (each observes the same values, so they agree up to the first one's rounding);
 - a folded pair is found by tensor identity on the `example` batch (else by order in nn.Sequential):
   a layer whose output also feeds something other than its BatchNorm is treated as folded too, and the
-  export folds it only where its optimizer does; attention with add_bias_kv, add_zero_attn, separate
-  key/value dims or unbatched inputs rounds only its weights.
+  export folds it only where its optimizer does; attention with add_bias_kv, add_zero_attn or unbatched
+  inputs rounds only its weights, and with separate key/value dims (no in_proj_weight) only out_proj's.
 
 `prepare` works in place without changing what the model computes in float beyond the rounding: the
 input rounding is a forward pre-hook and the weight rounding a parametrization, so the layer's own
@@ -122,14 +122,13 @@ def prepare(model: nn.Module, momentum: float = 0.01, example: Callable[[], Any]
     layers = [module for module in modules if isinstance(module, QUANTIZED_LAYERS)]
     folded = {id(layer): bn for layer, bn in fake_quant_folding.batchnorm_pairs(model, layers, example)}
     for module in modules:
-        name = "weight" if isinstance(module, QUANTIZED_LAYERS) else "in_proj_weight"
         setattr(module, _ORDER, list(module._parameters))
         if isinstance(module, nn.MultiheadAttention):
             if module.in_proj_weight is None:  # kdim/vdim differ: separate weights, not simulated
                 hooks = []
             else:
                 add_ranges(module, fake_quant_attention.IN_PROJECTION_ROWS, momentum)
-                parametrize.register_parametrization(module, name, PerChannelWeight())
+                parametrize.register_parametrization(module, "in_proj_weight", PerChannelWeight())
                 hooks = fake_quant_attention.add_hooks(module)
         else:
             hooks = _prepare_layer(module, momentum, folded.get(id(module)))

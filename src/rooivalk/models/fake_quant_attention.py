@@ -16,8 +16,9 @@ function the projected q, k, v with identity projection weights (x @ I is x exac
 output, before any output projection, is then rounded, projected by out_proj.weight and rounded again.
 The mode also turns torch's fused fast path off (it would bypass all of this). Ranges: the attention's
 `qat_range` rows 2i, 2i + 1 are the i-th in-projection's input and output; out_proj's own `qat_range`
-holds the Gemm's. Not simulated (the weights are still rounded): add_bias_kv, add_zero_attn,
-kdim/vdim != embed_dim (separate projection weights) and unbatched inputs; the function runs as is.
+holds the Gemm's. Not simulated (the function runs as is): add_bias_kv, add_zero_attn and unbatched
+inputs, whose weights are still rounded; kdim/vdim != embed_dim (separate projection weights), whose
+in-projections are not rounded at all (only out_proj's weight, as any Linear).
 """
 
 from __future__ import annotations

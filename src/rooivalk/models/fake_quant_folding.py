@@ -44,7 +44,6 @@ def batchnorm_pairs(
     """
     if example is None:
         return _sequential_pairs(model, layers)
-    candidates = {id(layer) for layer in layers}
     produced: dict[int, tuple[torch.Tensor, nn.Module]] = {}  # id(output) -> (output, layer); kept alive
     pairs: dict[int, tuple[nn.Module, BatchNorm]] = {}  # by id(BatchNorm): one run twice is one pair
 
@@ -60,9 +59,7 @@ def batchnorm_pairs(
             pairs[id(bn)] = (layer, bn)  # type: ignore[assignment]  # _foldable checked the type
 
     handles = [module.register_forward_hook(record) for module in layers] + [
-        module.register_forward_pre_hook(match)
-        for module in model.modules()
-        if isinstance(module, BatchNorm) and id(module) not in candidates
+        module.register_forward_pre_hook(match) for module in model.modules() if isinstance(module, BatchNorm)
     ]
     _run_in_eval(model, example, handles)
     return list(pairs.values())

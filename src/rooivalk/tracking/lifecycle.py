@@ -137,9 +137,8 @@ def deprecate(client: Any, name: str, version: str, by: str, note: str = "") -> 
     if not by.strip():
         raise LifecycleError(f"{name} version {version}: deprecating needs a name (--by)")
     found = _version(client, name, version)
-    check_transition(name, version, status_of(found), "deprecated")
     aliases = [alias for alias in (RELEASED, CHAMPION) if alias in (found.aliases or [])]
-    move(client, name, version, "deprecated", by, note)
+    move(client, name, version, "deprecated", by, note)  # checks the transition before it writes
     for alias in aliases:
         client.delete_registered_model_alias(name, alias)
     return aliases

@@ -26,10 +26,12 @@ from rooivalk.tracking.promotion import (
     report_metrics,
 )
 from rooivalk.tracking.runs import client_for, lineage_tags, log_artifact
+from rooivalk.tracking.trace import model_versions
 
 # Artifact folders of a registration run: the trained model folder (re-scored by a later promotion)
 # and, for a multi-sensor system, one folder per sensor model.
 TRAINED_MODEL_ARTIFACT = "trained_model"
+PARENT_RUN_TAG = "rooivalk.parent_run_id"  # a version's pipeline run: a retried registration finds its leftovers
 SENSORS_ARTIFACT = "sensors"
 
 
@@ -85,7 +87,7 @@ def register_candidate(
     pod) is deprecated first, naming this one's registration."""
     tags = {
         **lineage_tags(plan, dataset_version),
-        "rooivalk.parent_run_id": parent_run_id,
+        PARENT_RUN_TAG: parent_run_id,
         **(extra_tags or {}),
     }
     name = plan.tracking.registered_model or plan.name
@@ -117,7 +119,7 @@ def register_candidate(
         plan.tracking.promotion,
         promotion_metric(plan),
         rescore,
-        None if record["requirements_passed"] else f"not validated: {failed_requirements(record)}",
+        None if record["requirements_passed"] else f"not validated: {_failed_requirements(record)}",
     )
     record["promotion"] = decision.reason
     refresh_record(client, name, version, record)
@@ -127,17 +129,13 @@ def register_candidate(
 def _unfinished_versions(client: Any, name: str, parent_run_id: str) -> list[str]:
     """Versions of `name` an earlier attempt of this pipeline run's registration left in draft or training
     with no promotion decision (its pod died mid-way)."""
-    found = client.search_model_versions(f"name = '{name}'")  # none yet for a new name
+    found = model_versions(client, name, PARENT_RUN_TAG, parent_run_id)  # none yet for a new name
     return [
-        str(v.version)
-        for v in found
-        if v.tags.get("rooivalk.parent_run_id") == parent_run_id
-        and lifecycle.status_of(v) in ("draft", "training")
-        and DECISION_TAG not in v.tags
+        str(v.version) for v in found if lifecycle.status_of(v) in ("draft", "training") and DECISION_TAG not in v.tags
     ]
 
 
-def failed_requirements(record: dict[str, Any]) -> str:
+def _failed_requirements(record: dict[str, Any]) -> str:
     """`CD-ML-004 failed, CD-ML-005 not measured`."""
     said = {False: "failed", None: "not measured"}
     return ", ".join(

@@ -206,6 +206,13 @@ def find_pipeline_run(tracking_uri: str, experiment: str, run_key: str) -> str |
     return str(runs[0].info.run_id) if runs else None
 
 
+@buffered("run_tags", lambda args: None, writes=False)
+def run_tags(tracking_uri: str, run_id: str) -> dict[str, str] | None:
+    """A run's tags; None where the server does not answer (one /health probe: asked of a server that is
+    down, MLflow retries for minutes) or the run was buffered offline and not synced yet."""
+    return dict(client_for(tracking_uri).get_run(run_id).data.tags)
+
+
 def pipeline_run_id(plan_dict: dict[str, Any], run_key: str) -> str:
     """The parent run of the pipeline run `run_key`, for tasks that cannot take it as an input
     (inside a ParallelFor, kfp.local replaces every task-output parameter with the loop item)."""

@@ -53,7 +53,7 @@ def _literal_safe(*values: str | None) -> bool:
     return not any(v is not None and ("'" in v or "`" in v) for v in values)
 
 
-def _versions(client: Any, name: str | None = None, tag: str | None = None, value: str | None = None) -> list[Any]:
+def model_versions(client: Any, name: str | None = None, tag: str | None = None, value: str | None = None) -> list[Any]:
     """Model versions (of model `name` when given) that carry version tag `tag` (equal to `value` when
     given), oldest first."""
     parts = [f"name = '{name}'"] if name is not None else []
@@ -116,7 +116,7 @@ def _model_version(client: Any, name: str, version: str) -> Any:
     try:
         return client.get_model_version(name, version)
     except MlflowException:
-        known = ", ".join(str(v.version) for v in _versions(client, name=name)) or "none"
+        known = ", ".join(str(v.version) for v in model_versions(client, name=name)) or "none"
         raise TraceError(f"registered model {name!r} has no version {version!r} (versions: {known})") from None
 
 
@@ -298,7 +298,7 @@ def trace_dataset(client: Any, dataset_version: str) -> dict[str, Any]:
     ]
     pipelines = [_pipeline_run(client, ingest) for ingest in ingests]
     card = next((c for c in (_artifact_json(client, r.info.run_id, CARD_FILE) for r in ingests) if c), None)
-    versions = _versions(client, tag=DATASET_TAG, value=dataset_version)
+    versions = model_versions(client, tag=DATASET_TAG, value=dataset_version)
     if not pipelines and not versions:
         raise TraceError(f"no dataset version {dataset_version!r}: no ingest run or model version carries it")
     aliases = _aliases_of(client, {v.name for v in versions})
@@ -358,10 +358,10 @@ def trace_requirement(client: Any, requirement_id: str, model: str | None = None
     newest of them states it."""
     if model is not None:
         _registered_model(client, model)
-    versions = _versions(client, name=model, tag=f"{REQUIREMENT_TAG}{requirement_id}")
+    versions = model_versions(client, name=model, tag=f"{REQUIREMENT_TAG}{requirement_id}")
     if not versions:
         known = sorted(
-            {i for v in _versions(client, name=model) for i in v.tags.get(REQUIREMENT_IDS_TAG, "").split(",") if i}
+            {i for v in model_versions(client, name=model) for i in v.tags.get(REQUIREMENT_IDS_TAG, "").split(",") if i}
         )
         where = f"of {model!r} " if model is not None else ""
         raise TraceError(
